@@ -1,0 +1,187 @@
+package cards
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeConn is an in-memory card connection that fails on command.
+type fakeConn struct {
+	id       int
+	mu       sync.Mutex
+	inTx     bool
+	failNext error
+	closed   bool
+}
+
+func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.inTx {
+		return nil, errors.New("transmit outside a transaction")
+	}
+	if err := c.failNext; err != nil {
+		c.failNext = nil
+		return nil, err
+	}
+	return []byte{byte(c.id), 0x90, 0x00}, nil
+}
+func (c *fakeConn) Begin(context.Context) error { c.mu.Lock(); c.inTx = true; c.mu.Unlock(); return nil }
+func (c *fakeConn) End() error                  { c.mu.Lock(); c.inTx = false; c.mu.Unlock(); return nil }
+func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+
+type fakeReader struct {
+	mu    sync.Mutex
+	conns []*fakeConn
+	fail  error
+}
+
+func (r *fakeReader) open(context.Context) (Conn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		return nil, r.fail
+	}
+	c := &fakeConn{id: len(r.conns) + 1}
+	r.conns = append(r.conns, c)
+	return c, nil
+}
+
+func TestWorkerSerializesRequests(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	var inside, max atomic.Int32
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := w.Do(t.Context(), func(ctx context.Context, tx Transmitter) error {
+				n := inside.Add(1)
+				if n > max.Load() {
+					max.Store(n)
+				}
+				defer inside.Add(-1)
+				time.Sleep(time.Millisecond)
+				_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+				return err
+			})
+			if err != nil {
+				t.Errorf("Do: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := max.Load(); got != 1 {
+		t.Errorf("%d requests ran at once, want 1", got)
+	}
+	if len(r.conns) != 1 {
+		t.Errorf("opened %d connections, want 1", len(r.conns))
+	}
+}
+
+func TestWorkerRetriesAfterReset(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	calls := 0
+	var got []byte
+	err := w.Do(t.Context(), func(ctx context.Context, tx Transmitter) error {
+		calls++
+		if calls == 1 {
+			r.conns[0].failNext = ErrCardReset
+		}
+		rsp, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		got = rsp
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Do after a reset: %v", err)
+	}
+	if calls != 2 || !bytes.Equal(got, []byte{2, 0x90, 0x00}) {
+		t.Errorf("calls = %d, response %X; want 2 calls answered by the second connection", calls, got)
+	}
+	if !r.conns[0].closed {
+		t.Errorf("the reset connection was not closed")
+	}
+}
+
+func TestWorkerRemovedCardFailsThenReconnects(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	transmit := func(ctx context.Context, tx Transmitter) error {
+		_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		return err
+	}
+	if err := w.Do(t.Context(), transmit); err != nil {
+		t.Fatal(err)
+	}
+	r.conns[0].failNext = ErrCardRemoved
+	if err := w.Do(t.Context(), transmit); !errors.Is(err, ErrCardRemoved) {
+		t.Fatalf("Do on a removed card: %v, want ErrCardRemoved", err)
+	}
+	r.fail = ErrNoCard
+	if err := w.Do(t.Context(), transmit); !errors.Is(err, ErrNoCard) {
+		t.Fatalf("Do with the reader empty: %v, want ErrNoCard", err)
+	}
+	r.fail = nil
+	if err := w.Do(t.Context(), transmit); err != nil {
+		t.Fatalf("Do after reinsertion: %v", err)
+	}
+}
+
+func TestWorkerContext(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	block := make(chan struct{})
+	started := make(chan struct{})
+	go w.Do(t.Context(), func(context.Context, Transmitter) error { close(started); <-block; return nil })
+	<-started
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	if err := w.Do(ctx, func(context.Context, Transmitter) error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Do behind a busy card with an expiring context: %v", err)
+	}
+	close(block)
+	w.Close()
+	if err := w.Do(t.Context(), func(context.Context, Transmitter) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do after Close: %v, want ErrClosed", err)
+	}
+}
+
+type echo struct{}
+
+func (echo) Transmit(_ context.Context, cmd []byte) ([]byte, error) {
+	return append([]byte{0xAA, 0xBB}, 0x90, 0x00), nil
+}
+
+func TestTraceRedactsSecrets(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tr := Trace(echo{}, log)
+	pin := []byte{0x00, 0x20, 0x00, 0x80, 0x08, '9', '8', '7', '6', '5', '4', 0xFF, 0xFF}
+	tr.Transmit(t.Context(), pin)
+	change := append([]byte{0x00, 0x24, 0x00, 0x80, 0x10}, []byte("98765432ABCDEFGH")...)
+	tr.Transmit(t.Context(), change)
+	tr.Transmit(t.Context(), []byte{0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x05, 0x00})
+	out := buf.String()
+	for _, secret := range []string{"39 38 37", "98765", "41 42 43", "ABCDEF"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("trace shows secret %q:\n%s", secret, out)
+		}
+	}
+	for _, want := range []string{"00 20 00 80 [9 bytes redacted]", "00 24 00 80 [17 bytes redacted]", "00 CB 3F FF 05 5C 03 5F C1 05 00", "AA BB 90 00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q:\n%s", want, out)
+		}
+	}
+}

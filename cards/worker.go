@@ -1,0 +1,151 @@
+package cards
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// Conn is a connected card as a [Worker] uses it. cards/pcsc.Card
+// implements it.
+type Conn interface {
+	Transmitter
+	// Begin starts an exclusive transaction (SCardBeginTransaction): no
+	// other PC/SC client can interleave commands until End.
+	Begin(ctx context.Context) error
+	// End ends the transaction and leaves the card as it is.
+	End() error
+	// Close disconnects.
+	Close() error
+}
+
+// Opener connects to the card a Worker owns.
+type Opener func(ctx context.Context) (Conn, error)
+
+// Worker is the one goroutine that owns a card. Requests reach it through
+// [Worker.Do], each with its own context, and run one at a time inside a
+// PC/SC transaction, so that no two requests interleave their APDUs.
+//
+// The worker connects on the first request, and reconnects when the card
+// was reset, removed and reinserted, or the PC/SC service restarted. A
+// request that fails because the card was reset underneath it (its PIN
+// state is gone) runs once more on the fresh connection, from its start.
+//
+// A Worker is safe for concurrent use.
+type Worker struct {
+	open Opener
+	log  *slog.Logger
+	reqs chan *request
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type request struct {
+	ctx  context.Context
+	fn   func(context.Context, Transmitter) error
+	done chan error
+}
+
+// NewWorker starts the owner goroutine of a card. log may be nil.
+func NewWorker(open Opener, log *slog.Logger) *Worker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	w := &Worker{open: open, log: log, reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Do runs fn on the card's owner goroutine, inside a transaction. fn must
+// not keep t after it returns. Do returns when fn has run, or at once with
+// ctx's error if ctx ends before the worker picks the request up; once fn
+// has started, it runs to its end (fn sees ctx and should stop between
+// APDUs, never in the middle of a chained exchange).
+func (w *Worker) Do(ctx context.Context, fn func(ctx context.Context, t Transmitter) error) error {
+	r := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.quit:
+		return ErrClosed
+	}
+	return <-r.done
+}
+
+// Close stops the worker after the request in progress and disconnects.
+func (w *Worker) Close() error {
+	w.once.Do(func() { close(w.quit) })
+	<-w.done
+	return nil
+}
+
+func (w *Worker) run() {
+	defer close(w.done)
+	var conn Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for {
+		select {
+		case <-w.quit:
+			return
+		case r := <-w.reqs:
+			var err error
+			conn, err = w.serve(conn, r)
+			r.done <- err
+		}
+	}
+}
+
+// reconnectable reports whether err means the connection is gone and a new
+// one may work.
+func reconnectable(err error) bool {
+	return errors.Is(err, ErrCardReset) || errors.Is(err, ErrCardRemoved) ||
+		errors.Is(err, ErrServiceUnavailable) || errors.Is(err, ErrNoCard) || errors.Is(err, ErrNoReader)
+}
+
+// serve runs one request and returns the connection to keep (nil to
+// reconnect next time).
+func (w *Worker) serve(conn Conn, r *request) (Conn, error) {
+	for attempt := 0; ; attempt++ {
+		if err := r.ctx.Err(); err != nil {
+			return conn, err
+		}
+		if conn == nil {
+			c, err := w.open(r.ctx)
+			if err != nil {
+				return nil, fmt.Errorf("cards: connect: %w", err)
+			}
+			conn = c
+		}
+		err := w.transact(conn, r)
+		if err == nil || !reconnectable(err) {
+			return conn, err
+		}
+		w.log.Info("card connection lost", "err", err)
+		conn.Close()
+		conn = nil
+		// Only a reset (the card is still there, its state gone) is worth
+		// running the request again; a removed card fails the request.
+		if attempt > 0 || !errors.Is(err, ErrCardReset) {
+			return nil, err
+		}
+	}
+}
+
+func (w *Worker) transact(conn Conn, r *request) error {
+	if err := conn.Begin(r.ctx); err != nil {
+		return err
+	}
+	err := r.fn(r.ctx, conn)
+	if endErr := conn.End(); err == nil && endErr != nil && reconnectable(endErr) {
+		err = endErr
+	}
+	return err
+}

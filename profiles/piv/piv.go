@@ -1,0 +1,642 @@
+// Package piv is the profile driver for PIV cards (NIST SP 800-73-4, with the
+// YubiKey extensions where a card has them).
+//
+// # Use
+//
+//	card, err := piv.Open(ctx, t) // t: any profiles.Transmitter
+//	keys, err := card.Keys(ctx)
+//	err = card.VerifyPIN(ctx, pin)
+//	sig, err := card.Sign(ctx, "9c", digest, crypto.SHA256)
+//
+// The driver speaks APDUs only; it never opens hardware. Command chaining,
+// GET RESPONSE and 6C xx are handled by apdu.Conn.
+//
+// # Conventions
+//
+//   - Keys are named by their slot in lower-case hex: "9a" PIV
+//     Authentication, "9c" Digital Signature, "9d" Key Management, "9e" Card
+//     Authentication, "82"–"95" retired key management.
+//   - PINs are 6 to 8 bytes, padded with FF to 8 on the wire (SP 800-73-4
+//     Part 2, 3.2.1). A PIN of another length is refused before it reaches
+//     the card, so it cannot cost a try.
+//   - Signatures: the host pads RSA (PKCS #1 v1.5 or PSS) and the card does
+//     the raw private-key operation; ECDSA signatures come back as ASN.1 DER.
+//     Every signature is checked against the key's public key before it is
+//     returned, so a faulty or rogue card cannot hand out a bad one.
+//   - Slot 9C has the PIN policy "always": VerifyPIN must come immediately
+//     before every Sign. The driver learns the policy from YubiKey metadata
+//     (GET METADATA, firmware 5.3 and later) and otherwise assumes the PIV
+//     defaults.
+//
+// # Errors
+//
+// Every error from the card wraps its apdu.StatusWord: a wrong PIN is a
+// [*PINError] that unwraps to 63 Cx, so both errors.As(err, &pinErr) and
+// errors.Is(err, apdu.ErrWrongPIN) work; a blocked PIN unwraps to 69 83
+// (apdu.ErrBlocked); signing without the PIN unwraps to 69 82
+// (apdu.ErrSecurityStatus).
+//
+// # Concurrency
+//
+// A Card is not safe for concurrent use.
+package piv
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"strconv"
+	"strings"
+
+	_ "crypto/sha256" // hashes for PSS
+	_ "crypto/sha512"
+
+	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/profiles"
+)
+
+// Instruction bytes (SP 800-73-4 Part 2, Table 21; YubiKey extensions).
+const (
+	insSelect       = 0xA4
+	insGetData      = 0xCB
+	insVerify       = 0x20
+	insGeneralAuth  = 0x87
+	insGetVersion   = 0xFD // YubiKey
+	insGetSerial    = 0xF8 // YubiKey
+	insGetMetadata  = 0xF7 // YubiKey 5.3+
+	pinRefPIV       = 0x80
+	tagDynAuth      = 0x7C
+	tagChallenge    = 0x81
+	tagResponse     = 0x82
+	tagDataObject   = 0x53
+	tagCertificate  = 0x70
+	tagCertInfo     = 0x71
+	tagObjectID     = 0x5C
+	maxCertificate  = 16 << 10 // bound on a decompressed certificate
+	algRSA1024      = 0x06
+	algRSA2048      = 0x07
+	algRSA3072      = 0x05
+	algRSA4096      = 0x16
+	algECCP256      = 0x11
+	algECCP384      = 0x14
+	metaAlgorithm   = 0x01
+	metaPolicy      = 0x02
+	metaPublicKey   = 0x04
+	metaPINPolicyDf = 0x00
+)
+
+// AID is the PIV application identifier (SP 800-73-4 Part 1, 2.2).
+var AID = []byte{0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00}
+
+// Profile is the PIV profile.
+type Profile struct{}
+
+var _ profiles.Profile = Profile{}
+var _ profiles.Card = (*Card)(nil)
+
+// Name returns "piv".
+func (Profile) Name() string { return "piv" }
+
+// Open selects the PIV application; see [Open].
+func (Profile) Open(ctx context.Context, t profiles.Transmitter) (profiles.Card, error) {
+	return Open(ctx, t)
+}
+
+// Card is an open PIV application.
+type Card struct {
+	conn    apdu.Conn
+	version [3]byte // zero if the card has no GET VERSION
+	keys    map[string]profiles.Key
+}
+
+// Open selects the PIV application on the card behind t and reads its
+// version if it is a YubiKey. The error wraps [profiles.ErrNotPresent] when
+// the card has no PIV application.
+func Open(ctx context.Context, t profiles.Transmitter) (*Card, error) {
+	c := &Card{conn: apdu.Conn{T: t}}
+	if err := c.Select(ctx); err != nil {
+		return nil, err
+	}
+	if v, err := c.conn.Do(ctx, apdu.Command{INS: insGetVersion}); err == nil && len(v) == 3 {
+		copy(c.version[:], v)
+	} else if err != nil && !isStatus(err) {
+		return nil, fmt.Errorf("piv: get version: %w", err)
+	}
+	return c, nil
+}
+
+func isStatus(err error) bool {
+	var sw apdu.StatusWord
+	return errors.As(err, &sw)
+}
+
+// Select selects the PIV application again, as the first command of a
+// transaction should. SP 800-73-4 Part 2, 3.1.1.
+func (c *Card) Select(ctx context.Context) error {
+	rsp, err := c.conn.Do(ctx, apdu.Command{INS: insSelect, P1: 0x04, Data: AID[:5], Ne: 256})
+	if err != nil {
+		if errors.Is(err, apdu.ErrNotFound) {
+			return fmt.Errorf("piv: select: %w (%w)", profiles.ErrNotPresent, err)
+		}
+		return fmt.Errorf("piv: select: %w", err)
+	}
+	// The answer is an application property template (61); some cards
+	// answer with nothing at all, which is fine.
+	if len(rsp) > 0 {
+		if _, ok, err := apdu.FindTLV(rsp, 0x61); err != nil || !ok {
+			return fmt.Errorf("piv: select: malformed application property template: %w", apdu.ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// Version returns the YubiKey firmware version, or "" for other cards.
+func (c *Card) Version() string {
+	if c.version == [3]byte{} {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", c.version[0], c.version[1], c.version[2])
+}
+
+func (c *Card) hasMetadata() bool {
+	v := c.version
+	return v[0] > 5 || (v[0] == 5 && v[1] >= 3)
+}
+
+// Info reads the serial (YubiKey) or the CHUID GUID (other cards).
+func (c *Card) Info(ctx context.Context) (profiles.Info, error) {
+	info := profiles.Info{Profile: "piv", Version: c.Version(), Label: "PIV card"}
+	if c.version != [3]byte{} {
+		info.Label = "YubiKey PIV"
+		s, err := c.conn.Do(ctx, apdu.Command{INS: insGetSerial})
+		if err == nil && len(s) == 4 {
+			info.Serial = strconv.FormatUint(uint64(s[0])<<24|uint64(s[1])<<16|uint64(s[2])<<8|uint64(s[3]), 10)
+			return info, nil
+		}
+		if err != nil && !isStatus(err) {
+			return info, fmt.Errorf("piv: get serial: %w", err)
+		}
+	}
+	chuid, err := c.getObject(ctx, 0x5FC102)
+	if err != nil {
+		if errors.Is(err, apdu.ErrNotFound) {
+			return info, nil
+		}
+		return info, err
+	}
+	if guid, ok, err := apdu.FindTLV(chuid, 0x34); err == nil && ok {
+		info.Serial = hex.EncodeToString(guid)
+	}
+	return info, nil
+}
+
+// getObject reads a data object with GET DATA and returns the value of its
+// 53 wrapper. SP 800-73-4 Part 2, 3.1.2.
+func (c *Card) getObject(ctx context.Context, id uint32) ([]byte, error) {
+	var tag []byte
+	tag = apdu.AppendTag(tag, id)
+	rsp, err := c.conn.Do(ctx, apdu.Command{INS: insGetData, P1: 0x3F, P2: 0xFF,
+		Data: apdu.AppendTLV(nil, tagObjectID, tag), Ne: 256})
+	if err != nil {
+		return nil, fmt.Errorf("piv: get data %X: %w", id, err)
+	}
+	v, ok, err := apdu.FindTLV(rsp, tagDataObject)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("piv: get data %X: no data object (53): %w", id, apdu.ErrMalformed)
+	}
+	return v, nil
+}
+
+// slotInfo is what the driver knows of each standard slot.
+var slotInfo = []struct {
+	id     string
+	ref    byte
+	object uint32
+	label  string
+	policy profiles.PINPolicy
+}{
+	{"9a", 0x9A, 0x5FC105, "PIV Authentication", profiles.PINOnce},
+	{"9c", 0x9C, 0x5FC10A, "Digital Signature", profiles.PINAlways},
+	{"9d", 0x9D, 0x5FC10B, "Key Management", profiles.PINOnce},
+	{"9e", 0x9E, 0x5FC101, "Card Authentication", profiles.PINNever},
+}
+
+// Keys lists the keys in slots 9A, 9C, 9D and 9E: from their certificates,
+// and from YubiKey metadata when the card has it (then slots without a
+// certificate are found too).
+func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
+	keys := map[string]profiles.Key{}
+	var list []profiles.Key
+	for _, s := range slotInfo {
+		k := profiles.Key{ID: s.id, Label: s.label, PINPolicy: s.policy}
+		found := false
+		if c.hasMetadata() {
+			alg, policy, pub, err := c.metadata(ctx, s.ref)
+			switch {
+			case err == nil:
+				k.Algorithm, k.Public, found = alg, pub, true
+				if policy != 0 {
+					k.PINPolicy = policy
+				}
+			case isStatus(err):
+			default:
+				return nil, err
+			}
+		}
+		cert, err := c.certificate(ctx, s.object)
+		switch {
+		case err == nil:
+			k.Certificate = cert
+			if k.Public == nil {
+				k.Public = cert.PublicKey
+				k.Algorithm = algorithmOf(cert.PublicKey)
+				found = true
+			}
+		case errors.Is(err, apdu.ErrNotFound):
+		default:
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		if k.Algorithm == "" {
+			continue // a key this driver cannot use
+		}
+		keys[s.id] = k
+		list = append(list, k)
+	}
+	c.keys = keys
+	return list, nil
+}
+
+func algorithmOf(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ECCP256"
+		case elliptic.P384():
+			return "ECCP384"
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 1024, 2048, 3072, 4096:
+			return "RSA" + strconv.Itoa(k.N.BitLen())
+		}
+	}
+	return ""
+}
+
+func algorithmByte(name string) byte {
+	switch name {
+	case "ECCP256":
+		return algECCP256
+	case "ECCP384":
+		return algECCP384
+	case "RSA1024":
+		return algRSA1024
+	case "RSA2048":
+		return algRSA2048
+	case "RSA3072":
+		return algRSA3072
+	case "RSA4096":
+		return algRSA4096
+	}
+	return 0
+}
+
+// certificate reads and parses a certificate object: 53 { 70 cert, 71 info,
+// FE lrc }. CertInfo 01 means the certificate is gzip-compressed.
+func (c *Card) certificate(ctx context.Context, object uint32) (*x509.Certificate, error) {
+	v, err := c.getObject(ctx, object)
+	if err != nil {
+		return nil, err
+	}
+	return parseCertObject(v)
+}
+
+func parseCertObject(v []byte) (*x509.Certificate, error) {
+	tlvs, err := apdu.ParseTLVs(v)
+	if err != nil {
+		return nil, fmt.Errorf("piv: certificate object: %w", err)
+	}
+	var der []byte
+	var info byte
+	for _, t := range tlvs {
+		switch t.Tag {
+		case tagCertificate:
+			der = t.Value
+		case tagCertInfo:
+			if len(t.Value) > 0 {
+				info = t.Value[0]
+			}
+		}
+	}
+	if len(der) == 0 {
+		return nil, fmt.Errorf("piv: certificate object: empty: %w", apdu.SWFileNotFound)
+	}
+	if info&0x01 != 0 {
+		zr, err := gzip.NewReader(bytes.NewReader(der))
+		if err != nil {
+			return nil, fmt.Errorf("piv: certificate: gzip: %w", err)
+		}
+		der, err = io.ReadAll(io.LimitReader(zr, maxCertificate+1))
+		if err != nil {
+			return nil, fmt.Errorf("piv: certificate: gzip: %w", err)
+		}
+		if len(der) > maxCertificate {
+			return nil, fmt.Errorf("piv: certificate: larger than %d bytes: %w", maxCertificate, apdu.ErrMalformed)
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("piv: certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// metadata reads YubiKey GET METADATA for a key slot: algorithm, PIN policy
+// and public key.
+func (c *Card) metadata(ctx context.Context, slot byte) (string, profiles.PINPolicy, crypto.PublicKey, error) {
+	rsp, err := c.conn.Do(ctx, apdu.Command{INS: insGetMetadata, P2: slot, Ne: 256})
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("piv: metadata %02x: %w", slot, err)
+	}
+	return parseMetadata(rsp)
+}
+
+func parseMetadata(rsp []byte) (string, profiles.PINPolicy, crypto.PublicKey, error) {
+	tlvs, err := apdu.ParseTLVs(rsp)
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("piv: metadata: %w", err)
+	}
+	var alg byte
+	var policy profiles.PINPolicy
+	var pubTLV []byte
+	for _, t := range tlvs {
+		switch t.Tag {
+		case metaAlgorithm:
+			if len(t.Value) == 1 {
+				alg = t.Value[0]
+			}
+		case metaPolicy:
+			if len(t.Value) >= 1 {
+				switch t.Value[0] {
+				case 1:
+					policy = profiles.PINNever
+				case 2:
+					policy = profiles.PINOnce
+				case 3:
+					policy = profiles.PINAlways
+				}
+			}
+		case metaPublicKey:
+			pubTLV = t.Value
+		}
+	}
+	pub, err := parsePublicKey(alg, pubTLV)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	return algorithmOf(pub), policy, pub, nil
+}
+
+// parsePublicKey decodes the public key template of GENERATE ASYMMETRIC KEY
+// PAIR and YubiKey metadata: 81 modulus, 82 exponent (RSA) or 86 point (EC).
+// SP 800-73-4 Part 2, 3.3.2.
+func parsePublicKey(alg byte, v []byte) (crypto.PublicKey, error) {
+	tlvs, err := apdu.ParseTLVs(v)
+	if err != nil {
+		return nil, fmt.Errorf("piv: public key: %w", err)
+	}
+	get := func(tag uint32) []byte {
+		for _, t := range tlvs {
+			if t.Tag == tag {
+				return t.Value
+			}
+		}
+		return nil
+	}
+	switch alg {
+	case algECCP256, algECCP384:
+		curve := elliptic.P256()
+		if alg == algECCP384 {
+			curve = elliptic.P384()
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(curve, get(0x86))
+		if err != nil {
+			return nil, fmt.Errorf("piv: public key: %w", err)
+		}
+		return pub, nil
+	case algRSA1024, algRSA2048, algRSA3072, algRSA4096:
+		n, e := get(0x81), get(0x82)
+		if len(n) == 0 || len(e) == 0 || len(e) > 4 {
+			return nil, fmt.Errorf("piv: public key: bad RSA template: %w", apdu.ErrMalformed)
+		}
+		ev := int(new(big.Int).SetBytes(e).Int64())
+		if ev < 3 || ev%2 == 0 {
+			return nil, fmt.Errorf("piv: public key: bad RSA exponent: %w", apdu.ErrMalformed)
+		}
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: ev}, nil
+	}
+	return nil, fmt.Errorf("piv: public key: algorithm %#02x not supported: %w", alg, apdu.ErrMalformed)
+}
+
+// PINError is a wrong or blocked PIN. It unwraps to the card's status word.
+type PINError struct {
+	Retries int // tries left; 0: blocked
+	SW      apdu.StatusWord
+}
+
+func (e *PINError) Error() string {
+	if e.Retries == 0 {
+		return "piv: PIN blocked"
+	}
+	return fmt.Sprintf("piv: wrong PIN, %d %s left", e.Retries, plural(e.Retries, "try", "tries"))
+}
+
+func (e *PINError) Unwrap() error { return e.SW }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// ErrPINFormat: the PIN is not 6 to 8 bytes; it was not sent to the card.
+var ErrPINFormat = errors.New("piv: PIN must be 6 to 8 characters")
+
+// pinError turns the status of a VERIFY into a *PINError where it is one.
+func pinError(err error) error {
+	var sw apdu.StatusWord
+	if errors.As(err, &sw) {
+		if n, ok := sw.Retries(); ok {
+			return &PINError{Retries: n, SW: sw}
+		}
+	}
+	return err
+}
+
+// VerifyPIN presents the PIV application PIN. SP 800-73-4 Part 2, 3.2.1.
+// The PIN never appears in errors.
+func (c *Card) VerifyPIN(ctx context.Context, pin []byte) error {
+	if len(pin) < 6 || len(pin) > 8 {
+		return ErrPINFormat
+	}
+	var padded [8]byte
+	for i := range padded {
+		padded[i] = 0xFF
+	}
+	copy(padded[:], pin)
+	_, err := c.conn.Do(ctx, apdu.Command{INS: insVerify, P2: pinRefPIV, Data: padded[:]})
+	clear(padded[:])
+	if err != nil {
+		return fmt.Errorf("piv: verify PIN: %w", pinError(err))
+	}
+	return nil
+}
+
+// PINStatus asks the card with an empty VERIFY, which spends no try.
+func (c *Card) PINStatus(ctx context.Context) (profiles.PINStatus, error) {
+	_, err := c.conn.Do(ctx, apdu.Command{INS: insVerify, P2: pinRefPIV})
+	if err == nil {
+		st := profiles.PINStatus{Verified: true, Retries: -1}
+		// The card does not say how many tries are left once verified;
+		// YubiKey metadata does.
+		if c.hasMetadata() {
+			if rsp, err := c.conn.Do(ctx, apdu.Command{INS: insGetMetadata, P2: pinRefPIV, Ne: 256}); err == nil {
+				if v, ok, _ := apdu.FindTLV(rsp, 0x06); ok && len(v) == 2 {
+					st.Retries = int(v[1])
+				}
+			}
+		}
+		return st, nil
+	}
+	var sw apdu.StatusWord
+	if errors.As(err, &sw) {
+		if n, ok := sw.Retries(); ok {
+			return profiles.PINStatus{Retries: n, Blocked: n == 0}, nil
+		}
+	}
+	return profiles.PINStatus{}, fmt.Errorf("piv: PIN status: %w", err)
+}
+
+// Logout resets the PIN verification state (VERIFY with P1 = FF).
+func (c *Card) Logout(ctx context.Context) error {
+	if _, err := c.conn.Do(ctx, apdu.Command{INS: insVerify, P1: 0xFF, P2: pinRefPIV}); err != nil {
+		return fmt.Errorf("piv: log out: %w", err)
+	}
+	return nil
+}
+
+func slotRef(id string) (byte, bool) {
+	b, err := hex.DecodeString(strings.ToLower(id))
+	if err != nil || len(b) != 1 {
+		return 0, false
+	}
+	return b[0], true
+}
+
+// Sign signs digest with the key in slot id. See the package doc for the
+// conventions.
+func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if c.keys == nil {
+		if _, err := c.Keys(ctx); err != nil {
+			return nil, err
+		}
+	}
+	k, ok := c.keys[strings.ToLower(id)]
+	if !ok {
+		return nil, fmt.Errorf("piv: sign: slot %q: %w", id, profiles.ErrNoKey)
+	}
+	ref, _ := slotRef(k.ID)
+	var input []byte
+	switch pub := k.Public.(type) {
+	case *ecdsa.PublicKey:
+		size := (pub.Curve.Params().BitSize + 7) / 8
+		input = make([]byte, size)
+		if len(digest) >= size {
+			copy(input, digest[:size]) // FIPS 186-4 6.4: leftmost bits
+		} else {
+			copy(input[size-len(digest):], digest)
+		}
+	case *rsa.PublicKey:
+		var err error
+		if pss, ok := opts.(*rsa.PSSOptions); ok {
+			input, err = emsaPSSEncode(digest, pub, pss)
+		} else {
+			input, err = emsaPKCS1v15Encode(digest, pub.Size(), opts.HashFunc())
+		}
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("piv: sign: slot %s: unsupported key", k.ID)
+	}
+	var tmpl []byte
+	tmpl = apdu.AppendTLV(tmpl, tagResponse, nil)
+	tmpl = apdu.AppendTLV(tmpl, tagChallenge, input)
+	rsp, err := c.conn.Do(ctx, apdu.Command{INS: insGeneralAuth, P1: algorithmByte(k.Algorithm), P2: ref,
+		Data: apdu.AppendTLV(nil, tagDynAuth, tmpl), Ne: 256})
+	if err != nil {
+		return nil, fmt.Errorf("piv: sign with %s: %w", k.ID, err)
+	}
+	sig, err := parseAuthResponse(rsp)
+	if err != nil {
+		return nil, fmt.Errorf("piv: sign with %s: %w", k.ID, err)
+	}
+	if err := checkSignature(k.Public, digest, input, sig, opts); err != nil {
+		return nil, fmt.Errorf("piv: sign with %s: card returned a bad signature: %w", k.ID, err)
+	}
+	return sig, nil
+}
+
+// parseAuthResponse extracts 82 from 7C { 82 … }.
+func parseAuthResponse(rsp []byte) ([]byte, error) {
+	tmpl, ok, err := apdu.FindTLV(rsp, tagDynAuth)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("no dynamic authentication template: %w", apdu.ErrMalformed)
+	}
+	sig, ok, err := apdu.FindTLV(tmpl, tagResponse)
+	if err != nil || !ok || len(sig) == 0 {
+		return nil, fmt.Errorf("no response in template: %w", apdu.ErrMalformed)
+	}
+	return bytes.Clone(sig), nil
+}
+
+// ErrBadSignature: the card's signature does not verify under its public key.
+var ErrBadSignature = errors.New("signature does not verify")
+
+func checkSignature(pub crypto.PublicKey, digest, input, sig []byte, opts crypto.SignerOpts) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if !ecdsa.VerifyASN1(k, input, sig) {
+			return ErrBadSignature
+		}
+	case *rsa.PublicKey:
+		if len(sig) != k.Size() {
+			return ErrBadSignature
+		}
+		// Raw check: sig^e mod n must give back the encoded block.
+		s := new(big.Int).SetBytes(sig)
+		if s.Cmp(k.N) >= 0 {
+			return ErrBadSignature
+		}
+		m := new(big.Int).Exp(s, big.NewInt(int64(k.E)), k.N)
+		if !bytes.Equal(m.FillBytes(make([]byte, k.Size())), input) {
+			return ErrBadSignature
+		}
+	}
+	return nil
+}

@@ -1,0 +1,807 @@
+// Package pivsim simulates a PIV card (NIST SP 800-73-4) with the YubiKey
+// extensions that common clients call, well enough that OpenSC,
+// yubico-piv-tool and the pscs PIV driver take it for a real card.
+//
+// # Use
+//
+// A [Card] is a cards.Transmitter: use it in process for unit tests, or plug
+// it into a real pcscd with cards/vpcd, where every PC/SC client sees it in a
+// reader:
+//
+//	card, err := pivsim.New(pivsim.Config{Seed: []byte("test")})
+//	go vpcd.Plug(ctx, "127.0.0.1:35963", card)
+//
+// # What it does
+//
+//   - SELECT of the PIV AID (any prefix of A0 00 00 03 08 00 00 10 00 01 00
+//     of five bytes or more); other AIDs answer 6A 82, as a YubiKey does.
+//   - GET DATA of the discovery object, CHUID, CCC and the certificates of
+//     the key slots, in every form clients send (with and without Le, short
+//     and extended), with response chaining (61 xx, GET RESPONSE).
+//   - VERIFY (FF-padded to 8 bytes, empty VERIFY as status query, P1 = FF to
+//     log out), CHANGE REFERENCE DATA, RESET RETRY COUNTER; PIN and PUK
+//     retry counters that block at 0 (69 83).
+//   - GENERAL AUTHENTICATE signatures: ECDSA P-256 and P-384 (DER out) and
+//     raw RSA-2048 (the host pads), command chaining (CLA 10) for long input.
+//   - PIN policies per slot: never, once, always (VERIFY before every
+//     signature).
+//   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7).
+//   - A latency model per operation ([Latency]); the zero value answers at
+//     once, [RealLatency] follows measured cards.
+//
+// By default the card holds 9A ECC P-256, 9C RSA-2048, 9D ECC P-256 and
+// 9E ECC P-384 keys, each with a self-signed certificate, PIN 123456 and PUK
+// 12345678, three tries each. With [Config.Seed] set, the keys (not the ECDSA
+// certificate signatures) are the same on every run.
+//
+// The simulator's keys are test keys: it keeps them in ordinary memory.
+package pivsim
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/pscs/pscs/apdu"
+)
+
+// Slot is a PIV key reference.
+type Slot byte
+
+const (
+	SlotAuthentication     Slot = 0x9A
+	SlotSignature          Slot = 0x9C
+	SlotKeyManagement      Slot = 0x9D
+	SlotCardAuthentication Slot = 0x9E
+)
+
+// PINPolicy is a slot's PIN policy, numbered as YubiKey metadata numbers it.
+type PINPolicy byte
+
+const (
+	PINPolicyNever  PINPolicy = 1
+	PINPolicyOnce   PINPolicy = 2
+	PINPolicyAlways PINPolicy = 3
+)
+
+// SlotConfig configures one key slot.
+type SlotConfig struct {
+	Algorithm     Algorithm
+	PINPolicy     PINPolicy // zero: the slot's PIV default (9C always, 9E never, others once)
+	NoCertificate bool      // leave the certificate object empty
+}
+
+// Latency is how long the card takes for each kind of operation. The zero
+// value answers at once.
+type Latency struct {
+	Verify      time.Duration
+	SignECCP256 time.Duration
+	SignECCP384 time.Duration
+	SignRSA2048 time.Duration
+	Other       time.Duration // every other command
+}
+
+// RealLatency follows real cards: YubiKey 5 timings for VERIFY and ECDSA
+// (measured from real-card transcripts), and the middle of the published
+// 150–500 ms range for RSA-2048.
+var RealLatency = Latency{
+	Verify:      10 * time.Millisecond,
+	SignECCP256: 76 * time.Millisecond,
+	SignECCP384: 126 * time.Millisecond,
+	SignRSA2048: 300 * time.Millisecond,
+	Other:       1 * time.Millisecond,
+}
+
+// DefaultSlots is the key layout of a new card.
+var DefaultSlots = map[Slot]SlotConfig{
+	SlotAuthentication:     {Algorithm: ECCP256},
+	SlotSignature:          {Algorithm: RSA2048},
+	SlotKeyManagement:      {Algorithm: ECCP256},
+	SlotCardAuthentication: {Algorithm: ECCP384},
+}
+
+// DefaultATR is the answer to reset of a YubiKey 4/5 in CCID mode; OpenSC and
+// yubico-piv-tool recognise it.
+var DefaultATR = []byte{0x3B, 0xF8, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x59, 0x75, 0x62, 0x69, 0x6B, 0x65, 0x79, 0x34, 0xD4}
+
+// Config configures a simulated card. The zero value is a usable default card.
+type Config struct {
+	// Seed makes keys, serial and identifiers reproducible. Nil: random.
+	Seed []byte
+	// PIN and PUK; default "123456" and "12345678". 6 to 8 bytes.
+	PIN, PUK string
+	// PINRetries and PUKRetries are the tries allowed; default 3 each.
+	PINRetries, PUKRetries int
+	// Slots is the key layout; nil means DefaultSlots.
+	Slots map[Slot]SlotConfig
+	// Serial is the YubiKey serial number; zero derives one from Seed.
+	Serial uint32
+	// Version is the firmware version GET VERSION reports; zero means 5.4.3.
+	Version [3]byte
+	// ATR is the answer to reset; nil means DefaultATR.
+	ATR []byte
+	// Latency is the time each operation takes; zero value: none.
+	Latency Latency
+	// NotBefore is the validity start of the certificates; zero means
+	// 2026-01-01 UTC.
+	NotBefore time.Time
+}
+
+type slotState struct {
+	cfg  SlotConfig
+	key  crypto.Signer
+	cert *x509.Certificate
+}
+
+// Card is a simulated PIV card. It is safe for concurrent use; like a real
+// card it processes one command at a time.
+type Card struct {
+	mu sync.Mutex
+
+	atr     []byte
+	version [3]byte
+	serial  uint32
+	latency Latency
+	slots   map[Slot]*slotState
+	objects map[uint32][]byte // GET DATA objects, whole (53 … or 7E …)
+
+	pin, puk               []byte // padded to 8 bytes
+	pinDefault, pukDefault bool
+	pinMax, pukMax         int
+	pinLeft, pukLeft       int
+
+	// volatile state, cleared by Reset
+	verified     bool
+	pinFresh     bool // VERIFY succeeded and no PIN-always signature consumed it yet
+	pending      []byte
+	chain        []byte
+	chainINS     byte
+	chainP1P2    [2]byte
+	chainStarted bool
+}
+
+const (
+	defaultPIN = "123456"
+	defaultPUK = "12345678"
+)
+
+// New makes a card.
+func New(cfg Config) (*Card, error) {
+	c := &Card{
+		atr:     cfg.ATR,
+		version: cfg.Version,
+		serial:  cfg.Serial,
+		latency: cfg.Latency,
+		slots:   map[Slot]*slotState{},
+		objects: map[uint32][]byte{},
+		pinMax:  cfg.PINRetries,
+		pukMax:  cfg.PUKRetries,
+	}
+	if c.atr == nil {
+		c.atr = DefaultATR
+	}
+	if c.version == [3]byte{} {
+		c.version = [3]byte{5, 4, 3}
+	}
+	if c.pinMax <= 0 {
+		c.pinMax = 3
+	}
+	if c.pukMax <= 0 {
+		c.pukMax = 3
+	}
+	c.pinLeft, c.pukLeft = c.pinMax, c.pukMax
+	pin, puk := cfg.PIN, cfg.PUK
+	if pin == "" {
+		pin = defaultPIN
+	}
+	if puk == "" {
+		puk = defaultPUK
+	}
+	var ok bool
+	if c.pin, ok = padPIN([]byte(pin)); !ok {
+		return nil, fmt.Errorf("pivsim: PIN must be 6 to 8 bytes")
+	}
+	if c.puk, ok = padPIN([]byte(puk)); !ok {
+		return nil, fmt.Errorf("pivsim: PUK must be 6 to 8 bytes")
+	}
+	c.pinDefault, c.pukDefault = pin == defaultPIN, puk == defaultPUK
+
+	ids := make([]byte, 64)
+	if cfg.Seed != nil {
+		(&seedStream{seed: cfg.Seed, label: []byte("identifiers")}).Read(ids)
+	} else {
+		rand.Read(ids)
+	}
+	if c.serial == 0 {
+		c.serial = binary.BigEndian.Uint32(ids[0:4])&0x7FFFFFF | 0x1000000
+	}
+	notBefore := cfg.NotBefore
+	if notBefore.IsZero() {
+		notBefore = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+
+	layout := cfg.Slots
+	if layout == nil {
+		layout = DefaultSlots
+	}
+	for slot, sc := range layout {
+		if sc.PINPolicy == 0 {
+			sc.PINPolicy = defaultPolicy(slot)
+		}
+		key, err := generateKey(sc.Algorithm, cfg.Seed, fmt.Sprintf("slot %02x", byte(slot)))
+		if err != nil {
+			return nil, err
+		}
+		st := &slotState{cfg: sc, key: key}
+		if !sc.NoCertificate {
+			serial := new(big.Int).SetBytes(ids[8:16])
+			serial.Add(serial, big.NewInt(int64(slot)))
+			der, err := selfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
+			if err != nil {
+				return nil, err
+			}
+			st.cert, _ = x509.ParseCertificate(der)
+			var inner []byte
+			inner = apdu.AppendTLV(inner, 0x70, der)
+			inner = apdu.AppendTLV(inner, 0x71, []byte{0x00})
+			inner = apdu.AppendTLV(inner, 0xFE, nil)
+			c.objects[certObject(slot)] = apdu.AppendTLV(nil, 0x53, inner)
+		}
+		c.slots[slot] = st
+	}
+
+	// Discovery object: the PIV AID and the PIN usage policy (PIV PIN only).
+	var disc []byte
+	disc = apdu.AppendTLV(disc, 0x4F, pivAID)
+	disc = apdu.AppendTLV(disc, 0x5F2F, []byte{0x40, 0x00})
+	c.objects[0x7E] = apdu.AppendTLV(nil, 0x7E, disc)
+
+	// CHUID: the FASC-N placeholder YubiKeys use, a GUID, an expiry date, an
+	// empty signature.
+	var chuid []byte
+	chuid = apdu.AppendTLV(chuid, 0x30, fascn)
+	chuid = apdu.AppendTLV(chuid, 0x34, ids[16:32])
+	chuid = apdu.AppendTLV(chuid, 0x35, []byte("20451231"))
+	chuid = apdu.AppendTLV(chuid, 0x3E, nil)
+	chuid = apdu.AppendTLV(chuid, 0xFE, nil)
+	c.objects[0x5FC102] = apdu.AppendTLV(nil, 0x53, chuid)
+
+	// CCC, laid out as SP 800-73-4 Part 1 Appendix A lists it.
+	cardID := append([]byte{0xA0, 0x00, 0x00, 0x01, 0x16, 0xFF, 0x02}, ids[32:46]...)
+	var ccc []byte
+	ccc = apdu.AppendTLV(ccc, 0xF0, cardID)
+	ccc = apdu.AppendTLV(ccc, 0xF1, []byte{0x21})
+	ccc = apdu.AppendTLV(ccc, 0xF2, []byte{0x21})
+	ccc = apdu.AppendTLV(ccc, 0xF3, nil)
+	ccc = apdu.AppendTLV(ccc, 0xF4, []byte{0x00})
+	ccc = apdu.AppendTLV(ccc, 0xF5, []byte{0x10})
+	for _, t := range []uint32{0xF6, 0xF7, 0xFA, 0xFB, 0xFC, 0xFD, 0xFE} {
+		ccc = apdu.AppendTLV(ccc, t, nil)
+	}
+	c.objects[0x5FC107] = apdu.AppendTLV(nil, 0x53, ccc)
+	return c, nil
+}
+
+var (
+	pivAID = []byte{0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00}
+	fascn  = []byte{0xD4, 0xE7, 0x39, 0xDA, 0x73, 0x9C, 0xED, 0x39, 0xCE, 0x73, 0x9D, 0x83, 0x68,
+		0x58, 0x21, 0x08, 0x42, 0x10, 0x84, 0x21, 0xC8, 0x42, 0x10, 0xC3, 0xEB}
+)
+
+func defaultPolicy(s Slot) PINPolicy {
+	switch s {
+	case SlotSignature:
+		return PINPolicyAlways
+	case SlotCardAuthentication:
+		return PINPolicyNever
+	}
+	return PINPolicyOnce
+}
+
+func certObject(s Slot) uint32 {
+	switch s {
+	case SlotAuthentication:
+		return 0x5FC105
+	case SlotSignature:
+		return 0x5FC10A
+	case SlotKeyManagement:
+		return 0x5FC10B
+	case SlotCardAuthentication:
+		return 0x5FC101
+	}
+	if s >= 0x82 && s <= 0x95 {
+		return 0x5FC10D + uint32(s-0x82)
+	}
+	return 0
+}
+
+func padPIN(p []byte) ([]byte, bool) {
+	if len(p) < 6 || len(p) > 8 {
+		return nil, false
+	}
+	out := bytes.Repeat([]byte{0xFF}, 8)
+	copy(out, p)
+	return out, true
+}
+
+// ATR returns the card's answer to reset.
+func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
+
+// Serial returns the card's serial number.
+func (c *Card) Serial() uint32 { return c.serial }
+
+// Certificate returns the certificate in slot s, or nil.
+func (c *Card) Certificate(s Slot) *x509.Certificate {
+	if st := c.slots[s]; st != nil {
+		return st.cert
+	}
+	return nil
+}
+
+// PublicKey returns the public key in slot s, or nil.
+func (c *Card) PublicKey(s Slot) crypto.PublicKey {
+	if st := c.slots[s]; st != nil {
+		return st.key.Public()
+	}
+	return nil
+}
+
+// PINRetries returns the PIN tries left.
+func (c *Card) PINRetries() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pinLeft
+}
+
+// Reset models a card reset or power cycle: the PIN is no longer verified,
+// pending responses and chains are dropped. Keys, PINs and counters stay.
+func (c *Card) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.resetLocked()
+}
+
+func (c *Card) resetLocked() {
+	c.verified, c.pinFresh = false, false
+	c.pending, c.chain, c.chainStarted = nil, nil, false
+}
+
+// Transmit processes one command APDU and returns the response APDU. It
+// returns an error only when ctx ends while the card is "working" (the
+// latency model); malformed commands get status words, as on a card.
+func (c *Card) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rsp, delay := c.processLocked(cmd)
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return rsp, nil
+}
+
+func sw(s apdu.StatusWord) []byte { return []byte{byte(s >> 8), byte(s)} }
+
+// maxChain caps the data a command chain may accumulate.
+const maxChain = 4096
+
+func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
+	delay = c.latency.Other
+	cmd, err := apdu.ParseCommand(raw)
+	if err != nil {
+		c.pending = nil
+		return sw(apdu.SWWrongLength), delay
+	}
+	if cmd.CLA&^0x10 != 0x00 {
+		c.pending = nil
+		return sw(apdu.SWCLANotSupported), delay
+	}
+	if cmd.INS == 0xC0 { // GET RESPONSE
+		if c.pending == nil {
+			return sw(apdu.SWConditionsNotSatisfied), delay
+		}
+		data := c.pending
+		c.pending = nil
+		return c.respond(data, cmd), delay
+	}
+	c.pending = nil
+
+	// Command chaining (ISO 7816-4 5.1.1.1): collect the blocks.
+	if cmd.CLA&0x10 != 0 {
+		if c.chainStarted && (c.chainINS != cmd.INS || c.chainP1P2 != [2]byte{cmd.P1, cmd.P2}) {
+			c.chain = nil
+		}
+		if len(c.chain)+len(cmd.Data) > maxChain {
+			c.chain, c.chainStarted = nil, false
+			return sw(apdu.SWWrongLength), delay
+		}
+		c.chain = append(c.chain, cmd.Data...)
+		c.chainINS, c.chainP1P2, c.chainStarted = cmd.INS, [2]byte{cmd.P1, cmd.P2}, true
+		return sw(apdu.SWSuccess), delay
+	}
+	if c.chainStarted {
+		if c.chainINS == cmd.INS && c.chainP1P2 == [2]byte{cmd.P1, cmd.P2} && len(c.chain)+len(cmd.Data) <= maxChain {
+			cmd.Data = append(c.chain, cmd.Data...)
+		}
+		c.chain, c.chainStarted = nil, false
+	}
+
+	var data []byte
+	var status apdu.StatusWord
+	switch cmd.INS {
+	case 0xA4:
+		data, status = c.selectApp(cmd)
+	case 0xCB:
+		data, status = c.getData(cmd)
+	case 0x20:
+		delay = c.latency.Verify
+		status = c.verify(cmd)
+	case 0x24:
+		delay = c.latency.Verify
+		status = c.changeReference(cmd)
+	case 0x2C:
+		delay = c.latency.Verify
+		status = c.resetRetry(cmd)
+	case 0x87:
+		data, status, delay = c.generalAuthenticate(cmd, delay)
+	case 0xFD:
+		data, status = c.version[:], apdu.SWSuccess
+	case 0xF8:
+		data = binary.BigEndian.AppendUint32(nil, c.serial)
+		status = apdu.SWSuccess
+	case 0xF7:
+		data, status = c.metadata(cmd)
+	default:
+		status = apdu.SWINSNotSupported
+	}
+	if status != apdu.SWSuccess {
+		return sw(status), delay
+	}
+	return c.respond(data, cmd), delay
+}
+
+// respond returns as much of data as the command's Le allows and keeps the
+// rest for GET RESPONSE (61 xx).
+func (c *Card) respond(data []byte, cmd apdu.Command) []byte {
+	limit := cmd.Ne
+	if limit == 0 || (!cmd.Extended && limit > 256) {
+		limit = 256
+	}
+	if len(data) <= limit {
+		return append(bytes.Clone(data), 0x90, 0x00)
+	}
+	c.pending = bytes.Clone(data[limit:])
+	more := len(c.pending)
+	if more > 255 {
+		more = 0
+	}
+	return append(bytes.Clone(data[:limit]), 0x61, byte(more))
+}
+
+func (c *Card) selectApp(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+	if cmd.P1 != 0x04 {
+		return nil, apdu.SWIncorrectP1P2
+	}
+	if len(cmd.Data) < 5 || !bytes.HasPrefix(pivAID, cmd.Data) {
+		return nil, apdu.SWFileNotFound
+	}
+	// Application property template, as a YubiKey answers.
+	var apt []byte
+	apt = apdu.AppendTLV(apt, 0x4F, []byte{0x00, 0x00, 0x10, 0x00, 0x01, 0x00})
+	apt = apdu.AppendTLV(apt, 0x79, apdu.AppendTLV(nil, 0x4F, pivAID[:5]))
+	return apdu.AppendTLV(nil, 0x61, apt), apdu.SWSuccess
+}
+
+func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+	if cmd.P1 != 0x3F || cmd.P2 != 0xFF {
+		return nil, apdu.SWIncorrectP1P2
+	}
+	tag, ok, err := apdu.FindTLV(cmd.Data, 0x5C)
+	if err != nil || !ok || len(tag) == 0 || len(tag) > 3 {
+		return nil, apdu.SWWrongData
+	}
+	var id uint32
+	for _, b := range tag {
+		id = id<<8 | uint32(b)
+	}
+	obj, ok := c.objects[id]
+	if !ok {
+		return nil, apdu.SWFileNotFound
+	}
+	return obj, apdu.SWSuccess
+}
+
+func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
+	if cmd.P2 != 0x80 {
+		return apdu.SWRefNotFound
+	}
+	switch cmd.P1 {
+	case 0xFF: // log out (SP 800-73-4 Part 2, 3.2.1)
+		if len(cmd.Data) != 0 {
+			return apdu.SWWrongData
+		}
+		c.verified, c.pinFresh = false, false
+		return apdu.SWSuccess
+	case 0x00:
+	default:
+		return apdu.SWIncorrectP1P2
+	}
+	if len(cmd.Data) == 0 { // status query
+		switch {
+		case c.pinLeft == 0:
+			return apdu.SWAuthBlocked
+		case c.verified:
+			return apdu.SWSuccess
+		}
+		return retriesSW(c.pinLeft)
+	}
+	if len(cmd.Data) != 8 {
+		return apdu.SWWrongData
+	}
+	return c.checkPINLocked(cmd.Data)
+}
+
+func retriesSW(n int) apdu.StatusWord {
+	if n > 15 {
+		n = 15
+	}
+	return apdu.StatusWord(0x63C0 | n)
+}
+
+func (c *Card) checkPINLocked(padded []byte) apdu.StatusWord {
+	if c.pinLeft == 0 {
+		return apdu.SWAuthBlocked
+	}
+	if subtle.ConstantTimeCompare(padded, c.pin) != 1 {
+		c.verified, c.pinFresh = false, false
+		c.pinLeft--
+		if c.pinLeft == 0 {
+			return apdu.SWAuthBlocked
+		}
+		return retriesSW(c.pinLeft)
+	}
+	c.pinLeft = c.pinMax
+	c.verified, c.pinFresh = true, true
+	return apdu.SWSuccess
+}
+
+func validNewPIN(p []byte) bool {
+	n := bytes.IndexByte(p, 0xFF)
+	if n < 0 {
+		n = len(p)
+	}
+	if n < 6 {
+		return false
+	}
+	for _, b := range p[n:] {
+		if b != 0xFF {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Card) changeReference(cmd apdu.Command) apdu.StatusWord {
+	if cmd.P1 != 0x00 || (cmd.P2 != 0x80 && cmd.P2 != 0x81) {
+		return apdu.SWIncorrectP1P2
+	}
+	if len(cmd.Data) != 16 {
+		return apdu.SWWrongData
+	}
+	old, next := cmd.Data[:8], cmd.Data[8:]
+	if cmd.P2 == 0x80 {
+		if st := c.checkPINLocked(old); st != apdu.SWSuccess {
+			return st
+		}
+		if !validNewPIN(next) {
+			return apdu.SWWrongData
+		}
+		c.pin, c.pinDefault = bytes.Clone(next), false
+		return apdu.SWSuccess
+	}
+	if st := c.checkPUKLocked(old); st != apdu.SWSuccess {
+		return st
+	}
+	if !validNewPIN(next) {
+		return apdu.SWWrongData
+	}
+	c.puk, c.pukDefault = bytes.Clone(next), false
+	return apdu.SWSuccess
+}
+
+func (c *Card) checkPUKLocked(padded []byte) apdu.StatusWord {
+	if c.pukLeft == 0 {
+		return apdu.SWAuthBlocked
+	}
+	if subtle.ConstantTimeCompare(padded, c.puk) != 1 {
+		c.pukLeft--
+		if c.pukLeft == 0 {
+			return apdu.SWAuthBlocked
+		}
+		return retriesSW(c.pukLeft)
+	}
+	c.pukLeft = c.pukMax
+	return apdu.SWSuccess
+}
+
+func (c *Card) resetRetry(cmd apdu.Command) apdu.StatusWord {
+	if cmd.P1 != 0x00 || cmd.P2 != 0x80 {
+		return apdu.SWIncorrectP1P2
+	}
+	if len(cmd.Data) != 16 {
+		return apdu.SWWrongData
+	}
+	if st := c.checkPUKLocked(cmd.Data[:8]); st != apdu.SWSuccess {
+		return st
+	}
+	if !validNewPIN(cmd.Data[8:]) {
+		return apdu.SWWrongData
+	}
+	c.pin, c.pinDefault = bytes.Clone(cmd.Data[8:]), false
+	c.pinLeft = c.pinMax
+	c.verified, c.pinFresh = false, false
+	return apdu.SWSuccess
+}
+
+// generalAuthenticate handles INS 87 for signatures: 7C { 82 00, 81 challenge }.
+func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
+	st := c.slots[Slot(cmd.P2)]
+	if st == nil {
+		return nil, apdu.SWRefNotFound, delay
+	}
+	if Algorithm(cmd.P1) != st.cfg.Algorithm {
+		return nil, apdu.SWIncorrectP1P2, delay
+	}
+	tmpl, ok, err := apdu.FindTLV(cmd.Data, 0x7C)
+	if err != nil || !ok {
+		return nil, apdu.SWWrongData, delay
+	}
+	tlvs, err := apdu.ParseTLVs(tmpl)
+	if err != nil {
+		return nil, apdu.SWWrongData, delay
+	}
+	var challenge []byte
+	var wantResponse, haveChallenge bool
+	for _, t := range tlvs {
+		switch t.Tag {
+		case 0x82:
+			wantResponse = len(t.Value) == 0
+		case 0x81:
+			challenge, haveChallenge = t.Value, true
+		default:
+			return nil, apdu.SWWrongData, delay
+		}
+	}
+	if !wantResponse || !haveChallenge {
+		return nil, apdu.SWWrongData, delay
+	}
+	switch st.cfg.PINPolicy {
+	case PINPolicyOnce:
+		if !c.verified {
+			return nil, apdu.SWSecurityStatusNotSatisfied, delay
+		}
+	case PINPolicyAlways:
+		if !c.verified || !c.pinFresh {
+			return nil, apdu.SWSecurityStatusNotSatisfied, delay
+		}
+		c.pinFresh = false
+	}
+	var sig []byte
+	switch key := st.key.(type) {
+	case *ecdsa.PrivateKey:
+		// Like a YubiKey, take input shorter than the curve order as the
+		// integer it encodes (yubico-piv-tool sends SHA-256 for P-384).
+		size := (key.Curve.Params().BitSize + 7) / 8
+		if len(challenge) == 0 || len(challenge) > size {
+			return nil, apdu.SWWrongData, delay
+		}
+		if sig, err = ecdsa.SignASN1(rand.Reader, key, challenge); err != nil {
+			return nil, apdu.SWUnknown, delay
+		}
+		if st.cfg.Algorithm == ECCP384 {
+			delay = c.latency.SignECCP384
+		} else {
+			delay = c.latency.SignECCP256
+		}
+	case *rsa.PrivateKey:
+		if len(challenge) != key.Size() {
+			return nil, apdu.SWWrongData, delay
+		}
+		m := new(big.Int).SetBytes(challenge)
+		if m.Cmp(key.N) >= 0 {
+			return nil, apdu.SWWrongData, delay
+		}
+		sig = rawRSA(key, m).FillBytes(make([]byte, key.Size()))
+		delay = c.latency.SignRSA2048
+	default:
+		return nil, apdu.SWUnknown, delay
+	}
+	return apdu.AppendTLV(nil, 0x7C, apdu.AppendTLV(nil, 0x82, sig)), apdu.SWSuccess, delay
+}
+
+// rawRSA is the private-key operation m^d mod n with the CRT values.
+func rawRSA(k *rsa.PrivateKey, m *big.Int) *big.Int {
+	p, q := k.Primes[0], k.Primes[1]
+	dp := new(big.Int).Mod(k.D, new(big.Int).Sub(p, big.NewInt(1)))
+	dq := new(big.Int).Mod(k.D, new(big.Int).Sub(q, big.NewInt(1)))
+	qinv := new(big.Int).ModInverse(q, p)
+	m1 := new(big.Int).Exp(m, dp, p)
+	m2 := new(big.Int).Exp(m, dq, q)
+	h := new(big.Int).Sub(m1, m2)
+	h.Mul(h, qinv).Mod(h, p)
+	return h.Mul(h, q).Add(h, m2)
+}
+
+// metadata answers the YubiKey GET METADATA command (INS F7, P2 = slot).
+func (c *Card) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+	if cmd.P1 != 0x00 {
+		return nil, apdu.SWIncorrectP1P2
+	}
+	var out []byte
+	flag := func(b bool) []byte {
+		if b {
+			return []byte{1}
+		}
+		return []byte{0}
+	}
+	switch cmd.P2 {
+	case 0x80:
+		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
+		out = apdu.AppendTLV(out, 0x05, flag(c.pinDefault))
+		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pinMax), byte(c.pinLeft)})
+		return out, apdu.SWSuccess
+	case 0x81:
+		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
+		out = apdu.AppendTLV(out, 0x05, flag(c.pukDefault))
+		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pukMax), byte(c.pukLeft)})
+		return out, apdu.SWSuccess
+	}
+	st := c.slots[Slot(cmd.P2)]
+	if st == nil {
+		return nil, apdu.SWRefNotFound
+	}
+	out = apdu.AppendTLV(out, 0x01, []byte{byte(st.cfg.Algorithm)})
+	out = apdu.AppendTLV(out, 0x02, []byte{byte(st.cfg.PINPolicy), 0x01}) // touch: never
+	out = apdu.AppendTLV(out, 0x03, []byte{0x01})                         // generated on card
+	var pub []byte
+	switch k := st.key.Public().(type) {
+	case *ecdsa.PublicKey:
+		point, _ := k.Bytes()
+		pub = apdu.AppendTLV(pub, 0x86, point)
+	case *rsa.PublicKey:
+		pub = apdu.AppendTLV(pub, 0x81, k.N.Bytes())
+		pub = apdu.AppendTLV(pub, 0x82, big.NewInt(int64(k.E)).Bytes())
+	}
+	out = apdu.AppendTLV(out, 0x04, pub)
+	return out, apdu.SWSuccess
+}
+
+// Fingerprint returns a short hash of the public key in slot s, for logs.
+func (c *Card) Fingerprint(s Slot) string {
+	st := c.slots[s]
+	if st == nil {
+		return ""
+	}
+	der, _ := x509.MarshalPKIXPublicKey(st.key.Public())
+	h := sha256.Sum256(der)
+	return fmt.Sprintf("%x", h[:8])
+}

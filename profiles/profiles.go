@@ -1,0 +1,126 @@
+// Package profiles defines what a card application driver ("profile") is: the
+// small set of operations pscs needs from a signature card, whatever APDUs
+// the card speaks.
+//
+// # Writing a profile
+//
+// A profile is one package (profiles/piv, profiles/openpgp, …) that
+//
+//   - implements [Profile]: it opens its application on a card reached
+//     through a [Transmitter] and returns a [Card];
+//   - never opens hardware itself: it gets a Transmitter, so the same driver
+//     runs against PC/SC, a simulator in process, or a recorded transcript;
+//   - normalises its card's conventions: [Card.Sign] takes a digest and
+//     returns signatures in the form crypto.Signer returns them (ASN.1 DER
+//     for ECDSA, PKCS #1 v1.5 or PSS bytes for RSA), whatever the card
+//     returns on the wire;
+//   - returns errors that wrap the card's status word (apdu.StatusWord), so
+//     errors.Is(err, apdu.ErrWrongPIN) and errors.As work on every profile;
+//   - ships a simulator of its card that plugs into pcscd through cards/vpcd;
+//   - passes the conformance suite in profiles/profiletest against that
+//     simulator, in process and through pcscd.
+//
+// # Concurrency
+//
+// A Card is not safe for concurrent use. pscs gives each physical card one
+// owner goroutine (cards.Worker) and runs one request at a time inside a
+// PC/SC transaction.
+package profiles
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+)
+
+// Transmitter sends one command APDU and returns the response APDU. It is
+// the consumer-side declaration of cards.Transmitter.
+type Transmitter interface {
+	Transmit(ctx context.Context, cmd []byte) ([]byte, error)
+}
+
+// Profile opens one card application.
+type Profile interface {
+	// Name is the short lower-case name used in configuration and output ("piv").
+	Name() string
+	// Open selects the application on the card behind t. It returns an
+	// error wrapping [ErrNotPresent] if the card does not have it.
+	Open(ctx context.Context, t Transmitter) (Card, error)
+}
+
+// ErrNotPresent: the card does not carry the profile's application.
+var ErrNotPresent = errors.New("profiles: application not present on card")
+
+// ErrNoKey: the card has no key in the slot asked for.
+var ErrNoKey = errors.New("profiles: no such key")
+
+// Card is an opened card application.
+//
+// Every method may send APDUs; none keeps a PIN. A method's error wraps the
+// status word the card answered with, where there was one.
+type Card interface {
+	// Info describes the card: serial, application version, label.
+	Info(ctx context.Context) (Info, error)
+	// Keys lists the signing keys with their certificates and PIN policies.
+	Keys(ctx context.Context) ([]Key, error)
+	// PINStatus reads the PIN state without spending a try.
+	PINStatus(ctx context.Context) (PINStatus, error)
+	// VerifyPIN presents the PIN. A wrong PIN gives an error that wraps the
+	// status word (errors.Is(err, apdu.ErrWrongPIN)); a blocked PIN wraps
+	// apdu.ErrBlocked.
+	VerifyPIN(ctx context.Context, pin []byte) error
+	// Sign signs digest with key id. opts.HashFunc() names the hash that
+	// produced digest; *rsa.PSSOptions asks for RSA-PSS. Keys whose policy is
+	// [PINAlways] need VerifyPIN immediately before every Sign.
+	Sign(ctx context.Context, id string, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+	// Logout resets the card's PIN verification state.
+	Logout(ctx context.Context) error
+}
+
+// Info identifies a card.
+type Info struct {
+	Profile string // profile name, "piv"
+	Serial  string // card serial, as the card reports it (hex or decimal)
+	Version string // application or firmware version, "5.4.3"
+	Label   string // a human-readable label
+}
+
+// PINPolicy says when a key needs the PIN.
+type PINPolicy int
+
+const (
+	PINNever  PINPolicy = iota + 1 // no PIN needed
+	PINOnce                        // once per card session
+	PINAlways                      // before every operation
+)
+
+func (p PINPolicy) String() string {
+	switch p {
+	case PINNever:
+		return "never"
+	case PINOnce:
+		return "once"
+	case PINAlways:
+		return "always"
+	}
+	return fmt.Sprintf("PINPolicy(%d)", int(p))
+}
+
+// Key is one private key on a card.
+type Key struct {
+	ID          string            // profile-specific slot name, e.g. "9a"
+	Label       string            // what the slot is for, e.g. "PIV Authentication"
+	Algorithm   string            // "ECCP256", "ECCP384", "RSA2048", …
+	Public      crypto.PublicKey  // *ecdsa.PublicKey or *rsa.PublicKey
+	Certificate *x509.Certificate // nil if the slot has none
+	PINPolicy   PINPolicy
+}
+
+// PINStatus is the PIN state of a card.
+type PINStatus struct {
+	Verified bool // the PIN is verified in the current card session
+	Retries  int  // tries left; 0 means blocked
+	Blocked  bool
+}
