@@ -12,8 +12,9 @@ import (
 //
 // Transmit returns a non-nil error only for transport failures (card
 // removed, reader gone, ctx expired); card status words travel inside the
-// reply. It must honour ctx for the single exchange it performs. The
-// returned slice may be retained by the caller only until the next call.
+// reply. It must honour ctx for the single exchange it performs. Transmit
+// must not keep cmd after it returns ([Conn] reuses the buffer); the caller
+// may use the returned slice only until the next call.
 // Implementations document their own concurrency safety; [Conn] calls
 // Transmit from one goroutine at a time per Do call.
 type Transmitter interface {

@@ -33,9 +33,14 @@ func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	}
 	return []byte{byte(c.id), 0x90, 0x00}, nil
 }
-func (c *fakeConn) Begin(context.Context) error { c.mu.Lock(); c.inTx = true; c.mu.Unlock(); return nil }
-func (c *fakeConn) End() error                  { c.mu.Lock(); c.inTx = false; c.mu.Unlock(); return nil }
-func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+func (c *fakeConn) Begin(context.Context) error {
+	c.mu.Lock()
+	c.inTx = true
+	c.mu.Unlock()
+	return nil
+}
+func (c *fakeConn) End() error   { c.mu.Lock(); c.inTx = false; c.mu.Unlock(); return nil }
+func (c *fakeConn) Close() error { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
 
 type fakeReader struct {
 	mu    sync.Mutex

@@ -124,3 +124,18 @@ type PINStatus struct {
 	Retries  int  // tries left; 0 means blocked
 	Blocked  bool
 }
+
+// Detect opens the card behind t with the first of ps whose application the
+// card has. It returns an error wrapping [ErrNotPresent] if none has.
+func Detect(ctx context.Context, t Transmitter, ps ...Profile) (Profile, Card, error) {
+	for _, p := range ps {
+		c, err := p.Open(ctx, t)
+		if err == nil {
+			return p, c, nil
+		}
+		if !errors.Is(err, ErrNotPresent) {
+			return nil, nil, fmt.Errorf("%s: %w", p.Name(), err)
+		}
+	}
+	return nil, nil, ErrNotPresent
+}

@@ -175,7 +175,7 @@ func TestOpenSCSignaturesVerifyWithOpenSSL(t *testing.T) {
 	os.WriteFile(data, []byte("A document the mayor would sign.\n"), 0o644)
 	cases := []struct {
 		name, id, mech, dgst string
-		extra              []string
+		extra                []string
 	}{
 		{"ECDSA-P256", "01", "ECDSA-SHA256", "-sha256", []string{"--signature-format", "openssl"}},
 		{"ECDSA-P384", "04", "ECDSA-SHA384", "-sha384", []string{"--signature-format", "openssl"}},

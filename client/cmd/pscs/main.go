@@ -1,0 +1,100 @@
+// Command pscs is the command-line tool of the Proxy Smart Card System.
+//
+// Usage:
+//
+//	pscs [-trace] readers
+//	pscs [-trace] card info [-r READER]
+//	pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
+//	pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT…] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
+//
+// readers lists the PC/SC readers, their cards, and the profile that
+// recognises each card. card info shows a card's keys, certificates and PIN
+// tries. card sign signs a file with a key of a card in a local reader; the
+// PIN is read from the PSCS_PIN environment variable, or asked for on the
+// terminal. sim plugs simulated cards into a running pcscd through
+// vsmartcard's vpcd driver (default PIN 123456, PUK 12345678) until it is
+// interrupted.
+//
+// -trace writes every APDU to standard error, with PINs and keys redacted.
+//
+// pscs finds pcscd the way every PC/SC client does: at its default socket,
+// or at PCSCLITE_CSOCK_NAME.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pscs:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  pscs [-trace] readers
+  pscs [-trace] card info [-r READER]
+  pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
+  pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT...] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]
+`
+
+// app is one invocation's context: where output goes and how to log.
+type app struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger // APDU trace at debug level when -trace
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pscs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	trace := fs.Bool("trace", false, "write every APDU to standard error, secrets redacted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *trace {
+		level = slog.LevelDebug
+	}
+	a := &app{stdout: stdout, stderr: stderr,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	switch rest[0] {
+	case "readers":
+		return a.readers(ctx, rest[1:])
+	case "card":
+		if len(rest) < 2 {
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		switch rest[1] {
+		case "info":
+			return a.cardInfo(ctx, rest[2:])
+		case "sign":
+			return a.cardSign(ctx, rest[2:])
+		}
+	case "sim":
+		return a.sim(ctx, rest[1:])
+	}
+	fs.Usage()
+	return flag.ErrHelp
+}

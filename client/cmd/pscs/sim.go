@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/pscs/pscs/cards/vpcd"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+)
+
+func (a *app) sim(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	addrs := fs.String("vpcd", "127.0.0.1:35963", "vpcd address(es) of the reader slots to plug cards into, comma-separated: one card each")
+	profile := fs.String("profile", "piv", "card to simulate: piv")
+	seed := fs.String("seed", "", "derive keys and serial from this seed (reproducible cards; each card gets SEED/N)")
+	latency := fs.String("latency", "real", "card timing: real (measured cards) or none")
+	pin := fs.String("pin", "", "PIN (default 123456)")
+	puk := fs.String("puk", "", "PUK (default 12345678)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *profile != "piv" {
+		return fmt.Errorf("sim: unknown profile %q (known: piv)", *profile)
+	}
+	var lat pivsim.Latency
+	switch *latency {
+	case "real":
+		lat = pivsim.RealLatency
+	case "none":
+	default:
+		return fmt.Errorf("sim: -latency must be real or none")
+	}
+	srv := vpcd.Server{Logger: a.log}
+	var wg sync.WaitGroup
+	for i, addr := range strings.Split(*addrs, ",") {
+		cfg := pivsim.Config{PIN: *pin, PUK: *puk, Latency: lat}
+		if *seed != "" {
+			cfg.Seed = fmt.Appendf(nil, "%s/%d", *seed, i)
+		}
+		card, err := pivsim.New(cfg)
+		if err != nil {
+			return err
+		}
+		a.log.Info("simulated PIV card", "vpcd", addr, "serial", card.Serial(),
+			"9a", card.Fingerprint(pivsim.SlotAuthentication), "9c", card.Fingerprint(pivsim.SlotSignature))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv.Plug(ctx, addr, card)
+		}()
+	}
+	fmt.Fprintln(a.stdout, "cards plugged in; interrupt to remove them")
+	wg.Wait()
+	a.log.Log(context.Background(), slog.LevelInfo, "cards removed")
+	return nil
+}

@@ -1,0 +1,123 @@
+// Command demo shows pscs on simulated cards, with nothing on the machine
+// touched: a private pcscd with vpcd readers, two simulated PIV cards
+// plugged into it by `pscs sim`, `pscs readers`, `pscs card info`, and a
+// signature made by `pscs card sign` that OpenSSL verifies against the
+// card's certificate. Run it with `make demo`, which builds bin/pscs first.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pscs/pscs/internal/pcscdtest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	pscs, err := filepath.Abs("bin/pscs")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(pscs); err != nil {
+		return fmt.Errorf("%s missing: run `make demo`, which builds it", pscs)
+	}
+	say("Starting a private pcscd with two vpcd readers (nothing else on this machine is touched).")
+	d, err := pcscdtest.Start(ctx, pcscdtest.Options{Entries: 1})
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	env := append(os.Environ(), d.Env(), "PSCS_PIN=123456")
+	work, err := os.MkdirTemp("", "pscs-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	say("Plugging two simulated PIV cards into the readers (PIN 123456).")
+	simCtx, stopSim := context.WithCancel(ctx)
+	defer stopSim()
+	sim := exec.CommandContext(simCtx, pscs, "sim", "-vpcd", d.CardAddr(0)+","+d.CardAddr(1), "-latency", "real")
+	sim.Env = env
+	sim.Cancel = func() error { return sim.Process.Signal(os.Interrupt) }
+	sim.Stdout, sim.Stderr = os.Stdout, os.Stderr
+	if err := sim.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		stopSim()
+		sim.Wait()
+	}()
+
+	// pcscd polls its readers about every 400 ms.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := output(ctx, env, pscs, "readers")
+		if strings.Count(out, "present") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the simulated cards did not appear in 10 s:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := show(ctx, env, pscs, "readers"); err != nil {
+		return err
+	}
+	if err := show(ctx, env, pscs, "card", "info", "-r", d.Readers[1]); err != nil {
+		return err
+	}
+	doc := filepath.Join(work, "document.txt")
+	if err := os.WriteFile(doc, []byte("The mayor approves the budget for 2027.\n"), 0o644); err != nil {
+		return err
+	}
+	sig, cert, pub := filepath.Join(work, "document.sig"), filepath.Join(work, "signer.pem"), filepath.Join(work, "signer.pub")
+	if err := show(ctx, env, pscs, "card", "sign", "-r", d.Readers[1], "-k", "9c", "-in", doc, "-out", sig, "-cert", cert); err != nil {
+		return err
+	}
+	say("Verifying the signature with OpenSSL against the card's certificate:")
+	if err := show(ctx, env, "openssl", "x509", "-in", cert, "-pubkey", "-noout", "-out", pub); err != nil {
+		return err
+	}
+	if err := show(ctx, env, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, doc); err != nil {
+		return err
+	}
+	say("Done: the signature made through pscs verifies.")
+	return nil
+}
+
+func say(s string) { fmt.Printf("\n## %s\n", s) }
+
+func output(ctx context.Context, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// show runs a command and prints it, as a user would type it, with its output.
+func show(ctx context.Context, env []string, name string, args ...string) error {
+	shown := filepath.Base(name) + " " + strings.Join(args, " ")
+	fmt.Printf("\n$ %s\n", shown)
+	out, err := output(ctx, env, name, args...)
+	fmt.Print(out)
+	if err != nil {
+		return fmt.Errorf("%s: %w", shown, err)
+	}
+	return nil
+}
