@@ -23,8 +23,10 @@ vet: deps
 
 # Unit tests, and integration tests against a private pcscd with vpcd,
 # OpenSC and yubico-piv-tool, all with the race detector.
+# Every test is listed by name; a failed test's whole output is shown.
 test: vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) build -o bin/testreport ./internal/testreport
+	set -o pipefail; $(GO) test -race -count=1 -timeout 20m -json ./... | bin/testreport
 
 # A private pcscd, two simulated PIV cards, pscs readers, a signature
 # verified by OpenSSL.

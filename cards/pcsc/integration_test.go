@@ -77,8 +77,9 @@ func setup(t testing.TB) *pcsc.Context {
 
 // insert serves card in reader until the test ends or the returned
 // function pulls it. With plug, the card stays inserted across pcscd
-// restarts.
-func insert(t testing.TB, reader int, card vpcd.Card, plug bool) (pull func()) {
+// restarts. pull returns once pcscd has noticed, so that a card inserted
+// next in the same reader is not mistaken for this one.
+func insert(t testing.TB, c *pcsc.Context, reader int, card vpcd.Card, plug bool) (pull func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -99,6 +100,7 @@ func insert(t testing.TB, reader int, card vpcd.Card, plug bool) (pull func()) {
 		if err := <-done; err != nil {
 			t.Errorf("vpcd serve of reader %d: %v", reader, err)
 		}
+		waitPresent(t, c, srv.Readers[reader], false)
 	}
 	t.Cleanup(pull)
 	return pull
@@ -123,13 +125,34 @@ func waitPresent(t testing.TB, c *pcsc.Context, reader string, want bool) {
 	}
 }
 
+// stamped is an event with the time Watch delivered it.
+type stamped struct {
+	pcsc.Event
+	at time.Time
+}
+
 // watch runs c.Watch until the test ends.
-func watch(t testing.TB, c *pcsc.Context) <-chan pcsc.Event {
+func watch(t testing.TB, c *pcsc.Context) <-chan stamped {
 	t.Helper()
-	events := make(chan pcsc.Event, 64)
+	events := make(chan pcsc.Event)
+	out := make(chan stamped, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Watch(ctx, events) }()
+	go func() {
+		for {
+			select {
+			case ev := <-events:
+				select {
+				case out <- stamped{ev, time.Now()}:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -141,12 +164,12 @@ func watch(t testing.TB, c *pcsc.Context) <-chan pcsc.Event {
 			t.Error("Watch did not return after cancel")
 		}
 	})
-	return events
+	return out
 }
 
 // expectEvent waits for an event of kind in reader, skipping other readers'
-// events, and returns when it came.
-func expectEvent(t testing.TB, events <-chan pcsc.Event, reader string, kind pcsc.EventKind) (pcsc.Event, time.Time) {
+// events, and returns it with the time Watch delivered it.
+func expectEvent(t testing.TB, events <-chan stamped, reader string, kind pcsc.EventKind) (pcsc.Event, time.Time) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -158,7 +181,7 @@ func expectEvent(t testing.TB, events <-chan pcsc.Event, reader string, kind pcs
 			if ev.Kind != kind {
 				t.Fatalf("event %v in %q, want %v", ev.Kind, reader, kind)
 			}
-			return ev, time.Now()
+			return ev.Event, ev.at
 		case <-deadline:
 			t.Fatalf("no %v event for %q within %v", kind, reader, timeout)
 		}
@@ -184,7 +207,7 @@ func TestTransmit(t *testing.T) {
 	c := setup(t)
 	reader := srv.Readers[readerTransmit]
 	card := newEchoCard()
-	insert(t, readerTransmit, card, false)
+	insert(t, c, readerTransmit, card, false)
 	waitPresent(t, c, reader, true)
 
 	k, err := c.Connect(t.Context(), reader)
@@ -281,6 +304,9 @@ func TestConnectErrors(t *testing.T) {
 	if _, err := c.Connect(t.Context(), srv.Readers[0]); !errors.Is(err, cards.ErrClosed) {
 		t.Errorf("Connect after Close = %v, want ErrClosed", err)
 	}
+	if err := c.Watch(t.Context(), make(chan pcsc.Event, 16)); !errors.Is(err, cards.ErrClosed) {
+		t.Errorf("Watch after Close = %v, want ErrClosed", err)
+	}
 }
 
 // TestWatch: a card pulled and inserted again is seen by Watch.
@@ -291,7 +317,7 @@ func TestWatch(t *testing.T) {
 
 	for round := range 2 {
 		start := time.Now()
-		pull := insert(t, readerWatch, newEchoCard(), false)
+		pull := insert(t, c, readerWatch, newEchoCard(), false)
 		ev, at := expectEvent(t, events, reader, pcsc.Inserted)
 		if !bytes.Equal(ev.ATR, echoATR) {
 			t.Errorf("Inserted ATR = %X, want %X", ev.ATR, echoATR)
@@ -308,7 +334,7 @@ func TestWatch(t *testing.T) {
 func TestWatchInitialState(t *testing.T) {
 	c := setup(t)
 	reader := srv.Readers[readerWatch]
-	insert(t, readerWatch, newEchoCard(), false)
+	insert(t, c, readerWatch, newEchoCard(), false)
 	waitPresent(t, c, reader, true)
 	events := watch(t, c)
 	expectEvent(t, events, reader, pcsc.Inserted)
@@ -319,7 +345,7 @@ func TestWatchInitialState(t *testing.T) {
 func TestRemovedCard(t *testing.T) {
 	c := setup(t)
 	reader := srv.Readers[readerRemoved]
-	pull := insert(t, readerRemoved, newEchoCard(), false)
+	pull := insert(t, c, readerRemoved, newEchoCard(), false)
 	waitPresent(t, c, reader, true)
 	k, err := c.Connect(t.Context(), reader)
 	if err != nil {
@@ -348,7 +374,7 @@ func TestRemovedCard(t *testing.T) {
 	}
 
 	card := newEchoCard()
-	insert(t, readerRemoved, card, false)
+	insert(t, c, readerRemoved, card, false)
 	waitPresent(t, c, reader, true)
 	if err := k.Reconnect(t.Context()); err != nil {
 		t.Fatalf("Reconnect: %v", err)
@@ -364,7 +390,7 @@ func TestRestart(t *testing.T) {
 	c := setup(t)
 	reader := srv.Readers[readerRestart]
 	events := watch(t, c)
-	insert(t, readerRestart, newEchoCard(), true)
+	insert(t, c, readerRestart, newEchoCard(), true)
 	expectEvent(t, events, reader, pcsc.Inserted)
 	k, err := c.Connect(t.Context(), reader)
 	if err != nil {
@@ -417,7 +443,8 @@ func TestRestart(t *testing.T) {
 func BenchmarkTransmitRoundTrip(b *testing.B) {
 	c := setup(b)
 	reader := srv.Readers[readerBench]
-	insert(b, readerBench, newEchoCard(), false)
+	card := newEchoCard()
+	insert(b, c, readerBench, card, false)
 	waitPresent(b, c, reader, true)
 	k, err := c.Connect(b.Context(), reader)
 	if err != nil {
@@ -431,6 +458,9 @@ func BenchmarkTransmitRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	if got := card.apdus.Load(); got < int32(b.N) {
+		b.Fatalf("card saw %d APDUs, want %d", got, b.N)
+	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/apdu")
 }
 
@@ -443,7 +473,7 @@ func BenchmarkInsertRemove(b *testing.B) {
 	var ins, rem time.Duration
 	for b.Loop() {
 		start := time.Now()
-		pull := insert(b, readerBenchInsert, newEchoCard(), false)
+		pull := insert(b, c, readerBenchInsert, newEchoCard(), false)
 		_, at := expectEvent(b, events, reader, pcsc.Inserted)
 		ins += at.Sub(start)
 		start = time.Now()

@@ -70,9 +70,12 @@ type Options struct {
 	// Dir is the directory for the configuration, the socket and the log.
 	// Empty means a new directory from os.MkdirTemp, removed by Stop.
 	Dir string
-	// Log receives pcscd's output (pcscd runs with -a: APDUs are logged).
-	// Nil means the file pcscd.log in Dir.
+	// Log receives pcscd's output. Nil means the file pcscd.log in Dir.
 	Log io.Writer
+	// LogAPDUs runs pcscd with -a, which logs every APDU in clear, PINs
+	// included. Off unless the environment variable PSCS_PCSCD_APDUS is 1:
+	// for debugging a card conversation, never by default.
+	LogAPDUs bool
 }
 
 // PCSCD is a running private pcscd. Its methods are safe for concurrent use.
@@ -90,6 +93,7 @@ type PCSCD struct {
 	ports     []int // vpcd port of each entry; slot 1 is port+1
 	driver    string
 	log       io.Writer
+	apdus     bool
 	removeDir bool
 
 	mu      sync.Mutex
@@ -157,7 +161,8 @@ func Start(ctx context.Context, opts Options) (*PCSCD, error) {
 	if n > 8 {
 		return nil, fmt.Errorf("pcscdtest: %d entries, pcscd allows at most 8", n)
 	}
-	p := &PCSCD{Dir: opts.Dir, log: opts.Log, driver: findDriver()}
+	p := &PCSCD{Dir: opts.Dir, log: opts.Log, driver: findDriver(),
+		apdus: opts.LogAPDUs || os.Getenv("PSCS_PCSCD_APDUS") == "1"}
 	if p.Dir == "" {
 		d, err := os.MkdirTemp("", "pcscdtest-")
 		if err != nil {
@@ -315,9 +320,13 @@ func (p *PCSCD) launch(ctx context.Context) error {
 	unshare, _ := lookPath("unshare")
 	pcscd, _ := lookPath("pcscd")
 	// unshare and sh exec, so the process is pcscd itself.
+	flags := "-f"
+	if p.apdus {
+		flags = "-f -a" // logs every APDU, PINs included: for debugging only
+	}
 	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" /run/pcscd && exec "$2" -f -a -c "$3"`,
-		"sh", runDir, pcscd, filepath.Join(p.Dir, "conf"))
+		`mount --bind "$1" /run/pcscd && exec "$2" $3 -c "$4"`,
+		"sh", runDir, pcscd, flags, filepath.Join(p.Dir, "conf"))
 	// pcscd dies with the test binary, even on a crash or a timeout panic.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if p.log != nil {
@@ -562,6 +571,13 @@ func Main(m *testing.M, opts Options, ready func(*PCSCD)) {
 }
 
 func run(m *testing.M, opts Options, ready func(*PCSCD)) int {
+	// A fuzzing worker runs no test that needs pcscd; don't start one per
+	// worker.
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzzworker") {
+			return m.Run()
+		}
+	}
 	if err := Check(); err != nil {
 		if os.Getenv(SkipEnv) == "1" {
 			fmt.Fprintf(os.Stderr, "pcscdtest: %v; %s=1: tests needing pcscd skip\n", err, SkipEnv)

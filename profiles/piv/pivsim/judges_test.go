@@ -51,6 +51,9 @@ type judge struct {
 
 func plug(t *testing.T, reader int) *judge {
 	t.Helper()
+	if env == nil {
+		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
+	}
 	for _, tool := range []string{"pkcs11-tool", "opensc-tool", "openssl", "yubico-piv-tool"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not installed (make deps installs it): %v", tool, err)
@@ -260,6 +263,17 @@ func TestYubicoPIVTool(t *testing.T) {
 			t.Errorf("test-signature %s: no success reported", slot)
 		}
 	}
+	// PIN management: change the PIN, block it, unblock it with the PUK.
+	j.run(false, "yubico-piv-tool", "-r", reader, "-a", "change-pin", "-P", "123456", "-N", "654321")
+	j.run(false, "yubico-piv-tool", "-r", reader, "-a", "verify-pin", "-P", "654321")
+	for range 3 {
+		j.run(true, "yubico-piv-tool", "-r", reader, "-a", "verify-pin", "-P", "000000")
+	}
+	if got := j.card.PINRetries(); got != 0 {
+		t.Errorf("PIN retries after three wrong PINs from yubico-piv-tool: %d", got)
+	}
+	j.run(false, "yubico-piv-tool", "-r", reader, "-a", "unblock-pin", "-P", "12345678", "-N", "123456")
+	j.run(false, "yubico-piv-tool", "-r", reader, "-a", "verify-pin", "-P", "123456")
 	// The tool's view of the certificate matches the card's.
 	pemOut := j.run(false, "yubico-piv-tool", "-r", reader, "-a", "read-certificate", "-s", "9c")
 	block, _ := pem.Decode([]byte(pemOut[strings.Index(pemOut, "-----BEGIN"):]))

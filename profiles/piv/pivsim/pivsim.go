@@ -738,16 +738,14 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 	return apdu.AppendTLV(nil, 0x7C, apdu.AppendTLV(nil, 0x82, sig)), apdu.SWSuccess, delay
 }
 
-// rawRSA is the private-key operation m^d mod n with the CRT values.
+// rawRSA is the private-key operation m^d mod n, with the CRT values that
+// rsa.PrivateKey.Precompute filled in.
 func rawRSA(k *rsa.PrivateKey, m *big.Int) *big.Int {
-	p, q := k.Primes[0], k.Primes[1]
-	dp := new(big.Int).Mod(k.D, new(big.Int).Sub(p, big.NewInt(1)))
-	dq := new(big.Int).Mod(k.D, new(big.Int).Sub(q, big.NewInt(1)))
-	qinv := new(big.Int).ModInverse(q, p)
-	m1 := new(big.Int).Exp(m, dp, p)
-	m2 := new(big.Int).Exp(m, dq, q)
+	p, q, pc := k.Primes[0], k.Primes[1], k.Precomputed
+	m1 := new(big.Int).Exp(m, pc.Dp, p)
+	m2 := new(big.Int).Exp(m, pc.Dq, q)
 	h := new(big.Int).Sub(m1, m2)
-	h.Mul(h, qinv).Mod(h, p)
+	h.Mul(h, pc.Qinv).Mod(h, p)
 	return h.Mul(h, q).Add(h, m2)
 }
 
