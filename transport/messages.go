@@ -1,0 +1,375 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// ALPN is the TLS application protocol of pscs. A breaking change of the
+// protocol gets a new ALPN ("pscs/2"); everything else is versioned inside
+// it by [ProtocolVersion].
+const ALPN = "pscs/1"
+
+// ProtocolVersion is the version of the messages inside ALPN "pscs/1".
+// Peers send theirs and accept any peer version >= 1, using only what both
+// know; fields and operations are only ever added.
+//
+// History:
+//
+//	1 (2026-11-26): first version: Hello, Login, Sign, Decrypt, Logout,
+//	  Ping; signed requests (COSE_Sign1); events.
+const ProtocolVersion = 1
+
+// Op is an operation. Numbers are never reused.
+type Op uint32
+
+const (
+	OpHello   Op = 1  // unsigned: server version, time, the identity's catalogue
+	OpLogin   Op = 2  // signed: log in to a remote card with the virtual PIN (in Secret)
+	OpSign    Op = 3  // signed: a signature with a key of a remote card
+	OpDecrypt Op = 4  // signed: a decryption with a key of a remote card
+	OpLogout  Op = 5  // signed: log out of a remote card
+	OpPing    Op = 6  // unsigned: an empty answer (keepalive, round-trip measurement)
+	OpAdmin   Op = 16 // signed: owner administration (body defined by the server)
+)
+
+var opNames = map[Op]string{OpHello: "hello", OpLogin: "login", OpSign: "sign", OpDecrypt: "decrypt",
+	OpLogout: "logout", OpPing: "ping", OpAdmin: "admin"}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("op %d", uint32(o))
+}
+
+// Signed reports whether the operation must be a signed request. Unsigned
+// operations change nothing, and the server runs them only once the TLS
+// handshake is complete (never on replayable 0-RTT data alone).
+func (o Op) Signed() bool { return o != OpHello && o != OpPing }
+
+// Limits of the protocol. A message over a limit is refused with
+// CodeTooLarge and never buffered whole.
+const (
+	MaxRequestSize  = 64 << 10 // bytes of one request on a stream
+	MaxResponseSize = 4 << 20  // bytes of one response (a catalogue with certificates)
+	MaxEventSize    = 64 << 10 // bytes of one event
+	MaxNesting      = 16       // CBOR nesting depth
+	MaxElements     = 4096     // CBOR array elements / map pairs
+	NonceSize       = 16       // bytes of a request nonce
+)
+
+// Request is what a client writes on a new bidirectional stream, followed
+// by the end of the stream.
+type Request struct {
+	Version uint32          `cbor:"1,keyasint"`
+	Op      Op              `cbor:"2,keyasint"`
+	Body    cbor.RawMessage `cbor:"3,keyasint,omitempty"` // unsigned operations
+	Signed  cbor.RawMessage `cbor:"4,keyasint,omitempty"` // COSE_Sign1 over a SignedPayload
+	// Secret carries a secret that the operation needs (the virtual PIN of
+	// Login), outside the signed payload: the signed payload is evidence and
+	// is kept in the audit log; the secret must never be.
+	Secret []byte `cbor:"5,keyasint,omitempty"`
+}
+
+// SignedPayload is the payload of a request's COSE_Sign1.
+type SignedPayload struct {
+	Op    Op              `cbor:"1,keyasint"`
+	Nonce []byte          `cbor:"2,keyasint"` // NonceSize random bytes, never used twice
+	Time  int64           `cbor:"3,keyasint"` // Unix time in milliseconds
+	Body  cbor.RawMessage `cbor:"4,keyasint,omitempty"`
+	// Binding is the TLS exporter value of the connection the request
+	// travels on (label "EXPORTER-pscs request binding", no context, 32
+	// bytes). Empty only for requests sent as 0-RTT early data.
+	Binding []byte `cbor:"5,keyasint,omitempty"`
+}
+
+// Response is what the server writes back on the request's stream.
+type Response struct {
+	Version uint32          `cbor:"1,keyasint"`
+	Status  Code            `cbor:"2,keyasint"`
+	Body    cbor.RawMessage `cbor:"3,keyasint,omitempty"`
+	Message string          `cbor:"4,keyasint,omitempty"`
+	// RetryAfter is a hint in milliseconds with CodeBusy.
+	RetryAfter uint32 `cbor:"5,keyasint,omitempty"`
+	// Original, with CodeReplay, is the response the server gave to the
+	// first request with this nonce, sent to the same identity only: a
+	// client that resent a request after losing its connection learns the
+	// outcome without the operation running twice.
+	Original *Response `cbor:"6,keyasint,omitempty"`
+}
+
+// EventKind is the kind of an [Event].
+type EventKind uint32
+
+const (
+	EventCatalogue EventKind = 1 // the catalogue changed: fetch it again with Hello
+	EventSlot      EventKind = 2 // a remote card changed (card inserted or removed)
+	EventRevoked   EventKind = 3 // a delegation of this identity was revoked
+	EventShutdown  EventKind = 4 // the server is going away
+)
+
+// Event is a message on the server's event stream: a unidirectional stream
+// the server opens, carrying events one after another, each preceded by its
+// length as a QUIC variable-length integer.
+type Event struct {
+	Kind    EventKind `cbor:"1,keyasint"`
+	Slot    uint64    `cbor:"2,keyasint,omitempty"`
+	Message string    `cbor:"3,keyasint,omitempty"`
+	Tag     []byte    `cbor:"4,keyasint,omitempty"` // the new catalogue tag
+}
+
+// Operation bodies.
+
+// HelloRequest is the body of OpHello.
+type HelloRequest struct {
+	Client string `cbor:"1,keyasint,omitempty"` // client software and version
+	// Tag is the tag of the catalogue the client has; if it is current the
+	// reply omits the catalogue.
+	Tag []byte `cbor:"2,keyasint,omitempty"`
+}
+
+// HelloResponse is the body of the answer to OpHello.
+type HelloResponse struct {
+	Server         string     `cbor:"1,keyasint,omitempty"`
+	Time           int64      `cbor:"2,keyasint"` // server's Unix time, ms (clients correct their request times)
+	Identity       string     `cbor:"3,keyasint,omitempty"`
+	Catalogue      *Catalogue `cbor:"4,keyasint,omitempty"`
+	ReplayWindowMS uint32     `cbor:"5,keyasint,omitempty"`
+}
+
+// Catalogue is everything a client needs to answer PKCS #11 metadata calls
+// locally: the remote cards it may use, their token information, objects
+// with attributes, and mechanisms.
+type Catalogue struct {
+	Tag   []byte `cbor:"1,keyasint"` // changes whenever the catalogue does
+	Slots []Slot `cbor:"2,keyasint"`
+}
+
+// Slot is one remote card.
+type Slot struct {
+	ID          uint64      `cbor:"1,keyasint"`
+	Description string      `cbor:"2,keyasint,omitempty"`
+	Token       TokenInfo   `cbor:"3,keyasint"`
+	Objects     []Object    `cbor:"4,keyasint,omitempty"`
+	Mechanisms  []Mechanism `cbor:"5,keyasint,omitempty"`
+	Cards       uint32      `cbor:"6,keyasint,omitempty"` // cards serving it (more than one: parallel)
+	Present     bool        `cbor:"7,keyasint,omitempty"` // a card can serve now
+}
+
+// TokenInfo mirrors PKCS #11 CK_TOKEN_INFO's descriptive fields.
+type TokenInfo struct {
+	Label        string `cbor:"1,keyasint"`
+	Manufacturer string `cbor:"2,keyasint,omitempty"`
+	Model        string `cbor:"3,keyasint,omitempty"`
+	Serial       string `cbor:"4,keyasint,omitempty"`
+	Flags        uint64 `cbor:"5,keyasint,omitempty"` // CKF_*
+	MinPIN       uint32 `cbor:"6,keyasint,omitempty"`
+	MaxPIN       uint32 `cbor:"7,keyasint,omitempty"`
+}
+
+// Object is a PKCS #11 object of a remote card. Attribute values are CBOR
+// unsigned integers (CK_ULONG), booleans (CK_BBOOL), byte strings (byte
+// arrays, big integers, DER) or text strings (UTF-8 labels), keyed by CKA_*.
+type Object struct {
+	Handle     uint64         `cbor:"1,keyasint"`
+	Attributes map[uint64]any `cbor:"2,keyasint"`
+}
+
+// Mechanism mirrors CK_MECHANISM_INFO.
+type Mechanism struct {
+	Type   uint64 `cbor:"1,keyasint"` // CKM_*
+	MinKey uint32 `cbor:"2,keyasint,omitempty"`
+	MaxKey uint32 `cbor:"3,keyasint,omitempty"`
+	Flags  uint64 `cbor:"4,keyasint,omitempty"` // CKF_*
+}
+
+// LoginRequest is the body of OpLogin; the virtual PIN is Request.Secret.
+type LoginRequest struct {
+	Slot uint64 `cbor:"1,keyasint"`
+}
+
+// LoginResponse is the body of the answer to OpLogin.
+type LoginResponse struct {
+	Catalogue *Catalogue `cbor:"1,keyasint,omitempty"`
+}
+
+// SignRequest is the body of OpSign.
+type SignRequest struct {
+	Slot      uint64 `cbor:"1,keyasint"`
+	Key       uint64 `cbor:"2,keyasint"` // handle of the private key object
+	Mechanism uint64 `cbor:"3,keyasint"` // CKM_*
+	Params    []byte `cbor:"4,keyasint,omitempty"`
+	Data      []byte `cbor:"5,keyasint"`
+}
+
+// SignResponse is the body of the answer to OpSign.
+type SignResponse struct {
+	Signature []byte `cbor:"1,keyasint"`
+	// Certificate is the DER certificate of the card's key that signed, so
+	// that a signature from a parallel remote card can be verified.
+	Certificate []byte `cbor:"2,keyasint,omitempty"`
+}
+
+// DecryptRequest is the body of OpDecrypt.
+type DecryptRequest struct {
+	Slot      uint64 `cbor:"1,keyasint"`
+	Key       uint64 `cbor:"2,keyasint"`
+	Mechanism uint64 `cbor:"3,keyasint"`
+	Params    []byte `cbor:"4,keyasint,omitempty"`
+	Data      []byte `cbor:"5,keyasint"`
+}
+
+// DecryptResponse is the body of the answer to OpDecrypt.
+type DecryptResponse struct {
+	Plaintext []byte `cbor:"1,keyasint"`
+}
+
+// LogoutRequest is the body of OpLogout.
+type LogoutRequest struct {
+	Slot uint64 `cbor:"1,keyasint"`
+}
+
+// Encoding. One immutable encoder and decoder for the package.
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+	// strictDecMode rejects unknown fields; tests use it to catch drift
+	// between the code and docs/protocol.md.
+	strictDecMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	opts := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:  MaxNesting,
+		MaxArrayElements: MaxElements,
+		MaxMapPairs:      MaxElements,
+		UTF8:             cbor.UTF8RejectInvalid,
+		IntDec:           cbor.IntDecConvertNone,
+	}
+	decMode, err = opts.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
+	strictDecMode, err = opts.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v in the protocol's deterministic CBOR.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// Unmarshal decodes one protocol message, with the protocol's limits:
+// duplicate keys, indefinite lengths, invalid UTF-8, deep nesting, large
+// arrays and trailing bytes are errors. Unknown fields are ignored.
+func Unmarshal(data []byte, v any) error {
+	if err := decMode.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// unmarshalStrict is Unmarshal that also rejects unknown fields.
+func unmarshalStrict(data []byte, v any) error {
+	if err := strictDecMode.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// readAll reads r to its end, at most max bytes: more is ErrTooLarge.
+func readAll(r io.Reader, max int) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(max) {
+		return nil, Errorf(CodeTooLarge, "message over %d bytes", max)
+	}
+	return buf.Bytes(), nil
+}
+
+// Event stream framing: a QUIC variable-length integer (RFC 9000, 16)
+// length, then the CBOR event.
+
+// AppendEventFrame appends ev as a frame.
+func AppendEventFrame(b []byte, ev *Event) ([]byte, error) {
+	body, err := Marshal(ev)
+	if err != nil {
+		return b, err
+	}
+	if len(body) > MaxEventSize {
+		return b, ErrTooLarge
+	}
+	b = appendVarint(b, uint64(len(body)))
+	return append(b, body...), nil
+}
+
+// ReadEventFrame reads one event frame from r.
+func ReadEventFrame(r *bufio.Reader) (*Event, error) {
+	n, err := readVarint(r)
+	if err != nil {
+		return nil, err
+	}
+	if n > MaxEventSize {
+		return nil, Errorf(CodeTooLarge, "event of %d bytes", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("%w: truncated event: %v", ErrMalformed, err)
+	}
+	var ev Event
+	if err := Unmarshal(buf, &ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	switch {
+	case v < 1<<6:
+		return append(b, byte(v))
+	case v < 1<<14:
+		return binary.BigEndian.AppendUint16(b, uint16(v)|0x4000)
+	case v < 1<<30:
+		return binary.BigEndian.AppendUint32(b, uint32(v)|0x80000000)
+	}
+	return binary.BigEndian.AppendUint64(b, v|0xC000000000000000)
+}
+
+func readVarint(r io.ByteReader) (uint64, error) {
+	first, err := r.ReadByte()
+	if err != nil {
+		return 0, err
+	}
+	n := 1 << (first >> 6)
+	v := uint64(first & 0x3F)
+	for i := 1; i < n; i++ {
+		c, err := r.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, fmt.Errorf("%w: truncated length: %v", ErrMalformed, err)
+		}
+		v = v<<8 | uint64(c)
+	}
+	return v, nil
+}
