@@ -46,11 +46,11 @@ func (h *testHandler) catalogue() *transport.Catalogue {
 		ID: 1, Description: "test card", Present: true, Cards: 1,
 		Token: transport.TokenInfo{Label: "Mayor", Serial: "0001", MinPIN: 4, MaxPIN: 8},
 		Objects: []transport.Object{{Handle: 2, Attributes: map[uint64]any{
-			0x0000: uint64(3),            // CKA_CLASS: private key
-			0x0100: uint64(3),            // CKA_KEY_TYPE: EC
+			0x0000: uint64(3),             // CKA_CLASS: private key
+			0x0100: uint64(3),             // CKA_KEY_TYPE: EC
 			0x0003: "Mayor's signing key", // CKA_LABEL
-			0x0102: []byte{0x01},         // CKA_ID
-			0x0108: true,                 // CKA_SIGN
+			0x0102: []byte{0x01},          // CKA_ID
+			0x0108: true,                  // CKA_SIGN
 		}}},
 		Mechanisms: []transport.Mechanism{{Type: 0x1041, MinKey: 256, MaxKey: 384}}, // CKM_ECDSA
 	}}}
