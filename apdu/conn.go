@@ -96,9 +96,10 @@ type Conn struct {
 // [ErrMalformed] when a reply is shorter than 2 bytes or cmd cannot be
 // encoded; transport errors from the Transmitter wrapped with %w; ctx.Err()
 // if ctx is already done when Do is called. Once the first APDU is sent, Do
-// does not stop between APDUs because ctx expired: abandoning a chained or
-// GET RESPONSE sequence midway would leave the card in an undefined state.
-// The Transmitter enforces ctx on each exchange.
+// finishes the sequence even if ctx ends: the APDUs after the first go out
+// with context.WithoutCancel(ctx), because abandoning a chained or GET
+// RESPONSE sequence midway would leave the card in an undefined state. The
+// Transmitter enforces ctx on the first exchange.
 func (c *Conn) Do(ctx context.Context, cmd Command) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -125,14 +126,18 @@ func (c *Conn) Do(ctx context.Context, cmd Command) ([]byte, error) {
 
 	// One encode buffer is reused for every APDU; Transmitters must not keep
 	// the command slice (they only get it for the duration of the call).
+	// The buffer may hold a PIN: it is cleared when Do returns.
 	var buf []byte
+	defer func() { clear(buf[:cap(buf)]) }()
+	txCtx := ctx
 	send := func(cmd Command) (Response, error) {
 		var err error
 		buf, err = cmd.AppendBinary(buf[:0])
 		if err != nil {
 			return Response{}, err
 		}
-		reply, err := c.T.Transmit(ctx, buf)
+		reply, err := c.T.Transmit(txCtx, buf)
+		txCtx = context.WithoutCancel(ctx) // the sequence has started
 		if err != nil {
 			return Response{}, fmt.Errorf("apdu: transmit %02X %02X: %w", cmd.CLA, cmd.INS, err)
 		}
@@ -145,7 +150,9 @@ func (c *Conn) Do(ctx context.Context, cmd Command) ([]byte, error) {
 
 	// Command chaining.
 	last := cmd
+	chained := false
 	if !extended && len(cmd.Data) > MaxShortData {
+		chained = true
 		data := cmd.Data
 		for len(data) > MaxShortData {
 			block := Command{CLA: cmd.CLA | claChaining, INS: cmd.INS, P1: cmd.P1, P2: cmd.P2, Data: data[:MaxShortData]}
@@ -170,7 +177,9 @@ func (c *Conn) Do(ctx context.Context, cmd Command) ([]byte, error) {
 			return nil, err
 		}
 		if r.SW.SW1() == 0x6C {
-			if retried {
+			// Re-issuing only the last block of a chain would be a
+			// different command: report the status instead.
+			if retried || (chained && last.INS != insGetResponse) {
 				return nil, r.SW
 			}
 			retried = true

@@ -437,3 +437,42 @@ func TestConnDoNilTransmitter(t *testing.T) {
 		t.Errorf("Do with nil T: err = nil")
 	}
 }
+
+// ctxCard refuses a done context, as pcsc.Card and the simulators do, and
+// cancels the caller's context after its first reply.
+type ctxCard struct {
+	cancel  context.CancelFunc
+	replies [][]byte
+	sent    int
+}
+
+func (c *ctxCard) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r := c.replies[c.sent]
+	c.sent++
+	c.cancel()
+	return r, nil
+}
+
+// TestDoFinishesSequenceAfterCancel: once a sequence has started, a
+// cancelled context does not leave a GET RESPONSE or a chain half done.
+func TestDoFinishesSequenceAfterCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	card := &ctxCard{cancel: cancel, replies: [][]byte{{0x01, 0x61, 0x01}, {0x02, 0x90, 0x00}}}
+	got, err := (&Conn{T: card}).Do(ctx, Command{INS: 0xCB, Ne: 256})
+	if err != nil || !bytes.Equal(got, []byte{1, 2}) {
+		t.Fatalf("Do = %X, %v; want 0102 after GET RESPONSE", got, err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	card = &ctxCard{cancel: cancel, replies: [][]byte{{0x90, 0x00}, {0x90, 0x00}}}
+	if _, err := (&Conn{T: card}).Do(ctx, Command{INS: 0x87, Data: make([]byte, 300)}); err != nil || card.sent != 2 {
+		t.Fatalf("chained Do after cancel: %v, %d blocks sent; want both", err, card.sent)
+	}
+	// A context already done sends nothing.
+	card = &ctxCard{cancel: func() {}, replies: [][]byte{{0x90, 0x00}}}
+	if _, err := (&Conn{T: card}).Do(ctx, Command{INS: 0xCB}); err == nil || card.sent != 0 {
+		t.Fatalf("Do with a done context: %v, %d sent", err, card.sent)
+	}
+}

@@ -125,12 +125,12 @@ func (sw StatusWord) WrongLe() (int, bool) {
 }
 
 // Retries reports the number of verification tries left: x for 63Cx, and
-// also for 630x as sent by old YubiKeys (see piv-go issue 60, where 6300
-// thus means 0 tries), and 0 for 6983 (blocked). Other status words report
-// (0, false).
+// also for 6301–630F as sent by old YubiKeys (see piv-go issue 60), and 0
+// for 6983 (blocked). 6300 is ISO 7816-4's "no information given", not a
+// count. Other status words report (0, false).
 func (sw StatusWord) Retries() (int, bool) {
 	switch {
-	case sw&0xFFF0 == 0x63C0, sw&0xFFF0 == 0x6300:
+	case sw&0xFFF0 == 0x63C0, sw&0xFFF0 == 0x6300 && sw != SWVerifyFailedNoInfo:
 		return int(sw & 0x0F), true
 	case sw == SWAuthBlocked:
 		return 0, true
@@ -141,7 +141,7 @@ func (sw StatusWord) Retries() (int, bool) {
 // Is reports whether sw belongs to the class of target, one of the sentinel
 // errors of this package:
 //
-//	ErrWrongPIN         63Cx, 630x
+//	ErrWrongPIN         63Cx, 6301–630F
 //	ErrBlocked          6983
 //	ErrSecurityStatus   6982
 //	ErrNotFound         6A82, 6A88
@@ -157,7 +157,7 @@ func (sw StatusWord) Retries() (int, bool) {
 func (sw StatusWord) Is(target error) bool {
 	switch target {
 	case ErrWrongPIN:
-		return sw&0xFFF0 == 0x63C0 || sw&0xFFF0 == 0x6300
+		return sw&0xFFF0 == 0x63C0 || (sw&0xFFF0 == 0x6300 && sw != SWVerifyFailedNoInfo)
 	case ErrBlocked:
 		return sw == SWAuthBlocked
 	case ErrSecurityStatus:

@@ -24,7 +24,8 @@ func TestStatusWordErrors(t *testing.T) {
 		{0x63C3, ErrWrongPIN, 3, true, "3 tries left"},
 		{0x63CF, ErrWrongPIN, 15, true, "15 tries left"},
 		{0x6302, ErrWrongPIN, 2, true, "2 tries left"}, // old YubiKeys, piv-go issue 60
-		{0x6300, ErrWrongPIN, 0, true, "6300"},
+		{0x6303, ErrWrongPIN, 3, true, "6303"},
+		{0x6300, nil, 0, false, "6300"}, // "no information given": not a count
 		{0x6381, nil, 0, false, "warning, state changed"},
 		{SWAuthBlocked, ErrBlocked, 0, true, "authentication method blocked"},
 		{SWSecurityStatusNotSatisfied, ErrSecurityStatus, 0, false, "security status not satisfied"},

@@ -18,7 +18,9 @@ type fakeConn struct {
 	mu       sync.Mutex
 	inTx     bool
 	failNext error
+	failEnd  error
 	closed   bool
+	resets   int
 }
 
 func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
@@ -39,8 +41,16 @@ func (c *fakeConn) Begin(context.Context) error {
 	c.mu.Unlock()
 	return nil
 }
-func (c *fakeConn) End() error   { c.mu.Lock(); c.inTx = false; c.mu.Unlock(); return nil }
-func (c *fakeConn) Close() error { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+func (c *fakeConn) End() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inTx = false
+	err := c.failEnd
+	c.failEnd = nil
+	return err
+}
+func (c *fakeConn) Reset(context.Context) error { c.mu.Lock(); c.resets++; c.mu.Unlock(); return nil }
+func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
 
 type fakeReader struct {
 	mu    sync.Mutex
@@ -119,6 +129,57 @@ func TestWorkerRetriesAfterReset(t *testing.T) {
 	}
 }
 
+// TestWorkerDoesNotRepeatSuccess: a request that succeeded is not run
+// again when ending its transaction reports a reset.
+func TestWorkerDoesNotRepeatSuccess(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	calls := 0
+	err := w.Do(t.Context(), func(ctx context.Context, tx Transmitter) error {
+		calls++
+		r.conns[len(r.conns)-1].failEnd = ErrCardReset
+		return nil
+	})
+	if err != nil || calls != 1 {
+		t.Fatalf("Do = %v after %d calls; want success after exactly 1", err, calls)
+	}
+	if err := w.Do(t.Context(), func(context.Context, Transmitter) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.conns) != 2 {
+		t.Errorf("%d connections; want a new one after the reset", len(r.conns))
+	}
+}
+
+// TestWorkerIsolatesPrincipals: the card is reset before a request of
+// another principal, and on a new connection; not between requests of the
+// same principal.
+func TestWorkerIsolatesPrincipals(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	nop := func(context.Context, Transmitter) error { return nil }
+	steps := []struct {
+		who    string // "" for Do
+		resets int    // total resets of the connection after the step
+	}{{"alice", 1}, {"alice", 1}, {"bob", 2}, {"", 2}, {"bob", 2}, {"alice", 3}}
+	for i, s := range steps {
+		var err error
+		if s.who == "" {
+			err = w.Do(t.Context(), nop)
+		} else {
+			err = w.DoAs(t.Context(), s.who, nop)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.conns[0].resets; got != s.resets {
+			t.Errorf("step %d (%q): %d resets, want %d", i, s.who, got, s.resets)
+		}
+	}
+}
+
 func TestWorkerRemovedCardFailsThenReconnects(t *testing.T) {
 	r := &fakeReader{}
 	w := NewWorker(r.open, nil)
@@ -163,16 +224,22 @@ func TestWorkerContext(t *testing.T) {
 	}
 }
 
-type echo struct{}
+// echo answers AA BB 90 00, or the scripted replies in order.
+type echo struct{ replies [][]byte }
 
-func (echo) Transmit(_ context.Context, cmd []byte) ([]byte, error) {
-	return append([]byte{0xAA, 0xBB}, 0x90, 0x00), nil
+func (e *echo) Transmit(_ context.Context, cmd []byte) ([]byte, error) {
+	if len(e.replies) > 0 {
+		r := e.replies[0]
+		e.replies = e.replies[1:]
+		return r, nil
+	}
+	return []byte{0xAA, 0xBB, 0x90, 0x00}, nil
 }
 
 func TestTraceRedactsSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tr := Trace(echo{}, log)
+	tr := Trace(&echo{}, log)
 	pin := []byte{0x00, 0x20, 0x00, 0x80, 0x08, '9', '8', '7', '6', '5', '4', 0xFF, 0xFF}
 	tr.Transmit(t.Context(), pin)
 	change := append([]byte{0x00, 0x24, 0x00, 0x80, 0x10}, []byte("98765432ABCDEFGH")...)
@@ -185,6 +252,38 @@ func TestTraceRedactsSecrets(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"00 20 00 80 [9 bytes redacted]", "00 24 00 80 [17 bytes redacted]", "00 CB 3F FF 05 5C 03 5F C1 05 00", "AA BB 90 00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestTraceRedactsAcrossExchanges: secrets that span several APDUs (a
+// chained key import, a decryption fetched with GET RESPONSE) stay hidden.
+func TestTraceRedactsAcrossExchanges(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	card := &echo{replies: [][]byte{
+		{0x90, 0x00}, {0x90, 0x00}, // two blocks of a key import
+		{0x7C, 0x05, 0x82, 0x03, 0x5E, 0xC2, 0xE7, 0x61, 0x02}, // decryption, more to come
+		{0x5E, 0xC2, 0x90, 0x00},                               // the rest
+		{0x01, 0x02, 0x90, 0x00},                               // an ordinary GET DATA
+	}}
+	tr := Trace(card, log)
+	ctx := t.Context()
+	tr.Transmit(ctx, []byte{0x10, 0xDB, 0x3F, 0xFF, 0x06, 0x4D, 0x04, 0x53, 0x45, 0x43, 0x52})
+	tr.Transmit(ctx, []byte{0x00, 0xDB, 0x3F, 0xFF, 0x04, 0x53, 0x45, 0x43, 0x52})
+	tr.Transmit(ctx, []byte{0x00, 0x87, 0x07, 0x9D, 0x04, 0x7C, 0x02, 0x82, 0x00, 0x00})
+	tr.Transmit(ctx, []byte{0x00, 0xC0, 0x00, 0x00, 0x02})
+	tr.Transmit(ctx, []byte{0x00, 0xCB, 0x3F, 0xFF, 0x03, 0x5C, 0x01, 0x7E, 0x00})
+	out := buf.String()
+	for _, secret := range []string{"53 45 43 52", "5E C2"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("trace shows secret %q:\n%s", secret, out)
+		}
+	}
+	for _, want := range []string{"10 DB 3F FF [7 bytes redacted]", "00 DB 3F FF [5 bytes redacted]",
+		"[7 bytes redacted] 61 02", "[2 bytes redacted] 90 00", "01 02 90 00"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("trace lacks %q:\n%s", want, out)
 		}

@@ -2,26 +2,32 @@ package cards
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 )
 
 // Trace returns a Transmitter that logs every exchange with t to log at
 // debug level: the command, the response and the time it took.
 //
-// Secrets never reach the log. The data of commands that carry PINs, PUKs
-// or keys is replaced by its length:
+// Secrets never reach the log. The rules go by ISO 7816-4 instruction
+// bytes and the common extensions, and err on the side of hiding. The data
+// of commands that carry PINs, PUKs or keys is replaced by its length:
 //
 //   - VERIFY (20), CHANGE REFERENCE DATA (24), RESET RETRY COUNTER (2C);
 //   - GENERAL AUTHENTICATE (87) with the PIV card management key (P2 = 9B);
 //   - YubiKey IMPORT KEY (FE) and SET MANAGEMENT KEY (FF);
-//   - OpenPGP PUT DATA of a private key (DB 3F FF, extended header list 4D).
+//   - OpenPGP PUT DATA of a private key (DB 3F FF, extended header list 4D);
+//   - every later block of a command chain (CLA bit 10) whose first block
+//     was redacted.
 //
-// The responses of decryption and key agreement (PSO:DECIPHER, 2A 80 86;
-// GENERAL AUTHENTICATE ECDH, template tag 85) are redacted the same way.
+// The response data of every GENERAL AUTHENTICATE (87: a PIV decryption or
+// key agreement looks like a signature on the wire) and of PSO:DECIPHER
+// (2A 80 86) is redacted the same way, and so is every GET RESPONSE that
+// continues a redacted response.
+//
+// A tracer keeps that state between exchanges: like the Transmitter it
+// wraps, it is not safe for concurrent use.
 func Trace(t Transmitter, log *slog.Logger) Transmitter {
 	return &tracer{t: t, log: log}
 }
@@ -29,22 +35,38 @@ func Trace(t Transmitter, log *slog.Logger) Transmitter {
 type tracer struct {
 	t   Transmitter
 	log *slog.Logger
+	// secretChain: the previous command was a redacted block with more to
+	// come (CLA bit 10); chainINS is its instruction.
+	secretChain bool
+	chainINS    byte
+	// secretMore: the previous response was redacted and announced more
+	// data (61 xx).
+	secretMore bool
 }
 
 func (tr *tracer) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	if !tr.log.Enabled(ctx, slog.LevelDebug) {
 		return tr.t.Transmit(ctx, cmd)
 	}
+	hideCmd := secretCommand(cmd) ||
+		(tr.secretChain && len(cmd) > 1 && cmd[1] == tr.chainINS)
+	hideRsp := secretResponse(cmd) ||
+		(tr.secretMore && len(cmd) > 1 && cmd[1] == 0xC0)
+	tr.secretChain = hideCmd && len(cmd) > 0 && cmd[0]&0x10 != 0
+	if tr.secretChain {
+		tr.chainINS = cmd[1]
+	}
 	start := time.Now()
 	rsp, err := tr.t.Transmit(ctx, cmd)
+	tr.secretMore = hideRsp && err == nil && len(rsp) >= 2 && rsp[len(rsp)-2] == 0x61
 	attrs := []slog.Attr{
-		slog.String("cmd", FormatCommand(cmd)),
+		slog.String("cmd", formatCommand(cmd, hideCmd)),
 		slog.Duration("took", time.Since(start)),
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	} else {
-		attrs = append(attrs, slog.String("rsp", FormatResponse(cmd, rsp)))
+		attrs = append(attrs, slog.String("rsp", formatResponse(rsp, hideRsp)))
 	}
 	tr.log.LogAttrs(ctx, slog.LevelDebug, "apdu", attrs...)
 	return rsp, err
@@ -73,15 +95,7 @@ func secretResponse(cmd []byte) bool {
 		return false
 	}
 	ins, p1, p2 := cmd[1], cmd[2], cmd[3]
-	switch {
-	case ins == 0x2A && p1 == 0x80 && p2 == 0x86:
-		return true
-	case ins == 0x87:
-		return bytesContain(cmd[4:], 0x85)
-	case ins == 0xC0: // GET RESPONSE: cannot tell what it continues
-		return false
-	}
-	return false
+	return ins == 0x87 || (ins == 0x2A && p1 == 0x80 && p2 == 0x86)
 }
 
 func bytesContain(b []byte, v byte) bool {
@@ -93,30 +107,17 @@ func bytesContain(b []byte, v byte) bool {
 	return false
 }
 
-func spacedHex(b []byte) string {
-	var sb strings.Builder
-	for i, c := range b {
-		if i > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(strings.ToUpper(hex.EncodeToString([]byte{c})))
-	}
-	return sb.String()
-}
+func spacedHex(b []byte) string { return fmt.Sprintf("% X", b) }
 
-// FormatCommand renders a command APDU for a trace, with secrets redacted
-// (see [Trace]).
-func FormatCommand(cmd []byte) string {
-	if secretCommand(cmd) && len(cmd) > 4 {
+func formatCommand(cmd []byte, hide bool) string {
+	if hide && len(cmd) > 4 {
 		return fmt.Sprintf("%s [%d bytes redacted]", spacedHex(cmd[:4]), len(cmd)-4)
 	}
 	return spacedHex(cmd)
 }
 
-// FormatResponse renders the response to cmd for a trace, with secrets
-// redacted (see [Trace]).
-func FormatResponse(cmd, rsp []byte) string {
-	if secretResponse(cmd) && len(rsp) > 2 {
+func formatResponse(rsp []byte, hide bool) string {
+	if hide && len(rsp) > 2 {
 		return fmt.Sprintf("[%d bytes redacted] %s", len(rsp)-2, spacedHex(rsp[len(rsp)-2:]))
 	}
 	return spacedHex(rsp)

@@ -17,6 +17,9 @@ type Conn interface {
 	Begin(ctx context.Context) error
 	// End ends the transaction and leaves the card as it is.
 	End() error
+	// Reset resets the card, which drops its security state (verified
+	// PINs): what one user of the card leaves behind, the next cannot use.
+	Reset(ctx context.Context) error
 	// Close disconnects.
 	Close() error
 }
@@ -31,7 +34,14 @@ type Opener func(ctx context.Context) (Conn, error)
 // The worker connects on the first request, and reconnects when the card
 // was reset, removed and reinserted, or the PC/SC service restarted. A
 // request that fails because the card was reset underneath it (its PIN
-// state is gone) runs once more on the fresh connection, from its start.
+// state is gone) runs once more on the fresh connection, from its start; a
+// request that succeeded is never run again, whatever ending the
+// transaction reports.
+//
+// Requests made with [Worker.DoAs] name their principal (the delegate a
+// request serves). When the principal changes, and on every new connection,
+// the worker resets the card before the request, so that no principal ever
+// rides on a PIN another one verified.
 //
 // A Worker is safe for concurrent use.
 type Worker struct {
@@ -44,9 +54,11 @@ type Worker struct {
 }
 
 type request struct {
-	ctx  context.Context
-	fn   func(context.Context, Transmitter) error
-	done chan error
+	ctx       context.Context
+	fn        func(context.Context, Transmitter) error
+	done      chan error
+	isolate   bool
+	principal string
 }
 
 // NewWorker starts the owner goroutine of a card. log may be nil.
@@ -64,8 +76,22 @@ func NewWorker(open Opener, log *slog.Logger) *Worker {
 // ctx's error if ctx ends before the worker picks the request up; once fn
 // has started, it runs to its end (fn sees ctx and should stop between
 // APDUs, never in the middle of a chained exchange).
+//
+// Do is for requests that verify no PIN (reading certificates, say); a
+// request that does uses [Worker.DoAs].
 func (w *Worker) Do(ctx context.Context, fn func(ctx context.Context, t Transmitter) error) error {
-	r := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return w.submit(&request{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// DoAs is Do for a request on behalf of principal: if the card's previous
+// request was another principal's, or the connection is new, the card is
+// reset first.
+func (w *Worker) DoAs(ctx context.Context, principal string, fn func(ctx context.Context, t Transmitter) error) error {
+	return w.submit(&request{ctx: ctx, fn: fn, done: make(chan error, 1), isolate: true, principal: principal})
+}
+
+func (w *Worker) submit(r *request) error {
+	ctx := r.ctx
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
@@ -86,6 +112,9 @@ func (w *Worker) Close() error {
 func (w *Worker) run() {
 	defer close(w.done)
 	var conn Conn
+	// last is the principal whose request the card served last on conn;
+	// nil when the card's state is unknown (a new connection).
+	var last *string
 	defer func() {
 		if conn != nil {
 			conn.Close()
@@ -97,7 +126,7 @@ func (w *Worker) run() {
 			return
 		case r := <-w.reqs:
 			var err error
-			conn, err = w.serve(conn, r)
+			conn, err = w.serve(conn, r, &last)
 			r.done <- err
 		}
 	}
@@ -112,7 +141,7 @@ func reconnectable(err error) bool {
 
 // serve runs one request and returns the connection to keep (nil to
 // reconnect next time).
-func (w *Worker) serve(conn Conn, r *request) (Conn, error) {
+func (w *Worker) serve(conn Conn, r *request, last **string) (Conn, error) {
 	for attempt := 0; ; attempt++ {
 		if err := r.ctx.Err(); err != nil {
 			return conn, err
@@ -122,10 +151,27 @@ func (w *Worker) serve(conn Conn, r *request) (Conn, error) {
 			if err != nil {
 				return nil, fmt.Errorf("cards: connect: %w", err)
 			}
-			conn = c
+			conn, *last = c, nil
 		}
-		err := w.transact(conn, r)
-		if err == nil || !reconnectable(err) {
+		if r.isolate && (*last == nil || **last != r.principal) {
+			if err := conn.Reset(r.ctx); err != nil {
+				w.log.Info("card reset failed", "err", err)
+				conn.Close()
+				return nil, fmt.Errorf("cards: reset before a new principal: %w", err)
+			}
+			p := r.principal
+			*last = &p
+		}
+		err, endErr := w.transact(conn, r)
+		if err == nil {
+			if endErr != nil && reconnectable(endErr) {
+				// Done, but the connection is gone: reconnect next time.
+				conn.Close()
+				return nil, nil
+			}
+			return conn, nil
+		}
+		if !reconnectable(err) {
 			return conn, err
 		}
 		w.log.Info("card connection lost", "err", err)
@@ -139,13 +185,11 @@ func (w *Worker) serve(conn Conn, r *request) (Conn, error) {
 	}
 }
 
-func (w *Worker) transact(conn Conn, r *request) error {
+// transact runs r in a transaction: err is Begin's or fn's, endErr End's.
+func (w *Worker) transact(conn Conn, r *request) (fnErr, endErr error) {
 	if err := conn.Begin(r.ctx); err != nil {
-		return err
+		return err, nil
 	}
-	err := r.fn(r.ctx, conn)
-	if endErr := conn.End(); err == nil && endErr != nil && reconnectable(endErr) {
-		err = endErr
-	}
-	return err
+	fnErr = r.fn(r.ctx, conn)
+	return fnErr, conn.End()
 }

@@ -121,7 +121,7 @@ type Key struct {
 // PINStatus is the PIN state of a card.
 type PINStatus struct {
 	Verified bool // the PIN is verified in the current card session
-	Retries  int  // tries left; 0 means blocked
+	Retries  int  // tries left; 0 means blocked; -1 when the card does not say
 	Blocked  bool
 }
 

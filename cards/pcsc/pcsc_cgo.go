@@ -289,6 +289,19 @@ func (w *watcher) session(ctx context.Context) error {
 		return err
 	}
 	for ctx.Err() == nil {
+		if len(states) == 0 {
+			// No reader and no PnP notification: scard cannot wait on an
+			// empty list (it would index states[0]); look again later.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(watchPoll):
+			}
+			if states, err = w.list(ctx, sc, states); err != nil {
+				return err
+			}
+			continue
+		}
 		err := sc.GetStatusChange(states, watchPoll)
 		switch {
 		case err == nil:
@@ -581,6 +594,26 @@ func (k *Card) Reconnect(ctx context.Context) error {
 	}
 	k.disconnect()
 	k.sc, k.h, k.atr = fresh.sc, fresh.h, fresh.atr
+	return nil
+}
+
+// Reset resets the card (SCardReconnect with SCARD_RESET_CARD): its
+// security state (verified PINs, selected application) is gone, so the next
+// user of the card starts from nothing. Other PC/SC clients of the card see
+// SCARD_W_RESET_CARD on their next call.
+func (k *Card) Reset(ctx context.Context) error {
+	if err := k.usable("SCardReconnect"); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pcsc: SCardReconnect %q: %w", k.reader, err)
+	}
+	if err := k.h.Reconnect(scard.ShareShared, scard.ProtocolAny, scard.ResetCard); err != nil {
+		return k.fail("SCardReconnect", err)
+	}
+	if st, err := k.h.Status(); err == nil {
+		k.atr = bytes.Clone(st.Atr)
+	}
 	return nil
 }
 

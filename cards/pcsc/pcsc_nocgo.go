@@ -54,3 +54,6 @@ func (k *Card) Reconnect(ctx context.Context) error { return errNoCgo }
 
 // Close does nothing.
 func (k *Card) Close() error { return nil }
+
+// Reset is not available without cgo.
+func (k *Card) Reset(ctx context.Context) error { return errNoCgo }

@@ -14,11 +14,12 @@ import (
 )
 
 type event struct {
-	Action  string
-	Package string
-	Test    string
-	Elapsed float64
-	Output  string
+	Action     string
+	ImportPath string // of build-output and build-fail events
+	Package    string
+	Test       string
+	Elapsed    float64
+	Output     string
 }
 
 func main() {
@@ -42,6 +43,11 @@ func run() int {
 		}
 		key := e.Package + "/" + e.Test
 		switch e.Action {
+		case "build-output":
+			fmt.Print(e.Output) // compiler errors
+		case "build-fail":
+			pkgFailed = true
+			fmt.Printf("FAIL\t%s [build failed]\n", e.ImportPath)
 		case "output":
 			b := outputs[key]
 			if b == nil {

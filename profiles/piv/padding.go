@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
-	"math/big"
 )
 
 // DigestInfo prefixes (RFC 8017, 9.2, note 1).
@@ -90,10 +89,7 @@ func emsaPSSEncode(digest []byte, pub *rsa.PublicKey, opts *rsa.PSSOptions) ([]b
 	em = append(em, make([]byte, pub.Size()-emLen)...)
 	em = append(em, db...)
 	em = append(em, mHash...)
-	em = append(em, 0xBC)
-	if new(big.Int).SetBytes(em).Cmp(pub.N) >= 0 {
-		return nil, fmt.Errorf("%w: encoded block exceeds modulus", ErrDigest)
-	}
+	em = append(em, 0xBC) // below the modulus: the top bits of db are masked
 	return em, nil
 }
 

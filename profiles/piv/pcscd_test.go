@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/cards/vpcd"
@@ -33,11 +34,12 @@ func TestMain(m *testing.M) {
 
 // Readers used by the tests: the conformance suite cycles through its own.
 const (
-	readerRestart = 4
-	readerBench   = 5
+	readerRestart   = 4
+	readerBench     = 5
+	readerIsolation = 3
 )
 
-var conformanceReaders = []int{0, 1, 2, 3}
+var conformanceReaders = []int{0, 1, 2}
 
 var (
 	pcOnce sync.Once
@@ -134,7 +136,7 @@ func TestConformanceThroughPCSCD(t *testing.T) {
 // verify, sign, in one transaction.
 func workerSign(ctx context.Context, w *cards.Worker, digest []byte) ([]byte, error) {
 	var sig []byte
-	err := w.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
+	err := w.DoAs(ctx, "alice", func(ctx context.Context, t cards.Transmitter) error {
 		c, err := piv.Open(ctx, t)
 		if err != nil {
 			return err
@@ -201,6 +203,44 @@ func TestWorkerSurvivesPullAndPCSCDRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	signs("after a pcscd restart")
+}
+
+// TestNoPrincipalRidesOnAnothersPIN: through pcscd, a request of another
+// delegate finds the card reset, its PIN no longer verified.
+func TestNoPrincipalRidesOnAnothersPIN(t *testing.T) {
+	c := pcscContext(t)
+	card, err := pivsim.New(pivsim.Config{Seed: []byte("isolation")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug(t, readerIsolation, card)
+	reader := daemon.Readers[readerIsolation]
+	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return c.Connect(ctx, reader) }, nil)
+	defer w.Close()
+	digest := sha256.Sum256([]byte("isolation"))
+	signWithoutPIN := func(who string) error {
+		return w.DoAs(context.Background(), who, func(ctx context.Context, t cards.Transmitter) error {
+			c, err := piv.Open(ctx, t)
+			if err != nil {
+				return err
+			}
+			_, err = c.Sign(ctx, "9a", digest[:], crypto.SHA256)
+			return err
+		})
+	}
+	if _, err := workerSign(context.Background(), w, digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	// alice verified the PIN; her next request may use it (PIN once).
+	if err := signWithoutPIN("alice"); err != nil {
+		t.Errorf("alice's second request: %v", err)
+	}
+	if err := signWithoutPIN("bob"); !errors.Is(err, apdu.ErrSecurityStatus) {
+		t.Errorf("bob's request on alice's login: %v, want security status not satisfied", err)
+	}
+	if err := signWithoutPIN("alice"); !errors.Is(err, apdu.ErrSecurityStatus) {
+		t.Errorf("alice after bob: %v, want security status not satisfied", err)
+	}
 }
 
 // BenchmarkSignThroughPCSCD measures signatures/s with the driver on PC/SC

@@ -22,7 +22,8 @@
 //   - Signatures: the host pads RSA (PKCS #1 v1.5 or PSS) and the card does
 //     the raw private-key operation; ECDSA signatures come back as ASN.1 DER.
 //     Every signature is checked against the key's public key before it is
-//     returned, so a faulty or rogue card cannot hand out a bad one.
+//     returned, which catches faulty cards and corrupted responses (a rogue
+//     card could still lie about its public key and certificate together).
 //   - Slot 9C has the PIN policy "always": VerifyPIN must come immediately
 //     before every Sign. The driver learns the policy from YubiKey metadata
 //     (GET METADATA, firmware 5.3 and later) and otherwise assumes the PIV
@@ -67,32 +68,31 @@ import (
 
 // Instruction bytes (SP 800-73-4 Part 2, Table 21; YubiKey extensions).
 const (
-	insSelect       = 0xA4
-	insGetData      = 0xCB
-	insVerify       = 0x20
-	insGeneralAuth  = 0x87
-	insGetVersion   = 0xFD // YubiKey
-	insGetSerial    = 0xF8 // YubiKey
-	insGetMetadata  = 0xF7 // YubiKey 5.3+
-	pinRefPIV       = 0x80
-	tagDynAuth      = 0x7C
-	tagChallenge    = 0x81
-	tagResponse     = 0x82
-	tagDataObject   = 0x53
-	tagCertificate  = 0x70
-	tagCertInfo     = 0x71
-	tagObjectID     = 0x5C
-	maxCertificate  = 16 << 10 // bound on a decompressed certificate
-	algRSA1024      = 0x06
-	algRSA2048      = 0x07
-	algRSA3072      = 0x05
-	algRSA4096      = 0x16
-	algECCP256      = 0x11
-	algECCP384      = 0x14
-	metaAlgorithm   = 0x01
-	metaPolicy      = 0x02
-	metaPublicKey   = 0x04
-	metaPINPolicyDf = 0x00
+	insSelect      = 0xA4
+	insGetData     = 0xCB
+	insVerify      = 0x20
+	insGeneralAuth = 0x87
+	insGetVersion  = 0xFD // YubiKey
+	insGetSerial   = 0xF8 // YubiKey
+	insGetMetadata = 0xF7 // YubiKey 5.3+
+	pinRefPIV      = 0x80
+	tagDynAuth     = 0x7C
+	tagChallenge   = 0x81
+	tagResponse    = 0x82
+	tagDataObject  = 0x53
+	tagCertificate = 0x70
+	tagCertInfo    = 0x71
+	tagObjectID    = 0x5C
+	maxCertificate = 16 << 10 // bound on a decompressed certificate
+	algRSA1024     = 0x06
+	algRSA2048     = 0x07
+	algRSA3072     = 0x05
+	algRSA4096     = 0x16
+	algECCP256     = 0x11
+	algECCP384     = 0x14
+	metaAlgorithm  = 0x01
+	metaPolicy     = 0x02
+	metaPublicKey  = 0x04
 )
 
 // AID is the PIV application identifier (SP 800-73-4 Part 1, 2.2).
@@ -248,6 +248,8 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 				if policy != 0 {
 					k.PINPolicy = policy
 				}
+			case errors.Is(err, errUnsupportedAlgorithm):
+				continue
 			case isStatus(err):
 			default:
 				return nil, err
@@ -256,11 +258,18 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 		cert, err := c.certificate(ctx, s.object)
 		switch {
 		case err == nil:
-			k.Certificate = cert
-			if k.Public == nil {
+			switch {
+			case k.Public == nil:
+				k.Certificate = cert
 				k.Public = cert.PublicKey
 				k.Algorithm = algorithmOf(cert.PublicKey)
 				found = true
+			case publicEqual(k.Public, cert.PublicKey):
+				k.Certificate = cert
+			default:
+				// A certificate left behind when the key was generated
+				// again: signatures would not verify under it, so the
+				// key is shown without it.
 			}
 		case errors.Is(err, apdu.ErrNotFound):
 		default:
@@ -277,6 +286,11 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 	}
 	c.keys = keys
 	return list, nil
+}
+
+func publicEqual(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
 }
 
 func algorithmOf(pub crypto.PublicKey) string {
@@ -449,8 +463,12 @@ func parsePublicKey(alg byte, v []byte) (crypto.PublicKey, error) {
 		}
 		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: ev}, nil
 	}
-	return nil, fmt.Errorf("piv: public key: algorithm %#02x not supported: %w", alg, apdu.ErrMalformed)
+	return nil, fmt.Errorf("piv: public key: algorithm %#02x: %w", alg, errUnsupportedAlgorithm)
 }
+
+// errUnsupportedAlgorithm: a slot holds a key of an algorithm this driver
+// cannot use (Ed25519 or X25519 on a YubiKey 5.7, say); Keys skips it.
+var errUnsupportedAlgorithm = errors.New("algorithm not supported by this driver")
 
 // PINError is a wrong or blocked PIN. It unwraps to the card's status word.
 type PINError struct {
@@ -466,6 +484,10 @@ func (e *PINError) Error() string {
 }
 
 func (e *PINError) Unwrap() error { return e.SW }
+
+// Is makes a PIN with no tries left (63 C0 as well as 69 83) match
+// apdu.ErrBlocked.
+func (e *PINError) Is(target error) bool { return target == apdu.ErrBlocked && e.Retries == 0 }
 
 func plural(n int, one, many string) string {
 	if n == 1 {

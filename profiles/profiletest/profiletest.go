@@ -57,14 +57,31 @@ func (e Env) ctx(t *testing.T) context.Context {
 	return ctx
 }
 
+// counter counts the APDUs that reach the card.
+type counter struct {
+	t profiles.Transmitter
+	n int
+}
+
+func (c *counter) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	c.n++
+	return c.t.Transmit(ctx, cmd)
+}
+
 func (e Env) open(t *testing.T) (context.Context, profiles.Card) {
+	ctx, card, _ := e.openCounted(t)
+	return ctx, card
+}
+
+func (e Env) openCounted(t *testing.T) (context.Context, profiles.Card, *counter) {
 	t.Helper()
 	ctx := e.ctx(t)
-	card, err := e.Profile.Open(ctx, e.New(t))
+	tx := &counter{t: e.New(t)}
+	card, err := e.Profile.Open(ctx, tx)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	return ctx, card
+	return ctx, card, tx
 }
 
 // Run runs the suite.
@@ -341,15 +358,19 @@ func testLogout(t *testing.T, e Env) {
 }
 
 func testBadInput(t *testing.T, e Env) {
-	ctx, card := e.open(t)
+	ctx, card, tx := e.openCounted(t)
 	if _, err := card.Sign(ctx, "no such key", make([]byte, 32), crypto.SHA256); !errors.Is(err, profiles.ErrNoKey) {
 		t.Errorf("Sign with an unknown key: %v, want profiles.ErrNoKey", err)
 	}
 	before := pinStatus(t, ctx, card)
+	sent := tx.n
 	for _, pin := range [][]byte{nil, []byte("1"), bytes.Repeat([]byte("1"), 200)} {
 		if err := card.VerifyPIN(ctx, pin); err == nil {
 			t.Errorf("VerifyPIN(%d bytes) succeeded", len(pin))
 		}
+	}
+	if tx.n != sent {
+		t.Errorf("malformed PINs reached the card: %d APDUs sent", tx.n-sent)
 	}
 	if after := pinStatus(t, ctx, card); after.Retries != before.Retries {
 		t.Errorf("malformed PINs cost tries: %d -> %d", before.Retries, after.Retries)
@@ -360,8 +381,12 @@ func testBadInput(t *testing.T, e Env) {
 	for _, k := range keys(t, ctx, card) {
 		if _, ok := k.Public.(*rsa.PublicKey); ok {
 			// A digest that does not match its hash is refused before the card.
+			sent := tx.n
 			if _, err := card.Sign(ctx, k.ID, make([]byte, 7), crypto.SHA256); err == nil {
 				t.Errorf("key %s: RSA Sign with a 7-byte SHA-256 digest succeeded", k.ID)
+			}
+			if tx.n != sent {
+				t.Errorf("key %s: a malformed digest reached the card", k.ID)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rsa"
@@ -50,7 +51,7 @@ func (a *app) readers(ctx context.Context, args []string) error {
 			continue
 		}
 		profile, serial := "-", "-"
-		err := a.withCard(ctx, pc, r.Name, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
+		err := a.withCard(ctx, pc, r.Name, false, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
 			profile = p.Name()
 			info, err := c.Info(ctx)
 			if err == nil && info.Serial != "" {
@@ -70,8 +71,10 @@ func (a *app) readers(ctx context.Context, args []string) error {
 }
 
 // withCard connects to reader (the first reader with a card if empty), opens
-// a transaction, detects the profile and runs fn.
-func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, fn func(context.Context, profiles.Profile, profiles.Card) error) error {
+// a transaction, detects the profile and runs fn. With reset, the card is
+// reset afterwards, so that a PIN fn verified does not stay verified for
+// the next program that uses the card.
+func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, reset bool, fn func(context.Context, profiles.Profile, profiles.Card) error) error {
 	if reader == "" {
 		rs, err := pc.Readers(ctx)
 		if err != nil {
@@ -95,7 +98,14 @@ func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, fn 
 	if err := card.Begin(ctx); err != nil {
 		return err
 	}
-	defer card.End()
+	defer func() {
+		card.End()
+		if reset {
+			if err := card.Reset(context.WithoutCancel(ctx)); err != nil {
+				a.log.Warn("card not reset after use", "reader", reader, "err", err)
+			}
+		}
+	}()
 	t := cards.Trace(card, a.log.With("reader", reader))
 	p, c, err := profiles.Detect(ctx, t, knownProfiles...)
 	if err != nil {
@@ -116,7 +126,7 @@ func (a *app) cardInfo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pc.Close()
-	return a.withCard(ctx, pc, *reader, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
+	return a.withCard(ctx, pc, *reader, false, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
 		info, err := c.Info(ctx)
 		if err != nil {
 			return err
@@ -193,7 +203,7 @@ func (a *app) cardSign(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pc.Close()
-	return a.withCard(ctx, pc, *reader, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
+	return a.withCard(ctx, pc, *reader, true, func(ctx context.Context, p profiles.Profile, c profiles.Card) error {
 		keys, err := c.Keys(ctx)
 		if err != nil {
 			return err
@@ -255,5 +265,5 @@ func readPIN(a *app) ([]byte, error) {
 	if err != nil && len(line) == 0 {
 		return nil, fmt.Errorf("reading the PIN from standard input: %w", err)
 	}
-	return []byte(strings.TrimRight(string(line), "\r\n")), nil
+	return bytes.TrimRight(line, "\r\n"), nil
 }

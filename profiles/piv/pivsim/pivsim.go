@@ -552,19 +552,12 @@ func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
 		case c.verified:
 			return apdu.SWSuccess
 		}
-		return retriesSW(c.pinLeft)
+		return apdu.SWRetries(c.pinLeft)
 	}
 	if len(cmd.Data) != 8 {
 		return apdu.SWWrongData
 	}
 	return c.checkPINLocked(cmd.Data)
-}
-
-func retriesSW(n int) apdu.StatusWord {
-	if n > 15 {
-		n = 15
-	}
-	return apdu.StatusWord(0x63C0 | n)
 }
 
 func (c *Card) checkPINLocked(padded []byte) apdu.StatusWord {
@@ -577,7 +570,7 @@ func (c *Card) checkPINLocked(padded []byte) apdu.StatusWord {
 		if c.pinLeft == 0 {
 			return apdu.SWAuthBlocked
 		}
-		return retriesSW(c.pinLeft)
+		return apdu.SWRetries(c.pinLeft)
 	}
 	c.pinLeft = c.pinMax
 	c.verified, c.pinFresh = true, true
@@ -637,7 +630,7 @@ func (c *Card) checkPUKLocked(padded []byte) apdu.StatusWord {
 		if c.pukLeft == 0 {
 			return apdu.SWAuthBlocked
 		}
-		return retriesSW(c.pukLeft)
+		return apdu.SWRetries(c.pukLeft)
 	}
 	c.pukLeft = c.pukMax
 	return apdu.SWSuccess

@@ -80,7 +80,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 			switch ev.Kind {
 			case pcsc.Inserted:
 				if w := workers[ev.Reader]; w != nil {
-					w.Close()
+					go w.Close() // never block the event loop on a busy card
 				}
 				reader := ev.Reader
 				w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) {
@@ -91,7 +91,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 				go inventory(ctx, w, rlog)
 			case pcsc.Removed:
 				if w := workers[ev.Reader]; w != nil {
-					w.Close()
+					go w.Close()
 					delete(workers, ev.Reader)
 				}
 				rlog.Info("card removed")
