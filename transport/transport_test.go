@@ -29,6 +29,7 @@ type testHandler struct {
 	key      *ecdsa.PrivateKey
 	signs    atomic.Int64
 	logins   atomic.Int64
+	early    atomic.Int64 // logins that arrived as 0-RTT early data
 	evidence sync.Map // nonce -> evidence bytes
 	// onSign, if set, runs after a signature is made, before it is returned.
 	onSign func(call *transport.Call)
@@ -68,6 +69,9 @@ func (h *testHandler) Handle(ctx context.Context, call *transport.Call) (any, er
 			return nil, err
 		}
 		h.logins.Add(1)
+		if call.Early {
+			h.early.Add(1)
+		}
 		if req.Slot != 1 {
 			return nil, transport.Errorf(transport.CodeNoSuchSlot, "slot %d", req.Slot)
 		}

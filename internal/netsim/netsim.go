@@ -163,6 +163,8 @@ type Proxy struct {
 	stats            Stats
 	flights          int
 	replySinceFlight bool
+	firstC2S         time.Time // first client datagram since the last reset
+	lastS2C          time.Time // last server datagram delivered since then
 	recordArmed      bool
 	recorded         [][]byte
 	replayConns      map[*net.UDPConn]struct{}
@@ -250,6 +252,31 @@ func (p *Proxy) Flights() int {
 	return p.flights
 }
 
+// Span is the time from the first client datagram since the last
+// ResetCounters to the last server datagram delivered to the client: how
+// long an exchange kept the link busy, as the client saw it.
+func (p *Proxy) Span() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.firstC2S.IsZero() || p.lastS2C.Before(p.firstC2S) {
+		return 0
+	}
+	return p.lastS2C.Sub(p.firstC2S)
+}
+
+// RoundTrips is Span in units of the link's round-trip time (twice Delay),
+// rounded to the nearest whole number: the round trips an exchange cost.
+// Acknowledgements the client sends after the last answer do not count; a
+// server datagram sent after the answer (a keepalive) would, so measure
+// exchanges well inside the keepalive period. With Delay zero it is 0.
+func (p *Proxy) RoundTrips() int {
+	rtt := 2 * p.Config().Delay
+	if rtt <= 0 {
+		return 0
+	}
+	return int((p.Span() + rtt/2) / rtt)
+}
+
 // ResetCounters zeroes the flight counter and all Stats counters; the next
 // client datagram starts flight 1.
 func (p *Proxy) ResetCounters() {
@@ -258,6 +285,7 @@ func (p *Proxy) ResetCounters() {
 	p.flights = 0
 	p.replySinceFlight = true
 	p.stats = Stats{}
+	p.firstC2S, p.lastS2C = time.Time{}, time.Time{}
 }
 
 // RecordFirstFlight arms (on) or disarms (off) the first-flight recorder.
@@ -482,6 +510,9 @@ func (p *Proxy) enqueueLocked(d direction, m *mapping, data []byte) {
 	st.Packets++
 	st.Bytes += uint64(len(data))
 	if d == c2s {
+		if p.firstC2S.IsZero() {
+			p.firstC2S = now
+		}
 		if p.replySinceFlight {
 			p.flights++
 			p.replySinceFlight = false
@@ -593,6 +624,7 @@ func (p *Proxy) deliver(pk *packet) {
 		// may react to this datagram before the write call even returns.
 		p.replySinceFlight = true
 		pk.m.recording = false
+		p.lastS2C = time.Now()
 	}
 	p.mu.Unlock()
 

@@ -1,0 +1,198 @@
+package transport_test
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/netsim"
+	"github.com/pscs/pscs/transport"
+)
+
+// viaProxy puts the network simulator between clients and the server.
+func (e *env) viaProxy(t testing.TB, cfg netsim.Config) *netsim.Proxy {
+	t.Helper()
+	p, err := netsim.New(e.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func (e *env) dialVia(t testing.TB, p *netsim.Proxy, cache tls.ClientSessionCache) *client.Client {
+	t.Helper()
+	cfg := e.config(e.alice)
+	cfg.Addr, cfg.ServerName, cfg.SessionCache = p.Addr(), "127.0.0.1", cache
+	return e.dial(t, cfg)
+}
+
+func login(t testing.TB, c *client.Client) {
+	t.Helper()
+	if _, err := c.Login(ctxT(t), 1, []byte("1234")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRoundTrips counts, at the proxy, the round trips of the three ways a
+// delegate signs: warm, new connection with a session ticket, and without.
+func TestRoundTrips(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: takes a second of simulated latency")
+	}
+	e := newEnv(t)
+	p := e.viaProxy(t, netsim.Config{Delay: 50 * time.Millisecond}) // RTT 100 ms
+	cache := tls.NewLRUClientSessionCache(4)
+
+	p.ResetCounters()
+	c := e.dialVia(t, p, cache)
+	login(t, c)
+	signAndCheck(t, c, e.handler)
+	cold := p.RoundTrips()
+
+	p.ResetCounters()
+	signAndCheck(t, c, e.handler)
+	warm := p.RoundTrips()
+	c.Close()
+	time.Sleep(50 * time.Millisecond) // let the close pass the proxy
+
+	p.ResetCounters()
+	c2 := e.dialVia(t, p, cache) // a new client with the first one's ticket
+	login(t, c2)
+	signAndCheck(t, c2, e.handler)
+	resumed := p.RoundTrips()
+
+	t.Logf("round trips at 100 ms RTT: warm signature %d; new connection with ticket, login + first signature %d; without ticket %d",
+		warm, resumed, cold)
+	if warm != 1 {
+		t.Errorf("warm signature: %d round trips, want 1", warm)
+	}
+	if resumed > 2 {
+		t.Errorf("resumed connection through login to the first signature: %d round trips, want at most 2", resumed)
+	}
+	if cold > 3 {
+		t.Errorf("new connection without ticket through login to the first signature: %d round trips, want at most 3", cold)
+	}
+	if e.handler.early.Load() != 1 {
+		t.Errorf("%d logins arrived as 0-RTT data, want 1 (the resumed one)", e.handler.early.Load())
+	}
+}
+
+// TestZeroRTTReplay: an attacker records the first flight of a resumed
+// connection (its 0-RTT data carries a signed login) and sends it again
+// from another address. The server refuses the replayed request as a
+// replay; the login ran once.
+func TestZeroRTTReplay(t *testing.T) {
+	e := newEnv(t)
+	p := e.viaProxy(t, netsim.Config{})
+	cache := tls.NewLRUClientSessionCache(4)
+	c := e.dialVia(t, p, cache)
+	login(t, c)
+	c.Close()
+
+	p.RecordFirstFlight(true)
+	c2 := e.dialVia(t, p, cache)
+	login(t, c2)
+	if e.handler.early.Load() != 1 {
+		t.Fatalf("the second login was not 0-RTT data (early logins: %d)", e.handler.early.Load())
+	}
+	logins := e.handler.logins.Load()
+	replays := e.server.Stats().Replays.Load()
+	// The attacker replays once the connection is gone (while it lives,
+	// its connection IDs route the copies to it as duplicates).
+	c2.Close()
+	time.Sleep(time.Second)
+	if err := p.Replay(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.server.Stats().Replays.Load() == replays && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := e.server.Stats().Replays.Load() - replays; got != 1 {
+		t.Errorf("the server refused %d replayed requests, want 1", got)
+	}
+	if got := e.handler.logins.Load(); got != logins {
+		t.Errorf("the replayed login ran (%d logins, want %d)", got, logins)
+	}
+}
+
+// TestMigration: the client's address changes (NAT rebinding) in the middle
+// of a session; the connection and its login survive.
+func TestMigration(t *testing.T) {
+	e := newEnv(t)
+	p := e.viaProxy(t, netsim.Config{})
+	c := e.dialVia(t, p, nil)
+	login(t, c)
+	signAndCheck(t, c, e.handler)
+	p.Rebind()
+	signAndCheck(t, c, e.handler) // still logged in: the same connection
+	if got := e.server.Stats().Connections.Load(); got != 1 {
+		t.Errorf("%d connections, want 1 (migrated, not reconnected)", got)
+	}
+}
+
+// TestLossyLink: 10 % loss each way, duplicates and reordering: every
+// signature arrives, each made once.
+func TestLossyLink(t *testing.T) {
+	e := newEnv(t)
+	p := e.viaProxy(t, netsim.Config{Delay: 5 * time.Millisecond, Jitter: 5 * time.Millisecond,
+		Loss: 0.10, Duplicate: 0.05, Reorder: 0.05, Seed: 7})
+	c := e.dialVia(t, p, nil)
+	login(t, c)
+	for range 20 {
+		signAndCheck(t, c, e.handler)
+	}
+	if got := e.handler.signs.Load(); got != 20 {
+		t.Errorf("%d signatures made, want 20", got)
+	}
+	st := p.Stats()
+	t.Logf("proxy: %+v", st)
+}
+
+// BenchmarkWarmSignature measures the wall time of a warm signature at
+// several round-trip times and with loss, through the network simulator,
+// against a zero-latency card. It reports p50 and p99.
+func BenchmarkWarmSignature(b *testing.B) {
+	cases := []struct {
+		name string
+		cfg  netsim.Config
+	}{
+		{"rtt=0", netsim.Config{}},
+		{"rtt=50ms", netsim.Config{Delay: 25 * time.Millisecond}},
+		{"rtt=100ms", netsim.Config{Delay: 50 * time.Millisecond}},
+		{"rtt=200ms", netsim.Config{Delay: 100 * time.Millisecond}},
+		{"rtt=100ms,loss=2%", netsim.Config{Delay: 50 * time.Millisecond, Loss: 0.02, Seed: 1}},
+	}
+	e := newEnv(b)
+	digest := sha256.Sum256([]byte("bench"))
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			p := e.viaProxy(b, tc.cfg)
+			c := e.dialVia(b, p, nil)
+			login(b, c)
+			req := &transport.SignRequest{Slot: 1, Key: 2, Mechanism: 0x1041, Data: digest[:]}
+			var lat []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if _, err := c.Sign(ctxT(b), req); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+var _ = crypto.SHA256
+var _ = errors.Is
+var _ = fmt.Sprint
