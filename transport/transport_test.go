@@ -30,7 +30,7 @@ type testHandler struct {
 	signs    atomic.Int64
 	logins   atomic.Int64
 	early    atomic.Int64 // logins that arrived as 0-RTT early data
-	evidence sync.Map // nonce -> evidence bytes
+	evidence sync.Map     // nonce -> evidence bytes
 	// onSign, if set, runs after a signature is made, before it is returned.
 	onSign func(call *transport.Call)
 }
