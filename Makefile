@@ -33,8 +33,14 @@ test: vet
 demo: build
 	$(GO) run ./internal/demo
 
+# Card-side figures (APDU round trip through pcscd, signatures/s), codec
+# micro-benchmarks, then the wire: warm-signature latency at 0-200 ms RTT
+# (p50/p99 over 200 signatures each), round trips, and server memory per
+# idle connection.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v '/transport$$')
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./transport
+	$(GO) test -count=1 -run '^Test(ThousandConnections|RoundTrips)$$' -v ./transport | grep -E 'round trips at|connections opened'
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz: deps

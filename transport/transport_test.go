@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -528,5 +529,36 @@ func TestServerRestart(t *testing.T) {
 	e.start(t, addr)
 	if err := c.Ping(ctxT(t)); err != nil {
 		t.Fatalf("Ping after a server restart: %v", err)
+	}
+}
+
+// TestIdleTimeoutAndKeepalive: without keepalives an idle connection times
+// out and the next request reconnects by itself; with them it stays up.
+func TestIdleTimeoutAndKeepalive(t *testing.T) {
+	for _, keepalive := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keepalive=%v", keepalive), func(t *testing.T) {
+			e := newEnv(t)
+			qconf := &quic.Config{MaxIdleTimeout: 300 * time.Millisecond}
+			if keepalive {
+				qconf.KeepAlivePeriod = 50 * time.Millisecond
+			}
+			cfg := e.config(e.alice)
+			cfg.QUICConfig = qconf
+			c := e.dial(t, cfg)
+			if err := c.Ping(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if err := c.Ping(ctxT(t)); err != nil {
+				t.Fatalf("Ping after a second idle: %v", err)
+			}
+			want := int64(2)
+			if keepalive {
+				want = 1
+			}
+			if got := e.server.Stats().Connections.Load(); got != want {
+				t.Errorf("%d connections, want %d", got, want)
+			}
+		})
 	}
 }
