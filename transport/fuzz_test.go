@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -335,6 +337,37 @@ func FuzzVarint(f *testing.F) {
 	})
 }
 
+// TestVerifyPayloadSeeds: the signed seeds of FuzzVerifyPayload verify
+// with the fixed key, except the two made invalid on purpose.
+func TestVerifyPayloadSeeds(t *testing.T) {
+	key := fuzzKey(t)
+	for i := 0; i < 7; i++ {
+		name := filepath.Join("testdata", "fuzz", "FuzzVerifyPayload", fmt.Sprintf("seed-%02d", i))
+		data, err := readCorpusBytes(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = VerifyPayload(data, &key.PublicKey)
+		if i < 5 && err != nil || i >= 5 && CodeOf(err) != CodeMalformed {
+			t.Errorf("%s: VerifyPayload: %v", name, err)
+		}
+	}
+}
+
+// readCorpusBytes reads a corpus file holding one []byte value.
+func readCorpusBytes(name string) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+		return nil, fmt.Errorf("%s: not a one-[]byte corpus file", name)
+	}
+	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	return []byte(s), err
+}
+
 // Seeds.
 
 func seedMessages(tb testing.TB) (reqs, resps []any, bodies [][]any, signedPayloads []*SignedPayload, events []*Event) {
@@ -413,7 +446,7 @@ func seedMessages(tb testing.TB) (reqs, resps []any, bodies [][]any, signedPaylo
 		&Response{Version: ProtocolVersion, Status: CodeReplay, Original: ok},
 		&Response{Version: ProtocolVersion, Status: CodeReplay, Original: &Response{Version: 1, Status: CodeReplay, Original: &Response{Version: 1, Status: CodeDenied, Message: "no"}}},
 	}
-	evs := make([]*Event, len(events))
+	evs := make([]*Event, len(bodies[9]))
 	for i, e := range bodies[9] {
 		evs[i] = e.(*Event)
 	}

@@ -71,7 +71,9 @@ type Request struct {
 	Version uint32          `cbor:"1,keyasint"`
 	Op      Op              `cbor:"2,keyasint"`
 	Body    cbor.RawMessage `cbor:"3,keyasint,omitempty"` // unsigned operations
-	Signed  cbor.RawMessage `cbor:"4,keyasint,omitempty"` // COSE_Sign1 over a SignedPayload
+	// Signed is the encoded COSE_Sign1 (tag 18) over a SignedPayload, as a
+	// byte string: the exact bytes the audit log keeps as evidence.
+	Signed []byte `cbor:"4,keyasint,omitempty"`
 	// Secret carries a secret that the operation needs (the virtual PIN of
 	// Login), outside the signed payload: the signed payload is evidence and
 	// is kept in the audit log; the secret must never be.
@@ -276,19 +278,102 @@ func init() {
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
 
 // Unmarshal decodes one protocol message, with the protocol's limits:
-// duplicate keys, indefinite lengths, invalid UTF-8, deep nesting, large
-// arrays and trailing bytes are errors. Unknown fields are ignored.
-func Unmarshal(data []byte, v any) error {
-	if err := decMode.Unmarshal(data, v); err != nil {
+// duplicate keys, indefinite lengths, invalid UTF-8, tags, deep nesting,
+// large arrays and trailing bytes are errors, also inside the embedded
+// bodies of requests and responses. Unknown fields are ignored.
+func Unmarshal(data []byte, v any) error { return unmarshal(decMode, data, v) }
+
+// unmarshalStrict is Unmarshal that also rejects unknown fields.
+func unmarshalStrict(data []byte, v any) error { return unmarshal(strictDecMode, data, v) }
+
+func unmarshal(dm cbor.DecMode, data []byte, v any) error {
+	if err := dm.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if r, ok := v.(interface{ checkRaw() error }); ok {
+		return r.checkRaw()
 	}
 	return nil
 }
 
-// unmarshalStrict is Unmarshal that also rejects unknown fields.
-func unmarshalStrict(data []byte, v any) error {
-	if err := strictDecMode.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+// checkBody holds an embedded body to the same rules as a message, so
+// that whatever decodes also encodes again.
+func checkBody(b cbor.RawMessage) error {
+	if b == nil {
+		return nil
+	}
+	var v any
+	if err := decMode.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("%w: body: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+func (r *Request) checkRaw() error { return checkBody(r.Body) }
+
+func (p *SignedPayload) checkRaw() error { return checkBody(p.Body) }
+
+func (r *Response) checkRaw() error {
+	if r.Original != nil && r.Original.Original != nil {
+		return fmt.Errorf("%w: nested original responses", ErrMalformed)
+	}
+	if err := checkBody(r.Body); err != nil {
+		return err
+	}
+	if r.Original != nil {
+		return checkBody(r.Original.Body)
+	}
+	return nil
+}
+
+// UnmarshalCBOR decodes an object, admitting only the attribute values the
+// protocol defines: unsigned integers, booleans, byte and text strings.
+func (o *Object) UnmarshalCBOR(data []byte) error {
+	var raw struct {
+		Handle     uint64                     `cbor:"1,keyasint"`
+		Attributes map[uint64]cbor.RawMessage `cbor:"2,keyasint"`
+	}
+	if err := decMode.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	o.Handle = raw.Handle
+	o.Attributes = make(map[uint64]any, len(raw.Attributes))
+	for k, v := range raw.Attributes {
+		if len(v) == 0 {
+			return fmt.Errorf("attribute %#x: empty", k)
+		}
+		var val any
+		switch v[0] >> 5 {
+		case 0: // unsigned integer
+			var u uint64
+			if err := decMode.Unmarshal(v, &u); err != nil {
+				return err
+			}
+			val = u
+		case 2: // byte string
+			var b []byte
+			if err := decMode.Unmarshal(v, &b); err != nil {
+				return err
+			}
+			if b == nil {
+				b = []byte{}
+			}
+			val = b
+		case 3: // text string
+			var s string
+			if err := decMode.Unmarshal(v, &s); err != nil {
+				return err
+			}
+			val = s
+		case 7: // simple values: only true and false
+			if v[0] != 0xF4 && v[0] != 0xF5 || len(v) != 1 {
+				return fmt.Errorf("attribute %#x: not a boolean, integer or string", k)
+			}
+			val = v[0] == 0xF5
+		default:
+			return fmt.Errorf("attribute %#x: not a boolean, integer or string", k)
+		}
+		o.Attributes[k] = val
 	}
 	return nil
 }

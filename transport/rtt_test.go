@@ -90,7 +90,10 @@ func TestRoundTrips(t *testing.T) {
 // replay; the login ran once.
 func TestZeroRTTReplay(t *testing.T) {
 	e := newEnv(t)
-	p := e.viaProxy(t, netsim.Config{})
+	// A delay, so that the whole first flight (the ClientHello and the 0-RTT
+	// packets after it) is out before the server's first answer comes back
+	// and ends the recording.
+	p := e.viaProxy(t, netsim.Config{Delay: 20 * time.Millisecond})
 	cache := tls.NewLRUClientSessionCache(4)
 	c := e.dialVia(t, p, cache)
 	login(t, c)
@@ -101,6 +104,9 @@ func TestZeroRTTReplay(t *testing.T) {
 	login(t, c2)
 	if e.handler.early.Load() != 1 {
 		t.Fatalf("the second login was not 0-RTT data (early logins: %d)", e.handler.early.Load())
+	}
+	if n := len(p.Recorded()); n < 2 {
+		t.Fatalf("recorded %d packets of the first flight, want the ClientHello and 0-RTT data", n)
 	}
 	logins := e.handler.logins.Load()
 	replays := e.server.Stats().Replays.Load()
