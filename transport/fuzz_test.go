@@ -461,7 +461,14 @@ func bodies0SignRequest() *SignRequest {
 // -transport.writeseeds is given.
 func TestWriteFuzzSeeds(t *testing.T) {
 	if !*writeSeeds {
-		t.Skip("run with -transport.writeseeds to rewrite testdata/fuzz")
+		// Without the flag: the corpora must be there.
+		for _, name := range []string{"FuzzRequest", "FuzzResponse", "FuzzBodies", "FuzzVerifyPayload", "FuzzEventFrames", "FuzzVarint"} {
+			entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", name))
+			if err != nil || len(entries) == 0 {
+				t.Errorf("no seeds for %s (go test ./transport -run '^TestWriteFuzzSeeds$' -transport.writeseeds): %v", name, err)
+			}
+		}
+		return
 	}
 	reqs, resps, bodies, payloads, events := seedMessages(t)
 	write := func(target, name string, values ...any) {

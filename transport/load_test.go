@@ -58,7 +58,7 @@ func loadServer(dir string) error {
 	if err != nil {
 		return err
 	}
-	enroll := transport.StaticEnrollment{}
+	enroll := transport.NewStaticEnrollment()
 	enroll.Add("alice", clientCert)
 	srv := &transport.Server{Handler: newHandler(), Enrollment: enroll,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{srvCert}}}
@@ -168,12 +168,13 @@ func TestThousandConnections(t *testing.T) {
 	raddr, _ := net.ResolveUDPAddr("udp", addr)
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{alice}, RootCAs: ca.Pool,
 		NextProtos: []string{transport.ALPN}, ServerName: "127.0.0.1"}
-	qconf := &quic.Config{MaxIdleTimeout: 2 * time.Minute, KeepAlivePeriod: 20 * time.Second}
+	qconf := &quic.Config{MaxIdleTimeout: 2 * time.Minute, KeepAlivePeriod: 20 * time.Second,
+		HandshakeIdleTimeout: 30 * time.Second}
 	ping, _ := transport.Marshal(&transport.Request{Version: transport.ProtocolVersion, Op: transport.OpPing})
 
 	conns := make([]*quic.Conn, n)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, 16)
 	errs := make(chan error, n)
 	start := time.Now()
 	for i := range conns {
@@ -182,7 +183,7 @@ func TestThousandConnections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			qc, err := tr.Dial(ctx, raddr, tlsConf, qconf)
 			if err != nil {

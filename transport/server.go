@@ -48,18 +48,31 @@ type Enrollment interface {
 	Identify(ctx context.Context, cert *x509.Certificate) (*Identity, error)
 }
 
-// StaticEnrollment is an Enrollment from a fixed set of certificates, keyed
-// by the SHA-256 of their DER. It is safe for concurrent use once built.
-type StaticEnrollment map[[32]byte]*Identity
+// StaticEnrollment is an Enrollment from a set of certificates, keyed by
+// the SHA-256 of their DER. It is safe for concurrent use: certificates
+// may be added while a server uses it.
+type StaticEnrollment struct {
+	mu sync.RWMutex
+	m  map[[32]byte]*Identity
+}
+
+// NewStaticEnrollment returns an empty StaticEnrollment.
+func NewStaticEnrollment() *StaticEnrollment {
+	return &StaticEnrollment{m: map[[32]byte]*Identity{}}
+}
 
 // Add enrolls cert under id.
-func (e StaticEnrollment) Add(id string, cert *x509.Certificate) {
-	e[sha256.Sum256(cert.Raw)] = &Identity{ID: id, Certificate: cert}
+func (e *StaticEnrollment) Add(id string, cert *x509.Certificate) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.m[sha256.Sum256(cert.Raw)] = &Identity{ID: id, Certificate: cert}
 }
 
 // Identify implements Enrollment.
-func (e StaticEnrollment) Identify(_ context.Context, cert *x509.Certificate) (*Identity, error) {
-	id, ok := e[sha256.Sum256(cert.Raw)]
+func (e *StaticEnrollment) Identify(_ context.Context, cert *x509.Certificate) (*Identity, error) {
+	e.mu.RLock()
+	id, ok := e.m[sha256.Sum256(cert.Raw)]
+	e.mu.RUnlock()
 	if !ok {
 		return nil, ErrNotEnrolled
 	}
