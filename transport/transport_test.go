@@ -563,3 +563,38 @@ func TestIdleTimeoutAndKeepalive(t *testing.T) {
 		})
 	}
 }
+
+// TestServerPinning: a client that pins the server's key reaches it without
+// a CA; a wrong pin, or a server from another CA, is refused.
+func TestServerPinning(t *testing.T) {
+	e := newEnv(t)
+	srvCert := e.server.TLSConfig.Certificates[0].Leaf
+	pin := sha256.Sum256(srvCert.RawSubjectPublicKeyInfo)
+
+	cfg := e.config(e.alice)
+	cfg.RootCAs, cfg.ServerSPKI = nil, pin[:]
+	c := e.dial(t, cfg)
+	if err := c.Ping(ctxT(t)); err != nil {
+		t.Fatalf("pinned server: %v", err)
+	}
+
+	wrong := sha256.Sum256([]byte("another key"))
+	cfg.ServerSPKI = wrong[:]
+	if c, err := client.Dial(ctxT(t), cfg); err == nil {
+		err = c.Ping(ctxT(t))
+		c.Close()
+		if err == nil {
+			t.Error("a wrong pin was accepted")
+		}
+	}
+
+	cfg = e.config(e.alice)
+	cfg.RootCAs = testpki.NewCA("another CA").Pool
+	if c, err := client.Dial(ctxT(t), cfg); err == nil {
+		err = c.Ping(ctxT(t))
+		c.Close()
+		if err == nil {
+			t.Error("a server from another CA was accepted")
+		}
+	}
+}
