@@ -193,3 +193,28 @@ func (w *Worker) transact(conn Conn, r *request) (fnErr, endErr error) {
 	fnErr = r.fn(r.ctx, conn)
 	return fnErr, conn.End()
 }
+
+// Direct returns an Opener for a card reached in process, such as a
+// simulator: transactions are no-ops (the Worker already serializes), and
+// Reset calls the card's own Reset.
+func Direct(card interface {
+	Transmitter
+	Reset()
+}) Opener {
+	return func(ctx context.Context) (Conn, error) { return directConn{card}, nil }
+}
+
+type directConn struct {
+	card interface {
+		Transmitter
+		Reset()
+	}
+}
+
+func (d directConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	return d.card.Transmit(ctx, cmd)
+}
+func (directConn) Begin(ctx context.Context) error   { return ctx.Err() }
+func (directConn) End() error                        { return nil }
+func (d directConn) Reset(ctx context.Context) error { d.card.Reset(); return nil }
+func (directConn) Close() error                      { return nil }

@@ -1,0 +1,371 @@
+// Package rsc serves remote smart cards: a single remote card is one
+// physical card, a parallel remote card is a pool of cards served to the
+// next free one, so that throughput grows with the number of cards.
+//
+// # Pools
+//
+// A [Pool] holds members ([Member]): each is one card with its own owner
+// goroutine (cards.Worker) and its profile. Requests ([Pool.Do]) wait in a
+// bounded queue; every member takes the next request as soon as it is free,
+// so a pool of n cards serves n requests at a time. A request waits at most
+// until its context ends; a full queue refuses at once with [ErrBusy].
+//
+// A card that disappears in the middle of a request leaves the pool, and
+// the request runs again on another member; a request is lost only when
+// no member is left to run it. A card that comes back is added again with
+// [Pool.Add] and serves at once.
+//
+// Every request runs inside one PC/SC transaction as a principal (the
+// delegate it serves): a card is reset before a request of another
+// principal than the one it served last, so no delegate rides on another's
+// PIN (see cards.Worker.DoAs).
+//
+// # Keys
+//
+// A pool created with [Options.SameKeys] (a parallel remote card shown as
+// one PKCS #11 slot) refuses a member whose public keys differ from the
+// pool's: an application that read the slot's certificate expects every
+// signature to verify under it. Without it, members may hold different
+// keys, and each result travels with the [Member] that made it.
+//
+// # Concurrency
+//
+// A Pool is safe for concurrent use.
+package rsc
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pscs/pscs/cards"
+	"github.com/pscs/pscs/profiles"
+)
+
+// Errors of a pool.
+var (
+	ErrBusy      = errors.New("rsc: queue full")
+	ErrNoCard    = errors.New("rsc: no card can serve this remote card")
+	ErrClosed    = errors.New("rsc: remote card closed")
+	ErrMixedKeys = errors.New("rsc: card holds other keys than the remote card's")
+)
+
+// Member is one card of a pool.
+type Member struct {
+	// ID names the card (its serial), stable across reinsertion.
+	ID string
+	// Worker owns the card.
+	Worker *cards.Worker
+	// Profile opens the card's application for every request.
+	Profile profiles.Profile
+	// Keys are the card's keys, as read when it joined.
+	Keys []profiles.Key
+
+	served atomic.Int64
+	busy   atomic.Int64 // nanoseconds spent serving
+}
+
+// Served is the number of requests the member ran.
+func (m *Member) Served() int64 { return m.served.Load() }
+
+// Busy is the time the member spent serving.
+func (m *Member) Busy() time.Duration { return time.Duration(m.busy.Load()) }
+
+// Certificate returns the member's certificate for key id, or nil.
+func (m *Member) Certificate(id string) *x509.Certificate {
+	for _, k := range m.Keys {
+		if k.ID == id {
+			return k.Certificate
+		}
+	}
+	return nil
+}
+
+// Options configure a Pool. The zero value is usable.
+type Options struct {
+	// QueueSize bounds the requests waiting for a card; default 64.
+	QueueSize int
+	// SameKeys makes the pool refuse members whose keys differ.
+	SameKeys bool
+	// Logger receives membership changes; nil discards them.
+	Logger *slog.Logger
+}
+
+// Pool is a remote card.
+type Pool struct {
+	name string
+	opts Options
+	log  *slog.Logger
+
+	queue chan *job
+	retry chan *job // requests whose card left mid-way: served first
+
+	mu      sync.Mutex
+	members map[string]*memberRun
+	keys    []crypto.PublicKey // the pool's keys, with SameKeys
+	closed  bool
+	waiting atomic.Int64
+}
+
+type memberRun struct {
+	m    *Member
+	stop chan struct{}
+	done chan struct{}
+}
+
+type job struct {
+	ctx       context.Context
+	principal string
+	fn        func(ctx context.Context, card profiles.Card, m *Member) error
+	result    chan error
+	attempts  int // runs that failed because their card left
+	lastErr   error
+}
+
+// maxAttempts bounds how often a request follows cards that leave.
+const maxAttempts = 4
+
+// NewPool makes an empty pool.
+func NewPool(name string, opts Options) *Pool {
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 64
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pool{
+		name: name, opts: opts, log: log.With("rsc", name),
+		queue:   make(chan *job, opts.QueueSize),
+		retry:   make(chan *job, opts.QueueSize),
+		members: map[string]*memberRun{},
+	}
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Add makes m a member; it starts serving at once. A member with the same
+// ID replaces the old one (a card that came back).
+func (p *Pool) Add(m *Member) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.opts.SameKeys {
+		pubs := publicKeys(m.Keys)
+		if p.keys == nil {
+			p.keys = pubs
+		} else if !sameKeys(p.keys, pubs) {
+			return fmt.Errorf("%w: card %s in %s", ErrMixedKeys, m.ID, p.name)
+		}
+	}
+	if old := p.members[m.ID]; old != nil {
+		close(old.stop)
+	}
+	r := &memberRun{m: m, stop: make(chan struct{}), done: make(chan struct{})}
+	p.members[m.ID] = r
+	go p.serve(r)
+	p.log.Info("card joined", "card", m.ID, "members", len(p.members))
+	return nil
+}
+
+// Remove takes the member with id out of the pool; its request in progress
+// finishes first.
+func (p *Pool) Remove(id string) {
+	p.mu.Lock()
+	r := p.members[id]
+	if r != nil {
+		delete(p.members, id)
+		close(r.stop)
+	}
+	n := len(p.members)
+	p.mu.Unlock()
+	if r != nil {
+		p.log.Info("card left", "card", id, "members", n)
+	}
+}
+
+// Members returns the current members.
+func (p *Pool) Members() []*Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Member, 0, len(p.members))
+	for _, r := range p.members {
+		out = append(out, r.m)
+	}
+	slices.SortFunc(out, func(a, b *Member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Waiting is the number of requests in the queue.
+func (p *Pool) Waiting() int { return int(p.waiting.Load()) }
+
+// Close stops every member after its request in progress; requests still
+// waiting fail with ErrClosed.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	runs := make([]*memberRun, 0, len(p.members))
+	for id, r := range p.members {
+		close(r.stop)
+		runs = append(runs, r)
+		delete(p.members, id)
+	}
+	p.mu.Unlock()
+	for _, r := range runs {
+		<-r.done
+	}
+	for {
+		select {
+		case j := <-p.retry:
+			j.result <- ErrClosed
+		case j := <-p.queue:
+			j.result <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// Do runs fn on the next free card of the pool, for principal, inside one
+// transaction, with the card's profile opened. fn's error is returned as it
+// is. Do returns ErrBusy at once when the queue is full, ctx's error when
+// ctx ends before a card takes the request, and ErrNoCard when every card
+// that could run it left.
+func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Context, card profiles.Card, m *Member) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	closed, empty := p.closed, len(p.members) == 0
+	p.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if empty {
+		return ErrNoCard
+	}
+	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
+	select {
+	case p.queue <- j:
+		p.waiting.Add(1)
+	default:
+		return ErrBusy
+	}
+	return <-j.result
+}
+
+// gone reports whether err means the card is no longer there.
+func gone(err error) bool {
+	return errors.Is(err, cards.ErrCardRemoved) || errors.Is(err, cards.ErrNoCard) ||
+		errors.Is(err, cards.ErrNoReader) || errors.Is(err, cards.ErrServiceUnavailable) ||
+		errors.Is(err, cards.ErrClosed)
+}
+
+// serve is a member's loop: take the next request, retries first.
+func (p *Pool) serve(r *memberRun) {
+	defer close(r.done)
+	for {
+		var j *job
+		select {
+		case <-r.stop:
+			return
+		case j = <-p.retry:
+		default:
+			select {
+			case <-r.stop:
+				return
+			case j = <-p.retry:
+			case j = <-p.queue:
+				p.waiting.Add(-1)
+			}
+		}
+		if err := j.ctx.Err(); err != nil {
+			j.result <- err
+			continue
+		}
+		err := p.run(r.m, j)
+		if err != nil && gone(err) {
+			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
+			p.Remove(r.m.ID)
+			j.attempts++
+			j.lastErr = err
+			p.requeue(j)
+			return
+		}
+		j.result <- err
+	}
+}
+
+// requeue hands j to another member, or fails it if none is left.
+func (p *Pool) requeue(j *job) {
+	p.mu.Lock()
+	others := len(p.members)
+	p.mu.Unlock()
+	if others == 0 || j.attempts >= maxAttempts {
+		j.result <- fmt.Errorf("%w: %w", ErrNoCard, j.lastErr)
+		return
+	}
+	select {
+	case p.retry <- j:
+	default:
+		j.result <- ErrBusy
+	}
+}
+
+func (p *Pool) run(m *Member, j *job) error {
+	start := time.Now()
+	defer func() {
+		m.served.Add(1)
+		m.busy.Add(int64(time.Since(start)))
+	}()
+	return m.Worker.DoAs(j.ctx, j.principal, func(ctx context.Context, t cards.Transmitter) error {
+		card, err := m.Profile.Open(ctx, t)
+		if err != nil {
+			return err
+		}
+		return j.fn(ctx, card, m)
+	})
+}
+
+func publicKeys(ks []profiles.Key) []crypto.PublicKey {
+	out := make([]crypto.PublicKey, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, k.Public)
+	}
+	return out
+}
+
+func sameKeys(a, b []crypto.PublicKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		e, ok := a[i].(interface{ Equal(crypto.PublicKey) bool })
+		if !ok || !e.Equal(b[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,279 @@
+package rsc_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/cards"
+	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/server/rsc"
+)
+
+// flaky is a simulator that can be "pulled": afterwards every command fails
+// as a removed card does.
+type flaky struct {
+	*pivsim.Card
+	pulled atomic.Bool
+}
+
+func (f *flaky) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	if f.pulled.Load() {
+		return nil, fmt.Errorf("sim: %w", cards.ErrCardRemoved)
+	}
+	return f.Card.Transmit(ctx, cmd)
+}
+
+// member makes a pool member from a simulator in process.
+func member(t testing.TB, id string, card interface {
+	cards.Transmitter
+	Reset()
+}) *rsc.Member {
+	t.Helper()
+	w := cards.NewWorker(cards.Direct(card), nil)
+	t.Cleanup(func() { w.Close() })
+	m := &rsc.Member{ID: id, Worker: w, Profile: piv.Profile{}}
+	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
+		c, err := piv.Open(ctx, tx)
+		if err != nil {
+			return err
+		}
+		m.Keys, err = c.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func newSim(t testing.TB, seed string, lat pivsim.Latency) *pivsim.Card {
+	t.Helper()
+	c, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Latency: lat,
+		Slots: map[pivsim.Slot]pivsim.SlotConfig{pivsim.SlotAuthentication: {Algorithm: pivsim.ECCP256}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// sign is a delegate's request: VERIFY and sign with 9A; it returns the
+// signature and the member that made it.
+func sign(ctx context.Context, p *rsc.Pool, who string, digest []byte) ([]byte, *rsc.Member, error) {
+	var sig []byte
+	var by *rsc.Member
+	err := p.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+			return err
+		}
+		var err error
+		sig, err = c.Sign(ctx, "9a", digest, crypto.SHA256)
+		by = m
+		return err
+	})
+	return sig, by, err
+}
+
+func verifyBy(t testing.TB, m *rsc.Member, digest, sig []byte) {
+	t.Helper()
+	pub := m.Certificate("9a").PublicKey.(*ecdsa.PublicKey)
+	if !ecdsa.VerifyASN1(pub, digest, sig) {
+		t.Errorf("signature does not verify under member %s's certificate", m.ID)
+	}
+}
+
+func TestParallelPoolServesOnEveryCard(t *testing.T) {
+	p := rsc.NewPool("mayor", rsc.Options{})
+	defer p.Close()
+	for i := range 4 {
+		p.Add(member(t, fmt.Sprint("card", i), newSim(t, fmt.Sprint("seed", i), pivsim.Latency{SignECCP256: 5 * time.Millisecond})))
+	}
+	digest := sha256.Sum256([]byte("budget"))
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sig, by, err := sign(context.Background(), p, fmt.Sprint("delegate", i%8), digest[:])
+			if err != nil {
+				t.Errorf("sign: %v", err)
+				return
+			}
+			verifyBy(t, by, digest[:], sig)
+		}()
+	}
+	wg.Wait()
+	for _, m := range p.Members() {
+		if m.Served() == 0 {
+			t.Errorf("member %s served nothing", m.ID)
+		}
+	}
+}
+
+func TestSameKeysPool(t *testing.T) {
+	p := rsc.NewPool("one key", rsc.Options{SameKeys: true})
+	defer p.Close()
+	if err := p.Add(member(t, "a", newSim(t, "shared key", pivsim.Latency{}))); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(member(t, "b", newSim(t, "shared key", pivsim.Latency{}))); err != nil {
+		t.Errorf("a card with the same keys: %v", err)
+	}
+	if err := p.Add(member(t, "c", newSim(t, "other key", pivsim.Latency{}))); !errors.Is(err, rsc.ErrMixedKeys) {
+		t.Errorf("a card with other keys: %v, want ErrMixedKeys", err)
+	}
+}
+
+// TestCardLeavesMidRequest: a card fails as removed in the middle of
+// requests; every request still succeeds on the others, and the card,
+// back, serves again.
+func TestCardLeavesMidRequest(t *testing.T) {
+	p := rsc.NewPool("mayor", rsc.Options{})
+	defer p.Close()
+	sims := make([]*flaky, 3)
+	for i := range sims {
+		sims[i] = &flaky{Card: newSim(t, fmt.Sprint("leave", i), pivsim.Latency{SignECCP256: 2 * time.Millisecond})}
+		p.Add(member(t, fmt.Sprint("card", i), sims[i]))
+	}
+	digest := sha256.Sum256([]byte("x"))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 20 {
+				sims[1].pulled.Store(true)
+			}
+			if _, _, err := sign(context.Background(), p, "alice", digest[:]); err != nil {
+				failed.Add(1)
+				t.Errorf("request lost: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(p.Members()); n != 2 {
+		t.Errorf("%d members after one card left, want 2", n)
+	}
+	sims[1].pulled.Store(false)
+	back := member(t, "card1", sims[1])
+	p.Add(back)
+	for range 30 {
+		if _, _, err := sign(context.Background(), p, "bob", digest[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if back.Served() == 0 {
+		t.Error("the card that came back serves nothing")
+	}
+}
+
+func TestLastCardGone(t *testing.T) {
+	p := rsc.NewPool("single", rsc.Options{})
+	defer p.Close()
+	sim := &flaky{Card: newSim(t, "single", pivsim.Latency{})}
+	p.Add(member(t, "only", sim))
+	sim.pulled.Store(true)
+	digest := sha256.Sum256([]byte("x"))
+	if _, _, err := sign(context.Background(), p, "alice", digest[:]); !errors.Is(err, rsc.ErrNoCard) {
+		t.Errorf("sign with the only card gone: %v, want ErrNoCard", err)
+	}
+	if _, _, err := sign(context.Background(), p, "alice", digest[:]); !errors.Is(err, rsc.ErrNoCard) {
+		t.Errorf("sign on an empty pool: %v, want ErrNoCard", err)
+	}
+}
+
+func TestQueueLimitsAndDeadlines(t *testing.T) {
+	p := rsc.NewPool("slow", rsc.Options{QueueSize: 2})
+	defer p.Close()
+	p.Add(member(t, "slow", newSim(t, "slow", pivsim.Latency{SignECCP256: 300 * time.Millisecond})))
+	digest := sha256.Sum256([]byte("x"))
+	results := make(chan error, 8)
+	for range 3 { // one running, two waiting
+		go func() {
+			_, _, err := sign(context.Background(), p, "alice", digest[:])
+			results <- err
+		}()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, _, err := sign(context.Background(), p, "bob", digest[:]); !errors.Is(err, rsc.ErrBusy) {
+		t.Errorf("with the queue full: %v, want ErrBusy", err)
+	}
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Errorf("queued request: %v", err)
+		}
+	}
+	go sign(context.Background(), p, "alice", digest[:]) // occupies the card
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := sign(ctx, p, "carol", digest[:]); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a request whose deadline passes in the queue: %v", err)
+	}
+}
+
+// TestPrincipalsIsolated: a delegate who did not verify the PIN never
+// signs on another's verification, whichever card serves it.
+func TestPrincipalsIsolated(t *testing.T) {
+	p := rsc.NewPool("mayor", rsc.Options{})
+	defer p.Close()
+	p.Add(member(t, "card", newSim(t, "iso", pivsim.Latency{})))
+	digest := sha256.Sum256([]byte("x"))
+	if _, _, err := sign(context.Background(), p, "alice", digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Do(context.Background(), "mallory", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		_, err := c.Sign(ctx, "9a", digest[:], crypto.SHA256)
+		return err
+	})
+	if !errors.Is(err, apdu.ErrSecurityStatus) {
+		t.Errorf("mallory without the PIN after alice: %v, want security status not satisfied", err)
+	}
+}
+
+// BenchmarkParallelThroughput: signatures/s of a parallel remote card of n
+// cards that each take 100 ms to sign, with 16 delegates (or 2n, if more)
+// signing concurrently; efficiency is throughput / (n × 10 sig/s).
+func BenchmarkParallelThroughput(b *testing.B) {
+	for _, n := range []int{1, 2, 4, 8, 16, 32} {
+		b.Run(fmt.Sprintf("cards=%d", n), func(b *testing.B) {
+			p := rsc.NewPool("bench", rsc.Options{QueueSize: 256})
+			defer p.Close()
+			for i := range n {
+				p.Add(member(b, fmt.Sprint("card", i), newSim(b, fmt.Sprint("bench", i), pivsim.Latency{SignECCP256: 100 * time.Millisecond})))
+			}
+			delegates := max(16, 2*n)
+			digest := sha256.Sum256([]byte("bench"))
+			var next atomic.Int64
+			start := time.Now()
+			var wg sync.WaitGroup
+			for d := range delegates {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						if _, _, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			rate := float64(b.N) / time.Since(start).Seconds()
+			b.ReportMetric(rate, "sigs/s")
+			b.ReportMetric(100*rate/(float64(n)*10), "%efficiency")
+		})
+	}
+}
