@@ -501,6 +501,13 @@ func (k *Card) fail(op string, err error) error {
 	if !errors.As(mapped, &e) || e.Err != nil {
 		return mapped
 	}
+	// pcsc-lite answers SCardTransmit with SCARD_E_NOT_TRANSACTED when the
+	// reader driver could not reach the card: it was pulled, and pcscd has
+	// not polled the reader yet.
+	if op == "SCardTransmit" && e.Code == uint32(scard.ErrNotTransacted) {
+		e.Err = cards.ErrCardRemoved
+		return e
+	}
 	if _, serr := k.h.Status(); serr != nil {
 		if code, ok := serr.(scard.Error); ok {
 			e.Err = kindOf(code)
@@ -535,6 +542,12 @@ func (k *Card) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	rsp, err := k.h.Transmit(cmd)
 	if err != nil {
 		return nil, k.fail("SCardTransmit", err)
+	}
+	if len(rsp) < 2 {
+		// Every response has a status word; pcsc-lite hands back nothing
+		// when the card stopped answering in the middle of the exchange.
+		return nil, fmt.Errorf("pcsc: SCardTransmit %q: %d-byte response, the card stopped answering: %w",
+			k.reader, len(rsp), cards.ErrCardRemoved)
 	}
 	return rsp, nil
 }

@@ -1,0 +1,203 @@
+//go:build cgo
+
+package rsc_test
+
+// A parallel remote card of simulated cards in a real pcscd (through
+// vpcd), driven by cards/pcsc as pscsd drives it.
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/cards"
+	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/cards/vpcd"
+	"github.com/pscs/pscs/internal/pcscdtest"
+	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/server/rsc"
+)
+
+var daemon *pcscdtest.PCSCD
+
+func TestMain(m *testing.M) {
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 4}, func(p *pcscdtest.PCSCD) { daemon = p })
+}
+
+// rig is n simulated cards plugged into readers of the private pcscd.
+type rig struct {
+	t     testing.TB
+	pc    *pcsc.Context
+	sims  []*pivsim.Card
+	pulls []func()
+}
+
+func newRig(t testing.TB, n int, lat pivsim.Latency) *rig {
+	t.Helper()
+	if daemon == nil {
+		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
+	}
+	pc, err := pcsc.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	r := &rig{t: t, pc: pc}
+	for i := range n {
+		r.sims = append(r.sims, newSim(t, fmt.Sprint("rig", i), lat))
+		r.pulls = append(r.pulls, nil)
+		r.plug(i)
+	}
+	return r
+}
+
+// plug inserts card i into reader i and waits until pcscd sees it.
+func (r *rig) plug(i int) {
+	r.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	card, addr := r.sims[i], daemon.CardAddr(i)
+	go func() {
+		defer close(done)
+		vpcd.Plug(ctx, addr, card)
+	}()
+	r.pulls[i] = func() { cancel(); <-done }
+	r.t.Cleanup(r.pulls[i])
+	r.wait(i, true)
+}
+
+func (r *rig) pull(i int) {
+	r.pulls[i]()
+	r.wait(i, false)
+}
+
+func (r *rig) wait(i int, present bool) {
+	r.t.Helper()
+	name := daemon.Readers[i]
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		rs, err := r.pc.Readers(context.Background())
+		if err != nil {
+			continue
+		}
+		for _, rd := range rs {
+			if rd.Name == name && rd.Present == present {
+				return
+			}
+		}
+	}
+	r.t.Fatalf("reader %s: present=%v not seen", name, present)
+}
+
+// member connects a worker to reader i and reads the card's keys.
+func (r *rig) member(i int) *rsc.Member {
+	r.t.Helper()
+	reader := daemon.Readers[i]
+	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
+	r.t.Cleanup(func() { w.Close() })
+	m := &rsc.Member{ID: fmt.Sprint("card", i), Worker: w, Profile: piv.Profile{}}
+	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
+		c, err := piv.Open(ctx, tx)
+		if err != nil {
+			return err
+		}
+		m.Keys, err = c.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m
+}
+
+// TestPullUnderLoadThroughPCSCD: 16 delegates sign on a parallel remote
+// card of 4 cards behind pcscd; one card is pulled, then put back. No
+// request is lost, and the card serves again once back.
+func TestPullUnderLoadThroughPCSCD(t *testing.T) {
+	r := newRig(t, 4, pivsim.Latency{SignECCP256: 20 * time.Millisecond})
+	p := rsc.NewPool("mayor", rsc.Options{})
+	defer p.Close()
+	for i := range 4 {
+		if err := p.Add(r.member(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest := sha256.Sum256([]byte("under load"))
+	stop := make(chan struct{})
+	var ok, lost atomic.Int64
+	var wg sync.WaitGroup
+	for d := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sig, by, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:])
+				if err != nil {
+					lost.Add(1)
+					t.Errorf("request lost: %v", err)
+					continue
+				}
+				verifyBy(t, by, digest[:], sig)
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	r.pull(2)
+	time.Sleep(500 * time.Millisecond)
+	if n := len(p.Members()); n != 3 {
+		t.Errorf("%d members with one card pulled, want 3", n)
+	}
+	r.plug(2)
+	back := r.member(2)
+	if err := p.Add(back); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d signatures, %d lost; the returned card served %d", ok.Load(), lost.Load(), back.Served())
+	if back.Served() == 0 {
+		t.Error("the card put back serves nothing")
+	}
+}
+
+// BenchmarkParallelThroughPCSCD: signatures/s of 4 cards behind pcscd that
+// take 100 ms each, with 16 delegates.
+func BenchmarkParallelThroughPCSCD(b *testing.B) {
+	r := newRig(b, 4, pivsim.Latency{SignECCP256: 100 * time.Millisecond})
+	p := rsc.NewPool("bench", rsc.Options{QueueSize: 256})
+	defer p.Close()
+	for i := range 4 {
+		p.Add(r.member(i))
+	}
+	digest := sha256.Sum256([]byte("bench"))
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for d := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if _, _, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(b.N) / time.Since(start).Seconds()
+	b.ReportMetric(rate, "sigs/s")
+	b.ReportMetric(100*rate/40, "%efficiency")
+}
