@@ -171,15 +171,63 @@ func TestPullUnderLoadThroughPCSCD(t *testing.T) {
 	}
 }
 
+var (
+	benchOnce sync.Once
+	benchPool *rsc.Pool
+)
+
+// benchMember is member without cleanup: it lives as long as the binary.
+func (r *rig) benchMember(i int) *rsc.Member {
+	reader := daemon.Readers[i]
+	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
+	m := &rsc.Member{ID: fmt.Sprint("card", i), Worker: w, Profile: piv.Profile{}}
+	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
+		c, err := piv.Open(ctx, tx)
+		if err != nil {
+			return err
+		}
+		m.Keys, err = c.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m
+}
+
 // BenchmarkParallelThroughPCSCD: signatures/s of 4 cards behind pcscd that
 // take 100 ms each, with 16 delegates.
 func BenchmarkParallelThroughPCSCD(b *testing.B) {
-	r := newRig(b, 4, pivsim.Latency{SignECCP256: 100 * time.Millisecond})
-	p := rsc.NewPool("bench", rsc.Options{QueueSize: 256})
-	defer p.Close()
-	for i := range 4 {
-		p.Add(r.member(i))
-	}
+	// One rig for every run of the benchmark: the cards stay plugged in
+	// (on readers 4-7) until pcscd stops at the end of the test binary.
+	benchOnce.Do(func() {
+		r := &rig{t: b}
+		if daemon == nil {
+			b.Skip("no private pcscd")
+		}
+		var err error
+		if r.pc, err = pcsc.Open(); err != nil {
+			b.Fatal(err)
+		}
+		for i := range 8 {
+			r.sims = append(r.sims, newSim(b, fmt.Sprint("bench", i), pivsim.Latency{SignECCP256: 100 * time.Millisecond}))
+			r.pulls = append(r.pulls, nil)
+		}
+		for i := 4; i < 8; i++ {
+			ctx := context.Background()
+			card, addr := r.sims[i], daemon.CardAddr(i)
+			go vpcd.Plug(ctx, addr, card)
+			r.wait(i, true)
+		}
+		benchPool = rsc.NewPool("bench", rsc.Options{QueueSize: 256})
+		for i := 4; i < 8; i++ {
+			r.t = b
+			if err := benchPool.Add(r.benchMember(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	p := benchPool
 	digest := sha256.Sum256([]byte("bench"))
 	var next atomic.Int64
 	start := time.Now()
