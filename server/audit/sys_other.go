@@ -1,0 +1,8 @@
+//go:build !unix
+
+package audit
+
+import "os"
+
+// lockFile is a no-op where flock does not exist: run one pscsd per log.
+func lockFile(*os.File) error { return nil }

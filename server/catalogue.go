@@ -1,0 +1,265 @@
+package server
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/asn1"
+	"math/big"
+
+	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/transport"
+)
+
+// PKCS #11 constants (PKCS #11 v2.40, pkcs11t.h) used in the catalogue.
+const (
+	ckaClass           = 0x0000
+	ckaToken           = 0x0001
+	ckaPrivate         = 0x0002
+	ckaLabel           = 0x0003
+	ckaValue           = 0x0011
+	ckaCertificateType = 0x0080
+	ckaIssuer          = 0x0081
+	ckaSerialNumber    = 0x0082
+	ckaKeyType         = 0x0100
+	ckaSubject         = 0x0101
+	ckaID              = 0x0102
+	ckaSensitive       = 0x0103
+	ckaDecrypt         = 0x0105
+	ckaSign            = 0x0108
+	ckaVerify          = 0x010A
+	ckaModulus         = 0x0120
+	ckaModulusBits     = 0x0121
+	ckaPublicExponent  = 0x0122
+	ckaExtractable     = 0x0162
+	ckaNeverExtract    = 0x0164
+	ckaAlwaysSensitive = 0x0165
+	ckaECParams        = 0x0180
+	ckaECPoint         = 0x0181
+	ckaAlwaysAuth      = 0x0202
+
+	ckoCertificate = 1
+	ckoPublicKey   = 2
+	ckoPrivateKey  = 3
+	ckkRSA         = 0
+	ckkEC          = 3
+	ckcX509        = 0
+
+	ckmRSAPKCS          = 0x0001
+	ckmRSAPKCSPSS       = 0x000D
+	ckmSHA256RSAPKCS    = 0x0040
+	ckmSHA384RSAPKCS    = 0x0041
+	ckmSHA512RSAPKCS    = 0x0042
+	ckmSHA256RSAPKCSPSS = 0x0043
+	ckmSHA384RSAPKCSPSS = 0x0044
+	ckmSHA512RSAPKCSPSS = 0x0045
+	ckmECDSA            = 0x1041
+	ckmECDSASHA256      = 0x1044
+	ckmECDSASHA384      = 0x1045
+	ckmECDSASHA512      = 0x1046
+
+	ckfHW                 = 0x0001
+	ckfSign               = 0x0800
+	ckfTokenInitialized   = 0x0400
+	ckfLoginRequired      = 0x0004
+	ckfUserPINInitialized = 0x0008
+	ckfProtectedAuthPath  = 0x0100
+)
+
+var (
+	oidP256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
+	oidP384 = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
+	oidP521 = asn1.ObjectIdentifier{1, 3, 132, 0, 35}
+)
+
+// Object handles of a slot: key i has its private key at 3i+1, public key
+// at 3i+2 and certificate at 3i+3.
+func privHandle(i int) uint64 { return uint64(3*i + 1) }
+
+// keyIndex finds the key whose private key handle is h.
+func keyIndex(h uint64) (int, bool) {
+	if h == 0 || (h-1)%3 != 0 {
+		return 0, false
+	}
+	return int((h - 1) / 3), true
+}
+
+// objects describes a card's keys as PKCS #11 objects.
+func objects(keys []profiles.Key) []transport.Object {
+	var out []transport.Object
+	for i, k := range keys {
+		id := []byte{byte(i + 1)}
+		label := k.Label + " (" + k.ID + ")"
+		common := func(class uint64) map[uint64]any {
+			return map[uint64]any{ckaClass: class, ckaToken: true, ckaID: id, ckaLabel: label}
+		}
+		priv := common(ckoPrivateKey)
+		priv[ckaPrivate] = true
+		priv[ckaSensitive] = true
+		priv[ckaAlwaysSensitive] = true
+		priv[ckaExtractable] = false
+		priv[ckaNeverExtract] = true
+		priv[ckaSign] = true
+		priv[ckaAlwaysAuth] = false // pscsd presents the card's PIN itself
+		pub := common(ckoPublicKey)
+		pub[ckaPrivate] = false
+		pub[ckaVerify] = true
+		switch p := k.Public.(type) {
+		case *ecdsa.PublicKey:
+			params, point := ecAttributes(p)
+			for _, m := range []map[uint64]any{priv, pub} {
+				m[ckaKeyType] = uint64(ckkEC)
+				m[ckaECParams] = params
+			}
+			pub[ckaECPoint] = point
+		case *rsa.PublicKey:
+			for _, m := range []map[uint64]any{priv, pub} {
+				m[ckaKeyType] = uint64(ckkRSA)
+				m[ckaModulus] = p.N.Bytes()
+				m[ckaPublicExponent] = big.NewInt(int64(p.E)).Bytes()
+				m[ckaModulusBits] = uint64(p.N.BitLen())
+			}
+		default:
+			continue
+		}
+		out = append(out, transport.Object{Handle: privHandle(i), Attributes: priv},
+			transport.Object{Handle: privHandle(i) + 1, Attributes: pub})
+		if c := k.Certificate; c != nil {
+			cert := common(ckoCertificate)
+			cert[ckaPrivate] = false
+			cert[ckaCertificateType] = uint64(ckcX509)
+			cert[ckaValue] = c.Raw
+			cert[ckaSubject] = c.RawSubject
+			cert[ckaIssuer] = c.RawIssuer
+			serial, _ := asn1.Marshal(c.SerialNumber)
+			cert[ckaSerialNumber] = serial
+			out = append(out, transport.Object{Handle: privHandle(i) + 2, Attributes: cert})
+		}
+	}
+	return out
+}
+
+// ecAttributes returns CKA_EC_PARAMS (the curve's OID, DER) and
+// CKA_EC_POINT (the uncompressed point as a DER OCTET STRING).
+func ecAttributes(p *ecdsa.PublicKey) ([]byte, []byte) {
+	var oid asn1.ObjectIdentifier
+	switch p.Curve {
+	case elliptic.P256():
+		oid = oidP256
+	case elliptic.P384():
+		oid = oidP384
+	case elliptic.P521():
+		oid = oidP521
+	}
+	params, _ := asn1.Marshal(oid)
+	raw, _ := p.Bytes()
+	point, _ := asn1.Marshal(raw)
+	return params, point
+}
+
+// mechanisms lists what the keys of a card can do.
+func mechanisms(keys []profiles.Key) []transport.Mechanism {
+	var ec, rs bool
+	var ecMin, ecMax, rsMin, rsMax uint32
+	for _, k := range keys {
+		switch p := k.Public.(type) {
+		case *ecdsa.PublicKey:
+			bits := uint32(p.Curve.Params().BitSize)
+			if !ec || bits < ecMin {
+				ecMin = bits
+			}
+			ecMax = max(ecMax, bits)
+			ec = true
+		case *rsa.PublicKey:
+			bits := uint32(p.N.BitLen())
+			if !rs || bits < rsMin {
+				rsMin = bits
+			}
+			rsMax = max(rsMax, bits)
+			rs = true
+		}
+	}
+	var out []transport.Mechanism
+	if ec {
+		for _, m := range []uint64{ckmECDSA, ckmECDSASHA256, ckmECDSASHA384, ckmECDSASHA512} {
+			out = append(out, transport.Mechanism{Type: m, MinKey: ecMin, MaxKey: ecMax, Flags: ckfHW | ckfSign})
+		}
+	}
+	if rs {
+		for _, m := range []uint64{ckmRSAPKCS, ckmSHA256RSAPKCS, ckmSHA384RSAPKCS, ckmSHA512RSAPKCS,
+			ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS} {
+			out = append(out, transport.Mechanism{Type: m, MinKey: rsMin, MaxKey: rsMax, Flags: ckfHW | ckfSign})
+		}
+	}
+	return out
+}
+
+// signInput turns a PKCS #11 signing request into what a profile signs: a
+// digest and its options. hashed reports whether the server hashed the
+// data (a CKM_*_SHA* mechanism), so policy compares document digests.
+func signInput(mech uint64, params, data []byte) (digest []byte, opts crypto.SignerOpts, err error) {
+	hash := func(h crypto.Hash) []byte {
+		w := h.New()
+		w.Write(data)
+		return w.Sum(nil)
+	}
+	switch mech {
+	case ckmECDSA:
+		return data, crypto.Hash(0), nil
+	case ckmECDSASHA256:
+		return hash(crypto.SHA256), crypto.SHA256, nil
+	case ckmECDSASHA384:
+		return hash(crypto.SHA384), crypto.SHA384, nil
+	case ckmECDSASHA512:
+		return hash(crypto.SHA512), crypto.SHA512, nil
+	case ckmRSAPKCS:
+		return data, crypto.Hash(0), nil // a DigestInfo, padded by the driver
+	case ckmSHA256RSAPKCS:
+		return hash(crypto.SHA256), crypto.SHA256, nil
+	case ckmSHA384RSAPKCS:
+		return hash(crypto.SHA384), crypto.SHA384, nil
+	case ckmSHA512RSAPKCS:
+		return hash(crypto.SHA512), crypto.SHA512, nil
+	case ckmSHA256RSAPKCSPSS:
+		return hash(crypto.SHA256), &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, nil
+	case ckmSHA384RSAPKCSPSS:
+		return hash(crypto.SHA384), &rsa.PSSOptions{Hash: crypto.SHA384, SaltLength: rsa.PSSSaltLengthEqualsHash}, nil
+	case ckmSHA512RSAPKCSPSS:
+		return hash(crypto.SHA512), &rsa.PSSOptions{Hash: crypto.SHA512, SaltLength: rsa.PSSSaltLengthEqualsHash}, nil
+	case ckmRSAPKCSPSS:
+		h, ok := map[int]crypto.Hash{32: crypto.SHA256, 48: crypto.SHA384, 64: crypto.SHA512}[len(data)]
+		if !ok {
+			return nil, nil, transport.Errorf(transport.CodeMechanism, "CKM_RSA_PKCS_PSS needs a SHA-2 digest")
+		}
+		return data, &rsa.PSSOptions{Hash: h, SaltLength: rsa.PSSSaltLengthEqualsHash}, nil
+	}
+	return nil, nil, transport.Errorf(transport.CodeMechanism, "mechanism %#x not supported", mech)
+}
+
+// p11Signature converts a profile's signature to the form PKCS #11
+// returns: raw r||s for ECDSA, unchanged for RSA.
+func p11Signature(pub crypto.PublicKey, sig []byte) ([]byte, error) {
+	p, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return sig, nil
+	}
+	var v struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(sig, &v); err != nil {
+		return nil, err
+	}
+	size := (p.Curve.Params().BitSize + 7) / 8
+	out := make([]byte, 2*size)
+	v.R.FillBytes(out[:size])
+	v.S.FillBytes(out[size:])
+	return out, nil
+}
+
+// catalogueTag is a digest of a catalogue's contents.
+func catalogueTag(c *transport.Catalogue) []byte {
+	c.Tag = nil
+	b, _ := transport.Marshal(c)
+	sum := sha256.Sum256(b)
+	return sum[:8]
+}

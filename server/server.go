@@ -1,0 +1,395 @@
+// Package server is pscsd's core: it answers the protocol's requests
+// (transport.Handler) by deciding them under the owners' delegations
+// (server/policy), opening the card's real PIN with the delegate's virtual
+// PIN (a [PINVault]), running them on a remote card (server/rsc), and
+// recording every request in the audit log before the answer leaves.
+//
+// # A signature
+//
+//	Login(slot, vPIN): policy allows login → the vault opens the real PIN
+//	  (a wrong vPIN fails here, never at the card; too many lock the
+//	  delegation) → the session keeps the real PIN in memory until logout
+//	  or disconnection, when it is zeroed.
+//	Sign(slot, key, mechanism, data): policy allows this signature (window,
+//	  limits, document) → the next free card of the remote card: select,
+//	  VERIFY with the real PIN, sign, in one transaction, the card reset
+//	  first if it last served another delegate → audit record → answer.
+//
+// Every decision is made at every request, so revocation takes effect at
+// once, also on open sessions; revoked delegates' connections also get an
+// event.
+//
+// # Concurrency
+//
+// A Server is safe for concurrent use.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/transport"
+)
+
+// ErrWrongVPIN is what a PINVault returns for a wrong virtual PIN.
+var ErrWrongVPIN = errors.New("server: wrong virtual PIN")
+
+// PINVault opens the real PIN of a delegation's card with the delegate's
+// virtual PIN. It returns an error wrapping ErrWrongVPIN for a wrong one.
+type PINVault interface {
+	OpenPIN(ctx context.Context, delegation string, vpin []byte) ([]byte, error)
+}
+
+// Auditor records requests durably; Record returns once the record is on
+// disk.
+type Auditor interface {
+	Record(ctx context.Context, r *AuditRecord) error
+}
+
+// AuditRecord is what the server records of one request.
+type AuditRecord struct {
+	Time       time.Time
+	Identity   string
+	Op         string
+	Evidence   []byte // the signed request, byte for byte
+	Delegation string
+	Code       transport.Code // the decision: 0 allowed and done
+	Card       string         // the member that served
+	Result     []byte         // the signature
+	Took       time.Duration
+}
+
+// Card is a remote card the server offers.
+type Card struct {
+	Name string // the name delegations refer to
+	Slot uint64 // its slot id on the wire, stable across restarts
+	Pool *rsc.Pool
+}
+
+// Config configures a Server.
+type Config struct {
+	Book   *policy.Book
+	Cards  []Card
+	Vault  PINVault
+	Audit  Auditor // nil: no audit (tests only)
+	Logger *slog.Logger
+	Name   string // server software, for Hello
+}
+
+// Server implements transport.Handler.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]map[*transport.Conn]struct{} // identity -> open connections
+}
+
+var _ transport.Handler = (*Server)(nil)
+var _ transport.ConnHandler = (*Server)(nil)
+
+// New makes a Server.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "pscsd"
+	}
+	return &Server{cfg: cfg, log: log, conns: map[string]map[*transport.Conn]struct{}{}}
+}
+
+// session is a login of one connection to one remote card.
+type session struct {
+	mu         sync.Mutex
+	delegation string
+	pin        []byte // the card's real PIN; zeroed at logout
+}
+
+func (s *session) wipe() {
+	s.mu.Lock()
+	clear(s.pin)
+	s.pin = nil
+	s.mu.Unlock()
+}
+
+type sessionKey struct{ slot uint64 }
+
+// Connected implements transport.ConnHandler.
+func (s *Server) Connected(c *transport.Conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := c.Identity.ID
+	if s.conns[id] == nil {
+		s.conns[id] = map[*transport.Conn]struct{}{}
+	}
+	s.conns[id][c] = struct{}{}
+	return nil
+}
+
+// Closed implements transport.ConnHandler: the connection's logins end and
+// their PINs are zeroed.
+func (s *Server) Closed(c *transport.Conn) {
+	s.mu.Lock()
+	delete(s.conns[c.Identity.ID], c)
+	s.mu.Unlock()
+	for _, card := range s.cfg.Cards {
+		if v, ok := c.Value(sessionKey{card.Slot}).(*session); ok {
+			v.wipe()
+		}
+	}
+}
+
+// Revoke revokes a delegation at once: the delegate's next request is
+// refused, and its open connections are told.
+func (s *Server) Revoke(id string) bool {
+	d, _, ok := s.cfg.Book.Get(id)
+	if !ok || !s.cfg.Book.Revoke(id) {
+		return false
+	}
+	s.mu.Lock()
+	var conns []*transport.Conn
+	for c := range s.conns[d.Delegate] {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	slot := s.slotOf(d.Card)
+	for _, c := range conns {
+		if v, ok := c.Value(sessionKey{slot}).(*session); ok && v.delegation == id {
+			v.wipe()
+		}
+		c.Notify(&transport.Event{Kind: transport.EventRevoked, Slot: slot, Message: "delegation revoked by its owner"})
+	}
+	s.log.Info("delegation revoked", "delegation", id, "delegate", d.Delegate)
+	return true
+}
+
+func (s *Server) slotOf(name string) uint64 {
+	for _, c := range s.cfg.Cards {
+		if c.Name == name {
+			return c.Slot
+		}
+	}
+	return 0
+}
+
+func (s *Server) card(slot uint64) (Card, bool) {
+	for _, c := range s.cfg.Cards {
+		if c.Slot == slot {
+			return c, true
+		}
+	}
+	return Card{}, false
+}
+
+// Catalogue is the catalogue of identity: the remote cards it holds a
+// delegation for.
+func (s *Server) Catalogue(identity string) *transport.Catalogue {
+	cat := &transport.Catalogue{Slots: []transport.Slot{}}
+	dels := s.cfg.Book.For(identity)
+	for _, c := range s.cfg.Cards {
+		if !slices.ContainsFunc(dels, func(d policy.Delegation) bool { return d.Card == c.Name }) {
+			continue
+		}
+		members := c.Pool.Members()
+		slot := transport.Slot{ID: c.Slot, Description: "pscs remote card " + c.Name, Cards: uint32(len(members)),
+			Present: len(members) > 0,
+			Token: transport.TokenInfo{Label: c.Name, Manufacturer: "pscs", Model: "remote card", Serial: fmt.Sprint(c.Slot),
+				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
+		if len(members) > 0 {
+			slot.Objects = objects(members[0].Keys)
+			slot.Mechanisms = mechanisms(members[0].Keys)
+		}
+		cat.Slots = append(cat.Slots, slot)
+	}
+	cat.Tag = catalogueTag(cat)
+	return cat
+}
+
+// Handle implements transport.Handler.
+func (s *Server) Handle(ctx context.Context, call *transport.Call) (any, error) {
+	switch call.Op {
+	case transport.OpHello:
+		return &transport.HelloResponse{Server: s.cfg.Name, Time: time.Now().UnixMilli(), Identity: call.Conn.Identity.ID,
+			Catalogue: s.Catalogue(call.Conn.Identity.ID)}, nil
+	case transport.OpPing:
+		return nil, nil
+	case transport.OpLogin:
+		return s.login(ctx, call)
+	case transport.OpSign:
+		return s.sign(ctx, call)
+	case transport.OpLogout:
+		var req transport.LogoutRequest
+		if err := call.Decode(&req); err != nil {
+			return nil, err
+		}
+		if v, ok := call.Conn.Value(sessionKey{req.Slot}).(*session); ok {
+			v.wipe()
+		}
+		return nil, s.audit(ctx, call, "", 0, "", nil, time.Now())
+	}
+	return nil, transport.Errorf(transport.CodeUnsupported, "%v is not served", call.Op)
+}
+
+func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
+	start := time.Now()
+	var req transport.LoginRequest
+	if err := call.Decode(&req); err != nil {
+		return nil, err
+	}
+	who := call.Conn.Identity.ID
+	card, ok := s.card(req.Slot)
+	if !ok {
+		return nil, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNoSuchSlot, "no remote card %d", req.Slot), start)
+	}
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "login"})
+	if err != nil {
+		return nil, s.refuse(ctx, call, d.ID, err, start)
+	}
+	pin, err := s.cfg.Vault.OpenPIN(ctx, d.ID, call.Secret)
+	if errors.Is(err, ErrWrongVPIN) {
+		code := transport.CodeWrongPIN
+		if s.cfg.Book.WrongVPIN(d.ID) {
+			code = transport.CodeLocked
+		}
+		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(code, ""), start)
+	}
+	if err != nil {
+		s.log.Error("vault", "delegation", d.ID, "err", err)
+		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeInternal, ""), start)
+	}
+	s.cfg.Book.RightVPIN(d.ID)
+	if old, ok := call.Conn.Value(sessionKey{req.Slot}).(*session); ok {
+		old.wipe()
+	}
+	call.Conn.SetValue(sessionKey{req.Slot}, &session{delegation: d.ID, pin: pin})
+	if err := s.audit(ctx, call, d.ID, 0, "", nil, start); err != nil {
+		return nil, err
+	}
+	return &transport.LoginResponse{Catalogue: s.Catalogue(who)}, nil
+}
+
+func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
+	start := time.Now()
+	var req transport.SignRequest
+	if err := call.Decode(&req); err != nil {
+		return nil, err
+	}
+	who := call.Conn.Identity.ID
+	card, ok := s.card(req.Slot)
+	if !ok {
+		return nil, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNoSuchSlot, "no remote card %d", req.Slot), start)
+	}
+	sess, ok := call.Conn.Value(sessionKey{req.Slot}).(*session)
+	if !ok {
+		return nil, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNotLoggedIn, ""), start)
+	}
+	digest, opts, err := signInput(req.Mechanism, req.Params, req.Data)
+	if err != nil {
+		return nil, s.refuse(ctx, call, sess.delegation, err, start)
+	}
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: digest})
+	if err != nil {
+		return nil, s.refuse(ctx, call, d.ID, err, start)
+	}
+	if d.ID != sess.delegation {
+		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
+	}
+	idx, ok := keyIndex(req.Key)
+	if !ok {
+		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNoSuchKey, ""), start)
+	}
+	var sig, cert []byte
+	var by string
+	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		if idx >= len(m.Keys) {
+			return transport.Errorf(transport.CodeNoSuchKey, "")
+		}
+		k := m.Keys[idx]
+		if k.PINPolicy != profiles.PINNever {
+			sess.mu.Lock()
+			pin := append([]byte(nil), sess.pin...)
+			sess.mu.Unlock()
+			if pin == nil {
+				return transport.Errorf(transport.CodeNotLoggedIn, "")
+			}
+			err := c.VerifyPIN(ctx, pin)
+			clear(pin)
+			if err != nil {
+				return cardError(err)
+			}
+		}
+		raw, err := c.Sign(ctx, k.ID, digest, opts)
+		if err != nil {
+			return cardError(err)
+		}
+		if sig, err = p11Signature(k.Public, raw); err != nil {
+			return err
+		}
+		if k.Certificate != nil {
+			cert = k.Certificate.Raw
+		}
+		by = m.ID
+		return nil
+	})
+	if err != nil {
+		return nil, s.refuse(ctx, call, d.ID, poolError(err), start)
+	}
+	if err := s.audit(ctx, call, d.ID, 0, by, sig, start); err != nil {
+		return nil, err
+	}
+	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
+}
+
+// cardError keeps the card's status in the log and gives the wire a code.
+func cardError(err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	return &transport.Error{Code: transport.CodeCardError, Message: err.Error()}
+}
+
+func poolError(err error) error {
+	switch {
+	case errors.Is(err, rsc.ErrBusy):
+		return transport.Errorf(transport.CodeBusy, "remote card busy")
+	case errors.Is(err, rsc.ErrNoCard), errors.Is(err, rsc.ErrClosed):
+		return transport.Errorf(transport.CodeCardUnavailable, "no card can serve now")
+	case errors.Is(err, context.DeadlineExceeded):
+		return transport.Errorf(transport.CodeTimeout, "")
+	}
+	return err
+}
+
+// refuse records a refusal and returns it.
+func (s *Server) refuse(ctx context.Context, call *transport.Call, delegation string, err error, start time.Time) error {
+	code := transport.CodeOf(err)
+	s.log.Info("request refused", "op", call.Op, "identity", call.Conn.Identity.ID, "delegation", delegation, "code", code)
+	if aerr := s.audit(ctx, call, delegation, code, "", nil, start); aerr != nil {
+		return aerr
+	}
+	return err
+}
+
+func (s *Server) audit(ctx context.Context, call *transport.Call, delegation string, code transport.Code, card string, result []byte, start time.Time) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	err := s.cfg.Audit.Record(ctx, &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: call.Op.String(),
+		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result, Took: time.Since(start)})
+	if err != nil {
+		s.log.Error("audit record not written: refusing the answer", "err", err)
+		return transport.Errorf(transport.CodeInternal, "")
+	}
+	return nil
+}

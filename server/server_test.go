@@ -1,0 +1,294 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/cards"
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/testpki"
+	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/transport"
+)
+
+// memVault is a PINVault for tests: the real PIN per delegation, opened by
+// comparing the virtual PIN. (pscsd's vault keeps only ciphertext.)
+type memVault struct {
+	vpin, pin map[string]string
+}
+
+func (v *memVault) OpenPIN(_ context.Context, d string, vpin []byte) ([]byte, error) {
+	if want, ok := v.vpin[d]; !ok || want != string(vpin) {
+		return nil, server.ErrWrongVPIN
+	}
+	return []byte(v.pin[d]), nil
+}
+
+type memAudit struct {
+	mu      sync.Mutex
+	records []*server.AuditRecord
+}
+
+func (a *memAudit) Record(_ context.Context, r *server.AuditRecord) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.records = append(a.records, r)
+	return nil
+}
+
+func (a *memAudit) codes() []transport.Code {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []transport.Code
+	for _, r := range a.records {
+		out = append(out, r.Code)
+	}
+	return out
+}
+
+type rig struct {
+	srv    *server.Server
+	book   *policy.Book
+	audit  *memAudit
+	sims   []*pivsim.Card
+	ca     *testpki.CA
+	addr   string
+	alice  tls.Certificate
+	bob    tls.Certificate
+	cancel func()
+}
+
+func newRig(t *testing.T, cards int) *rig {
+	t.Helper()
+	r := &rig{book: policy.NewBook(nil), audit: &memAudit{}, ca: testpki.NewCA("rig CA")}
+	pool := rsc.NewPool("mayor", rsc.Options{})
+	t.Cleanup(pool.Close)
+	for i := range cards {
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.sims = append(r.sims, sim)
+		pool.Add(member(t, fmt.Sprint("card", i), sim))
+	}
+	r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5})
+	r.book.Grant(policy.Delegation{ID: "d-bob", Owner: "mayor", Delegate: "bob", Card: "mayor", Total: 1})
+	vault := &memVault{vpin: map[string]string{"d-alice": "2718", "d-bob": "3141"},
+		pin: map[string]string{"d-alice": "123456", "d-bob": "123456"}}
+	r.srv = server.New(server.Config{Book: r.book, Vault: vault, Audit: r.audit,
+		Cards: []server.Card{{Name: "mayor", Slot: 7, Pool: pool}}})
+
+	enroll := transport.NewStaticEnrollment()
+	r.alice = r.ca.Issue("alice", testpki.Options{})
+	r.bob = r.ca.Issue("bob", testpki.Options{})
+	enroll.Add("alice", r.alice.Leaf)
+	enroll.Add("bob", r.bob.Leaf)
+	ts := &transport.Server{Handler: r.srv, Enrollment: enroll,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = pc.LocalAddr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ts.Serve(ctx, pc) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	return r
+}
+
+func member(t *testing.T, id string, sim *pivsim.Card) *rsc.Member {
+	t.Helper()
+	w := cards.NewWorker(cards.Direct(sim), nil)
+	t.Cleanup(func() { w.Close() })
+	m := &rsc.Member{ID: id, Worker: w, Profile: piv.Profile{}}
+	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
+		c, err := piv.Open(ctx, tx)
+		if err != nil {
+			return err
+		}
+		m.Keys, err = c.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (r *rig) dial(t *testing.T, cert tls.Certificate) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx(t), client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func isCode(err error, code transport.Code) bool {
+	return errors.Is(err, &transport.Error{Code: code})
+}
+
+// verifyRaw checks a PKCS #11 ECDSA signature (r||s) with a DER certificate.
+func verifyRaw(t *testing.T, certDER, digest, sig []byte) {
+	t.Helper()
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := cert.PublicKey.(*ecdsa.PublicKey)
+	n := len(sig) / 2
+	if !ecdsa.Verify(pub, digest, new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])) {
+		t.Error("signature does not verify under the returned certificate")
+	}
+}
+
+func TestDelegateSigns(t *testing.T) {
+	r := newRig(t, 2)
+	c := r.dial(t, r.alice)
+	hello, err := c.Hello(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hello.Catalogue.Slots) != 1 || hello.Catalogue.Slots[0].ID != 7 || hello.Catalogue.Slots[0].Cards != 2 {
+		t.Fatalf("catalogue: %+v", hello.Catalogue)
+	}
+	slot := hello.Catalogue.Slots[0]
+	if len(slot.Objects) < 8 || len(slot.Mechanisms) == 0 {
+		t.Errorf("slot has %d objects and %d mechanisms", len(slot.Objects), len(slot.Mechanisms))
+	}
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte("The mayor approves the 2027 budget.")
+	digest := sha256.Sum256(doc)
+	for range 4 {
+		resp, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1044, Data: doc}) // CKM_ECDSA_SHA256, 9A
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifyRaw(t, resp.Certificate, digest[:], resp.Signature)
+	}
+	// Both cards of the parallel remote card served.
+	for i, sim := range r.sims {
+		if sim.PINRetries() != 3 {
+			t.Errorf("card %d: PIN retries %d", i, sim.PINRetries())
+		}
+	}
+	if got := r.audit.codes(); len(got) != 5 {
+		t.Errorf("audit has %d records (%v), want login + 4 signatures", len(got), got)
+	}
+}
+
+// TestWrongVPINsNeverReachTheCard: a thousand wrong virtual PINs lock the
+// delegation and never cost the card a try; the owner unlocks it.
+func TestWrongVPINsNeverReachTheCard(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	locked := 0
+	for i := range 1000 {
+		_, err := c.Login(ctx(t), 7, []byte(fmt.Sprintf("%04d", i)))
+		if i == 2718 { // never reached: 1000 < 2718
+			t.Fatal("unexpected")
+		}
+		switch {
+		case isCode(err, transport.CodeWrongPIN):
+		case isCode(err, transport.CodeLocked):
+			locked++
+		default:
+			t.Fatalf("wrong vPIN %d: %v", i, err)
+		}
+	}
+	if locked != 1000-4 {
+		t.Errorf("%d refusals as locked, want %d (locked at the 5th wrong vPIN)", locked, 996)
+	}
+	if got := r.sims[0].PINRetries(); got != 3 {
+		t.Fatalf("the card's PIN retry counter moved to %d", got)
+	}
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); !isCode(err, transport.CodeLocked) {
+		t.Errorf("right vPIN on a locked delegation: %v", err)
+	}
+	r.book.Unlock("d-alice")
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Errorf("after the owner unlocked: %v", err)
+	}
+}
+
+func TestRevocationDuringSession(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	req := &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1044, Data: []byte("x")}
+	if _, err := c.Sign(ctx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	r.srv.Revoke("d-alice")
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeRevoked) {
+		t.Errorf("the very next request after revocation: %v, want revoked", err)
+	}
+	select {
+	case ev := <-c.Events():
+		if ev.Kind != transport.EventRevoked || ev.Slot != 7 {
+			t.Errorf("event %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no revocation event")
+	}
+}
+
+func TestLimitsAndRefusals(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.bob)
+	req := &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1044, Data: []byte("x")}
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeNotLoggedIn) {
+		t.Errorf("sign before login: %v", err)
+	}
+	if _, err := c.Login(ctx(t), 7, []byte("3141")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Sign(ctx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeLimitReached) {
+		t.Errorf("second signature of a one-signature delegation: %v", err)
+	}
+	if _, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 9, Key: 1, Mechanism: 0x1044, Data: []byte("x")}); !isCode(err, transport.CodeNoSuchSlot) {
+		t.Errorf("unknown slot: %v", err)
+	}
+	if _, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x9999, Data: []byte("x")}); !isCode(err, transport.CodeMechanism) {
+		t.Errorf("unknown mechanism: %v", err)
+	}
+	// The owner moves the delegation to tomorrow: refused at once, on the
+	// open session.
+	r.book.Grant(policy.Delegation{ID: "d-bob", Delegate: "bob", Card: "mayor", NotBefore: time.Now().Add(24 * time.Hour)})
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeOutsideWindow) {
+		t.Errorf("outside the validity window: %v", err)
+	}
+	codes := r.audit.codes()
+	if len(codes) < 5 || codes[0] != transport.CodeNotLoggedIn {
+		t.Errorf("audit codes %v", codes)
+	}
+}

@@ -1,0 +1,206 @@
+package vault
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// srkTemplate is the parent of the vault key: the TCG ECC P-256 storage root
+// key template, which the TPM derives deterministically from the owner
+// hierarchy's seed, so the same TPM gives the same key every time and
+// nothing needs to be persisted in the TPM.
+var srkTemplate = tpm2.ECCSRKTemplate
+
+// keyAttributes are the vault key's attributes: it never leaves this TPM
+// (FixedTPM, FixedParent), its value was generated inside it
+// (SensitiveDataOrigin), it is used with an authValue (empty: access to the
+// TPM is the only credential) and never counts toward dictionary-attack
+// lockout (NoDA: a wrong vPIN never reaches the TPM's authorization anyway),
+// and it only computes HMACs (SignEncrypt, not Restricted, not Decrypt).
+var keyAttributes = tpm2.TPMAObject{
+	FixedTPM:            true,
+	FixedParent:         true,
+	SensitiveDataOrigin: true,
+	UserWithAuth:        true,
+	NoDA:                true,
+	SignEncrypt:         true,
+}
+
+// keyTemplate is the vault key: an HMAC-SHA256 keyed-hash object.
+var keyTemplate = tpm2.TPMTPublic{
+	Type:             tpm2.TPMAlgKeyedHash,
+	NameAlg:          tpm2.TPMAlgSHA256,
+	ObjectAttributes: keyAttributes,
+	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgKeyedHash, &tpm2.TPMSKeyedHashParms{
+		Scheme: tpm2.TPMTKeyedHashScheme{
+			Scheme: tpm2.TPMAlgHMAC,
+			Details: tpm2.NewTPMUSchemeKeyedHash(tpm2.TPMAlgHMAC, &tpm2.TPMSSchemeHMAC{
+				HashAlg: tpm2.TPMAlgSHA256,
+			}),
+		},
+	}),
+}
+
+// checkKeyPublic verifies that pub is a key this package would have created,
+// so a substituted key file cannot downgrade the key (e.g. to a duplicable
+// one).
+func checkKeyPublic(pub *tpm2.TPMTPublic) error {
+	if pub.Type != tpm2.TPMAlgKeyedHash || pub.NameAlg != tpm2.TPMAlgSHA256 {
+		return errors.New("not a SHA-256 keyed-hash object")
+	}
+	if pub.ObjectAttributes != keyAttributes {
+		return fmt.Errorf("object attributes %+v, want %+v", pub.ObjectAttributes, keyAttributes)
+	}
+	if len(pub.AuthPolicy.Buffer) != 0 {
+		return errors.New("key has an authorization policy")
+	}
+	kh, err := pub.Parameters.KeyedHashDetail()
+	if err != nil {
+		return err
+	}
+	if kh.Scheme.Scheme != tpm2.TPMAlgHMAC {
+		return fmt.Errorf("scheme %v, want HMAC", kh.Scheme.Scheme)
+	}
+	h, err := kh.Scheme.Details.HMAC()
+	if err != nil {
+		return err
+	}
+	if h.HashAlg != tpm2.TPMAlgSHA256 {
+		return fmt.Errorf("HMAC hash %v, want SHA-256", h.HashAlg)
+	}
+	return nil
+}
+
+// srk is a loaded storage root key.
+type srk struct {
+	handle tpm2.TPMHandle
+	name   tpm2.TPM2BName
+	pub    tpm2.TPMTPublic
+}
+
+// createSRK creates the storage root key under the owner hierarchy (with an
+// empty owner authValue). The caller must flush it. The Name is computed here
+// from the public area rather than trusted from the response, so that a
+// comparison with a recorded Name also vouches for the public key used to
+// salt sessions.
+func createSRK(tpm transport.TPM) (*srk, error) {
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.TPMRHOwner,
+		InPublic:      tpm2.New2B(srkTemplate),
+	}.Execute(tpm)
+	if err != nil {
+		return nil, fmt.Errorf("vault: TPM CreatePrimary (SRK): %w", err)
+	}
+	s := &srk{handle: rsp.ObjectHandle}
+	pub, err := rsp.OutPublic.Contents()
+	if err == nil {
+		var name *tpm2.TPM2BName
+		name, err = tpm2.ObjectName(pub)
+		if err == nil {
+			s.name, s.pub = *name, *pub
+		}
+	}
+	if err != nil {
+		flush(tpm, s.handle)
+		return nil, fmt.Errorf("vault: TPM CreatePrimary (SRK): %w", err)
+	}
+	return s, nil
+}
+
+// flush unloads a transient object, ignoring errors: there is nothing more
+// to do about them, and the TPM frees transient objects at reset anyway.
+func flush(tpm transport.TPM, h tpm2.TPMHandle) {
+	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
+}
+
+// createKey creates a new vault key under the SRK and returns its key file.
+// Nothing stays loaded.
+func createKey(tpm transport.TPM) (*keyFile, error) {
+	s, err := createSRK(tpm)
+	if err != nil {
+		return nil, err
+	}
+	defer flush(tpm, s.handle)
+	rsp, err := tpm2.Create{
+		ParentHandle: tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:     tpm2.New2B(keyTemplate),
+	}.Execute(tpm)
+	if err != nil {
+		return nil, fmt.Errorf("vault: TPM Create (vault key): %w", err)
+	}
+	return &keyFile{
+		Version: keyFileVersion,
+		SRKName: s.name.Buffer,
+		Public:  tpm2.Marshal(rsp.OutPublic),
+		Private: tpm2.Marshal(rsp.OutPrivate),
+	}, nil
+}
+
+// tpmKey is a vault key as read from its key file.
+type tpmKey struct {
+	srkName []byte
+	public  tpm2.TPM2BPublic
+	private tpm2.TPM2BPrivate
+	name    tpm2.TPM2BName
+}
+
+// hmac computes HMAC-SHA256 with the vault key over data (at most
+// [maxHMACInput] bytes) inside the TPM.
+//
+// Each call creates the SRK, loads the key under it, computes the HMAC and
+// flushes both, so that no handle outlives the call: the vault needs no
+// resource manager, shares the TPM with other users, and survives TPM resets
+// and restarts between calls. The authorization session is an HMAC session
+// salted with the SRK, with the response parameter (the HMAC) encrypted with
+// AES-128-CFB: a probe on the TPM bus sees neither the HMAC nor can it forge
+// a response. The SRK's Name must match the one recorded when the key was
+// created, or the key belongs to another TPM ([ErrWrongTPM]).
+func (k *tpmKey) hmac(tpm transport.TPM, data []byte) ([]byte, error) {
+	s, err := createSRK(tpm)
+	if err != nil {
+		return nil, err
+	}
+	defer flush(tpm, s.handle)
+	if !bytes.Equal(s.name.Buffer, k.srkName) {
+		return nil, fmt.Errorf("%w: its storage root key is %x, this TPM's is %x (another TPM, or the owner hierarchy was cleared)",
+			ErrWrongTPM, k.srkName, s.name.Buffer)
+	}
+	lrsp, err := tpm2.Load{
+		ParentHandle: tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: tpm2.PasswordAuth(nil)},
+		InPrivate:    k.private,
+		InPublic:     k.public,
+	}.Execute(tpm)
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCIntegrity) {
+			return nil, fmt.Errorf("%w: TPM Load: %v", ErrWrongTPM, err)
+		}
+		return nil, fmt.Errorf("vault: TPM Load (vault key): %w", err)
+	}
+	defer flush(tpm, lrsp.ObjectHandle)
+	if !bytes.Equal(lrsp.Name.Buffer, k.name.Buffer) {
+		return nil, fmt.Errorf("vault: TPM loaded the vault key as %x, want %x", lrsp.Name.Buffer, k.name.Buffer)
+	}
+	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
+		tpm2.Salted(s.handle, s.pub),
+		tpm2.AESEncryption(128, tpm2.EncryptOut))
+	hrsp, err := tpm2.Hmac{
+		Handle:  tpm2.AuthHandle{Handle: lrsp.ObjectHandle, Name: k.name, Auth: sess},
+		Buffer:  tpm2.TPM2BMaxBuffer{Buffer: data},
+		HashAlg: tpm2.TPMAlgSHA256,
+	}.Execute(tpm)
+	if err != nil {
+		return nil, fmt.Errorf("vault: TPM HMAC: %w", err)
+	}
+	if len(hrsp.OutHMAC.Buffer) != 32 {
+		return nil, fmt.Errorf("vault: TPM HMAC returned %d bytes, want 32", len(hrsp.OutHMAC.Buffer))
+	}
+	return hrsp.OutHMAC.Buffer, nil
+}
+
+// maxHMACInput is the TPM's MAX_DIGEST_BUFFER, the least a TPM 2.0 accepts
+// in TPM2_HMAC; callers hash longer data first.
+const maxHMACInput = 1024
