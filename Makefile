@@ -29,7 +29,7 @@ test: vet
 	set -o pipefail; $(GO) test -race -count=1 -timeout 20m -json ./... | bin/testreport
 
 # A private pcscd, two simulated PIV cards, pscs readers, a signature
-# verified by OpenSSL.
+# verified by OpenSSL; then pscsd --demo and a delegate signing remotely.
 demo: build
 	$(GO) run ./internal/demo
 

@@ -1,8 +1,12 @@
 // Command demo shows pscs on simulated cards, with nothing on the machine
-// touched: a private pcscd with vpcd readers, two simulated PIV cards
-// plugged into it by `pscs sim`, `pscs readers`, `pscs card info`, and a
-// signature made by `pscs card sign` that OpenSSL verifies against the
-// card's certificate. Run it with `make demo`, which builds bin/pscs first.
+// touched. First the card layer: a private pcscd with vpcd readers, two
+// simulated PIV cards plugged into it by `pscs sim`, `pscs readers`,
+// `pscs card info`, and a signature made by `pscs card sign` that OpenSSL
+// verifies against the card's certificate. Then the delegation: `pscsd
+// --demo` serves remote cards (a parallel remote card of three cards) with
+// a simulated TPM, and the demo delegate lists them with `pscs slots` and
+// signs with its virtual PIN through `pscs remote sign`; OpenSSL verifies.
+// Run it with `make demo`, which builds bin/pscs and bin/pscsd first.
 package main
 
 import (
@@ -97,7 +101,63 @@ func run(ctx context.Context) error {
 	if err := show(ctx, env, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, doc); err != nil {
 		return err
 	}
-	say("Done: the signature made through pscs verifies.")
+	say("The card made the signature and OpenSSL verifies it.")
+	stopSim()
+	return remote(ctx, work)
+}
+
+// remote runs pscsd --demo and signs as the demo delegate.
+func remote(ctx context.Context, work string) error {
+	pscsd, _ := filepath.Abs("bin/pscsd")
+	pscs, _ := filepath.Abs("bin/pscs")
+	state := filepath.Join(work, "pscsd")
+	say("Starting pscsd --demo: four simulated cards, swtpm as the TPM, a delegation with a virtual PIN.")
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	defer stopSrv()
+	srv := exec.CommandContext(srvCtx, pscsd, "--demo", "--state", state)
+	srv.Cancel = func() error { return srv.Process.Signal(os.Interrupt) }
+	srv.Stdout, srv.Stderr = os.Stdout, os.Stderr
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		stopSrv()
+		srv.Wait()
+	}()
+	conf := filepath.Join(state, "demo", "client.conf")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(conf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pscsd --demo did not write %s", conf)
+		}
+	}
+	vpin, err := os.ReadFile(filepath.Join(state, "demo", "vpin"))
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), "PSCS_CONFIG="+conf, "PSCS_VPIN="+strings.TrimSpace(string(vpin)))
+	say("The delegate lists the remote cards it may use:")
+	if err := show(ctx, env, pscs, "slots"); err != nil {
+		return err
+	}
+	doc := filepath.Join(work, "order.txt")
+	if err := os.WriteFile(doc, []byte("Order 2026/117: repave Via Roma. Signed for the mayor.\n"), 0o644); err != nil {
+		return err
+	}
+	sig, cert, pub := filepath.Join(work, "order.sig"), filepath.Join(work, "mayor.pem"), filepath.Join(work, "mayor.pub")
+	say("The delegate signs with the mayor's remote card, with its virtual PIN (the real PIN never leaves pscsd):")
+	if err := show(ctx, env, pscs, "remote", "sign", "-slot", "1", "-in", doc, "-out", sig, "-cert", cert); err != nil {
+		return err
+	}
+	if err := show(ctx, env, "openssl", "x509", "-in", cert, "-pubkey", "-noout", "-out", pub); err != nil {
+		return err
+	}
+	if err := show(ctx, env, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, doc); err != nil {
+		return err
+	}
+	say("Done: a delegate signed with the mayor's card from afar, and the signature verifies.")
 	return nil
 }
 

@@ -159,8 +159,12 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return nil, err
 	}
-	return encMode.Marshal(e)
+	return encMode.Marshal((*entryWire)(e))
 }
+
+// entryWire is Entry without its methods, so that cbor does not call
+// MarshalBinary and UnmarshalBinary recursively.
+type entryWire Entry
 
 // UnmarshalBinary decodes an entry. It accepts only what MarshalBinary
 // produces: the deterministic encoding of a well-formed entry, with no
@@ -171,7 +175,7 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: %d bytes, want at most %d", ErrCorrupt, len(data), maxEntrySize)
 	}
 	var d Entry
-	if err := decMode.Unmarshal(data, &d); err != nil {
+	if err := decMode.Unmarshal(data, (*entryWire)(&d)); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if err := d.validate(); err != nil {
@@ -179,7 +183,7 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	}
 	// One entry, one encoding: anything else (non-minimal integers, another
 	// key order, text strings for bytes) is not ours.
-	again, err := encMode.Marshal(&d)
+	again, err := encMode.Marshal((*entryWire)(&d))
 	if err != nil || !bytes.Equal(again, data) {
 		return fmt.Errorf("%w: not in deterministic encoding", ErrCorrupt)
 	}

@@ -6,6 +6,8 @@
 //	pscs [-trace] card info [-r READER]
 //	pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
 //	pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT…] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
+//	pscs slots [-config FILE]
+//	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
 //
 // readers lists the PC/SC readers, their cards, and the profile that
 // recognises each card. card info shows a card's keys, certificates and PIN
@@ -14,6 +16,11 @@
 // terminal. sim plugs simulated cards into a running pcscd through
 // vsmartcard's vpcd driver (default PIN 123456, PUK 12345678) until it is
 // interrupted.
+//
+// slots lists the remote cards a delegate may use on pscsd, and remote sign
+// signs a file with one of them; both read the delegate's configuration
+// from -config or PSCS_CONFIG (see client.File), and remote sign the
+// virtual PIN from PSCS_VPIN or the terminal.
 //
 // -trace writes every APDU to standard error, with PINs and keys redacted.
 //
@@ -51,6 +58,8 @@ const usage = `usage:
   pscs [-trace] card info [-r READER]
   pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
   pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT...] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]
+  pscs slots [-config FILE]
+  pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
 `
 
 // app is one invocation's context: where output goes and how to log.
@@ -94,6 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	case "sim":
 		return a.sim(ctx, rest[1:])
+	case "slots":
+		return a.slots(ctx, rest[1:])
+	case "remote":
+		if len(rest) >= 2 && rest[1] == "sign" {
+			return a.remoteSign(ctx, rest[2:])
+		}
 	}
 	fs.Usage()
 	return flag.ErrHelp

@@ -1,14 +1,24 @@
 // Command pscsd is the Proxy Smart Card System server.
 //
-// This version is the server's card inventory: it watches the PC/SC
-// readers, gives every card that is inserted its own owner goroutine
-// (cards.Worker), detects the card's profile, reads its keys and PIN state,
-// and logs what it finds, until it is interrupted. It survives cards being
-// pulled and reinserted and pcscd being restarted.
-//
 // Usage:
 //
 //	pscsd [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [-trace] [-json]
+//
+// Without --demo, pscsd is (for now) the server's card inventory: it
+// watches the PC/SC readers, gives every card that is inserted its own owner
+// goroutine (cards.Worker), detects the card's profile, reads its keys and
+// PIN state, and logs what it finds, until it is interrupted. It survives
+// cards being pulled and reinserted and pcscd being restarted.
+//
+// With --demo it runs the whole system on simulated parts in DIR: four
+// simulated PIV cards (a parallel remote card "mayor" of three cards with
+// one key pair, and "ceo"), swtpm as the TPM, a throw-away CA, a delegation
+// of "mayor" to a demo delegate with a fresh virtual PIN; it writes the
+// delegate's configuration to DIR/demo/client.conf and the virtual PIN to
+// DIR/demo/vpin, and serves on ADDR (default 127.0.0.1:0) until stopped:
+//
+//	PSCS_CONFIG=DIR/demo/client.conf pscs slots
 //
 // -trace logs every APDU (secrets redacted); -json logs in JSON.
 package main
@@ -33,6 +43,9 @@ var knownProfiles = []profiles.Profile{piv.Profile{}}
 func main() {
 	trace := flag.Bool("trace", false, "log every APDU, secrets redacted")
 	jsonLog := flag.Bool("json", false, "log in JSON")
+	demo := flag.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
+	state := flag.String("state", "", "state directory (required with --demo)")
+	listen := flag.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
 	flag.Parse()
 	level := slog.LevelInfo
 	if *trace {
@@ -45,6 +58,17 @@ func main() {
 	log := slog.New(h)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *demo {
+		if *state == "" {
+			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
+			os.Exit(2)
+		}
+		if err := runDemo(ctx, log, *state, *listen); err != nil && ctx.Err() == nil {
+			log.Error("pscsd demo stopped", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, log); err != nil {
 		log.Error("pscsd stopped", "err", err)
 		os.Exit(1)
