@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/transport"
+)
+
+// TestDemoContract builds pscsd, runs `pscsd --demo --state DIR`, and uses
+// what it writes as the demo delegate would: DIR/demo/client.conf and
+// DIR/demo/vpin.
+func TestDemoContract(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pscsd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "--demo", "--state", state)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+		}
+	}()
+	defer func() {
+		cancel()
+		cmd.Wait()
+		<-logDone
+		if t.Failed() {
+			t.Logf("pscsd said:\n%s", log.String())
+		}
+	}()
+	conf := filepath.Join(state, "demo", "client.conf")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(conf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no client.conf after 60 s")
+		}
+	}
+	vpin, err := os.ReadFile(filepath.Join(state, "demo", "vpin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := client.LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tcancel()
+	c, err := client.Dial(tctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello, err := c.Hello(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hello.Catalogue.Slots) != 1 || hello.Catalogue.Slots[0].Cards != 3 {
+		t.Fatalf("the demo delegate sees %+v, want the parallel remote card of 3", hello.Catalogue.Slots)
+	}
+	if _, err := c.Login(tctx, 1, []byte("00000000")); !strings.Contains(err.Error(), "wrong virtual PIN") {
+		t.Errorf("a wrong virtual PIN: %v", err)
+	}
+	if _, err := c.Login(tctx, 1, []byte(strings.TrimSpace(string(vpin)))); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte("demo document")
+	resp, err := c.Sign(tctx, &transport.SignRequest{Slot: 1, Key: 1, Mechanism: 0x1044, Data: doc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(resp.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(doc)
+	n := len(resp.Signature) / 2
+	if !ecdsa.Verify(cert.PublicKey.(*ecdsa.PublicKey), digest[:], new(big.Int).SetBytes(resp.Signature[:n]), new(big.Int).SetBytes(resp.Signature[n:])) {
+		t.Error("the demo's signature does not verify")
+	}
+	// The real PIN is nowhere in the state directory.
+	filepath.Walk(state, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), "123456") {
+			t.Errorf("%s holds the real PIN in clear", path)
+		}
+		return nil
+	})
+}
