@@ -18,6 +18,7 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
+	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server/rsc"
@@ -248,4 +249,86 @@ func BenchmarkParallelThroughPCSCD(b *testing.B) {
 	rate := float64(b.N) / time.Since(start).Seconds()
 	b.ReportMetric(rate, "sigs/s")
 	b.ReportMetric(100*rate/40, "%efficiency")
+}
+
+// TestManagerFollowsReaders: the manager, fed by pcsc.Watch, adds inserted
+// cards to their pool, takes pulled ones out, and lets them rejoin.
+func TestManagerFollowsReaders(t *testing.T) {
+	if daemon == nil {
+		t.Skip("no private pcscd")
+	}
+	pc, err := pcsc.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	r := &rig{t: t, pc: pc}
+	serials := map[string]bool{}
+	for i := range 6 {
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("mgr", i)), Serial: uint32(7700 + i),
+			Slots: map[pivsim.Slot]pivsim.SlotConfig{pivsim.SlotAuthentication: {Algorithm: pivsim.ECCP256}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.sims = append(r.sims, sim)
+		r.pulls = append(r.pulls, nil)
+		if i >= 4 {
+			serials[fmt.Sprint(sim.Serial())] = true
+		}
+	}
+	pool := rsc.NewPool("mgr", rsc.Options{})
+	defer pool.Close()
+	m := &rsc.Manager{
+		Pools:    map[string]*rsc.Pool{"mgr": pool},
+		Profiles: []profiles.Profile{piv.Profile{}},
+		Assign: func(profile string, info profiles.Info, keys []profiles.Key) (string, bool) {
+			return "mgr", serials[info.Serial]
+		},
+		Open: func(reader string) cards.Opener {
+			return func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	raw := make(chan pcsc.Event, 16)
+	events := make(chan rsc.Event, 16)
+	go pc.Watch(ctx, raw)
+	go func() {
+		for ev := range raw {
+			switch ev.Kind {
+			case pcsc.Inserted:
+				events <- rsc.Event{Reader: ev.Reader, Present: true}
+			case pcsc.Removed:
+				events <- rsc.Event{Reader: ev.Reader}
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx, events) }()
+	defer func() { cancel(); <-done }()
+
+	members := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if len(pool.Members()) == want {
+				return
+			}
+		}
+		t.Fatalf("pool has %d members, want %d", len(pool.Members()), want)
+	}
+	r.plug(4)
+	r.plug(5)
+	members(2)
+	digest := sha256.Sum256([]byte("managed"))
+	if _, _, err := sign(context.Background(), pool, "alice", digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	r.pull(5)
+	members(1)
+	r.plug(5)
+	members(2)
+	for range 10 {
+		if _, _, err := sign(context.Background(), pool, "alice", digest[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
