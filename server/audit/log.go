@@ -60,6 +60,11 @@ type TornTail struct {
 
 // Log is an open audit log file. It is safe for concurrent use by multiple
 // goroutines. Create one with [Open] and release it with [Log.Close].
+//
+// Records are encoded and MACed one at a time, in sequence order, under the
+// Log's lock (each MAC covers the previous record's hash, MAC included);
+// writing and fsyncing happen outside it, in one goroutine per Log, a batch
+// at a time.
 type Log struct {
 	mac       MACer
 	opts      Options
@@ -100,8 +105,9 @@ func newBatch() *batch { return &batch{done: make(chan struct{})} }
 // exist, and locks it for this process.
 //
 // Opening an existing log reads it whole and checks it as [Verify] does,
-// MACs included; the time this takes grows with the log (see the package
-// benchmarks). A torn final frame (a crash during a write) is cut off, and
+// MACs included; the time this takes grows with the log: about 0.5 s of
+// CPU per 100,000 records of 300 bytes with an in-memory HMAC key
+// (BenchmarkOpen100k), plus the MACer's own cost per record. A torn final frame (a crash during a write) is cut off, and
 // [Log.Recovered] says what was cut. Any other failure makes Open refuse the
 // log with the *[VerifyError] that names the first bad record; nothing is
 // changed on disk then.
@@ -238,6 +244,9 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 	}
 	if err := r.validate(); err != nil {
 		return 0, err
+	}
+	if len(r.Evidence)+len(r.Result) > MaxRecordSize {
+		return 0, fmt.Errorf("%w: %d bytes of evidence and result", ErrTooLarge, len(r.Evidence)+len(r.Result))
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, context.Cause(ctx)
@@ -402,17 +411,4 @@ func (l *Log) Close() error {
 		err = fmt.Errorf("audit: %w", cerr)
 	}
 	return err
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("audit: sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -40,17 +39,17 @@ const HashSize = sha256.Size
 // keys; the package documentation lists them. Append assigns Seq, Prev and
 // MAC, and Time when it is zero; the caller fills in the rest.
 type Record struct {
-	Seq      uint64           `cbor:"1,keyasint"`           // assigned by Append, from 1
-	Time     int64            `cbor:"2,keyasint"`           // Unix ms, assigned by Append if zero
-	Identity string           `cbor:"3,keyasint,omitempty"` // who asked
-	Op       string           `cbor:"4,keyasint,omitempty"` // operation name
-	Evidence []byte           `cbor:"5,keyasint,omitempty"` // the verified COSE_Sign1 request, byte for byte; nil for unsigned operations
-	Decision uint32           `cbor:"6,keyasint,omitempty"` // 0 allowed, else the refusal code
-	Card     string           `cbor:"7,keyasint,omitempty"` // card that served, if any
-	Result   []byte           `cbor:"8,keyasint,omitempty"` // e.g. the signature returned
-	Timings  map[string]int64 `cbor:"9,keyasint,omitempty"` // µs per stage, optional
-	Prev     []byte           `cbor:"10,keyasint"`          // SHA-256 of the previous record's encoding; 32 zero bytes for the first
-	MAC      []byte           `cbor:"11,keyasint,omitempty"`
+	Seq      uint64           `cbor:"1,keyasint"`            // assigned by Append, from 1
+	Time     int64            `cbor:"2,keyasint"`            // Unix ms, assigned by Append if zero
+	Identity string           `cbor:"3,keyasint,omitempty"`  // who asked
+	Op       string           `cbor:"4,keyasint,omitempty"`  // operation name
+	Evidence []byte           `cbor:"5,keyasint,omitempty"`  // the verified COSE_Sign1 request, byte for byte; nil for unsigned operations
+	Decision uint32           `cbor:"6,keyasint,omitempty"`  // 0 allowed, else the refusal code
+	Card     string           `cbor:"7,keyasint,omitempty"`  // card that served, if any
+	Result   []byte           `cbor:"8,keyasint,omitempty"`  // e.g. the signature returned
+	Timings  map[string]int64 `cbor:"9,keyasint,omitempty"`  // µs per stage, optional
+	Prev     []byte           `cbor:"10,keyasint"`           // SHA-256 of the previous record's encoding; 32 zero bytes for the first
+	MAC      []byte           `cbor:"11,keyasint,omitempty"` // MACer.MAC(MACLabel, encoding without MAC), assigned by Append
 }
 
 // keyMAC is the CBOR map key of Record.MAC.
@@ -124,28 +123,19 @@ func seal(r *Record, mac MACer) ([]byte, error) {
 // errBadMAC is how open reports a record whose MAC does not match.
 var errBadMAC = errors.New("MAC mismatch: record altered or not written with this key")
 
-// open decodes one record's bytes. It requires the canonical encoding of the
-// top-level map, so that each record has exactly one valid byte form, and
-// checks the MAC when mac is not nil. Keys it does not know are covered by
-// the MAC and the chain but otherwise ignored.
+// open decodes one record's bytes. It requires the core deterministic
+// encoding of the top-level map (shortest heads, keys in increasing order,
+// no trailing bytes), so that each record has exactly one valid byte form,
+// and checks the MAC when mac is not nil. Keys it does not know are covered
+// by the MAC and the chain but otherwise ignored.
 func open(data []byte, mac MACer) (*Record, error) {
-	var m map[uint64]cbor.RawMessage
-	if err := decMode.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("malformed record: %v", err)
-	}
-	canon, err := encMode.Marshal(m)
+	unsigned, err := withoutMAC(data)
 	if err != nil {
 		return nil, fmt.Errorf("malformed record: %v", err)
-	}
-	if !bytes.Equal(canon, data) {
-		return nil, errors.New("malformed record: not in deterministic encoding")
 	}
 	var r Record
 	if err := decMode.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("malformed record: %v", err)
-	}
-	if len(r.MAC) == 0 {
-		return nil, errors.New("malformed record: no MAC")
 	}
 	if len(r.Prev) != HashSize {
 		return nil, fmt.Errorf("malformed record: Prev is %d bytes, want %d", len(r.Prev), HashSize)
@@ -156,11 +146,6 @@ func open(data []byte, mac MACer) (*Record, error) {
 	if mac == nil {
 		return &r, nil
 	}
-	delete(m, keyMAC)
-	unsigned, err := encMode.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("malformed record: %v", err)
-	}
 	tag, err := mac.MAC(MACLabel, unsigned)
 	if err != nil {
 		return nil, &macerError{err}
@@ -169,6 +154,110 @@ func open(data []byte, mac MACer) (*Record, error) {
 		return nil, errBadMAC
 	}
 	return &r, nil
+}
+
+// withoutMAC walks the top-level map of a record, checking that it is in
+// deterministic form and has a MAC, and returns the encoding of the same map
+// without the MAC field: what the MAC covers.
+func withoutMAC(data []byte) ([]byte, error) {
+	count, p, err := cborHead(data, majorMap)
+	if err != nil {
+		return nil, err
+	}
+	if count > uint64(len(data)) {
+		return nil, errors.New("map longer than the record")
+	}
+	macStart, macEnd := -1, -1
+	var prev uint64
+	var raw cbor.RawMessage
+	for i := uint64(0); i < count; i++ {
+		k, n, err := cborHead(data[p:], majorUint)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %v", i, err)
+		}
+		if i > 0 && k <= prev {
+			return nil, fmt.Errorf("key %d after key %d: keys not in increasing order", k, prev)
+		}
+		prev = k
+		rest, err := decMode.UnmarshalFirst(data[p+n:], &raw)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %v", k, err)
+		}
+		end := len(data) - len(rest)
+		if k == keyMAC {
+			macStart, macEnd = p, end
+		}
+		p = end
+	}
+	if p != len(data) {
+		return nil, fmt.Errorf("%d bytes after the record", len(data)-p)
+	}
+	if macStart < 0 {
+		return nil, errors.New("no MAC")
+	}
+	_, hn, _ := cborHead(data, majorMap)
+	out := appendCBORHead(make([]byte, 0, len(data)), majorMap, count-1)
+	out = append(out, data[hn:macStart]...)
+	return append(out, data[macEnd:]...), nil
+}
+
+const (
+	majorUint = 0
+	majorMap  = 5
+)
+
+// cborHead reads a CBOR head of the given major type in its shortest form
+// and returns its argument and length.
+func cborHead(b []byte, major byte) (uint64, int, error) {
+	if len(b) == 0 {
+		return 0, 0, errors.New("unexpected end")
+	}
+	if b[0]>>5 != major {
+		return 0, 0, fmt.Errorf("major type %d, want %d", b[0]>>5, major)
+	}
+	ai := b[0] & 0x1f
+	var v uint64
+	var n int
+	switch {
+	case ai < 24:
+		return uint64(ai), 1, nil
+	case ai == 24:
+		n = 2
+	case ai == 25:
+		n = 3
+	case ai == 26:
+		n = 5
+	case ai == 27:
+		n = 9
+	default:
+		return 0, 0, errors.New("indefinite length or reserved head")
+	}
+	if len(b) < n {
+		return 0, 0, errors.New("unexpected end")
+	}
+	for _, c := range b[1:n] {
+		v = v<<8 | uint64(c)
+	}
+	if len(appendCBORHead(nil, major, v)) != n {
+		return 0, 0, errors.New("head not in shortest form")
+	}
+	return v, n, nil
+}
+
+// appendCBORHead appends the shortest CBOR head for major type and v.
+func appendCBORHead(b []byte, major byte, v uint64) []byte {
+	m := major << 5
+	switch {
+	case v < 24:
+		return append(b, m|byte(v))
+	case v <= 0xff:
+		return append(b, m|24, byte(v))
+	case v <= 0xffff:
+		return append(b, m|25, byte(v>>8), byte(v))
+	case v <= 0xffffffff:
+		return append(b, m|26, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	return append(b, m|27, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
 }
 
 // macerError is a failure of the MACer itself, not of the record.

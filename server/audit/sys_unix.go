@@ -3,6 +3,7 @@
 package audit
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 )
@@ -17,4 +18,17 @@ func lockFile(f *os.File) error {
 			return err
 		}
 	}
+}
+
+// syncDir makes a new directory entry durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("audit: sync directory %s: %w", dir, err)
+	}
+	return nil
 }
