@@ -25,6 +25,7 @@ import (
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/server/vault"
@@ -147,7 +148,19 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen string) error 
 	enroll := transport.NewStaticEnrollment()
 	enroll.Add("demo-delegate", delegate.Leaf)
 
-	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: "pscsd demo",
+	// The audit log, authenticated with a key only this TPM can derive.
+	mac, err := server.NewTPMKeyedMAC(v)
+	if err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(state, "audit.log")) // a new demo, a new TPM: a new log
+	alog, err := audit.Open(filepath.Join(state, "audit.log"), mac, audit.Options{})
+	if err != nil {
+		return err
+	}
+	defer alog.Close()
+
+	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: "pscsd demo", Audit: server.AuditLog{Log: alog},
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Pool: mayor}, {Name: "ceo", Slot: 2, Pool: ceo}}})
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -102,6 +103,28 @@ func TestDemoContract(t *testing.T) {
 	n := len(resp.Signature) / 2
 	if !ecdsa.Verify(cert.PublicKey.(*ecdsa.PublicKey), digest[:], new(big.Int).SetBytes(resp.Signature[:n]), new(big.Int).SetBytes(resp.Signature[n:])) {
 		t.Error("the demo's signature does not verify")
+	}
+	// Every request is in the audit log, chained, with the delegate's
+	// signed requests as evidence that verifies under its certificate.
+	c.Close()
+	cancel()
+	cmd.Wait()
+	f, err := os.Open(filepath.Join(state, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var signed int
+	records, err := audit.Verify(f, nil, func(r *audit.Record) error {
+		if r.Evidence == nil {
+			return nil
+		}
+		signed++
+		_, err := transport.VerifyPayload(r.Evidence, cfg.Certificate.Leaf.PublicKey)
+		return err
+	})
+	if err != nil || records < 3 || signed < 3 {
+		t.Errorf("audit log: %d records, %d signed, %v; want the wrong login, the login and the signature", records, signed, err)
 	}
 	// The real PIN is nowhere in the state directory.
 	filepath.Walk(state, func(path string, info os.FileInfo, err error) error {
