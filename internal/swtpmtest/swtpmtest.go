@@ -35,7 +35,9 @@
 // # Lifetime
 //
 // swtpm is started with Pdeathsig, so the kernel kills it if the test binary
-// dies. [Start] registers [TPM.Stop] with t.Cleanup.
+// dies. (Pdeathsig follows the OS thread that started swtpm: do not call
+// Start or Restart from a goroutine that locked its thread and then exits.)
+// [Start] registers [TPM.Stop] with t.Cleanup.
 //
 // A [TPM] is safe for concurrent use; Restart and Stop wait for each other.
 // The links returned by Open are not safe for concurrent use (go-tpm's

@@ -1,0 +1,224 @@
+package vault_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/pscs/pscs/internal/swtpmtest"
+	"github.com/pscs/pscs/server/vault"
+)
+
+// openSWTPM returns a link to s, closed at cleanup.
+func openSWTPM(t testing.TB, s *swtpmtest.TPM) transport.TPM {
+	t.Helper()
+	tpm, err := s.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Close() })
+	return tpm
+}
+
+// TestSWTPM runs the suite on one swtpm, a real TPM over a unix socket.
+func TestSWTPM(t *testing.T) {
+	s := swtpmtest.Start(t)
+	runSuite(t, func(t *testing.T) transport.TPM { return openSWTPM(t, s) })
+}
+
+// TestPersistence: the vault survives a TPM restart (a reboot), both in a
+// running process and reopened from its directory.
+func TestPersistence(t *testing.T) {
+	s := swtpmtest.Start(t)
+	tpm := openSWTPM(t, s)
+	dir := t.TempDir()
+	v := openVault(t, tpm, dir, vault.WithParams(fast))
+	const vpin, secret, ctx = "482913", "31415926", "owner=1 card=2 delegation=3"
+	e := marshal(t, seal(t, v, vpin, secret, ctx))
+	mac, err := v.MAC("audit", []byte("record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.Restart(); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	// The running vault holds no handles, so it just works.
+	if got, err := v.Unseal(unmarshal(t, e), []byte(vpin), []byte(ctx)); err != nil || string(got) != secret {
+		t.Errorf("after restart, same Vault: Unseal = %q, %v", got, err)
+	}
+	v.Close()
+
+	if err := s.Restart(); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	w := openVault(t, openSWTPM(t, s), dir)
+	if got, err := w.Unseal(unmarshal(t, e), []byte(vpin), []byte(ctx)); err != nil || string(got) != secret {
+		t.Errorf("after restart, reopened Vault: Unseal = %q, %v", got, err)
+	}
+	if err := w.VerifyMAC("audit", []byte("record"), mac); err != nil {
+		t.Errorf("after restart: VerifyMAC = %v", err)
+	}
+	assertNoHandles(t, tpm)
+}
+
+// TestAnotherTPM: a copy of the vault directory and of an entry is useless
+// on another TPM, even with the right vPIN and context.
+func TestAnotherTPM(t *testing.T) {
+	a, b := swtpmtest.Start(t), swtpmtest.Start(t)
+	tpmA, tpmB := openSWTPM(t, a), openSWTPM(t, b)
+	dirA := t.TempDir()
+	va := openVault(t, tpmA, dirA, vault.WithParams(fast))
+	const vpin, secret, ctx = "482913", "31415926", "owner=1 card=2 delegation=3"
+	e := unmarshal(t, marshal(t, seal(t, va, vpin, secret, ctx)))
+	macA, err := va.MAC("audit", []byte("record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The stolen directory does not open on B.
+	dirB := copyDir(t, dirA)
+	if v, err := vault.Open(tpmB, dirB); !errors.Is(err, vault.ErrWrongTPM) {
+		t.Fatalf("Open(copy of A's dir) on B = %v, %v; want ErrWrongTPM", v, err)
+	} else {
+		t.Logf("Open(copy of A's dir) on B: %v", err)
+	}
+
+	// Nor when the key file claims B's storage root key: then the TPM itself
+	// refuses the private area (its integrity check uses A's seed).
+	dirVB := t.TempDir()
+	vb := openVault(t, tpmB, dirVB, vault.WithParams(fast))
+	rewriteKeyFile(t, dirB, func(m map[int]any) {
+		m[2] = readKeyFileField(t, dirVB, 2)
+	})
+	if v, err := vault.Open(tpmB, dirB); !errors.Is(err, vault.ErrWrongTPM) {
+		t.Errorf("Open(A's key under B's SRK name) on B = %v, %v; want ErrWrongTPM", v, err)
+	} else {
+		t.Logf("Open(A's key file relabelled with B's SRK) on B: %v", err)
+	}
+
+	// A vault of B's own refuses A's entry, relabelled or not.
+	if got, err := vb.Unseal(e, []byte(vpin), []byte(ctx)); !errors.Is(err, vault.ErrWrongKey) || got != nil {
+		t.Errorf("B's vault: Unseal(A's entry) = %q, %v; want ErrWrongKey", got, err)
+	}
+	f := *e
+	f.KeyID = vb.KeyID()
+	if got, err := vb.Unseal(&f, []byte(vpin), []byte(ctx)); err == nil || got != nil {
+		t.Errorf("B's vault: Unseal(A's entry relabelled) = %q, %v; want an error", got, err)
+	}
+
+	// MACs differ across TPMs.
+	if err := vb.VerifyMAC("audit", []byte("record"), macA); !errors.Is(err, vault.ErrBadMAC) {
+		t.Errorf("B verifies A's MAC: %v, want ErrBadMAC", err)
+	}
+	assertNoHandles(t, tpmA)
+	assertNoHandles(t, tpmB)
+}
+
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func readKeyFileField(t *testing.T, dir string, k int) any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, vault.KeyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[int]any
+	if err := cbor.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m[k]
+}
+
+func rewriteKeyFile(t *testing.T, dir string, edit func(map[int]any)) {
+	t.Helper()
+	path := filepath.Join(dir, vault.KeyFileName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[int]any
+	if err := cbor.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	em, _ := cbor.CoreDetEncOptions().EncMode()
+	if b, err = em.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Benchmarks on swtpm with the default Argon2id parameters.
+func BenchmarkSWTPM(b *testing.B) {
+	s := swtpmtest.Start(b)
+	tpm := openSWTPM(b, s)
+	v := openVault(b, tpm, b.TempDir())
+	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
+	b.Run("Seal", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Seal(vpin, secret, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	e, err := v.Seal(vpin, secret, ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Unseal", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Unseal(e, vpin, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("UnsealWrongVPIN", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Unseal(e, []byte("000000"), ctx); !errors.Is(err, vault.ErrWrongVPIN) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("MAC", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.MAC("audit", secret); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Open", func(b *testing.B) {
+		dir := b.TempDir()
+		openVault(b, tpm, dir)
+		for b.Loop() {
+			w, err := vault.Open(tpm, dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.Close()
+		}
+	})
+}
