@@ -316,6 +316,10 @@ func connectionLost(err error) bool {
 	if errors.As(err, &te) {
 		return te.Code == transport.CodeShutdown
 	}
+	var tre0 *quic.TransportError
+	if errors.As(err, &tre0) && tre0.ErrorCode >= 0x100 && tre0.ErrorCode <= 0x1FF {
+		return false // a TLS alert: the handshake failed, and would again
+	}
 	var idle *quic.IdleTimeoutError
 	var reset *quic.StatelessResetError
 	var hs *quic.HandshakeTimeoutError
@@ -352,6 +356,9 @@ func (c *Client) Do(ctx context.Context, op transport.Op, body any, secret []byt
 		l, err := c.connection(ctx)
 		if err != nil {
 			lastErr = err
+			if errors.Is(err, net.ErrClosed) {
+				return err // closed by Close
+			}
 			if connectionLost(err) && ctx.Err() == nil {
 				continue
 			}
@@ -428,6 +435,7 @@ func (c *Client) roundTrip(ctx context.Context, l *link, op transport.Op, body, 
 	if err != nil {
 		return nil, err
 	}
+	defer clear(raw) // it may hold the secret
 	if len(raw) > transport.MaxRequestSize {
 		return nil, transport.Errorf(transport.CodeTooLarge, "request of %d bytes", len(raw))
 	}

@@ -19,7 +19,7 @@ type AuditLog struct {
 func (a AuditLog) Record(ctx context.Context, r *AuditRecord) error {
 	_, err := a.Log.Append(ctx, &audit.Record{
 		Time: r.Time.UnixMilli(), Identity: r.Identity, Op: r.Op, Evidence: r.Evidence,
-		Decision: uint32(r.Code), Card: r.Card, Result: r.Result,
+		Decision: uint32(r.Code), Card: r.Card, Result: r.Result, Delegation: r.Delegation,
 		Timings: map[string]int64{"total_us": r.Took.Microseconds()},
 	})
 	return err

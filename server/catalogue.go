@@ -238,6 +238,22 @@ func signInput(mech uint64, params, data []byte) (digest []byte, opts crypto.Sig
 	return nil, nil, transport.Errorf(transport.CodeMechanism, "mechanism %#x not supported", mech)
 }
 
+// mechanismFits checks that mech is one for pub's key type.
+func mechanismFits(mech uint64, pub crypto.PublicKey) error {
+	ec := mech == ckmECDSA || mech == ckmECDSASHA256 || mech == ckmECDSASHA384 || mech == ckmECDSASHA512
+	switch pub.(type) {
+	case *ecdsa.PublicKey:
+		if ec {
+			return nil
+		}
+	case *rsa.PublicKey:
+		if !ec {
+			return nil
+		}
+	}
+	return transport.Errorf(transport.CodeMechanism, "mechanism %#x does not fit the key", mech)
+}
+
 // p11Signature converts a profile's signature to the form PKCS #11
 // returns: raw r||s for ECDSA, unchanged for RSA.
 func p11Signature(pub crypto.PublicKey, sig []byte) ([]byte, error) {
@@ -246,10 +262,14 @@ func p11Signature(pub crypto.PublicKey, sig []byte) ([]byte, error) {
 		return sig, nil
 	}
 	var v struct{ R, S *big.Int }
-	if _, err := asn1.Unmarshal(sig, &v); err != nil {
+	rest, err := asn1.Unmarshal(sig, &v)
+	if err != nil {
 		return nil, err
 	}
 	size := (p.Curve.Params().BitSize + 7) / 8
+	if len(rest) != 0 || v.R.Sign() <= 0 || v.S.Sign() <= 0 || v.R.BitLen() > 8*size || v.S.BitLen() > 8*size {
+		return nil, transport.Errorf(transport.CodeCardError, "malformed ECDSA signature from the card")
+	}
 	out := make([]byte, 2*size)
 	v.R.FillBytes(out[:size])
 	v.S.FillBytes(out[size:])

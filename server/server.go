@@ -25,6 +25,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
@@ -91,6 +93,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]map[*transport.Conn]struct{} // identity -> open connections
+
+	logins sync.Map // delegation ID -> *sync.Mutex: one vPIN check at a time
 }
 
 var _ transport.Handler = (*Server)(nil)
@@ -219,8 +223,19 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 func (s *Server) Handle(ctx context.Context, call *transport.Call) (any, error) {
 	switch call.Op {
 	case transport.OpHello:
-		return &transport.HelloResponse{Server: s.cfg.Name, Time: time.Now().UnixMilli(), Identity: call.Conn.Identity.ID,
-			Catalogue: s.Catalogue(call.Conn.Identity.ID)}, nil
+		var req transport.HelloRequest
+		if call.Body != nil {
+			if err := call.Decode(&req); err != nil {
+				return nil, err
+			}
+		}
+		resp := &transport.HelloResponse{Server: s.cfg.Name, Time: time.Now().UnixMilli(), Identity: call.Conn.Identity.ID,
+			ReplayWindowMS: uint32(call.Conn.ReplayWindow().Milliseconds())}
+		cat := s.Catalogue(call.Conn.Identity.ID)
+		if !bytes.Equal(req.Tag, cat.Tag) {
+			resp.Catalogue = cat // the client's copy is stale or missing
+		}
+		return resp, nil
 	case transport.OpPing:
 		return nil, nil
 	case transport.OpLogin:
@@ -232,7 +247,7 @@ func (s *Server) Handle(ctx context.Context, call *transport.Call) (any, error) 
 		if err := call.Decode(&req); err != nil {
 			return nil, err
 		}
-		if v, ok := call.Conn.Value(sessionKey{req.Slot}).(*session); ok {
+		if v, ok := call.Conn.Swap(sessionKey{req.Slot}, nil).(*session); ok {
 			v.wipe()
 		}
 		return nil, s.audit(ctx, call, "", 0, "", nil, time.Now())
@@ -255,6 +270,14 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
+	// One vPIN check at a time per delegation, the lockout decided before
+	// each: parallel guesses cannot outrun it.
+	mu, _ := s.logins.LoadOrStore(d.ID, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	if d, err = s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "login"}); err != nil {
+		return nil, s.refuse(ctx, call, d.ID, err, start)
+	}
 	pin, err := s.cfg.Vault.OpenPIN(ctx, d.ID, call.Secret)
 	if errors.Is(err, ErrWrongVPIN) {
 		code := transport.CodeWrongPIN
@@ -268,12 +291,12 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeInternal, ""), start)
 	}
 	s.cfg.Book.RightVPIN(d.ID)
-	if old, ok := call.Conn.Value(sessionKey{req.Slot}).(*session); ok {
-		old.wipe()
-	}
-	call.Conn.SetValue(sessionKey{req.Slot}, &session{delegation: d.ID, pin: pin})
 	if err := s.audit(ctx, call, d.ID, 0, "", nil, start); err != nil {
+		clear(pin)
 		return nil, err
+	}
+	if old, ok := call.Conn.Swap(sessionKey{req.Slot}, &session{delegation: d.ID, pin: pin}).(*session); ok {
+		old.wipe()
 	}
 	return &transport.LoginResponse{Catalogue: s.Catalogue(who)}, nil
 }
@@ -315,19 +338,30 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			return transport.Errorf(transport.CodeNoSuchKey, "")
 		}
 		k := m.Keys[idx]
+		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+			return err
+		}
+		sess.mu.Lock()
+		pin := append([]byte(nil), sess.pin...)
+		sess.mu.Unlock()
+		if len(pin) == 0 {
+			return transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
+		}
 		if k.PINPolicy != profiles.PINNever {
-			sess.mu.Lock()
-			pin := append([]byte(nil), sess.pin...)
-			sess.mu.Unlock()
-			if pin == nil {
-				return transport.Errorf(transport.CodeNotLoggedIn, "")
-			}
 			err := c.VerifyPIN(ctx, pin)
 			clear(pin)
+			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
+				// The registered real PIN is no longer the card's: stop
+				// every delegate before the card's tries run out.
+				s.cfg.Book.LockCard(card.Name)
+				s.log.Error("the card refused its registered PIN: delegations on it locked", "card", card.Name, "member", m.ID)
+				return transport.Errorf(transport.CodeLocked, "the owner must register the card's PIN again")
+			}
 			if err != nil {
 				return cardError(err)
 			}
 		}
+		clear(pin)
 		raw, err := c.Sign(ctx, k.ID, digest, opts)
 		if err != nil {
 			return cardError(err)
@@ -350,13 +384,17 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
 }
 
-// cardError keeps the card's status in the log and gives the wire a code.
+// cardError gives the wire a code; the card's details stay in the log.
 func cardError(err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
 		return err
 	}
-	return &transport.Error{Code: transport.CodeCardError, Message: err.Error()}
+	var sw apdu.StatusWord
+	if errors.As(err, &sw) {
+		return &transport.Error{Code: transport.CodeCardError, Message: fmt.Sprintf("card status %04X", uint16(sw))}
+	}
+	return &transport.Error{Code: transport.CodeCardError}
 }
 
 func poolError(err error) error {

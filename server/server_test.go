@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,10 +209,7 @@ func TestWrongVPINsNeverReachTheCard(t *testing.T) {
 	c := r.dial(t, r.alice)
 	locked := 0
 	for i := range 1000 {
-		_, err := c.Login(ctx(t), 7, []byte(fmt.Sprintf("%04d", i)))
-		if i == 2718 { // never reached: 1000 < 2718
-			t.Fatal("unexpected")
-		}
+		_, err := c.Login(ctx(t), 7, []byte(fmt.Sprintf("%04d", i))) // 0000-0999: never 2718
 		switch {
 		case isCode(err, transport.CodeWrongPIN):
 		case isCode(err, transport.CodeLocked):
@@ -290,5 +288,84 @@ func TestLimitsAndRefusals(t *testing.T) {
 	codes := r.audit.codes()
 	if len(codes) < 5 || codes[0] != transport.CodeNotLoggedIn {
 		t.Errorf("audit codes %v", codes)
+	}
+}
+
+// TestParallelWrongVPINs: guesses in parallel, on several connections,
+// cannot outrun the lockout.
+func TestParallelWrongVPINs(t *testing.T) {
+	r := newRig(t, 1)
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for c := range 4 {
+		cl := r.dial(t, r.alice)
+		for g := range 25 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := cl.Login(ctx(t), 7, []byte(fmt.Sprintf("9%03d", c*100+g)))
+				if isCode(err, transport.CodeWrongPIN) {
+					wrong.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if got := wrong.Load(); got > 4 {
+		t.Errorf("%d guesses were checked before the lockout, want at most 4", got)
+	}
+	if _, st, _ := r.book.Get("d-alice"); !st.Locked {
+		t.Error("the delegation is not locked")
+	}
+}
+
+// TestLogoutEndsSigning: after logout, no key signs, not even one that
+// needs no PIN on the card (9E).
+func TestLogoutEndsSigning(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	req := &transport.SignRequest{Slot: 7, Key: 10, Mechanism: 0x1045, Data: []byte("x")} // 9E, P-384
+	if _, err := c.Sign(ctx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Logout(ctx(t), 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeNotLoggedIn) {
+		t.Errorf("9E after logout: %v, want not logged in", err)
+	}
+	// A mechanism for another key type is refused.
+	c.Login(ctx(t), 7, []byte("2718"))
+	if _, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: 4, Mechanism: 0x1044, Data: []byte("x")}); !isCode(err, transport.CodeMechanism) {
+		t.Errorf("ECDSA on the RSA key 9C: %v, want mechanism", err)
+	}
+}
+
+// TestChangedRealPINLocksTheCard: when the card refuses the registered real
+// PIN (the owner changed it), delegations on the card lock after one try,
+// so delegates cannot run the card's counter down.
+func TestChangedRealPINLocksTheCard(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	// The owner changes the card's PIN behind pscsd's back.
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	chg := append([]byte{0x00, 0x24, 0x00, 0x80, 0x10}, []byte("123456\xff\xff777777\xff\xff")...)
+	if rsp, err := r.sims[0].Transmit(context.Background(), chg); err != nil || rsp[0] != 0x90 {
+		t.Fatalf("changing the card's PIN: %X, %v", rsp, err)
+	}
+	req := &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1044, Data: []byte("x")}
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeLocked) {
+		t.Errorf("sign with a stale real PIN: %v, want locked", err)
+	}
+	if _, err := c.Sign(ctx(t), req); !isCode(err, transport.CodeLocked) {
+		t.Errorf("sign again: %v, want locked", err)
+	}
+	if got := r.sims[0].PINRetries(); got != 2 {
+		t.Errorf("the card lost %d tries, want 1", 3-got)
 	}
 }

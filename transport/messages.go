@@ -262,6 +262,9 @@ func init() {
 		MaxMapPairs:      MaxElements,
 		UTF8:             cbor.UTF8RejectInvalid,
 		IntDec:           cbor.IntDecConvertNone,
+		// No tags anywhere in a message (the COSE_Sign1 travels as a byte
+		// string): no dates, big numbers or other meanings to check.
+		TagsMd: cbor.TagsForbidden,
 	}
 	decMode, err = opts.DecMode()
 	if err != nil {

@@ -137,6 +137,8 @@ type Conn struct {
 
 	mu     sync.Mutex
 	values map[any]any
+
+	evMu   sync.Mutex // serializes events; never held with mu
 	events *quic.SendStream
 }
 
@@ -173,8 +175,8 @@ func (c *Conn) Notify(ev *Event) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
 	if c.events == nil {
 		s, err := c.qc.OpenUniStream()
 		if err != nil {
@@ -183,9 +185,33 @@ func (c *Conn) Notify(ev *Event) error {
 		c.events = s
 	}
 	c.events.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err = c.events.Write(frame)
+	if _, err = c.events.Write(frame); err != nil {
+		// A frame written in part would garble the stream: drop it; the
+		// next event opens a new one.
+		c.events.CancelWrite(quic.StreamErrorCode(CodeTimeout))
+		c.events = nil
+	}
 	return err
 }
+
+// Swap stores v under key and returns what was there, atomically.
+func (c *Conn) Swap(key, v any) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.values == nil {
+		c.values = map[any]any{}
+	}
+	old := c.values[key]
+	if v == nil {
+		delete(c.values, key)
+	} else {
+		c.values[key] = v
+	}
+	return old
+}
+
+// ReplayWindow is the server's replay window, for Hello answers.
+func (c *Conn) ReplayWindow() time.Duration { return c.server.ReplayWindow }
 
 // Close closes the connection with code.
 func (c *Conn) Close(code Code, msg string) error {
@@ -318,9 +344,11 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 			}
 			return err
 		}
+		stop := context.AfterFunc(ctx, func() { qc.CloseWithError(quic.ApplicationErrorCode(CodeShutdown), "server shutting down") })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer stop()
 			s.serveConn(ctx, qc)
 		}()
 	}
@@ -412,8 +440,11 @@ func (s *Server) serveStream(ctx context.Context, c *Conn, st *quic.Stream, log 
 		resp = &Response{Status: code, Message: "request not read: " + code.String()}
 	} else {
 		resp = s.answer(ctx, c, raw, log)
+		clear(raw) // the request may have carried a secret
 	}
-	resp.Version = ProtocolVersion
+	if resp.Version == 0 {
+		resp.Version = ProtocolVersion
+	}
 	out, err := Marshal(resp)
 	if err != nil || len(out) > MaxResponseSize {
 		log.Error("response not encodable", "err", err, "size", len(out))
@@ -488,12 +519,22 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 		want, err := exporter(c.qc)
 		bound = err == nil && bytes.Equal(p.Binding, want)
 	}
-	// The nonce is checked before the binding, so that a request replayed
-	// on another connection is reported as the replay it is.
+	// A nonce seen before is a replay, whatever the binding (a request
+	// replayed on another connection is reported as the replay it is); a
+	// fresh one is remembered only once the request is bound right, so that
+	// a client can resend a request it bound wrong.
 	key := c.Identity.ID + "\x00" + string(p.Nonce)
-	entry, fresh, err := s.replay.begin(key, t.Add(2*s.ReplayWindow), now)
-	if err != nil {
-		return errorResponse(err)
+	entry, seen := s.replay.lookup(key)
+	if !seen && !bound {
+		return &Response{Status: CodeBadBinding, Message: "request not bound to this connection"}
+	}
+	fresh := false
+	if !seen {
+		var err error
+		entry, fresh, err = s.replay.begin(key, t.Add(2*s.ReplayWindow), now)
+		if err != nil {
+			return errorResponse(err)
+		}
 	}
 	if !fresh {
 		s.stats.Replays.Add(1)
@@ -512,13 +553,9 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 		}
 		return resp
 	}
-	if !bound {
-		resp := &Response{Status: CodeBadBinding, Message: "request not bound to this connection"}
-		s.replay.finish(entry, resp)
-		return resp
-	}
 	call.Body, call.Evidence, call.Nonce, call.Time = p.Body, req.Signed, p.Nonce, t
 	resp := s.run(ctx, call, log)
+	resp.Version = ProtocolVersion // before finish: replays read resp concurrently
 	s.replay.finish(entry, resp)
 	return resp
 }

@@ -180,6 +180,14 @@ func (c *replayCache) begin(key string, expires, now time.Time) (e *replayEntry,
 	return e, true, nil
 }
 
+// lookup returns the entry of key, if the nonce was seen.
+func (c *replayCache) lookup(key string) (*replayEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return e, ok
+}
+
 func (c *replayCache) finish(e *replayEntry, resp *Response) {
 	e.resp = resp
 	close(e.done)

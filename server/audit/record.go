@@ -50,6 +50,8 @@ type Record struct {
 	Timings  map[string]int64 `cbor:"9,keyasint,omitempty"`  // µs per stage, optional
 	Prev     []byte           `cbor:"10,keyasint"`           // SHA-256 of the previous record's encoding; 32 zero bytes for the first
 	MAC      []byte           `cbor:"11,keyasint,omitempty"` // MACer.MAC(MACLabel, encoding without MAC), assigned by Append
+	// Delegation is the delegation the decision was made under, if any.
+	Delegation string `cbor:"12,keyasint,omitempty"`
 }
 
 // keyMAC is the CBOR map key of Record.MAC.

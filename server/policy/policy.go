@@ -203,11 +203,19 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock()
+	// The same delegate may hold several delegations on one card (an old,
+	// revoked one and its successor): decide under the first usable one in
+	// ID order, so that the answer never depends on map order.
 	var e *entry
 	for _, x := range b.dels {
-		if x.d.Delegate == r.Delegate && x.d.Card == r.Card {
+		if x.d.Delegate != r.Delegate || x.d.Card != r.Card {
+			continue
+		}
+		switch {
+		case e == nil,
+			e.s.Revoked && !x.s.Revoked,
+			e.s.Revoked == x.s.Revoked && x.d.ID < e.d.ID:
 			e = x
-			break
 		}
 	}
 	if e == nil {
@@ -257,6 +265,19 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	e.s.Used++
 	e.s.recent = append(e.s.recent, now)
 	return d, nil
+}
+
+// LockCard locks every delegation on card: its real PIN was refused by
+// the card (the owner changed it), and no delegate may spend the card's
+// tries until the owner registers the PIN again and unlocks.
+func (b *Book) LockCard(card string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range b.dels {
+		if e.d.Card == card {
+			e.s.Locked = true
+		}
+	}
 }
 
 // WrongVPIN records a wrong virtual PIN and reports whether the delegation

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/profiles"
@@ -93,6 +94,9 @@ func (m *Manager) Run(ctx context.Context, events <-chan Event) {
 // join identifies the card in reader and adds it to its pool.
 func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 	w := cards.NewWorker(m.Open(reader), m.Logger)
+	// A card that does not answer must not hold up the other readers.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var (
 		profile string
 		info    profiles.Info

@@ -127,6 +127,7 @@ type job struct {
 	result    chan error
 	attempts  int // runs that failed because their card left
 	lastErr   error
+	claimed   atomic.Bool // taken by a member, or given up by its caller
 }
 
 // maxAttempts bounds how often a request follows cards that leave.
@@ -192,6 +193,41 @@ func (p *Pool) Remove(id string) {
 	if r != nil {
 		p.log.Info("card left", "card", id, "members", n)
 	}
+	if n == 0 {
+		p.failWaiting(ErrNoCard)
+	}
+}
+
+// removeRun takes r out of the pool unless it was replaced meanwhile (the
+// card came back under the same ID); when it was the last member, the
+// requests still waiting fail.
+func (p *Pool) removeRun(r *memberRun) {
+	p.mu.Lock()
+	if p.members[r.m.ID] == r {
+		delete(p.members, r.m.ID)
+		close(r.stop)
+	}
+	n := len(p.members)
+	p.mu.Unlock()
+	p.log.Info("card left", "card", r.m.ID, "members", n)
+	if n == 0 {
+		p.failWaiting(ErrNoCard)
+	}
+}
+
+// failWaiting fails every request still in the queues.
+func (p *Pool) failWaiting(err error) {
+	for {
+		select {
+		case j := <-p.retry:
+			j.result <- err
+		case j := <-p.queue:
+			p.waiting.Add(-1)
+			j.result <- err
+		default:
+			return
+		}
+	}
 }
 
 // Members returns the current members.
@@ -236,16 +272,7 @@ func (p *Pool) Close() {
 	for _, r := range runs {
 		<-r.done
 	}
-	for {
-		select {
-		case j := <-p.retry:
-			j.result <- ErrClosed
-		case j := <-p.queue:
-			j.result <- ErrClosed
-		default:
-			return
-		}
-	}
+	p.failWaiting(ErrClosed)
 }
 
 // Do runs fn on the next free card of the pool, for principal, inside one
@@ -257,23 +284,36 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
+	// Enqueue under the lock that Close and the last member's leaving
+	// take, so a request never waits in a queue nobody serves.
 	p.mu.Lock()
-	closed, empty := p.closed, len(p.members) == 0
-	p.mu.Unlock()
-	if closed {
+	switch {
+	case p.closed:
+		p.mu.Unlock()
 		return ErrClosed
-	}
-	if empty {
+	case len(p.members) == 0:
+		p.mu.Unlock()
 		return ErrNoCard
 	}
-	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
 	select {
 	case p.queue <- j:
 		p.waiting.Add(1)
 	default:
+		p.mu.Unlock()
 		return ErrBusy
 	}
-	return <-j.result
+	p.mu.Unlock()
+	select {
+	case err := <-j.result:
+		return err
+	case <-ctx.Done():
+		// Once a card has taken it, it runs to its end: wait for that.
+		if j.claimed.CompareAndSwap(false, true) {
+			return ctx.Err()
+		}
+		return <-j.result
+	}
 }
 
 // gone reports whether err means the card is no longer there.
@@ -301,16 +341,16 @@ func (p *Pool) serve(r *memberRun) {
 				p.waiting.Add(-1)
 			}
 		}
-		if err := j.ctx.Err(); err != nil {
-			j.result <- err
-			continue
+		if !j.claimed.CompareAndSwap(false, true) {
+			continue // its caller gave up while it waited
 		}
 		err := p.run(r.m, j)
 		if err != nil && gone(err) {
 			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
-			p.Remove(r.m.ID)
+			p.removeRun(r)
 			j.attempts++
 			j.lastErr = err
+			j.claimed.Store(false) // up for grabs again
 			p.requeue(j)
 			return
 		}

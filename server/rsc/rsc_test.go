@@ -277,3 +277,47 @@ func BenchmarkParallelThroughput(b *testing.B) {
 		})
 	}
 }
+
+// TestWaitingRequestsEnd: a request waiting for a busy card returns at its
+// deadline, not when the card frees up; requests queued when the last card
+// leaves fail at once.
+func TestWaitingRequestsEnd(t *testing.T) {
+	p := rsc.NewPool("slow", rsc.Options{})
+	defer p.Close()
+	sim := &flaky{Card: newSim(t, "slow2", pivsim.Latency{SignECCP256: 500 * time.Millisecond})}
+	p.Add(member(t, "slow", sim))
+	digest := sha256.Sum256([]byte("x"))
+	busy := make(chan error, 1)
+	go func() { _, _, err := sign(context.Background(), p, "alice", digest[:]); busy <- err }()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := sign(ctx, p, "carol", digest[:]); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiting request: %v", err)
+	}
+	if d := time.Since(start); d > 400*time.Millisecond {
+		t.Errorf("the waiting request returned after %v, when the card freed up, not at its deadline", d)
+	}
+	<-busy
+	// The card leaves while requests wait: they fail, none hangs.
+	go func() { _, _, err := sign(context.Background(), p, "alice", digest[:]); busy <- err }()
+	time.Sleep(50 * time.Millisecond)
+	waiting := make(chan error, 3)
+	for range 3 {
+		go func() { _, _, err := sign(context.Background(), p, "bob", digest[:]); waiting <- err }()
+	}
+	time.Sleep(50 * time.Millisecond)
+	sim.pulled.Store(true)
+	for range 3 {
+		select {
+		case err := <-waiting:
+			if !errors.Is(err, rsc.ErrNoCard) {
+				t.Errorf("a request waiting when the last card left: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a request waits for ever on a pool without cards")
+		}
+	}
+	<-busy
+}

@@ -105,7 +105,8 @@ func (a *app) remoteSign(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, ok := mechanismByName[strings.ToLower(*mech)]
+	*mech = strings.ToLower(*mech)
+	m, ok := mechanismByName[*mech]
 	if !ok || *slot == 0 || *in == "" || *out == "" {
 		return fmt.Errorf("remote sign: -slot, -in, -out and a known -m are required")
 	}
