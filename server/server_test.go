@@ -73,7 +73,7 @@ type rig struct {
 	cancel func()
 }
 
-func newRig(t *testing.T, cards int) *rig {
+func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	t.Helper()
 	r := &rig{book: policy.NewBook(nil), audit: &memAudit{}, ca: testpki.NewCA("rig CA")}
 	pool := rsc.NewPool("mayor", rsc.Options{})
@@ -90,7 +90,11 @@ func newRig(t *testing.T, cards int) *rig {
 	r.book.Grant(policy.Delegation{ID: "d-bob", Owner: "mayor", Delegate: "bob", Card: "mayor", Total: 1})
 	vault := &memVault{vpin: map[string]string{"d-alice": "2718", "d-bob": "3141"},
 		pin: map[string]string{"d-alice": "123456", "d-bob": "123456"}}
-	r.srv = server.New(server.Config{Book: r.book, Vault: vault, Audit: r.audit,
+	var auditor server.Auditor = r.audit
+	if len(aud) > 0 {
+		auditor = aud[0]
+	}
+	r.srv = server.New(server.Config{Book: r.book, Vault: vault, Audit: auditor,
 		Cards: []server.Card{{Name: "mayor", Slot: 7, Pool: pool}}})
 
 	enroll := transport.NewStaticEnrollment()
@@ -112,7 +116,7 @@ func newRig(t *testing.T, cards int) *rig {
 	return r
 }
 
-func member(t *testing.T, id string, sim *pivsim.Card) *rsc.Member {
+func member(t testing.TB, id string, sim *pivsim.Card) *rsc.Member {
 	t.Helper()
 	w := cards.NewWorker(cards.Direct(sim), nil)
 	t.Cleanup(func() { w.Close() })
@@ -131,7 +135,7 @@ func member(t *testing.T, id string, sim *pivsim.Card) *rsc.Member {
 	return m
 }
 
-func (r *rig) dial(t *testing.T, cert tls.Certificate) *client.Client {
+func (r *rig) dial(t testing.TB, cert tls.Certificate) *client.Client {
 	t.Helper()
 	c, err := client.Dial(ctx(t), client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
 	if err != nil {
@@ -141,7 +145,7 @@ func (r *rig) dial(t *testing.T, cert tls.Certificate) *client.Client {
 	return c
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return c
