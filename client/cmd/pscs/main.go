@@ -8,6 +8,7 @@
 //	pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT…] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
 //	pscs slots [-config FILE]
 //	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+//	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
 //
 // readers lists the PC/SC readers, their cards, and the profile that
 // recognises each card. card info shows a card's keys, certificates and PIN
@@ -21,6 +22,10 @@
 // signs a file with one of them; both read the delegate's configuration
 // from -config or PSCS_CONFIG (see client.File), and remote sign the
 // virtual PIN from PSCS_VPIN or the terminal.
+//
+// audit verify checks a copy of pscsd's audit log: the hash chain, every
+// record, and every signed request against the enrolled certificates in
+// DIR; it names the first bad record.
 //
 // -trace writes every APDU to standard error, with PINs and keys redacted.
 //
@@ -60,6 +65,7 @@ const usage = `usage:
   pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT...] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]
   pscs slots [-config FILE]
   pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+  pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
 `
 
 // app is one invocation's context: where output goes and how to log.
@@ -105,6 +111,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return a.sim(ctx, rest[1:])
 	case "slots":
 		return a.slots(ctx, rest[1:])
+	case "audit":
+		if len(rest) >= 2 && rest[1] == "verify" {
+			return a.auditVerify(ctx, rest[2:])
+		}
 	case "remote":
 		if len(rest) >= 2 && rest[1] == "sign" {
 			return a.remoteSign(ctx, rest[2:])

@@ -4,9 +4,11 @@ package main
 // with cards plugged in by `pscs sim`.
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -20,6 +22,9 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/internal/pcscdtest"
+	"github.com/pscs/pscs/internal/testpki"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/transport"
 )
 
 var (
@@ -227,5 +232,53 @@ func TestUsage(t *testing.T) {
 		if _, _, err := cli(t, nil, args...); err == nil {
 			t.Errorf("pscs %v succeeded", args)
 		}
+	}
+}
+
+type fixedMAC []byte
+
+func (k fixedMAC) MAC(label string, data []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, k)
+	h.Write([]byte(label))
+	h.Write(data)
+	return h.Sum(nil), nil
+}
+
+// TestAuditVerify: `pscs audit verify` accepts a good log whose signed
+// requests verify, and names the record someone altered.
+func TestAuditVerify(t *testing.T) {
+	build(t)
+	dir := t.TempDir()
+	alice := testpki.NewCA("audit CA").Issue("alice", testpki.Options{})
+	certs := filepath.Join(dir, "certs")
+	os.Mkdir(certs, 0o755)
+	os.WriteFile(filepath.Join(certs, "alice.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: alice.Leaf.Raw}), 0o644)
+	path := filepath.Join(dir, "audit.log")
+	log, err := audit.Open(path, fixedMAC("k"), audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		ev, err := transport.SignPayload(alice.PrivateKey.(crypto.Signer), &transport.SignedPayload{
+			Op: transport.OpSign, Nonce: bytes.Repeat([]byte{byte(i)}, 16), Time: time.Now().UnixMilli()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Append(context.Background(), &audit.Record{Identity: "alice", Op: "sign", Evidence: ev, Result: []byte{1, 2, 3}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.Close()
+	out, _, err := cli(t, nil, "audit", "verify", "-certs", certs, path)
+	if err != nil || !strings.Contains(out, "OK: 5 records") || !strings.Contains(out, "5 signed requests verified") {
+		t.Fatalf("a good log: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(path)
+	i := bytes.LastIndex(b, []byte{1, 2, 3}) // the last record's result
+	b[i+1] ^= 0xFF
+	os.WriteFile(path, b, 0o644)
+	out, _, err = cli(t, nil, "audit", "verify", "-certs", certs, path)
+	if err == nil || !strings.Contains(out, "BAD: record 5") {
+		t.Errorf("an altered record 5: %v\n%s", err, out)
 	}
 }
