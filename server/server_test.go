@@ -120,15 +120,7 @@ func member(t testing.TB, id string, sim *pivsim.Card) *rsc.Member {
 	t.Helper()
 	w := cards.NewWorker(cards.Direct(sim), nil)
 	t.Cleanup(func() { w.Close() })
-	m := &rsc.Member{ID: id, Worker: w, Profile: piv.Profile{}}
-	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
-		c, err := piv.Open(ctx, tx)
-		if err != nil {
-			return err
-		}
-		m.Keys, err = c.Keys(ctx)
-		return err
-	})
+	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,15 +100,7 @@ func (r *rig) member(i int) *rsc.Member {
 	reader := daemon.Readers[i]
 	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
 	r.t.Cleanup(func() { w.Close() })
-	m := &rsc.Member{ID: fmt.Sprint("card", i), Worker: w, Profile: piv.Profile{}}
-	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
-		c, err := piv.Open(ctx, tx)
-		if err != nil {
-			return err
-		}
-		m.Keys, err = c.Keys(ctx)
-		return err
-	})
+	m, err := rsc.NewMember(context.Background(), fmt.Sprint("card", i), w, piv.Profile{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -181,15 +173,7 @@ var (
 func (r *rig) benchMember(i int) *rsc.Member {
 	reader := daemon.Readers[i]
 	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
-	m := &rsc.Member{ID: fmt.Sprint("card", i), Worker: w, Profile: piv.Profile{}}
-	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
-		c, err := piv.Open(ctx, tx)
-		if err != nil {
-			return err
-		}
-		m.Keys, err = c.Keys(ctx)
-		return err
-	})
+	m, err := rsc.NewMember(context.Background(), fmt.Sprint("card", i), w, piv.Profile{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -228,27 +212,7 @@ func BenchmarkParallelThroughPCSCD(b *testing.B) {
 			}
 		}
 	})
-	p := benchPool
-	digest := sha256.Sum256([]byte("bench"))
-	var next atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	for d := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				if _, _, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	rate := float64(b.N) / time.Since(start).Seconds()
-	b.ReportMetric(rate, "sigs/s")
-	b.ReportMetric(100*rate/40, "%efficiency")
+	throughput(b, benchPool, 16, 4)
 }
 
 // TestManagerFollowsReaders: the manager, fed by pcsc.Watch, adds inserted

@@ -72,6 +72,24 @@ type Member struct {
 	busy   atomic.Int64 // nanoseconds spent serving
 }
 
+// NewMember makes a member of the card w owns: it opens profile on the card
+// and reads its keys.
+func NewMember(ctx context.Context, id string, w *cards.Worker, profile profiles.Profile) (*Member, error) {
+	m := &Member{ID: id, Worker: w, Profile: profile}
+	err := w.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
+		c, err := profile.Open(ctx, t)
+		if err != nil {
+			return err
+		}
+		m.Keys, err = c.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rsc: card %s: %w", id, err)
+	}
+	return m, nil
+}
+
 // Served is the number of requests the member ran.
 func (m *Member) Served() int64 { return m.served.Load() }
 

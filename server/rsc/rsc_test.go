@@ -42,15 +42,7 @@ func member(t testing.TB, id string, card interface {
 	t.Helper()
 	w := cards.NewWorker(cards.Direct(card), nil)
 	t.Cleanup(func() { w.Close() })
-	m := &rsc.Member{ID: id, Worker: w, Profile: piv.Profile{}}
-	err := w.Do(context.Background(), func(ctx context.Context, tx cards.Transmitter) error {
-		c, err := piv.Open(ctx, tx)
-		if err != nil {
-			return err
-		}
-		m.Keys, err = c.Keys(ctx)
-		return err
-	})
+	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,27 +245,7 @@ func BenchmarkParallelThroughput(b *testing.B) {
 			for i := range n {
 				p.Add(member(b, fmt.Sprint("card", i), newSim(b, fmt.Sprint("bench", i), pivsim.Latency{SignECCP256: 100 * time.Millisecond})))
 			}
-			delegates := max(16, 2*n)
-			digest := sha256.Sum256([]byte("bench"))
-			var next atomic.Int64
-			start := time.Now()
-			var wg sync.WaitGroup
-			for d := range delegates {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for next.Add(1) <= int64(b.N) {
-						if _, _, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:]); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			rate := float64(b.N) / time.Since(start).Seconds()
-			b.ReportMetric(rate, "sigs/s")
-			b.ReportMetric(100*rate/(float64(n)*10), "%efficiency")
+			throughput(b, p, max(16, 2*n), n)
 		})
 	}
 }
@@ -320,4 +292,29 @@ func TestWaitingRequestsEnd(t *testing.T) {
 		}
 	}
 	<-busy
+}
+
+// throughput has delegates sign b.N times in all on p, a pool of cards
+// that each sign at 10 sig/s, and reports signatures/s and the efficiency.
+func throughput(b *testing.B, p *rsc.Pool, delegates, cards int) {
+	digest := sha256.Sum256([]byte("bench"))
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for d := range delegates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if _, _, err := sign(context.Background(), p, fmt.Sprint("delegate", d), digest[:]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(b.N) / time.Since(start).Seconds()
+	b.ReportMetric(rate, "sigs/s")
+	b.ReportMetric(100*rate/(float64(cards)*10), "%efficiency")
 }

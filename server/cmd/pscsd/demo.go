@@ -89,15 +89,8 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen string) error 
 		}
 		w := cards.NewWorker(cards.Direct(sim), log.With("card", i))
 		defer w.Close()
-		m := &rsc.Member{ID: fmt.Sprint(sim.Serial()), Worker: w, Profile: piv.Profile{}}
-		if err := w.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
-			c, err := piv.Open(ctx, t)
-			if err != nil {
-				return err
-			}
-			m.Keys, err = c.Keys(ctx)
-			return err
-		}); err != nil {
+		m, err := rsc.NewMember(ctx, fmt.Sprint(sim.Serial()), w, piv.Profile{})
+		if err != nil {
 			return err
 		}
 		if err := pool.Add(m); err != nil {
