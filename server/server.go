@@ -36,6 +36,7 @@ import (
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server/metrics"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/transport"
@@ -78,12 +79,13 @@ type Card struct {
 
 // Config configures a Server.
 type Config struct {
-	Book   *policy.Book
-	Cards  []Card
-	Vault  PINVault
-	Audit  Auditor // nil: no audit (tests only)
-	Logger *slog.Logger
-	Name   string // server software, for Hello
+	Book    *policy.Book
+	Cards   []Card
+	Vault   PINVault
+	Audit   Auditor // nil: no audit (tests only)
+	Logger  *slog.Logger
+	Name    string           // server software, for Hello
+	Metrics *metrics.Metrics // nil: none
 }
 
 // Server implements transport.Handler.
@@ -137,7 +139,19 @@ func (s *Server) Connected(c *transport.Conn) error {
 		s.conns[id] = map[*transport.Conn]struct{}{}
 	}
 	s.conns[id][c] = struct{}{}
+	s.countConnsLocked()
 	return nil
+}
+
+func (s *Server) countConnsLocked() {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	n := 0
+	for _, cs := range s.conns {
+		n += len(cs)
+	}
+	s.cfg.Metrics.Connections(n)
 }
 
 // Closed implements transport.ConnHandler: the connection's logins end and
@@ -145,6 +159,7 @@ func (s *Server) Connected(c *transport.Conn) error {
 func (s *Server) Closed(c *transport.Conn) {
 	s.mu.Lock()
 	delete(s.conns[c.Identity.ID], c)
+	s.countConnsLocked()
 	s.mu.Unlock()
 	for _, card := range s.cfg.Cards {
 		if v, ok := c.Value(sessionKey{card.Slot}).(*session); ok {
@@ -221,6 +236,32 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 
 // Handle implements transport.Handler.
 func (s *Server) Handle(ctx context.Context, call *transport.Call) (any, error) {
+	start := time.Now()
+	body, err := s.handle(ctx, call)
+	if m := s.cfg.Metrics; m != nil {
+		code := transport.CodeOf(err)
+		m.Request(call.Op.String(), uint32(code), time.Since(start))
+		if reason, ok := refusalReasons[code]; ok {
+			m.Refusal(reason)
+		}
+		for _, c := range s.cfg.Cards {
+			m.QueueDepth(c.Name, c.Pool.Waiting())
+			m.CardsPresent(c.Name, len(c.Pool.Members()))
+		}
+	}
+	return body, err
+}
+
+// refusalReasons names the refusals in metrics.
+var refusalReasons = map[transport.Code]string{
+	transport.CodeDenied: "denied", transport.CodeRevoked: "revoked", transport.CodeOutsideWindow: "outside_window",
+	transport.CodeLimitReached: "limit", transport.CodeWrongPIN: "wrong_vpin", transport.CodeLocked: "locked",
+	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
+	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
+	transport.CodeBusy: "busy", transport.CodeCardError: "card_error",
+}
+
+func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
 	switch call.Op {
 	case transport.OpHello:
 		var req transport.HelloRequest
@@ -334,6 +375,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	var sig, cert []byte
 	var by string
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		onCard := time.Now()
 		if idx >= len(m.Keys) {
 			return transport.Errorf(transport.CodeNoSuchKey, "")
 		}
@@ -365,6 +407,9 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		raw, err := c.Sign(ctx, k.ID, digest, opts)
 		if err != nil {
 			return cardError(err)
+		}
+		if mt := s.cfg.Metrics; mt != nil {
+			mt.CardOp(card.Name, m.ID, time.Since(onCard))
 		}
 		if sig, err = p11Signature(k.Public, raw); err != nil {
 			return err

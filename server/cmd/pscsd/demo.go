@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/metrics"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/server/vault"
@@ -45,7 +47,7 @@ const demoWarning = `
 // and the demo delegate certificates, a delegation of "mayor" to the demo
 // delegate with a fresh virtual PIN, and the delegate's configuration in
 // DIR/demo. It serves until ctx ends.
-func runDemo(ctx context.Context, log *slog.Logger, state, listen string) error {
+func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(state, "demo")
 	if err := os.MkdirAll(demoDir, 0o700); err != nil {
@@ -153,7 +155,24 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen string) error 
 	}
 	defer alog.Close()
 
-	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: "pscsd demo", Audit: server.AuditLog{Log: alog},
+	// Metrics and health on the admin listener (loopback).
+	met := metrics.New()
+	met.AddCheck("tpm", func(ctx context.Context) error { _, err := v.MAC("health", nil); return err })
+	met.AddCheck("cards", func(ctx context.Context) error {
+		if len(mayor.Members()) == 0 {
+			return fmt.Errorf("no card serves mayor")
+		}
+		return nil
+	})
+	adminLn, err := net.Listen("tcp", admin)
+	if err != nil {
+		return err
+	}
+	adminSrv := &http.Server{Handler: met.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go adminSrv.Serve(adminLn)
+	defer adminSrv.Close()
+
+	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: "pscsd demo", Audit: server.AuditLog{Log: alog}, Metrics: met,
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Pool: mayor}, {Name: "ceo", Slot: 2, Pool: ceo}}})
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
@@ -182,14 +201,14 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen string) error 
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, `pscsd demo serving on %s
+	fmt.Fprintf(os.Stderr, `pscsd demo serving on %s (metrics and health: http://%s/metrics, /healthz)
   remote cards: 1 "mayor" (parallel: 3 cards, one key pair), 2 "ceo" (1 card)
   delegation:   demo-1, "mayor" to demo-delegate for 30 days
   virtual PIN:  %s  (also in %s)
 next:
   PSCS_CONFIG=%s bin/pscs slots
   PSCS_CONFIG=%s PSCS_VPIN=%s bin/pscs remote sign -slot 1 -in FILE -out FILE.sig -cert signer.pem
-`, pc.LocalAddr(), vpin, filepath.Join(demoDir, "vpin"), filepath.Join(demoDir, "client.conf"),
+`, pc.LocalAddr(), adminLn.Addr(), vpin, filepath.Join(demoDir, "vpin"), filepath.Join(demoDir, "client.conf"),
 		filepath.Join(demoDir, "client.conf"), vpin)
 	return ts.Serve(ctx, pc)
 }

@@ -6,11 +6,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,13 +39,19 @@ func TestDemoContract(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var log strings.Builder
+	var (
+		logMu sync.Mutex
+		log   strings.Builder
+	)
+	logText := func() string { logMu.Lock(); defer logMu.Unlock(); return log.String() }
 	logDone := make(chan struct{})
 	go func() {
 		defer close(logDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			logMu.Lock()
 			log.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
 		}
 	}()
 	defer func() {
@@ -50,7 +59,7 @@ func TestDemoContract(t *testing.T) {
 		cmd.Wait()
 		<-logDone
 		if t.Failed() {
-			t.Logf("pscsd said:\n%s", log.String())
+			t.Logf("pscsd said:\n%s", logText())
 		}
 	}()
 	conf := filepath.Join(state, "demo", "client.conf")
@@ -103,6 +112,32 @@ func TestDemoContract(t *testing.T) {
 	n := len(resp.Signature) / 2
 	if !ecdsa.Verify(cert.PublicKey.(*ecdsa.PublicKey), digest[:], new(big.Int).SetBytes(resp.Signature[:n]), new(big.Int).SetBytes(resp.Signature[n:])) {
 		t.Error("the demo's signature does not verify")
+	}
+	// Metrics count what happened; health is good.
+	var admin string
+	for deadline := time.Now().Add(10 * time.Second); admin == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, rest, ok := strings.Cut(logText(), "metrics and health: http://"); ok {
+			admin, _, _ = strings.Cut(rest, "/")
+		}
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	_, m := get("/metrics")
+	for _, want := range []string{`pscs_requests_total{code="0",op="sign"} 1`, `pscs_requests_total{code="104",op="login"} 1`,
+		`pscs_refusals_total{reason="wrong_vpin"} 1`, `pscs_cards_present{card="mayor"} 3`, "pscs_card_seconds_count"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	// Every request is in the audit log, chained, with the delegate's
 	// signed requests as evidence that verifies under its certificate.

@@ -3,7 +3,7 @@
 // Usage:
 //
 //	pscsd [-trace] [-json]
-//	pscsd --demo --state DIR [--listen ADDR] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [-trace] [-json]
 //
 // Without --demo, pscsd is (for now) the server's card inventory: it
 // watches the PC/SC readers, gives every card that is inserted its own owner
@@ -16,7 +16,9 @@
 // one key pair, and "ceo"), swtpm as the TPM, a throw-away CA, a delegation
 // of "mayor" to a demo delegate with a fresh virtual PIN; it writes the
 // delegate's configuration to DIR/demo/client.conf and the virtual PIN to
-// DIR/demo/vpin, and serves on ADDR (default 127.0.0.1:0) until stopped:
+// DIR/demo/vpin, and serves on ADDR (default 127.0.0.1:0) until stopped,
+// with Prometheus metrics and a health check at http://ADMIN/metrics and
+// /healthz (default 127.0.0.1:0, printed at start):
 //
 //	PSCS_CONFIG=DIR/demo/client.conf pscs slots
 //
@@ -46,6 +48,7 @@ func main() {
 	demo := flag.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
 	state := flag.String("state", "", "state directory (required with --demo)")
 	listen := flag.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
+	admin := flag.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
 	flag.Parse()
 	level := slog.LevelInfo
 	if *trace {
@@ -63,7 +66,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
 			os.Exit(2)
 		}
-		if err := runDemo(ctx, log, *state, *listen); err != nil && ctx.Err() == nil {
+		if err := runDemo(ctx, log, *state, *listen, *admin); err != nil && ctx.Err() == nil {
 			log.Error("pscsd demo stopped", "err", err)
 			os.Exit(1)
 		}
