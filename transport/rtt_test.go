@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/israce"
 	"github.com/pscs/pscs/internal/netsim"
 	"github.com/pscs/pscs/transport"
 )
@@ -45,6 +46,9 @@ func login(t testing.TB, c *client.Client) {
 func TestRoundTrips(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: takes a second of simulated latency")
+	}
+	if israce.Enabled {
+		t.Skip("race detector on: the client sends no 0-RTT data (quic-go issue 4303); make test runs this test again without it")
 	}
 	e := newEnv(t)
 	// RTT 200 ms: the simulated link, not this machine's CPU (busy with the
@@ -91,6 +95,9 @@ func TestRoundTrips(t *testing.T) {
 // from another address. The server refuses the replayed request as a
 // replay; the login ran once.
 func TestZeroRTTReplay(t *testing.T) {
+	if israce.Enabled {
+		t.Skip("race detector on: the client sends no 0-RTT data (quic-go issue 4303); make test runs this test again without it")
+	}
 	e := newEnv(t)
 	// A delay, so that the whole first flight (the ClientHello and the 0-RTT
 	// packets after it) is out before the server's first answer comes back
