@@ -63,7 +63,7 @@ func TestStartRestartStop(t *testing.T) {
 		t.Errorf("two swtpms have the same SRK %x; want separate state", o)
 	}
 
-	pid := s.cmd.Process.Pid
+	pid := s.Pid()
 	if err := s.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}

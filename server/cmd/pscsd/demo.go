@@ -21,7 +21,7 @@ import (
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/client"
-	"github.com/pscs/pscs/internal/swtpmtest"
+	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -57,7 +57,7 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 	// The TPM: swtpm, started and stopped with pscsd.
 	tpmDir := filepath.Join(state, "tpm")
 	os.RemoveAll(tpmDir)
-	sw, err := swtpmtest.New(tpmDir)
+	sw, err := swtpm.New(tpmDir)
 	if err != nil {
 		return fmt.Errorf("demo TPM (swtpm): %w", err)
 	}
