@@ -2,6 +2,8 @@ package rsc
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -35,6 +37,10 @@ type Manager struct {
 	// Open connects to the card in a reader.
 	Open   func(reader string) cards.Opener
 	Logger *slog.Logger
+	// RequireProof refuses a card that cannot prove it holds the private
+	// key of one of the public keys it shows (it has no key usable without
+	// a PIN); by default such a card is admitted with a warning.
+	RequireProof bool
 
 	cards map[string]*managed // by reader
 }
@@ -91,6 +97,32 @@ func (m *Manager) Run(ctx context.Context, events <-chan Event) {
 	}
 }
 
+// prove has the card sign a fresh challenge with a key that needs no PIN
+// (PIV 9E, card authentication): serials and public keys are public, and a
+// card imitating a member of a pool would otherwise be sent the real PIN.
+// The profile checks the signature against the public key the card shows,
+// so only the card holding that key passes.
+func (m *Manager) prove(ctx context.Context, c profiles.Card, keys []profiles.Key) error {
+	for _, k := range keys {
+		if k.PINPolicy != profiles.PINNever {
+			continue
+		}
+		challenge := make([]byte, 32)
+		rand.Read(challenge)
+		if _, err := c.Sign(ctx, k.ID, challenge, crypto.SHA256); err != nil {
+			return fmt.Errorf("rsc: the card does not prove it holds key %s: %w", k.ID, err)
+		}
+		return nil
+	}
+	if m.RequireProof {
+		return fmt.Errorf("rsc: the card has no key usable without a PIN to prove itself")
+	}
+	if m.Logger != nil {
+		m.Logger.Warn("card admitted without proof of its keys: it has no key usable without a PIN")
+	}
+	return nil
+}
+
 // join identifies the card in reader and adds it to its pool.
 func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 	w := cards.NewWorker(m.Open(reader), m.Logger)
@@ -111,8 +143,10 @@ func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 		if info, err = c.Info(ctx); err != nil {
 			return err
 		}
-		keys, err = c.Keys(ctx)
-		return err
+		if keys, err = c.Keys(ctx); err != nil {
+			return err
+		}
+		return m.prove(ctx, c, keys)
 	})
 	if err != nil {
 		w.Close()

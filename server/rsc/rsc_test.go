@@ -318,3 +318,66 @@ func throughput(b *testing.B, p *rsc.Pool, delegates, cards int) {
 	b.ReportMetric(rate, "sigs/s")
 	b.ReportMetric(100*rate/(float64(cards)*10), "%efficiency")
 }
+
+// rogue shows the victim's serial, certificates and public keys, but signs
+// with keys of its own, as a card imitating a pool member would.
+type rogue struct {
+	victim, own *pivsim.Card
+}
+
+func (r rogue) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	if len(cmd) > 1 && (cmd[1] == 0x87 || cmd[1] == 0x20) {
+		return r.own.Transmit(ctx, cmd)
+	}
+	return r.victim.Transmit(ctx, cmd)
+}
+
+func (r rogue) Reset() { r.victim.Reset(); r.own.Reset() }
+
+// TestManagerRefusesImpostor: a card that shows a member's identity and
+// keys but cannot sign with them is not admitted (it would be sent the real
+// PIN); a genuine card is.
+func TestManagerRefusesImpostor(t *testing.T) {
+	victim, err := pivsim.New(pivsim.Config{Seed: []byte("victim"), Serial: 1111})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := pivsim.New(pivsim.Config{Seed: []byte("impostor"), Serial: 2222})
+	genuine, _ := pivsim.New(pivsim.Config{Seed: []byte("genuine"), Serial: 3333})
+	pool := rsc.NewPool("p", rsc.Options{})
+	defer pool.Close()
+	openers := map[string]cards.Opener{"r1": cards.Direct(rogue{victim, own}), "r2": cards.Direct(genuine)}
+	m := &rsc.Manager{
+		Pools:    map[string]*rsc.Pool{"p": pool},
+		Profiles: []profiles.Profile{piv.Profile{}},
+		Assign:   func(string, profiles.Info, []profiles.Key) (string, bool) { return "p", true },
+		Open:     func(reader string) cards.Opener { return openers[reader] },
+	}
+	events := make(chan rsc.Event, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx, events) }()
+	defer func() { cancel(); <-done }()
+	events <- rsc.Event{Reader: "r1", Present: true} // the impostor first
+	events <- rsc.Event{Reader: "r2", Present: true}
+	for deadline := time.Now().Add(10 * time.Second); len(pool.Members()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no card joined")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := joined(pool); len(got) != 1 || got[0] != "piv:3333" {
+		t.Errorf("members %v, want only the genuine card piv:3333", got)
+	}
+	if victim.PINRetries() != 3 || own.PINRetries() != 3 {
+		t.Error("a PIN was tried on a card that was being admitted")
+	}
+}
+
+func joined(p *rsc.Pool) []string {
+	var ids []string
+	for _, m := range p.Members() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
