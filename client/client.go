@@ -86,7 +86,7 @@ type Config struct {
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 	// Retries is how often a request whose connection failed is sent
-	// again; zero means 2.
+	// again; zero means 2, a negative number none.
 	Retries int
 }
 
@@ -356,7 +356,7 @@ func (c *Client) Do(ctx context.Context, op transport.Op, body any, secret []byt
 	}
 	when := time.Now().UnixMilli() + c.offset.Load()
 	var lastErr error
-	for attempt := 0; attempt <= c.cfg.Retries; attempt++ {
+	for attempt := 0; attempt <= max(c.cfg.Retries, 0); attempt++ {
 		if attempt > 0 {
 			c.log.Debug("resending request", "op", op, "attempt", attempt, "err", lastErr)
 		}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/transport"
+)
+
+// TestKill9UnderLoad: pscsd is killed with SIGKILL while eight delegates
+// sign; its audit log still verifies, and every signature a delegate
+// received is in it (the record is durable before the answer leaves).
+func TestKill9UnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pscsd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	cmd := exec.Command(bin, "--demo", "--state", state)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			cmd.Process.Kill()
+		}
+		cmd.Wait()
+		// The demo's swtpm dies with pscsd (it is started with Pdeathsig).
+	}()
+	conf := filepath.Join(state, "demo", "client.conf")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(conf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no client.conf after 60 s")
+		}
+	}
+	vpin, _ := os.ReadFile(filepath.Join(state, "demo", "vpin"))
+	cfg, err := client.LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Retries = -1 // no resend: count only what came back
+	var mu sync.Mutex
+	var received [][]byte
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, cfg)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if _, err := c.Login(ctx, 1, bytes.TrimSpace(vpin)); err != nil {
+				return
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)                                                     // the server may be gone
+				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")}) // 9E, no card PIN
+				rcancel()
+				if err != nil {
+					return // the server is gone
+				}
+				mu.Lock()
+				received = append(received, resp.Signature)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	killed = true
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if len(received) == 0 {
+		t.Fatal("no signature before the kill")
+	}
+
+	f, err := os.Open(filepath.Join(state, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	logged := map[string]bool{}
+	n, err := audit.Verify(f, nil, func(r *audit.Record) error {
+		if r.Op == "sign" && r.Decision == 0 {
+			logged[string(r.Result)] = true
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, audit.ErrTorn) { // a record cut by the kill is fine
+		t.Fatalf("audit log after SIGKILL: %d records, then %v", n, err)
+	}
+	missing := 0
+	for _, sig := range received {
+		if !logged[string(sig)] {
+			missing++
+		}
+	}
+	t.Logf("%d signatures received before SIGKILL, %d audit records", len(received), n)
+	if missing > 0 {
+		t.Errorf("%d of %d signatures a delegate received are not in the audit log", missing, len(received))
+	}
+}
