@@ -39,6 +39,16 @@ func (p *VaultPINs) Register(delegation string, vpin, pin []byte) error {
 	return nil
 }
 
+// Load installs a sealed entry read back from the store.
+func (p *VaultPINs) Load(delegation string, e *vault.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.entries == nil {
+		p.entries = map[string]*vault.Entry{}
+	}
+	p.entries[delegation] = e
+}
+
 // Entry returns the sealed entry of delegation, for the store.
 func (p *VaultPINs) Entry(delegation string) (*vault.Entry, bool) {
 	p.mu.RLock()

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pscs/pscs/cards"
@@ -30,6 +31,7 @@ import (
 	"github.com/pscs/pscs/server/metrics"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/server/store"
 	"github.com/pscs/pscs/server/vault"
 	"github.com/pscs/pscs/transport"
 )
@@ -46,17 +48,28 @@ const demoWarning = `
 // one on its own: "ceo"), a swtpm as the TPM, a CA that issues the server
 // and the demo delegate certificates, a delegation of "mayor" to the demo
 // delegate with a fresh virtual PIN, and the delegate's configuration in
-// DIR/demo. It serves until ctx ends.
+// DIR/demo. All state (enrollment, delegation, sealed PIN, sealed CA key)
+// lives in DIR: started again on the same DIR, it resumes, at the same
+// address, and the delegate's configuration and vPIN still work. It serves
+// until ctx ends.
 func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(state, "demo")
 	if err := os.MkdirAll(demoDir, 0o700); err != nil {
 		return err
 	}
+	storePath := filepath.Join(state, "store")
+	_, statErr := os.Stat(storePath)
+	fresh := statErr != nil
+	tpmDir, vaultDir, auditPath := filepath.Join(state, "tpm"), filepath.Join(state, "vault"), filepath.Join(state, "audit.log")
+	if fresh {
+		// A new demo: a new TPM, vault and log.
+		for _, p := range []string{tpmDir, vaultDir, auditPath} {
+			os.RemoveAll(p)
+		}
+	}
 
-	// The TPM: swtpm, started and stopped with pscsd.
-	tpmDir := filepath.Join(state, "tpm")
-	os.RemoveAll(tpmDir)
+	// The TPM: swtpm, started and stopped with pscsd, its state kept in DIR.
 	sw, err := swtpm.New(tpmDir)
 	if err != nil {
 		return fmt.Errorf("demo TPM (swtpm): %w", err)
@@ -67,13 +80,30 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 		return err
 	}
 	defer tpm.Close()
-	vaultDir := filepath.Join(state, "vault")
-	os.RemoveAll(vaultDir)
 	v, err := vault.Open(tpm, vaultDir)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
+	// Records of the store and the audit log are authenticated with a key
+	// only this TPM can derive.
+	mac, err := server.NewTPMKeyedMAC(v)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(storePath, mac)
+	if err != nil {
+		return fmt.Errorf("store: %w", err) // an altered store is reported, not used
+	}
+	defer st.Close()
+	alog, err := audit.Open(auditPath, mac, audit.Options{})
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	defer alog.Close()
+	if r := alog.Recovered(); r != nil {
+		log.Warn("audit log: a record cut by a crash was dropped", "seq", r.Seq)
+	}
 
 	// The cards.
 	mayor := rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log})
@@ -100,60 +130,85 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 		}
 	}
 
-	// The owner registers the card's real PIN, checked on a card whose
-	// retry counter is full, and delegates "mayor" to the demo delegate.
-	realPIN := []byte("123456")
-	err = mayor.Do(ctx, "owner", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
-		st, err := c.PINStatus(ctx)
+	pins := &server.VaultPINs{Vault: v}
+	book := policy.NewBook(nil)
+	var vpin string
+	if fresh {
+		if vpin, err = demoSetup(ctx, st, pins, mayor, demoDir); err != nil {
+			return err
+		}
+	}
+	// Everything below comes from the store, on the first start as on
+	// every restart.
+	enroll := transport.NewStaticEnrollment()
+	ids, err := st.List(store.KindIdentity)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		der, err := st.Get(store.KindIdentity, id)
 		if err != nil {
 			return err
 		}
-		if st.Retries < 3 {
-			return fmt.Errorf("card %s: PIN retry counter not full (%d): refusing to try the PIN", m.ID, st.Retries)
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return err
 		}
-		return c.VerifyPIN(ctx, realPIN)
-	})
-	if err != nil {
-		return fmt.Errorf("registering the real PIN: %w", err)
+		enroll.Add(id, cert)
 	}
-	book := policy.NewBook(nil)
-	del := policy.Delegation{ID: "demo-1", Owner: "mayor", Delegate: "demo-delegate", Card: "mayor",
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour), PerHour: 1000}
-	book.Grant(del)
-	vpin := fmt.Sprintf("%08d", mustRandInt(100000000))
-	pins := &server.VaultPINs{Vault: v}
-	if err := pins.Register(del.ID, []byte(vpin), realPIN); err != nil {
-		return err
-	}
-	clear(realPIN)
-
-	// The CA, the server's certificate, the delegate's.
-	ca, caKey, err := newCA()
+	dels, err := st.List(store.KindDelegation)
 	if err != nil {
 		return err
 	}
-	srvCert, err := issue(ca, caKey, "pscsd demo", true)
+	for _, id := range dels {
+		b, err := st.Get(store.KindDelegation, id)
+		if err != nil {
+			return err
+		}
+		d, err := store.DecodeDelegation(b)
+		if err != nil {
+			return err
+		}
+		book.Grant(d)
+		eb, err := st.Get(store.KindVault, id)
+		if err != nil {
+			return err
+		}
+		var e vault.Entry
+		if err := e.UnmarshalBinary(eb); err != nil {
+			return err
+		}
+		pins.Load(id, &e)
+	}
+	caDER, err := st.Get(store.KindConfig, "ca-certificate")
 	if err != nil {
 		return err
 	}
-	delegate, err := issue(ca, caKey, "demo-delegate", false)
+	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
 		return err
 	}
-	enroll := transport.NewStaticEnrollment()
-	enroll.Add("demo-delegate", delegate.Leaf)
-
-	// The audit log, authenticated with a key only this TPM can derive.
-	mac, err := server.NewTPMKeyedMAC(v)
+	sealed, err := st.Get(store.KindVault, "ca-key")
 	if err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(state, "audit.log")) // a new demo, a new TPM: a new log
-	alog, err := audit.Open(filepath.Join(state, "audit.log"), mac, audit.Options{})
+	var caEntry vault.Entry
+	if err := caEntry.UnmarshalBinary(sealed); err != nil {
+		return err
+	}
+	caKeyDER, err := v.Unseal(&caEntry, caKeyVPIN, []byte("pscs demo CA key"))
+	if err != nil {
+		return fmt.Errorf("the CA key: %w", err)
+	}
+	caKey, err := x509.ParsePKCS8PrivateKey(caKeyDER)
+	clear(caKeyDER)
 	if err != nil {
 		return err
 	}
-	defer alog.Close()
+	srvCert, err := issue(ca, caKey.(*ecdsa.PrivateKey), "pscsd demo", true)
+	if err != nil {
+		return err
+	}
 
 	// Metrics and health on the admin listener (loopback).
 	met := metrics.New()
@@ -174,32 +229,32 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 
 	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: "pscsd demo", Audit: server.AuditLog{Log: alog}, Metrics: met,
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Pool: mayor}, {Name: "ceo", Slot: 2, Pool: ceo}}})
+	// The same address on every start, so that the delegate's
+	// configuration stays valid.
+	if addr, err := st.Get(store.KindConfig, "listen"); err == nil && listen == "127.0.0.1:0" {
+		listen = string(addr)
+	}
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return err
 	}
 	defer pc.Close()
+	if err := st.Put(store.KindConfig, "listen", []byte(pc.LocalAddr().String())); err != nil {
+		return err
+	}
 	ts := &transport.Server{Handler: srv, Enrollment: enroll, Logger: log,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{srvCert}}}
 
-	// The delegate's side: certificate, key, CA, configuration, vPIN.
-	keyDER, err := x509.MarshalPKCS8PrivateKey(delegate.PrivateKey)
-	if err != nil {
-		return err
-	}
-	files := map[string][]byte{
-		"ca.pem":       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
-		"delegate.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: delegate.Leaf.Raw}),
-		"delegate.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		"vpin":         []byte(vpin + "\n"),
-	}
-	conf, _ := json.MarshalIndent(client.File{Server: pc.LocalAddr().String(), ServerName: "127.0.0.1",
-		CA: "ca.pem", Certificate: "delegate.pem", Key: "delegate.key"}, "", "  ")
-	files["client.conf"] = append(conf, '\n')
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(demoDir, name), b, 0o600); err != nil {
+	conf := filepath.Join(demoDir, "client.conf")
+	if fresh {
+		b, _ := json.MarshalIndent(client.File{Server: pc.LocalAddr().String(), ServerName: "127.0.0.1",
+			CA: "ca.pem", Certificate: "delegate.pem", Key: "delegate.key"}, "", "  ")
+		if err := os.WriteFile(conf, append(b, '\n'), 0o600); err != nil {
 			return err
 		}
+	} else {
+		b, _ := os.ReadFile(filepath.Join(demoDir, "vpin"))
+		vpin = strings.TrimSpace(string(b))
 	}
 	fmt.Fprintf(os.Stderr, `pscsd demo serving on %s (metrics and health: http://%s/metrics, /healthz)
   remote cards: 1 "mayor" (parallel: 3 cards, one key pair), 2 "ceo" (1 card)
@@ -208,10 +263,100 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 next:
   PSCS_CONFIG=%s bin/pscs slots
   PSCS_CONFIG=%s PSCS_VPIN=%s bin/pscs remote sign -slot 1 -in FILE -out FILE.sig -cert signer.pem
-`, pc.LocalAddr(), adminLn.Addr(), vpin, filepath.Join(demoDir, "vpin"), filepath.Join(demoDir, "client.conf"),
-		filepath.Join(demoDir, "client.conf"), vpin)
+`, pc.LocalAddr(), adminLn.Addr(), vpin, filepath.Join(demoDir, "vpin"), conf, conf, vpin)
 	return ts.Serve(ctx, pc)
 }
+
+// demoSetup makes a new demo's state in st: the CA (its key sealed by the
+// vault), the demo delegate enrolled (its certificate and key written to
+// demoDir for the delegate's side), the owner's real PIN checked on a card
+// whose retry counter is full, a delegation of "mayor" with a fresh
+// virtual PIN under which the real PIN is sealed. It returns the vPIN.
+func demoSetup(ctx context.Context, st *store.Store, pins *server.VaultPINs, mayor *rsc.Pool, demoDir string) (string, error) {
+	realPIN := []byte("123456")
+	defer clear(realPIN)
+	err := mayor.Do(ctx, "owner", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		ps, err := c.PINStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if ps.Retries < 3 {
+			return fmt.Errorf("card %s: PIN retry counter not full (%d): refusing to try the PIN", m.ID, ps.Retries)
+		}
+		return c.VerifyPIN(ctx, realPIN)
+	})
+	if err != nil {
+		return "", fmt.Errorf("registering the real PIN: %w", err)
+	}
+	ca, caKey, err := newCA()
+	if err != nil {
+		return "", err
+	}
+	caKeyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
+	if err != nil {
+		return "", err
+	}
+	// The CA key is sealed to the TPM alone: its "vPIN" is a fixed label.
+	sealed, err := pins.Vault.Seal(caKeyVPIN, caKeyDER, []byte("pscs demo CA key"))
+	clear(caKeyDER)
+	if err != nil {
+		return "", err
+	}
+	sealedBytes, err := sealed.MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+	delegate, err := issue(ca, caKey, "demo-delegate", false)
+	if err != nil {
+		return "", err
+	}
+	del := policy.Delegation{ID: "demo-1", Owner: "mayor", Delegate: "demo-delegate", Card: "mayor",
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour), PerHour: 1000}
+	delBytes, err := store.EncodeDelegation(del)
+	if err != nil {
+		return "", err
+	}
+	vpin := fmt.Sprintf("%08d", mustRandInt(100000000))
+	if err := pins.Register(del.ID, []byte(vpin), realPIN); err != nil {
+		return "", err
+	}
+	entry, _ := pins.Entry(del.ID)
+	entryBytes, err := entry.MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range []struct {
+		kind, key string
+		value     []byte
+	}{
+		{store.KindConfig, "ca-certificate", ca.Raw},
+		{store.KindVault, "ca-key", sealedBytes},
+		{store.KindIdentity, "demo-delegate", delegate.Leaf.Raw},
+		{store.KindDelegation, del.ID, delBytes},
+		{store.KindVault, del.ID, entryBytes},
+	} {
+		if err := st.Put(r.kind, r.key, r.value); err != nil {
+			return "", err
+		}
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(delegate.PrivateKey)
+	if err != nil {
+		return "", err
+	}
+	for name, b := range map[string][]byte{
+		"ca.pem":       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
+		"delegate.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: delegate.Leaf.Raw}),
+		"delegate.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		"vpin":         []byte(vpin + "\n"),
+	} {
+		if err := os.WriteFile(filepath.Join(demoDir, name), b, 0o600); err != nil {
+			return "", err
+		}
+	}
+	return vpin, nil
+}
+
+var caKeyVPIN = []byte("pscs demo CA")
 
 func mustRandInt(n int64) int64 {
 	v, err := rand.Int(rand.Reader, big.NewInt(n))

@@ -20,6 +20,9 @@ import (
 // TestKill9UnderLoad: pscsd is killed with SIGKILL while eight delegates
 // sign; its audit log still verifies, and every signature a delegate
 // received is in it (the record is durable before the answer leaves).
+// Started again on the same state, pscsd opens its store and log cleanly,
+// serves at the same address, and the delegate signs with the same
+// configuration and virtual PIN.
 func TestKill9UnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pscsd")
@@ -125,5 +128,41 @@ func TestKill9UnderLoad(t *testing.T) {
 	t.Logf("%d signatures received before SIGKILL, %d audit records", len(received), n)
 	if missing > 0 {
 		t.Errorf("%d of %d signatures a delegate received are not in the audit log", missing, len(received))
+	}
+
+	// Restart on the same state.
+	again := exec.Command(bin, "--demo", "--state", state)
+	again.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr bytes.Buffer
+	again.Stderr = &stderr
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		again.Process.Signal(syscall.SIGTERM)
+		again.Wait()
+		if t.Failed() {
+			t.Logf("the restarted pscsd said:\n%s", stderr.String())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg.Retries = 0
+	var c *client.Client
+	for {
+		if c, err = client.Dial(ctx, cfg); err == nil {
+			if _, err = c.Login(ctx, 1, bytes.TrimSpace(vpin)); err == nil {
+				break
+			}
+			c.Close()
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the restarted pscsd does not take the old configuration and vPIN: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	defer c.Close()
+	if _, err := c.Sign(ctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("after restart")}); err != nil {
+		t.Fatalf("sign after restart: %v", err)
 	}
 }
