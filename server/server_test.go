@@ -73,13 +73,16 @@ type rig struct {
 	cancel func()
 }
 
+// cardLatency is the simulated cards' latency in new rigs; zero in tests.
+var cardLatency pivsim.Latency
+
 func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	t.Helper()
 	r := &rig{book: policy.NewBook(nil), audit: &memAudit{}, ca: testpki.NewCA("rig CA")}
 	pool := rsc.NewPool("mayor", rsc.Options{})
 	t.Cleanup(pool.Close)
 	for i := range cards {
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i))})
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i)), Latency: cardLatency})
 		if err != nil {
 			t.Fatal(err)
 		}
