@@ -26,12 +26,8 @@ import (
 // what it writes as the demo delegate would: DIR/demo/client.conf and
 // DIR/demo/vpin.
 func TestDemoContract(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "pscsd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	state := filepath.Join(dir, "state")
+	bin := buildPSCSD(t)
+	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--demo", "--state", state)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -63,14 +59,7 @@ func TestDemoContract(t *testing.T) {
 		}
 	}()
 	conf := filepath.Join(state, "demo", "client.conf")
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := os.Stat(conf); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no client.conf after 60 s")
-		}
-	}
+	waitForFile(t, conf)
 	vpin, err := os.ReadFile(filepath.Join(state, "demo", "vpin"))
 	if err != nil {
 		t.Fatal(err)

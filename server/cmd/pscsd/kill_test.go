@@ -24,12 +24,8 @@ import (
 // serves at the same address, and the delegate signs with the same
 // configuration and virtual PIN.
 func TestKill9UnderLoad(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "pscsd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	state := filepath.Join(dir, "state")
+	bin := buildPSCSD(t)
+	state := filepath.Join(t.TempDir(), "state")
 	cmd := exec.Command(bin, "--demo", "--state", state)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -44,14 +40,7 @@ func TestKill9UnderLoad(t *testing.T) {
 		// The demo's swtpm dies with pscsd (it is started with Pdeathsig).
 	}()
 	conf := filepath.Join(state, "demo", "client.conf")
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := os.Stat(conf); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no client.conf after 60 s")
-		}
-	}
+	waitForFile(t, conf)
 	vpin, _ := os.ReadFile(filepath.Join(state, "demo", "vpin"))
 	cfg, err := client.LoadConfig(conf)
 	if err != nil {
