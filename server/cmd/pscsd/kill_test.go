@@ -155,3 +155,98 @@ func TestKill9UnderLoad(t *testing.T) {
 		t.Fatalf("sign after restart: %v", err)
 	}
 }
+
+// TestGracefulShutdown: SIGTERM while eight delegates sign. Requests in
+// progress finish, later ones are refused or find no server, pscsd exits
+// 0, and its audit log ends cleanly (no cut record) holding every
+// signature a delegate received.
+func TestGracefulShutdown(t *testing.T) {
+	bin := buildPSCSD(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cmd := exec.Command(bin, "--demo", "--state", state)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	conf := filepath.Join(state, "demo", "client.conf")
+	waitForFile(t, conf)
+	vpin, _ := os.ReadFile(filepath.Join(state, "demo", "vpin"))
+	cfg, err := client.LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Retries = -1
+	var mu sync.Mutex
+	var received [][]byte
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, cfg)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if _, err := c.Login(ctx, 1, bytes.TrimSpace(vpin)); err != nil {
+				return
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("shutdown")})
+				rcancel()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				received = append(received, resp.Signature)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("pscsd after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("pscsd did not exit within 30 s of SIGTERM")
+	}
+	close(stop)
+	wg.Wait()
+	f, err := os.Open(filepath.Join(state, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	logged := map[string]bool{}
+	n, err := audit.Verify(f, nil, func(r *audit.Record) error {
+		if r.Op == "sign" && r.Decision == 0 {
+			logged[string(r.Result)] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("audit log after a clean shutdown: %d records, then %v", n, err)
+	}
+	for _, sig := range received {
+		if !logged[string(sig)] {
+			t.Errorf("a signature a delegate received is not in the audit log")
+			break
+		}
+	}
+	t.Logf("%d signatures before and during shutdown, %d audit records", len(received), n)
+}
