@@ -79,6 +79,14 @@ type Card interface {
 	Logout(ctx context.Context) error
 }
 
+// KeyCache is an optional interface of a Card: UseKeys hands it the keys an
+// earlier Keys call returned for the same card, so that Sign does not read
+// the card's inventory again. pscsd reads a card's keys once, when the card
+// joins a remote card, and opens the card for every request.
+type KeyCache interface {
+	UseKeys(keys []Key)
+}
+
 // Info identifies a card.
 type Info struct {
 	Profile string // profile name, "piv"

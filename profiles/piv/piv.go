@@ -103,6 +103,7 @@ type Profile struct{}
 
 var _ profiles.Profile = Profile{}
 var _ profiles.Card = (*Card)(nil)
+var _ profiles.KeyCache = (*Card)(nil)
 
 // Name returns "piv".
 func (Profile) Name() string { return "piv" }
@@ -291,6 +292,15 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 func publicEqual(a, b crypto.PublicKey) bool {
 	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && e.Equal(b)
+}
+
+// UseKeys implements profiles.KeyCache: Sign uses keys instead of reading
+// the card's certificates and metadata again.
+func (c *Card) UseKeys(keys []profiles.Key) {
+	c.keys = make(map[string]profiles.Key, len(keys))
+	for _, k := range keys {
+		c.keys[k.ID] = k
+	}
 }
 
 func algorithmOf(pub crypto.PublicKey) string {

@@ -100,6 +100,38 @@ func Run(t *testing.T, e Env) {
 	t.Run("Block", func(t *testing.T) { testBlock(t, e) })
 	t.Run("Logout", func(t *testing.T) { testLogout(t, e) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, e) })
+	t.Run("KeyCache", func(t *testing.T) { testKeyCache(t, e) })
+}
+
+// testKeyCache: a card given its keys (profiles.KeyCache) signs without
+// reading its inventory again: VERIFY and the signature are all it sends.
+func testKeyCache(t *testing.T, e Env) {
+	ctx, card, tx := e.openCounted(t)
+	kc, ok := card.(profiles.KeyCache)
+	if !ok {
+		t.Skipf("%s cards do not implement profiles.KeyCache", e.Profile.Name())
+	}
+	ks := keys(t, ctx, card)
+	// A second opening of the same card, as a server opens it per request.
+	card2, err := e.Profile.Open(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, _ = card2.(profiles.KeyCache)
+	kc.UseKeys(ks)
+	d := hashes[0].sum([]byte("cached"))
+	for _, k := range ks {
+		sent := tx.n
+		sig := signOnce(t, ctx, e, card2, k, d, crypto.SHA256)
+		verify(t, k, d, sig, crypto.SHA256)
+		want := 2 // VERIFY, sign
+		if k.PINPolicy == profiles.PINNever {
+			want = 1
+		}
+		if got := tx.n - sent; got > want+2 { // +2: response or command chaining
+			t.Errorf("key %s: %d APDUs for a signature with cached keys, want about %d", k.ID, got, want)
+		}
+	}
 }
 
 func testInfo(t *testing.T, e Env) {

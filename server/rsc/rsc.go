@@ -403,6 +403,9 @@ func (p *Pool) run(m *Member, j *job) error {
 		if err != nil {
 			return err
 		}
+		if kc, ok := card.(profiles.KeyCache); ok {
+			kc.UseKeys(m.Keys) // read when the card joined
+		}
 		return j.fn(ctx, card, m)
 	})
 }

@@ -381,3 +381,35 @@ func joined(p *rsc.Pool) []string {
 	}
 	return ids
 }
+
+// counting counts the APDUs a simulator receives.
+type counting struct {
+	*pivsim.Card
+	n atomic.Int64
+}
+
+func (c *counting) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	c.n.Add(1)
+	return c.Card.Transmit(ctx, cmd)
+}
+
+// TestSignSendsFewAPDUs: a signature on a pool member costs SELECT, GET
+// VERSION, VERIFY and GENERAL AUTHENTICATE; the card's inventory, read when
+// it joined, is not read again on every request.
+func TestSignSendsFewAPDUs(t *testing.T) {
+	card := &counting{Card: newSim(t, "few", pivsim.Latency{})}
+	p := rsc.NewPool("few", rsc.Options{})
+	defer p.Close()
+	p.Add(member(t, "few", card))
+	digest := sha256.Sum256([]byte("x"))
+	if _, _, err := sign(context.Background(), p, "alice", digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	before := card.n.Load()
+	if _, _, err := sign(context.Background(), p, "alice", digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := card.n.Load() - before; got != 4 {
+		t.Errorf("a signature sent %d APDUs, want 4 (select, version, verify, sign)", got)
+	}
+}
