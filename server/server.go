@@ -246,7 +246,7 @@ func (s *Server) Handle(ctx context.Context, call *transport.Call) (any, error) 
 		}
 		for _, c := range s.cfg.Cards {
 			m.QueueDepth(c.Name, c.Pool.Waiting())
-			m.CardsPresent(c.Name, len(c.Pool.Members()))
+			m.CardsPresent(c.Name, c.Pool.Len())
 		}
 	}
 	return body, err

@@ -268,6 +268,13 @@ func (p *Pool) Members() []*Member {
 	return out
 }
 
+// Len is the number of members.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.members)
+}
+
 // Waiting is the number of requests in the queue.
 func (p *Pool) Waiting() int { return int(p.waiting.Load()) }
 

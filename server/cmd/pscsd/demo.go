@@ -214,7 +214,7 @@ func runDemo(ctx context.Context, log *slog.Logger, state, listen, admin string)
 	met := metrics.New()
 	met.AddCheck("tpm", func(ctx context.Context) error { _, err := v.MAC("health", nil); return err })
 	met.AddCheck("cards", func(ctx context.Context) error {
-		if len(mayor.Members()) == 0 {
+		if mayor.Len() == 0 {
 			return fmt.Errorf("no card serves mayor")
 		}
 		return nil
