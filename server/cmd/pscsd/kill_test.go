@@ -47,64 +47,17 @@ func TestKill9UnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Retries = -1 // no resend: count only what came back
-	var mu sync.Mutex
-	var received [][]byte
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c, err := client.Dial(ctx, cfg)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			if _, err := c.Login(ctx, 1, bytes.TrimSpace(vpin)); err != nil {
-				return
-			}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)                                                     // the server may be gone
-				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")}) // 9E, no card PIN
-				rcancel()
-				if err != nil {
-					return // the server is gone
-				}
-				mu.Lock()
-				received = append(received, resp.Signature)
-				mu.Unlock()
-			}
-		}()
-	}
+	l := startLoad(cfg, bytes.TrimSpace(vpin))
 	time.Sleep(1500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
 	killed = true
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	received := l.stop()
 	if len(received) == 0 {
 		t.Fatal("no signature before the kill")
 	}
 
-	f, err := os.Open(filepath.Join(state, "audit.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	logged := map[string]bool{}
-	n, err := audit.Verify(f, nil, func(r *audit.Record) error {
-		if r.Op == "sign" && r.Decision == 0 {
-			logged[string(r.Result)] = true
-		}
-		return nil
-	})
+	logged, n, err := signaturesInLog(t, filepath.Join(state, "audit.log"))
 	if err != nil && !errors.Is(err, audit.ErrTorn) { // a record cut by the kill is fine
 		t.Fatalf("audit log after SIGKILL: %d records, then %v", n, err)
 	}
@@ -178,43 +131,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Retries = -1
-	var mu sync.Mutex
-	var received [][]byte
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c, err := client.Dial(ctx, cfg)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			if _, err := c.Login(ctx, 1, bytes.TrimSpace(vpin)); err != nil {
-				return
-			}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
-				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("shutdown")})
-				rcancel()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				received = append(received, resp.Signature)
-				mu.Unlock()
-			}
-		}()
-	}
+	cfg.Retries = -1 // no resend: count only what came back
+	l := startLoad(cfg, bytes.TrimSpace(vpin))
 	time.Sleep(time.Second)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -225,9 +143,78 @@ func TestGracefulShutdown(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("pscsd did not exit within 30 s of SIGTERM")
 	}
-	close(stop)
-	wg.Wait()
-	f, err := os.Open(filepath.Join(state, "audit.log"))
+	received := l.stop()
+	logged, n, err := signaturesInLog(t, filepath.Join(state, "audit.log"))
+	if err != nil {
+		t.Fatalf("audit log after a clean shutdown: %d records, then %v", n, err)
+	}
+	for _, sig := range received {
+		if !logged[string(sig)] {
+			t.Errorf("a signature a delegate received is not in the audit log")
+			break
+		}
+	}
+	t.Logf("%d signatures before and during shutdown, %d audit records", len(received), n)
+}
+
+// load is eight delegates signing with 9E (no card PIN) until stopped or
+// until the server is gone.
+type load struct {
+	mu       sync.Mutex
+	received [][]byte
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startLoad(cfg client.Config, vpin []byte) *load {
+	l := &load{done: make(chan struct{})}
+	for range 8 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, cfg)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if _, err := c.Login(ctx, 1, vpin); err != nil {
+				return
+			}
+			for {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second) // the server may be gone
+				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")})
+				rcancel()
+				if err != nil {
+					return
+				}
+				l.mu.Lock()
+				l.received = append(l.received, resp.Signature)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// stop ends the load and returns the signatures the delegates received.
+func (l *load) stop() [][]byte {
+	close(l.done)
+	l.wg.Wait()
+	return l.received
+}
+
+// signaturesInLog verifies the audit log at path and returns the
+// signatures it records as made, and the number of records.
+func signaturesInLog(t *testing.T, path string) (map[string]bool, int, error) {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,14 +226,5 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("audit log after a clean shutdown: %d records, then %v", n, err)
-	}
-	for _, sig := range received {
-		if !logged[string(sig)] {
-			t.Errorf("a signature a delegate received is not in the audit log")
-			break
-		}
-	}
-	t.Logf("%d signatures before and during shutdown, %d audit records", len(received), n)
+	return logged, n, err
 }
