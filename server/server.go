@@ -72,9 +72,10 @@ type AuditRecord struct {
 
 // Card is a remote card the server offers.
 type Card struct {
-	Name string // the name delegations refer to
-	Slot uint64 // its slot id on the wire, stable across restarts
-	Pool *rsc.Pool
+	Name  string // the name delegations refer to
+	Owner string // the identity that administers it and its delegations
+	Slot  uint64 // its slot id on the wire, stable across restarts
+	Pool  *rsc.Pool
 }
 
 // Config configures a Server.
@@ -86,6 +87,7 @@ type Config struct {
 	Logger  *slog.Logger
 	Name    string           // server software, for Hello
 	Metrics *metrics.Metrics // nil: none
+	Admin   *Admin           // nil: no administration requests
 }
 
 // Server implements transport.Handler.
@@ -283,6 +285,8 @@ func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) 
 		return s.login(ctx, call)
 	case transport.OpSign:
 		return s.sign(ctx, call)
+	case transport.OpAdmin:
+		return s.admin(ctx, call)
 	case transport.OpLogout:
 		var req transport.LogoutRequest
 		if err := call.Decode(&req); err != nil {

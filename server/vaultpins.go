@@ -19,7 +19,8 @@ type VaultPINs struct {
 	Vault *vault.Vault
 
 	mu      sync.RWMutex
-	entries map[string]*vault.Entry
+	entries map[string]*vault.Entry // by delegation
+	owners  map[string]*vault.Entry // by card: the owner's registered PIN
 }
 
 func vaultContext(delegation string) []byte { return []byte("pscs delegation\x00" + delegation) }
@@ -70,4 +71,63 @@ func (p *VaultPINs) OpenPIN(_ context.Context, delegation string, vpin []byte) (
 		return nil, ErrWrongVPIN
 	}
 	return pin, err
+}
+
+// ErrNoOwnerPIN: the owner has not registered the card's PIN.
+var ErrNoOwnerPIN = errors.New("server: the card's PIN is not registered")
+
+func ownerContext(card string) []byte { return []byte("pscs owner PIN\x00" + card) }
+
+// SealOwnerPIN seals a card's real PIN, which the owner registered, under
+// the owner's passphrase (and the TPM): the only copy from which the
+// copies of new delegations are made. It replaces an earlier one.
+func (p *VaultPINs) SealOwnerPIN(card string, passphrase, pin []byte) (*vault.Entry, error) {
+	e, err := p.Vault.Seal(passphrase, pin, ownerContext(card))
+	if err != nil {
+		return nil, err
+	}
+	p.LoadOwnerPIN(card, e)
+	return e, nil
+}
+
+// LoadOwnerPIN installs an owner's sealed PIN read back from the store.
+func (p *VaultPINs) LoadOwnerPIN(card string, e *vault.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.owners == nil {
+		p.owners = map[string]*vault.Entry{}
+	}
+	p.owners[card] = e
+}
+
+// Delegate opens the owner's sealed PIN of card with passphrase and seals
+// a copy for delegation under vpin. A wrong passphrase wraps ErrWrongVPIN.
+// The real PIN is in clear only inside this call.
+func (p *VaultPINs) Delegate(card, delegation string, passphrase, vpin []byte) (*vault.Entry, error) {
+	p.mu.RLock()
+	oe, ok := p.owners[card]
+	p.mu.RUnlock()
+	if !ok {
+		return nil, ErrNoOwnerPIN
+	}
+	pin, err := p.Vault.Unseal(oe, passphrase, ownerContext(card))
+	if errors.Is(err, vault.ErrWrongVPIN) {
+		return nil, ErrWrongVPIN
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pin)
+	if err := p.Register(delegation, vpin, pin); err != nil {
+		return nil, err
+	}
+	e, _ := p.Entry(delegation)
+	return e, nil
+}
+
+// Forget drops a delegation's sealed PIN (a revoked delegation's).
+func (p *VaultPINs) Forget(delegation string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.entries, delegation)
 }

@@ -45,6 +45,12 @@ const (
 	CodeDocumentRefused Code = 107 // the document is not among those allowed
 	CodeNoSuchSlot      Code = 108 // no such remote card for this identity
 	CodeNoSuchKey       Code = 109 // no such key on the remote card
+	CodeNotOwner        Code = 110 // administration of a card or delegation the requester does not own
+	CodeExists          Code = 111 // the name is taken (an identity already enrolled)
+	CodeUnknown         Code = 112 // no such identity, remote card or delegation
+	CodeNoPIN           Code = 113 // the owner has not registered the card's PIN
+	CodePINCheck        Code = 114 // the card's PIN was not registered: wrong, or the card's retry counter is not full
+	CodeNoCA            Code = 115 // the server issues no certificates
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -78,6 +84,12 @@ var codeNames = map[Code]string{
 	CodeDocumentRefused:   "document not allowed",
 	CodeNoSuchSlot:        "no such remote card",
 	CodeNoSuchKey:         "no such key",
+	CodeNotOwner:          "not the owner",
+	CodeExists:            "already exists",
+	CodeUnknown:           "unknown name",
+	CodeNoPIN:             "card PIN not registered",
+	CodePINCheck:          "card PIN check failed",
+	CodeNoCA:              "no certificate authority",
 	CodeCardError:         "card error",
 	CodeCardUnavailable:   "card unavailable",
 	CodeMechanism:         "mechanism not supported",

@@ -68,6 +68,18 @@ func (e *StaticEnrollment) Add(id string, cert *x509.Certificate) {
 	e.m[sha256.Sum256(cert.Raw)] = &Identity{ID: id, Certificate: cert}
 }
 
+// Certificate returns the certificate enrolled under id.
+func (e *StaticEnrollment) Certificate(id string) (*x509.Certificate, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, v := range e.m {
+		if v.ID == id {
+			return v.Certificate, true
+		}
+	}
+	return nil, false
+}
+
 // Identify implements Enrollment.
 func (e *StaticEnrollment) Identify(_ context.Context, cert *x509.Certificate) (*Identity, error) {
 	e.mu.RLock()

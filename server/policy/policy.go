@@ -179,6 +179,24 @@ func (b *Book) For(delegate string) []Delegation {
 	return out
 }
 
+// All returns every delegation with its state, in ID order.
+func (b *Book) All() ([]Delegation, []State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ids := make([]string, 0, len(b.dels))
+	for id := range b.dels {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ds, ss := make([]Delegation, len(ids)), make([]State, len(ids))
+	for i, id := range ids {
+		e := b.dels[id]
+		ds[i], ss[i] = e.d, e.s
+		ss[i].recent = nil
+	}
+	return ds, ss
+}
+
 // Find returns the delegation of delegate on card.
 func (b *Book) Find(delegate, card string) (Delegation, bool) {
 	for _, d := range b.For(delegate) {

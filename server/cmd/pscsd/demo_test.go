@@ -103,14 +103,14 @@ func TestDemoContract(t *testing.T) {
 		t.Error("the demo's signature does not verify")
 	}
 	// Metrics count what happened; health is good.
-	var admin string
-	for deadline := time.Now().Add(10 * time.Second); admin == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	var metricsAddr string
+	for deadline := time.Now().Add(10 * time.Second); metricsAddr == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if _, rest, ok := strings.Cut(logText(), "metrics and health: http://"); ok {
-			admin, _, _ = strings.Cut(rest, "/")
+			metricsAddr, _, _ = strings.Cut(rest, "/")
 		}
 	}
 	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + admin + path)
+		resp, err := http.Get("http://" + metricsAddr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,17 +138,26 @@ func TestDemoContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var signed int
+	ownerCfg, err := client.LoadConfig(filepath.Join(state, "demo", "owner", "client.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var signed, admin int
 	records, err := audit.Verify(f, nil, func(r *audit.Record) error {
-		if r.Evidence == nil {
+		switch {
+		case r.Evidence == nil:
 			return nil
+		case r.Identity == "demo-owner" && r.Op == "admin":
+			admin++
+			_, err := transport.VerifyPayload(r.Evidence, ownerCfg.Certificate.Leaf.PublicKey)
+			return err
 		}
 		signed++
 		_, err := transport.VerifyPayload(r.Evidence, cfg.Certificate.Leaf.PublicKey)
 		return err
 	})
-	if err != nil || records < 3 || signed < 3 {
-		t.Errorf("audit log: %d records, %d signed, %v; want the wrong login, the login and the signature", records, signed, err)
+	if err != nil || records < 5 || signed != 3 || admin != 2 {
+		t.Errorf("audit log: %d records, %d signed by the delegate, %d administration requests, %v; want the wrong login, the login and the signature, the PIN registration and the delegation", records, signed, admin, err)
 	}
 	// The real PIN is nowhere in the state directory.
 	filepath.Walk(state, func(path string, info os.FileInfo, err error) error {

@@ -1,0 +1,455 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/server/store"
+	"github.com/pscs/pscs/transport"
+)
+
+// Store is where administration keeps what it changes (server/store).
+type Store interface {
+	Put(kind, key string, value []byte) error
+	Delete(kind, key string) error
+}
+
+// Admin enables administration requests (OpAdmin): owners enroll
+// identities, register their cards' PINs, grant, revoke and unlock
+// delegations, and export their audit records.
+type Admin struct {
+	Store      Store
+	Enrollment *transport.StaticEnrollment
+	// Pins seals owners' card PINs and delegations' copies; it must also
+	// be the Config's Vault.
+	Pins *VaultPINs
+	// CA issues client certificates; nil: the server issues none.
+	CA *CA
+	// AuditFile is the audit log that export reads.
+	AuditFile string
+	// PINTries is a full PIN retry counter: register-pin tries the PIN
+	// only on a card whose counter shows at least this; zero: 3.
+	PINTries int
+}
+
+// Keys of administration records in the store.
+const (
+	ownerPINKey = "owner-pin:" // + card: the owner's sealed PIN (KindVault)
+	revokedKey  = "revoked:"   // + delegation: revocation time (KindConfig)
+)
+
+// maxExport bounds the records of one export answer, below the protocol's
+// response limit.
+const maxExport = 2 << 20
+
+func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
+	start := time.Now()
+	a := s.cfg.Admin
+	if a == nil {
+		return nil, transport.Errorf(transport.CodeUnsupported, "this server takes no administration requests")
+	}
+	var req transport.AdminRequest
+	if err := call.Decode(&req); err != nil {
+		return nil, err
+	}
+	var sec transport.AdminSecret
+	if len(call.Secret) > 0 {
+		if err := transport.Unmarshal(call.Secret, &sec); err != nil {
+			return nil, err
+		}
+		defer clear(sec.PIN)
+		defer clear(sec.Passphrase)
+	}
+	who := call.Conn.Identity.ID
+	resp, delegation, err := s.adminAction(ctx, a, who, &req, &sec)
+	if err != nil {
+		return nil, s.refuse(ctx, call, delegation, err, start)
+	}
+	if err := s.audit(ctx, call, delegation, 0, req.Card, nil, start); err != nil {
+		return nil, err
+	}
+	s.log.Info("administration", "action", req.Action, "identity", who, "name", req.Name, "card", req.Card, "delegation", delegation)
+	return resp, nil
+}
+
+// owns reports whether who owns the remote card named card.
+func (s *Server) owns(who, card string) bool {
+	for _, c := range s.cfg.Cards {
+		if c.Name == card && c.Owner == who {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) ownsAny(who string) bool {
+	return slices.ContainsFunc(s.cfg.Cards, func(c Card) bool { return c.Owner == who })
+}
+
+func validName(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._@-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *transport.AdminRequest, sec *transport.AdminSecret) (any, string, error) {
+	if !s.ownsAny(who) {
+		return nil, "", transport.Errorf(transport.CodeNotOwner, "%s owns no remote card", who)
+	}
+	switch req.Action {
+	case transport.AdminEnroll, transport.AdminIssue:
+		return s.enroll(a, req)
+	case transport.AdminRegisterPIN:
+		return nil, "", s.registerPIN(ctx, a, who, req.Card, sec)
+	case transport.AdminDelegate:
+		return s.delegate(a, who, req.Delegation, sec.Passphrase)
+	case transport.AdminRevoke, transport.AdminUnlock:
+		d, _, ok := s.cfg.Book.Get(req.ID)
+		if !ok {
+			return nil, "", transport.Errorf(transport.CodeUnknown, "no delegation %q", req.ID)
+		}
+		if !s.owns(who, d.Card) {
+			return nil, d.ID, transport.Errorf(transport.CodeNotOwner, "delegation %s is on a card %s does not own", d.ID, who)
+		}
+		if req.Action == transport.AdminUnlock {
+			s.cfg.Book.Unlock(d.ID)
+			return &transport.AdminResponse{ID: d.ID}, d.ID, nil
+		}
+		return &transport.AdminResponse{ID: d.ID}, d.ID, s.revokeKept(a, d.ID)
+	case transport.AdminList:
+		return s.list(who), "", nil
+	case transport.AdminExport:
+		resp, err := s.export(a, who, req.From)
+		return resp, "", err
+	}
+	return nil, "", transport.Errorf(transport.CodeUnsupported, "unknown administration action %q", req.Action)
+}
+
+func (s *Server) enroll(a *Admin, req *transport.AdminRequest) (any, string, error) {
+	if !validName(req.Name) {
+		return nil, "", transport.Errorf(transport.CodeMalformed, "an identity name is 1 to 64 letters, digits or ._@-")
+	}
+	if _, ok := a.Enrollment.Certificate(req.Name); ok {
+		return nil, "", transport.Errorf(transport.CodeExists, "%s is enrolled already", req.Name)
+	}
+	var cert *x509.Certificate
+	resp := &transport.AdminResponse{}
+	if req.Action == transport.AdminIssue {
+		if a.CA == nil {
+			return nil, "", transport.Errorf(transport.CodeNoCA, "")
+		}
+		pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+		if err != nil {
+			return nil, "", transport.Errorf(transport.CodeMalformed, "public key: %v", err)
+		}
+		if cert, err = a.CA.IssueClient(req.Name, pub); err != nil {
+			return nil, "", transport.Errorf(transport.CodeMalformed, "%v", err)
+		}
+		resp.Certificate, resp.CA = cert.Raw, a.CA.Cert.Raw
+	} else {
+		var err error
+		if cert, err = x509.ParseCertificate(req.Certificate); err != nil {
+			return nil, "", transport.Errorf(transport.CodeMalformed, "certificate: %v", err)
+		}
+	}
+	if err := a.Store.Put(store.KindIdentity, req.Name, cert.Raw); err != nil {
+		return nil, "", s.internal("store", err)
+	}
+	a.Enrollment.Add(req.Name, cert)
+	return resp, "", nil
+}
+
+func (s *Server) internal(what string, err error) error {
+	s.log.Error("administration failed", "in", what, "err", err)
+	return transport.Errorf(transport.CodeInternal, "")
+}
+
+// registerPIN checks the card's real PIN on a card of the remote card whose
+// retry counter is full (a wrong PIN then costs one try of three, never
+// the last), and seals it under the owner's passphrase.
+func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, sec *transport.AdminSecret) error {
+	card, ok := s.cardNamed(name)
+	if !ok {
+		return transport.Errorf(transport.CodeUnknown, "no remote card %q", name)
+	}
+	if card.Owner != who {
+		return transport.Errorf(transport.CodeNotOwner, "%s does not own %s", who, name)
+	}
+	if len(sec.PIN) == 0 || len(sec.Passphrase) < 8 {
+		return transport.Errorf(transport.CodeMalformed, "the card's PIN and a passphrase of at least 8 characters are needed")
+	}
+	full := a.PINTries
+	if full == 0 {
+		full = 3
+	}
+	err := card.Pool.Do(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+		st, err := c.PINStatus(ctx)
+		if err != nil {
+			return cardError(err)
+		}
+		if st.Blocked || st.Retries >= 0 && st.Retries < full {
+			return transport.Errorf(transport.CodePINCheck, "card %s: PIN retry counter at %d, not full: not trying a PIN on it", m.ID, st.Retries)
+		}
+		err = c.VerifyPIN(ctx, sec.PIN)
+		if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
+			return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN", m.ID)
+		}
+		if err != nil {
+			return cardError(err)
+		}
+		return c.Logout(ctx)
+	})
+	if err != nil {
+		return poolError(err)
+	}
+	e, err := a.Pins.SealOwnerPIN(name, sec.Passphrase, sec.PIN)
+	if err != nil {
+		return s.internal("vault", err)
+	}
+	b, err := e.MarshalBinary()
+	if err != nil {
+		return s.internal("vault", err)
+	}
+	if err := a.Store.Put(store.KindVault, ownerPINKey+name, b); err != nil {
+		return s.internal("store", err)
+	}
+	return nil
+}
+
+func (s *Server) cardNamed(name string) (Card, bool) {
+	for _, c := range s.cfg.Cards {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Card{}, false
+}
+
+func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, passphrase []byte) (any, string, error) {
+	if ad == nil {
+		return nil, "", transport.Errorf(transport.CodeMalformed, "no delegation")
+	}
+	card, ok := s.cardNamed(ad.Card)
+	if !ok {
+		return nil, "", transport.Errorf(transport.CodeUnknown, "no remote card %q", ad.Card)
+	}
+	if card.Owner != who {
+		return nil, "", transport.Errorf(transport.CodeNotOwner, "%s does not own %s", who, ad.Card)
+	}
+	if _, ok := a.Enrollment.Certificate(ad.Delegate); !ok {
+		return nil, "", transport.Errorf(transport.CodeUnknown, "no enrolled identity %q", ad.Delegate)
+	}
+	d, err := delegationFrom(ad)
+	if err != nil {
+		return nil, "", err
+	}
+	d.Owner, d.ID = who, "d-"+randomHex(6)
+	vpin := randomDigits(8)
+	e, err := a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
+	switch {
+	case errors.Is(err, ErrNoOwnerPIN):
+		return nil, "", transport.Errorf(transport.CodeNoPIN, "register the PIN of %s first", ad.Card)
+	case errors.Is(err, ErrWrongVPIN):
+		return nil, "", transport.Errorf(transport.CodeWrongPIN, "wrong passphrase")
+	case err != nil:
+		return nil, "", s.internal("vault", err)
+	}
+	eb, err := e.MarshalBinary()
+	if err != nil {
+		return nil, "", s.internal("vault", err)
+	}
+	db, err := store.EncodeDelegation(d)
+	if err != nil {
+		return nil, "", s.internal("store", err)
+	}
+	// The sealed PIN first: a delegation without it would be unusable.
+	if err := a.Store.Put(store.KindVault, d.ID, eb); err != nil {
+		a.Pins.Forget(d.ID)
+		return nil, "", s.internal("store", err)
+	}
+	if err := a.Store.Put(store.KindDelegation, d.ID, db); err != nil {
+		a.Pins.Forget(d.ID)
+		return nil, "", s.internal("store", err)
+	}
+	s.cfg.Book.Grant(d)
+	s.notifyCatalogue(d.Delegate)
+	return &transport.AdminResponse{ID: d.ID, VPIN: vpin}, d.ID, nil
+}
+
+// notifyCatalogue tells identity's connections that their catalogue changed.
+func (s *Server) notifyCatalogue(identity string) {
+	s.mu.Lock()
+	var conns []*transport.Conn
+	for c := range s.conns[identity] {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	tag := s.Catalogue(identity).Tag
+	for _, c := range conns {
+		c.Notify(&transport.Event{Kind: transport.EventCatalogue, Tag: tag})
+	}
+}
+
+// revokeKept revokes at once, then keeps the revocation in the store and
+// destroys the delegation's sealed PIN.
+func (s *Server) revokeKept(a *Admin, id string) error {
+	s.Revoke(id)
+	a.Pins.Forget(id)
+	t, _ := time.Now().UTC().MarshalText()
+	if err := a.Store.Put(store.KindConfig, revokedKey+id, t); err != nil {
+		return s.internal("store (the revocation holds until the server restarts)", err)
+	}
+	if err := a.Store.Delete(store.KindVault, id); err != nil {
+		return s.internal("store", err)
+	}
+	return nil
+}
+
+func delegationFrom(ad *transport.AdminDelegation) (policy.Delegation, error) {
+	d := policy.Delegation{Delegate: ad.Delegate, Card: ad.Card, Ops: ad.Ops,
+		PerHour: int(ad.PerHour), Total: int(ad.Total), Documents: ad.Documents, Warranty: ad.Warranty}
+	for _, op := range ad.Ops {
+		if op != "sign" && op != "decrypt" {
+			return d, transport.Errorf(transport.CodeMalformed, "unknown operation %q", op)
+		}
+	}
+	d.NotBefore = time.Now()
+	if ad.NotBefore != 0 {
+		d.NotBefore = time.UnixMilli(ad.NotBefore)
+	}
+	if ad.NotAfter != 0 {
+		d.NotAfter = time.UnixMilli(ad.NotAfter)
+		if !d.NotAfter.After(d.NotBefore) {
+			return d, transport.Errorf(transport.CodeMalformed, "the delegation ends before it begins")
+		}
+	}
+	if ad.Days != 0 {
+		if ad.From >= 24*60 || ad.To > 24*60 {
+			return d, transport.Errorf(transport.CodeMalformed, "hours are minutes after midnight, below 1440")
+		}
+		d.Hours = &policy.Hours{Days: ad.Days, From: int(ad.From), To: int(ad.To)}
+	}
+	for _, doc := range ad.Documents {
+		if l := len(doc); l != 20 && l != 32 && l != 48 && l != 64 {
+			return d, transport.Errorf(transport.CodeMalformed, "a document digest is a SHA-1 or SHA-2 digest")
+		}
+	}
+	return d, nil
+}
+
+func wireDelegation(d policy.Delegation, st policy.State) transport.AdminDelegation {
+	ad := transport.AdminDelegation{ID: d.ID, Owner: d.Owner, Delegate: d.Delegate, Card: d.Card, Ops: d.Ops,
+		PerHour: uint32(d.PerHour), Total: uint32(d.Total), Documents: d.Documents, Warranty: d.Warranty,
+		Revoked: st.Revoked, Locked: st.Locked, Used: uint32(st.Used)}
+	if !d.NotBefore.IsZero() {
+		ad.NotBefore = d.NotBefore.UnixMilli()
+	}
+	if !d.NotAfter.IsZero() {
+		ad.NotAfter = d.NotAfter.UnixMilli()
+	}
+	if d.Hours != nil {
+		ad.Days, ad.From, ad.To = d.Hours.Days, uint16(d.Hours.From), uint16(d.Hours.To)
+	}
+	return ad
+}
+
+func (s *Server) list(who string) *transport.AdminResponse {
+	resp := &transport.AdminResponse{}
+	for _, c := range s.cfg.Cards {
+		if c.Owner == who {
+			resp.Cards = append(resp.Cards, c.Name)
+		}
+	}
+	ds, ss := s.cfg.Book.All()
+	for i, d := range ds {
+		if slices.Contains(resp.Cards, d.Card) {
+			resp.Delegations = append(resp.Delegations, wireDelegation(d, ss[i]))
+		}
+	}
+	return resp
+}
+
+// export returns the audit records of who's cards from sequence number
+// from: those made under delegations on them, and who's own requests.
+func (s *Server) export(a *Admin, who string, from uint64) (*transport.AdminResponse, error) {
+	if a.AuditFile == "" {
+		return nil, transport.Errorf(transport.CodeUnsupported, "this server keeps no audit log")
+	}
+	mine := map[string]bool{}
+	ds, _ := s.cfg.Book.All()
+	for _, d := range ds {
+		if s.owns(who, d.Card) {
+			mine[d.ID] = true
+		}
+	}
+	f, err := os.Open(a.AuditFile)
+	if err != nil {
+		return nil, s.internal("audit export", err)
+	}
+	defer f.Close()
+	resp := &transport.AdminResponse{Certificates: map[string][]byte{}}
+	size := 0
+	errFull := errors.New("page full")
+	err = audit.ReadAll(f, func(r *audit.Record) error {
+		if r.Seq < from || !(mine[r.Delegation] || r.Identity == who) {
+			return nil
+		}
+		b, err := transport.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if size+len(b) > maxExport {
+			resp.Next = r.Seq
+			return errFull
+		}
+		size += len(b)
+		resp.Records = append(resp.Records, b)
+		if _, ok := resp.Certificates[r.Identity]; !ok {
+			if c, ok := a.Enrollment.Certificate(r.Identity); ok {
+				resp.Certificates[r.Identity] = c.Raw
+			}
+		}
+		return nil
+	})
+	// A record being written at the end of the file reads as a torn tail:
+	// the export ends before it.
+	if err != nil && !errors.Is(err, errFull) && !errors.Is(err, audit.ErrTorn) {
+		return nil, s.internal("audit export", err)
+	}
+	return resp, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func randomDigits(n int) string {
+	max := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(n)), nil)
+	v, err := rand.Int(rand.Reader, max)
+	if err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%0*d", n, v)
+}

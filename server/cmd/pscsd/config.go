@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Config is pscsd's configuration file (JSON). Every field but state and
+// cards has a default; relative paths are relative to the file.
+//
+//	{
+//	  "state": "/var/lib/pscsd",          // required: store, vault, audit log
+//	  "listen": "0.0.0.0:4433",           // UDP address of the protocol (QUIC)
+//	  "metrics": "127.0.0.1:9433",        // HTTP /metrics and /healthz; "off": none
+//	  "tpm": "/dev/tpmrm0",               // or "unix:PATH", a swtpm socket (tests)
+//	  "server_names": ["pscs.example"],   // names and addresses in the server's
+//	                                      // certificate from its own CA;
+//	                                      // default: localhost, 127.0.0.1, ::1
+//	  "certificate": "", "key": "",       // a server certificate from your PKI
+//	                                      // instead of one from pscsd's CA
+//	  "pin_tries": 3,                     // a full card PIN retry counter
+//	  "require_proof": false,             // refuse cards that cannot prove
+//	                                      // their keys without a PIN
+//	  "log": {"json": false, "level": "info"},
+//	  "cards": [                          // the remote cards
+//	    {"name": "mayor", "slot": 1, "owner": "alice",
+//	     "serials": ["4242000", "4242001"],  // the cards that serve it: one
+//	                                         // card, or several (parallel)
+//	     "queue": 64,                        // requests waiting for a card
+//	     "same_keys": true}                  // members must hold the same keys
+//	  ]
+//	}
+type Config struct {
+	State        string       `json:"state"`
+	Listen       string       `json:"listen"`
+	Metrics      string       `json:"metrics"`
+	TPM          string       `json:"tpm"`
+	ServerNames  []string     `json:"server_names"`
+	Certificate  string       `json:"certificate"`
+	Key          string       `json:"key"`
+	PINTries     int          `json:"pin_tries"`
+	RequireProof bool         `json:"require_proof"`
+	Log          LogConfig    `json:"log"`
+	Cards        []CardConfig `json:"cards"`
+}
+
+// LogConfig configures pscsd's structured log.
+type LogConfig struct {
+	JSON  bool   `json:"json"`
+	Level string `json:"level"` // debug (APDU trace, secrets redacted), info, warn, error
+}
+
+// CardConfig is one remote card.
+type CardConfig struct {
+	Name     string   `json:"name"`
+	Slot     uint64   `json:"slot"`
+	Owner    string   `json:"owner"`
+	Serials  []string `json:"serials"`
+	Queue    int      `json:"queue"`
+	SameKeys *bool    `json:"same_keys"`
+}
+
+// Defaults.
+const (
+	defaultListen  = "0.0.0.0:4433"
+	defaultMetrics = "127.0.0.1:9433"
+	defaultTPM     = "/dev/tpmrm0"
+)
+
+// LoadConfig reads and checks a configuration file, filling in defaults.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) && !strings.HasPrefix(*p, "unix:") {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	rel(&c.State)
+	rel(&c.Certificate)
+	rel(&c.Key)
+	if s, ok := strings.CutPrefix(c.TPM, "unix:"); ok && !filepath.IsAbs(s) {
+		c.TPM = "unix:" + filepath.Join(dir, s)
+	}
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if c.Metrics == "" {
+		c.Metrics = defaultMetrics
+	}
+	if c.TPM == "" {
+		c.TPM = defaultTPM
+	}
+	if len(c.ServerNames) == 0 {
+		c.ServerNames = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	if c.PINTries == 0 {
+		c.PINTries = 3
+	}
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) check() error {
+	if c.State == "" {
+		return fmt.Errorf("state: a directory is required")
+	}
+	if (c.Certificate == "") != (c.Key == "") {
+		return fmt.Errorf("certificate and key go together")
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	names, slots, serials := map[string]bool{}, map[uint64]bool{}, map[string]string{}
+	for i, cc := range c.Cards {
+		switch {
+		case cc.Name == "":
+			return fmt.Errorf("cards[%d]: a name is required", i)
+		case names[cc.Name]:
+			return fmt.Errorf("cards[%d]: name %q used twice", i, cc.Name)
+		case cc.Slot == 0:
+			return fmt.Errorf("cards[%d] %s: slot must be 1 or more", i, cc.Name)
+		case slots[cc.Slot]:
+			return fmt.Errorf("cards[%d] %s: slot %d used twice", i, cc.Name, cc.Slot)
+		case cc.Owner == "":
+			return fmt.Errorf("cards[%d] %s: an owner is required", i, cc.Name)
+		case len(cc.Serials) == 0:
+			return fmt.Errorf("cards[%d] %s: serials: at least one card", i, cc.Name)
+		}
+		for _, s := range cc.Serials {
+			if other, ok := serials[s]; ok {
+				return fmt.Errorf("cards[%d] %s: card %s serves %s already", i, cc.Name, s, other)
+			}
+			serials[s] = cc.Name
+		}
+		names[cc.Name], slots[cc.Slot] = true, true
+	}
+	return nil
+}
+
+// sameKeys is the card's same_keys, true by default.
+func (cc CardConfig) sameKeys() bool { return cc.SameKeys == nil || *cc.SameKeys }

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+	"github.com/google/go-tpm/tpm2/transport/linuxudstpm"
+
+	"github.com/pscs/pscs/cards"
+	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/metrics"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/server/store"
+	"github.com/pscs/pscs/server/vault"
+	ptransport "github.com/pscs/pscs/transport"
+)
+
+// state is what pscsd keeps in its state directory, opened: the vault on
+// the TPM, the authenticated store, the audit log, and the CA.
+type state struct {
+	dir   string
+	tpm   transport.TPMCloser
+	vault *vault.Vault
+	store *store.Store
+	audit *audit.Log
+	ca    *server.CA
+}
+
+// openTPM opens the TPM a configuration names: a character device
+// (/dev/tpmrm0) or "unix:PATH", a swtpm socket.
+func openTPM(spec string) (transport.TPMCloser, error) {
+	if p, ok := strings.CutPrefix(spec, "unix:"); ok {
+		return linuxudstpm.Open(p)
+	}
+	return linuxtpm.Open(spec)
+}
+
+// openState opens (creating on the first start) the state in dir on tpm.
+// It takes ownership of tpm.
+func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, error) {
+	s := &state{dir: dir, tpm: tpm}
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	var err error
+	if s.vault, err = vault.Open(tpm, filepath.Join(dir, "vault")); err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	// Records of the store and the audit log are authenticated with a key
+	// only this TPM can derive.
+	mac, err := server.NewTPMKeyedMAC(s.vault)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = store.Open(filepath.Join(dir, "store"), mac); err != nil {
+		return nil, fmt.Errorf("store: %w", err) // an altered store is reported, not used
+	}
+	if s.audit, err = audit.Open(filepath.Join(dir, "audit.log"), mac, audit.Options{}); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if r := s.audit.Recovered(); r != nil {
+		log.Warn("audit log: a record cut by a crash was dropped", "seq", r.Seq)
+	}
+	if s.ca, err = loadOrMakeCA(s.store, s.vault); err != nil {
+		return nil, err
+	}
+	// The store's head goes into the audit log at every start, so that an
+	// old copy of the whole store shows against the log.
+	head := s.store.Head()
+	hb, _ := head.MarshalBinary()
+	if _, err := s.audit.Append(context.Background(), &audit.Record{Op: "store-head", Identity: "pscsd", Result: hb}); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	ok = true
+	return s, nil
+}
+
+func (s *state) close() {
+	if s.audit != nil {
+		s.audit.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+	if s.vault != nil {
+		s.vault.Close()
+	}
+	if s.tpm != nil {
+		s.tpm.Close()
+	}
+}
+
+// caKeyContext is the vault context of the CA's sealed key; its "vPIN" is
+// a fixed label: the CA key is sealed to the TPM alone.
+var (
+	caKeyVPIN    = []byte("pscs CA")
+	caKeyContext = []byte("pscs CA key")
+)
+
+// loadOrMakeCA returns pscsd's CA, making it on the first start: its key
+// is kept sealed to the TPM.
+func loadOrMakeCA(st *store.Store, v *vault.Vault) (*server.CA, error) {
+	der, err := st.Get(store.KindConfig, "ca-certificate")
+	if errors.Is(err, store.ErrNotFound) {
+		ca, err := server.NewCA("pscsd CA")
+		if err != nil {
+			return nil, err
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := v.Seal(caKeyVPIN, keyDER, caKeyContext)
+		clear(keyDER)
+		if err != nil {
+			return nil, err
+		}
+		sb, err := sealed.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Put(store.KindVault, "ca-key", sb); err != nil {
+			return nil, err
+		}
+		if err := st.Put(store.KindConfig, "ca-certificate", ca.Cert.Raw); err != nil {
+			return nil, err
+		}
+		return ca, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := st.Get(store.KindVault, "ca-key")
+	if err != nil {
+		return nil, fmt.Errorf("the CA key: %w", err)
+	}
+	var e vault.Entry
+	if err := e.UnmarshalBinary(sb); err != nil {
+		return nil, err
+	}
+	keyDER, err := v.Unseal(&e, caKeyVPIN, caKeyContext)
+	if err != nil {
+		return nil, fmt.Errorf("the CA key: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	clear(keyDER)
+	if err != nil {
+		return nil, err
+	}
+	return &server.CA{Cert: cert, Key: key.(crypto.Signer)}, nil
+}
+
+// serveOptions is what differs between the demo and a configured pscsd.
+type serveOptions struct {
+	name        string // server software, for Hello
+	cards       []server.Card
+	listen      string
+	metrics     string // "" or "off": none
+	certificate tls.Certificate
+	pinTries    int
+	ready       func(udp net.Addr, metrics net.Addr) error // called once serving
+}
+
+// serve runs the server on st until ctx ends.
+func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) error {
+	pins := &server.VaultPINs{Vault: st.vault}
+	book := policy.NewBook(nil)
+	enroll := ptransport.NewStaticEnrollment()
+	if err := server.LoadState(st.store, book, enroll, pins); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	met := metrics.New()
+	met.AddCheck("tpm", func(ctx context.Context) error { _, err := st.vault.MAC("health", nil); return err })
+	for _, c := range o.cards {
+		met.AddCheck("card "+c.Name, func(ctx context.Context) error {
+			if c.Pool.Len() == 0 {
+				return fmt.Errorf("no card serves %s", c.Name)
+			}
+			return nil
+		})
+	}
+	var metricsAddr net.Addr
+	if o.metrics != "" && o.metrics != "off" {
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		metricsAddr = ln.Addr()
+		hs := &http.Server{Handler: met.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(ln)
+		defer hs.Close()
+	}
+	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: o.name,
+		Audit: server.AuditLog{Log: st.audit}, Metrics: met, Cards: o.cards,
+		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
+			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries}})
+	pc, err := net.ListenPacket("udp", o.listen)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	ts := &ptransport.Server{Handler: srv, Enrollment: enroll, Logger: log,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.certificate}}}
+	if o.ready != nil {
+		if err := o.ready(pc.LocalAddr(), metricsAddr); err != nil {
+			return err
+		}
+	}
+	return ts.Serve(ctx, pc)
+}
+
+// runConfigured serves the remote cards of a configuration from the PC/SC
+// readers, on the TPM it names.
+func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
+	tpm, err := openTPM(cfg.TPM)
+	if err != nil {
+		return fmt.Errorf("TPM %s: %w", cfg.TPM, err)
+	}
+	st, err := openState(cfg.State, tpm, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	cert, err := serverCertificate(cfg, st.ca)
+	if err != nil {
+		return err
+	}
+
+	// Remote cards: one pool each; the manager puts the cards the readers
+	// hold into their pools, and follows insertions and removals.
+	pools := map[string]*rsc.Pool{}
+	bySerial := map[string]string{}
+	var cardsOut []server.Card
+	for _, cc := range cfg.Cards {
+		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, SameKeys: cc.sameKeys(), Logger: log})
+		defer p.Close()
+		pools[cc.Name] = p
+		for _, s := range cc.Serials {
+			bySerial[s] = cc.Name
+		}
+		cardsOut = append(cardsOut, server.Card{Name: cc.Name, Slot: cc.Slot, Owner: cc.Owner, Pool: p})
+	}
+	pc, err := pcsc.Open()
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	mgr := &rsc.Manager{Pools: pools, Profiles: knownProfiles, Logger: log, RequireProof: cfg.RequireProof,
+		Assign: func(profile string, info profiles.Info, keys []profiles.Key) (string, bool) {
+			name, ok := bySerial[info.Serial]
+			if !ok {
+				log.Info("card in no remote card: not served", "profile", profile, "serial", info.Serial)
+			}
+			return name, ok
+		},
+		Open: func(reader string) cards.Opener {
+			return func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }
+		},
+	}
+	mctx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
+	raw := make(chan pcsc.Event, 16)
+	events := make(chan rsc.Event, 16)
+	go func() {
+		if err := pc.Watch(mctx, raw); err != nil && mctx.Err() == nil {
+			log.Error("watching readers", "err", err)
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-mctx.Done():
+				return
+			case ev := <-raw:
+				switch ev.Kind {
+				case pcsc.Inserted:
+					events <- rsc.Event{Reader: ev.Reader, Present: true}
+				case pcsc.Removed, pcsc.ReaderRemoved:
+					events <- rsc.Event{Reader: ev.Reader}
+				}
+			}
+		}
+	}()
+	mgrDone := make(chan struct{})
+	go func() { defer close(mgrDone); mgr.Run(mctx, events) }()
+	defer func() { stopMgr(); <-mgrDone }()
+
+	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, listen: cfg.Listen, metrics: cfg.Metrics,
+		certificate: cert, pinTries: cfg.PINTries,
+		ready: func(udp, met net.Addr) error {
+			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
+			return nil
+		}})
+}
+
+// serverCertificate is the configured certificate, or one from pscsd's CA.
+func serverCertificate(cfg *Config, ca *server.CA) (tls.Certificate, error) {
+	if cfg.Certificate != "" {
+		return tls.LoadX509KeyPair(cfg.Certificate, cfg.Key)
+	}
+	return ca.IssueServer(cfg.ServerNames)
+}
