@@ -75,11 +75,16 @@ func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
 		defer clear(sec.Passphrase)
 	}
 	who := call.Conn.Identity.ID
+	// The log names the action: "admin:delegate".
+	op := "admin:" + req.Action
+	if len(req.Action) > 32 {
+		op = "admin:?"
+	}
 	resp, delegation, err := s.adminAction(ctx, a, who, &req, &sec)
 	if err != nil {
-		return nil, s.refuse(ctx, call, delegation, err, start)
+		return nil, s.refuseAs(ctx, call, op, delegation, err, start)
 	}
-	if err := s.audit(ctx, call, delegation, 0, req.Card, nil, start); err != nil {
+	if err := s.auditAs(ctx, call, op, delegation, 0, req.Card, nil, start); err != nil {
 		return nil, err
 	}
 	s.log.Info("administration", "action", req.Action, "identity", who, "name", req.Name, "card", req.Card, "delegation", delegation)
@@ -120,7 +125,7 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 	case transport.AdminEnroll, transport.AdminIssue:
 		return s.enroll(a, req)
 	case transport.AdminRegisterPIN:
-		return nil, "", s.registerPIN(ctx, a, who, req.Card, sec)
+		return &transport.AdminResponse{}, "", s.registerPIN(ctx, a, who, req.Card, sec)
 	case transport.AdminDelegate:
 		return s.delegate(a, who, req.Delegation, sec.Passphrase)
 	case transport.AdminRevoke, transport.AdminUnlock:

@@ -460,19 +460,28 @@ func poolError(err error) error {
 
 // refuse records a refusal and returns it.
 func (s *Server) refuse(ctx context.Context, call *transport.Call, delegation string, err error, start time.Time) error {
+	return s.refuseAs(ctx, call, call.Op.String(), delegation, err, start)
+}
+
+// refuseAs is refuse with the operation named as op in the log.
+func (s *Server) refuseAs(ctx context.Context, call *transport.Call, op, delegation string, err error, start time.Time) error {
 	code := transport.CodeOf(err)
-	s.log.Info("request refused", "op", call.Op, "identity", call.Conn.Identity.ID, "delegation", delegation, "code", code)
-	if aerr := s.audit(ctx, call, delegation, code, "", nil, start); aerr != nil {
+	s.log.Info("request refused", "op", op, "identity", call.Conn.Identity.ID, "delegation", delegation, "code", code)
+	if aerr := s.auditAs(ctx, call, op, delegation, code, "", nil, start); aerr != nil {
 		return aerr
 	}
 	return err
 }
 
 func (s *Server) audit(ctx context.Context, call *transport.Call, delegation string, code transport.Code, card string, result []byte, start time.Time) error {
+	return s.auditAs(ctx, call, call.Op.String(), delegation, code, card, result, start)
+}
+
+func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegation string, code transport.Code, card string, result []byte, start time.Time) error {
 	if s.cfg.Audit == nil {
 		return nil
 	}
-	err := s.cfg.Audit.Record(ctx, &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: call.Op.String(),
+	err := s.cfg.Audit.Record(ctx, &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: op,
 		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result, Took: time.Since(start)})
 	if err != nil {
 		s.log.Error("audit record not written: refusing the answer", "err", err)

@@ -29,14 +29,23 @@ import (
 // memVault is a PINVault for tests: the real PIN per delegation, opened by
 // comparing the virtual PIN. (pscsd's vault keeps only ciphertext.)
 type memVault struct {
+	mu        sync.Mutex
 	vpin, pin map[string]string
 }
 
 func (v *memVault) OpenPIN(_ context.Context, d string, vpin []byte) ([]byte, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if want, ok := v.vpin[d]; !ok || want != string(vpin) {
 		return nil, server.ErrWrongVPIN
 	}
 	return []byte(v.pin[d]), nil
+}
+
+func (v *memVault) add(d, vpin, pin string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.vpin[d], v.pin[d] = vpin, pin
 }
 
 type memAudit struct {
@@ -67,14 +76,21 @@ type rig struct {
 	audit  *memAudit
 	sims   []*pivsim.Card
 	ca     *testpki.CA
+	enroll *transport.StaticEnrollment
+	vault  *memVault
 	addr   string
+	resets atomic.Int64 // card resets, all cards together
 	alice  tls.Certificate
 	bob    tls.Certificate
 	cancel func()
 }
 
-// cardLatency is the simulated cards' latency in new rigs; zero in tests.
-var cardLatency pivsim.Latency
+// cardLatency and cardSlots are the simulated cards' latency and key
+// layout in new rigs; in tests, zero and nil (pivsim.DefaultSlots).
+var (
+	cardLatency pivsim.Latency
+	cardSlots   map[pivsim.Slot]pivsim.SlotConfig
+)
 
 func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	t.Helper()
@@ -82,30 +98,30 @@ func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	pool := rsc.NewPool("mayor", rsc.Options{})
 	t.Cleanup(pool.Close)
 	for i := range cards {
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i)), Latency: cardLatency})
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i)), Latency: cardLatency, Slots: cardSlots})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.sims = append(r.sims, sim)
-		pool.Add(member(t, fmt.Sprint("card", i), sim))
+		pool.Add(member(t, fmt.Sprint("card", i), countResets{sim, &r.resets}))
 	}
 	r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5})
 	r.book.Grant(policy.Delegation{ID: "d-bob", Owner: "mayor", Delegate: "bob", Card: "mayor", Total: 1})
-	vault := &memVault{vpin: map[string]string{"d-alice": "2718", "d-bob": "3141"},
+	r.vault = &memVault{vpin: map[string]string{"d-alice": "2718", "d-bob": "3141"},
 		pin: map[string]string{"d-alice": "123456", "d-bob": "123456"}}
 	var auditor server.Auditor = r.audit
 	if len(aud) > 0 {
 		auditor = aud[0]
 	}
-	r.srv = server.New(server.Config{Book: r.book, Vault: vault, Audit: auditor,
+	r.srv = server.New(server.Config{Book: r.book, Vault: r.vault, Audit: auditor,
 		Cards: []server.Card{{Name: "mayor", Slot: 7, Pool: pool}}})
 
-	enroll := transport.NewStaticEnrollment()
+	r.enroll = transport.NewStaticEnrollment()
 	r.alice = r.ca.Issue("alice", testpki.Options{})
 	r.bob = r.ca.Issue("bob", testpki.Options{})
-	enroll.Add("alice", r.alice.Leaf)
-	enroll.Add("bob", r.bob.Leaf)
-	ts := &transport.Server{Handler: r.srv, Enrollment: enroll,
+	r.enroll.Add("alice", r.alice.Leaf)
+	r.enroll.Add("bob", r.bob.Leaf)
+	ts := &transport.Server{Handler: r.srv, Enrollment: r.enroll,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -119,7 +135,26 @@ func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	return r
 }
 
-func member(t testing.TB, id string, sim *pivsim.Card) *rsc.Member {
+// delegate enrolls a new identity, name, with a certificate of its own
+// and a delegation of its own ("d-"+name, no limits) on the rig's remote
+// card, opened with the virtual PIN vpin; it returns the certificate.
+func (r *rig) delegate(name, vpin string) tls.Certificate {
+	cert := r.ca.Issue(name, testpki.Options{})
+	r.enroll.Add(name, cert.Leaf)
+	r.book.Grant(policy.Delegation{ID: "d-" + name, Owner: "mayor", Delegate: name, Card: "mayor", MaxWrongVPIN: 5})
+	r.vault.add("d-"+name, vpin, "123456")
+	return cert
+}
+
+// countResets counts the resets of a simulated card.
+type countResets struct {
+	*pivsim.Card
+	n *atomic.Int64
+}
+
+func (c countResets) Reset() { c.n.Add(1); c.Card.Reset() }
+
+func member(t testing.TB, id string, sim countResets) *rsc.Member {
 	t.Helper()
 	w := cards.NewWorker(cards.Direct(sim), nil)
 	t.Cleanup(func() { w.Close() })

@@ -9,6 +9,7 @@
 //	pscs slots [-config FILE]
 //	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
+//	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...
 //
 // readers lists the PC/SC readers, their cards, and the profile that
 // recognises each card. card info shows a card's keys, certificates and PIN
@@ -26,6 +27,17 @@
 // audit verify checks a copy of pscsd's audit log: the hash chain, every
 // record, and every signed request against the enrolled certificates in
 // DIR; it names the first bad record.
+//
+// admin is for owners, with their own configuration file: enroll an
+// identity by certificate, or have pscsd's CA issue one (issue writes a
+// ready configuration directory to hand to a delegate); register a card's
+// real PIN (checked on the card while its retry counter is full, then
+// sealed under the owner's passphrase and the server's TPM); delegate a
+// remote card (validity, weekly hours, limits, allowed documents, warranty),
+// which prints the delegation's virtual PIN once; revoke and unlock
+// delegations; list them; export the audit records of the owner's cards
+// with every signed request checked. The card PIN comes from PSCS_PIN and
+// the passphrase from PSCS_PASSPHRASE, or from the terminal.
 //
 // -trace writes every APDU to standard error, with PINs and keys redacted.
 //
@@ -66,6 +78,7 @@ const usage = `usage:
   pscs slots [-config FILE]
   pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
   pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
+  pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...  (pscs admin: details)
 `
 
 // app is one invocation's context: where output goes and how to log.
@@ -111,6 +124,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return a.sim(ctx, rest[1:])
 	case "slots":
 		return a.slots(ctx, rest[1:])
+	case "admin":
+		return a.admin(ctx, rest[1:])
 	case "audit":
 		if len(rest) >= 2 && rest[1] == "verify" {
 			return a.auditVerify(ctx, rest[2:])

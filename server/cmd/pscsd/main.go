@@ -2,80 +2,158 @@
 //
 // Usage:
 //
-//	pscsd [-trace] [-json]
+//	pscsd -config FILE
+//	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT]
 //	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [-trace] [-json]
+//	pscsd inventory [-trace] [-json]
 //
-// Without --demo, pscsd is (for now) the server's card inventory: it
-// watches the PC/SC readers, gives every card that is inserted its own owner
-// goroutine (cards.Worker), detects the card's profile, reads its keys and
-// PIN state, and logs what it finds, until it is interrupted. It survives
-// cards being pulled and reinserted and pcscd being restarted.
+// With -config, pscsd serves the remote cards the configuration file
+// describes (see Config: the state directory, addresses, the TPM, and
+// which cards, by serial, form which remote card and who owns it) from the
+// PC/SC readers: cards join their remote card when inserted, leave when
+// pulled, and rejoin while it runs. Its state (the authenticated store,
+// the vault of sealed PINs, the audit log, its CA) lives in the state
+// directory, authenticated or sealed with keys of the TPM.
+//
+// init enrolls an owner on the server's machine, before the server runs:
+// it makes a key, has pscsd's CA certify it, and writes the owner's key,
+// certificate, the CA certificate and a client.conf to DIR. The owner then
+// administers with pscs admin (enroll delegates, register a card's PIN,
+// delegate, revoke, unlock, list, export the audit records).
 //
 // With --demo it runs the whole system on simulated parts in DIR: four
 // simulated PIV cards (a parallel remote card "mayor" of three cards with
-// one key pair, and "ceo"), swtpm as the TPM, a throw-away CA, a delegation
-// of "mayor" to a demo delegate with a fresh virtual PIN; it writes the
-// delegate's configuration to DIR/demo/client.conf and the virtual PIN to
-// DIR/demo/vpin, and serves on ADDR (default 127.0.0.1:0) until stopped,
-// with Prometheus metrics and a health check at http://ADMIN/metrics and
-// /healthz (default 127.0.0.1:0, printed at start):
+// one key pair, and "ceo"), swtpm as the TPM, a demo owner who registers
+// the PIN and delegates "mayor" to a demo delegate, whose configuration
+// goes to DIR/demo/client.conf and virtual PIN to DIR/demo/vpin; it serves
+// on ADDR (default 127.0.0.1:0) until stopped, with Prometheus metrics and
+// a health check at http://ADMIN/metrics and /healthz:
 //
 //	PSCS_CONFIG=DIR/demo/client.conf pscs slots
+//
+// inventory watches the readers and logs every card's profile, keys and
+// PIN state, until it is interrupted.
 //
 // -trace logs every APDU (secrets redacted); -json logs in JSON.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/server/store"
 )
 
 var knownProfiles = []profiles.Profile{piv.Profile{}}
 
 func main() {
-	trace := flag.Bool("trace", false, "log every APDU, secrets redacted")
-	jsonLog := flag.Bool("json", false, "log in JSON")
-	demo := flag.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
-	state := flag.String("state", "", "state directory (required with --demo)")
-	listen := flag.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
-	admin := flag.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
-	flag.Parse()
+	args := os.Args[1:]
+	cmd := ""
+	if len(args) > 0 && (args[0] == "init" || args[0] == "inventory") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("pscsd", flag.ExitOnError)
+	trace := fs.Bool("trace", false, "log every APDU, secrets redacted")
+	jsonLog := fs.Bool("json", false, "log in JSON")
+	config := fs.String("config", "", "configuration file")
+	demo := fs.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
+	state := fs.String("state", "", "state directory (required with --demo)")
+	listen := fs.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
+	admin := fs.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
+	owner := fs.String("owner", "", "init: the owner's identity name")
+	out := fs.String("out", "", "init: where the owner's credentials and client.conf go")
+	serverAddr := fs.String("server", "", "init: the server's address for the owner's client.conf (default: the configured listen address)")
+	fs.Parse(args)
+
+	var cfg *Config
+	if *config != "" {
+		var err error
+		if cfg, err = LoadConfig(*config); err != nil {
+			fmt.Fprintln(os.Stderr, "pscsd:", err)
+			os.Exit(2)
+		}
+	}
 	level := slog.LevelInfo
-	if *trace {
+	if *trace || cfg != nil && cfg.Log.Level == "debug" {
 		level = slog.LevelDebug
+	} else if cfg != nil && cfg.Log.Level != "" {
+		level.UnmarshalText([]byte(cfg.Log.Level))
 	}
 	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	if *jsonLog {
+	if *jsonLog || cfg != nil && cfg.Log.JSON {
 		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	}
 	log := slog.New(h)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *demo {
+	var err error
+	switch {
+	case cmd == "init":
+		if cfg == nil || *owner == "" || *out == "" {
+			fmt.Fprintln(os.Stderr, "pscsd init: -config, -owner and -out are required")
+			os.Exit(2)
+		}
+		err = initOwner(log, cfg, *owner, *out, *serverAddr)
+	case *demo:
 		if *state == "" {
 			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
 			os.Exit(2)
 		}
-		if err := runDemo(ctx, log, *state, *listen, *admin); err != nil && ctx.Err() == nil {
-			log.Error("pscsd demo stopped", "err", err)
-			os.Exit(1)
+		if err = runDemo(ctx, log, *state, *listen, *admin); ctx.Err() != nil {
+			err = nil
 		}
-		return
+	case cfg != nil:
+		err = runConfigured(ctx, log, cfg)
+	default:
+		err = run(ctx, log)
 	}
-	if err := run(ctx, log); err != nil {
+	if err != nil {
 		log.Error("pscsd stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// initOwner enrolls an owner on the server's machine (see the package
+// documentation).
+func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
+	tpm, err := openTPM(cfg.TPM)
+	if err != nil {
+		return fmt.Errorf("TPM %s: %w", cfg.TPM, err)
+	}
+	st, err := openState(cfg.State, tpm, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if _, err := st.store.Get(store.KindIdentity, owner); err == nil {
+		return fmt.Errorf("%s is enrolled already", owner)
+	}
+	if err := enrollLocal(st, owner, out, ""); err != nil {
+		return err
+	}
+	if addr == "" {
+		addr = strings.Replace(cfg.Listen, "0.0.0.0", "127.0.0.1", 1)
+	}
+	b, _ := json.MarshalIndent(client.File{Server: addr, ServerName: cfg.ServerNames[0],
+		CA: "ca.pem", Certificate: "identity.pem", Key: "identity.key"}, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, "client.conf"), append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "pscsd: %s enrolled; credentials and client.conf in %s\n", owner, out)
+	return nil
 }
 
 func run(ctx context.Context, log *slog.Logger) error {

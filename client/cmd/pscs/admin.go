@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/transport"
+)
+
+const adminUsage = `usage (an owner's configuration in -config or PSCS_CONFIG):
+  pscs admin enroll -name NAME -cert FILE
+  pscs admin issue -name NAME -out DIR [-pubkey FILE]
+  pscs admin register-pin -card CARD          (PSCS_PIN, PSCS_PASSPHRASE, or the terminal)
+  pscs admin delegate -card CARD -to NAME [-for DURATION | -until TIME] [-from TIME]
+        [-ops sign,decrypt] [-per-hour N] [-total N] [-days mon,tue,...] [-hours HH:MM-HH:MM]
+        [-document HEX]... [-warranty]      (PSCS_PASSPHRASE, or the terminal)
+  pscs admin revoke ID
+  pscs admin unlock ID
+  pscs admin list
+  pscs admin export -out FILE                 (the records of your cards, as JSON lines)
+`
+
+// admin runs an owner's administration request.
+func (a *app) admin(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(a.stderr, adminUsage)
+		return flag.ErrHelp
+	}
+	action, args := args[0], args[1:]
+	fs := flag.NewFlagSet("admin "+action, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() { fmt.Fprint(a.stderr, adminUsage) }
+	config := fs.String("config", "", "the owner's configuration file (default: $"+client.ConfigEnv+")")
+	name := fs.String("name", "", "identity name")
+	certFile := fs.String("cert", "", "enroll: the identity's certificate (PEM)")
+	out := fs.String("out", "", "issue: directory for the new identity; export: file")
+	pubFile := fs.String("pubkey", "", "issue: certify this public key (PEM) instead of making a key")
+	card := fs.String("card", "", "remote card")
+	to := fs.String("to", "", "delegate: the delegate's identity")
+	dur := fs.Duration("for", 0, "delegate: how long it lasts")
+	until := fs.String("until", "", "delegate: when it ends (RFC 3339)")
+	from := fs.String("from", "", "delegate: when it begins (RFC 3339; default now)")
+	ops := fs.String("ops", "sign", "delegate: operations")
+	perHour := fs.Uint("per-hour", 0, "delegate: signatures per hour (0: no limit)")
+	total := fs.Uint("total", 0, "delegate: signatures in all (0: no limit)")
+	days := fs.String("days", "", "delegate: week days, e.g. mon,tue,wed,thu,fri")
+	hours := fs.String("hours", "", "delegate: daily hours, UTC, e.g. 08:00-18:00")
+	warranty := fs.Bool("warranty", false, "delegate: signatures carry a visible delegation notice")
+	var docs multiFlag
+	fs.Var(&docs, "document", "delegate: an allowed document digest (hex); repeatable")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	req := &transport.AdminRequest{Action: action, Name: *name, Card: *card}
+	var secret []byte
+	switch action {
+	case transport.AdminEnroll:
+		b, err := os.ReadFile(*certFile)
+		if err != nil {
+			return err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return fmt.Errorf("%s: no PEM certificate", *certFile)
+		}
+		req.Certificate = blk.Bytes
+	case transport.AdminIssue:
+		if *out == "" {
+			return fmt.Errorf("issue: -out DIR is needed")
+		}
+		return a.issue(ctx, *config, *name, *out, *pubFile)
+	case transport.AdminRegisterPIN:
+		pin, err := readPIN(a)
+		if err != nil {
+			return err
+		}
+		defer clear(pin)
+		pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
+		if err != nil {
+			return err
+		}
+		defer clear(pass)
+		if secret, err = transport.Marshal(&transport.AdminSecret{PIN: pin, Passphrase: pass}); err != nil {
+			return err
+		}
+		defer clear(secret)
+	case transport.AdminDelegate:
+		d := &transport.AdminDelegation{Delegate: *to, Card: *card, Ops: strings.Split(*ops, ","),
+			PerHour: uint32(*perHour), Total: uint32(*total), Warranty: *warranty}
+		begin := time.Now()
+		if *from != "" {
+			t, err := time.Parse(time.RFC3339, *from)
+			if err != nil {
+				return fmt.Errorf("-from: %w", err)
+			}
+			begin, d.NotBefore = t, t.UnixMilli()
+		}
+		switch {
+		case *until != "":
+			t, err := time.Parse(time.RFC3339, *until)
+			if err != nil {
+				return fmt.Errorf("-until: %w", err)
+			}
+			d.NotAfter = t.UnixMilli()
+		case *dur > 0:
+			d.NotAfter = begin.Add(*dur).UnixMilli()
+		}
+		if *days != "" {
+			var err error
+			if d.Days, err = parseDays(*days); err != nil {
+				return err
+			}
+			if d.From, d.To, err = parseHours(*hours); err != nil {
+				return err
+			}
+		}
+		for _, h := range docs {
+			b, err := hex.DecodeString(h)
+			if err != nil {
+				return fmt.Errorf("-document: %w", err)
+			}
+			d.Documents = append(d.Documents, b)
+		}
+		req.Delegation = d
+		pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
+		if err != nil {
+			return err
+		}
+		defer clear(pass)
+		if secret, err = transport.Marshal(&transport.AdminSecret{Passphrase: pass}); err != nil {
+			return err
+		}
+		defer clear(secret)
+	case transport.AdminRevoke, transport.AdminUnlock:
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%s: which delegation?", action)
+		}
+		req.ID = fs.Arg(0)
+	case transport.AdminList:
+	case transport.AdminExport:
+		if *out == "" {
+			return fmt.Errorf("export: -out FILE is needed")
+		}
+		return a.export(ctx, *config, *out)
+	default:
+		fmt.Fprint(a.stderr, adminUsage)
+		return flag.ErrHelp
+	}
+	c, err := a.dialRemote(ctx, *config)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var resp transport.AdminResponse
+	if err := c.Do(ctx, transport.OpAdmin, req, secret, &resp); err != nil {
+		return err
+	}
+	switch action {
+	case transport.AdminDelegate:
+		fmt.Fprintf(a.stdout, "delegation %s\nvirtual PIN %s\n", resp.ID, resp.VPIN)
+		fmt.Fprintln(a.stderr, "give the virtual PIN to the delegate: it is shown only this once")
+	case transport.AdminList:
+		fmt.Fprintf(a.stdout, "cards: %s\n", strings.Join(resp.Cards, ", "))
+		for _, d := range resp.Delegations {
+			state := "active"
+			switch {
+			case d.Revoked:
+				state = "revoked"
+			case d.Locked:
+				state = "locked"
+			}
+			until := "-"
+			if d.NotAfter != 0 {
+				until = time.UnixMilli(d.NotAfter).UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\n", d.ID, d.Card, d.Delegate, until, state, d.Used)
+		}
+	default:
+		fmt.Fprintf(a.stdout, "%s: done\n", action)
+	}
+	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func parseDays(s string) (uint8, error) {
+	names := []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
+	var days uint8
+	for _, d := range strings.Split(strings.ToLower(s), ",") {
+		i := -1
+		for j, n := range names {
+			if strings.HasPrefix(d, n) {
+				i = j
+			}
+		}
+		if i < 0 {
+			return 0, fmt.Errorf("-days: %q is no week day", d)
+		}
+		days |= 1 << i
+	}
+	return days, nil
+}
+
+func parseHours(s string) (uint16, uint16, error) {
+	if s == "" {
+		return 0, 24 * 60, nil
+	}
+	a, b, ok := strings.Cut(s, "-")
+	parse := func(x string) (uint16, error) {
+		t, err := time.Parse("15:04", x)
+		if err != nil {
+			return 0, fmt.Errorf("-hours: %w", err)
+		}
+		return uint16(t.Hour()*60 + t.Minute()), nil
+	}
+	if !ok {
+		return 0, 0, fmt.Errorf("-hours: HH:MM-HH:MM")
+	}
+	f, err := parse(a)
+	if err != nil {
+		return 0, 0, err
+	}
+	t, err := parse(b)
+	return f, t, err
+}
+
+// readSecret takes a secret from the environment variable env or the
+// terminal, without echo.
+func readSecret(a *app, env, what string) ([]byte, error) {
+	if v, ok := os.LookupEnv(env); ok {
+		return []byte(v), nil
+	}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		fmt.Fprintf(a.stderr, "%s: ", what)
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(a.stderr)
+		return b, err
+	}
+	return nil, fmt.Errorf("no %s: set %s or run on a terminal", what, env)
+}
+
+// issue has the server's CA certify a key for name and writes a ready
+// identity directory: the key (unless -pubkey), the certificate, the CA
+// certificate and a client.conf for the same server.
+func (a *app) issue(ctx context.Context, config, name, out, pubFile string) error {
+	if config == "" {
+		config = os.Getenv(client.ConfigEnv)
+	}
+	var pubDER, keyPEM []byte
+	if pubFile != "" {
+		b, err := os.ReadFile(pubFile)
+		if err != nil {
+			return err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "PUBLIC KEY" {
+			return fmt.Errorf("%s: no PEM public key", pubFile)
+		}
+		pubDER = blk.Bytes
+	} else {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return err
+		}
+		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		clear(der)
+		if pubDER, err = x509.MarshalPKIXPublicKey(key.Public()); err != nil {
+			return err
+		}
+	}
+	c, err := a.dialRemote(ctx, config)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var resp transport.AdminResponse
+	if err := c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminIssue, Name: name, PublicKey: pubDER}, nil, &resp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(config)
+	if err != nil {
+		return err
+	}
+	var f client.File
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	f.CA, f.Certificate, f.Key = "ca.pem", "identity.pem", "identity.key"
+	conf, _ := json.MarshalIndent(f, "", "  ")
+	files := map[string][]byte{
+		"ca.pem":       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.CA}),
+		"identity.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate}),
+		"client.conf":  append(conf, '\n'),
+	}
+	if keyPEM != nil {
+		files["identity.key"] = keyPEM
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(out, n), b, 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(a.stdout, "%s enrolled; its configuration is %s\n", name, filepath.Join(out, "client.conf"))
+	return nil
+}
+
+// exported is one audit record of an export, as a JSON line.
+type exported struct {
+	Seq        uint64 `json:"seq"`
+	Time       string `json:"time"`
+	Identity   string `json:"identity"`
+	Op         string `json:"op"`
+	Delegation string `json:"delegation,omitempty"`
+	Decision   uint32 `json:"decision"`
+	Card       string `json:"card,omitempty"`
+	Result     []byte `json:"result,omitempty"`
+	Evidence   []byte `json:"evidence,omitempty"` // the signed request (COSE_Sign1)
+	Verified   bool   `json:"signature_verified"`
+}
+
+// export fetches the records of the owner's cards, checks every signed
+// request against its signer's certificate, and writes them as JSON lines.
+func (a *app) export(ctx context.Context, config, out string) error {
+	c, err := a.dialRemote(ctx, config)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	n, bad := 0, 0
+	for from := uint64(0); ; {
+		var resp transport.AdminResponse
+		if err := c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminExport, From: from}, nil, &resp); err != nil {
+			return err
+		}
+		for _, raw := range resp.Records {
+			var r audit.Record
+			if err := transport.Unmarshal(raw, &r); err != nil {
+				return fmt.Errorf("export: record: %w", err)
+			}
+			e := exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
+				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence}
+			if r.Evidence != nil {
+				if der, ok := resp.Certificates[r.Identity]; ok {
+					if cert, err := x509.ParseCertificate(der); err == nil {
+						_, err := transport.VerifyPayload(r.Evidence, cert.PublicKey)
+						e.Verified = err == nil
+					}
+				}
+				if !e.Verified {
+					bad++
+				}
+			}
+			if err := enc.Encode(&e); err != nil {
+				return err
+			}
+			n++
+		}
+		if resp.Next == 0 {
+			break
+		}
+		from = resp.Next
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%d records to %s; %d signed requests that do not verify\n", n, out, bad)
+	if bad > 0 {
+		return fmt.Errorf("export: %d signed requests do not verify", bad)
+	}
+	return nil
+}
