@@ -41,6 +41,9 @@ type Admin struct {
 	CA *CA
 	// AuditFile is the audit log that export reads.
 	AuditFile string
+	// Head, if set, gives the store's head after a change, for the change's
+	// audit record: a later start refuses a store older than the log says.
+	Head func() []byte
 	// PINTries is a full PIN retry counter: register-pin tries the PIN
 	// only on a card whose counter shows at least this; zero: 3.
 	PINTries int
@@ -84,7 +87,11 @@ func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuseAs(ctx, call, op, delegation, err, start)
 	}
-	if err := s.auditAs(ctx, call, op, delegation, 0, req.Card, nil, start); err != nil {
+	var head []byte
+	if a.Head != nil && req.Action != transport.AdminList && req.Action != transport.AdminExport {
+		head = a.Head()
+	}
+	if err := s.auditAs(ctx, call, op, delegation, 0, req.Card, head, start); err != nil {
 		return nil, err
 	}
 	s.log.Info("administration", "action", req.Action, "identity", who, "name", req.Name, "card", req.Card, "delegation", delegation)

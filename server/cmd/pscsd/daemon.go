@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -71,14 +73,25 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, e
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = store.Open(filepath.Join(dir, "store"), mac); err != nil {
-		return nil, fmt.Errorf("store: %w", err) // an altered store is reported, not used
-	}
-	if s.audit, err = audit.Open(filepath.Join(dir, "audit.log"), mac, audit.Options{}); err != nil {
+	// The audit log first: it holds the store's last anchored head, and a
+	// store older than that (an old copy of the whole file) is refused.
+	logPath := filepath.Join(dir, "audit.log")
+	if s.audit, err = audit.Open(logPath, mac, audit.Options{}); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	if r := s.audit.Recovered(); r != nil {
 		log.Warn("audit log: a record cut by a crash was dropped", "seq", r.Seq)
+	}
+	var opts []store.Option
+	anchor, found, err := lastStoreHead(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if found {
+		opts = append(opts, store.WithAnchor(anchor))
+	}
+	if s.store, err = store.Open(filepath.Join(dir, "store"), mac, opts...); err != nil {
+		return nil, fmt.Errorf("store: %w", err) // an altered or rolled-back store is reported, not used
 	}
 	if s.ca, err = loadOrMakeCA(s.store, s.vault); err != nil {
 		return nil, err
@@ -92,6 +105,27 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, e
 	}
 	ok = true
 	return s, nil
+}
+
+// lastStoreHead finds the store's head last written to the audit log: by
+// pscsd at start ("store-head") or after an administration change.
+func lastStoreHead(path string) (store.Anchor, bool, error) {
+	var a store.Anchor
+	found := false
+	f, err := os.Open(path)
+	if err != nil {
+		return a, false, err
+	}
+	defer f.Close()
+	err = audit.ReadAll(bufio.NewReaderSize(f, 1<<20), func(r *audit.Record) error {
+		if r.Decision == 0 && len(r.Result) == 40 && (r.Op == "store-head" || strings.HasPrefix(r.Op, "admin:")) {
+			if a.UnmarshalBinary(r.Result) == nil {
+				found = true
+			}
+		}
+		return nil
+	})
+	return a, found, err
 }
 
 func (s *state) close() {
@@ -216,6 +250,7 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: o.name,
 		Audit: server.AuditLog{Log: st.audit}, Metrics: met, Cards: o.cards,
 		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
+			Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
 			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries}})
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {

@@ -1,0 +1,283 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-tpm-tools/simulator"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/testpki"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/rsc"
+	"github.com/pscs/pscs/server/store"
+	"github.com/pscs/pscs/server/vault"
+	ptransport "github.com/pscs/pscs/transport"
+)
+
+// memStore is a server.Store and server.StateReader in memory.
+type memStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *memStore) Put(kind, key string, v []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[kind+"\x00"+key] = append([]byte(nil), v...)
+	return nil
+}
+
+func (s *memStore) Delete(kind, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, kind+"\x00"+key)
+	return nil
+}
+
+func (s *memStore) Get(kind, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[kind+"\x00"+key]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return v, nil
+}
+
+func (s *memStore) List(kind string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.m {
+		if kd, key, _ := cut(k); kd == kind {
+			out = append(out, key)
+		}
+	}
+	return out, nil
+}
+
+func cut(k string) (string, string, bool) {
+	for i := range len(k) {
+		if k[i] == 0 {
+			return k[:i], k[i+1:], true
+		}
+	}
+	return k, "", false
+}
+
+type adminRig struct {
+	sim    *pivsim.Card
+	st     *memStore
+	pins   *server.VaultPINs
+	book   *policy.Book
+	enroll *ptransport.StaticEnrollment
+	ca     *testpki.CA
+	addr   string
+	owner  *client.Client
+	other  *client.Client // owns another card
+}
+
+// newAdminRig serves one card "mayor" owned by "alice" and one "ceo" owned
+// by "carol", with the vault on the go-tpm-tools TPM simulator.
+func newAdminRig(t *testing.T) *adminRig {
+	t.Helper()
+	tpmSim, err := simulator.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpmSim.Close() })
+	v, err := vault.Open(transport.FromReadWriteCloser(tpmSim), t.TempDir(), vault.WithParams(vault.Params{Time: 1, Memory: 8 << 10, Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	r := &adminRig{st: &memStore{m: map[string][]byte{}}, pins: &server.VaultPINs{Vault: v}, book: policy.NewBook(nil),
+		enroll: ptransport.NewStaticEnrollment(), ca: testpki.NewCA("admin CA")}
+	if r.sim, err = pivsim.New(pivsim.Config{Seed: []byte("admin")}); err != nil {
+		t.Fatal(err)
+	}
+	mayor, ceo := rsc.NewPool("mayor", rsc.Options{}), rsc.NewPool("ceo", rsc.Options{})
+	t.Cleanup(mayor.Close)
+	t.Cleanup(ceo.Close)
+	var resets atomic.Int64
+	mayor.Add(member(t, "m", countResets{r.sim, &resets}))
+	ceoSim, _ := pivsim.New(pivsim.Config{Seed: []byte("admin ceo")})
+	ceo.Add(member(t, "c", countResets{ceoSim, &resets}))
+	ownCA, err := server.NewCA("pscsd CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(server.Config{Book: r.book, Vault: r.pins,
+		Cards: []server.Card{{Name: "mayor", Slot: 1, Owner: "alice", Pool: mayor}, {Name: "ceo", Slot: 2, Owner: "carol", Pool: ceo}},
+		Admin: &server.Admin{Store: r.st, Enrollment: r.enroll, Pins: r.pins, CA: ownCA}})
+	alice, carol := r.ca.Issue("alice", testpki.Options{}), r.ca.Issue("carol", testpki.Options{})
+	r.enroll.Add("alice", alice.Leaf)
+	r.enroll.Add("carol", carol.Leaf)
+	ts := &ptransport.Server{Handler: srv, Enrollment: r.enroll,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = pc.LocalAddr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ts.Serve(ctx, pc) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	r.owner = r.dial(t, alice)
+	r.other = r.dial(t, carol)
+	return r
+}
+
+func (r *adminRig) dial(t *testing.T, cert tls.Certificate) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx(t), client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func adminDo(t *testing.T, c *client.Client, req *ptransport.AdminRequest, sec *ptransport.AdminSecret) (*ptransport.AdminResponse, ptransport.Code) {
+	t.Helper()
+	var secret []byte
+	if sec != nil {
+		secret, _ = ptransport.Marshal(sec)
+	}
+	var resp ptransport.AdminResponse
+	err := c.Do(ctx(t), ptransport.OpAdmin, req, secret, &resp)
+	var te *ptransport.Error
+	if errors.As(err, &te) {
+		return nil, te.Code
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &resp, 0
+}
+
+func TestAdminRefusals(t *testing.T) {
+	r := newAdminRig(t)
+	pass := []byte("owner passphrase")
+	reg := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}
+	del := &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}}
+	steps := []struct {
+		name string
+		c    *client.Client
+		req  *ptransport.AdminRequest
+		sec  *ptransport.AdminSecret
+		want ptransport.Code
+	}{
+		{"unknown action", r.owner, &ptransport.AdminRequest{Action: "format-disk"}, nil, ptransport.CodeUnsupported},
+		{"bad name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminIssue, Name: "bob/../x"}, nil, ptransport.CodeMalformed},
+		{"enroll a taken name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "carol", Certificate: r.ca.Issue("carol", testpki.Options{}).Leaf.Raw}, nil, ptransport.CodeExists},
+		{"register another's card", r.other, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeNotOwner},
+		{"register an unknown card", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "x"}, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeUnknown},
+		{"short passphrase", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte("short")}, ptransport.CodeMalformed},
+		{"wrong card PIN", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("654321"), Passphrase: pass}, ptransport.CodePINCheck},
+		// The card now has 2 tries of 3: no PIN is tried on it, not even the right one.
+		{"counter not full", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodePINCheck},
+		{"delegate to an unknown identity", r.owner, del, &ptransport.AdminSecret{Passphrase: pass}, ptransport.CodeUnknown},
+	}
+	for _, s := range steps {
+		if _, code := adminDo(t, s.c, s.req, s.sec); code != s.want {
+			t.Errorf("%s: code %d (%v), want %d (%v)", s.name, code, code, s.want, s.want)
+		}
+	}
+	if got := r.sim.PINRetries(); got != 2 {
+		t.Fatalf("card PIN tries %d, want 2: one wrong registration, then none tried", got)
+	}
+	// The owner verifies the right PIN at the card itself, which fills the
+	// counter again; now the registration goes through.
+	rsp, err := r.sim.Transmit(ctx(t), append([]byte{0x00, 0x20, 0x00, 0x80, 0x08}, "123456\xff\xff"...))
+	if err != nil || len(rsp) != 2 || rsp[0] != 0x90 {
+		t.Fatalf("VERIFY at the card: % X %v", rsp, err)
+	}
+	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration: %v", code)
+	}
+	bob := r.ca.Issue("bob", testpki.Options{})
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
+		t.Fatalf("enroll: %v", code)
+	}
+	if _, code := adminDo(t, r.owner, del, &ptransport.AdminSecret{Passphrase: []byte("not the passphrase")}); code != ptransport.CodeWrongPIN {
+		t.Errorf("delegation with a wrong passphrase: %v", code)
+	}
+	if _, code := adminDo(t, r.other, &ptransport.AdminRequest{Action: ptransport.AdminDelegate,
+		Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}}, &ptransport.AdminSecret{Passphrase: pass}); code != ptransport.CodeNotOwner {
+		t.Errorf("delegation of another's card: %v", code)
+	}
+	resp, code := adminDo(t, r.owner, del, &ptransport.AdminSecret{Passphrase: pass})
+	if code != 0 || resp.VPIN == "" || resp.ID == "" {
+		t.Fatalf("delegation: %v %+v", code, resp)
+	}
+	cb := r.dial(t, bob)
+	if _, err := cb.Login(ctx(t), 1, []byte(resp.VPIN)); err != nil {
+		t.Fatalf("login with the new vPIN: %v", err)
+	}
+	if _, err := cb.Sign(ctx(t), &ptransport.SignRequest{Slot: 1, Key: 1, Mechanism: 0x1041, Data: make([]byte, 32)}); err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	if _, code := adminDo(t, cb, &ptransport.AdminRequest{Action: ptransport.AdminList}, nil); code != ptransport.CodeNotOwner {
+		t.Errorf("a delegate administering: %v", code)
+	}
+	if _, code := adminDo(t, r.other, &ptransport.AdminRequest{Action: ptransport.AdminRevoke, ID: resp.ID}, nil); code != ptransport.CodeNotOwner {
+		t.Errorf("revocation by another owner: %v", code)
+	}
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminUnlock, ID: "d-none"}, nil); code != ptransport.CodeUnknown {
+		t.Errorf("unlock of an unknown delegation: %v", code)
+	}
+	list, _ := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminList}, nil)
+	if len(list.Cards) != 1 || list.Cards[0] != "mayor" || len(list.Delegations) != 1 || list.Delegations[0].Used != 1 {
+		t.Errorf("list: %+v", list)
+	}
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRevoke, ID: resp.ID}, nil); code != 0 {
+		t.Fatalf("revoke: %v", code)
+	}
+	if _, err := cb.Sign(ctx(t), &ptransport.SignRequest{Slot: 1, Key: 1, Mechanism: 0x1041, Data: make([]byte, 32)}); ptransport.CodeOf(err) != ptransport.CodeRevoked {
+		t.Errorf("sign after revocation: %v", err)
+	}
+
+	// What was kept loads back: identities, the revocation, the owner's
+	// sealed PIN (a new delegation can be made from it), and no real PIN.
+	book, enroll, pins := policy.NewBook(nil), ptransport.NewStaticEnrollment(), &server.VaultPINs{Vault: r.pins.Vault}
+	if err := server.LoadState(r.st, book, enroll, pins); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := enroll.Certificate("bob"); !ok {
+		t.Error("bob not enrolled after loading")
+	}
+	if _, st, ok := book.Get(resp.ID); !ok || !st.Revoked {
+		t.Errorf("delegation after loading: %v, revoked %v", ok, st.Revoked)
+	}
+	if _, ok := pins.Entry(resp.ID); ok {
+		t.Error("the revoked delegation's sealed PIN is still loaded")
+	}
+	if _, err := pins.Delegate("mayor", "d-new", pass, []byte("11112222")); err != nil {
+		t.Errorf("a delegation from the loaded owner PIN: %v", err)
+	}
+	for k, v := range r.st.m {
+		if containsBytes(v, []byte("123456")) || containsBytes(v, pass) || containsBytes(v, []byte(resp.VPIN)) {
+			t.Errorf("store record %q holds a secret in clear", k)
+		}
+	}
+}
+
+func containsBytes(b, sub []byte) bool {
+	for i := 0; i+len(sub) <= len(b); i++ {
+		if string(b[i:i+len(sub)]) == string(sub) {
+			return true
+		}
+	}
+	return false
+}
