@@ -38,11 +38,15 @@ demo: build
 	$(GO) run ./internal/demo
 
 # Card-side figures (APDU round trip through pcscd, signatures/s), codec
-# micro-benchmarks, then the wire: warm-signature latency at 0-200 ms RTT
+# micro-benchmarks, pscsd's own cost per signature and the throughput of a
+# parallel remote card of 1-32 cards at 100 ms per signature through the
+# whole server (320 signatures each: a multiple of 32), then the wire: warm-signature latency at 0-200 ms RTT
 # (p50/p99 over 200 signatures each), round trips, and server memory per
 # idle connection.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v '/transport$$')
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e '/transport$$' -e '/server$$')
+	$(GO) test -run '^$$' -bench ServerSign -benchtime 1000x ./server
+	$(GO) test -run '^$$' -bench ParallelThroughServer -benchtime 320x ./server
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./transport
 	$(GO) test -count=1 -run '^Test(ThousandConnections|RoundTrips)$$' -v ./transport | grep -E 'round trips at|connections opened'
 

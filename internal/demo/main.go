@@ -157,7 +157,15 @@ func remote(ctx context.Context, work string) error {
 	if err := show(ctx, env, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, doc); err != nil {
 		return err
 	}
-	say("Done: a delegate signed with the mayor's card from afar, and the signature verifies.")
+	owner := append(os.Environ(), "PSCS_CONFIG="+filepath.Join(state, "demo", "owner", "client.conf"))
+	say("The owner sees the delegation and its use, and exports the card's audit records, every signed request checked:")
+	if err := show(ctx, owner, pscs, "admin", "list"); err != nil {
+		return err
+	}
+	if err := show(ctx, owner, pscs, "admin", "export", "-out", filepath.Join(work, "mayor-audit.jsonl")); err != nil {
+		return err
+	}
+	say("Done: a delegate signed with the mayor's card from afar, the signature verifies, and the owner holds the record.")
 	return nil
 }
 
