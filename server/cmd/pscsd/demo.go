@@ -47,7 +47,7 @@ const demoWarning = `
 // to DIR/demo/owner. All state lives in DIR: started again on the same DIR,
 // the demo resumes at the same address, and the delegate's configuration
 // and vPIN still work. It serves until ctx ends.
-func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin string) error {
+func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin string, realLatency bool) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(stateDir, "demo")
 	if err := os.MkdirAll(filepath.Join(demoDir, "owner"), 0o700); err != nil {
@@ -88,7 +88,11 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 		if i == 3 {
 			seed, pool = "demo ceo", ceo
 		}
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: pivsim.RealLatency})
+		lat := pivsim.Latency{}
+		if realLatency {
+			lat = pivsim.RealLatency
+		}
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: lat})
 		if err != nil {
 			return err
 		}

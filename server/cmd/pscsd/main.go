@@ -4,7 +4,7 @@
 //
 //	pscsd -config FILE
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT]
-//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
 //
 // With -config, pscsd serves the remote cards the configuration file
@@ -73,6 +73,7 @@ func main() {
 	state := fs.String("state", "", "state directory (required with --demo)")
 	listen := fs.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
 	admin := fs.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
+	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
 	owner := fs.String("owner", "", "init: the owner's identity name")
 	out := fs.String("out", "", "init: where the owner's credentials and client.conf go")
 	serverAddr := fs.String("server", "", "init: the server's address for the owner's client.conf (default: the configured listen address)")
@@ -112,7 +113,11 @@ func main() {
 			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
 			os.Exit(2)
 		}
-		if err = runDemo(ctx, log, *state, *listen, *admin); ctx.Err() != nil {
+		if *cardLatency != "real" && *cardLatency != "none" {
+			fmt.Fprintln(os.Stderr, "pscsd: --card-latency is real or none")
+			os.Exit(2)
+		}
+		if err = runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real"); ctx.Err() != nil {
 			err = nil
 		}
 	case cfg != nil:
