@@ -57,6 +57,9 @@ var bodyTypes = []func() any{
 	func() any { return new(LogoutRequest) },
 	func() any { return new(Event) },
 	func() any { return new(SignedPayload) },
+	func() any { return new(AdminRequest) },
+	func() any { return new(AdminSecret) },
+	func() any { return new(AdminResponse) },
 }
 
 // roundTrip decodes data into a new value of newV's type; when that is
@@ -404,6 +407,12 @@ func seedMessages(tb testing.TB) (reqs, resps []any, bodies [][]any, signedPaylo
 		{&LogoutRequest{Slot: 1}},
 		{&Event{Kind: EventCatalogue, Tag: []byte{5, 6}}, &Event{Kind: EventSlot, Slot: 1}, &Event{Kind: EventRevoked, Message: "delegation 7"}, &Event{Kind: EventShutdown}},
 		{&SignedPayload{Op: OpSign, Nonce: nonce, Time: 1764115200000, Body: mustMarshal(bodies0SignRequest()), Binding: binding}},
+		{&AdminRequest{Action: AdminList}, &AdminRequest{Action: AdminDelegate, Delegation: &AdminDelegation{Delegate: "bob", Card: "mayor",
+			Ops: []string{"sign"}, NotAfter: 1764115200000, Days: 0x3E, From: 480, To: 1080, PerHour: 10, Documents: [][]byte{bytes.Repeat([]byte{0xD0}, 32)}}},
+			&AdminRequest{Action: AdminIssue, Name: "bob", PublicKey: []byte{0x30, 0x59}}},
+		{&AdminSecret{PIN: []byte("123456"), Passphrase: []byte("correct horse")}},
+		{&AdminResponse{ID: "d-01", VPIN: "12345678"}, &AdminResponse{Cards: []string{"mayor"}, Delegations: []AdminDelegation{{ID: "d-01", Delegate: "bob", Card: "mayor", Used: 3}}},
+			&AdminResponse{Records: [][]byte{{0xA1, 0x01, 0x01}}, Certificates: map[string][]byte{"bob": {0x30}}, Next: 9}},
 	}
 	signedPayloads = []*SignedPayload{
 		{Op: OpLogin, Nonce: nonce, Time: 1764115200000, Body: mustMarshal(&LoginRequest{Slot: 1}), Binding: binding},
