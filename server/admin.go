@@ -196,9 +196,10 @@ func (s *Server) internal(what string, err error) error {
 	return transport.Errorf(transport.CodeInternal, "")
 }
 
-// registerPIN checks the card's real PIN on a card of the remote card whose
-// retry counter is full (a wrong PIN then costs one try of three, never
-// the last), and seals it under the owner's passphrase.
+// registerPIN checks the card's real PIN on every card of the remote card,
+// only when all their retry counters are full (a wrong PIN then costs one
+// try of three on one card, never the last), and seals it under the
+// owner's passphrase.
 func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, sec *transport.AdminSecret) error {
 	card, ok := s.cardNamed(name)
 	if !ok {
@@ -214,7 +215,13 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	if full == 0 {
 		full = 3
 	}
-	err := card.Pool.Do(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+	if card.Pool.Len() == 0 {
+		return transport.Errorf(transport.CodeCardUnavailable, "no card of %s is present", name)
+	}
+	// First every card's counter, so that no PIN is tried while any of
+	// them is short of tries; then the PIN on each card: the cards of a
+	// parallel remote card must share it.
+	err := card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		st, err := c.PINStatus(ctx)
 		if err != nil {
 			return cardError(err)
@@ -222,15 +229,20 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		if st.Blocked || st.Retries >= 0 && st.Retries < full {
 			return transport.Errorf(transport.CodePINCheck, "card %s: PIN retry counter at %d, not full: not trying a PIN on it", m.ID, st.Retries)
 		}
-		err = c.VerifyPIN(ctx, sec.PIN)
-		if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
-			return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN", m.ID)
-		}
-		if err != nil {
-			return cardError(err)
-		}
-		return c.Logout(ctx)
+		return nil
 	})
+	if err == nil {
+		err = card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+			err := c.VerifyPIN(ctx, sec.PIN)
+			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
+				return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN (the cards of a remote card must share their PIN)", m.ID)
+			}
+			if err != nil {
+				return cardError(err)
+			}
+			return c.Logout(ctx)
+		})
+	}
 	if err != nil {
 		return poolError(err)
 	}

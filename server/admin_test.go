@@ -76,6 +76,7 @@ func cut(k string) (string, string, bool) {
 
 type adminRig struct {
 	sim    *pivsim.Card
+	mayor  *rsc.Pool
 	st     *memStore
 	pins   *server.VaultPINs
 	book   *policy.Book
@@ -106,6 +107,7 @@ func newAdminRig(t *testing.T) *adminRig {
 		t.Fatal(err)
 	}
 	mayor, ceo := rsc.NewPool("mayor", rsc.Options{}), rsc.NewPool("ceo", rsc.Options{})
+	r.mayor = mayor
 	t.Cleanup(mayor.Close)
 	t.Cleanup(ceo.Close)
 	var resets atomic.Int64
@@ -280,4 +282,34 @@ func containsBytes(b, sub []byte) bool {
 		}
 	}
 	return false
+}
+
+// TestRegisterPINOnEveryCard: the PIN of a parallel remote card is checked
+// on each of its cards; a card with another PIN is named, and only that
+// card spends a try.
+func TestRegisterPINOnEveryCard(t *testing.T) {
+	r := newAdminRig(t)
+	other, err := pivsim.New(pivsim.Config{Seed: []byte("admin"), PIN: "999999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resets atomic.Int64
+	if err := r.mayor.Add(member(t, "n", countResets{other, &resets})); err != nil {
+		t.Fatal(err)
+	}
+	_, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"},
+		&ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte("owner passphrase")})
+	if code != ptransport.CodePINCheck {
+		t.Errorf("registration on cards with different PINs: %v, want %v", code, ptransport.CodePINCheck)
+	}
+	if r.sim.PINRetries() != 3 || other.PINRetries() != 2 {
+		t.Errorf("PIN tries %d and %d, want 3 (right PIN) and 2 (the other card)", r.sim.PINRetries(), other.PINRetries())
+	}
+	// Nothing was registered.
+	bob := r.ca.Issue("bob", testpki.Options{})
+	adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil)
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}},
+		&ptransport.AdminSecret{Passphrase: []byte("owner passphrase")}); code != ptransport.CodeNoPIN {
+		t.Errorf("delegation after a failed registration: %v, want %v", code, ptransport.CodeNoPIN)
+	}
 }

@@ -341,6 +341,20 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	}
 }
 
+// Each runs fn on every card of the pool in turn (those present when it
+// starts, in Members order), for principal, each inside its own
+// transaction; it stops at the first error. It is for administration that
+// concerns every card (checking that they share a PIN); requests go
+// through Do.
+func (p *Pool) Each(ctx context.Context, principal string, fn func(ctx context.Context, card profiles.Card, m *Member) error) error {
+	for _, m := range p.Members() {
+		if err := p.run(m, &job{ctx: ctx, principal: principal, fn: fn}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // gone reports whether err means the card is no longer there.
 func gone(err error) bool {
 	return errors.Is(err, cards.ErrCardRemoved) || errors.Is(err, cards.ErrNoCard) ||
