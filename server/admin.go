@@ -247,6 +247,7 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		return poolError(err)
 	}
 	e, err := a.Pins.SealOwnerPIN(name, sec.Passphrase, sec.PIN)
+	s.passphraseResult(name, false)
 	if err != nil {
 		return s.internal("vault", err)
 	}
@@ -258,6 +259,34 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		return s.internal("store", err)
 	}
 	return nil
+}
+
+// maxWrongPassphrases locks a card's registered PIN against delegation
+// after that many wrong owner passphrases in a row: someone holding the
+// owner's key is guessing. Registering the PIN again (which needs the
+// card's PIN and a card with full tries) clears it.
+const maxWrongPassphrases = 5
+
+func (s *Server) passphraseLocked(card string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wrongPass[card] >= maxWrongPassphrases
+}
+
+func (s *Server) passphraseResult(card string, wrong bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wrongPass == nil {
+		s.wrongPass = map[string]int{}
+	}
+	if wrong {
+		s.wrongPass[card]++
+		if s.wrongPass[card] == maxWrongPassphrases {
+			s.log.Warn("too many wrong owner passphrases: the card's registered PIN is locked against delegation", "card", card)
+		}
+	} else {
+		delete(s.wrongPass, card)
+	}
 }
 
 func (s *Server) cardNamed(name string) (Card, bool) {
@@ -289,7 +318,11 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	}
 	d.Owner, d.ID = who, "d-"+randomHex(6)
 	vpin := randomDigits(8)
+	if s.passphraseLocked(ad.Card) {
+		return nil, "", transport.Errorf(transport.CodeLocked, "too many wrong passphrases for %s: register its PIN again", ad.Card)
+	}
 	e, err := a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
+	s.passphraseResult(ad.Card, errors.Is(err, ErrWrongVPIN))
 	switch {
 	case errors.Is(err, ErrNoOwnerPIN):
 		return nil, "", transport.Errorf(transport.CodeNoPIN, "register the PIN of %s first", ad.Card)

@@ -212,8 +212,22 @@ func TestAdminRefusals(t *testing.T) {
 	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
 		t.Fatalf("enroll: %v", code)
 	}
-	if _, code := adminDo(t, r.owner, del, &ptransport.AdminSecret{Passphrase: []byte("not the passphrase")}); code != ptransport.CodeWrongPIN {
-		t.Errorf("delegation with a wrong passphrase: %v", code)
+	for i := range 6 {
+		want := ptransport.CodeWrongPIN
+		if i == 5 {
+			want = ptransport.CodeLocked // even the right one now
+		}
+		p := []byte("not the passphrase")
+		if i == 5 {
+			p = pass
+		}
+		if _, code := adminDo(t, r.owner, del, &ptransport.AdminSecret{Passphrase: p}); code != want {
+			t.Errorf("passphrase %d: %v, want %v", i, code, want)
+		}
+	}
+	// Registering the PIN again clears the lock.
+	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration: %v", code)
 	}
 	if _, code := adminDo(t, r.other, &ptransport.AdminRequest{Action: ptransport.AdminDelegate,
 		Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}}, &ptransport.AdminSecret{Passphrase: pass}); code != ptransport.CodeNotOwner {

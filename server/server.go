@@ -97,6 +97,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]map[*transport.Conn]struct{} // identity -> open connections
+	// wrongPass counts wrong owner passphrases in a row, by card.
+	wrongPass map[string]int
 
 	logins sync.Map // delegation ID -> *sync.Mutex: one vPIN check at a time
 }
