@@ -44,6 +44,15 @@ type state struct {
 	ca    *server.CA
 }
 
+// openConfigured opens the state a configuration names, on its TPM.
+func openConfigured(cfg *Config, log *slog.Logger) (*state, error) {
+	tpm, err := openTPM(cfg.TPM)
+	if err != nil {
+		return nil, fmt.Errorf("TPM %s: %w", cfg.TPM, err)
+	}
+	return openState(cfg.State, tpm, log)
+}
+
 // openTPM opens the TPM a configuration names: a character device
 // (/dev/tpmrm0) or "unix:PATH", a swtpm socket.
 func openTPM(spec string) (transport.TPMCloser, error) {
@@ -270,11 +279,7 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 // runConfigured serves the remote cards of a configuration from the PC/SC
 // readers, on the TPM it names.
 func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
-	tpm, err := openTPM(cfg.TPM)
-	if err != nil {
-		return fmt.Errorf("TPM %s: %w", cfg.TPM, err)
-	}
-	st, err := openState(cfg.State, tpm, log)
+	st, err := openConfigured(cfg, log)
 	if err != nil {
 		return err
 	}

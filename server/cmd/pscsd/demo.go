@@ -113,7 +113,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 			if name == demoOwner {
 				dir = filepath.Join(demoDir, "owner")
 			}
-			if err := enrollLocal(st, name, dir, "127.0.0.1:0"); err != nil {
+			if err := enrollLocal(st, name, dir); err != nil {
 				return err
 			}
 		}
@@ -217,7 +217,7 @@ func writeClientConf(path, addr string) error {
 // enrollLocal enrolls name with a new key certified by pscsd's CA, on the
 // server's own machine, and writes the identity's key, certificate and
 // the CA certificate to dir (what its client.conf names).
-func enrollLocal(st *state, name, dir, _ string) error {
+func enrollLocal(st *state, name, dir string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err

@@ -134,11 +134,7 @@ func main() {
 // initOwner enrolls an owner on the server's machine (see the package
 // documentation).
 func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
-	tpm, err := openTPM(cfg.TPM)
-	if err != nil {
-		return fmt.Errorf("TPM %s: %w", cfg.TPM, err)
-	}
-	st, err := openState(cfg.State, tpm, log)
+	st, err := openConfigured(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -146,7 +142,7 @@ func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
 	if _, err := st.store.Get(store.KindIdentity, owner); err == nil {
 		return fmt.Errorf("%s is enrolled already", owner)
 	}
-	if err := enrollLocal(st, owner, out, ""); err != nil {
+	if err := enrollLocal(st, owner, out); err != nil {
 		return err
 	}
 	if addr == "" {
