@@ -353,6 +353,28 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	return &transport.AdminResponse{ID: d.ID, VPIN: vpin}, d.ID, nil
 }
 
+// CardChanged tells the delegates of the remote card named name that it
+// changed (a card joined or left): an EventSlot on their connections.
+func (s *Server) CardChanged(name string) {
+	slot := s.slotOf(name)
+	ds, ss := s.cfg.Book.All()
+	for i, d := range ds {
+		if d.Card != name || ss[i].Revoked {
+			continue
+		}
+		s.mu.Lock()
+		var conns []*transport.Conn
+		for c := range s.conns[d.Delegate] {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		tag := s.Catalogue(d.Delegate).Tag
+		for _, c := range conns {
+			c.Notify(&transport.Event{Kind: transport.EventSlot, Slot: slot, Tag: tag})
+		}
+	}
+}
+
 // notifyCatalogue tells identity's connections that their catalogue changed.
 func (s *Server) notifyCatalogue(identity string) {
 	s.mu.Lock()

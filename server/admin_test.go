@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -77,6 +78,7 @@ func cut(k string) (string, string, bool) {
 type adminRig struct {
 	sim    *pivsim.Card
 	mayor  *rsc.Pool
+	srv    atomic.Pointer[server.Server]
 	st     *memStore
 	pins   *server.VaultPINs
 	book   *policy.Book
@@ -106,7 +108,12 @@ func newAdminRig(t *testing.T) *adminRig {
 	if r.sim, err = pivsim.New(pivsim.Config{Seed: []byte("admin")}); err != nil {
 		t.Fatal(err)
 	}
-	mayor, ceo := rsc.NewPool("mayor", rsc.Options{}), rsc.NewPool("ceo", rsc.Options{})
+	onChange := func(int) {
+		if s := r.srv.Load(); s != nil {
+			s.CardChanged("mayor")
+		}
+	}
+	mayor, ceo := rsc.NewPool("mayor", rsc.Options{OnChange: onChange}), rsc.NewPool("ceo", rsc.Options{})
 	r.mayor = mayor
 	t.Cleanup(mayor.Close)
 	t.Cleanup(ceo.Close)
@@ -121,6 +128,7 @@ func newAdminRig(t *testing.T) *adminRig {
 	srv := server.New(server.Config{Book: r.book, Vault: r.pins,
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Owner: "alice", Pool: mayor}, {Name: "ceo", Slot: 2, Owner: "carol", Pool: ceo}},
 		Admin: &server.Admin{Store: r.st, Enrollment: r.enroll, Pins: r.pins, CA: ownCA}})
+	r.srv.Store(srv)
 	alice, carol := r.ca.Issue("alice", testpki.Options{}), r.ca.Issue("carol", testpki.Options{})
 	r.enroll.Add("alice", alice.Leaf)
 	r.enroll.Add("carol", carol.Leaf)
@@ -326,4 +334,42 @@ func TestRegisterPINOnEveryCard(t *testing.T) {
 		&ptransport.AdminSecret{Passphrase: []byte("owner passphrase")}); code != ptransport.CodeNoPIN {
 		t.Errorf("delegation after a failed registration: %v, want %v", code, ptransport.CodeNoPIN)
 	}
+}
+
+// TestCardChangeEvents: a card joining or leaving a remote card is an
+// EventSlot on its delegates' connections.
+func TestCardChangeEvents(t *testing.T) {
+	r := newAdminRig(t)
+	pass := []byte("owner passphrase")
+	adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass})
+	bob := r.ca.Issue("bob", testpki.Options{})
+	adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil)
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}},
+		&ptransport.AdminSecret{Passphrase: pass}); code != 0 {
+		t.Fatalf("delegate: %v", code)
+	}
+	cb := r.dial(t, bob)
+	if _, err := cb.Hello(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	second, err := pivsim.New(pivsim.Config{Seed: []byte("admin")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resets atomic.Int64
+	expect := func(what string) {
+		t.Helper()
+		select {
+		case ev := <-cb.Events():
+			if ev.Kind != ptransport.EventSlot || ev.Slot != 1 {
+				t.Errorf("%s: event %+v, want a slot event for slot 1", what, ev)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no event", what)
+		}
+	}
+	r.mayor.Add(member(t, "second", countResets{second, &resets}))
+	expect("a card joined")
+	r.mayor.Remove("second")
+	expect("a card left")
 }

@@ -215,7 +215,14 @@ func signInput(mech uint64, params, data []byte) (digest []byte, opts crypto.Sig
 	case ckmECDSASHA512:
 		return hash(crypto.SHA512), crypto.SHA512, nil
 	case ckmRSAPKCS:
-		return data, crypto.Hash(0), nil // a DigestInfo, padded by the driver
+		// A DigestInfo, as PKCS #11 applications send: the policy sees
+		// the digest inside, and the driver encodes the same DigestInfo
+		// again. Anything else is signed as it is, and no document
+		// policy can allow it.
+		if h, d, ok := profiles.ParseDigestInfo(data); ok {
+			return d, h, nil
+		}
+		return data, crypto.Hash(0), nil
 	case ckmSHA256RSAPKCS:
 		return hash(crypto.SHA256), crypto.SHA256, nil
 	case ckmSHA384RSAPKCS:

@@ -367,7 +367,13 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, sess.delegation, err, start)
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: digest})
+	// The policy sees the document's digest; bytes that are no digest
+	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document.
+	docDigest := digest
+	if opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS {
+		docDigest = nil
+	}
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: docDigest})
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}

@@ -114,6 +114,9 @@ type Options struct {
 	SameKeys bool
 	// Logger receives membership changes; nil discards them.
 	Logger *slog.Logger
+	// OnChange, if set, is called after a card joined or left, with the
+	// number of cards now in the pool (pscsd tells the delegates).
+	OnChange func(members int)
 }
 
 // Pool is a remote card.
@@ -175,8 +178,8 @@ func (p *Pool) Name() string { return p.name }
 // ID replaces the old one (a card that came back).
 func (p *Pool) Add(m *Member) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return ErrClosed
 	}
 	if p.opts.SameKeys {
@@ -184,6 +187,7 @@ func (p *Pool) Add(m *Member) error {
 		if p.keys == nil {
 			p.keys = pubs
 		} else if !sameKeys(p.keys, pubs) {
+			p.mu.Unlock()
 			return fmt.Errorf("%w: card %s in %s", ErrMixedKeys, m.ID, p.name)
 		}
 	}
@@ -193,8 +197,17 @@ func (p *Pool) Add(m *Member) error {
 	r := &memberRun{m: m, stop: make(chan struct{}), done: make(chan struct{})}
 	p.members[m.ID] = r
 	go p.serve(r)
-	p.log.Info("card joined", "card", m.ID, "members", len(p.members))
+	n := len(p.members)
+	p.mu.Unlock()
+	p.log.Info("card joined", "card", m.ID, "members", n)
+	p.changed(n)
 	return nil
+}
+
+func (p *Pool) changed(n int) {
+	if p.opts.OnChange != nil {
+		p.opts.OnChange(n)
+	}
 }
 
 // Remove takes the member with id out of the pool; its request in progress
@@ -210,6 +223,7 @@ func (p *Pool) Remove(id string) {
 	p.mu.Unlock()
 	if r != nil {
 		p.log.Info("card left", "card", id, "members", n)
+		p.changed(n)
 	}
 	if n == 0 {
 		p.failWaiting(ErrNoCard)
@@ -221,13 +235,17 @@ func (p *Pool) Remove(id string) {
 // requests still waiting fail.
 func (p *Pool) removeRun(r *memberRun) {
 	p.mu.Lock()
-	if p.members[r.m.ID] == r {
+	left := p.members[r.m.ID] == r
+	if left {
 		delete(p.members, r.m.ID)
 		close(r.stop)
 	}
 	n := len(p.members)
 	p.mu.Unlock()
 	p.log.Info("card left", "card", r.m.ID, "members", n)
+	if left {
+		p.changed(n)
+	}
 	if n == 0 {
 		p.failWaiting(ErrNoCard)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -216,9 +217,22 @@ func loadOrMakeCA(st *store.Store, v *vault.Vault) (*server.CA, error) {
 	return &server.CA{Cert: cert, Key: key.(crypto.Signer)}, nil
 }
 
+// changes passes pools' membership changes to the server once it exists,
+// which tells the delegates of the remote card.
+type changes struct{ srv atomic.Pointer[server.Server] }
+
+func (c *changes) hook(name string) func(int) {
+	return func(int) {
+		if s := c.srv.Load(); s != nil {
+			s.CardChanged(name)
+		}
+	}
+}
+
 // serveOptions is what differs between the demo and a configured pscsd.
 type serveOptions struct {
-	name        string // server software, for Hello
+	changes     *changes // nil: none
+	name        string   // server software, for Hello
 	cards       []server.Card
 	listen      string
 	metrics     string // "" or "off": none
@@ -261,6 +275,9 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
 			Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
 			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries}})
+	if o.changes != nil {
+		o.changes.srv.Store(srv)
+	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
 		return err
@@ -294,8 +311,9 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	pools := map[string]*rsc.Pool{}
 	bySerial := map[string]string{}
 	var cardsOut []server.Card
+	ch := &changes{}
 	for _, cc := range cfg.Cards {
-		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, SameKeys: cc.sameKeys(), Logger: log})
+		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, SameKeys: cc.sameKeys(), Logger: log, OnChange: ch.hook(cc.Name)})
 		defer p.Close()
 		pools[cc.Name] = p
 		for _, s := range cc.Serials {
@@ -347,7 +365,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	go func() { defer close(mgrDone); mgr.Run(mctx, events) }()
 	defer func() { stopMgr(); <-mgrDone }()
 
-	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, listen: cfg.Listen, metrics: cfg.Metrics,
+	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, changes: ch, listen: cfg.Listen, metrics: cfg.Metrics,
 		certificate: cert, pinTries: cfg.PINTries,
 		ready: func(udp, met net.Addr) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))

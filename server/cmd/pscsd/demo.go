@@ -79,8 +79,9 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	defer st.close()
 
 	// The cards.
-	mayor := rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log})
-	ceo := rsc.NewPool("ceo", rsc.Options{Logger: log})
+	ch := &changes{}
+	mayor := rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log, OnChange: ch.hook("mayor")})
+	ceo := rsc.NewPool("ceo", rsc.Options{Logger: log, OnChange: ch.hook("ceo")})
 	defer mayor.Close()
 	defer ceo.Close()
 	for i := range 4 {
@@ -126,7 +127,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	if addr, err := st.store.Get(store.KindConfig, "listen"); err == nil && listen == "127.0.0.1:0" {
 		listen = string(addr)
 	}
-	return serve(ctx, log, st, serveOptions{name: "pscsd demo", listen: listen, metrics: admin, pinTries: 3, certificate: cert,
+	return serve(ctx, log, st, serveOptions{name: "pscsd demo", changes: ch, listen: listen, metrics: admin, pinTries: 3, certificate: cert,
 		cards: []server.Card{{Name: "mayor", Slot: 1, Owner: demoOwner, Pool: mayor}, {Name: "ceo", Slot: 2, Owner: demoOwner, Pool: ceo}},
 		ready: func(udp, met net.Addr) error {
 			if err := st.store.Put(store.KindConfig, "listen", []byte(udp.String())); err != nil {
