@@ -6,7 +6,7 @@ GO ?= go
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
 
-.PHONY: all build deps test demo bench fuzz vet clean
+.PHONY: all build deps test demo bench fuzz vet clean install
 
 all: build
 
@@ -16,10 +16,23 @@ deps:
 build: deps
 	$(GO) build -o bin/pscsd ./server/cmd/pscsd
 	$(GO) build -o bin/pscs ./client/cmd/pscs
+	$(GO) build -buildmode=c-shared -o bin/pscs-pkcs11.so ./client/pkcs11
 
 vet: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Installs the commands and the PKCS #11 module, and registers the module
+# with p11-kit (a .module file) so that p11-kit-aware programs (GnuTLS,
+# NSS through p11-kit-proxy, pkcs11-tool with p11-kit-proxy.so) find it.
+PREFIX ?= /usr/local
+P11KIT_MODULES ?= $(shell pkg-config --variable=p11_module_configs p11-kit-1 2>/dev/null || echo /usr/share/p11-kit/modules)
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pscs $(DESTDIR)$(P11KIT_MODULES)
+	install -m 0755 bin/pscsd bin/pscs $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 bin/pscs-pkcs11.so $(DESTDIR)$(PREFIX)/lib/pscs/pscs-pkcs11.so
+	printf '# pscs: remote smart cards (PSCS_CONFIG or ~/.config/pscs/client.conf)\nmodule: %s\ncritical: no\n' \
+	  $(PREFIX)/lib/pscs/pscs-pkcs11.so > $(DESTDIR)$(P11KIT_MODULES)/pscs.module
 
 # Unit tests, and integration tests against a private pcscd with vpcd,
 # OpenSC and yubico-piv-tool, all with the race detector.

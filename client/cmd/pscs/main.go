@@ -8,6 +8,8 @@
 //	pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT…] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
 //	pscs slots [-config FILE]
 //	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+//	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+//	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
 //	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...
 //
@@ -23,6 +25,12 @@
 // signs a file with one of them; both read the delegate's configuration
 // from -config or PSCS_CONFIG (see client.File), and remote sign the
 // virtual PIN from PSCS_VPIN or the terminal.
+//
+// sign is remote sign for delegates: the file is hashed here and only its
+// digest travels, the slot may be left out when there is one, and the
+// session ticket is kept in the user's cache directory so that the next
+// run logs in with 0-RTT. whoami shows the identity the server sees and
+// the delegate's remote cards.
 //
 // audit verify checks a copy of pscsd's audit log: the hash chain, every
 // record, and every signed request against the enrolled certificates in
@@ -77,6 +85,8 @@ const usage = `usage:
   pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT...] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]
   pscs slots [-config FILE]
   pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+  pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+  pscs whoami [-config FILE]
   pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
   pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...  (pscs admin: details)
 `
@@ -126,6 +136,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return a.slots(ctx, rest[1:])
 	case "admin":
 		return a.admin(ctx, rest[1:])
+	case "sign":
+		return a.sign(ctx, rest[1:])
+	case "whoami":
+		return a.whoami(ctx, rest[1:])
 	case "audit":
 		if len(rest) >= 2 && rest[1] == "verify" {
 			return a.auditVerify(ctx, rest[2:])

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+	"encoding/asn1"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/transport"
+)
+
+// dialCached connects like dialRemote, with the delegate's session tickets
+// kept in the user's cache directory (client.SessionCacheFor), so that the
+// next run resumes the session and sends its first request as 0-RTT data.
+func (a *app) dialCached(ctx context.Context, path string) (*client.Client, error) {
+	if path == "" {
+		p, err := client.ConfigPath()
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	cfg, err := client.LoadConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (set %s or -config)", err, client.ConfigEnv)
+	}
+	cfg.Name, cfg.Logger = "pscs", a.log
+	if cache, err := client.SessionCacheFor(cfg); err == nil {
+		cfg.SessionCache = cache
+	}
+	return client.Dial(ctx, cfg)
+}
+
+// whoami shows who the server takes the delegate for, and its remote
+// cards.
+func (a *app) whoami(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("whoami", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := a.dialCached(ctx, *conf)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	hello, err := c.Hello(ctx)
+	if err != nil {
+		return err
+	}
+	skew := time.Until(time.UnixMilli(hello.Time)).Round(time.Millisecond)
+	fmt.Fprintf(a.stdout, "identity: %s\nserver:   %s (clock %+v from this one)\n", hello.Identity, hello.Server, skew)
+	if hello.Catalogue == nil || len(hello.Catalogue.Slots) == 0 {
+		fmt.Fprintln(a.stdout, "remote cards: none")
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tREMOTE CARD\tCARDS\tSERVING")
+	for _, s := range hello.Catalogue.Slots {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%v\n", s.ID, s.Token.Label, s.Cards, s.Present)
+	}
+	return tw.Flush()
+}
+
+// sign signs a file through the server with a key of a remote card: the
+// data is hashed here and only its digest travels. The slot may be left
+// out when the delegate has one remote card.
+func (a *app) sign(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
+	slot := fs.Uint64("slot", 0, "remote card (default: the only one)")
+	key := fs.Uint64("key", 1, "key (handle from pscs slots)")
+	mech := fs.String("m", "ecdsa-sha256", "mechanism: ecdsa-sha256|384|512, rsa-sha256|384|512, rsa-pss-sha256|384|512")
+	in := fs.String("in", "", "file to sign")
+	out := fs.String("out", "", "file to write the signature to (ECDSA: ASN.1 DER, as OpenSSL reads it)")
+	raw := fs.Bool("raw", false, "write ECDSA signatures as PKCS #11 returns them (r||s)")
+	certOut := fs.String("cert", "", "also write the signing card's certificate (PEM)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	*mech = strings.ToLower(*mech)
+	hm, ok := hashedMechanisms[*mech]
+	if !ok || *in == "" || *out == "" {
+		return fmt.Errorf("sign: -in, -out and a known -m are required")
+	}
+	data, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	h := hm.hash.New()
+	h.Write(data)
+	digest := h.Sum(nil)
+	if hm.digestInfo != nil {
+		digest = append(append([]byte{}, hm.digestInfo...), digest...)
+	}
+	vpin, err := readVPIN(a)
+	if err != nil {
+		return err
+	}
+	defer clear(vpin)
+	c, err := a.dialCached(ctx, *conf)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if *slot == 0 {
+		hello, err := c.Hello(ctx)
+		if err != nil {
+			return err
+		}
+		if hello.Catalogue == nil || len(hello.Catalogue.Slots) != 1 {
+			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", len(hello.Catalogue.Slots))
+		}
+		*slot = hello.Catalogue.Slots[0].ID
+	}
+	if _, err := c.Login(ctx, *slot, vpin); err != nil {
+		return err
+	}
+	resp, err := c.Sign(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest})
+	if err != nil {
+		return err
+	}
+	sig := resp.Signature
+	if !*raw && strings.HasPrefix(*mech, "ecdsa") {
+		n := len(sig) / 2
+		sig, err = asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])})
+		if err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(*out, sig, 0o644); err != nil {
+		return err
+	}
+	if *certOut != "" && resp.Certificate != nil {
+		if err := os.WriteFile(*certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate}), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(a.stderr, "signed %s on remote card %d: %d bytes to %s\n", *in, *slot, len(sig), *out)
+	return c.Logout(ctx, *slot)
+}
+
+// hashedMechanism is how pscs sign hashes a file and what it asks the
+// server to sign: the raw PKCS #11 mechanism with the digest (ECDSA, PSS)
+// or the DigestInfo (RSA PKCS #1 v1.5).
+type hashedMechanism struct {
+	hash       crypto.Hash
+	digestInfo []byte
+	remote     uint64
+}
+
+const (
+	ckmRSAPKCS    = 0x0001
+	ckmRSAPKCSPSS = 0x000D
+	ckmECDSA      = 0x1041
+)
+
+var hashedMechanisms = map[string]hashedMechanism{
+	"ecdsa-sha256":   {crypto.SHA256, nil, ckmECDSA},
+	"ecdsa-sha384":   {crypto.SHA384, nil, ckmECDSA},
+	"ecdsa-sha512":   {crypto.SHA512, nil, ckmECDSA},
+	"rsa-sha256":     {crypto.SHA256, []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}, ckmRSAPKCS},
+	"rsa-sha384":     {crypto.SHA384, []byte{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30}, ckmRSAPKCS},
+	"rsa-sha512":     {crypto.SHA512, []byte{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40}, ckmRSAPKCS},
+	"rsa-pss-sha256": {crypto.SHA256, nil, ckmRSAPKCSPSS},
+	"rsa-pss-sha384": {crypto.SHA384, nil, ckmRSAPKCSPSS},
+	"rsa-pss-sha512": {crypto.SHA512, nil, ckmRSAPKCSPSS},
+}

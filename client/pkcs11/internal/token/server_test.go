@@ -1,0 +1,315 @@
+package token
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/client/pkcs11/internal/rig"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/transport"
+)
+
+const testVPIN = rig.VPIN
+
+// moduleFor starts a Module connected to r.
+func moduleFor(t *testing.T, r *rig.Rig, timeout time.Duration) *Module {
+	t.Helper()
+	cfg := r.Config
+	m := New(Options{Timeout: timeout, Connect: func(ctx context.Context) (Backend, error) {
+		return client.Dial(ctx, cfg)
+	}})
+	t.Cleanup(func() { m.Finalize() })
+	return m
+}
+
+// openSession opens a session on slot 1.
+func openSession(t *testing.T, m *Module) uint64 {
+	t.Helper()
+	h, err := m.OpenSession(1, ckfSerialSession)
+	if err != nil {
+		t.Fatalf("OpenSession: %v", err)
+	}
+	return h
+}
+
+// findKey finds the private key with CKA_ID id.
+func findKey(t *testing.T, m *Module, h uint64, class uint64, id byte) uint64 {
+	t.Helper()
+	if err := m.FindObjectsInit(h, []Attribute{{ckaClass, ulongs(class)}, {ckaID, []byte{id}}}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := m.FindObjects(h, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.FindObjectsFinal(h)
+	if len(hs) != 1 {
+		t.Fatalf("found %d objects of class %d with id %d, want 1", len(hs), class, id)
+	}
+	return hs[0]
+}
+
+// certificate reads the certificate with CKA_ID id, with the two-call
+// convention.
+func certificate(t *testing.T, m *Module, h uint64, id byte) *x509.Certificate {
+	t.Helper()
+	oh := findKey(t, m, h, ckoCert, id)
+	q := []AttrQuery{{Type: ckaValue}}
+	if err := m.GetAttributeValue(h, oh, q); err != nil {
+		t.Fatal(err)
+	}
+	q[0].Buf, q[0].HasBuf = make([]byte, q[0].Len), true
+	if err := m.GetAttributeValue(h, oh, q); err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(q[0].Buf[:q[0].Len])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func sign(m *Module, h uint64, mech Mechanism, key uint64, data []byte) ([]byte, error) {
+	if err := m.SignInit(h, mech, key); err != nil {
+		return nil, err
+	}
+	n, err := m.Sign(h, data, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	sig := make([]byte, n)
+	n, err = m.Sign(h, data, sig, true)
+	return sig[:n], err
+}
+
+func verify(t *testing.T, pub crypto.PublicKey, mech uint64, data, sig []byte) {
+	t.Helper()
+	digest := sha256.Sum256(data)
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		n := len(sig) / 2
+		if !ecdsa.Verify(p, digest[:], new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])) {
+			t.Errorf("mechanism %#x: the ECDSA signature does not verify", mech)
+		}
+	case *rsa.PublicKey:
+		var err error
+		if mech == ckmSHA256RSAPKCSPSS {
+			err = rsa.VerifyPSS(p, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+		} else {
+			err = rsa.VerifyPKCS1v15(p, crypto.SHA256, digest[:], sig)
+		}
+		if err != nil {
+			t.Errorf("mechanism %#x: %v", mech, err)
+		}
+	}
+}
+
+// TestAgainstServer signs with every kind of key through a real server in
+// process, in one part and in several, and checks each signature against
+// the certificate read from the token.
+func TestAgainstServer(t *testing.T) {
+	r := rig.New(t)
+	m := moduleFor(t, r, 10*time.Second)
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrUserAlreadyLoggedIn) {
+		t.Errorf("second Login: %v, want CKR_USER_ALREADY_LOGGED_IN", err)
+	}
+	data := []byte("a document to sign")
+	for _, tc := range []struct {
+		id   byte
+		mech Mechanism
+	}{
+		{1, Mechanism{Type: ckmECDSASHA256}},
+		{2, Mechanism{Type: ckmSHA256RSAPKCS}},
+		{2, Mechanism{Type: ckmSHA256RSAPKCSPSS, Param: ulongs(ckmSHA256, ckgMGF1SHA256, 32)}},
+		{3, Mechanism{Type: ckmECDSASHA256}},
+	} {
+		t.Run(fmt.Sprintf("id%d/%#x", tc.id, tc.mech.Type), func(t *testing.T) {
+			cert := certificate(t, m, h, tc.id)
+			key := findKey(t, m, h, ckoPrivateKey, tc.id)
+			sig, err := sign(m, h, tc.mech, key, data)
+			if err != nil {
+				t.Fatalf("Sign: %v", err)
+			}
+			verify(t, cert.PublicKey, tc.mech.Type, data, sig)
+			// The same in parts.
+			if err := m.SignInit(h, tc.mech, key); err != nil {
+				t.Fatal(err)
+			}
+			m.SignUpdate(h, data[:5])
+			m.SignUpdate(h, data[5:])
+			sig = make([]byte, 512)
+			n, err := m.SignFinal(h, sig, true)
+			if err != nil {
+				t.Fatalf("SignFinal: %v", err)
+			}
+			verify(t, cert.PublicKey, tc.mech.Type, data, sig[:n])
+		})
+	}
+}
+
+// TestServerRefusals: each refusal of the server surfaces as the return
+// value applications understand.
+func TestServerRefusals(t *testing.T) {
+	r := rig.New(t)
+	m := moduleFor(t, r, 10*time.Second)
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte("0000")); !errors.Is(err, ErrPINIncorrect) {
+		t.Errorf("wrong vPIN: %v, want CKR_PIN_INCORRECT", err)
+	}
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	key := findKey(t, m, h, ckoPrivateKey, 1)
+	ecdsa := Mechanism{Type: ckmECDSASHA256}
+
+	// Outside the delegation's window.
+	r.Advance(2 * time.Hour)
+	if _, err := sign(m, h, ecdsa, key, []byte("late")); !errors.Is(err, ErrFunctionRejected) {
+		t.Errorf("outside the window: %v, want CKR_FUNCTION_REJECTED", err)
+	}
+	r.Advance(-2 * time.Hour)
+
+	// The card leaves: the token is gone for the session.
+	r.Pool.Remove(r.Member)
+	if _, err := sign(m, h, ecdsa, key, []byte("no card")); !errors.Is(err, ErrDeviceRemoved) {
+		t.Errorf("card removed: %v, want CKR_DEVICE_REMOVED", err)
+	}
+}
+
+// TestRevokedAndLocked: a revoked delegation is CKR_FUNCTION_REJECTED and
+// shows as a slot event; wrong vPINs lock the delegation: CKR_PIN_LOCKED.
+func TestRevokedAndLocked(t *testing.T) {
+	r := rig.New(t)
+	m := moduleFor(t, r, 10*time.Second)
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	key := findKey(t, m, h, ckoPrivateKey, 1)
+	if _, err := sign(m, h, Mechanism{Type: ckmECDSASHA256}, key, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := m.WaitForSlotEvent(true); err != nil {
+			break // drain what the start left
+		}
+	}
+	if !r.Server.Revoke("d1") {
+		t.Fatal("Revoke failed")
+	}
+	got := make(chan uint64, 1)
+	go func() { id, _ := m.WaitForSlotEvent(false); got <- id }()
+	select {
+	case id := <-got:
+		if id != 1 {
+			t.Errorf("slot event for %d, want 1", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no slot event after the revocation")
+	}
+	// The server ended the login; logging in again is refused.
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrFunctionRejected) {
+		t.Errorf("login after revocation: %v, want CKR_FUNCTION_REJECTED", err)
+	}
+
+	r.Book.Grant(policy.Delegation{ID: "d2", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 3})
+	var err error
+	for range 3 {
+		err = m.Login(h, ckuUser, []byte("9999"))
+	}
+	if !errors.Is(err, ErrPINLocked) {
+		t.Errorf("third wrong vPIN: %v, want CKR_PIN_LOCKED", err)
+	}
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrPINLocked) {
+		t.Errorf("right vPIN on a locked delegation: %v, want CKR_PIN_LOCKED", err)
+	}
+	info, err := m.TokenInfo(1)
+	if err != nil || info.Flags&ckfUserPINLocked == 0 {
+		t.Errorf("token flags %#x (%v), want CKF_USER_PIN_LOCKED", info.Flags, err)
+	}
+}
+
+// memStore is a CatalogueStore in memory.
+type memStore struct {
+	mu  sync.Mutex
+	cat *transport.Catalogue
+}
+
+func (s *memStore) Load() (*transport.Catalogue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cat == nil {
+		return nil, errors.New("empty")
+	}
+	return s.cat, nil
+}
+
+func (s *memStore) Save(c *transport.Catalogue) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cat = c
+	return nil
+}
+
+// TestUnreachable: with no server answering, metadata calls are answered
+// from the stored catalogue (or find no slot), and the calls that need the
+// server fail with CKR_DEVICE_ERROR after the timeout, never hang.
+func TestUnreachable(t *testing.T) {
+	r := rig.New(t)
+	store := &memStore{}
+	cfg := r.Config
+	m := New(Options{Store: store, Connect: func(ctx context.Context) (Backend, error) { return client.Dial(ctx, cfg) }})
+	if _, err := m.SlotList(false); err != nil {
+		t.Fatal(err)
+	}
+	m.Finalize()
+	if store.cat == nil {
+		t.Fatal("no catalogue stored")
+	}
+
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0") // swallows every packet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	cfg.Addr = pc.LocalAddr().String()
+	const timeout = 500 * time.Millisecond
+	dead := func(st CatalogueStore) *Module {
+		m := New(Options{Store: st, Timeout: timeout, Connect: func(ctx context.Context) (Backend, error) { return client.Dial(ctx, cfg) }})
+		t.Cleanup(func() { m.Finalize() })
+		return m
+	}
+	start := time.Now()
+	slots, err := dead(nil).SlotList(false)
+	if err != nil || len(slots) != 0 {
+		t.Errorf("SlotList without a stored catalogue: %v %v, want no slot", slots, err)
+	}
+	m = dead(store)
+	slots, err = m.SlotList(true)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("SlotList with a stored catalogue: %v %v, want slot 1", slots, err)
+	}
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrDeviceError) {
+		t.Errorf("Login: %v, want CKR_DEVICE_ERROR", err)
+	}
+	if took := time.Since(start); took > 10*timeout {
+		t.Errorf("the calls took %v with a timeout of %v", took, timeout)
+	}
+}

@@ -1,0 +1,206 @@
+/*
+ * The PKCS #11 v2.40 types and the function list that the pscs module
+ * exports, declared for this module alone (PKCS #11 Cryptographic Token
+ * Interface Base Specification v2.40, sections 3 and 5). Only what the
+ * module needs, with the standard's names so that the Go side reads like
+ * the specification. Unix layout: no structure packing.
+ *
+ * Declarations only: cgo includes this header in files with //export.
+ */
+#ifndef PSCS_P11_H
+#define PSCS_P11_H
+
+typedef unsigned char CK_BYTE;
+typedef CK_BYTE CK_CHAR;
+typedef CK_BYTE CK_UTF8CHAR;
+typedef CK_BYTE CK_BBOOL;
+typedef unsigned long CK_ULONG;
+typedef CK_ULONG CK_FLAGS;
+typedef CK_ULONG CK_RV;
+typedef CK_ULONG CK_SLOT_ID;
+typedef CK_ULONG CK_SESSION_HANDLE;
+typedef CK_ULONG CK_OBJECT_HANDLE;
+typedef CK_ULONG CK_USER_TYPE;
+typedef CK_ULONG CK_STATE;
+typedef CK_ULONG CK_MECHANISM_TYPE;
+typedef CK_ULONG CK_ATTRIBUTE_TYPE;
+typedef CK_ULONG CK_NOTIFICATION;
+
+typedef void *CK_VOID_PTR;
+typedef CK_VOID_PTR *CK_VOID_PTR_PTR;
+typedef CK_BYTE *CK_BYTE_PTR;
+typedef CK_UTF8CHAR *CK_UTF8CHAR_PTR;
+typedef CK_ULONG *CK_ULONG_PTR;
+typedef CK_SLOT_ID *CK_SLOT_ID_PTR;
+typedef CK_SESSION_HANDLE *CK_SESSION_HANDLE_PTR;
+typedef CK_OBJECT_HANDLE *CK_OBJECT_HANDLE_PTR;
+typedef CK_MECHANISM_TYPE *CK_MECHANISM_TYPE_PTR;
+
+typedef struct CK_VERSION {
+	CK_BYTE major;
+	CK_BYTE minor;
+} CK_VERSION;
+
+typedef struct CK_INFO {
+	CK_VERSION cryptokiVersion;
+	CK_UTF8CHAR manufacturerID[32];
+	CK_FLAGS flags;
+	CK_UTF8CHAR libraryDescription[32];
+	CK_VERSION libraryVersion;
+} CK_INFO;
+
+typedef struct CK_SLOT_INFO {
+	CK_UTF8CHAR slotDescription[64];
+	CK_UTF8CHAR manufacturerID[32];
+	CK_FLAGS flags;
+	CK_VERSION hardwareVersion;
+	CK_VERSION firmwareVersion;
+} CK_SLOT_INFO;
+
+typedef struct CK_TOKEN_INFO {
+	CK_UTF8CHAR label[32];
+	CK_UTF8CHAR manufacturerID[32];
+	CK_UTF8CHAR model[16];
+	CK_CHAR serialNumber[16];
+	CK_FLAGS flags;
+	CK_ULONG ulMaxSessionCount;
+	CK_ULONG ulSessionCount;
+	CK_ULONG ulMaxRwSessionCount;
+	CK_ULONG ulRwSessionCount;
+	CK_ULONG ulMaxPinLen;
+	CK_ULONG ulMinPinLen;
+	CK_ULONG ulTotalPublicMemory;
+	CK_ULONG ulFreePublicMemory;
+	CK_ULONG ulTotalPrivateMemory;
+	CK_ULONG ulFreePrivateMemory;
+	CK_VERSION hardwareVersion;
+	CK_VERSION firmwareVersion;
+	CK_CHAR utcTime[16];
+} CK_TOKEN_INFO;
+
+typedef struct CK_SESSION_INFO {
+	CK_SLOT_ID slotID;
+	CK_STATE state;
+	CK_FLAGS flags;
+	CK_ULONG ulDeviceError;
+} CK_SESSION_INFO;
+
+typedef struct CK_ATTRIBUTE {
+	CK_ATTRIBUTE_TYPE type;
+	CK_VOID_PTR pValue;
+	CK_ULONG ulValueLen;
+} CK_ATTRIBUTE;
+
+typedef struct CK_MECHANISM {
+	CK_MECHANISM_TYPE mechanism;
+	CK_VOID_PTR pParameter;
+	CK_ULONG ulParameterLen;
+} CK_MECHANISM;
+
+typedef struct CK_MECHANISM_INFO {
+	CK_ULONG ulMinKeySize;
+	CK_ULONG ulMaxKeySize;
+	CK_FLAGS flags;
+} CK_MECHANISM_INFO;
+
+typedef CK_RV (*CK_CREATEMUTEX)(CK_VOID_PTR_PTR ppMutex);
+typedef CK_RV (*CK_DESTROYMUTEX)(CK_VOID_PTR pMutex);
+typedef CK_RV (*CK_LOCKMUTEX)(CK_VOID_PTR pMutex);
+typedef CK_RV (*CK_UNLOCKMUTEX)(CK_VOID_PTR pMutex);
+typedef CK_RV (*CK_NOTIFY)(CK_SESSION_HANDLE hSession, CK_NOTIFICATION event, CK_VOID_PTR pApplication);
+
+typedef struct CK_C_INITIALIZE_ARGS {
+	CK_CREATEMUTEX CreateMutex;
+	CK_DESTROYMUTEX DestroyMutex;
+	CK_LOCKMUTEX LockMutex;
+	CK_UNLOCKMUTEX UnlockMutex;
+	CK_FLAGS flags;
+	CK_VOID_PTR pReserved;
+} CK_C_INITIALIZE_ARGS;
+
+typedef struct CK_FUNCTION_LIST CK_FUNCTION_LIST;
+typedef CK_FUNCTION_LIST *CK_FUNCTION_LIST_PTR;
+typedef CK_FUNCTION_LIST_PTR *CK_FUNCTION_LIST_PTR_PTR;
+
+/* The 68 entries of PKCS #11 v2.40 (section 5.2), in the standard's order. */
+struct CK_FUNCTION_LIST {
+	CK_VERSION version;
+	CK_RV (*C_Initialize)(CK_VOID_PTR);
+	CK_RV (*C_Finalize)(CK_VOID_PTR);
+	CK_RV (*C_GetInfo)(CK_INFO *);
+	CK_RV (*C_GetFunctionList)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_RV (*C_GetSlotList)(CK_BBOOL, CK_SLOT_ID_PTR, CK_ULONG_PTR);
+	CK_RV (*C_GetSlotInfo)(CK_SLOT_ID, CK_SLOT_INFO *);
+	CK_RV (*C_GetTokenInfo)(CK_SLOT_ID, CK_TOKEN_INFO *);
+	CK_RV (*C_GetMechanismList)(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_GetMechanismInfo)(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO *);
+	CK_RV (*C_InitToken)(CK_SLOT_ID, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR);
+	CK_RV (*C_InitPIN)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG);
+	CK_RV (*C_SetPIN)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
+	CK_RV (*C_OpenSession)(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
+	CK_RV (*C_CloseSession)(CK_SESSION_HANDLE);
+	CK_RV (*C_CloseAllSessions)(CK_SLOT_ID);
+	CK_RV (*C_GetSessionInfo)(CK_SESSION_HANDLE, CK_SESSION_INFO *);
+	CK_RV (*C_GetOperationState)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_SetOperationState)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE);
+	CK_RV (*C_Login)(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG);
+	CK_RV (*C_Logout)(CK_SESSION_HANDLE);
+	CK_RV (*C_CreateObject)(CK_SESSION_HANDLE, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_CopyObject)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_DestroyObject)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
+	CK_RV (*C_GetObjectSize)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR);
+	CK_RV (*C_GetAttributeValue)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG);
+	CK_RV (*C_SetAttributeValue)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG);
+	CK_RV (*C_FindObjectsInit)(CK_SESSION_HANDLE, CK_ATTRIBUTE *, CK_ULONG);
+	CK_RV (*C_FindObjects)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE_PTR, CK_ULONG, CK_ULONG_PTR);
+	CK_RV (*C_FindObjectsFinal)(CK_SESSION_HANDLE);
+	CK_RV (*C_EncryptInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_Encrypt)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_EncryptUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_EncryptFinal)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DecryptInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_Decrypt)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DecryptUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DecryptFinal)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DigestInit)(CK_SESSION_HANDLE, CK_MECHANISM *);
+	CK_RV (*C_Digest)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DigestUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_DigestKey)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
+	CK_RV (*C_DigestFinal)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_SignInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_Sign)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_SignUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_SignFinal)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_SignRecoverInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_SignRecover)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_VerifyInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_Verify)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_VerifyUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_VerifyFinal)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_VerifyRecoverInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_VerifyRecover)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DigestEncryptUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DecryptDigestUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_SignEncryptUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_DecryptVerifyUpdate)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_GenerateKey)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_GenerateKeyPair)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_ATTRIBUTE *, CK_ULONG, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_WrapKey)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+	CK_RV (*C_UnwrapKey)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_DeriveKey)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE_PTR);
+	CK_RV (*C_SeedRandom)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_GenerateRandom)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+	CK_RV (*C_GetFunctionStatus)(CK_SESSION_HANDLE);
+	CK_RV (*C_CancelFunction)(CK_SESSION_HANDLE);
+	CK_RV (*C_WaitForSlotEvent)(CK_FLAGS, CK_SLOT_ID_PTR, CK_VOID_PTR);
+};
+
+/* PKCS #11 v3.0 interface discovery (section 5.4): the module offers one
+ * interface, "PKCS 11", with the v2.40 function list above. */
+typedef struct CK_INTERFACE {
+	CK_CHAR *pInterfaceName;
+	CK_VOID_PTR pFunctionList;
+	CK_FLAGS flags;
+} CK_INTERFACE;
+
+#endif
