@@ -53,15 +53,20 @@ demo: build
 # Card-side figures (APDU round trip through pcscd, signatures/s), codec
 # micro-benchmarks, pscsd's own cost per signature and the throughput of a
 # parallel remote card of 1-32 cards at 100 ms per signature through the
-# whole server (320 signatures each: a multiple of 32), then the wire: warm-signature latency at 0-200 ms RTT
+# whole server (320 signatures each: a multiple of 32); one whole
+# pkcs11-tool --login --sign process through pscs's module and through
+# p11-kit's remoting + SoftHSM at 0, 50 and 100 ms RTT, and its round
+# trips; then the wire: warm-signature latency at 0-200 ms RTT
 # (p50/p99 over 200 signatures each), round trips, and server memory per
 # idle connection.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e '/transport$$' -e '/server$$')
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e '/transport$$' -e '/server$$' -e '/peerbench$$')
 	$(GO) test -run '^$$' -bench ServerSign -benchtime 1000x ./server
 	$(GO) test -run '^$$' -bench ParallelThroughServer -benchtime 320x ./server
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./transport
 	$(GO) test -count=1 -run '^Test(ThousandConnections|RoundTrips)$$' -v ./transport | grep -E 'round trips at|connections opened'
+	$(GO) test -count=1 -run '^TestProcessRoundTrips$$' -v ./client/pkcs11/e2e | grep -E 'round trips of a whole'
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/peerbench
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz: deps
