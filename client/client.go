@@ -536,6 +536,18 @@ func (c *Client) Sign(ctx context.Context, req *transport.SignRequest) (*transpo
 	return &out, nil
 }
 
+// SignWithPIN asks for a signature with a key that needs the virtual PIN
+// with every signature (CKA_ALWAYS_AUTHENTICATE true in the catalogue):
+// the vPIN travels beside the request, outside its signature, and the
+// server checks it before the card signs.
+func (c *Client) SignWithPIN(ctx context.Context, req *transport.SignRequest, vpin []byte) (*transport.SignResponse, error) {
+	var out transport.SignResponse
+	if err := c.Do(ctx, transport.OpSign, req, vpin, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Logout logs out of remote card slot.
 func (c *Client) Logout(ctx context.Context, slot uint64) error {
 	return c.Do(ctx, transport.OpLogout, &transport.LogoutRequest{Slot: slot}, nil, nil)

@@ -102,7 +102,9 @@ func objects(keys []profiles.Key) []transport.Object {
 		priv[ckaExtractable] = false
 		priv[ckaNeverExtract] = true
 		priv[ckaSign] = true
-		priv[ckaAlwaysAuth] = false // pscsd presents the card's PIN itself
+		// The card wants its PIN before every signature with this key:
+		// the delegate gives the virtual PIN with every one.
+		priv[ckaAlwaysAuth] = k.PINPolicy == profiles.PINAlways
 		pub := common(ckoPublicKey)
 		pub[ckaPrivate] = false
 		pub[ckaVerify] = true

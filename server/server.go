@@ -317,27 +317,10 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
-	// One vPIN check at a time per delegation, the lockout decided before
-	// each: parallel guesses cannot outrun it.
-	mu, _ := s.logins.LoadOrStore(d.ID, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
-	if d, err = s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "login"}); err != nil {
+	pin, err := s.openVPIN(ctx, who, card.Name, "login", d.ID, call.Secret)
+	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
-	pin, err := s.cfg.Vault.OpenPIN(ctx, d.ID, call.Secret)
-	if errors.Is(err, ErrWrongVPIN) {
-		code := transport.CodeWrongPIN
-		if s.cfg.Book.WrongVPIN(d.ID) {
-			code = transport.CodeLocked
-		}
-		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(code, ""), start)
-	}
-	if err != nil {
-		s.log.Error("vault", "delegation", d.ID, "err", err)
-		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeInternal, ""), start)
-	}
-	s.cfg.Book.RightVPIN(d.ID)
 	if err := s.audit(ctx, call, d.ID, 0, "", nil, start); err != nil {
 		clear(pin)
 		return nil, err
@@ -346,6 +329,33 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 		old.wipe()
 	}
 	return &transport.LoginResponse{Catalogue: s.Catalogue(who)}, nil
+}
+
+// openVPIN opens the real PIN of delegation id with a virtual PIN, one
+// check at a time per delegation with the lockout decided before each,
+// so that parallel guesses cannot outrun it. A wrong vPIN counts towards
+// the lockout and never reaches the card.
+func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []byte) ([]byte, error) {
+	mu, _ := s.logins.LoadOrStore(id, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	if _, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card, Op: "login"}); err != nil {
+		return nil, err
+	}
+	pin, err := s.cfg.Vault.OpenPIN(ctx, id, vpin)
+	if errors.Is(err, ErrWrongVPIN) {
+		code := transport.CodeWrongPIN
+		if s.cfg.Book.WrongVPIN(id) {
+			code = transport.CodeLocked
+		}
+		return nil, transport.Errorf(code, "")
+	}
+	if err != nil {
+		s.log.Error("vault", "delegation", id, "op", op, "err", err)
+		return nil, transport.Errorf(transport.CodeInternal, "")
+	}
+	s.cfg.Book.RightVPIN(id)
+	return pin, nil
 }
 
 func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
@@ -384,6 +394,22 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	if !ok {
 		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNoSuchKey, ""), start)
 	}
+	// A key the card wants its PIN for before every signature wants the
+	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
+	// in the catalogue), opened afresh: the delegate confirms each one.
+	var freshPIN []byte
+	if k, ok := keyOf(card.Pool, idx); ok && k.PINPolicy == profiles.PINAlways {
+		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+			return nil, s.refuse(ctx, call, d.ID, err, start)
+		}
+		if len(call.Secret) == 0 {
+			return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature"), start)
+		}
+		if freshPIN, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret); err != nil {
+			return nil, s.refuse(ctx, call, d.ID, err, start)
+		}
+		defer clear(freshPIN)
+	}
 	var sig, cert []byte
 	var by string
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
@@ -398,6 +424,10 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		sess.mu.Lock()
 		pin := append([]byte(nil), sess.pin...)
 		sess.mu.Unlock()
+		if freshPIN != nil {
+			clear(pin)
+			pin = append([]byte(nil), freshPIN...)
+		}
 		if len(pin) == 0 {
 			return transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
 		}
@@ -439,6 +469,18 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, err
 	}
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
+}
+
+// keyOf is key idx of the remote card, as its first card holds it (its
+// cards hold the same keys).
+func keyOf(p *rsc.Pool, idx int) (profiles.Key, bool) {
+	for _, m := range p.Members() {
+		if idx < len(m.Keys) {
+			return m.Keys[idx], true
+		}
+		break
+	}
+	return profiles.Key{}, false
 }
 
 // cardError gives the wire a code; the card's details stay in the log.

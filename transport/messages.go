@@ -75,7 +75,8 @@ type Request struct {
 	// byte string: the exact bytes the audit log keeps as evidence.
 	Signed []byte `cbor:"4,keyasint,omitempty"`
 	// Secret carries a secret that the operation needs (the virtual PIN of
-	// Login), outside the signed payload: the signed payload is evidence and
+	// Login, and of Sign with a key whose CKA_ALWAYS_AUTHENTICATE is true),
+	// outside the signed payload: the signed payload is evidence and
 	// is kept in the audit log; the secret must never be.
 	Secret []byte `cbor:"5,keyasint,omitempty"`
 }

@@ -128,7 +128,7 @@ func (a *app) sign(ctx context.Context, args []string) error {
 	if _, err := c.Login(ctx, *slot, vpin); err != nil {
 		return err
 	}
-	resp, err := c.Sign(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest})
+	resp, err := c.SignWithPIN(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest}, vpin) // the vPIN serves keys that need it with every signature
 	if err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func (a *app) remoteSign(ctx context.Context, args []string) error {
 	if _, err := c.Login(ctx, *slot, vpin); err != nil {
 		return err
 	}
-	resp, err := c.Sign(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: m, Data: data})
+	resp, err := c.SignWithPIN(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: m, Data: data}, vpin) // the vPIN serves keys that need it with every signature
 	if err != nil {
 		return err
 	}

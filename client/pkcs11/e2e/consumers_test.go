@@ -187,9 +187,13 @@ distinguished_name = dn
 	if out := run(t, env, "openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pubP256, "-in", hash, "-sigfile", sig); !strings.Contains(out, "Signature Verified Successfully") {
 		t.Errorf("openssl pkeyutl -verify: %s", out)
 	}
+	// The RSA key is PIV 9C, which wants its PIN before every signature
+	// (CKA_ALWAYS_AUTHENTICATE): the engine asks for it, as it would for
+	// the card in a local reader, and gets the vPIN on its input.
+	pinInput := d.file(t, "pin-input", []byte(d.vpin+"\n"))
 	for _, k := range []struct{ id, pub string }{{"%02", pubRSA}, {"%01", pubP256}} {
 		self := filepath.Join(d.dir, "self.pem")
-		run(t, env, "openssl", "req", "-new", "-x509", "-engine", "pkcs11", "-keyform", "engine",
+		runIn(t, env, pinInput, "openssl", "req", "-new", "-x509", "-engine", "pkcs11", "-keyform", "engine",
 			"-key", "pkcs11:token=mayor;id="+k.id+";type=private;pin-value="+d.vpin, "-subj", "/CN=pscs delegate", "-days", "1", "-out", self)
 		if out := run(t, env, "openssl", "verify", "-CAfile", self, self); !strings.Contains(out, ": OK") {
 			t.Errorf("the self-signed certificate of key %s does not verify: %s", k.id, out)
@@ -204,7 +208,8 @@ distinguished_name = dn
 
 // TestOpenSSH: ssh-keygen -D lists the card's public keys; ssh-agent
 // loads the module (ssh-add -s, vPIN through SSH_ASKPASS) and signs files
-// with ssh-keygen -Y sign, which ssh-keygen -Y verify accepts.
+// with ssh-keygen -Y sign, which ssh-keygen -Y verify accepts, with the
+// keys that need no PIN per signature.
 func TestOpenSSH(t *testing.T) {
 	need(t, "ssh-keygen", "ssh-agent", "ssh-add", "pkcs11-tool", "openssl")
 	d := startDemo(t)
@@ -234,7 +239,13 @@ func TestOpenSSH(t *testing.T) {
 	waitFor(t, sock)
 	run(t, env, "ssh-add", "-s", d.so)
 	doc := d.file(t, "doc", []byte("signed over ssh\n"))
-	for i, line := range []string{lines[0], lines[1]} { // ECDSA P-256 and RSA
+	// The RSA key (PIV 9C) wants the PIN with every signature, which an
+	// agent cannot ask for: refused, as with the card in a local reader.
+	pub := d.file(t, "key.pub", []byte(lines[1]+"\n"))
+	if out, err := runErr(t, env, "ssh-keygen", "-Y", "sign", "-f", pub, "-n", "file", doc); err == nil {
+		t.Errorf("the agent signed with the PIN-always key without its PIN:\n%s", out)
+	}
+	for i, line := range []string{lines[0], lines[3]} { // ECDSA P-256 (9A) and P-384 (9E)
 		pub := d.file(t, "key.pub", []byte(line+"\n"))
 		os.Remove(doc + ".sig")
 		run(t, env, "ssh-keygen", "-Y", "sign", "-f", pub, "-n", "file", doc)

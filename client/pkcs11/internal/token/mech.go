@@ -140,6 +140,7 @@ type signOp struct {
 	buf    []byte    // the data of a raw mechanism given in parts
 	parts  bool      // C_SignUpdate was called
 	authed bool      // a context-specific login was made for it
+	pin    []byte    // its PIN, sent with the signature; zeroed after
 	// pssHash is the hash of the PSS parameters (a raw CKM_RSA_PKCS_PSS
 	// input must be a digest of it).
 	pssHash crypto.Hash

@@ -85,6 +85,9 @@ func sign(m *Module, h uint64, mech Mechanism, key uint64, data []byte) ([]byte,
 	if err := m.SignInit(h, mech, key); err != nil {
 		return nil, err
 	}
+	if err := contextLogin(m, h, key); err != nil {
+		return nil, err
+	}
 	n, err := m.Sign(h, data, nil, false)
 	if err != nil {
 		return nil, err
@@ -92,6 +95,19 @@ func sign(m *Module, h uint64, mech Mechanism, key uint64, data []byte) ([]byte,
 	sig := make([]byte, n)
 	n, err = m.Sign(h, data, sig, true)
 	return sig[:n], err
+}
+
+// contextLogin gives the vPIN again after SignInit for a key that wants it
+// before every signature (CKA_ALWAYS_AUTHENTICATE), as applications do.
+func contextLogin(m *Module, h, key uint64) error {
+	q := []AttrQuery{{Type: ckaAlwaysAuth, Buf: make([]byte, 1), HasBuf: true}}
+	if err := m.GetAttributeValue(h, key, q); err != nil {
+		return err
+	}
+	if q[0].Len == 1 && q[0].Buf[0] == 1 {
+		return m.Login(h, ckuContextSpecific, []byte(testVPIN))
+	}
+	return nil
 }
 
 func verify(t *testing.T, pub crypto.PublicKey, mech uint64, data, sig []byte) {
@@ -149,6 +165,9 @@ func TestAgainstServer(t *testing.T) {
 			verify(t, cert.PublicKey, tc.mech.Type, data, sig)
 			// The same in parts.
 			if err := m.SignInit(h, tc.mech, key); err != nil {
+				t.Fatal(err)
+			}
+			if err := contextLogin(m, h, key); err != nil {
 				t.Fatal(err)
 			}
 			m.SignUpdate(h, data[:5])

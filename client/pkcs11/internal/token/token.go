@@ -52,6 +52,9 @@ type Backend interface {
 	Hello(ctx context.Context) (*transport.HelloResponse, error)
 	Login(ctx context.Context, slot uint64, vpin []byte) (*transport.LoginResponse, error)
 	Sign(ctx context.Context, req *transport.SignRequest) (*transport.SignResponse, error)
+	// SignWithPIN signs with a key that needs the virtual PIN with every
+	// signature (CKA_ALWAYS_AUTHENTICATE).
+	SignWithPIN(ctx context.Context, req *transport.SignRequest, vpin []byte) (*transport.SignResponse, error)
 	Logout(ctx context.Context, slot uint64) error
 	Events() <-chan *transport.Event
 	Close() error
@@ -685,7 +688,8 @@ func (m *Module) SessionInfo(h uint64) (SessionInfo, error) {
 
 // Login logs the application in to the session's token with the virtual
 // PIN: one request to the server. A context-specific login (for a key that
-// needs one before each signature) checks the PIN again with the server.
+// needs one before each signature) costs no round trip: the PIN goes with
+// the signature request, and the server checks it there.
 func (m *Module) Login(h, userType uint64, pin []byte) error {
 	ss, err := m.session(h)
 	if err != nil {
@@ -705,6 +709,13 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		if !in {
 			return ErrUserNotLoggedIn
 		}
+		if len(pin) == 0 {
+			return ErrPINIncorrect
+		}
+		clear(ss.sign.pin)
+		ss.sign.pin = append([]byte(nil), pin...)
+		ss.sign.authed = true
+		return nil
 	case ckuSO:
 		return ErrUserTypeInvalid // delegates are never security officers
 	default:
@@ -743,9 +754,6 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 	m.mu.Lock()
 	sl.loggedIn, sl.locked = true, false
 	m.mu.Unlock()
-	if userType == ckuContextSpecific && ss.sign != nil {
-		ss.sign.authed = true
-	}
 	if resp != nil && resp.Catalogue != nil {
 		m.setCatalogue(resp.Catalogue)
 	}
@@ -911,7 +919,15 @@ func (m *Module) SignInit(h uint64, mech Mechanism, kh uint64) error {
 	}
 	defer ss.mu.Unlock()
 	if ss.sign != nil {
-		return ErrOperationActive
+		// An operation that has taken no data yet is replaced: OpenSSH
+		// leaves one behind when the context-specific login of a
+		// PIN-always key fails, and would otherwise find the session
+		// unusable for every other key.
+		if ss.sign.parts {
+			return ErrOperationActive
+		}
+		clear(ss.sign.pin)
+		ss.sign = nil
 	}
 	m.mu.Lock()
 	in := ss.slot.loggedIn
@@ -1024,6 +1040,7 @@ func (m *Module) SignFinal(h uint64, out []byte, hasOut bool) (int, error) {
 func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 	op := ss.sign
 	ss.sign = nil
+	defer clear(op.pin)
 	input, err := op.input()
 	if err != nil {
 		return 0, err
@@ -1037,7 +1054,14 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 	if err != nil {
 		return 0, remoteError(err, true)
 	}
-	resp, err := b.Sign(ctx, &transport.SignRequest{Slot: op.slot, Key: op.key.handle, Mechanism: op.mech.remote, Data: input})
+	req := &transport.SignRequest{Slot: op.slot, Key: op.key.handle, Mechanism: op.mech.remote, Data: input}
+	var resp *transport.SignResponse
+	if op.key.alwaysAuth {
+		resp, err = b.SignWithPIN(ctx, req, op.pin)
+		clear(op.pin)
+	} else {
+		resp, err = b.Sign(ctx, req)
+	}
 	if err != nil {
 		if errors.Is(err, &transport.Error{Code: transport.CodeNotLoggedIn}) {
 			m.mu.Lock()

@@ -28,7 +28,8 @@ type fake struct {
 	mu     sync.Mutex
 	cat    *transport.Catalogue
 	signed []*transport.SignRequest
-	err    error // returned by Login and Sign
+	pins   [][]byte // the virtual PINs sent with signatures, in order
+	err    error    // returned by Login and Sign
 	events chan *transport.Event
 }
 
@@ -56,6 +57,13 @@ func (f *fake) Sign(_ context.Context, req *transport.SignRequest) (*transport.S
 		size = 128
 	}
 	return &transport.SignResponse{Signature: bytes.Repeat([]byte{7}, size)}, nil
+}
+
+func (f *fake) SignWithPIN(ctx context.Context, req *transport.SignRequest, vpin []byte) (*transport.SignResponse, error) {
+	f.mu.Lock()
+	f.pins = append(f.pins, append([]byte(nil), vpin...))
+	f.mu.Unlock()
+	return f.Sign(ctx, req)
 }
 
 func (f *fake) Logout(context.Context, uint64) error { return nil }
@@ -358,5 +366,67 @@ func TestFileStore(t *testing.T) {
 	}
 	if fi, err := os.Stat(st.Path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("cache file: %v %v, want mode 0600", fi, err)
+	}
+}
+
+// TestAlwaysAuthenticate: a key with CKA_ALWAYS_AUTHENTICATE signs only
+// after a context-specific login, each time; that login costs no round
+// trip: its PIN goes with the signature request, then is forgotten.
+func TestAlwaysAuthenticate(t *testing.T) {
+	f := &fake{cat: testCatalogue(t), events: make(chan *transport.Event, 4)}
+	f.cat.Slots[0].Objects[3].Attributes[ckaAlwaysAuth] = true
+	m := New(Options{Connect: func(context.Context) (Backend, error) { return f, nil }, Timeout: 5 * time.Second})
+	t.Cleanup(func() { m.Finalize() })
+	h := fakeSession(t, m, true)
+	sum := sha256.Sum256([]byte("data"))
+	out := make([]byte, 256)
+	sign := func(contextPIN string) error {
+		if err := m.SignInit(h, Mechanism{Type: ckmSHA256RSAPKCS}, 4); err != nil {
+			t.Fatal(err)
+		}
+		if contextPIN != "" {
+			if err := m.Login(h, ckuContextSpecific, []byte(contextPIN)); err != nil {
+				t.Fatalf("context-specific login: %v", err)
+			}
+		}
+		_, err := m.Sign(h, sum[:], out, true)
+		return err
+	}
+	if err := sign(""); err != ErrUserNotLoggedIn {
+		t.Errorf("signature without a context-specific login: %v, want CKR_USER_NOT_LOGGED_IN", err)
+	}
+	if err := sign("5678"); err != nil {
+		t.Fatalf("signature after a context-specific login: %v", err)
+	}
+	if err := sign(""); err != ErrUserNotLoggedIn {
+		t.Errorf("second signature without a new context-specific login: %v", err)
+	}
+	f.mu.Lock()
+	pins, signed := f.pins, len(f.signed)
+	f.mu.Unlock()
+	if len(pins) != 1 || string(pins[0]) != "5678" || signed != 1 { // before the parts above
+		t.Errorf("PINs sent with signatures %q (%d signatures), want the context PIN once", pins, signed)
+	}
+	// An operation left without its context-specific login (OpenSSH's
+	// agent does that) is replaced by the next SignInit; one that took
+	// data is not.
+	if err := m.SignInit(h, Mechanism{Type: ckmSHA256RSAPKCS}, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SignInit(h, Mechanism{Type: ckmSHA256RSAPKCS}, 4); err != nil {
+		t.Errorf("SignInit over an operation that took no data: %v", err)
+	}
+	m.SignUpdate(h, []byte("part"))
+	if err := m.SignInit(h, Mechanism{Type: ckmECDSA}, 1); err != ErrOperationActive {
+		t.Errorf("SignInit over an operation in parts: %v, want CKR_OPERATION_ACTIVE", err)
+	}
+	m.Login(h, ckuContextSpecific, []byte("5678"))
+	m.SignFinal(h, out, true)
+	// Keys without the attribute sign after the session login alone.
+	if err := m.SignInit(h, Mechanism{Type: ckmECDSA}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Sign(h, sum[:], out, true); err != nil {
+		t.Errorf("ordinary key: %v", err)
 	}
 }
