@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,7 +66,13 @@ func New(t testing.TB) *Rig {
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	r.Pool = rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log})
+	// Cards joining or leaving reach the delegates as events, as in pscsd.
+	var srv atomic.Pointer[server.Server]
+	r.Pool = rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log, OnChange: func(int) {
+		if s := srv.Load(); s != nil {
+			s.CardChanged("mayor")
+		}
+	}})
 	t.Cleanup(r.Pool.Close)
 	sim, err := pivsim.New(pivsim.Config{Seed: []byte("pkcs11 rig"), Serial: 77})
 	if err != nil {
@@ -86,6 +93,7 @@ func New(t testing.TB) *Rig {
 		NotAfter: r.now.Add(time.Hour), MaxWrongVPIN: 3})
 	r.Server = server.New(server.Config{Book: r.Book, Vault: vault{}, Logger: log,
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Pool: r.Pool}}})
+	srv.Store(r.Server)
 
 	r.CA = testpki.NewCA("pkcs11 rig CA")
 	alice := r.CA.Issue("alice", testpki.Options{})

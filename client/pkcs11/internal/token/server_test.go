@@ -204,8 +204,31 @@ func TestServerRefusals(t *testing.T) {
 	}
 	r.Advance(-2 * time.Hour)
 
-	// The card leaves: the token is gone for the session.
+	// The card leaves: a slot event tells applications, the slot shows no
+	// token, and the session's token is gone.
+	for {
+		if _, err := m.WaitForSlotEvent(true); err != nil {
+			break // drain what came before
+		}
+	}
 	r.Pool.Remove(r.Member)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if id, err := m.WaitForSlotEvent(true); err == nil && id == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no slot event after the card left")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := m.SlotInfo(1)
+		if err == nil && info.Flags&ckfTokenPresent == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot 1 after the card left: flags %#x, %v; want no token", info.Flags, err)
+		}
+	}
 	if _, err := sign(m, h, ecdsa, key, []byte("no card")); !errors.Is(err, ErrDeviceRemoved) {
 		t.Errorf("card removed: %v, want CKR_DEVICE_REMOVED", err)
 	}
