@@ -62,6 +62,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -73,7 +74,11 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "pscs:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "pscs: ") { // the server's refusals name pscs already
+			msg = "pscs: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }
