@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/pscs/pscs/transport"
 )
 
 // DefaultConfigPath is where a delegate's configuration file is looked for
@@ -104,7 +104,7 @@ func (c *FileSessionCache) read() ticketFile {
 	if err != nil {
 		return f
 	}
-	if err := cbor.Unmarshal(b, &f); err != nil || f.Entries == nil {
+	if err := transport.Unmarshal(b, &f); err != nil || f.Entries == nil {
 		return ticketFile{Entries: map[string]ticketEntry{}}
 	}
 	return f
@@ -154,7 +154,7 @@ func (c *FileSessionCache) Put(key string, cs *tls.ClientSessionState) {
 }
 
 func (c *FileSessionCache) write(f ticketFile) error {
-	b, err := cbor.Marshal(f)
+	b, err := transport.Marshal(f)
 	if err != nil {
 		return err
 	}
