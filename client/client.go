@@ -37,6 +37,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -438,11 +439,15 @@ func (c *Client) roundTrip(ctx context.Context, l *link, op transport.Op, body, 
 	} else {
 		req.Body = body
 	}
-	raw, err := transport.Marshal(&req)
-	if err != nil {
+	// Encoded in a buffer of this call's own, wiped on return: it may hold
+	// the secret.
+	var enc bytes.Buffer
+	enc.Grow(len(body) + len(secret) + 512)
+	defer func() { clear(enc.Bytes()[:enc.Cap()]) }()
+	if err := transport.MarshalToBuffer(&req, &enc); err != nil {
 		return nil, err
 	}
-	defer clear(raw) // it may hold the secret
+	raw := enc.Bytes()
 	if len(raw) > transport.MaxRequestSize {
 		return nil, transport.Errorf(transport.CodeTooLarge, "request of %d bytes", len(raw))
 	}

@@ -242,7 +242,7 @@ type LogoutRequest struct {
 // Encoding. One immutable encoder and decoder for the package.
 
 var (
-	encMode cbor.EncMode
+	encMode cbor.UserBufferEncMode
 	decMode cbor.DecMode
 	// strictDecMode rejects unknown fields; tests use it to catch drift
 	// between the code and docs/protocol.md.
@@ -251,7 +251,7 @@ var (
 
 func init() {
 	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	encMode, err = cbor.CoreDetEncOptions().UserBufferEncMode()
 	if err != nil {
 		panic(err)
 	}
@@ -280,6 +280,13 @@ func init() {
 
 // Marshal encodes v in the protocol's deterministic CBOR.
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// MarshalToBuffer is Marshal into buf, for messages that hold a secret:
+// the encoding is made in buf alone (never in a shared buffer pool), so
+// that clearing buf's bytes wipes every copy.
+func MarshalToBuffer(v any, buf *bytes.Buffer) error {
+	return encMode.MarshalToBuffer(v, buf)
+}
 
 // Unmarshal decodes one protocol message, with the protocol's limits:
 // duplicate keys, indefinite lengths, invalid UTF-8, tags, deep nesting,

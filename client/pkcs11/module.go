@@ -25,7 +25,12 @@ const (
 	ckrBufferTooSmall   = C.CK_RV(token.ErrBufferTooSmall)
 	ckrNotInitialized   = C.CK_RV(token.ErrNotInitialized)
 	ckrAlreadyInitiated = C.CK_RV(token.ErrAlreadyInitialized)
+	ckrPINLenRange      = C.CK_RV(token.ErrPINLenRange)
 )
+
+// maxPINLen bounds the PIN lengths the module reads from its caller: far
+// above any virtual PIN, far below what could exhaust memory.
+const maxPINLen = 1024
 
 // rv converts an error of the token package.
 func rv(err error) C.CK_RV { return C.CK_RV(token.RVOf(err)) }
@@ -353,6 +358,9 @@ func goLogin(hSession C.CK_SESSION_HANDLE, userType C.CK_USER_TYPE, pPin C.CK_UT
 	}
 	if pPin == nil && ulPinLen > 0 {
 		return ckrArgumentsBad
+	}
+	if ulPinLen > maxPINLen {
+		return ckrPINLenRange // before touching the caller's memory
 	}
 	// The virtual PIN is copied so that the caller may wipe its own; the
 	// copy is wiped once sent.

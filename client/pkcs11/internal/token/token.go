@@ -170,7 +170,7 @@ func New(opts Options) *Module {
 // start connects, fetches the catalogue and follows the server's events.
 func (m *Module) start() {
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
-	b, err := m.connect(ctx)
+	_, err := m.connect(ctx)
 	close(m.connected)
 	if err == nil {
 		err = m.refresh(ctx)
@@ -179,11 +179,9 @@ func (m *Module) start() {
 	if err != nil {
 		m.log.Warn("pscs: no catalogue from the server", "err", err)
 		m.mu.Lock()
+		m.lastFetch = time.Now() // a failed attempt: none again within 5 s
 		m.readyLocked()
 		m.mu.Unlock()
-	}
-	if b != nil {
-		m.watch(b)
 	}
 }
 
@@ -255,6 +253,9 @@ func (m *Module) connect(ctx context.Context) (Backend, error) {
 	}
 	m.backend = b
 	m.mu.Unlock()
+	// The server's events are followed from the first connection, whichever
+	// call made it.
+	go m.watch(b)
 	return b, nil
 }
 
@@ -274,12 +275,12 @@ func (m *Module) refresh(ctx context.Context) error {
 	m.refreshMu.Lock()
 	defer m.refreshMu.Unlock()
 	b, err := m.connect(ctx)
+	m.mu.Lock()
+	m.lastFetch = time.Now() // also when the server cannot be reached
+	m.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	m.lastFetch = time.Now()
-	m.mu.Unlock()
 	resp, err := b.Hello(ctx)
 	if err != nil {
 		return remoteError(err, false)
@@ -407,6 +408,11 @@ func (m *Module) Finalize() error {
 	m.finalized = true
 	b := m.backend
 	m.backend = nil
+	var gone []*session
+	for _, ss := range m.sessions {
+		gone = append(gone, ss)
+	}
+	defer dropped(gone)
 	m.sessions = map[uint64]*session{}
 	close(m.changed)
 	m.changed = make(chan struct{})
@@ -604,16 +610,18 @@ func (m *Module) CloseSession(h uint64) error {
 	}
 	delete(m.sessions, h)
 	m.logoutIfLastLocked(s.slot)
+	defer dropped([]*session{s})
 	return nil
 }
 
 func (m *Module) logoutIfLastLocked(sl *slot) {
 	for _, other := range m.sessions {
-		if other.slot == sl {
+		if other.slot == sl && other.gen == sl.gen {
 			return
 		}
 	}
 	sl.loggedIn = false
+	sl.gen++ // a login in flight does not log the slot in again
 }
 
 // CloseAllSessions closes every session with the token in slot id.
@@ -623,14 +631,39 @@ func (m *Module) CloseAllSessions(id uint64) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var gone []*session
 	for h, ss := range m.sessions {
 		if ss.slot == s {
 			delete(m.sessions, h)
+			gone = append(gone, ss)
 		}
 	}
 	s.loggedIn = false
+	s.gen++ // a login in flight does not log the slot in again
+	m.mu.Unlock()
+	dropped(gone)
 	return nil
+}
+
+// endSign ends the session's signature operation and wipes the PIN a
+// context-specific login left in it. The caller holds ss.mu.
+func (ss *session) endSign() {
+	if ss.sign != nil {
+		clear(ss.sign.pin)
+		ss.sign = nil
+	}
+}
+
+// dropped wipes what sessions taken out of the module hold. A session busy
+// in a call is left to it: its call ends the operation (finishSign wipes
+// its PIN), and no later call can reach it.
+func dropped(ss []*session) {
+	for _, s := range ss {
+		if s.mu.TryLock() {
+			s.endSign()
+			s.mu.Unlock()
+		}
+	}
 }
 
 // session finds session h, locked; the caller unlocks ss.mu. A session
@@ -697,6 +730,12 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 	}
 	defer ss.mu.Unlock()
 	sl := ss.slot
+	m.mu.Lock()
+	minPIN, maxPIN := int(sl.info.Token.MinPIN), int(sl.info.Token.MaxPIN)
+	m.mu.Unlock()
+	if len(pin) < minPIN || maxPIN > 0 && len(pin) > maxPIN {
+		return ErrPINLenRange // never sent: it cannot be a virtual PIN
+	}
 	switch userType {
 	case ckuUser:
 	case ckuContextSpecific:
@@ -728,6 +767,7 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		m.mu.Unlock()
 		return ErrUserAlreadyLoggedIn
 	}
+	gen := sl.gen
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
 	defer cancel()
@@ -752,6 +792,12 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		return remoteError(err, true)
 	}
 	m.mu.Lock()
+	if sl.gen != gen || m.sessions[h] != ss {
+		// The session closed, or the token went, while the login was
+		// on its way: it logs nothing in.
+		m.mu.Unlock()
+		return ErrSessionClosed
+	}
 	sl.loggedIn, sl.locked = true, false
 	m.mu.Unlock()
 	if resp != nil && resp.Catalogue != nil {
@@ -926,8 +972,7 @@ func (m *Module) SignInit(h uint64, mech Mechanism, kh uint64) error {
 		if ss.sign.parts {
 			return ErrOperationActive
 		}
-		clear(ss.sign.pin)
-		ss.sign = nil
+		ss.endSign()
 	}
 	m.mu.Lock()
 	in := ss.slot.loggedIn
@@ -972,14 +1017,14 @@ func (m *Module) Sign(h uint64, data, out []byte, hasOut bool) (int, error) {
 		return 0, ErrOperationNotInitialized
 	}
 	if op.parts {
-		ss.sign = nil
+		ss.endSign()
 		return 0, ErrOperationActive
 	}
 	if n, done := m.checkOut(op, out, hasOut); done {
 		return n, sizeErr(n, out, hasOut)
 	}
 	if err := op.update(data); err != nil {
-		ss.sign = nil
+		ss.endSign()
 		return 0, err
 	}
 	return m.finishSign(ss, out)
@@ -1013,7 +1058,7 @@ func (m *Module) SignUpdate(h uint64, data []byte) error {
 		return ErrOperationNotInitialized
 	}
 	if err := ss.sign.update(data); err != nil {
-		ss.sign = nil
+		ss.endSign()
 		return err
 	}
 	return nil
@@ -1039,7 +1084,7 @@ func (m *Module) SignFinal(h uint64, out []byte, hasOut bool) (int, error) {
 // finishSign asks the server for the signature and ends the operation.
 func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 	op := ss.sign
-	ss.sign = nil
+	ss.sign = nil // its PIN is wiped below, after the request
 	defer clear(op.pin)
 	input, err := op.input()
 	if err != nil {

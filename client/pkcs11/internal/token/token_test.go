@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -428,5 +429,72 @@ func TestAlwaysAuthenticate(t *testing.T) {
 	}
 	if _, err := m.Sign(h, sum[:], out, true); err != nil {
 		t.Errorf("ordinary key: %v", err)
+	}
+}
+
+// TestLateConnection: when the first connection fails, the one a later
+// call makes follows the server's events all the same.
+func TestLateConnection(t *testing.T) {
+	f := &fake{cat: testCatalogue(t), events: make(chan *transport.Event, 4)}
+	var calls atomic.Int32
+	store := FileStore{Path: filepath.Join(t.TempDir(), "catalogue")}
+	if err := store.Save(f.cat); err != nil {
+		t.Fatal(err)
+	}
+	m := New(Options{Store: store, Timeout: 5 * time.Second, Connect: func(context.Context) (Backend, error) {
+		if calls.Add(1) == 1 {
+			return nil, errors.New("no network yet")
+		}
+		return f, nil
+	}})
+	t.Cleanup(func() { m.Finalize() })
+	fakeSession(t, m, true) // the login connects
+	for {
+		if _, err := m.WaitForSlotEvent(true); err != nil {
+			break
+		}
+	}
+	f.events <- &transport.Event{Kind: transport.EventRevoked, Slot: 3}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if id, err := m.WaitForSlotEvent(true); err == nil && id == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no slot event from the connection a login made")
+		}
+	}
+}
+
+// TestPINHandling: a PIN outside the token's lengths is refused without
+// a request; a context-specific PIN is wiped when its session closes.
+func TestPINHandling(t *testing.T) {
+	f := &fake{cat: testCatalogue(t), events: make(chan *transport.Event, 4)}
+	f.cat.Slots[0].Token.MinPIN, f.cat.Slots[0].Token.MaxPIN = 4, 8
+	f.cat.Slots[0].Objects[3].Attributes[ckaAlwaysAuth] = true
+	m := New(Options{Connect: func(context.Context) (Backend, error) { return f, nil }, Timeout: 5 * time.Second})
+	t.Cleanup(func() { m.Finalize() })
+	h := fakeSession(t, m, false)
+	for _, pin := range []string{"", "1", "123456789"} {
+		if err := m.Login(h, ckuUser, []byte(pin)); err != ErrPINLenRange {
+			t.Errorf("PIN of %d bytes: %v, want CKR_PIN_LEN_RANGE", len(pin), err)
+		}
+	}
+	if err := m.Login(h, ckuUser, []byte("1234")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SignInit(h, Mechanism{Type: ckmSHA256RSAPKCS}, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Login(h, ckuContextSpecific, []byte("5678")); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	pin := m.sessions[h].sign.pin
+	m.mu.Unlock()
+	if err := m.CloseSession(h); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pin, make([]byte, len(pin))) {
+		t.Errorf("the context-specific PIN after the session closed: %q", pin)
 	}
 }
