@@ -5,11 +5,8 @@ import (
 	"crypto"
 	_ "crypto/sha256"
 	_ "crypto/sha512"
-	"encoding/asn1"
-	"encoding/pem"
 	"flag"
 	"fmt"
-	"math/big"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -125,31 +122,8 @@ func (a *app) sign(ctx context.Context, args []string) error {
 		}
 		*slot = hello.Catalogue.Slots[0].ID
 	}
-	if _, err := c.Login(ctx, *slot, vpin); err != nil {
-		return err
-	}
-	resp, err := c.SignWithPIN(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest}, vpin) // the vPIN serves keys that need it with every signature
-	if err != nil {
-		return err
-	}
-	sig := resp.Signature
-	if !*raw && strings.HasPrefix(*mech, "ecdsa") {
-		n := len(sig) / 2
-		sig, err = asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])})
-		if err != nil {
-			return err
-		}
-	}
-	if err := os.WriteFile(*out, sig, 0o644); err != nil {
-		return err
-	}
-	if *certOut != "" && resp.Certificate != nil {
-		if err := os.WriteFile(*certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate}), 0o644); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(a.stderr, "signed %s on remote card %d: %d bytes to %s\n", *in, *slot, len(sig), *out)
-	return c.Logout(ctx, *slot)
+	return a.signRemotely(ctx, c, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest}, vpin,
+		!*raw && strings.HasPrefix(*mech, "ecdsa"), *in, *out, *certOut)
 }
 
 // hashedMechanism is how pscs sign hashes a file and what it asks the

@@ -124,31 +124,40 @@ func (a *app) remoteSign(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Login(ctx, *slot, vpin); err != nil {
+	return a.signRemotely(ctx, c, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: m, Data: data}, vpin,
+		!*raw && strings.HasPrefix(*mech, "ecdsa"), *in, *out, *certOut)
+}
+
+// signRemotely logs in to the request's remote card, has it sign (the
+// vPIN also beside the request, for keys that want it with every
+// signature), writes the signature (ECDSA as DER with der) and the signing
+// card's certificate, and logs out.
+func (a *app) signRemotely(ctx context.Context, c *client.Client, req *transport.SignRequest, vpin []byte, der bool, in, out, certOut string) error {
+	if _, err := c.Login(ctx, req.Slot, vpin); err != nil {
 		return err
 	}
-	resp, err := c.SignWithPIN(ctx, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: m, Data: data}, vpin) // the vPIN serves keys that need it with every signature
+	resp, err := c.SignWithPIN(ctx, req, vpin)
 	if err != nil {
 		return err
 	}
 	sig := resp.Signature
-	if !*raw && strings.HasPrefix(*mech, "ecdsa") {
+	if der {
 		n := len(sig) / 2
 		sig, err = asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])})
 		if err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(*out, sig, 0o644); err != nil {
+	if err := os.WriteFile(out, sig, 0o644); err != nil {
 		return err
 	}
-	if *certOut != "" && resp.Certificate != nil {
-		if err := os.WriteFile(*certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate}), 0o644); err != nil {
+	if certOut != "" && resp.Certificate != nil {
+		if err := os.WriteFile(certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate}), 0o644); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(a.stderr, "signed %s on remote card %d: %d bytes to %s\n", *in, *slot, len(sig), *out)
-	return c.Logout(ctx, *slot)
+	fmt.Fprintf(a.stderr, "signed %s on remote card %d: %d bytes to %s\n", in, req.Slot, len(sig), out)
+	return c.Logout(ctx, req.Slot)
 }
 
 // readVPIN takes the virtual PIN from PSCS_VPIN or the terminal.
