@@ -23,7 +23,9 @@ const ALPN = "pscs/1"
 // History:
 //
 //	1 (2026-11-26): first version: Hello, Login, Sign, Decrypt, Logout,
-//	  Ping; signed requests (COSE_Sign1); events.
+//	  Ping, Admin (its bodies, codes 110-115); signed requests
+//	  (COSE_Sign1); events; the vPIN beside Sign for keys that want it
+//	  with every signature.
 const ProtocolVersion = 1
 
 // Op is an operation. Numbers are never reused.
