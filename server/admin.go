@@ -362,14 +362,8 @@ func (s *Server) CardChanged(name string) {
 		if d.Card != name || ss[i].Revoked {
 			continue
 		}
-		s.mu.Lock()
-		var conns []*transport.Conn
-		for c := range s.conns[d.Delegate] {
-			conns = append(conns, c)
-		}
-		s.mu.Unlock()
 		tag := s.Catalogue(d.Delegate).Tag
-		for _, c := range conns {
+		for _, c := range s.connsOf(d.Delegate) {
 			c.Notify(&transport.Event{Kind: transport.EventSlot, Slot: slot, Tag: tag})
 		}
 	}
@@ -377,14 +371,8 @@ func (s *Server) CardChanged(name string) {
 
 // notifyCatalogue tells identity's connections that their catalogue changed.
 func (s *Server) notifyCatalogue(identity string) {
-	s.mu.Lock()
-	var conns []*transport.Conn
-	for c := range s.conns[identity] {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
 	tag := s.Catalogue(identity).Tag
-	for _, c := range conns {
+	for _, c := range s.connsOf(identity) {
 		c.Notify(&transport.Event{Kind: transport.EventCatalogue, Tag: tag})
 	}
 }

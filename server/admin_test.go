@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,20 +61,11 @@ func (s *memStore) List(kind string) ([]string, error) {
 	defer s.mu.Unlock()
 	var out []string
 	for k := range s.m {
-		if kd, key, _ := cut(k); kd == kind {
+		if kd, key, _ := strings.Cut(k, "\x00"); kd == kind {
 			out = append(out, key)
 		}
 	}
 	return out, nil
-}
-
-func cut(k string) (string, string, bool) {
-	for i := range len(k) {
-		if k[i] == 0 {
-			return k[:i], k[i+1:], true
-		}
-	}
-	return k, "", false
 }
 
 type adminRig struct {
@@ -291,19 +284,10 @@ func TestAdminRefusals(t *testing.T) {
 		t.Errorf("a delegation from the loaded owner PIN: %v", err)
 	}
 	for k, v := range r.st.m {
-		if containsBytes(v, []byte("123456")) || containsBytes(v, pass) || containsBytes(v, []byte(resp.VPIN)) {
+		if bytes.Contains(v, []byte("123456")) || bytes.Contains(v, pass) || bytes.Contains(v, []byte(resp.VPIN)) {
 			t.Errorf("store record %q holds a secret in clear", k)
 		}
 	}
-}
-
-func containsBytes(b, sub []byte) bool {
-	for i := 0; i+len(sub) <= len(b); i++ {
-		if string(b[i:i+len(sub)]) == string(sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestRegisterPINOnEveryCard: the PIN of a parallel remote card is checked

@@ -179,14 +179,8 @@ func (s *Server) Revoke(id string) bool {
 	if !ok || !s.cfg.Book.Revoke(id) {
 		return false
 	}
-	s.mu.Lock()
-	var conns []*transport.Conn
-	for c := range s.conns[d.Delegate] {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
 	slot := s.slotOf(d.Card)
-	for _, c := range conns {
+	for _, c := range s.connsOf(d.Delegate) {
 		if v, ok := c.Value(sessionKey{slot}).(*session); ok && v.delegation == id {
 			v.wipe()
 		}
@@ -196,13 +190,20 @@ func (s *Server) Revoke(id string) bool {
 	return true
 }
 
-func (s *Server) slotOf(name string) uint64 {
-	for _, c := range s.cfg.Cards {
-		if c.Name == name {
-			return c.Slot
-		}
+// connsOf is identity's open connections.
+func (s *Server) connsOf(identity string) []*transport.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*transport.Conn, 0, len(s.conns[identity]))
+	for c := range s.conns[identity] {
+		conns = append(conns, c)
 	}
-	return 0
+	return conns
+}
+
+func (s *Server) slotOf(name string) uint64 {
+	c, _ := s.cardNamed(name)
+	return c.Slot
 }
 
 func (s *Server) card(slot uint64) (Card, bool) {
@@ -398,7 +399,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
 	// in the catalogue), opened afresh: the delegate confirms each one.
 	var freshPIN []byte
-	if k, ok := keyOf(card.Pool, idx); ok && k.PINPolicy == profiles.PINAlways {
+	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
 		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
 			return nil, s.refuse(ctx, call, d.ID, err, start)
 		}
@@ -469,18 +470,6 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, err
 	}
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
-}
-
-// keyOf is key idx of the remote card, as its first card holds it (its
-// cards hold the same keys).
-func keyOf(p *rsc.Pool, idx int) (profiles.Key, bool) {
-	for _, m := range p.Members() {
-		if idx < len(m.Keys) {
-			return m.Keys[idx], true
-		}
-		break
-	}
-	return profiles.Key{}, false
 }
 
 // cardError gives the wire a code; the card's details stay in the log.

@@ -286,6 +286,23 @@ func (p *Pool) Members() []*Member {
 	return out
 }
 
+// Key is key idx of the pool's first card (by ID; with SameKeys, every
+// card's), without copying the member list: for the request path.
+func (p *Pool) Key(idx int) (profiles.Key, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first *Member
+	for _, r := range p.members {
+		if first == nil || r.m.ID < first.ID {
+			first = r.m
+		}
+	}
+	if first == nil || idx < 0 || idx >= len(first.Keys) {
+		return profiles.Key{}, false
+	}
+	return first.Keys[idx], true
+}
+
 // Len is the number of members.
 func (p *Pool) Len() int {
 	p.mu.Lock()

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"golang.org/x/term"
-
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/transport"
 )
@@ -161,15 +159,4 @@ func (a *app) signRemotely(ctx context.Context, c *client.Client, req *transport
 }
 
 // readVPIN takes the virtual PIN from PSCS_VPIN or the terminal.
-func readVPIN(a *app) ([]byte, error) {
-	if v, ok := os.LookupEnv("PSCS_VPIN"); ok {
-		return []byte(v), nil
-	}
-	if term.IsTerminal(int(os.Stdin.Fd())) {
-		fmt.Fprint(a.stderr, "virtual PIN: ")
-		pin, err := term.ReadPassword(int(os.Stdin.Fd()))
-		fmt.Fprintln(a.stderr)
-		return pin, err
-	}
-	return nil, fmt.Errorf("no virtual PIN: set PSCS_VPIN or run on a terminal")
-}
+func readVPIN(a *app) ([]byte, error) { return readSecret(a, "PSCS_VPIN", "virtual PIN") }

@@ -171,7 +171,7 @@ func demoReady(ctx context.Context, demoDir, addr string, fresh bool) (string, e
 		return strings.TrimSpace(string(b)), err
 	}
 	ownerConf := filepath.Join(demoDir, "owner", "client.conf")
-	if err := writeClientConf(ownerConf, addr); err != nil {
+	if err := writeClientConf(ownerConf, addr, "127.0.0.1"); err != nil {
 		return "", err
 	}
 	cfg, err := client.LoadConfig(ownerConf)
@@ -206,11 +206,13 @@ func demoReady(ctx context.Context, demoDir, addr string, fresh bool) (string, e
 	if err := os.WriteFile(filepath.Join(demoDir, "vpin"), []byte(resp.VPIN+"\n"), 0o600); err != nil {
 		return "", err
 	}
-	return resp.VPIN, writeClientConf(filepath.Join(demoDir, "client.conf"), addr)
+	return resp.VPIN, writeClientConf(filepath.Join(demoDir, "client.conf"), addr, "127.0.0.1")
 }
 
-func writeClientConf(path, addr string) error {
-	b, _ := json.MarshalIndent(client.File{Server: addr, ServerName: "127.0.0.1",
+// writeClientConf writes the client.conf of an identity directory that
+// enrollLocal filled, for the server at addr known by serverName.
+func writeClientConf(path, addr, serverName string) error {
+	b, _ := json.MarshalIndent(client.File{Server: addr, ServerName: serverName,
 		CA: "ca.pem", Certificate: "identity.pem", Key: "identity.key"}, "", "  ")
 	return os.WriteFile(path, append(b, '\n'), 0o600)
 }

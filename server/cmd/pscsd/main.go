@@ -39,7 +39,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -51,7 +50,6 @@ import (
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
-	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/server/store"
@@ -148,9 +146,7 @@ func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
 	if addr == "" {
 		addr = strings.Replace(cfg.Listen, "0.0.0.0", "127.0.0.1", 1)
 	}
-	b, _ := json.MarshalIndent(client.File{Server: addr, ServerName: cfg.ServerNames[0],
-		CA: "ca.pem", Certificate: "identity.pem", Key: "identity.key"}, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "client.conf"), append(b, '\n'), 0o600); err != nil {
+	if err := writeClientConf(filepath.Join(out, "client.conf"), addr, cfg.ServerNames[0]); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "pscsd: %s enrolled; credentials and client.conf in %s\n", owner, out)
