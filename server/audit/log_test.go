@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -346,5 +347,20 @@ func TestSyncErrorSticky(t *testing.T) {
 	defer l.Close()
 	if seq, _ := l.Head(); seq != 1 {
 		t.Errorf("reopened: head %d, want 1 (written, fsync result unknown)", seq)
+	}
+}
+
+// TestOpenScan: Open hands every record it checks to Options.Scan, in
+// order, so that a caller reads nothing twice at start.
+func TestOpenScan(t *testing.T) {
+	path, _ := createLog(t, t.TempDir(), 5)
+	var seqs []uint64
+	l, err := Open(path, testKey, Options{NoSync: true, Scan: func(r *Record) { seqs = append(seqs, r.Seq) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if !slices.Equal(seqs, []uint64{1, 2, 3, 4, 5}) {
+		t.Errorf("Scan saw %v, want records 1 to 5", seqs)
 	}
 }

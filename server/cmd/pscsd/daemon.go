@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -83,20 +81,23 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, e
 	if err != nil {
 		return nil, err
 	}
-	// The audit log first: it holds the store's last anchored head, and a
-	// store older than that (an old copy of the whole file) is refused.
-	logPath := filepath.Join(dir, "audit.log")
-	if s.audit, err = audit.Open(logPath, mac, audit.Options{}); err != nil {
+	// The audit log first: it holds the store's last anchored head (read
+	// as Open checks the log), and a store older than that (an old copy of
+	// the whole file) is refused.
+	var anchor store.Anchor
+	found := false
+	scan := func(r *audit.Record) {
+		if storeHead(r) && anchor.UnmarshalBinary(r.Result) == nil {
+			found = true
+		}
+	}
+	if s.audit, err = audit.Open(filepath.Join(dir, "audit.log"), mac, audit.Options{Scan: scan}); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	if r := s.audit.Recovered(); r != nil {
 		log.Warn("audit log: a record cut by a crash was dropped", "seq", r.Seq)
 	}
 	var opts []store.Option
-	anchor, found, err := lastStoreHead(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
 	if found {
 		opts = append(opts, store.WithAnchor(anchor))
 	}
@@ -117,25 +118,10 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, e
 	return s, nil
 }
 
-// lastStoreHead finds the store's head last written to the audit log: by
-// pscsd at start ("store-head") or after an administration change.
-func lastStoreHead(path string) (store.Anchor, bool, error) {
-	var a store.Anchor
-	found := false
-	f, err := os.Open(path)
-	if err != nil {
-		return a, false, err
-	}
-	defer f.Close()
-	err = audit.ReadAll(bufio.NewReaderSize(f, 1<<20), func(r *audit.Record) error {
-		if r.Decision == 0 && len(r.Result) == 40 && (r.Op == "store-head" || strings.HasPrefix(r.Op, "admin:")) {
-			if a.UnmarshalBinary(r.Result) == nil {
-				found = true
-			}
-		}
-		return nil
-	})
-	return a, found, err
+// storeHead reports whether r records the store's head: pscsd's record at
+// start ("store-head") or an administration change's.
+func storeHead(r *audit.Record) bool {
+	return r.Decision == 0 && len(r.Result) == 40 && (r.Op == "store-head" || strings.HasPrefix(r.Op, "admin:"))
 }
 
 func (s *state) close() {
