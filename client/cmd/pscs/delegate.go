@@ -20,22 +20,7 @@ import (
 // kept in the user's cache directory (client.SessionCacheFor), so that the
 // next run resumes the session and sends its first request as 0-RTT data.
 func (a *app) dialCached(ctx context.Context, path string) (*client.Client, error) {
-	if path == "" {
-		p, err := client.ConfigPath()
-		if err != nil {
-			return nil, err
-		}
-		path = p
-	}
-	cfg, err := client.LoadConfig(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w (set %s or -config)", err, client.ConfigEnv)
-	}
-	cfg.Name, cfg.Logger = "pscs", a.log
-	if cache, err := client.SessionCacheFor(cfg); err == nil {
-		cfg.SessionCache = cache
-	}
-	return client.Dial(ctx, cfg)
+	return a.dial(ctx, path, true)
 }
 
 // whoami shows who the server takes the delegate for, and its remote

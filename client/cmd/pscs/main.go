@@ -23,7 +23,7 @@
 //
 // slots lists the remote cards a delegate may use on pscsd, and remote sign
 // signs a file with one of them; both read the delegate's configuration
-// from -config or PSCS_CONFIG (see client.File), and remote sign the
+// from -config, PSCS_CONFIG or ~/.config/pscs/client.conf (see client.File), and remote sign the
 // virtual PIN from PSCS_VPIN or the terminal.
 //
 // sign is remote sign for delegates: the file is hashed here and only its

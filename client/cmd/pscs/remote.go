@@ -16,20 +16,32 @@ import (
 	"github.com/pscs/pscs/transport"
 )
 
-// dialRemote connects with the configuration file named by -config or
-// PSCS_CONFIG.
+// dialRemote connects with the configuration file named by -config, or
+// PSCS_CONFIG, or ~/.config/pscs/client.conf.
 func (a *app) dialRemote(ctx context.Context, path string) (*client.Client, error) {
+	return a.dial(ctx, path, false)
+}
+
+// dial connects with the configuration at path (default: client.ConfigPath),
+// with a session ticket cache in the user's cache directory if tickets.
+func (a *app) dial(ctx context.Context, path string, tickets bool) (*client.Client, error) {
 	if path == "" {
-		path = os.Getenv(client.ConfigEnv)
-	}
-	if path == "" {
-		return nil, fmt.Errorf("no configuration: set %s or -config", client.ConfigEnv)
+		p, err := client.ConfigPath()
+		if err != nil {
+			return nil, err
+		}
+		path = p
 	}
 	cfg, err := client.LoadConfig(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (set %s or -config)", err, client.ConfigEnv)
 	}
 	cfg.Name, cfg.Logger = "pscs", a.log
+	if tickets {
+		if cache, err := client.SessionCacheFor(cfg); err == nil {
+			cfg.SessionCache = cache
+		}
+	}
 	return client.Dial(ctx, cfg)
 }
 
