@@ -52,6 +52,15 @@ type Record struct {
 	MAC      []byte           `cbor:"11,keyasint,omitempty"` // MACer.MAC(MACLabel, encoding without MAC), assigned by Append
 	// Delegation is the delegation the decision was made under, if any.
 	Delegation string `cbor:"12,keyasint,omitempty"`
+
+	// Keys 13 to 19 are reserved for the durable state of refusals
+	// (policy events) and for anchors and checkpoints.
+
+	// Anchor asks Append not to return before the record is anchored
+	// outside the file (in the TPM), as well as durable: set it on records
+	// that a later refusal depends on (a wrong vPIN, a lock, a revocation,
+	// a signature counted against a limit). It is not encoded.
+	Anchor bool `cbor:"-"`
 }
 
 // keyMAC is the CBOR map key of Record.MAC.
