@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -102,7 +103,9 @@ func kindOf(err error) error {
 type VerifyOption func(*verifyConfig)
 
 type verifyConfig struct {
-	anchor Anchor
+	anchor        Anchor
+	checkpointKey *ecdsa.PublicKey
+	stats         *CheckpointStats
 }
 
 // Anchor is a head of the log (see [Log.Head]) kept outside the log file,
@@ -142,13 +145,34 @@ func Verify(r io.Reader, mac MACer, check func(*Record) error, opts ...VerifyOpt
 	}
 	s := newScanner(r, mac, c.anchor)
 	n := 0
+	var covered uint64 // Seq of the last verified checkpoint
+	if c.stats == nil {
+		c.stats = &CheckpointStats{}
+	}
 	for {
 		rec, err := s.next()
+		if err == io.EOF && c.checkpointKey != nil && covered != s.seq {
+			if covered == 0 {
+				return n, &VerifyError{Seq: s.seq + 1, Offset: s.off, Err: ErrMissingTail,
+					Reason: fmt.Sprintf("no checkpoint in %d records: nothing is covered by the server's signature", s.seq)}
+			}
+			return n, &VerifyError{Seq: covered + 1, Offset: s.off, Err: ErrMissingTail,
+				Reason: fmt.Sprintf("%d records after the last checkpoint (record %d) are covered by no signature: the log's end was cut, or it is a copy taken while pscsd ran", s.seq-covered, covered)}
+		}
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
 			return n, err
+		}
+		if c.checkpointKey != nil && rec.Op == OpCheckpoint && rec.Identity == Identity {
+			if !ecdsa.VerifyASN1(c.checkpointKey, CheckpointDigest(rec), rec.Checkpoint) {
+				return n, &VerifyError{Seq: rec.Seq, Offset: s.last, Err: ErrTampered,
+					Reason: "checkpoint signature does not verify: a record before it was edited, deleted or inserted (hash chain recomputed), or the checkpoint is not this server's"}
+			}
+			covered = rec.Seq
+			c.stats.Checkpoints++
+			c.stats.Covered = covered
 		}
 		if check != nil {
 			if err := check(rec); err != nil {

@@ -44,6 +44,28 @@ type Options struct {
 	// order, as Open checks them (a torn last record excepted): what a
 	// caller needs from the whole log at start, without reading it twice.
 	Scan func(*Record)
+
+	// Counter, if set, anchors the log outside the file (see
+	// [Counter]): Open refuses, with a *[RollbackError], a log that does
+	// not reach the counter's value (cut by whole records, deleted,
+	// emptied, or an older copy), and the Log writes an anchor record and
+	// moves the counter, after the fsync and before the Appends it covers
+	// return, for every batch that holds a record with [Record.Anchor],
+	// for every checkpoint, and at Close. Default: none.
+	Counter Counter
+	// Signer, if set, signs checkpoints: anchor records that carry a
+	// signature of the hash of the whole log before them, verifiable
+	// offline with the key's certificate ([VerifyCheckpoints]). The Log
+	// writes one after CheckpointRecords records, CheckpointInterval after
+	// the first record not yet covered, at Close, and on
+	// [Log.Checkpoint]. Default: none.
+	Signer Signer
+	// CheckpointRecords is the most records between two checkpoints.
+	// Default: 1000.
+	CheckpointRecords int
+	// CheckpointInterval is the longest a record waits for a checkpoint.
+	// Default: 10 s.
+	CheckpointInterval time.Duration
 }
 
 // Stats counts what a Log has done since Open.
@@ -91,16 +113,28 @@ type Log struct {
 	stats  Stats
 
 	size int64 // end of the file; owned by the writer goroutine after Open
+
+	// Anchors and checkpoints, guarded by mu.
+	counter        uint64    // the Counter's value: anchored up to here
+	lastAnchor     uint64    // Counter of the newest anchor record in the file
+	lastAnchorSeq  uint64    // its Seq
+	needAnchor     bool      // write an anchor at the next flush
+	wantCheckpoint bool      // sign the next anchor ([Log.Checkpoint])
+	uncovered      int       // records since the last checkpoint
+	uncoveredSince time.Time // when the first of them was appended
+	lastIsCheck    bool      // the newest record is a checkpoint
 }
 
 // batch is a group of records written and fsynced together.
 type batch struct {
-	buf  []byte
-	n    int
-	last uint64
-	hash [HashSize]byte
-	done chan struct{} // closed when the batch is durable, or failed
-	err  error         // set before done is closed
+	buf     []byte
+	n       int
+	anchor  bool   // a record asked to be anchored
+	counter uint64 // the Counter value to move to once durable; 0: none
+	last    uint64
+	hash    [HashSize]byte
+	done    chan struct{} // closed when the batch is durable, or failed
+	err     error         // set before done is closed
 }
 
 func newBatch() *batch { return &batch{done: make(chan struct{})} }
@@ -122,6 +156,14 @@ func Open(path string, mac MACer, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.CheckpointRecords <= 0 {
+		opts.CheckpointRecords = 1000
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 10 * time.Second
+	}
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -141,7 +183,19 @@ func Open(path string, mac MACer, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l.dseq, l.dhash = l.seq, l.hash
+	if opts.Counter != nil {
+		if err := l.checkAnchor(context.Background(), existed); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	go l.writer()
+	if l.needAnchor {
+		if _, err := l.Checkpoint(context.Background()); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -191,8 +245,11 @@ func (l *Log) load(path string) error {
 		if err == io.EOF {
 			break
 		}
-		if err == nil && l.opts.Scan != nil {
-			l.opts.Scan(rec)
+		if err == nil {
+			l.noteLoaded(rec)
+			if l.opts.Scan != nil {
+				l.opts.Scan(rec)
+			}
 		}
 		var ve *VerifyError
 		if errors.As(err, &ve) && errors.Is(err, ErrTorn) {
@@ -288,8 +345,14 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 	b := l.cur
 	b.buf = appendFrame(b.buf, data)
 	b.n++
+	b.anchor = b.anchor || r.Anchor
 	b.last, b.hash = l.seq, l.hash
 	l.stats.Appends++
+	if l.uncovered == 0 {
+		l.uncoveredSince = l.opts.Now()
+	}
+	l.uncovered++
+	l.lastIsCheck = false
 	l.mu.Unlock()
 
 	select {
@@ -311,9 +374,17 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 func (l *Log) writer() {
 	defer close(l.done)
 	var window *time.Timer
+	var tick <-chan time.Time
+	if l.opts.Signer != nil {
+		// Checkpoints are due by time too: look a few times per interval.
+		t := time.NewTicker(max(l.opts.CheckpointInterval/4, time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-l.kick:
+		case <-tick:
 		case <-l.quit:
 			l.flush()
 			return
@@ -341,9 +412,15 @@ func (l *Log) writer() {
 func (l *Log) flush() {
 	l.mu.Lock()
 	b := l.cur
-	if b.n == 0 {
+	sign := l.checkpointDueLocked()
+	if b.n == 0 && !sign && !l.needAnchor {
 		l.mu.Unlock()
 		return
+	}
+	if l.err == nil && (sign || b.anchor || l.needAnchor) && (l.opts.Counter != nil || sign) {
+		if err := l.sealAnchorLocked(b, sign); err != nil {
+			l.err = err
+		}
 	}
 	l.cur = newBatch()
 	err := l.err
@@ -363,6 +440,16 @@ func (l *Log) flush() {
 			err = fmt.Errorf("audit: write failed, log unusable until reopened: %w", err)
 		}
 	}
+	if err == nil && b.counter != 0 {
+		// The anchor record is durable: move the counter to it. Until
+		// this returns, the Appends of the batch wait.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ierr := l.opts.Counter.Increment(ctx)
+		cancel()
+		if ierr != nil {
+			err = fmt.Errorf("audit: anchoring record %d in the counter, log unusable until reopened: %w", b.last, ierr)
+		}
+	}
 
 	l.mu.Lock()
 	if err != nil {
@@ -371,6 +458,9 @@ func (l *Log) flush() {
 		}
 		b.err = l.err
 	} else {
+		if b.counter != 0 {
+			l.counter = b.counter
+		}
 		l.dseq, l.dhash = b.last, b.hash
 		l.stats.Batches++
 		l.stats.Bytes += uint64(len(b.buf))

@@ -53,8 +53,18 @@ type Record struct {
 	// Delegation is the delegation the decision was made under, if any.
 	Delegation string `cbor:"12,keyasint,omitempty"`
 
-	// Keys 13 to 19 are reserved for the durable state of refusals
-	// (policy events) and for anchors and checkpoints.
+	// Key 13 is reserved for the durable state of refusals (policy
+	// events); keys 17 to 19 for later use by anchors and checkpoints.
+
+	// Counter, on an anchor record (written by the Log itself, Op
+	// [OpAnchor] or [OpCheckpoint]), is the value the TPM's monotonic
+	// counter takes once the record is durable: the log is anchored up to
+	// here.
+	Counter uint64 `cbor:"14,keyasint,omitempty"`
+	// Checkpoint, on a checkpoint record, is the signature of the log's
+	// checkpoint key over [CheckpointDigest] of the record: the log up to
+	// here verifies offline with the key's certificate.
+	Checkpoint []byte `cbor:"15,keyasint,omitempty"`
 
 	// Anchor asks Append not to return before the record is anchored
 	// outside the file (in the TPM), as well as durable: set it on records

@@ -1,0 +1,278 @@
+package audit
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Operations of the records the Log writes itself.
+const (
+	// OpAnchor is an anchor record: the records before it are anchored in
+	// the TPM's counter ([Record.Counter]).
+	OpAnchor = "anchor"
+	// OpCheckpoint is an anchor record that is also signed by the
+	// checkpoint key ([Record.Checkpoint]).
+	OpCheckpoint = "checkpoint"
+)
+
+// Identity is the Identity of the records the Log writes itself.
+const Identity = "pscsd"
+
+// Counter is a monotonic counter kept outside the log file, where whoever
+// can write the disk cannot turn it back: in pscsd, an NV counter index of
+// the TPM (server/anchor). The Log moves it forward by one for every anchor
+// record, after the record is durable.
+type Counter interface {
+	// Read returns the counter's value; ok is false while the counter has
+	// never been incremented (a TPM counter then has no value yet).
+	Read(ctx context.Context) (v uint64, ok bool, err error)
+	// Increment adds one.
+	Increment(ctx context.Context) error
+}
+
+// Signer signs checkpoints: a SHA-256 digest in, an ASN.1 DER ECDSA
+// signature out. In pscsd the key never leaves the TPM.
+type Signer interface {
+	SignDigest(ctx context.Context, digest []byte) ([]byte, error)
+}
+
+// checkpointLabel starts what a checkpoint signature covers.
+const checkpointLabel = "pscs audit checkpoint v1\x00"
+
+// CheckpointDigest is what a checkpoint's signature covers: SHA-256 of
+// "pscs audit checkpoint v1\0" || Seq || Time || Counter (8 bytes each,
+// big-endian) || Prev, the hash of every record before it.
+func CheckpointDigest(r *Record) []byte {
+	b := make([]byte, 0, len(checkpointLabel)+24+len(r.Prev))
+	b = append(b, checkpointLabel...)
+	b = binary.BigEndian.AppendUint64(b, r.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
+	b = binary.BigEndian.AppendUint64(b, r.Counter)
+	b = append(b, r.Prev...)
+	d := sha256.Sum256(b)
+	return d[:]
+}
+
+// ErrRollback is the kind of [RollbackError].
+var ErrRollback = errors.New("audit log rolled back")
+
+// RollbackError is Open's refusal of a log that does not reach its anchor
+// in the TPM's counter: records were cut off its end, or it was deleted,
+// emptied or replaced by an older copy (of itself, or of the whole state).
+type RollbackError struct {
+	// What says what was found, for people.
+	What string
+	// Records is how many good records the file holds; LastAnchor the
+	// Counter of its last anchor record (0: none); Counter the TPM's.
+	Records           uint64
+	LastAnchor, Count uint64
+}
+
+func (e *RollbackError) Error() string {
+	return fmt.Sprintf("audit: %s (%d records in the file, its last anchor %d, the TPM counter %d)", e.What, e.Records, e.LastAnchor, e.Count)
+}
+
+func (e *RollbackError) Unwrap() error { return ErrRollback }
+
+// checkAnchor compares the log as loaded with the counter, at Open, and
+// returns the counter's value the log continues from. existed tells
+// whether the file was there before Open.
+func (l *Log) checkAnchor(ctx context.Context, existed bool) error {
+	c, ok, err := l.opts.Counter.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: reading the anchor counter: %w", err)
+	}
+	a := l.lastAnchor
+	fail := func(what string) error {
+		return &RollbackError{What: what, Records: l.seq, LastAnchor: a, Count: c}
+	}
+	switch {
+	case !ok && a == 0:
+		// A new log, or one from before anchors: start anchoring it.
+		if err = l.opts.Counter.Increment(ctx); err == nil {
+			c, ok, err = l.opts.Counter.Read(ctx)
+		}
+		if err == nil && !ok {
+			err = errors.New("no value after an increment")
+		}
+		if err != nil {
+			return fmt.Errorf("audit: starting the anchor counter: %w", err)
+		}
+		l.counter = c
+		l.needAnchor = true // the log's first anchor names the counter's start
+		return nil
+	case !ok:
+		return fail("the log is anchored but the TPM counter has no value: another TPM, or the TPM was cleared")
+	case a == 0 && !existed:
+		return fail("the audit log was deleted: the TPM counter says it was anchored")
+	case a == 0 && l.seq == 0:
+		return fail("the audit log is empty: the TPM counter says it held anchored records")
+	case a == 0:
+		return fail("the audit log holds no anchor: it was replaced by another log, or by a copy from before anchors")
+	case a == c:
+		l.counter = c
+		return nil
+	case a == c+1:
+		// The last anchor was durable but the process stopped before the
+		// counter moved: move it now.
+		if err = l.opts.Counter.Increment(ctx); err == nil {
+			c, _, err = l.opts.Counter.Read(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("audit: catching the anchor counter up: %w", err)
+		}
+		if c != a {
+			return fail(fmt.Sprintf("the TPM counter moved to %d while catching up to the log", c))
+		}
+		l.counter = c
+		return nil
+	case a < c:
+		if l.lastAnchorSeq == l.seq {
+			return fail(fmt.Sprintf("the log is older than its anchor: %d anchored batches missing (the log was cut by whole records, or replaced by an older copy)", c-a))
+		}
+		return fail(fmt.Sprintf("the log is older than its anchor: %d anchored batches missing after record %d (the log was cut by whole records, or replaced by an older copy)", c-a, l.lastAnchorSeq))
+	default:
+		return fail("the TPM counter is behind the log: another TPM's counter, or a log from another machine")
+	}
+}
+
+// VerifyCheckpoints makes Verify check the signature of every checkpoint
+// record with pub (the checkpoint key's certificate's public key), and
+// require that the log end with a checkpoint: a log whose tail was cut
+// ends with records no checkpoint covers, and fails with
+// [ErrMissingTail]. A record edited, deleted or inserted with the hash
+// chain recomputed fails at the next checkpoint, with [ErrTampered].
+func VerifyCheckpoints(pub *ecdsa.PublicKey) VerifyOption {
+	return func(c *verifyConfig) { c.checkpointKey = pub }
+}
+
+// CheckpointStats is what Verify saw of checkpoints (with
+// [VerifyCheckpoints] and [CountCheckpoints]).
+type CheckpointStats struct {
+	Checkpoints int    // signed checkpoints verified
+	Covered     uint64 // Seq of the last one
+}
+
+// CountCheckpoints makes Verify fill in st.
+func CountCheckpoints(st *CheckpointStats) VerifyOption {
+	return func(c *verifyConfig) { c.stats = st }
+}
+
+// noteLoaded follows anchors while Open reads the file.
+func (l *Log) noteLoaded(r *Record) {
+	if r.Identity != Identity || (r.Op != OpAnchor && r.Op != OpCheckpoint) {
+		l.lastIsCheck = false
+		l.uncovered++
+		return
+	}
+	if r.Counter != 0 {
+		l.lastAnchor, l.lastAnchorSeq = r.Counter, r.Seq
+	}
+	if r.Op == OpCheckpoint {
+		l.uncovered = 0
+		l.lastIsCheck = true
+	}
+}
+
+// checkpointDueLocked reports whether the next batch must end with a
+// signed checkpoint.
+func (l *Log) checkpointDueLocked() bool {
+	if l.opts.Signer == nil {
+		return false
+	}
+	switch {
+	case l.wantCheckpoint:
+		return true
+	case l.closed:
+		return !l.lastIsCheck
+	case l.uncovered == 0:
+		return false
+	}
+	return l.uncovered >= l.opts.CheckpointRecords || l.opts.Now().Sub(l.uncoveredSince) >= l.opts.CheckpointInterval
+}
+
+// sealAnchorLocked appends an anchor record to b (a checkpoint when sign
+// is true).
+func (l *Log) sealAnchorLocked(b *batch, sign bool) error {
+	rec := Record{Seq: l.seq + 1, Time: l.opts.Now().UnixMilli(), Identity: Identity, Op: OpAnchor,
+		Prev: append([]byte(nil), l.hash[:]...)}
+	if l.opts.Counter != nil {
+		rec.Counter = l.counter + 1
+	}
+	if sign {
+		rec.Op = OpCheckpoint
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		sig, err := l.opts.Signer.SignDigest(ctx, CheckpointDigest(&rec))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("audit: signing checkpoint %d, log unusable until reopened: %w", rec.Seq, err)
+		}
+		rec.Checkpoint = sig
+	}
+	data, err := seal(&rec, l.mac)
+	if err != nil {
+		return err
+	}
+	l.seq = rec.Seq
+	l.hash = sha256.Sum256(data)
+	b.buf = appendFrame(b.buf, data)
+	b.n++
+	b.last, b.hash = l.seq, l.hash
+	if rec.Counter != 0 {
+		b.counter = rec.Counter
+		l.lastAnchor, l.lastAnchorSeq = rec.Counter, rec.Seq
+	}
+	l.needAnchor = false
+	if sign {
+		l.wantCheckpoint = false
+		l.uncovered = 0
+		l.lastIsCheck = true
+	}
+	return nil
+}
+
+// Checkpoint writes a signed checkpoint (an anchor, without a Signer) after
+// the records appended so far and returns its sequence number once it is
+// durable and anchored: what an export ends with, so that the whole export
+// verifies offline.
+func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if l.err != nil {
+		err := l.err
+		l.mu.Unlock()
+		return 0, err
+	}
+	if l.opts.Signer == nil && l.opts.Counter == nil {
+		l.mu.Unlock()
+		return 0, errors.New("audit: this log has neither a checkpoint key nor a counter")
+	}
+	if l.opts.Signer != nil {
+		l.wantCheckpoint = true
+	} else {
+		l.needAnchor = true
+	}
+	b := l.cur
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.done:
+		if b.err != nil {
+			return 0, b.err
+		}
+		return b.last, nil
+	case <-ctx.Done():
+		return 0, context.Cause(ctx)
+	}
+}
