@@ -70,7 +70,7 @@ var counterAttributes = tpm2.TPMANV{
 // implements server/audit.Counter. It is safe for concurrent use when its
 // Do serializes.
 type Counter struct {
-	do    Do
+	do      Do
 	index   tpm2.TPMHandle
 	name    tpm2.TPM2BName
 	written bool // TPMA_NV_WRITTEN: name is final
