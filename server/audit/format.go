@@ -151,7 +151,7 @@ func Verify(r io.Reader, mac MACer, check func(*Record) error, opts ...VerifyOpt
 	}
 	for {
 		rec, err := s.next()
-		if err == io.EOF && c.checkpointKey != nil && covered != s.seq {
+		if err == io.EOF && c.checkpointKey != nil && (covered != s.seq || covered == 0) {
 			if covered == 0 {
 				return n, &VerifyError{Seq: s.seq + 1, Offset: s.off, Err: ErrMissingTail,
 					Reason: fmt.Sprintf("no checkpoint in %d records: nothing is covered by the server's signature", s.seq)}
