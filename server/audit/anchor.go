@@ -89,7 +89,14 @@ func (l *Log) checkAnchor(ctx context.Context, existed bool) error {
 	}
 	a := l.lastAnchor
 	fail := func(what string) error {
-		return &RollbackError{What: what, Records: l.seq, LastAnchor: a, Count: c}
+		re := &RollbackError{What: what, Records: l.seq, LastAnchor: a, Count: c}
+		if ok && l.opts.Accept != nil && l.opts.Accept(re) {
+			l.accepted = re
+			l.counter = c
+			l.needAnchor = true
+			return nil
+		}
+		return re
 	}
 	switch {
 	case !ok && a == 0:
@@ -275,4 +282,29 @@ func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 	case <-ctx.Done():
 		return 0, context.Cause(ctx)
 	}
+}
+
+// Accepted returns the rollback that Options.Accept accepted at Open, or
+// nil.
+func (l *Log) Accepted() *RollbackError { return l.accepted }
+
+// Build returns the bytes of a log file that holds recs, numbered from 1
+// and hash-chained, each MACed with mac, as Append would have written
+// them (Seq, Prev and MAC are set in recs). It is for tools and tests that
+// need a log image: a log rebuilt with a key other than the server's is
+// what an attacker with the disk can make, and must be refused.
+func Build(recs []*Record, mac MACer) ([]byte, error) {
+	out := header()
+	var prev [HashSize]byte
+	for i, r := range recs {
+		r.Seq = uint64(i + 1)
+		r.Prev = append([]byte(nil), prev[:]...)
+		data, err := seal(r, mac)
+		if err != nil {
+			return nil, err
+		}
+		prev = sha256.Sum256(data)
+		out = appendFrame(out, data)
+	}
+	return out, nil
 }

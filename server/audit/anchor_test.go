@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -224,17 +223,9 @@ func rewrite(t *testing.T, path string, edit func([]*Record) []*Record) {
 	}
 	f.Close()
 	recs = edit(recs)
-	out := header()
-	var prev [HashSize]byte
-	for i, r := range recs {
-		r.Seq = uint64(i + 1)
-		r.Prev = append([]byte(nil), prev[:]...)
-		data, err := seal(r, otherKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		prev = sha256.Sum256(data)
-		out = appendFrame(out, data)
+	out, err := Build(recs, otherKey)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)

@@ -66,6 +66,12 @@ type Options struct {
 	// CheckpointInterval is the longest a record waits for a checkpoint.
 	// Default: 10 s.
 	CheckpointInterval time.Duration
+	// Accept, if set, is asked about a rollback Open found; if it returns
+	// true, Open goes on with the log as it is, anchored from the
+	// counter's present value, and [Log.Accepted] returns what was
+	// accepted: the caller records it in the log. For recovery by the
+	// owner (pscsd recover) only.
+	Accept func(*RollbackError) bool
 }
 
 // Stats counts what a Log has done since Open.
@@ -123,6 +129,7 @@ type Log struct {
 	uncovered      int       // records since the last checkpoint
 	uncoveredSince time.Time // when the first of them was appended
 	lastIsCheck    bool      // the newest record is a checkpoint
+	accepted       *RollbackError
 }
 
 // batch is a group of records written and fsynced together.

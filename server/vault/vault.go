@@ -334,3 +334,16 @@ func (v *Vault) VerifyMAC(label string, data, mac []byte) error {
 
 // Equal compares two MACs in constant time (for equal lengths).
 func Equal(a, b []byte) bool { return hmac.Equal(a, b) }
+
+// WithTPM runs fn with the vault's TPM link, under the lock that
+// serializes the vault's own use of it, so that other users of the same
+// link (pscsd's anchor counter and checkpoint key, server/anchor) never
+// interleave their commands with the vault's. fn must not call the Vault.
+func (v *Vault) WithTPM(fn func(tpm transport.TPM) error) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	return fn(v.tpm)
+}

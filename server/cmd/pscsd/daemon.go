@@ -23,6 +23,7 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/server"
+	tpmanchor "github.com/pscs/pscs/server/anchor"
 	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/server/metrics"
 	"github.com/pscs/pscs/server/policy"
@@ -35,21 +36,22 @@ import (
 // state is what pscsd keeps in its state directory, opened: the vault on
 // the TPM, the authenticated store, the audit log, and the CA.
 type state struct {
-	dir   string
-	tpm   transport.TPMCloser
-	vault *vault.Vault
-	store *store.Store
-	audit *audit.Log
-	ca    *server.CA
+	dir        string
+	tpm        transport.TPMCloser
+	vault      *vault.Vault
+	store      *store.Store
+	audit      *audit.Log
+	ca         *server.CA
+	checkpoint *x509.Certificate // certifies the key that signs the log's checkpoints
 }
 
 // openConfigured opens the state a configuration names, on its TPM.
-func openConfigured(cfg *Config, log *slog.Logger) (*state, error) {
+func openConfigured(cfg *Config, log *slog.Logger, rec *recovery) (*state, error) {
 	tpm, err := openTPM(cfg.TPM)
 	if err != nil {
 		return nil, fmt.Errorf("TPM %s: %w", cfg.TPM, err)
 	}
-	return openState(cfg.State, tpm, log)
+	return openState(cfg.State, tpm, log, rec)
 }
 
 // openTPM opens the TPM a configuration names: a character device
@@ -62,8 +64,15 @@ func openTPM(spec string) (transport.TPMCloser, error) {
 }
 
 // openState opens (creating on the first start) the state in dir on tpm.
-// It takes ownership of tpm.
-func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, error) {
+// It takes ownership of tpm. rec, if not nil, is an owner's recovery
+// (pscsd recover): the losses it names are accepted and recorded in the
+// log instead of refused.
+//
+// The audit log is anchored in a TPM NV counter (server/anchor): a log
+// cut, deleted, emptied or older than the counter is refused, and so,
+// through the store head the log records, is a store older than the log.
+// Its checkpoints are signed by a TPM-held key certified by pscsd's CA.
+func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recovery) (*state, error) {
 	s := &state{dir: dir, tpm: tpm}
 	ok := false
 	defer func() {
@@ -91,31 +100,80 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger) (*state, e
 			found = true
 		}
 	}
-	if s.audit, err = audit.Open(filepath.Join(dir, "audit.log"), mac, audit.Options{Scan: scan}); err != nil {
+	counter, err := tpmanchor.OpenCounter(s.vault.WithTPM, tpmanchor.CounterHandle(s.vault.KeyID()))
+	if err != nil {
+		return nil, err
+	}
+	key, err := tpmanchor.OpenKey(s.vault.WithTPM, filepath.Join(dir, "vault"))
+	if err != nil {
+		return nil, err
+	}
+	opts := audit.Options{Scan: scan, Counter: counter, Signer: key}
+	if rec != nil {
+		opts.Accept = rec.acceptLog
+	}
+	if s.audit, err = audit.Open(filepath.Join(dir, "audit.log"), mac, opts); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	if r := s.audit.Recovered(); r != nil {
 		log.Warn("audit log: a record cut by a crash was dropped", "seq", r.Seq)
 	}
-	var opts []store.Option
-	if found {
-		opts = append(opts, store.WithAnchor(anchor))
+	if rec != nil {
+		if err := rec.record(s.audit, s.audit.Accepted()); err != nil {
+			return nil, err
+		}
 	}
-	if s.store, err = store.Open(filepath.Join(dir, "store"), mac, opts...); err != nil {
+	var sopts []store.Option
+	if found {
+		sopts = append(sopts, store.WithAnchor(anchor))
+	}
+	s.store, err = store.Open(filepath.Join(dir, "store"), mac, sopts...)
+	if err != nil && found && rec != nil && rec.accepts(lossStore) {
+		// The owner accepts the store as it is: its head goes into the
+		// log below, after the loss is recorded.
+		if err = rec.recordStore(s.audit, err); err == nil {
+			s.store, err = store.Open(filepath.Join(dir, "store"), mac)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("store: %w", err) // an altered or rolled-back store is reported, not used
 	}
 	if s.ca, err = loadOrMakeCA(s.store, s.vault); err != nil {
+		return nil, err
+	}
+	if s.checkpoint, err = checkpointCertificate(s.store, s.ca, key); err != nil {
 		return nil, err
 	}
 	// The store's head goes into the audit log at every start, so that an
 	// old copy of the whole store shows against the log.
 	head := s.store.Head()
 	hb, _ := head.MarshalBinary()
-	if _, err := s.audit.Append(context.Background(), &audit.Record{Op: "store-head", Identity: "pscsd", Result: hb}); err != nil {
+	if _, err := s.audit.Append(context.Background(), &audit.Record{Op: "store-head", Identity: "pscsd", Result: hb, Anchor: true}); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	ok = true
 	return s, nil
+}
+
+// checkpointCertificate is the CA's certificate of the checkpoint key,
+// issued on the first start (and again if the key changed).
+func checkpointCertificate(st *store.Store, ca *server.CA, key *tpmanchor.Key) (*x509.Certificate, error) {
+	der, err := st.Get(store.KindConfig, "checkpoint-certificate")
+	if err == nil {
+		if c, err := x509.ParseCertificate(der); err == nil && key.Public().Equal(c.PublicKey) {
+			return c, nil
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	c, err := ca.IssueCheckpoint(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Put(store.KindConfig, "checkpoint-certificate", c.Raw); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // storeHead reports whether r records the store's head: pscsd's record at
@@ -124,9 +182,10 @@ func storeHead(r *audit.Record) bool {
 	return r.Decision == 0 && len(r.Result) == 40 && (r.Op == "store-head" || strings.HasPrefix(r.Op, "admin:"))
 }
 
-func (s *state) close() {
+func (s *state) close() error {
+	var err error
 	if s.audit != nil {
-		s.audit.Close()
+		err = s.audit.Close()
 	}
 	if s.store != nil {
 		s.store.Close()
@@ -137,6 +196,7 @@ func (s *state) close() {
 	if s.tpm != nil {
 		s.tpm.Close()
 	}
+	return err
 }
 
 // caKeyContext is the vault context of the CA's sealed key; its "vPIN" is
@@ -282,7 +342,7 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 // runConfigured serves the remote cards of a configuration from the PC/SC
 // readers, on the TPM it names.
 func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
-	st, err := openConfigured(cfg, log)
+	st, err := openConfigured(cfg, log, nil)
 	if err != nil {
 		return err
 	}

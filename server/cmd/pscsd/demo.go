@@ -55,27 +55,17 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	}
 	_, statErr := os.Stat(filepath.Join(stateDir, "store"))
 	fresh := statErr != nil
-	tpmDir := filepath.Join(stateDir, "tpm")
 	if fresh {
 		// A new demo: a new TPM, vault and log.
-		for _, p := range []string{tpmDir, filepath.Join(stateDir, "vault"), filepath.Join(stateDir, "audit.log")} {
+		for _, p := range []string{filepath.Join(stateDir, "tpm"), filepath.Join(stateDir, "vault"), filepath.Join(stateDir, "audit.log")} {
 			os.RemoveAll(p)
 		}
 	}
-	// The TPM: swtpm, started and stopped with pscsd, its state kept in DIR.
-	sw, err := swtpm.New(tpmDir)
-	if err != nil {
-		return fmt.Errorf("demo TPM (swtpm): %w", err)
-	}
-	defer sw.Stop()
-	tpm, err := sw.Open()
+	st, stopTPM, err := openDemoState(stateDir, log, nil)
 	if err != nil {
 		return err
 	}
-	st, err := openState(stateDir, tpm, log)
-	if err != nil {
-		return err
-	}
+	defer stopTPM()
 	defer st.close()
 
 	// The cards.
@@ -257,4 +247,22 @@ func mustRandInt(n int64) int64 {
 		panic(err)
 	}
 	return v.Int64()
+}
+
+// openDemoState starts the demo's TPM (swtpm, its state kept in
+// DIR/tpm) and opens the demo's state on it; stop stops the TPM.
+func openDemoState(stateDir string, log *slog.Logger, rec *recovery) (st *state, stop func(), err error) {
+	sw, err := swtpm.New(filepath.Join(stateDir, "tpm"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("demo TPM (swtpm): %w", err)
+	}
+	tpm, err := sw.Open()
+	if err == nil {
+		st, err = openState(stateDir, tpm, log, rec)
+	}
+	if err != nil {
+		sw.Stop()
+		return nil, nil, err
+	}
+	return st, func() { sw.Stop() }, nil
 }

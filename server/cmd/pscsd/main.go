@@ -6,6 +6,7 @@
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT]
 //	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
+//	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT
 //
 // With -config, pscsd serves the remote cards the configuration file
 // describes (see Config: the state directory, addresses, the TPM, and
@@ -30,6 +31,15 @@
 // a health check at http://ADMIN/metrics and /healthz:
 //
 //	PSCS_CONFIG=DIR/demo/client.conf pscs slots
+//
+// pscsd refuses to start on state that an attacker with the disk could
+// have rolled back: an audit log that does not reach its anchor in the TPM
+// (records cut off its end, the log deleted, emptied or replaced by an
+// older copy, alone or with the store), or a store older than the log
+// says. recover is the owner's way on when such a loss is known and
+// accepted (a restored backup, a damaged disk): it names the losses it
+// accepts, records each in the audit log with the reason, re-anchors the
+// state, and exits; pscsd then starts.
 //
 // inventory watches the readers and logs every card's profile, keys and
 // PIN state, until it is interrupted.
@@ -60,7 +70,7 @@ var knownProfiles = []profiles.Profile{piv.Profile{}}
 func main() {
 	args := os.Args[1:]
 	cmd := ""
-	if len(args) > 0 && (args[0] == "init" || args[0] == "inventory") {
+	if len(args) > 0 && (args[0] == "init" || args[0] == "inventory" || args[0] == "recover") {
 		cmd, args = args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("pscsd", flag.ExitOnError)
@@ -75,6 +85,8 @@ func main() {
 	owner := fs.String("owner", "", "init: the owner's identity name")
 	out := fs.String("out", "", "init: where the owner's credentials and client.conf go")
 	serverAddr := fs.String("server", "", "init: the server's address for the owner's client.conf (default: the configured listen address)")
+	accept := fs.String("accept", "", "recover: the losses to accept, comma-separated: log (the audit log does not reach its TPM anchor), store (the store is older than the log)")
+	reason := fs.String("reason", "", "recover: why (recorded in the audit log)")
 	fs.Parse(args)
 
 	var cfg *Config
@@ -106,6 +118,17 @@ func main() {
 			os.Exit(2)
 		}
 		err = initOwner(log, cfg, *owner, *out, *serverAddr)
+	case cmd == "recover":
+		var rec *recovery
+		if rec, err = parseRecovery(*accept, *reason); err != nil {
+			fmt.Fprintln(os.Stderr, "pscsd", err)
+			os.Exit(2)
+		}
+		if cfg == nil && (!*demo || *state == "") {
+			fmt.Fprintln(os.Stderr, "pscsd recover: -config FILE, or --demo --state DIR")
+			os.Exit(2)
+		}
+		err = recoverState(log, cfg, *state, rec)
 	case *demo:
 		if *state == "" {
 			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
@@ -132,7 +155,7 @@ func main() {
 // initOwner enrolls an owner on the server's machine (see the package
 // documentation).
 func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
-	st, err := openConfigured(cfg, log)
+	st, err := openConfigured(cfg, log, nil)
 	if err != nil {
 		return err
 	}
@@ -150,6 +173,35 @@ func initOwner(log *slog.Logger, cfg *Config, owner, out, addr string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "pscsd: %s enrolled; credentials and client.conf in %s\n", owner, out)
+	return nil
+}
+
+// recoverState opens the state with the owner's recovery, which records
+// every loss it accepts in the audit log, and closes it again.
+func recoverState(log *slog.Logger, cfg *Config, demoState string, rec *recovery) error {
+	var st *state
+	var err error
+	if cfg != nil {
+		st, err = openConfigured(cfg, log, rec)
+	} else {
+		var stop func()
+		st, stop, err = openDemoState(demoState, log, rec)
+		if err == nil {
+			defer stop()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := st.close(); err != nil {
+		return err
+	}
+	if len(rec.done) == 0 {
+		fmt.Fprintln(os.Stderr, "pscsd recover: nothing was lost; nothing recorded")
+	}
+	for _, d := range rec.done {
+		fmt.Fprintln(os.Stderr, "pscsd recover: recorded in the audit log:", d)
+	}
 	return nil
 }
 
