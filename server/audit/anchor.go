@@ -226,7 +226,7 @@ func (l *Log) sealAnchorLocked(b *batch, sign bool) error {
 		return err
 	}
 	l.seq = rec.Seq
-	l.hash = sha256.Sum256(data)
+	l.hash = link(l.version, l.hash, data)
 	b.buf = appendFrame(b.buf, data)
 	b.n++
 	b.last, b.hash = l.seq, l.hash
@@ -303,7 +303,7 @@ func Build(recs []*Record, mac MACer) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		prev = sha256.Sum256(data)
+		prev = link(formatVersion, prev, data)
 		out = appendFrame(out, data)
 	}
 	return out, nil

@@ -341,7 +341,7 @@ func TestTornTail(t *testing.T) {
 func TestHeader(t *testing.T) {
 	good := header()
 	other := bytes.Clone(good)
-	other[15] = 2 // version 2
+	other[15] = 3 // version 3
 	copy(other[20:], appendCRC(other[:20]))
 	tests := []struct {
 		name string
@@ -350,7 +350,7 @@ func TestHeader(t *testing.T) {
 		{"empty", nil},
 		{"short", good[:10]},
 		{"not a log", []byte("hello, this is not an audit log at all")},
-		{"version 2", other},
+		{"version 3", other},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 const Magic = "pscs-audit v1\n"
 
 const (
-	formatVersion = 1
+	formatVersion = 2
 	headerSize    = 24
 	frameHeadSize = 8 // length + CRC of the length
 	frameOverhead = frameHeadSize + 4
@@ -27,6 +27,29 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // header returns the 24-byte file header.
+// chainLabel starts the input of each link of the version 2 hash chain.
+const chainLabel = "pscs audit chain v2\x00"
+
+// link is the chain hash after a record whose bytes are data, given the
+// chain hash before it. Version 1 logs chain the records' own hashes:
+// SHA-256(data). Version 2 logs chain SHA-256(chainLabel || prev ||
+// SHA-256(data)), so that a record can be shown by its SHA-256 alone (an
+// export that omits other owners' records still verifies as a chain).
+func link(version uint16, prev [HashSize]byte, data []byte) [HashSize]byte {
+	d := sha256.Sum256(data)
+	if version == 1 {
+		return d
+	}
+	return linkDigest(prev, d[:])
+}
+
+// linkDigest is link for version 2, given the record's SHA-256.
+func linkDigest(prev [HashSize]byte, digest []byte) [HashSize]byte {
+	b := make([]byte, 0, len(chainLabel)+2*HashSize)
+	b = append(append(append(b, chainLabel...), prev[:]...), digest...)
+	return sha256.Sum256(b)
+}
+
 func header() []byte {
 	h := make([]byte, 0, headerSize)
 	h = append(h, Magic...)
@@ -205,6 +228,24 @@ func ReadAll(r io.Reader, fn func(*Record) error) error {
 	}
 }
 
+// ReadRaw is [ReadAll] that also gives fn each record's bytes as they are
+// in the file (what the hash chain covers); fn must copy them to keep them.
+func ReadRaw(r io.Reader, fn func(rec *Record, data []byte) error) error {
+	s := newScanner(r, nil, Anchor{})
+	for {
+		rec, err := s.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(rec, s.data); err != nil {
+			return err
+		}
+	}
+}
+
 // scanner reads a log file frame by frame, holding one frame in memory.
 type scanner struct {
 	br     *bufio.Reader
@@ -212,6 +253,8 @@ type scanner struct {
 	anchor Anchor
 
 	started bool
+	version uint16         // of the file format
+	data    []byte         // the bytes of the record last returned, until the next
 	off     int64          // offset of the next frame
 	last    int64          // offset of the frame last returned
 	seq     uint64         // Seq of the last good record
@@ -246,11 +289,12 @@ func (s *scanner) readHeader() error {
 		return bad("not a pscs audit log (bad magic)")
 	case binary.BigEndian.Uint32(h[20:]) != crc(h[:20]):
 		return bad("header checksum mismatch")
-	case binary.BigEndian.Uint16(h[14:]) != formatVersion:
+	case binary.BigEndian.Uint16(h[14:]) != 1 && binary.BigEndian.Uint16(h[14:]) != 2:
 		return bad(fmt.Sprintf("unsupported format version %d", binary.BigEndian.Uint16(h[14:])))
 	case binary.BigEndian.Uint32(h[16:]) != MaxRecordSize:
 		return bad(fmt.Sprintf("unsupported maximum record size %d", binary.BigEndian.Uint32(h[16:])))
 	}
+	s.version = binary.BigEndian.Uint16(h[14:])
 	s.off = headerSize
 	return nil
 }
@@ -345,11 +389,11 @@ func (s *scanner) frame() (*Record, error) {
 	if !bytes.Equal(rec.Prev, s.hash[:]) {
 		return nil, s.fail(ErrTampered, "hash chain broken: Prev does not match record %d", s.seq)
 	}
-	sum := sha256.Sum256(data)
+	sum := link(s.version, s.hash, data)
 	if rec.Seq == s.anchor.Seq && !bytes.Equal(sum[:], s.anchor.Hash) {
 		return nil, s.fail(ErrTampered, "record differs from the expected head (anchor hash mismatch)")
 	}
-	s.seq, s.hash = rec.Seq, sum
+	s.seq, s.hash, s.data = rec.Seq, sum, data
 	s.last = s.off
 	s.off += int64(frameHeadSize + need)
 	return rec, nil

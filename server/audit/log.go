@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -118,7 +117,8 @@ type Log struct {
 	dhash  [HashSize]byte
 	stats  Stats
 
-	size int64 // end of the file; owned by the writer goroutine after Open
+	size    int64  // end of the file; owned by the writer goroutine after Open
+	version uint16 // the file's format version: appended records keep it
 
 	// Anchors and checkpoints, guarded by mu.
 	counter        uint64    // the Counter's value: anchored up to here
@@ -243,6 +243,7 @@ func (l *Log) load(path string) error {
 			return err
 		}
 		l.size = headerSize
+		l.version = formatVersion
 		return nil
 	}
 
@@ -274,7 +275,7 @@ func (l *Log) load(path string) error {
 			return err
 		}
 	}
-	l.seq, l.hash, l.size = s.seq, s.hash, size
+	l.seq, l.hash, l.size, l.version = s.seq, s.hash, size, s.version
 	return nil
 }
 
@@ -348,7 +349,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 		return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(data))
 	}
 	l.seq = rec.Seq
-	l.hash = sha256.Sum256(data)
+	l.hash = link(l.version, l.hash, data)
 	b := l.cur
 	b.buf = appendFrame(b.buf, data)
 	b.n++
