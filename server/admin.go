@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -41,6 +43,15 @@ type Admin struct {
 	CA *CA
 	// AuditFile is the audit log that export reads.
 	AuditFile string
+	// Checkpoint, if set, makes a signed checkpoint of the audit log and
+	// returns its sequence number: an export ends with one made for it.
+	Checkpoint func(ctx context.Context) (uint64, error)
+	// CheckpointCertificate (DER) certifies the checkpoints' key; exports
+	// carry it.
+	CheckpointCertificate []byte
+	// SignManifest, if set, signs an export's manifest (a SHA-256 digest)
+	// with the checkpoint key.
+	SignManifest func(ctx context.Context, digest []byte) ([]byte, error)
 	// Head, if set, gives the store's head after a change, for the change's
 	// audit record: a later start refuses a store older than the log says.
 	Head func() []byte
@@ -151,7 +162,7 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 	case transport.AdminList:
 		return s.list(who), "", nil
 	case transport.AdminExport:
-		resp, err := s.export(a, who, req.From)
+		resp, err := s.export(ctx, a, who, req.From, req.Until)
 		return resp, "", err
 	}
 	return nil, "", transport.Errorf(transport.CodeUnsupported, "unknown administration action %q", req.Action)
@@ -456,9 +467,13 @@ func (s *Server) list(who string) *transport.AdminResponse {
 	return resp
 }
 
-// export returns the audit records of who's cards from sequence number
-// from: those made under delegations on them, and who's own requests.
-func (s *Server) export(a *Admin, who string, from uint64) (*transport.AdminResponse, error) {
+// export returns a page of the audit log for who, from sequence number
+// from to the checkpoint until (0: a new checkpoint, made now): the
+// records of who's cards (made under delegations on them) and who's own
+// requests byte for byte, pscsd's own records (anchors, checkpoints, store
+// heads), and the SHA-256 of every record, so that the owner can check
+// the export's hash chain and checkpoints without seeing others' records.
+func (s *Server) export(ctx context.Context, a *Admin, who string, from, until uint64) (*transport.AdminResponse, error) {
 	if a.AuditFile == "" {
 		return nil, transport.Errorf(transport.CodeUnsupported, "this server keeps no audit log")
 	}
@@ -469,41 +484,90 @@ func (s *Server) export(a *Admin, who string, from uint64) (*transport.AdminResp
 			mine[d.ID] = true
 		}
 	}
-	f, err := os.Open(a.AuditFile)
-	if err != nil {
-		return nil, s.internal("audit export", err)
+	isShown := func(r *audit.Record) bool {
+		return mine[r.Delegation] || r.Identity == who || r.Identity == audit.Identity
 	}
-	defer f.Close()
-	resp := &transport.AdminResponse{Certificates: map[string][]byte{}}
+	errFull, errDone := errors.New("page full"), errors.New("done")
+	var manifest []byte
+	if until == 0 && a.Checkpoint != nil {
+		// The first page: a checkpoint for the export to end with, and the
+		// manifest of what it shows, signed.
+		var err error
+		if until, err = a.Checkpoint(ctx); err != nil {
+			return nil, s.internal("audit export: checkpoint", err)
+		}
+		var shown []uint64
+		if err := s.readAudit(a, func(r *audit.Record, _ []byte) error {
+			if r.Seq > until {
+				return errDone
+			}
+			if isShown(r) {
+				shown = append(shown, r.Seq)
+			}
+			return nil
+		}, errDone); err != nil {
+			return nil, err
+		}
+		if a.SignManifest != nil {
+			if manifest, err = a.SignManifest(ctx, audit.ManifestDigest(who, until, shown)); err != nil {
+				return nil, s.internal("audit export: manifest", err)
+			}
+		}
+	}
+	from = max(from, 1)
+	resp := &transport.AdminResponse{Certificates: map[string][]byte{}, First: from, Until: until,
+		CheckpointCertificate: a.CheckpointCertificate, Manifest: manifest}
 	size := 0
-	errFull := errors.New("page full")
-	err = audit.ReadAll(f, func(r *audit.Record) error {
-		if r.Seq < from || !(mine[r.Delegation] || r.Identity == who) {
+	err := s.readAudit(a, func(r *audit.Record, data []byte) error {
+		if r.Seq < from {
 			return nil
 		}
-		b, err := transport.Marshal(r)
-		if err != nil {
-			return err
+		if until > 0 && r.Seq > until {
+			return errDone
 		}
-		if size+len(b) > maxExport {
+		shown := isShown(r)
+		n := sha256.Size + 4
+		if shown {
+			n += len(data)
+		}
+		if size+n > maxExport {
 			resp.Next = r.Seq
 			return errFull
 		}
-		size += len(b)
-		resp.Records = append(resp.Records, b)
+		size += n
+		d := sha256.Sum256(data)
+		resp.Digests = append(resp.Digests, d[:])
+		if !shown {
+			return nil
+		}
+		resp.Records = append(resp.Records, bytes.Clone(data))
 		if _, ok := resp.Certificates[r.Identity]; !ok {
 			if c, ok := a.Enrollment.Certificate(r.Identity); ok {
 				resp.Certificates[r.Identity] = c.Raw
 			}
 		}
 		return nil
-	})
-	// A record being written at the end of the file reads as a torn tail:
-	// the export ends before it.
-	if err != nil && !errors.Is(err, errFull) && !errors.Is(err, audit.ErrTorn) {
-		return nil, s.internal("audit export", err)
+	}, errFull, errDone)
+	if err != nil {
+		return nil, err
 	}
 	return resp, nil
+}
+
+// readAudit reads the audit log with audit.ReadRaw; fn's errors in stop
+// end the reading without an error. A record being written at the end of
+// the file reads as a torn tail: the reading ends before it.
+func (s *Server) readAudit(a *Admin, fn func(*audit.Record, []byte) error, stop ...error) error {
+	f, err := os.Open(a.AuditFile)
+	if err != nil {
+		return s.internal("audit export", err)
+	}
+	defer f.Close()
+	err = audit.ReadRaw(f, fn)
+	if err == nil || errors.Is(err, audit.ErrTorn) || slices.ContainsFunc(stop, func(e error) bool { return errors.Is(err, e) }) {
+		return nil
+	}
+	return s.internal("audit export", err)
 }
 
 func randomHex(n int) string {

@@ -30,6 +30,9 @@ type AdminRequest struct {
 	ID          string           `cbor:"6,keyasint,omitempty"` // a delegation
 	Delegation  *AdminDelegation `cbor:"7,keyasint,omitempty"`
 	From        uint64           `cbor:"8,keyasint,omitempty"` // export: first sequence number
+	// Until, for export pages after the first: the checkpoint the export
+	// ends at, from the first page's answer.
+	Until uint64 `cbor:"9,keyasint,omitempty"`
 }
 
 // AdminSecret is what Request.Secret holds for register-pin (PIN and
@@ -77,4 +80,19 @@ type AdminResponse struct {
 	Records      [][]byte          `cbor:"7,keyasint,omitempty"`
 	Certificates map[string][]byte `cbor:"8,keyasint,omitempty"`
 	Next         uint64            `cbor:"9,keyasint,omitempty"` // export: more from here; 0: done
+	// Export: the SHA-256 of every record of the page, shown or not, in
+	// order from record First; Records holds the shown ones byte for byte
+	// as in the log. Until is the checkpoint, made for the export, that it
+	// ends with; CheckpointCertificate (DER) certifies the key that signs
+	// the log's checkpoints. Together they let anyone check the export
+	// offline (server/audit's ExportVerifier).
+	Digests               [][]byte `cbor:"10,keyasint,omitempty"`
+	First                 uint64   `cbor:"11,keyasint,omitempty"`
+	Until                 uint64   `cbor:"12,keyasint,omitempty"`
+	CheckpointCertificate []byte   `cbor:"13,keyasint,omitempty"`
+	// Manifest, on an export's first page, is the checkpoint key's
+	// signature (ASN.1 ECDSA) over server/audit's ManifestDigest of the
+	// requester, Until and the sequence numbers of every record the export
+	// shows: leaving a shown record out of the export is detected.
+	Manifest []byte `cbor:"14,keyasint,omitempty"`
 }

@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 )
 
@@ -93,4 +95,27 @@ func (v *ExportVerifier) Close() (CheckpointStats, error) {
 		return v.stats, v.fail(v.covered+1, ErrMissingTail, "%d records after the last checkpoint (record %d) are covered by no signature: the export's end was cut", v.seq-v.covered, v.covered)
 	}
 	return v.stats, nil
+}
+
+// manifestLabel starts what an export manifest's signature covers.
+const manifestLabel = "pscs audit export manifest v1\x00"
+
+// ManifestDigest is what the server signs, with the checkpoint key, for an
+// export to owner that ends with checkpoint until and shows the records
+// shown (in increasing order): SHA-256 of "pscs audit export manifest
+// v1\0" || len(owner) (2 bytes) || owner || until (8 bytes) || each shown
+// Seq (8 bytes). With it, an export's holder cannot pass a shown record off
+// as someone else's by leaving it out.
+func ManifestDigest(owner string, until uint64, shown []uint64) []byte {
+	h := sha256.New()
+	h.Write([]byte(manifestLabel))
+	h.Write(binary.BigEndian.AppendUint16(nil, uint16(len(owner))))
+	h.Write([]byte(owner))
+	h.Write(binary.BigEndian.AppendUint64(nil, until))
+	var b [8]byte
+	for _, s := range shown {
+		binary.BigEndian.PutUint64(b[:], s)
+		h.Write(b[:])
+	}
+	return h.Sum(nil)
 }

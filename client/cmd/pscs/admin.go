@@ -330,6 +330,29 @@ func (a *app) issue(ctx context.Context, config, name, out, pubFile string) erro
 	return nil
 }
 
+// An export file is JSON lines: first an exportHeader, then for each page
+// an exportChain line (the digests of every record of the page) followed
+// by the page's shown records, one exported line each, in order. pscs
+// audit verify checks such a file offline.
+type exportHeader struct {
+	Format string `json:"format"` // exportFormat
+	// CheckpointCertificate (DER) certifies the key that signed the
+	// checkpoints; the owner checks it against pscsd's CA.
+	CheckpointCertificate []byte `json:"checkpoint_certificate"`
+	Until                 uint64 `json:"until"` // the checkpoint the export ends with
+	// Owner and Manifest: the server's signature, with the checkpoint key,
+	// over the owner, Until and which records the export shows.
+	Owner    string `json:"owner"`
+	Manifest []byte `json:"manifest"`
+}
+
+const exportFormat = "pscs audit export v1"
+
+type exportChain struct {
+	From    uint64   `json:"digests_from"`
+	Digests [][]byte `json:"digests"` // SHA-256 of every record from From on
+}
+
 // exported is one audit record of an export, as a JSON line.
 type exported struct {
 	Seq        uint64 `json:"seq"`
@@ -342,10 +365,14 @@ type exported struct {
 	Result     []byte `json:"result,omitempty"`
 	Evidence   []byte `json:"evidence,omitempty"` // the signed request (COSE_Sign1)
 	Verified   bool   `json:"signature_verified"`
+	Raw        []byte `json:"raw"` // the record byte for byte as in the log (what the chain covers)
 }
 
 // export fetches the records of the owner's cards, checks every signed
-// request against its signer's certificate, and writes them as JSON lines.
+// request against its signer's certificate and the whole export against
+// the server's checkpoints (its hash chain through the records it shows and
+// the digests of those it does not, and the checkpoint it ends with, made
+// for it), and writes it as JSON lines (see exportHeader).
 func (a *app) export(ctx context.Context, config, out string) error {
 	c, err := a.dialRemote(ctx, config)
 	if err != nil {
@@ -358,19 +385,40 @@ func (a *app) export(ctx context.Context, config, out string) error {
 	}
 	defer f.Close()
 	enc := json.NewEncoder(f)
+	hello, err := c.Hello(ctx)
+	if err != nil {
+		return err
+	}
 	n, bad := 0, 0
+	var ev *exportVerifier
+	var until uint64
 	for from := uint64(0); ; {
 		var resp transport.AdminResponse
-		if err := c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminExport, From: from}, nil, &resp); err != nil {
+		if err := c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminExport, From: from, Until: until}, nil, &resp); err != nil {
 			return err
 		}
+		if ev == nil {
+			h := &exportHeader{Format: exportFormat, CheckpointCertificate: resp.CheckpointCertificate, Until: resp.Until,
+				Owner: hello.Identity, Manifest: resp.Manifest}
+			if ev, err = newExportVerifier(h, nil); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			until = resp.Until
+			if err := enc.Encode(h); err != nil {
+				return err
+			}
+		}
+		if err := enc.Encode(&exportChain{From: resp.First, Digests: resp.Digests}); err != nil {
+			return err
+		}
+		ev.chain(resp.First, resp.Digests)
 		for _, raw := range resp.Records {
 			var r audit.Record
 			if err := transport.Unmarshal(raw, &r); err != nil {
 				return fmt.Errorf("export: record: %w", err)
 			}
 			e := exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
-				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence}
+				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence, Raw: raw}
 			if r.Evidence != nil {
 				if der, ok := resp.Certificates[r.Identity]; ok {
 					if cert, err := x509.ParseCertificate(der); err == nil {
@@ -382,6 +430,9 @@ func (a *app) export(ctx context.Context, config, out string) error {
 					bad++
 				}
 			}
+			if _, err := ev.record(raw); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
 			if err := enc.Encode(&e); err != nil {
 				return err
 			}
@@ -392,10 +443,15 @@ func (a *app) export(ctx context.Context, config, out string) error {
 		}
 		from = resp.Next
 	}
+	st, err := ev.close()
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d records to %s; %d signed requests that do not verify\n", n, out, bad)
+	fmt.Fprintf(a.stdout, "%d records to %s; %d signed requests that do not verify; hash chain and %d checkpoints verified up to record %d\n",
+		n, out, bad, st.Checkpoints, st.Covered)
 	if bad > 0 {
 		return fmt.Errorf("export: %d signed requests do not verify", bad)
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -19,16 +21,23 @@ import (
 	"github.com/pscs/pscs/transport"
 )
 
-// auditVerify checks an audit log: its hash chain, the structure of every
-// record and, for every signed request it holds as evidence, the
+// auditVerify checks an audit log, or an owner's export of one: its hash
+// chain, the structure of every record, the server's checkpoint signatures
+// (for a log with -checkpoint-cert; an export carries its certificate,
+// checked against -ca when given) and that nothing follows the last
+// checkpoint, and, for every signed request it holds as evidence, the
 // delegate's signature against the enrolled certificates in -certs. The
 // records' MACs need pscsd's TPM and are checked by pscsd itself when it
-// opens the log; this command works on a copy anywhere.
+// opens the log; the checkpoints are what lets this command, on a copy
+// anywhere, detect records edited, deleted or inserted with the hash chain
+// recomputed, and a cut end.
 func (a *app) auditVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	certs := fs.String("certs", "", "directory of the enrolled identities' certificates (PEM); signed requests are checked against them")
 	anchor := fs.String("anchor", "", "SEQ:HASH the log must reach (a head kept elsewhere), to detect a cut tail")
+	cpCert := fs.String("checkpoint-cert", "", "the certificate of pscsd's checkpoint key (PEM, STATE/checkpoint.pem): check the log's checkpoints")
+	caFile := fs.String("ca", "", "pscsd's CA certificate (PEM): the checkpoint certificate must be issued by it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +86,17 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	defer f.Close()
+	var roots *x509.CertPool
+	if *caFile != "" {
+		b, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("audit verify: no certificate in %s", *caFile)
+		}
+	}
 	signed, unknown := 0, 0
 	check := func(r *audit.Record) error {
 		if r.Evidence == nil {
@@ -101,7 +121,40 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		signed++
 		return nil
 	}
-	n, err := audit.Verify(f, nil, check, opts...)
+	br := bufio.NewReader(f)
+	if first, _ := br.Peek(1); len(first) == 1 && first[0] == '{' {
+		n, st, err := verifyExportFile(br, roots, check)
+		if err != nil {
+			fmt.Fprintf(a.stdout, "BAD: %v\n", err)
+			return fmt.Errorf("audit export %s: %d good records, then: %w", fs.Arg(0), n, err)
+		}
+		fmt.Fprintf(a.stdout, "OK: export of %d records, hash chain intact, %d checkpoints verified up to record %d, %d signed requests verified",
+			n, st.Checkpoints, st.Covered, signed)
+		if unknown > 0 {
+			fmt.Fprintf(a.stdout, ", %d not checked (give -certs)", unknown)
+		}
+		if roots == nil {
+			fmt.Fprintf(a.stdout, "; the checkpoint certificate in the export was not checked against a CA (give -ca)")
+		}
+		fmt.Fprintln(a.stdout)
+		return nil
+	}
+	var st audit.CheckpointStats
+	if *cpCert != "" {
+		b, err := os.ReadFile(*cpCert)
+		if err != nil {
+			return err
+		}
+		if block, _ := pem.Decode(b); block != nil {
+			b = block.Bytes
+		}
+		ev, err := checkpointVerifier(b, roots)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+		opts = append(opts, audit.VerifyCheckpoints(ev.cert.PublicKey.(*ecdsa.PublicKey)), audit.CountCheckpoints(&st))
+	}
+	n, err := audit.Verify(br, nil, check, opts...)
 	if err != nil {
 		var ve *audit.VerifyError
 		if errors.As(err, &ve) {
@@ -110,6 +163,11 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		return fmt.Errorf("audit log %s: %d good records, then: %w", fs.Arg(0), n, err)
 	}
 	fmt.Fprintf(a.stdout, "OK: %d records, hash chain intact, %d signed requests verified", n, signed)
+	if *cpCert != "" {
+		fmt.Fprintf(a.stdout, ", %d checkpoints verified up to record %d", st.Checkpoints, st.Covered)
+	} else {
+		fmt.Fprintf(a.stdout, "; checkpoints not checked (give -checkpoint-cert): edits with the chain recomputed and a cut end go unseen")
+	}
 	if unknown > 0 {
 		fmt.Fprintf(a.stdout, ", %d not checked (give -certs)", unknown)
 	}

@@ -10,7 +10,7 @@
 //	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
 //	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
 //	pscs whoami [-config FILE]
-//	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
+//	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
 //	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...
 //
 // readers lists the PC/SC readers, their cards, and the profile that
@@ -32,9 +32,13 @@
 // run logs in with 0-RTT. whoami shows the identity the server sees and
 // the delegate's remote cards.
 //
-// audit verify checks a copy of pscsd's audit log: the hash chain, every
-// record, and every signed request against the enrolled certificates in
-// DIR; it names the first bad record.
+// audit verify checks a copy of pscsd's audit log, or an owner's export
+// (admin export): the hash chain, every record, the server's checkpoint
+// signatures (a log's with -checkpoint-cert STATE/checkpoint.pem; an
+// export carries its certificate, which -ca checks against pscsd's CA) and
+// that the log or export ends with one, an export's signed manifest of the
+// records it shows, and every signed request against the enrolled
+// certificates in DIR; it names the first bad record.
 //
 // admin is for owners, with their own configuration file: enroll an
 // identity by certificate, or have pscsd's CA issue one (issue writes a
@@ -92,7 +96,7 @@ const usage = `usage:
   pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
   pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
   pscs whoami [-config FILE]
-  pscs audit verify [-certs DIR] [-anchor SEQ:HASH] LOG
+  pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
   pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...  (pscs admin: details)
 `
 

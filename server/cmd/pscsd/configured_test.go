@@ -284,6 +284,9 @@ func exportedOps(t *testing.T, path string) string {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatal(err)
 		}
+		if r.Op == "" || r.Identity == "pscsd" {
+			continue // the header, the chain's digests, and pscsd's own records
+		}
 		if !r.Verified {
 			t.Errorf("record of %s %s: signature not verified", r.Identity, r.Op)
 		}

@@ -5,11 +5,13 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -36,13 +38,14 @@ import (
 // state is what pscsd keeps in its state directory, opened: the vault on
 // the TPM, the authenticated store, the audit log, and the CA.
 type state struct {
-	dir        string
-	tpm        transport.TPMCloser
-	vault      *vault.Vault
-	store      *store.Store
-	audit      *audit.Log
-	ca         *server.CA
-	checkpoint *x509.Certificate // certifies the key that signs the log's checkpoints
+	dir           string
+	tpm           transport.TPMCloser
+	vault         *vault.Vault
+	store         *store.Store
+	audit         *audit.Log
+	ca            *server.CA
+	checkpoint    *x509.Certificate // certifies the key that signs the log's checkpoints
+	checkpointKey *tpmanchor.Key
 }
 
 // openConfigured opens the state a configuration names, on its TPM.
@@ -108,6 +111,7 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recov
 	if err != nil {
 		return nil, err
 	}
+	s.checkpointKey = key
 	opts := audit.Options{Scan: scan, Counter: counter, Signer: key}
 	if rec != nil {
 		opts.Accept = rec.acceptLog
@@ -142,6 +146,11 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recov
 		return nil, err
 	}
 	if s.checkpoint, err = checkpointCertificate(s.store, s.ca, key); err != nil {
+		return nil, err
+	}
+	// Beside the log, for pscs audit verify -checkpoint-cert.
+	cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.checkpoint.Raw})
+	if err := os.WriteFile(filepath.Join(dir, "checkpoint.pem"), cp, 0o644); err != nil {
 		return nil, err
 	}
 	// The store's head goes into the audit log at every start, so that an
@@ -320,7 +329,8 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		Audit: server.AuditLog{Log: st.audit}, Metrics: met, Cards: o.cards,
 		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
 			Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
-			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries}})
+			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
+			Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}})
 	if o.changes != nil {
 		o.changes.srv.Store(srv)
 	}
