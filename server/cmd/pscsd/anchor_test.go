@@ -26,7 +26,7 @@ type demoRun struct {
 	cmd  *exec.Cmd
 }
 
-func startDemo(t *testing.T, bin, state string, args ...string) *demoRun {
+func startDemo(t testing.TB, bin, state string, args ...string) *demoRun {
 	t.Helper()
 	r := &demoRun{log: &logBuffer{}, done: make(chan error, 1)}
 	r.cmd = exec.Command(bin, append([]string{"--demo", "--state", state, "--card-latency", "none"}, args...)...)
@@ -40,7 +40,7 @@ func startDemo(t *testing.T, bin, state string, args ...string) *demoRun {
 }
 
 // stop interrupts pscsd and waits for its clean exit.
-func (r *demoRun) stop(t *testing.T) {
+func (r *demoRun) stop(t testing.TB) {
 	t.Helper()
 	r.cmd.Process.Signal(os.Interrupt)
 	select {

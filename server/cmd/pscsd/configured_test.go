@@ -55,7 +55,7 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-func (l *logBuffer) waitFor(t *testing.T, re *regexp.Regexp, n int) {
+func (l *logBuffer) waitFor(t testing.TB, re *regexp.Regexp, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); len(re.FindAllString(l.String(), -1)) < n; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
