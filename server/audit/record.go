@@ -53,14 +53,41 @@ type Record struct {
 	// Delegation is the delegation the decision was made under, if any.
 	Delegation string `cbor:"12,keyasint,omitempty"`
 
-	// Keys 13 to 19 are reserved for the durable state of refusals
-	// (policy events) and for anchors and checkpoints.
+	// Policy is the state of refusals as this request left it: what a
+	// later refusal depends on (use counts, lockouts, locks), from which
+	// pscsd rebuilds its policy state at start. Nil for records that name
+	// neither a delegation nor a card.
+	Policy *Policy `cbor:"13,keyasint,omitempty"`
+
+	// Keys 14 to 19 are reserved for anchors and checkpoints.
 
 	// Anchor asks Append not to return before the record is anchored
 	// outside the file (in the TPM), as well as durable: set it on records
 	// that a later refusal depends on (a wrong vPIN, a lock, a revocation,
 	// a signature counted against a limit). It is not encoded.
 	Anchor bool `cbor:"-"`
+}
+
+// Policy is the state of the delegation a record names (and of its remote
+// card), taken after the request's last change to it. Every change to that
+// state takes the next number of one series (Serial), so that the newest
+// state wins whatever order the records reached the log in; Time bounds
+// from above when the counted signatures were made. The package
+// documentation lists the keys; server/policy gives them meaning.
+type Policy struct {
+	Serial    uint64 `cbor:"1,keyasint"`           // the state's number in the series of changes
+	Time      int64  `cbor:"2,keyasint"`           // Unix ms, rounded up, when the state was taken
+	Events    uint64 `cbor:"3,keyasint,omitempty"` // bit set: what this request changed (server/policy Event)
+	Card      string `cbor:"4,keyasint,omitempty"` // the remote card
+	Used      uint64 `cbor:"5,keyasint,omitempty"` // signatures counted under the delegation
+	WrongVPIN uint64 `cbor:"6,keyasint,omitempty"` // wrong virtual PINs in a row
+	Locked    bool   `cbor:"7,keyasint,omitempty"` // the delegation is locked
+	Revoked   bool   `cbor:"8,keyasint,omitempty"` // the delegation is revoked
+	// CardLock is the Serial of the last lock of every delegation on Card
+	// (the card refused its registered PIN); 0: never.
+	CardLock uint64 `cbor:"9,keyasint,omitempty"`
+	// WrongPassphrase counts wrong owner passphrases in a row for Card.
+	WrongPassphrase uint64 `cbor:"10,keyasint,omitempty"`
 }
 
 // keyMAC is the CBOR map key of Record.MAC.
@@ -95,7 +122,11 @@ func init() {
 
 // validate reports text a reader would refuse: CBOR text must be UTF-8.
 func (r *Record) validate() error {
-	for _, s := range []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}} {
+	texts := []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}}
+	if r.Policy != nil {
+		texts = append(texts, struct{ name, v string }{"Policy.Card", r.Policy.Card})
+	}
+	for _, s := range texts {
 		if !utf8.ValidString(s.v) {
 			return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidRecord, s.name)
 		}
