@@ -294,75 +294,30 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 			t.Errorf("round %d: the delegation locked after 5 wrong vPINs is not locked after the restart", round)
 		}
 
-		// One wrong vPIN a round: the fifth locks; after it, the right one is refused.
-		g := s.dial(guesserCfg)
-		switch _, err := g.Login(ctx, 1, []byte("00000000")); {
-		case round < 5 && !codeIs(err, transport.CodeWrongPIN):
-			t.Errorf("round %d: wrong vPIN %d: %v, want wrong PIN", round, round, err)
-		case round == 5 && !codeIs(err, transport.CodeLocked):
-			t.Errorf("round %d: wrong vPIN %d (after %d restarts): %v, want locked", round, round, round-1, err)
-		}
-		if round >= 5 {
-			if _, err := g.Login(ctx, 1, []byte(guesserVPIN)); !codeIs(err, transport.CodeLocked) {
-				t.Errorf("round %d: the right vPIN after the lockout: %v, want locked", round, err)
-			}
-		}
-		g.Close()
-
-		// The delegation on the card that refused its PIN stays locked, and
-		// the card loses no further try.
-		l := s.dial(lockedCfg)
-		if _, err := l.Login(ctx, 2, []byte(lockedVPIN)); err == nil {
-			if _, err := l.Sign(ctx, &transport.SignRequest{Slot: 2, Key: 1, Mechanism: 0x1044, Data: []byte("x")}); err == nil {
-				t.Errorf("round %d: signed on the locked card", round)
-			}
-			t.Errorf("round %d: login on the locked card: allowed, want locked", round)
-		} else if !codeIs(err, transport.CodeLocked) {
-			t.Errorf("round %d: login on the locked card: %v, want locked", round, err)
-		}
-		l.Close()
-		if got := s.sims[1].PINRetries(); got != 2 {
-			t.Fatalf("round %d: ceo has %d PIN tries left, want 2: delegates are burning the card's PIN", round, got)
-		}
-
-		// One wrong owner passphrase a round: after five, mayor's
-		// registered PIN is locked against delegation, even with the right one.
-		_, err = s.admin(owner, &transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-			Delegate: "guesser", Card: "mayor", NotAfter: time.Now().Add(time.Hour).UnixMilli()}},
-			&transport.AdminSecret{Passphrase: []byte("wrong passphrase")})
-		switch {
-		case round <= 5 && !codeIs(err, transport.CodeWrongPIN):
-			t.Errorf("round %d: wrong passphrase %d: %v, want wrong PIN", round, round, err)
-		case round > 5 && !codeIs(err, transport.CodeLocked):
-			t.Errorf("round %d: a passphrase after 5 wrong ones: %v, want locked", round, err)
-		}
-		if round > 5 {
-			if resp, err := s.admin(owner, &transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-				Delegate: "guesser", Card: "mayor", NotAfter: time.Now().Add(time.Hour).UnixMilli()}},
-				&transport.AdminSecret{Passphrase: []byte(sitePassphrase)}); !codeIs(err, transport.CodeLocked) {
-				t.Errorf("round %d: the right passphrase after 5 wrong ones: %v (%s), want locked", round, err, resp.ID)
-			}
-		}
-		owner.Close()
-
 		// Eight delegates sign until pscsd has answered enough of them,
-		// and pscsd is killed with their requests in flight.
+		// while a delegate guesses vPINs, another tries the locked card
+		// and the owner mistypes a passphrase; then pscsd is killed with
+		// signatures in flight.
 		var mu sync.Mutex
-		answers := 0
+		answers, target := 0, -1 // the kill comes at answer target
 		enough := make(chan struct{})
-		var clients []*client.Client
-		var wg sync.WaitGroup
-		for _, d := range loaders {
+		clients := make([]*client.Client, len(loaders))
+		var wg, loggedIn sync.WaitGroup
+		for i, d := range loaders {
 			cfg := d.cfg
 			cfg.Retries = -1 // no resend: count only what came back
 			c := s.dial(cfg)
-			clients = append(clients, c)
-			if _, err := c.Login(ctx, 1, d.vpin); err != nil {
-				t.Fatalf("round %d: %s login: %v", round, d.name, err)
-			}
+			clients[i] = c
 			wg.Add(1)
+			loggedIn.Add(1)
 			go func() {
 				defer wg.Done()
+				_, err := c.Login(ctx, 1, d.vpin)
+				loggedIn.Done()
+				if err != nil {
+					t.Errorf("round %d: %s login: %v", round, d.name, err)
+					return
+				}
 				for {
 					resp, err := c.Sign(ctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")})
 					mu.Lock()
@@ -376,18 +331,30 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 						mu.Unlock()
 						return // pscsd is gone
 					}
-					if answers++; answers == answersPerRound {
+					if answers++; answers == target {
 						close(enough)
 					}
 					mu.Unlock()
 				}
 			}()
 		}
-		select {
-		case <-enough:
-		case <-ctx.Done():
-			t.Fatalf("round %d: only %d answers", round, answers)
+		loggedIn.Wait()
+		mu.Lock()
+		target = answers + answersPerRound
+		mu.Unlock()
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			s.lockouts(ctx, round, owner, guesserCfg, []byte(guesserVPIN), lockedCfg, []byte(lockedVPIN))
+		}()
+		for _, ch := range []chan struct{}{enough, checked} {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				t.Fatalf("round %d: %d answers, lockouts checked: %v", round, answers, isClosed(checked))
+			}
 		}
+		owner.Close()
 		s.kill()
 		for _, c := range clients {
 			c.Close()
@@ -423,4 +390,64 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 		total += n
 	}
 	t.Logf("%d rounds, %d signatures received, all within their limits and in the log", rounds, total)
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// lockouts, in round (from 1), has guesser try one wrong vPIN (the fifth
+// locks; after it the right one is refused), locked try the card that
+// refused its PIN (refused without the card losing a try), and the owner
+// give one wrong passphrase (after five, even the right one is refused).
+func (s *site) lockouts(ctx context.Context, round int, owner *client.Client, guesser client.Config, guesserVPIN []byte, locked client.Config, lockedVPIN []byte) {
+	t := s.t
+	g := s.dial(guesser)
+	switch _, err := g.Login(ctx, 1, []byte("00000000")); {
+	case round < 5 && !codeIs(err, transport.CodeWrongPIN):
+		t.Errorf("round %d: wrong vPIN %d: %v, want wrong PIN", round, round, err)
+	case round == 5 && !codeIs(err, transport.CodeLocked):
+		t.Errorf("round %d: wrong vPIN %d (after %d restarts): %v, want locked", round, round, round-1, err)
+	}
+	if round >= 5 {
+		if _, err := g.Login(ctx, 1, guesserVPIN); !codeIs(err, transport.CodeLocked) {
+			t.Errorf("round %d: the right vPIN after the lockout: %v, want locked", round, err)
+		}
+	}
+	g.Close()
+
+	l := s.dial(locked)
+	if _, err := l.Login(ctx, 2, lockedVPIN); err == nil {
+		if _, err := l.Sign(ctx, &transport.SignRequest{Slot: 2, Key: 1, Mechanism: 0x1044, Data: []byte("x")}); err == nil {
+			t.Errorf("round %d: signed on the locked card", round)
+		}
+		t.Errorf("round %d: login on the locked card: allowed, want locked", round)
+	} else if !codeIs(err, transport.CodeLocked) {
+		t.Errorf("round %d: login on the locked card: %v, want locked", round, err)
+	}
+	l.Close()
+	if got := s.sims[1].PINRetries(); got != 2 {
+		t.Errorf("round %d: ceo has %d PIN tries left, want 2: delegates are burning the card's PIN", round, got)
+	}
+
+	delegation := &transport.AdminDelegation{Delegate: "guesser", Card: "mayor", NotAfter: time.Now().Add(time.Hour).UnixMilli()}
+	_, err := s.admin(owner, &transport.AdminRequest{Action: transport.AdminDelegate, Delegation: delegation},
+		&transport.AdminSecret{Passphrase: []byte("wrong passphrase")})
+	switch {
+	case round <= 5 && !codeIs(err, transport.CodeWrongPIN):
+		t.Errorf("round %d: wrong passphrase %d: %v, want wrong PIN", round, round, err)
+	case round > 5 && !codeIs(err, transport.CodeLocked):
+		t.Errorf("round %d: a passphrase after 5 wrong ones: %v, want locked", round, err)
+	}
+	if round > 5 {
+		if _, err := s.admin(owner, &transport.AdminRequest{Action: transport.AdminDelegate, Delegation: delegation},
+			&transport.AdminSecret{Passphrase: []byte(sitePassphrase)}); !codeIs(err, transport.CodeLocked) {
+			t.Errorf("round %d: the right passphrase after 5 wrong ones: %v, want locked", round, err)
+		}
+	}
 }
