@@ -576,8 +576,9 @@ func (x *rebuilt) count(used int, at int64, since time.Time) {
 	for k := end; k <= used; k++ {
 		x.times = append(x.times, at)
 	}
-	if over := len(x.times) - MaxRebuiltPerHour; over > 0 {
-		x.times = slices.Delete(x.times, 0, over)
+	if len(x.times) > 2*MaxRebuiltPerHour { // now and then, not at every mark
+		over := len(x.times) - MaxRebuiltPerHour
+		x.times = append([]int64(nil), x.times[over:]...)
 		x.base += over
 	}
 }
