@@ -297,3 +297,23 @@ func scale(ds []time.Duration) []time.Duration {
 	}
 	return out
 }
+
+// BenchmarkRebuildAdd is pscsd's cost at start per audit record that keeps
+// a policy state: eight delegations signing, one mark a signature.
+func BenchmarkRebuildAdd(b *testing.B) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	ids := []string{"d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7"}
+	r := &Rebuild{Since: t0}
+	for i := range b.N {
+		r.Add(Mark{Serial: uint64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Delegation: ids[i%8], Card: "mayor", Used: i/8 + 1})
+	}
+}
+
+// BenchmarkMark is the server's added cost per audit record.
+func BenchmarkMark(b *testing.B) {
+	bk := NewBook(nil)
+	bk.Grant(Delegation{ID: "d", Delegate: "alice", Card: "mayor", PerHour: 1000})
+	for range b.N {
+		bk.Mark("d", "")
+	}
+}
