@@ -19,6 +19,19 @@
 // once, also on open sessions; revoked delegates' connections also get an
 // event.
 //
+// # What refusals depend on, across restarts
+//
+// Use counts, wrong vPINs in a row, lockouts, card locks and wrong owner
+// passphrases live in the policy.Book. Each request's audit record keeps
+// the Book's state of its delegation and card as the request left it
+// ([AuditRecord].Policy, a policy.Mark taken after the request's last
+// change, with what the request changed: a signature counted, a vPIN
+// checked, the card refusing its PIN), and the record is durable before
+// the answer; records a later refusal depends on ask the Auditor to anchor
+// them ([AuditRecord].Anchor). At start pscsd rebuilds the Book from the
+// log it reads anyway ([PolicyMark], policy.Rebuild): no write per
+// signature beyond the one record.
+//
 // # Concurrency
 //
 // A Server is safe for concurrent use.
