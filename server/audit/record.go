@@ -75,19 +75,19 @@ type Record struct {
 // from above when the counted signatures were made. The package
 // documentation lists the keys; server/policy gives them meaning.
 type Policy struct {
-	Serial    uint64 `cbor:"1,keyasint"`           // the state's number in the series of changes
-	Time      int64  `cbor:"2,keyasint"`           // Unix ms, rounded up, when the state was taken
-	Events    uint64 `cbor:"3,keyasint,omitempty"` // bit set: what this request changed (server/policy Event)
-	Card      string `cbor:"4,keyasint,omitempty"` // the remote card
-	Used      uint64 `cbor:"5,keyasint,omitempty"` // signatures counted under the delegation
-	WrongVPIN uint64 `cbor:"6,keyasint,omitempty"` // wrong virtual PINs in a row
-	Locked    bool   `cbor:"7,keyasint,omitempty"` // the delegation is locked
-	Revoked   bool   `cbor:"8,keyasint,omitempty"` // the delegation is revoked
+	Serial    uint64 `cbor:"1,keyasint" json:"serial"`                         // the state's number in the series of changes
+	Time      int64  `cbor:"2,keyasint" json:"time_ms"`                        // Unix ms, rounded up, when the state was taken
+	Events    uint64 `cbor:"3,keyasint,omitempty" json:"events,omitempty"`     // bit set: what this request changed (server/policy Event)
+	Card      string `cbor:"4,keyasint,omitempty" json:"card,omitempty"`       // the remote card
+	Used      uint64 `cbor:"5,keyasint,omitempty" json:"used,omitempty"`       // signatures counted under the delegation
+	WrongVPIN uint64 `cbor:"6,keyasint,omitempty" json:"wrong_vpin,omitempty"` // wrong virtual PINs in a row
+	Locked    bool   `cbor:"7,keyasint,omitempty" json:"locked,omitempty"`     // the delegation is locked
+	Revoked   bool   `cbor:"8,keyasint,omitempty" json:"revoked,omitempty"`    // the delegation is revoked
 	// CardLock is the Serial of the last lock of every delegation on Card
 	// (the card refused its registered PIN); 0: never.
-	CardLock uint64 `cbor:"9,keyasint,omitempty"`
+	CardLock uint64 `cbor:"9,keyasint,omitempty" json:"card_lock,omitempty"`
 	// WrongPassphrase counts wrong owner passphrases in a row for Card.
-	WrongPassphrase uint64 `cbor:"10,keyasint,omitempty"`
+	WrongPassphrase uint64 `cbor:"10,keyasint,omitempty" json:"wrong_passphrase,omitempty"`
 }
 
 // keyMAC is the CBOR map key of Record.MAC.

@@ -342,6 +342,9 @@ type exported struct {
 	Result     []byte `json:"result,omitempty"`
 	Evidence   []byte `json:"evidence,omitempty"` // the signed request (COSE_Sign1)
 	Verified   bool   `json:"signature_verified"`
+	// Policy is the state of refusals the request left, and what it
+	// changed (server/audit's key 13).
+	Policy *audit.Policy `json:"policy,omitempty"`
 }
 
 // export fetches the records of the owner's cards, checks every signed
@@ -370,7 +373,7 @@ func (a *app) export(ctx context.Context, config, out string) error {
 				return fmt.Errorf("export: record: %w", err)
 			}
 			e := exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
-				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence}
+				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence, Policy: r.Policy}
 			if r.Evidence != nil {
 				if der, ok := resp.Certificates[r.Identity]; ok {
 					if cert, err := x509.ParseCertificate(der); err == nil {
