@@ -94,15 +94,24 @@ func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
 	if len(req.Action) > 32 {
 		op = "admin:?"
 	}
-	resp, delegation, err := s.adminAction(ctx, a, who, &req, &sec)
+	// The record keeps the state of the card the request names, and is
+	// anchored if it changed anything.
+	var n note
+	if _, ok := s.cardNamed(req.Card); ok {
+		n.card = req.Card
+	}
+	resp, delegation, err := s.adminAction(ctx, a, who, &req, &sec, &n)
 	if err != nil {
-		return nil, s.refuseAs(ctx, call, op, delegation, err, start)
+		return nil, s.refuseAs(ctx, call, op, delegation, n, err, start)
 	}
 	var head []byte
-	if a.Head != nil && req.Action != transport.AdminList && req.Action != transport.AdminExport {
-		head = a.Head()
+	if req.Action != transport.AdminList && req.Action != transport.AdminExport {
+		n.anchor = true
+		if a.Head != nil {
+			head = a.Head()
+		}
 	}
-	if err := s.auditAs(ctx, call, op, delegation, 0, req.Card, head, start); err != nil {
+	if err := s.auditAs(ctx, call, op, delegation, 0, req.Card, head, start, n); err != nil {
 		return nil, err
 	}
 	s.log.Info("administration", "action", req.Action, "identity", who, "name", req.Name, "card", req.Card, "delegation", delegation)
@@ -135,7 +144,9 @@ func validName(n string) bool {
 	return true
 }
 
-func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *transport.AdminRequest, sec *transport.AdminSecret) (any, string, error) {
+// adminAction does what req asks and notes in n what it changed in the
+// policy state.
+func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *transport.AdminRequest, sec *transport.AdminSecret, n *note) (any, string, error) {
 	if !s.ownsAny(who) {
 		return nil, "", transport.Errorf(transport.CodeNotOwner, "%s owns no remote card", who)
 	}
@@ -143,9 +154,9 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 	case transport.AdminEnroll, transport.AdminIssue:
 		return s.enroll(a, req)
 	case transport.AdminRegisterPIN:
-		return &transport.AdminResponse{}, "", s.registerPIN(ctx, a, who, req.Card, sec)
+		return &transport.AdminResponse{}, "", s.registerPIN(ctx, a, who, req.Card, sec, n)
 	case transport.AdminDelegate:
-		return s.delegate(a, who, req.Delegation, sec.Passphrase)
+		return s.delegate(a, who, req.Delegation, sec.Passphrase, n)
 	case transport.AdminRevoke, transport.AdminUnlock:
 		d, _, ok := s.cfg.Book.Get(req.ID)
 		if !ok {
@@ -156,8 +167,10 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 		}
 		if req.Action == transport.AdminUnlock {
 			s.cfg.Book.Unlock(d.ID)
+			n.events |= policy.EventUnlocked
 			return &transport.AdminResponse{ID: d.ID}, d.ID, nil
 		}
+		n.events |= policy.EventRevoked
 		return &transport.AdminResponse{ID: d.ID}, d.ID, s.revokeKept(a, d.ID)
 	case transport.AdminList:
 		return s.list(who), "", nil
@@ -211,7 +224,7 @@ func (s *Server) internal(what string, err error) error {
 // only when all their retry counters are full (a wrong PIN then costs one
 // try of three on one card, never the last), and seals it under the
 // owner's passphrase.
-func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, sec *transport.AdminSecret) error {
+func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, sec *transport.AdminSecret, n *note) error {
 	card, ok := s.cardNamed(name)
 	if !ok {
 		return transport.Errorf(transport.CodeUnknown, "no remote card %q", name)
@@ -258,7 +271,8 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		return poolError(err)
 	}
 	e, err := a.Pins.SealOwnerPIN(name, sec.Passphrase, sec.PIN)
-	s.passphraseResult(name, false)
+	s.cfg.Book.RightPassphrase(name)
+	n.events |= policy.EventRightPassphrase
 	if err != nil {
 		return s.internal("vault", err)
 	}
@@ -272,31 +286,21 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	return nil
 }
 
-// maxWrongPassphrases locks a card's registered PIN against delegation
-// after that many wrong owner passphrases in a row: someone holding the
-// owner's key is guessing. Registering the PIN again (which needs the
-// card's PIN and a card with full tries) clears it.
-const maxWrongPassphrases = 5
-
-func (s *Server) passphraseLocked(card string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.wrongPass[card] >= maxWrongPassphrases
-}
-
-func (s *Server) passphraseResult(card string, wrong bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.wrongPass == nil {
-		s.wrongPass = map[string]int{}
+// passphraseResult keeps the result of an owner passphrase for card in the
+// Book, where policy.MaxWrongPassphrases wrong ones in a row lock the
+// card's registered PIN against delegation: someone holding the owner's
+// key is guessing. Registering the PIN again (which needs the card's PIN
+// and a card with full tries) clears it.
+func (s *Server) passphraseResult(card string, wrong bool, n *note) {
+	if !wrong {
+		s.cfg.Book.RightPassphrase(card)
+		n.events |= policy.EventRightPassphrase
+		return
 	}
-	if wrong {
-		s.wrongPass[card]++
-		if s.wrongPass[card] == maxWrongPassphrases {
-			s.log.Warn("too many wrong owner passphrases: the card's registered PIN is locked against delegation", "card", card)
-		}
-	} else {
-		delete(s.wrongPass, card)
+	n.events |= policy.EventWrongPassphrase
+	if s.cfg.Book.WrongPassphrase(card) {
+		n.events |= policy.EventPassphraseLocked
+		s.log.Warn("too many wrong owner passphrases: the card's registered PIN is locked against delegation", "card", card)
 	}
 }
 
@@ -309,7 +313,7 @@ func (s *Server) cardNamed(name string) (Card, bool) {
 	return Card{}, false
 }
 
-func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, passphrase []byte) (any, string, error) {
+func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, passphrase []byte, n *note) (any, string, error) {
 	if ad == nil {
 		return nil, "", transport.Errorf(transport.CodeMalformed, "no delegation")
 	}
@@ -329,11 +333,14 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	}
 	d.Owner, d.ID = who, "d-"+randomHex(6)
 	vpin := randomDigits(8)
-	if s.passphraseLocked(ad.Card) {
+	n.card = ad.Card
+	if s.cfg.Book.PassphraseLocked(ad.Card) {
 		return nil, "", transport.Errorf(transport.CodeLocked, "too many wrong passphrases for %s: register its PIN again", ad.Card)
 	}
 	e, err := a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
-	s.passphraseResult(ad.Card, errors.Is(err, ErrWrongVPIN))
+	if err == nil || errors.Is(err, ErrWrongVPIN) {
+		s.passphraseResult(ad.Card, err != nil, n)
+	}
 	switch {
 	case errors.Is(err, ErrNoOwnerPIN):
 		return nil, "", transport.Errorf(transport.CodeNoPIN, "register the PIN of %s first", ad.Card)
@@ -360,6 +367,7 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 		return nil, "", s.internal("store", err)
 	}
 	s.cfg.Book.Grant(d)
+	n.events |= policy.EventGranted
 	s.notifyCatalogue(d.Delegate)
 	return &transport.AdminResponse{ID: d.ID, VPIN: vpin}, d.ID, nil
 }

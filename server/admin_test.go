@@ -80,6 +80,7 @@ type adminRig struct {
 	addr   string
 	owner  *client.Client
 	other  *client.Client // owns another card
+	audit  *memAudit
 }
 
 // newAdminRig serves one card "mayor" owned by "alice" and one "ceo" owned
@@ -97,7 +98,7 @@ func newAdminRig(t *testing.T) *adminRig {
 	}
 	t.Cleanup(func() { v.Close() })
 	r := &adminRig{st: &memStore{m: map[string][]byte{}}, pins: &server.VaultPINs{Vault: v}, book: policy.NewBook(nil),
-		enroll: ptransport.NewStaticEnrollment(), ca: testpki.NewCA("admin CA")}
+		enroll: ptransport.NewStaticEnrollment(), ca: testpki.NewCA("admin CA"), audit: &memAudit{}}
 	if r.sim, err = pivsim.New(pivsim.Config{Seed: []byte("admin")}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func newAdminRig(t *testing.T) *adminRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Config{Book: r.book, Vault: r.pins,
+	srv := server.New(server.Config{Book: r.book, Vault: r.pins, Audit: r.audit,
 		Cards: []server.Card{{Name: "mayor", Slot: 1, Owner: "alice", Pool: mayor}, {Name: "ceo", Slot: 2, Owner: "carol", Pool: ceo}},
 		Admin: &server.Admin{Store: r.st, Enrollment: r.enroll, Pins: r.pins, CA: ownCA}})
 	r.srv.Store(srv)

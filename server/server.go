@@ -19,6 +19,19 @@
 // once, also on open sessions; revoked delegates' connections also get an
 // event.
 //
+// # What refusals depend on, across restarts
+//
+// Use counts, wrong vPINs in a row, lockouts, card locks and wrong owner
+// passphrases live in the policy.Book. Each request's audit record keeps
+// the Book's state of its delegation and card as the request left it
+// ([AuditRecord].Policy, a policy.Mark taken after the request's last
+// change, with what the request changed: a signature counted, a vPIN
+// checked, the card refusing its PIN), and the record is durable before
+// the answer; records a later refusal depends on ask the Auditor to anchor
+// them ([AuditRecord].Anchor). At start pscsd rebuilds the Book from the
+// log it reads anyway ([PolicyMark], policy.Rebuild): no write per
+// signature beyond the one record.
+//
 // # Concurrency
 //
 // A Server is safe for concurrent use.
@@ -32,6 +45,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pscs/pscs/apdu"
@@ -68,6 +82,14 @@ type AuditRecord struct {
 	Card       string         // the member that served
 	Result     []byte         // the signature
 	Took       time.Duration
+	// Policy is the state of refusals the request left (of Delegation, or
+	// of a card); nil if it names neither.
+	Policy *policy.Mark
+	// Anchor: a later refusal depends on this record (a wrong vPIN, a
+	// lock, an unlock, a revocation, a passphrase failure, an
+	// administration change, a signature counted against a limit); the
+	// Auditor should anchor it before returning, as well as write it.
+	Anchor bool
 }
 
 // Card is a remote card the server offers.
@@ -97,8 +119,6 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]map[*transport.Conn]struct{} // identity -> open connections
-	// wrongPass counts wrong owner passphrases in a row, by card.
-	wrongPass map[string]int
 
 	logins sync.Map // delegation ID -> *sync.Mutex: one vPIN check at a time
 }
@@ -298,7 +318,7 @@ func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) 
 		if v, ok := call.Conn.Swap(sessionKey{req.Slot}, nil).(*session); ok {
 			v.wipe()
 		}
-		return nil, s.audit(ctx, call, "", 0, "", nil, time.Now())
+		return nil, s.audit(ctx, call, "", 0, "", nil, time.Now(), note{})
 	}
 	return nil, transport.Errorf(transport.CodeUnsupported, "%v is not served", call.Op)
 }
@@ -318,11 +338,11 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
-	pin, err := s.openVPIN(ctx, who, card.Name, "login", d.ID, call.Secret)
+	pin, ev, err := s.openVPIN(ctx, who, card.Name, "login", d.ID, call.Secret)
 	if err != nil {
-		return nil, s.refuse(ctx, call, d.ID, err, start)
+		return nil, s.refuseNoted(ctx, call, d.ID, note{events: ev}, err, start)
 	}
-	if err := s.audit(ctx, call, d.ID, 0, "", nil, start); err != nil {
+	if err := s.audit(ctx, call, d.ID, 0, "", nil, start, note{events: ev}); err != nil {
 		clear(pin)
 		return nil, err
 	}
@@ -335,28 +355,28 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 // openVPIN opens the real PIN of delegation id with a virtual PIN, one
 // check at a time per delegation with the lockout decided before each,
 // so that parallel guesses cannot outrun it. A wrong vPIN counts towards
-// the lockout and never reaches the card.
-func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []byte) ([]byte, error) {
+// the lockout and never reaches the card. It returns what it changed in
+// the policy state, for the request's audit record.
+func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []byte) ([]byte, policy.Event, error) {
 	mu, _ := s.logins.LoadOrStore(id, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
 	if _, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card, Op: "login"}); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	pin, err := s.cfg.Vault.OpenPIN(ctx, id, vpin)
 	if errors.Is(err, ErrWrongVPIN) {
-		code := transport.CodeWrongPIN
 		if s.cfg.Book.WrongVPIN(id) {
-			code = transport.CodeLocked
+			return nil, policy.EventWrongVPIN | policy.EventLocked, transport.Errorf(transport.CodeLocked, "")
 		}
-		return nil, transport.Errorf(code, "")
+		return nil, policy.EventWrongVPIN, transport.Errorf(transport.CodeWrongPIN, "")
 	}
 	if err != nil {
 		s.log.Error("vault", "delegation", id, "op", op, "err", err)
-		return nil, transport.Errorf(transport.CodeInternal, "")
+		return nil, 0, transport.Errorf(transport.CodeInternal, "")
 	}
 	s.cfg.Book.RightVPIN(id)
-	return pin, nil
+	return pin, policy.EventRightVPIN, nil
 }
 
 func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
@@ -388,12 +408,16 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
+	// From here on the signature counts against the delegation's limits,
+	// whatever becomes of it: the record says so, and is anchored if a
+	// limit will depend on it.
+	n := note{events: policy.EventCounted, anchor: d.Total > 0 || d.PerHour > 0}
 	if d.ID != sess.delegation {
-		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
+		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
 	}
 	idx, ok := keyIndex(req.Key)
 	if !ok {
-		return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNoSuchKey, ""), start)
+		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
 	}
 	// A key the card wants its PIN for before every signature wants the
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
@@ -401,18 +425,22 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	var freshPIN []byte
 	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
 		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
-			return nil, s.refuse(ctx, call, d.ID, err, start)
+			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
 		if len(call.Secret) == 0 {
-			return nil, s.refuse(ctx, call, d.ID, transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature"), start)
+			return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature"), start)
 		}
-		if freshPIN, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret); err != nil {
-			return nil, s.refuse(ctx, call, d.ID, err, start)
+		var ev policy.Event
+		freshPIN, ev, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret)
+		n.events |= ev
+		if err != nil {
+			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
 		defer clear(freshPIN)
 	}
 	var sig, cert []byte
 	var by string
+	var cardLocked atomic.Bool
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		if idx >= len(m.Keys) {
@@ -439,6 +467,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 				// The registered real PIN is no longer the card's: stop
 				// every delegate before the card's tries run out.
 				s.cfg.Book.LockCard(card.Name)
+				cardLocked.Store(true)
 				s.log.Error("the card refused its registered PIN: delegations on it locked", "card", card.Name, "member", m.ID)
 				return transport.Errorf(transport.CodeLocked, "the owner must register the card's PIN again")
 			}
@@ -463,10 +492,13 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		by = m.ID
 		return nil
 	})
-	if err != nil {
-		return nil, s.refuse(ctx, call, d.ID, poolError(err), start)
+	if cardLocked.Load() {
+		n.events |= policy.EventCardLocked
 	}
-	if err := s.audit(ctx, call, d.ID, 0, by, sig, start); err != nil {
+	if err != nil {
+		return nil, s.refuseNoted(ctx, call, d.ID, n, poolError(err), start)
+	}
+	if err := s.audit(ctx, call, d.ID, 0, by, sig, start, n); err != nil {
 		return nil, err
 	}
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
@@ -497,31 +529,58 @@ func poolError(err error) error {
 	return err
 }
 
+// note is what a request changed in the policy state, for its audit
+// record.
+type note struct {
+	events policy.Event
+	card   string // the remote card whose state the record keeps, if it names no delegation
+	anchor bool   // anchor the record even if events do not ask for it
+}
+
+// anchoring are the events that a later refusal depends on.
+const anchoring = policy.EventWrongVPIN | policy.EventLocked | policy.EventCardLocked | policy.EventUnlocked |
+	policy.EventRevoked | policy.EventGranted | policy.EventWrongPassphrase | policy.EventPassphraseLocked
+
 // refuse records a refusal and returns it.
 func (s *Server) refuse(ctx context.Context, call *transport.Call, delegation string, err error, start time.Time) error {
-	return s.refuseAs(ctx, call, call.Op.String(), delegation, err, start)
+	return s.refuseAs(ctx, call, call.Op.String(), delegation, note{}, err, start)
+}
+
+// refuseNoted is refuse for a request that changed the policy state.
+func (s *Server) refuseNoted(ctx context.Context, call *transport.Call, delegation string, n note, err error, start time.Time) error {
+	return s.refuseAs(ctx, call, call.Op.String(), delegation, n, err, start)
 }
 
 // refuseAs is refuse with the operation named as op in the log.
-func (s *Server) refuseAs(ctx context.Context, call *transport.Call, op, delegation string, err error, start time.Time) error {
+func (s *Server) refuseAs(ctx context.Context, call *transport.Call, op, delegation string, n note, err error, start time.Time) error {
 	code := transport.CodeOf(err)
 	s.log.Info("request refused", "op", op, "identity", call.Conn.Identity.ID, "delegation", delegation, "code", code)
-	if aerr := s.auditAs(ctx, call, op, delegation, code, "", nil, start); aerr != nil {
+	if aerr := s.auditAs(ctx, call, op, delegation, code, "", nil, start, n); aerr != nil {
 		return aerr
 	}
 	return err
 }
 
-func (s *Server) audit(ctx context.Context, call *transport.Call, delegation string, code transport.Code, card string, result []byte, start time.Time) error {
-	return s.auditAs(ctx, call, call.Op.String(), delegation, code, card, result, start)
+func (s *Server) audit(ctx context.Context, call *transport.Call, delegation string, code transport.Code, card string, result []byte, start time.Time, n note) error {
+	return s.auditAs(ctx, call, call.Op.String(), delegation, code, card, result, start, n)
 }
 
-func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegation string, code transport.Code, card string, result []byte, start time.Time) error {
+// auditAs writes the request's record, with the policy state the request
+// left (taken after its last change, so that the log never holds less
+// than what the answer tells), and returns once it is durable.
+func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegation string, code transport.Code, card string, result []byte, start time.Time, n note) error {
 	if s.cfg.Audit == nil {
 		return nil
 	}
-	err := s.cfg.Audit.Record(ctx, &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: op,
-		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result, Took: time.Since(start)})
+	rec := &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: op,
+		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result,
+		Anchor: n.anchor || n.events&anchoring != 0}
+	if m, ok := s.cfg.Book.Mark(delegation, n.card); ok {
+		m.Events = n.events
+		rec.Policy = &m
+	}
+	rec.Took = time.Since(start)
+	err := s.cfg.Audit.Record(ctx, rec)
 	if err != nil {
 		s.log.Error("audit record not written: refusing the answer", "err", err)
 		return transport.Errorf(transport.CodeInternal, "")

@@ -102,6 +102,32 @@
 //	9   Timings  map text→int     microseconds per stage (optional)
 //	10  Prev     bytes (32)       SHA-256 of the previous record's bytes; 32 zero bytes for Seq 1
 //	11  MAC      bytes            MACer.MAC("pscs audit v1", the record's encoding without key 11)
+//	12  Delegation text (optional) the delegation the decision was made under
+//	13  Policy   map (optional)   the state of refusals the request left, below
+//	14–19        reserved         anchors and checkpoints
+//
+// Policy (key 13) is a map with unsigned integer keys, each optional but 1
+// and 2: what a later refusal depends on, as the request left it. pscsd
+// rebuilds its policy state from these at start (server/policy Rebuild):
+// for each delegation the state with the highest Serial, for each card the
+// same, and the signatures of the last hour from Used and Time.
+//
+//	key field           CBOR type  meaning
+//	1   Serial          uint       the number of the state in pscsd's series of changes; higher is newer
+//	2   Time            int        Unix ms, rounded up, when the state was taken
+//	3   Events          uint       bit set of what this request changed: 1 a signature counted against
+//	                               the limits, 2 a wrong vPIN, 4 a right vPIN, 8 the delegation locked
+//	                               after wrong vPINs, 16 the card refused its registered PIN (every
+//	                               delegation on it locked), 32 unlocked by the owner, 64 revoked,
+//	                               128 granted, 256 a wrong owner passphrase, 512 a right one or the
+//	                               PIN registered again, 1024 the card's passphrase locked
+//	4   Card            text       the remote card
+//	5   Used            uint       signatures counted under the delegation (allowed by the policy)
+//	6   WrongVPIN       uint       wrong virtual PINs in a row
+//	7   Locked          bool       the delegation is locked (wrong vPINs, or its card)
+//	8   Revoked         bool       the delegation is revoked
+//	9   CardLock        uint       Serial of the last time the card refused its registered PIN; 0 never
+//	10  WrongPassphrase uint       wrong owner passphrases in a row for the card
 //
 // The hash chain covers the record bytes only (the CBOR, MAC included), not
 // the frame around them. Readers ignore keys they do not know, but the MAC

@@ -43,6 +43,10 @@ func testRecord(i int) *Record {
 		Result:   bytes.Repeat([]byte{byte(i)}, 64),
 		Timings:  map[string]int64{"policy": 12, "card": 41000 + int64(i)},
 	}
+	if i%3 == 2 {
+		r.Delegation = "d-0123456789ab"
+		r.Policy = &Policy{Serial: uint64(10 * i), Time: fixedNow().UnixMilli() + 1, Events: 1, Card: "mayor", Used: uint64(i), WrongVPIN: 1, CardLock: 3, WrongPassphrase: 2}
+	}
 	if i%4 == 3 {
 		r.Decision = 7
 		r.Card, r.Result = "", nil

@@ -406,3 +406,29 @@ func TestVersion1Log(t *testing.T) {
 		t.Fatalf("after an append: %d records, %v, version %d", n, err, binary.BigEndian.Uint16(b[14:]))
 	}
 }
+
+// TestPolicyRoundTrip: a record's Policy (key 13) reads back as written,
+// and text in it must be UTF-8.
+func TestPolicyRoundTrip(t *testing.T) {
+	path, _ := createLog(t, t.TempDir(), 3)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got []*Policy
+	if _, err := Verify(f, testKey, func(r *Record) error { got = append(got, r.Policy); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0] != nil || got[2] != nil || got[1] == nil || *got[1] != *testRecord(2).Policy {
+		t.Errorf("policies read back: %+v, want %+v in record 2 only", got, testRecord(2).Policy)
+	}
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"), testKey, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append(context.Background(), &Record{Op: "sign", Policy: &Policy{Serial: 1, Card: "\xff"}}); !errors.Is(err, ErrInvalidRecord) {
+		t.Errorf("a Policy card that is not UTF-8: %v, want ErrInvalidRecord", err)
+	}
+}

@@ -53,8 +53,13 @@ type Record struct {
 	// Delegation is the delegation the decision was made under, if any.
 	Delegation string `cbor:"12,keyasint,omitempty"`
 
-	// Key 13 is reserved for the durable state of refusals (policy
-	// events); keys 17 to 19 for later use by anchors and checkpoints.
+	// Policy is the state of refusals as this request left it: what a
+	// later refusal depends on (use counts, lockouts, locks), from which
+	// pscsd rebuilds its policy state at start. Nil for records that name
+	// neither a delegation nor a card.
+	Policy *Policy `cbor:"13,keyasint,omitempty"`
+
+	// Keys 16 to 19 are reserved for anchors, checkpoints and exports.
 
 	// Counter, on an anchor record (written by the Log itself, Op
 	// [OpAnchor] or [OpCheckpoint]), is the value the TPM's monotonic
@@ -71,6 +76,28 @@ type Record struct {
 	// that a later refusal depends on (a wrong vPIN, a lock, a revocation,
 	// a signature counted against a limit). It is not encoded.
 	Anchor bool `cbor:"-"`
+}
+
+// Policy is the state of the delegation a record names (and of its remote
+// card), taken after the request's last change to it. Every change to that
+// state takes the next number of one series (Serial), so that the newest
+// state wins whatever order the records reached the log in; Time bounds
+// from above when the counted signatures were made. The package
+// documentation lists the keys; server/policy gives them meaning.
+type Policy struct {
+	Serial    uint64 `cbor:"1,keyasint" json:"serial"`                         // the state's number in the series of changes
+	Time      int64  `cbor:"2,keyasint" json:"time_ms"`                        // Unix ms, rounded up, when the state was taken
+	Events    uint64 `cbor:"3,keyasint,omitempty" json:"events,omitempty"`     // bit set: what this request changed (server/policy Event)
+	Card      string `cbor:"4,keyasint,omitempty" json:"card,omitempty"`       // the remote card
+	Used      uint64 `cbor:"5,keyasint,omitempty" json:"used,omitempty"`       // signatures counted under the delegation
+	WrongVPIN uint64 `cbor:"6,keyasint,omitempty" json:"wrong_vpin,omitempty"` // wrong virtual PINs in a row
+	Locked    bool   `cbor:"7,keyasint,omitempty" json:"locked,omitempty"`     // the delegation is locked
+	Revoked   bool   `cbor:"8,keyasint,omitempty" json:"revoked,omitempty"`    // the delegation is revoked
+	// CardLock is the Serial of the last lock of every delegation on Card
+	// (the card refused its registered PIN); 0: never.
+	CardLock uint64 `cbor:"9,keyasint,omitempty" json:"card_lock,omitempty"`
+	// WrongPassphrase counts wrong owner passphrases in a row for Card.
+	WrongPassphrase uint64 `cbor:"10,keyasint,omitempty" json:"wrong_passphrase,omitempty"`
 }
 
 // keyMAC is the CBOR map key of Record.MAC.
@@ -105,7 +132,11 @@ func init() {
 
 // validate reports text a reader would refuse: CBOR text must be UTF-8.
 func (r *Record) validate() error {
-	for _, s := range []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}} {
+	texts := []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}}
+	if r.Policy != nil {
+		texts = append(texts, struct{ name, v string }{"Policy.Card", r.Policy.Card})
+	}
+	for _, s := range texts {
 		if !utf8.ValidString(s.v) {
 			return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidRecord, s.name)
 		}

@@ -12,6 +12,26 @@
 // new limits) take effect at the next Check, also for sessions that are
 // already open: a Check is made on every request.
 //
+// # Durable state
+//
+// What a refusal depends on (signatures used in all and in the last hour,
+// wrong virtual PINs in a row, lockouts, card locks, wrong owner
+// passphrases in a row) changes in the Book as requests are decided, and
+// must survive a restart or a crash. The Book does not write it anywhere:
+// every change takes the next number of one series, and [Book.Mark] returns
+// the state of a delegation and its card with that number, for the record
+// of the request that the server writes to its audit log before it
+// answers. At start, a [Rebuild] collects the marks read back from the log,
+// in any order, and [Book.Restore] puts the newest state of each delegation
+// and card back, after the delegations are granted. Since a mark is taken
+// after the changes of its request, and every answer waits for its record,
+// nothing a delegate was told (a signature, a wrong vPIN, "limit reached",
+// "locked") is forgotten; a change whose record never reached the disk was
+// never answered. A restart never unlocks anything, and restores no count
+// lower than an acknowledged one; signatures of the last hour are restored
+// with the time of the first mark that counted them, which is never
+// earlier than the signature.
+//
 // # Concurrency
 //
 // A Book is safe for concurrent use.
@@ -19,6 +39,7 @@ package policy
 
 import (
 	"bytes"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -87,20 +108,56 @@ type State struct {
 	RevokedAt time.Time
 	WrongVPIN int // in a row
 	Locked    bool
-	Used      int         // signatures made
-	recent    []time.Time // signatures of the last hour
+	Used      int         // signatures counted: allowed by Check
+	recent    []time.Time // signatures of the last hour, with PerHour set
 }
+
+// MaxWrongPassphrases locks a card's registered PIN against new
+// delegations after that many wrong owner passphrases in a row: someone
+// holding the owner's key is guessing. Registering the PIN again clears it.
+const MaxWrongPassphrases = 5
+
+// Event is a bit set of what one request changed in a Book; the audit log
+// keeps it with the request's [Mark] (server/audit Policy.Events), so that
+// the log says what happened where the refusal code alone cannot (a
+// CodeLocked from the lockout check or from the card refusing its PIN, the
+// vPIN a PIN-always signature checked).
+type Event uint64
+
+// Events. Their values are part of the audit log's format.
+const (
+	EventCounted          Event = 1 << iota // a signature counted against the limits
+	EventWrongVPIN                          // a wrong virtual PIN
+	EventRightVPIN                          // a right virtual PIN: the wrong ones in a row cleared
+	EventLocked                             // the delegation locked after wrong virtual PINs
+	EventCardLocked                         // the card refused its registered PIN: every delegation on it locked
+	EventUnlocked                           // unlocked by the owner
+	EventRevoked                            // revoked
+	EventGranted                            // granted
+	EventWrongPassphrase                    // a wrong owner passphrase for the card
+	EventRightPassphrase                    // a right owner passphrase, or the card's PIN registered again
+	EventPassphraseLocked                   // the card's registered PIN locked against delegation
+)
 
 // Book holds the delegations and their state.
 type Book struct {
-	mu    sync.Mutex
-	dels  map[string]*entry
-	clock func() time.Time
+	mu     sync.Mutex
+	dels   map[string]*entry
+	cards  map[string]*cardState
+	clock  func() time.Time
+	serial uint64 // number of the last change
 }
 
 type entry struct {
-	d Delegation
-	s State
+	d      Delegation
+	s      State
+	serial uint64 // number of the delegation's last change
+}
+
+// cardState is what a remote card has been through.
+type cardState struct {
+	lock      uint64 // number of the change that last locked every delegation on it; 0: never
+	wrongPass int    // wrong owner passphrases in a row
 }
 
 // NewBook returns an empty Book; clock nil means time.Now.
@@ -108,18 +165,38 @@ func NewBook(clock func() time.Time) *Book {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Book{dels: map[string]*entry{}, clock: clock}
+	return &Book{dels: map[string]*entry{}, cards: map[string]*cardState{}, clock: clock}
+}
+
+// changed gives e the next number of the series. b.mu is held.
+func (b *Book) changed(e *entry) {
+	b.serial++
+	if e != nil {
+		e.serial = b.serial
+	}
+}
+
+func (b *Book) card(name string) *cardState {
+	c := b.cards[name]
+	if c == nil {
+		c = &cardState{}
+		b.cards[name] = c
+	}
+	return c
 }
 
 // Grant adds or replaces a delegation; the state of a replaced one is kept.
 func (b *Book) Grant(d Delegation) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if e := b.dels[d.ID]; e != nil {
+	e := b.dels[d.ID]
+	if e != nil {
 		e.d = d
-		return
+	} else {
+		e = &entry{d: d}
+		b.dels[d.ID] = e
 	}
-	b.dels[d.ID] = &entry{d: d}
+	b.changed(e)
 }
 
 // Revoke revokes a delegation at once.
@@ -131,10 +208,12 @@ func (b *Book) Revoke(id string) bool {
 		return false
 	}
 	e.s.Revoked, e.s.RevokedAt = true, b.clock()
+	b.changed(e)
 	return true
 }
 
-// Unlock clears a lockout after wrong virtual PINs (the owner's decision).
+// Unlock clears a lockout after wrong virtual PINs, or after the card
+// refused its registered PIN (the owner's decision).
 func (b *Book) Unlock(id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -143,6 +222,7 @@ func (b *Book) Unlock(id string) bool {
 		return false
 	}
 	e.s.Locked, e.s.WrongVPIN = false, 0
+	b.changed(e)
 	return true
 }
 
@@ -195,6 +275,24 @@ func (b *Book) All() ([]Delegation, []State) {
 		ss[i].recent = nil
 	}
 	return ds, ss
+}
+
+// Recent returns how many signatures of delegation id count against its
+// per-hour limit now (0 without one).
+func (b *Book) Recent(id string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.dels[id]
+	if e == nil {
+		return 0
+	}
+	e.pruneRecent(b.clock())
+	return len(e.s.recent)
+}
+
+func (e *entry) pruneRecent(now time.Time) {
+	cut := now.Add(-time.Hour)
+	e.s.recent = slices.DeleteFunc(e.s.recent, func(t time.Time) bool { return t.Before(cut) })
 }
 
 // Find returns the delegation of delegate on card.
@@ -272,8 +370,7 @@ func (b *Book) Check(r Request) (Delegation, error) {
 		return d, transport.Errorf(transport.CodeLimitReached, "delegation %s: all %d signatures used", d.ID, d.Total)
 	}
 	if d.PerHour > 0 {
-		cut := now.Add(-time.Hour)
-		e.s.recent = slices.DeleteFunc(e.s.recent, func(t time.Time) bool { return t.Before(cut) })
+		e.pruneRecent(now)
 		if len(e.s.recent) >= d.PerHour {
 			return d, transport.Errorf(transport.CodeLimitReached, "delegation %s: %d signatures per hour", d.ID, d.PerHour)
 		}
@@ -281,7 +378,10 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	// The signature counts from the moment it is allowed, so that
 	// concurrent requests cannot overrun a limit together.
 	e.s.Used++
-	e.s.recent = append(e.s.recent, now)
+	if d.PerHour > 0 {
+		e.s.recent = append(e.s.recent, now)
+	}
+	b.changed(e)
 	return d, nil
 }
 
@@ -291,10 +391,44 @@ func (b *Book) Check(r Request) (Delegation, error) {
 func (b *Book) LockCard(card string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.changed(nil)
+	b.card(card).lock = b.serial
 	for _, e := range b.dels {
 		if e.d.Card == card {
 			e.s.Locked = true
+			e.serial = b.serial
 		}
+	}
+}
+
+// PassphraseLocked reports whether card's registered PIN is locked
+// against new delegations after wrong owner passphrases.
+func (b *Book) PassphraseLocked(card string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.cards[card]
+	return c != nil && c.wrongPass >= MaxWrongPassphrases
+}
+
+// WrongPassphrase records a wrong owner passphrase for card and reports
+// whether its registered PIN is now locked against delegation.
+func (b *Book) WrongPassphrase(card string) (locked bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.card(card)
+	c.wrongPass++
+	b.changed(nil)
+	return c.wrongPass >= MaxWrongPassphrases
+}
+
+// RightPassphrase clears the wrong owner passphrases of card: a right one
+// was given, or the card's PIN was registered again.
+func (b *Book) RightPassphrase(card string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.cards[card]; c != nil && c.wrongPass != 0 {
+		c.wrongPass = 0
+		b.changed(nil)
 	}
 }
 
@@ -315,6 +449,7 @@ func (b *Book) WrongVPIN(id string) (locked bool) {
 	if e.s.WrongVPIN >= max {
 		e.s.Locked = true
 	}
+	b.changed(e)
 	return e.s.Locked
 }
 
@@ -322,7 +457,179 @@ func (b *Book) WrongVPIN(id string) (locked bool) {
 func (b *Book) RightVPIN(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if e := b.dels[id]; e != nil {
+	if e := b.dels[id]; e != nil && e.s.WrongVPIN != 0 {
 		e.s.WrongVPIN = 0
+		b.changed(e)
+	}
+}
+
+// Mark is the state of one delegation and of its remote card at one point
+// of a Book's series of changes: what the audit record of a request keeps,
+// so that [Book.Restore] can put it back.
+type Mark struct {
+	// Serial is the number of the Book's last change when the mark was
+	// taken: of two marks, the one with the higher Serial is newer.
+	Serial uint64
+	// Time is when the mark was taken: every signature Used counts was
+	// counted at or before it.
+	Time time.Time
+	// Events is what the request changed, as the server saw it; the Book
+	// only keeps it.
+	Events Event
+	// Delegation is "" in a mark of a card alone.
+	Delegation string
+	Card       string
+	Used       int
+	WrongVPIN  int
+	Locked     bool
+	Revoked    bool
+	// CardLock is the number of the change that last locked every
+	// delegation on Card; 0: never.
+	CardLock uint64
+	// WrongPassphrase counts wrong owner passphrases in a row for Card.
+	WrongPassphrase int
+}
+
+// Mark returns the state of delegation (if not "") and of its card, or of
+// card alone; false if neither is known.
+func (b *Book) Mark(delegation, card string) (Mark, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := Mark{Serial: b.serial, Time: b.clock(), Card: card}
+	if e := b.dels[delegation]; delegation != "" && e != nil {
+		m.Delegation, m.Card = delegation, e.d.Card
+		m.Used, m.WrongVPIN, m.Locked, m.Revoked = e.s.Used, e.s.WrongVPIN, e.s.Locked, e.s.Revoked
+	} else if card == "" {
+		return Mark{}, false
+	}
+	if c := b.cards[m.Card]; c != nil {
+		m.CardLock, m.WrongPassphrase = c.lock, c.wrongPass
+	}
+	return m, true
+}
+
+// MaxRebuiltPerHour bounds the signatures of the last hour a [Rebuild]
+// keeps per delegation: per-hour limits up to this are restored exactly.
+const MaxRebuiltPerHour = 1 << 17
+
+// Rebuild collects marks read back from the audit log, in any order, for
+// [Book.Restore]. Its memory is one mark per delegation and card, and one
+// time per signature of the last hour. The zero value is ready to use; a
+// Rebuild is not safe for concurrent use.
+type Rebuild struct {
+	// Since: signatures counted before it are out of every per-hour
+	// window and not kept. Zero: all are kept. pscsd sets an hour ago.
+	Since time.Time
+
+	serial uint64
+	dels   map[string]*rebuilt
+	cards  map[string]Mark
+}
+
+type rebuilt struct {
+	m Mark // the newest
+	// times[i] is the time (Unix ms) by which signature base+i (counted
+	// from 1) was made: the earliest mark that counted it.
+	base  int
+	times []int64
+}
+
+// Add takes one mark into account.
+func (r *Rebuild) Add(m Mark) {
+	if r.dels == nil {
+		r.dels, r.cards = map[string]*rebuilt{}, map[string]Mark{}
+	}
+	r.serial = max(r.serial, m.Serial)
+	if m.Card != "" {
+		if c, ok := r.cards[m.Card]; !ok || m.Serial >= c.Serial {
+			r.cards[m.Card] = m
+		}
+	}
+	if m.Delegation == "" {
+		return
+	}
+	x := r.dels[m.Delegation]
+	if x == nil {
+		x = &rebuilt{m: m, base: 1}
+		r.dels[m.Delegation] = x
+	} else if m.Serial >= x.m.Serial {
+		x.m = m
+	}
+	x.count(m.Used, m.Time.UnixMilli(), r.Since)
+}
+
+// count records that signatures 1 to used were made by at.
+func (x *rebuilt) count(used int, at int64, since time.Time) {
+	if used < x.base {
+		return // those are out of the window already
+	}
+	if !since.IsZero() && at < since.UnixMilli() {
+		// Made before since: out of every window.
+		x.times = x.times[min(used-x.base+1, len(x.times)):]
+		x.base = used + 1
+		return
+	}
+	end := x.base + len(x.times) // the first signature without a time
+	for i := min(used, end-1) - x.base; i >= 0 && x.times[i] > at; i-- {
+		x.times[i] = at // counted earlier than thought
+	}
+	for k := end; k <= used; k++ {
+		x.times = append(x.times, at)
+	}
+	if len(x.times) > 2*MaxRebuiltPerHour { // now and then, not at every mark
+		over := len(x.times) - MaxRebuiltPerHour
+		x.times = append([]int64(nil), x.times[over:]...)
+		x.base += over
+	}
+}
+
+// Restore puts the newest state r collected back into b: for each
+// delegation b holds (grant them first), the counts of signatures in all
+// and in the last hour, the wrong virtual PINs in a row, the lockout and
+// the revocation; for each card, the lock after it refused its PIN and
+// the wrong owner passphrases. It never lowers a count b already has and
+// never unlocks. The Book's series of changes continues after the newest
+// mark.
+func (b *Book) Restore(r *Rebuild) {
+	if r == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.serial = max(b.serial, r.serial)
+	for _, name := range slices.Sorted(maps.Keys(r.cards)) {
+		m := r.cards[name]
+		c := b.card(name)
+		c.lock = max(c.lock, m.CardLock)
+		c.wrongPass = max(c.wrongPass, m.WrongPassphrase)
+	}
+	now := b.clock()
+	for id, e := range b.dels {
+		var seen uint64
+		if x := r.dels[id]; x != nil {
+			m := x.m
+			seen = m.Serial
+			e.s.Used = max(e.s.Used, m.Used)
+			e.s.WrongVPIN = max(e.s.WrongVPIN, m.WrongVPIN)
+			e.s.Locked = e.s.Locked || m.Locked
+			if m.Revoked && !e.s.Revoked {
+				e.s.Revoked, e.s.RevokedAt = true, m.Time
+			}
+			if e.d.PerHour > 0 {
+				cut := now.Add(-time.Hour)
+				var recent []time.Time
+				for _, ms := range x.times[max(0, len(x.times)-e.d.PerHour):] {
+					if t := time.UnixMilli(ms); !t.Before(cut) {
+						recent = append(recent, t)
+					}
+				}
+				e.s.recent = append(recent, e.s.recent...)
+			}
+		}
+		// Locked with its card after its newest mark (or with none).
+		if c := b.cards[e.d.Card]; c != nil && c.lock > seen {
+			e.s.Locked = true
+		}
+		e.serial = max(e.serial, seen)
 	}
 }

@@ -366,6 +366,9 @@ type exported struct {
 	Evidence   []byte `json:"evidence,omitempty"` // the signed request (COSE_Sign1)
 	Verified   bool   `json:"signature_verified"`
 	Raw        []byte `json:"raw"` // the record byte for byte as in the log (what the chain covers)
+	// Policy is the state of refusals the request left, and what it
+	// changed (server/audit's key 13).
+	Policy *audit.Policy `json:"policy,omitempty"`
 }
 
 // export fetches the records of the owner's cards, checks every signed
@@ -418,7 +421,7 @@ func (a *app) export(ctx context.Context, config, out string) error {
 				return fmt.Errorf("export: record: %w", err)
 			}
 			e := exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
-				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence, Raw: raw}
+				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence, Raw: raw, Policy: r.Policy}
 			if r.Evidence != nil {
 				if der, ok := resp.Certificates[r.Identity]; ok {
 					if cert, err := x509.ParseCertificate(der); err == nil {

@@ -34,7 +34,7 @@ import (
 var daemon *pcscdtest.PCSCD
 
 func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 1}, func(p *pcscdtest.PCSCD) { daemon = p })
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
 // logBuffer collects a process's output for waiting on and for failures.
@@ -228,7 +228,7 @@ func TestConfiguredServer(t *testing.T) {
 	}
 	ops := exportedOps(t, export)
 	for _, want := range []string{"alice admin:issue\n", "alice admin:register-pin\n", "alice admin:delegate refused", "alice admin:delegate\n",
-		"bob login\n", "bob sign\n", "alice admin:revoke\n", "bob login refused"} {
+		"bob login\n", "bob sign counted (1)\n", "alice admin:revoke\n", "bob login refused"} {
 		if !strings.Contains(ops, want) {
 			t.Errorf("the export lacks %q: %s", want, ops)
 		}
@@ -264,7 +264,8 @@ func TestConfiguredServer(t *testing.T) {
 	})
 }
 
-// exportedOps summarises an export: "identity op[ refused]" per line.
+// exportedOps summarises an export: "identity op[ refused][ counted (used)]"
+// per line.
 func exportedOps(t *testing.T, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -280,6 +281,10 @@ func exportedOps(t *testing.T, path string) string {
 			Identity, Op string
 			Decision     uint32
 			Verified     bool `json:"signature_verified"`
+			Policy       *struct {
+				Events uint64 `json:"events"`
+				Used   uint64 `json:"used"`
+			} `json:"policy"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatal(err)
@@ -293,6 +298,9 @@ func exportedOps(t *testing.T, path string) string {
 		fmt.Fprintf(&sb, "%s %s", r.Identity, r.Op)
 		if r.Decision != 0 {
 			sb.WriteString(" refused")
+		}
+		if r.Policy != nil && r.Policy.Events&1 != 0 { // policy.EventCounted
+			fmt.Fprintf(&sb, " counted (%d)", r.Policy.Used)
 		}
 		sb.WriteString("\n")
 	}

@@ -46,6 +46,9 @@ type state struct {
 	ca            *server.CA
 	checkpoint    *x509.Certificate // certifies the key that signs the log's checkpoints
 	checkpointKey *tpmanchor.Key
+	// policy is the policy state the audit log keeps, read as Open
+	// checked it, for the Book once the store's delegations are granted.
+	policy *policy.Rebuild
 }
 
 // openConfigured opens the state a configuration names, on its TPM.
@@ -98,9 +101,15 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recov
 	// the whole file) is refused.
 	var anchor store.Anchor
 	found := false
+	// The policy state (use counts, lockouts, locks) is rebuilt from the
+	// same read: each record keeps the state its request left.
+	s.policy = &policy.Rebuild{Since: time.Now().Add(-time.Hour)}
 	scan := func(r *audit.Record) {
 		if storeHead(r) && anchor.UnmarshalBinary(r.Result) == nil {
 			found = true
+		}
+		if m, ok := server.PolicyMark(r); ok {
+			s.policy.Add(m)
 		}
 	}
 	counter, err := tpmanchor.OpenCounter(s.vault.WithTPM, tpmanchor.CounterHandle(s.vault.KeyID()))
@@ -304,6 +313,9 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 	if err := server.LoadState(st.store, book, enroll, pins); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	// What refusals depend on, as the audit log kept it: never less than
+	// what any answer told.
+	book.Restore(st.policy)
 	met := metrics.New()
 	met.AddCheck("tpm", func(ctx context.Context) error { _, err := st.vault.MAC("health", nil); return err })
 	for _, c := range o.cards {
