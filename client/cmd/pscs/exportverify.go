@@ -92,7 +92,7 @@ func (e *exportVerifier) upTo(seq uint64) error {
 func (e *exportVerifier) record(raw []byte) (*audit.Record, error) {
 	seq, err := decodeSeq(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the record after record %d: its bytes are damaged: %w", e.next-1, err)
 	}
 	if err := e.upTo(seq); err != nil {
 		return nil, err

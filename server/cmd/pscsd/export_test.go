@@ -195,7 +195,7 @@ func TestExportVerifiesOffline(t *testing.T) {
 		name, want string
 		export     []byte
 	}{
-		{"record flipped", "bytes do not match the export's digest", bytes.Replace(good, recs[delegateSeq], flipRaw(t, recs[delegateSeq]), 1)},
+		{"record flipped", "bytes do not match the export's digest|bytes are damaged", bytes.Replace(good, recs[delegateSeq], flipRaw(t, recs[delegateSeq]), 1)},
 		{"record edited, chain recomputed", "checkpoint signature does not verify", edit(func(rs []*audit.Record) []*audit.Record {
 			rs[delegateSeq-1].Result = []byte("another signature")
 			return rs
