@@ -30,6 +30,13 @@ func TestSWTPM(t *testing.T) {
 	runSuite(t, func(t *testing.T) transport.TPM { return openSWTPM(t, s) })
 }
 
+// TestStolenApplianceSWTPM: see testStolenAppliance; the reboot is a
+// restart of swtpm on the same state.
+func TestStolenApplianceSWTPM(t *testing.T) {
+	s := swtpmtest.Start(t)
+	testStolenAppliance(t, openSWTPM(t, s), s.Restart)
+}
+
 // TestPersistence: the vault survives a TPM restart (a reboot), both in a
 // running process and reopened from its directory.
 func TestPersistence(t *testing.T) {
