@@ -72,7 +72,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	if err != nil {
 		return err
 	}
-	st, err := openState(stateDir, tpm, log)
+	st, err := openState(stateDir, tpm, log, TPMDAConfig{}.vaultDA())
 	if err != nil {
 		return err
 	}
