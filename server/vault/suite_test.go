@@ -46,6 +46,7 @@ func runSuite(t *testing.T, open opener) {
 		{"Arguments", testArguments},
 		{"DACounts", testDACounts},
 		{"GuessReserve", testGuessReserve},
+		{"ReserveConcurrent", testReserveConcurrent},
 		{"Version1", testVersion1},
 		{"DAConfig", testDAConfig},
 	} {
@@ -302,6 +303,41 @@ func testGuessReserve(t *testing.T, tpm transport.TPM) {
 	resetDA(t, tpm)
 	if got, err := v.Unseal(a, []byte("111111"), []byte("delegation a")); err != nil || string(got) != "secret a" {
 		t.Errorf("after the counter is reset: Unseal(a) = %q, %v", got, err)
+	}
+}
+
+// testReserveConcurrent: wrong vPINs from many goroutines at once never
+// pass the reserve: the counter check and the test run under one lock.
+func testReserveConcurrent(t *testing.T, tpm transport.TPM) {
+	da := vault.DA{MaxTries: 12, Recovery: time.Hour, LockoutRecovery: time.Hour, Reserve: 2}
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(da))
+	e := seal(t, v, "111111", "secret", "ctx")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wrong, limited := 0, 0
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 4 {
+				_, err := v.Unseal(e, []byte(fmt.Sprint(g, "-", i)), []byte("ctx"))
+				mu.Lock()
+				switch {
+				case errors.Is(err, vault.ErrWrongVPIN):
+					wrong++
+				case errors.Is(err, vault.ErrGuessLimit):
+					limited++
+				default:
+					t.Errorf("Unseal: %v", err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if want := int(da.MaxTries - da.Reserve); wrong != want || limited != 32-want {
+		t.Errorf("%d wrong, %d refused at the reserve; want %d and %d", wrong, limited, want, 32-want)
+	}
+	if st := daStatus(t, v); st.Counter != da.MaxTries-da.Reserve || st.InLockout {
+		t.Errorf("after 32 concurrent wrong vPINs: %+v; want counter %d, no lockout", st, da.MaxTries-da.Reserve)
 	}
 }
 

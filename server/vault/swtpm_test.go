@@ -1,6 +1,7 @@
 package vault_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -36,6 +37,63 @@ func TestSWTPM(t *testing.T) {
 func TestStolenApplianceSWTPM(t *testing.T) {
 	s := swtpmtest.Start(t)
 	testStolenAppliance(t, openSWTPM(t, s), s.Restart)
+}
+
+// TestVersion1Fixture: an entry sealed by the code before entry keys
+// (testdata/v1-swtpm, made with commit bf756ec on a swtpm whose state is
+// kept there) still opens, on that swtpm, with this code; its wrong vPINs
+// are refused without counting in the TPM.
+func TestVersion1Fixture(t *testing.T) {
+	if err := swtpmtest.Check(); err != nil {
+		swtpmtest.Start(t) // fails or skips, saying how to install swtpm
+	}
+	fix := filepath.Join("testdata", "v1-swtpm")
+	dir := t.TempDir()
+	for _, f := range [][2]string{
+		{"tpm2-00.permall", filepath.Join(dir, "state", "tpm2-00.permall")},
+		{"vault-key", filepath.Join(dir, "vault", vault.KeyFileName)},
+	} {
+		b, err := os.ReadFile(filepath.Join(fix, f[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(f[1]), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := swtpmtest.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	tpm := openSWTPM(t, s)
+	v := openVault(t, tpm, filepath.Join(dir, "vault"), vault.WithDA(testDA))
+	b, err := os.ReadFile(filepath.Join(fix, "entry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := unmarshal(t, b)
+	if e.Version != 1 {
+		t.Fatalf("fixture entry version %d, want 1", e.Version)
+	}
+	if again := marshal(t, e); !bytes.Equal(again, b) {
+		t.Errorf("version 1 entry re-encodes as %x, was %x", again, b)
+	}
+	const ctx = "pscs delegation\x00d-fixture"
+	if got, err := v.Unseal(e, []byte("48291375"), []byte(ctx)); err != nil || string(got) != "31415926" {
+		t.Errorf("Unseal(old entry, right vPIN) = %q, %v", got, err)
+	}
+	before := daStatus(t, v).Counter
+	if got, err := v.Unseal(e, []byte("48291376"), []byte(ctx)); !errors.Is(err, vault.ErrWrongVPIN) || got != nil {
+		t.Errorf("Unseal(old entry, wrong vPIN) = %q, %v; want ErrWrongVPIN", got, err)
+	}
+	if after := daStatus(t, v).Counter; after != before {
+		t.Errorf("a version 1 wrong vPIN moved the TPM's counter from %d to %d", before, after)
+	}
+	assertNoHandles(t, tpm)
 }
 
 // TestPersistence: the vault survives a TPM restart (a reboot), both in a
