@@ -190,6 +190,12 @@ func setupDA(tpm transport.TPM, d DA) (DAStatus, error) {
 		}
 	}
 	st.Reserve = d.Reserve
+	if st.Recovery == 0 {
+		// A TPM counts no failure at all with a recovery time of zero
+		// (Part 1, 19.8; TPM 2.0 reference code, SessionProcess.c): vPIN
+		// guesses would be unlimited.
+		return st, errors.New("vault: the TPM's dictionary-attack protection is disabled (recovery time 0) and its lockout authorization is set, so the vault cannot enable it")
+	}
 	if st.MaxTries <= d.Reserve {
 		return st, fmt.Errorf("vault: the TPM locks out after %d failed authorizations, no more than the reserve %d, and its lockout authorization is set, so the vault cannot change that", st.MaxTries, d.Reserve)
 	}

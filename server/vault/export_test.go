@@ -12,3 +12,13 @@ import (
 func LockReset(tpm transport.TPM) error {
 	return lockoutCommand(tpm, tpm2.TPMCCDictionaryAttackLockReset, nil)
 }
+
+// SetDAParameters runs TPM2_DictionaryAttackParameters with the empty
+// lockout authorization.
+func SetDAParameters(tpm transport.TPM, maxTries, recoverySeconds, lockoutRecoverySeconds uint32) error {
+	var p []byte
+	for _, v := range []uint32{maxTries, recoverySeconds, lockoutRecoverySeconds} {
+		p = append(p, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	return lockoutCommand(tpm, tpm2.TPMCCDictionaryAttackParameters, p)
+}

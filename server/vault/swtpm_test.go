@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/pscs/pscs/internal/swtpmtest"
@@ -94,6 +96,49 @@ func TestVersion1Fixture(t *testing.T) {
 		t.Errorf("a version 1 wrong vPIN moved the TPM's counter from %d to %d", before, after)
 	}
 	assertNoHandles(t, tpm)
+}
+
+// TestDAParametersNotOurs: on a TPM whose lockout authorization someone
+// else set, Open keeps the TPM's parameters and refuses to run when they
+// leave no tries above the reserve or disable the protection.
+func TestDAParametersNotOurs(t *testing.T) {
+	for _, tc := range []struct {
+		name                       string
+		maxTries, recovery, lockRe uint32
+		want                       string // in Open's error; "" for none
+	}{
+		{"kept", 50, 120, 600, ""},
+		{"no tries above the reserve", 3, 60, 0, "no more than the reserve"},
+		{"protection disabled", 32, 0, 0, "disabled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tpm := openSWTPM(t, swtpmtest.Start(t))
+			if err := vault.SetDAParameters(tpm, tc.maxTries, tc.recovery, tc.lockRe); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := (tpm2.HierarchyChangeAuth{
+				AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHLockout, Auth: tpm2.PasswordAuth(nil)},
+				NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("the owner's secret")},
+			}).Execute(tpm); err != nil {
+				t.Fatal(err)
+			}
+			v, err := vault.Open(tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(vault.DefaultDA))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Open = %v; want an error mentioning %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			st := daStatus(t, v)
+			if st.MaxTries != tc.maxTries || st.Recovery != time.Duration(tc.recovery)*time.Second || !st.LockoutAuthSet {
+				t.Errorf("DAStatus = %+v; want the TPM's own parameters kept", st)
+			}
+		})
+	}
 }
 
 // TestPersistence: the vault survives a TPM restart (a reboot), both in a

@@ -105,7 +105,8 @@ func WithParams(p Params) Option { return func(v *Vault) { v.params = p } }
 // authorization is empty, and discards that authorization if
 // [DA.DiscardLockoutAuth] says so. When the lockout authorization is set,
 // the TPM's parameters stay as they are ([Vault.DAStatus] shows them); Open
-// fails only if they leave no tries above [DA.Reserve].
+// fails if they leave no tries above [DA.Reserve], or disable the
+// protection (a recovery time of zero).
 //
 // Open does not take ownership of tpm: Close the link after the Vault. The
 // Vault assumes that nobody else uses tpm concurrently (go-tpm's links are
