@@ -339,6 +339,9 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	}
 	e, err := a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
 	if err == nil || errors.Is(err, ErrWrongVPIN) {
+		// Only a tested passphrase counts: a refusal before the test
+		// (the TPM's guess limit, no PIN registered) neither locks nor
+		// clears the count.
 		s.passphraseResult(ad.Card, err != nil, n)
 	}
 	switch {
@@ -346,6 +349,9 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 		return nil, "", transport.Errorf(transport.CodeNoPIN, "register the PIN of %s first", ad.Card)
 	case errors.Is(err, ErrWrongVPIN):
 		return nil, "", transport.Errorf(transport.CodeWrongPIN, "wrong passphrase")
+	case errors.Is(err, ErrGuessLimit):
+		s.log.Warn("vault: TPM guess limit reached", "card", ad.Card, "err", err)
+		return nil, "", transport.Errorf(transport.CodeGuessLimit, "")
 	case err != nil:
 		return nil, "", s.internal("vault", err)
 	}

@@ -59,6 +59,12 @@ import (
 // ErrWrongVPIN is what a PINVault returns for a wrong virtual PIN.
 var ErrWrongVPIN = errors.New("server: wrong virtual PIN")
 
+// ErrGuessLimit is what a PINVault returns when it cannot test a virtual
+// PIN now because the TPM's dictionary-attack counter, shared by every
+// delegation, is at its reserve (vault.ErrGuessLimit). The vPIN was not
+// tested: it counts neither as right nor as wrong.
+var ErrGuessLimit = errors.New("server: TPM guess limit reached, try later")
+
 // PINVault opens the real PIN of a delegation's card with the delegate's
 // virtual PIN. It returns an error wrapping ErrWrongVPIN for a wrong one.
 type PINVault interface {
@@ -283,7 +289,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeLimitReached: "limit", transport.CodeWrongPIN: "wrong_vpin", transport.CodeLocked: "locked",
 	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
-	transport.CodeBusy: "busy", transport.CodeCardError: "card_error",
+	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
 }
 
 func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
@@ -370,6 +376,10 @@ func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []
 			return nil, policy.EventWrongVPIN | policy.EventLocked, transport.Errorf(transport.CodeLocked, "")
 		}
 		return nil, policy.EventWrongVPIN, transport.Errorf(transport.CodeWrongPIN, "")
+	}
+	if errors.Is(err, ErrGuessLimit) {
+		s.log.Warn("vault: TPM guess limit reached", "delegation", id, "op", op, "err", err)
+		return nil, 0, transport.Errorf(transport.CodeGuessLimit, "")
 	}
 	if err != nil {
 		s.log.Error("vault", "delegation", id, "op", op, "err", err)

@@ -31,11 +31,15 @@ import (
 type memVault struct {
 	mu        sync.Mutex
 	vpin, pin map[string]string
+	limit     bool // refuse as a TPM at its guess limit (ErrGuessLimit)
 }
 
 func (v *memVault) OpenPIN(_ context.Context, d string, vpin []byte) ([]byte, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.limit {
+		return nil, server.ErrGuessLimit
+	}
 	if want, ok := v.vpin[d]; !ok || want != string(vpin) {
 		return nil, server.ErrWrongVPIN
 	}

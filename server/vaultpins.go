@@ -67,10 +67,20 @@ func (p *VaultPINs) OpenPIN(_ context.Context, delegation string, vpin []byte) (
 		return nil, fmt.Errorf("server: no sealed PIN for delegation %s", delegation)
 	}
 	pin, err := p.Vault.Unseal(e, vpin, vaultContext(delegation))
-	if errors.Is(err, vault.ErrWrongVPIN) {
-		return nil, ErrWrongVPIN
+	return pin, vaultError(err)
+}
+
+// vaultError maps the vault's refusals of a vPIN to the server's:
+// vault.ErrWrongVPIN to ErrWrongVPIN, vault.ErrGuessLimit to ErrGuessLimit
+// (each wrapping the vault's error, whose details stay in the log).
+func vaultError(err error) error {
+	switch {
+	case errors.Is(err, vault.ErrWrongVPIN):
+		return ErrWrongVPIN
+	case errors.Is(err, vault.ErrGuessLimit):
+		return fmt.Errorf("%w (%v)", ErrGuessLimit, err)
 	}
-	return pin, err
+	return err
 }
 
 // ErrNoOwnerPIN: the owner has not registered the card's PIN.
@@ -101,7 +111,8 @@ func (p *VaultPINs) LoadOwnerPIN(card string, e *vault.Entry) {
 }
 
 // Delegate opens the owner's sealed PIN of card with passphrase and seals
-// a copy for delegation under vpin. A wrong passphrase wraps ErrWrongVPIN.
+// a copy for delegation under vpin. A wrong passphrase wraps ErrWrongVPIN;
+// a TPM at its guess limit, ErrGuessLimit.
 // The real PIN is in clear only inside this call.
 func (p *VaultPINs) Delegate(card, delegation string, passphrase, vpin []byte) (*vault.Entry, error) {
 	p.mu.RLock()
@@ -111,11 +122,8 @@ func (p *VaultPINs) Delegate(card, delegation string, passphrase, vpin []byte) (
 		return nil, ErrNoOwnerPIN
 	}
 	pin, err := p.Vault.Unseal(oe, passphrase, ownerContext(card))
-	if errors.Is(err, vault.ErrWrongVPIN) {
-		return nil, ErrWrongVPIN
-	}
 	if err != nil {
-		return nil, err
+		return nil, vaultError(err)
 	}
 	defer clear(pin)
 	if err := p.Register(delegation, vpin, pin); err != nil {

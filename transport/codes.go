@@ -51,6 +51,7 @@ const (
 	CodeNoPIN           Code = 113 // the owner has not registered the card's PIN
 	CodePINCheck        Code = 114 // the card's PIN was not registered: wrong, or the card's retry counter is not full
 	CodeNoCA            Code = 115 // the server issues no certificates
+	CodeGuessLimit      Code = 116 // the TPM's limit on vPIN guesses is reached for now: try later
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -90,6 +91,7 @@ var codeNames = map[Code]string{
 	CodeNoPIN:             "card PIN not registered",
 	CodePINCheck:          "card PIN check failed",
 	CodeNoCA:              "no certificate authority",
+	CodeGuessLimit:        "TPM guess limit reached",
 	CodeCardError:         "card error",
 	CodeCardUnavailable:   "card unavailable",
 	CodeMechanism:         "mechanism not supported",

@@ -6,21 +6,33 @@ import (
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/google/go-tpm/tpm2"
 )
 
-// EntryVersion is the only [Entry.Version] this package writes and reads.
+// EntryVersion is the [Entry.Version] that [Vault.Seal] writes. [Vault.Unseal]
+// reads every version in the history.
 //
 // History:
-//   - 1 (2026-11): Argon2id + TPM2_HMAC + HKDF-SHA256, AES-256-GCM, CBOR keyasint.
-const EntryVersion = 1
+//   - 1 (2026-11): Argon2id + TPM2_HMAC (NoDA vault key) + HKDF-SHA256,
+//     AES-256-GCM, CBOR keyasint. [Vault.SealNoDA] still writes it.
+//   - 2 (2026-12): adds a DA-protected entry key (fields 8 and 9) whose
+//     authValue derives from the vPIN, and its TPM2_HMAC in the AEAD key.
+const EntryVersion = 2
 
-// Sizes of an entry's fields, fixed for [EntryVersion] 1.
+// entryVersionNoDA is the version of entries without an entry key.
+const entryVersionNoDA = 1
+
+// Sizes of an entry's fields.
 const (
 	saltSize  = 32
 	nonceSize = 12 // AES-GCM standard nonce
 	checkSize = 16
 	tagSize   = 16 // AES-GCM tag
 	maxKeyID  = 2 + 64
+	// Bounds of an entry key's TPM2B_PUBLIC (about 50 bytes) and
+	// TPM2B_PRIVATE (about 150 bytes).
+	maxPublic  = 256
+	maxPrivate = 512
 )
 
 // MaxSecretSize is the largest secret [Vault.Seal] accepts. Card PINs are
@@ -99,6 +111,14 @@ type Entry struct {
 	Check []byte `cbor:"6,keyasint"`
 	// Ciphertext is the AES-256-GCM encryption of the secret, tag included.
 	Ciphertext []byte `cbor:"7,keyasint"`
+	// Public is the entry key's public area (a marshalled TPM2B_PUBLIC),
+	// version 2 only: a DA-protected HMAC key whose authValue derives from
+	// the vPIN.
+	Public []byte `cbor:"8,keyasint,omitempty"`
+	// Private is the entry key's private area (a marshalled TPM2B_PRIVATE),
+	// wrapped by the storage root key: only this TPM can load it. Version
+	// 2 only.
+	Private []byte `cbor:"9,keyasint,omitempty"`
 }
 
 // entryHeader is what the TPM authenticates: every field of the entry but
@@ -109,6 +129,8 @@ type entryHeader struct {
 	Params  Params `cbor:"3,keyasint"`
 	Salt    []byte `cbor:"4,keyasint"`
 	Nonce   []byte `cbor:"5,keyasint"`
+	Public  []byte `cbor:"8,keyasint,omitempty"`
+	Private []byte `cbor:"9,keyasint,omitempty"`
 }
 
 func (e *Entry) header() ([]byte, error) {
@@ -118,6 +140,8 @@ func (e *Entry) header() ([]byte, error) {
 		Params:  e.Params,
 		Salt:    e.Salt,
 		Nonce:   e.Nonce,
+		Public:  e.Public,
+		Private: e.Private,
 	})
 }
 
@@ -151,8 +175,8 @@ func mustDecMode() cbor.DecMode {
 }
 
 // maxEntrySize bounds the input of UnmarshalBinary: a valid entry is about
-// 140 bytes plus the secret.
-const maxEntrySize = 512 + MaxSecretSize
+// 140 bytes (version 1) or 350 bytes (version 2) plus the secret.
+const maxEntrySize = 512 + maxPublic + maxPrivate + MaxSecretSize
 
 // MarshalBinary returns the entry's deterministic CBOR encoding.
 func (e *Entry) MarshalBinary() ([]byte, error) {
@@ -198,8 +222,17 @@ func (e *Entry) validate() error {
 		return fmt.Errorf("%w: nil entry", ErrCorrupt)
 	}
 	var errs []error
-	if e.Version != EntryVersion {
-		errs = append(errs, fmt.Errorf("version %d, want %d", e.Version, EntryVersion))
+	switch e.Version {
+	case entryVersionNoDA:
+		if e.Public != nil || e.Private != nil {
+			errs = append(errs, errors.New("version 1 with an entry key"))
+		}
+	case EntryVersion:
+		if _, _, _, err := e.entryKey(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("version %d, want %d or %d", e.Version, entryVersionNoDA, EntryVersion))
 	}
 	if len(e.KeyID) < 2 || len(e.KeyID) > maxKeyID {
 		errs = append(errs, fmt.Errorf("key id of %d bytes", len(e.KeyID)))
@@ -223,4 +256,45 @@ func (e *Entry) validate() error {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// entryKey parses and checks the entry key of a version 2 entry: its
+// public area must be exactly what [Vault.Seal] creates (DA-protected), and
+// both areas must be in their canonical encoding with nothing after them.
+func (e *Entry) entryKey() (pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, name tpm2.TPM2BName, err error) {
+	if len(e.Public) == 0 || len(e.Public) > maxPublic {
+		return pub, priv, name, fmt.Errorf("entry key public area of %d bytes", len(e.Public))
+	}
+	if len(e.Private) == 0 || len(e.Private) > maxPrivate {
+		return pub, priv, name, fmt.Errorf("entry key private area of %d bytes", len(e.Private))
+	}
+	p, err := tpm2.Unmarshal[tpm2.TPM2BPublic](e.Public)
+	if err != nil {
+		return pub, priv, name, fmt.Errorf("entry key public area: %v", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(*p), e.Public) {
+		return pub, priv, name, errors.New("entry key public area: not canonical")
+	}
+	contents, err := p.Contents()
+	if err != nil {
+		return pub, priv, name, fmt.Errorf("entry key public area: %v", err)
+	}
+	if err := checkEntryKeyPublic(contents); err != nil {
+		return pub, priv, name, fmt.Errorf("entry key public area: %v", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(tpm2.New2B(*contents)), e.Public) {
+		return pub, priv, name, errors.New("entry key public area: not canonical")
+	}
+	n, err := tpm2.ObjectName(contents)
+	if err != nil {
+		return pub, priv, name, fmt.Errorf("entry key public area: %v", err)
+	}
+	q, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](e.Private)
+	if err != nil {
+		return pub, priv, name, fmt.Errorf("entry key private area: %v", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(*q), e.Private) {
+		return pub, priv, name, errors.New("entry key private area: not canonical")
+	}
+	return *p, *q, *n, nil
 }

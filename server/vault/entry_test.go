@@ -12,11 +12,11 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// sampleEntry is a well-formed entry with recognisable bytes; it was not
-// made by a TPM, which the codec does not need.
+// sampleEntry is a well-formed version 1 entry with recognisable bytes; it
+// was not made by a TPM, which the codec does not need.
 func sampleEntry() *Entry {
 	return &Entry{
-		Version:    EntryVersion,
+		Version:    entryVersionNoDA,
 		KeyID:      append([]byte{0x00, 0x0b}, bytes.Repeat([]byte{0x11}, 32)...),
 		Params:     DefaultParams,
 		Salt:       bytes.Repeat([]byte{0x22}, saltSize),
@@ -102,7 +102,9 @@ func TestEntryRejects(t *testing.T) {
 	}{
 		{"empty", nil, "EOF"},
 		{"not a map", enc([]int{1}), "cannot unmarshal"},
-		{"version 2", with(1, 2), "version 2"},
+		{"version 3", with(1, 3), "version 3"},
+		{"version 2 without an entry key", with(1, 2), "entry key public area of 0 bytes"},
+		{"version 1 with an entry key", with(8, sampleEntryV2().Public), "version 1 with an entry key"},
 		{"no salt", with(4, nil), "salt of 0 bytes"},
 		{"short nonce", with(5, []byte{1}), "nonce of 1 bytes"},
 		{"no check", with(6, nil), "check of 0 bytes"},
@@ -110,7 +112,7 @@ func TestEntryRejects(t *testing.T) {
 		{"ciphertext only a tag", with(7, make([]byte, tagSize)), "ciphertext of 16 bytes"},
 		{"huge memory", with(3, map[int]any{1: 2, 2: MaxMemory + 1, 3: 2}), "memory"},
 		{"zero time", with(3, map[int]any{1: 0, 2: 64, 3: 1}), "time 0"},
-		{"unknown field", with(8, 1), "unknown field"},
+		{"unknown field", with(10, 1), "unknown field"},
 		{"text for bytes", with(4, strings.Repeat("x", saltSize)), "cannot unmarshal"},
 		{"trailing byte", append(bytes.Clone(good), 0), "extraneous data"},
 		{"duplicate key", append([]byte{0xa8, 0x01, 0x01}, good[1:]...), "duplicate"},

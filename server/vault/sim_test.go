@@ -36,6 +36,13 @@ func TestSimulator(t *testing.T) {
 	runSuite(t, func(*testing.T) transport.TPM { return tpm })
 }
 
+// TestStolenApplianceSimulator: see testStolenAppliance; the reboot is a
+// TPM reset.
+func TestStolenApplianceSimulator(t *testing.T) {
+	sim := startSimulator(t)
+	testStolenAppliance(t, transport.FromReadWriteCloser(sim), sim.Reset)
+}
+
 // TestSimulatorResets: a reboot keeps the vault; a TPM clear (new seeds,
 // the same as another TPM) loses it for good.
 func TestSimulatorResets(t *testing.T) {

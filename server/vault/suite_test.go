@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -43,13 +44,43 @@ func runSuite(t *testing.T, open opener) {
 		{"Concurrent", testConcurrent},
 		{"Close", testClose},
 		{"Arguments", testArguments},
+		{"DACounts", testDACounts},
+		{"GuessReserve", testGuessReserve},
+		{"ReserveConcurrent", testReserveConcurrent},
+		{"Version1", testVersion1},
+		{"DAConfig", testDAConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tpm := open(t)
+			resetDA(t, tpm)
 			t.Cleanup(func() { assertNoHandles(t, tpm) })
 			tc.f(t, tpm)
 		})
 	}
+}
+
+// testDA are DA parameters for tests that count: the TPM forgets a failure
+// only after an hour, so no count changes during a test, however slow the
+// machine.
+var testDA = vault.DA{MaxTries: 16, Recovery: time.Hour, LockoutRecovery: time.Hour, Reserve: 4}
+
+// resetDA zeroes the TPM's lockout counter (its lockout authorization is
+// empty in the suite), so that each test starts from no failures.
+func resetDA(t testing.TB, tpm transport.TPM) {
+	t.Helper()
+	if err := vault.LockReset(tpm); err != nil {
+		t.Fatalf("DictionaryAttackLockReset: %v", err)
+	}
+}
+
+// daStatus reads the TPM's DA state through v.
+func daStatus(t testing.TB, v *vault.Vault) vault.DAStatus {
+	t.Helper()
+	st, err := v.DAStatus()
+	if err != nil {
+		t.Fatalf("DAStatus: %v", err)
+	}
+	return st
 }
 
 // openVault opens (or creates) a vault in dir, closing it at cleanup.
@@ -154,34 +185,225 @@ func testRoundTrip(t *testing.T, tpm transport.TPM) {
 }
 
 func testWrongVPIN(t *testing.T, tpm transport.TPM) {
-	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast))
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(testDA))
 	const ctx = "owner=1 card=2 delegation=3"
 	e := seal(t, v, "482913", "31415926", ctx)
-	n := 1000
-	if testing.Short() {
-		n = 50
-	}
-	for i := range n {
-		vpin := fmt.Sprintf("%06d", i)
-		if vpin == "482913" {
-			continue
-		}
+	wrong := []string{"", "482913\x00", "48291", "482914", "\x00482913", "000000"}
+	for i, vpin := range wrong {
 		got, err := v.Unseal(e, []byte(vpin), []byte(ctx))
 		if !errors.Is(err, vault.ErrWrongVPIN) || got != nil {
-			t.Fatalf("Unseal(vPIN %s) = %q, %v; want nil, ErrWrongVPIN", vpin, got, err)
+			t.Fatalf("Unseal(vPIN %q) = %q, %v; want nil, ErrWrongVPIN", vpin, got, err)
+		}
+		if st := daStatus(t, v); st.Counter != uint32(i+1) {
+			t.Fatalf("after %d wrong vPINs the TPM's lockout counter is %d, want %d", i+1, st.Counter, i+1)
 		}
 	}
-	for _, vpin := range []string{"", "482913\x00", "48291", "482914", "\x00482913"} {
-		if got, err := v.Unseal(e, []byte(vpin), []byte(ctx)); !errors.Is(err, vault.ErrWrongVPIN) {
-			t.Errorf("Unseal(vPIN %q) = %q, %v; want ErrWrongVPIN", vpin, got, err)
-		}
-	}
-	// The right one still works: wrong guesses lock nothing in the TPM (NoDA).
+	// The right one still works below the reserve, and costs no failure.
 	if got, err := v.Unseal(e, []byte("482913"), []byte(ctx)); err != nil || string(got) != "31415926" {
-		t.Errorf("Unseal(right vPIN) after %d wrong = %q, %v", n, got, err)
+		t.Errorf("Unseal(right vPIN) after %d wrong = %q, %v", len(wrong), got, err)
+	}
+	if st := daStatus(t, v); st.Counter != uint32(len(wrong)) {
+		t.Errorf("after the right vPIN the lockout counter is %d, want %d", st.Counter, len(wrong))
 	}
 }
 
+// testDACounts: what counts as a failed authorization in the TPM is a
+// wrong vPIN and nothing else: not a wrong context, a tampered entry, an
+// entry of another vault, a Seal, or a MAC.
+func testDACounts(t *testing.T, tpm transport.TPM) {
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(testDA))
+	w := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(testDA))
+	const ctx = "c"
+	e := seal(t, v, "1234", "31415926", ctx)
+	if _, err := v.Unseal(e, []byte("1234"), []byte("other")); !errors.Is(err, vault.ErrWrongVPIN) {
+		t.Errorf("wrong context: %v, want ErrWrongVPIN", err)
+	}
+	f := *e
+	f.Salt = bytes.Clone(e.Salt)
+	f.Salt[0] ^= 1
+	if _, err := v.Unseal(&f, []byte("1235"), []byte(ctx)); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("tampered salt, wrong vPIN: %v, want ErrCorrupt", err)
+	}
+	if _, err := w.Unseal(e, []byte("1235"), []byte(ctx)); !errors.Is(err, vault.ErrWrongKey) {
+		t.Errorf("other vault: %v, want ErrWrongKey", err)
+	}
+	if _, err := v.MAC("audit", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if st := daStatus(t, v); st.Counter != 0 {
+		t.Errorf("lockout counter %d after no wrong vPIN, want 0", st.Counter)
+	}
+	if _, err := v.Unseal(e, []byte("1235"), []byte(ctx)); !errors.Is(err, vault.ErrWrongVPIN) {
+		t.Errorf("wrong vPIN: %v, want ErrWrongVPIN", err)
+	}
+	if st := daStatus(t, v); st.Counter != 1 {
+		t.Errorf("lockout counter %d after one wrong vPIN, want 1", st.Counter)
+	}
+}
+
+// testGuessReserve: wrong vPINs never put the TPM in lockout. Until only
+// the reserve is left, everyone's right vPIN opens; then the vault refuses
+// every vPIN with ErrGuessLimit without asking the TPM (the counter stops),
+// and the TPM is still not in lockout: its other DA-protected users keep
+// the reserve, and the right vPIN opens again once the TPM forgets.
+func testGuessReserve(t *testing.T, tpm transport.TPM) {
+	da := vault.DA{MaxTries: 10, Recovery: time.Hour, LockoutRecovery: time.Hour, Reserve: 3}
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(da))
+	a := seal(t, v, "111111", "secret a", "delegation a")
+	b := seal(t, v, "222222", "secret b", "delegation b")
+	ca := seal(t, v, "pscs CA", "ca key", "ca") // a version 2 entry too
+	fixed, err := v.SealNoDA([]byte("constant"), []byte("v1 secret"), []byte("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := int(da.MaxTries - da.Reserve)
+	for i := range budget {
+		if got, err := v.Unseal(b, []byte("222222"), []byte("delegation b")); err != nil || string(got) != "secret b" {
+			t.Fatalf("after %d wrong vPINs of another entry: Unseal(b, right vPIN) = %q, %v", i, got, err)
+		}
+		if _, err := v.Unseal(a, []byte("999999"), []byte("delegation a")); !errors.Is(err, vault.ErrWrongVPIN) {
+			t.Fatalf("wrong vPIN %d: %v, want ErrWrongVPIN", i+1, err)
+		}
+	}
+	st := daStatus(t, v)
+	if st.Counter != uint32(budget) || st.InLockout || st.Left() != 0 {
+		t.Fatalf("after %d wrong vPINs: %+v; want counter %d, no lockout, none left", budget, st, budget)
+	}
+	for _, tc := range []struct {
+		name      string
+		e         *vault.Entry
+		vpin, ctx string
+	}{
+		{"wrong vPIN", a, "999999", "delegation a"},
+		{"right vPIN", a, "111111", "delegation a"},
+		{"another entry", b, "222222", "delegation b"},
+		{"CA entry", ca, "pscs CA", "ca"},
+	} {
+		if got, err := v.Unseal(tc.e, []byte(tc.vpin), []byte(tc.ctx)); !errors.Is(err, vault.ErrGuessLimit) || got != nil {
+			t.Errorf("at the reserve, %s: Unseal = %q, %v; want ErrGuessLimit", tc.name, got, err)
+		}
+	}
+	if got := daStatus(t, v); got.Counter != st.Counter || got.InLockout {
+		t.Errorf("refusals at the reserve touched the TPM: %+v, was %+v", got, st)
+	}
+	// The TPM is not in lockout: a DA-protected key with its right
+	// authorization still works (a new Seal tests one), and so do the
+	// NoDA vault key's MACs and version 1 entries.
+	if _, err := v.Seal([]byte("333333"), []byte("c"), nil); err != nil {
+		t.Errorf("Seal at the reserve: %v", err)
+	}
+	if _, err := v.MAC("audit", []byte("x")); err != nil {
+		t.Errorf("MAC at the reserve: %v", err)
+	}
+	if got, err := v.Unseal(fixed, []byte("constant"), []byte("v1")); err != nil || string(got) != "v1 secret" {
+		t.Errorf("version 1 entry at the reserve: %q, %v", got, err)
+	}
+	// Once the TPM forgets (here its owner resets the counter; in service,
+	// one failure per Recovery), the right vPIN opens again.
+	resetDA(t, tpm)
+	if got, err := v.Unseal(a, []byte("111111"), []byte("delegation a")); err != nil || string(got) != "secret a" {
+		t.Errorf("after the counter is reset: Unseal(a) = %q, %v", got, err)
+	}
+}
+
+// testReserveConcurrent: wrong vPINs from many goroutines at once never
+// pass the reserve: the counter check and the test run under one lock.
+func testReserveConcurrent(t *testing.T, tpm transport.TPM) {
+	da := vault.DA{MaxTries: 12, Recovery: time.Hour, LockoutRecovery: time.Hour, Reserve: 2}
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(da))
+	e := seal(t, v, "111111", "secret", "ctx")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wrong, limited := 0, 0
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 4 {
+				_, err := v.Unseal(e, []byte(fmt.Sprint(g, "-", i)), []byte("ctx"))
+				mu.Lock()
+				switch {
+				case errors.Is(err, vault.ErrWrongVPIN):
+					wrong++
+				case errors.Is(err, vault.ErrGuessLimit):
+					limited++
+				default:
+					t.Errorf("Unseal: %v", err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if want := int(da.MaxTries - da.Reserve); wrong != want || limited != 32-want {
+		t.Errorf("%d wrong, %d refused at the reserve; want %d and %d", wrong, limited, want, 32-want)
+	}
+	if st := daStatus(t, v); st.Counter != da.MaxTries-da.Reserve || st.InLockout {
+		t.Errorf("after 32 concurrent wrong vPINs: %+v; want counter %d, no lockout", st, da.MaxTries-da.Reserve)
+	}
+}
+
+// testVersion1: entries sealed before the entry keys (version 1) still
+// open, their wrong vPINs are refused without counting in the TPM (the
+// vault key is NoDA), and they open in TPM lockout.
+func testVersion1(t *testing.T, tpm transport.TPM) {
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(testDA))
+	e, err := v.SealNoDA([]byte("482913"), []byte("31415926"), []byte("ctx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Version != 1 || e.Public != nil || e.Private != nil {
+		t.Fatalf("SealNoDA wrote version %d with entry key %x/%x; want version 1 without", e.Version, e.Public, e.Private)
+	}
+	e = unmarshal(t, marshal(t, e))
+	if got, err := v.Unseal(e, []byte("482913"), []byte("ctx")); err != nil || string(got) != "31415926" {
+		t.Errorf("Unseal(version 1) = %q, %v", got, err)
+	}
+	if _, err := v.Unseal(e, []byte("482914"), []byte("ctx")); !errors.Is(err, vault.ErrWrongVPIN) {
+		t.Errorf("Unseal(version 1, wrong vPIN) = %v, want ErrWrongVPIN", err)
+	}
+	if st := daStatus(t, v); st.Counter != 0 {
+		t.Errorf("a version 1 wrong vPIN counted in the TPM: counter %d", st.Counter)
+	}
+	// A version 1 entry cannot be passed off as version 2 or back.
+	f := *e
+	f.Version = vault.EntryVersion
+	if _, err := v.Unseal(&f, []byte("482913"), []byte("ctx")); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("version 1 relabelled 2: %v, want ErrCorrupt", err)
+	}
+	g := *seal(t, v, "482913", "31415926", "ctx")
+	g.Version, g.Public, g.Private = 1, nil, nil
+	if _, err := v.Unseal(&g, []byte("482913"), []byte("ctx")); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("version 2 stripped to 1: %v, want ErrCorrupt", err)
+	}
+}
+
+// testDAConfig: Open applies the DA parameters while the lockout
+// authorization is empty, and refuses parameters it cannot use.
+func testDAConfig(t *testing.T, tpm transport.TPM) {
+	da := vault.DA{MaxTries: 21, Recovery: 7 * time.Second, LockoutRecovery: 13 * time.Second, Reserve: 5}
+	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(da))
+	st := daStatus(t, v)
+	if st.MaxTries != 21 || st.Recovery != 7*time.Second || st.LockoutRecovery != 13*time.Second || st.Reserve != 5 || st.LockoutAuthSet {
+		t.Errorf("DAStatus = %+v; want the parameters of %+v, lockout auth still empty", st, da)
+	}
+	if st.Left() != 16 {
+		t.Errorf("Left() = %d, want 21-0-5", st.Left())
+	}
+	for _, bad := range []vault.DA{
+		{MaxTries: 4, Recovery: time.Second, Reserve: 4},
+		{MaxTries: 10, Recovery: time.Second, Reserve: 0},
+		{MaxTries: 10, Recovery: 0, Reserve: 1},
+		{MaxTries: 10, Recovery: 1500 * time.Millisecond, Reserve: 1},
+		{MaxTries: 10, Recovery: time.Second, LockoutRecovery: -time.Second, Reserve: 1},
+	} {
+		if w, err := vault.Open(tpm, t.TempDir(), vault.WithDA(bad)); err == nil {
+			w.Close()
+			t.Errorf("Open(WithDA(%+v)) succeeded", bad)
+		}
+	}
+	if got := vault.DefaultDA; got.MaxTries <= got.Reserve || got.DiscardLockoutAuth {
+		t.Errorf("DefaultDA = %+v", got)
+	}
+}
 func testWrongContext(t *testing.T, tpm transport.TPM) {
 	v := openVault(t, tpm, t.TempDir(), vault.WithParams(fast))
 	e := seal(t, v, "482913", "31415926", "owner=1 card=2 delegation=3")

@@ -1,12 +1,16 @@
 package vault_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/pscs/pscs/internal/swtpmtest"
@@ -28,6 +32,113 @@ func openSWTPM(t testing.TB, s *swtpmtest.TPM) transport.TPM {
 func TestSWTPM(t *testing.T) {
 	s := swtpmtest.Start(t)
 	runSuite(t, func(t *testing.T) transport.TPM { return openSWTPM(t, s) })
+}
+
+// TestStolenApplianceSWTPM: see testStolenAppliance; the reboot is a
+// restart of swtpm on the same state.
+func TestStolenApplianceSWTPM(t *testing.T) {
+	s := swtpmtest.Start(t)
+	testStolenAppliance(t, openSWTPM(t, s), s.Restart)
+}
+
+// TestVersion1Fixture: an entry sealed by the code before entry keys
+// (testdata/v1-swtpm, made with commit bf756ec on a swtpm whose state is
+// kept there) still opens, on that swtpm, with this code; its wrong vPINs
+// are refused without counting in the TPM.
+func TestVersion1Fixture(t *testing.T) {
+	if err := swtpmtest.Check(); err != nil {
+		swtpmtest.Start(t) // fails or skips, saying how to install swtpm
+	}
+	fix := filepath.Join("testdata", "v1-swtpm")
+	dir := t.TempDir()
+	for _, f := range [][2]string{
+		{"tpm2-00.permall", filepath.Join(dir, "state", "tpm2-00.permall")},
+		{"vault-key", filepath.Join(dir, "vault", vault.KeyFileName)},
+	} {
+		b, err := os.ReadFile(filepath.Join(fix, f[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(f[1]), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := swtpmtest.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	tpm := openSWTPM(t, s)
+	v := openVault(t, tpm, filepath.Join(dir, "vault"), vault.WithDA(testDA))
+	b, err := os.ReadFile(filepath.Join(fix, "entry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := unmarshal(t, b)
+	if e.Version != 1 {
+		t.Fatalf("fixture entry version %d, want 1", e.Version)
+	}
+	if again := marshal(t, e); !bytes.Equal(again, b) {
+		t.Errorf("version 1 entry re-encodes as %x, was %x", again, b)
+	}
+	const ctx = "pscs delegation\x00d-fixture"
+	if got, err := v.Unseal(e, []byte("48291375"), []byte(ctx)); err != nil || string(got) != "31415926" {
+		t.Errorf("Unseal(old entry, right vPIN) = %q, %v", got, err)
+	}
+	before := daStatus(t, v).Counter
+	if got, err := v.Unseal(e, []byte("48291376"), []byte(ctx)); !errors.Is(err, vault.ErrWrongVPIN) || got != nil {
+		t.Errorf("Unseal(old entry, wrong vPIN) = %q, %v; want ErrWrongVPIN", got, err)
+	}
+	if after := daStatus(t, v).Counter; after != before {
+		t.Errorf("a version 1 wrong vPIN moved the TPM's counter from %d to %d", before, after)
+	}
+	assertNoHandles(t, tpm)
+}
+
+// TestDAParametersNotOurs: on a TPM whose lockout authorization someone
+// else set, Open keeps the TPM's parameters and refuses to run when they
+// leave no tries above the reserve or disable the protection.
+func TestDAParametersNotOurs(t *testing.T) {
+	for _, tc := range []struct {
+		name                       string
+		maxTries, recovery, lockRe uint32
+		want                       string // in Open's error; "" for none
+	}{
+		{"kept", 50, 120, 600, ""},
+		{"no tries above the reserve", 3, 60, 0, "no more than the reserve"},
+		{"protection disabled", 32, 0, 0, "disabled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tpm := openSWTPM(t, swtpmtest.Start(t))
+			if err := vault.SetDAParameters(tpm, tc.maxTries, tc.recovery, tc.lockRe); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := (tpm2.HierarchyChangeAuth{
+				AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHLockout, Auth: tpm2.PasswordAuth(nil)},
+				NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("the owner's secret")},
+			}).Execute(tpm); err != nil {
+				t.Fatal(err)
+			}
+			v, err := vault.Open(tpm, t.TempDir(), vault.WithParams(fast), vault.WithDA(vault.DefaultDA))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Open = %v; want an error mentioning %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			st := daStatus(t, v)
+			if st.MaxTries != tc.maxTries || st.Recovery != time.Duration(tc.recovery)*time.Second || !st.LockoutAuthSet {
+				t.Errorf("DAStatus = %+v; want the TPM's own parameters kept", st)
+			}
+		})
+	}
 }
 
 // TestPersistence: the vault survives a TPM restart (a reboot), both in a
@@ -172,11 +283,13 @@ func rewriteKeyFile(t *testing.T, dir string, edit func(map[int]any)) {
 	}
 }
 
-// Benchmarks on swtpm with the default Argon2id parameters.
+// Benchmarks on swtpm with the default Argon2id parameters. The TPM allows
+// many failures here, so that UnsealWrongVPIN can run as long as the
+// benchmark wants; each is a real, counted, TPM authorization failure.
 func BenchmarkSWTPM(b *testing.B) {
 	s := swtpmtest.Start(b)
 	tpm := openSWTPM(b, s)
-	v := openVault(b, tpm, b.TempDir())
+	v := openVault(b, tpm, b.TempDir(), vault.WithDA(vault.DA{MaxTries: 1 << 20, Recovery: time.Second, Reserve: 1}))
 	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
 	b.Run("Seal", func(b *testing.B) {
 		for b.Loop() {
@@ -203,6 +316,17 @@ func BenchmarkSWTPM(b *testing.B) {
 			}
 		}
 	})
+	v1, err := v.SealNoDA(vpin, secret, ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("UnsealV1", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Unseal(v1, vpin, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("MAC", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := v.MAC("audit", secret); err != nil {
@@ -219,6 +343,51 @@ func BenchmarkSWTPM(b *testing.B) {
 				b.Fatal(err)
 			}
 			w.Close()
+		}
+	})
+}
+
+// BenchmarkSWTPMFast is BenchmarkSWTPM with Argon2id made negligible: the
+// TPM's share of Seal and Unseal, and what entry keys add to it.
+func BenchmarkSWTPMFast(b *testing.B) {
+	s := swtpmtest.Start(b)
+	tpm := openSWTPM(b, s)
+	v := openVault(b, tpm, b.TempDir(), vault.WithParams(fast), vault.WithDA(vault.DA{MaxTries: 1 << 20, Recovery: time.Second, Reserve: 1}))
+	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
+	b.Run("Seal", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Seal(vpin, secret, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	e, err := v.Seal(vpin, secret, ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Unseal", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Unseal(e, vpin, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	v1, err := v.SealNoDA(vpin, secret, ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("SealV1", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.SealNoDA(vpin, secret, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("UnsealV1", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Unseal(v1, vpin, ctx); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

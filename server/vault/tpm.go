@@ -49,11 +49,17 @@ var keyTemplate = tpm2.TPMTPublic{
 // so a substituted key file cannot downgrade the key (e.g. to a duplicable
 // one).
 func checkKeyPublic(pub *tpm2.TPMTPublic) error {
+	return checkPublic(pub, keyAttributes)
+}
+
+// checkPublic verifies that pub is an HMAC-SHA256 keyed-hash object with
+// exactly the attributes attrs and no policy.
+func checkPublic(pub *tpm2.TPMTPublic, attrs tpm2.TPMAObject) error {
 	if pub.Type != tpm2.TPMAlgKeyedHash || pub.NameAlg != tpm2.TPMAlgSHA256 {
 		return errors.New("not a SHA-256 keyed-hash object")
 	}
-	if pub.ObjectAttributes != keyAttributes {
-		return fmt.Errorf("object attributes %+v, want %+v", pub.ObjectAttributes, keyAttributes)
+	if pub.ObjectAttributes != attrs {
+		return fmt.Errorf("object attributes %+v, want %+v", pub.ObjectAttributes, attrs)
 	}
 	if len(pub.AuthPolicy.Buffer) != 0 {
 		return errors.New("key has an authorization policy")
@@ -160,35 +166,74 @@ type tpmKey struct {
 // a response. The SRK's Name must match the one recorded when the key was
 // created, or the key belongs to another TPM ([ErrWrongTPM]).
 func (k *tpmKey) hmac(tpm transport.TPM, data []byte) ([]byte, error) {
-	s, err := createSRK(tpm)
+	s, err := k.srk(tpm)
 	if err != nil {
 		return nil, err
 	}
 	defer flush(tpm, s.handle)
+	return k.hmacUnder(tpm, s, data)
+}
+
+// srk creates the SRK and checks that it is the one the vault key was
+// created under. The caller must flush it.
+func (k *tpmKey) srk(tpm transport.TPM) (*srk, error) {
+	s, err := createSRK(tpm)
+	if err != nil {
+		return nil, err
+	}
 	if !bytes.Equal(s.name.Buffer, k.srkName) {
+		flush(tpm, s.handle)
 		return nil, fmt.Errorf("%w: its storage root key is %x, this TPM's is %x (another TPM, or the owner hierarchy was cleared)",
 			ErrWrongTPM, k.srkName, s.name.Buffer)
 	}
+	return s, nil
+}
+
+// hmacUnder loads the vault key under s, computes the HMAC and flushes the
+// key.
+func (k *tpmKey) hmacUnder(tpm transport.TPM, s *srk, data []byte) ([]byte, error) {
+	h, err := load(tpm, s, k.public, k.private, k.name)
+	if err != nil {
+		return nil, err
+	}
+	defer flush(tpm, h)
+	return keyHMAC(tpm, s, h, k.name, nil, data)
+}
+
+// load loads an object under s and checks its Name. The caller must flush
+// the handle. A private area the TPM cannot verify under this SRK is
+// [ErrWrongTPM].
+func load(tpm transport.TPM, s *srk, pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, name tpm2.TPM2BName) (tpm2.TPMHandle, error) {
 	lrsp, err := tpm2.Load{
 		ParentHandle: tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: tpm2.PasswordAuth(nil)},
-		InPrivate:    k.private,
-		InPublic:     k.public,
+		InPrivate:    priv,
+		InPublic:     pub,
 	}.Execute(tpm)
 	if err != nil {
 		if errors.Is(err, tpm2.TPMRCIntegrity) {
-			return nil, fmt.Errorf("%w: TPM Load: %v", ErrWrongTPM, err)
+			return 0, fmt.Errorf("%w: TPM Load: %v", ErrWrongTPM, err)
 		}
-		return nil, fmt.Errorf("vault: TPM Load (vault key): %w", err)
+		return 0, fmt.Errorf("vault: TPM Load: %w", err)
 	}
-	defer flush(tpm, lrsp.ObjectHandle)
-	if !bytes.Equal(lrsp.Name.Buffer, k.name.Buffer) {
-		return nil, fmt.Errorf("vault: TPM loaded the vault key as %x, want %x", lrsp.Name.Buffer, k.name.Buffer)
+	if !bytes.Equal(lrsp.Name.Buffer, name.Buffer) {
+		flush(tpm, lrsp.ObjectHandle)
+		return 0, fmt.Errorf("vault: TPM loaded a key as %x, want %x", lrsp.Name.Buffer, name.Buffer)
 	}
+	return lrsp.ObjectHandle, nil
+}
+
+// keyHMAC runs TPM2_HMAC with the loaded key h, whose authValue is auth,
+// in a one-use HMAC session salted with s and with the response encrypted:
+// neither auth nor the HMAC crosses the bus in clear. auth enters only
+// the session's HMAC key. For a DA-protected key, a wrong auth is a
+// TPM_RC_AUTH_FAIL that the TPM counts toward its lockout.
+func keyHMAC(tpm transport.TPM, s *srk, h tpm2.TPMHandle, name tpm2.TPM2BName, auth, data []byte) ([]byte, error) {
 	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
+		tpm2.Auth(auth),
 		tpm2.Salted(s.handle, s.pub),
 		tpm2.AESEncryption(128, tpm2.EncryptOut))
 	hrsp, err := tpm2.Hmac{
-		Handle:  tpm2.AuthHandle{Handle: lrsp.ObjectHandle, Name: k.name, Auth: sess},
+		Handle:  tpm2.AuthHandle{Handle: h, Name: name, Auth: sess},
 		Buffer:  tpm2.TPM2BMaxBuffer{Buffer: data},
 		HashAlg: tpm2.TPMAlgSHA256,
 	}.Execute(tpm)
@@ -204,3 +249,50 @@ func (k *tpmKey) hmac(tpm transport.TPM, data []byte) ([]byte, error) {
 // maxHMACInput is the TPM's MAX_DIGEST_BUFFER, the least a TPM 2.0 accepts
 // in TPM2_HMAC; callers hash longer data first.
 const maxHMACInput = 1024
+
+// entryKeyAttributes are those of an entry key ([EntryVersion] 2): like the
+// vault key's, but without NoDA. Its authValue derives from the vPIN, so
+// every vPIN tried is an authorization of a DA-protected object: a wrong one
+// counts in the TPM's lockout counter, and in lockout the TPM refuses the
+// key even with the right vPIN.
+var entryKeyAttributes = tpm2.TPMAObject{
+	FixedTPM:            true,
+	FixedParent:         true,
+	SensitiveDataOrigin: true,
+	UserWithAuth:        true,
+	SignEncrypt:         true,
+}
+
+// entryKeyTemplate is an entry key: an HMAC-SHA256 keyed-hash object.
+var entryKeyTemplate = func() tpm2.TPMTPublic {
+	t := keyTemplate
+	t.ObjectAttributes = entryKeyAttributes
+	return t
+}()
+
+// checkEntryKeyPublic verifies that pub is an entry key this package would
+// have created, DA-protected.
+func checkEntryKeyPublic(pub *tpm2.TPMTPublic) error {
+	return checkPublic(pub, entryKeyAttributes)
+}
+
+// createEntryKey creates an entry key under s whose authValue is auth. The
+// TPM generates the key; auth travels in TPM2_Create's first parameter,
+// which a salted session encrypts (AES-128-CFB), so auth never crosses the
+// bus in clear either. Nothing stays loaded.
+func createEntryKey(tpm transport.TPM, s *srk, auth []byte) (tpm2.TPM2BPublic, tpm2.TPM2BPrivate, error) {
+	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
+		tpm2.Salted(s.handle, s.pub),
+		tpm2.AESEncryption(128, tpm2.EncryptIn))
+	rsp, err := tpm2.Create{
+		ParentHandle: tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: sess},
+		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+			UserAuth: tpm2.TPM2BAuth{Buffer: auth},
+		}},
+		InPublic: tpm2.New2B(entryKeyTemplate),
+	}.Execute(tpm)
+	if err != nil {
+		return tpm2.TPM2BPublic{}, tpm2.TPM2BPrivate{}, fmt.Errorf("vault: TPM Create (entry key): %w", err)
+	}
+	return rsp.OutPublic, rsp.OutPrivate, nil
+}

@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/pscs/pscs/server/vault"
 )
 
 // Config is pscsd's configuration file (JSON). Every field but state and
@@ -22,6 +25,13 @@ import (
 //	                                      // default: localhost, 127.0.0.1, ::1
 //	  "certificate": "", "key": "",       // a server certificate from your PKI
 //	                                      // instead of one from pscsd's CA
+//	  "tpm_da": {                         // the TPM's limit on vPIN guesses
+//	    "max_tries": 32,                  // failures before TPM lockout
+//	    "recovery_seconds": 60,           // one failure forgotten per
+//	    "lockout_recovery_seconds": 86400,// after a wrong lockout auth
+//	    "reserve": 4,                     // failures pscsd never spends
+//	    "keep_lockout_auth": false},      // false: discard an empty lockout
+//	                                      // auth (see TPMDAConfig)
 //	  "pin_tries": 3,                     // a full card PIN retry counter
 //	  "require_proof": false,             // refuse cards that cannot prove
 //	                                      // their keys without a PIN
@@ -42,10 +52,59 @@ type Config struct {
 	ServerNames  []string     `json:"server_names"`
 	Certificate  string       `json:"certificate"`
 	Key          string       `json:"key"`
+	TPMDA        TPMDAConfig  `json:"tpm_da"`
 	PINTries     int          `json:"pin_tries"`
 	RequireProof bool         `json:"require_proof"`
 	Log          LogConfig    `json:"log"`
 	Cards        []CardConfig `json:"cards"`
+}
+
+// TPMDAConfig configures the TPM's dictionary-attack protection, which
+// limits how many virtual PINs anyone can test with this TPM: pscsd's
+// delegates, or a thief holding the whole appliance (docs/security.md).
+// pscsd sets the parameters at start while the TPM's lockout
+// authorization is empty; they are TPM-wide. A zero field takes its
+// default.
+type TPMDAConfig struct {
+	// MaxTries: failed vPIN tests after which the TPM refuses every
+	// DA-protected key (lockout). Default 32.
+	MaxTries uint32 `json:"max_tries"`
+	// RecoverySeconds: the TPM forgets one failure per this many seconds;
+	// at lockout, 3600/RecoverySeconds guesses per hour remain. Default 60.
+	RecoverySeconds uint32 `json:"recovery_seconds"`
+	// LockoutRecoverySeconds: how long the lockout hierarchy stays locked
+	// after a wrong lockout authorization. Default 86400.
+	LockoutRecoverySeconds uint32 `json:"lockout_recovery_seconds"`
+	// Reserve: pscsd refuses vPINs (code 116, "try later") when only this
+	// many failures are left before lockout, so its delegates' wrong vPINs
+	// never lock the TPM. Default 4.
+	Reserve uint32 `json:"reserve"`
+	// KeepLockoutAuth, when true, leaves an empty lockout authorization as
+	// it is. By default (false) pscsd replaces an empty one by 32 random
+	// bytes that it does not keep, so that nobody, a thief included, can
+	// reset the TPM's counter or raise its limit; nor can anyone clear the
+	// TPM from the operating system (tpm2_clear) afterwards, only from the
+	// platform firmware, which destroys the vault too.
+	KeepLockoutAuth bool `json:"keep_lockout_auth"`
+}
+
+// vaultDA is the vault's DA configuration from c, defaults filled in.
+func (c TPMDAConfig) vaultDA() vault.DA {
+	d := vault.DefaultDA
+	if c.MaxTries != 0 {
+		d.MaxTries = c.MaxTries
+	}
+	if c.RecoverySeconds != 0 {
+		d.Recovery = time.Duration(c.RecoverySeconds) * time.Second
+	}
+	if c.LockoutRecoverySeconds != 0 {
+		d.LockoutRecovery = time.Duration(c.LockoutRecoverySeconds) * time.Second
+	}
+	if c.Reserve != 0 {
+		d.Reserve = c.Reserve
+	}
+	d.DiscardLockoutAuth = !c.KeepLockoutAuth
+	return d
 }
 
 // LogConfig configures pscsd's structured log.
@@ -122,6 +181,9 @@ func (c *Config) check() error {
 	}
 	if (c.Certificate == "") != (c.Key == "") {
 		return fmt.Errorf("certificate and key go together")
+	}
+	if err := c.TPMDA.vaultDA().Validate(); err != nil {
+		return fmt.Errorf("tpm_da: %w", err)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -57,7 +57,7 @@ func openConfigured(cfg *Config, log *slog.Logger, rec *recovery) (*state, error
 	if err != nil {
 		return nil, fmt.Errorf("TPM %s: %w", cfg.TPM, err)
 	}
-	return openState(cfg.State, tpm, log, rec)
+	return openState(cfg.State, tpm, log, cfg.TPMDA.vaultDA(), rec)
 }
 
 // openTPM opens the TPM a configuration names: a character device
@@ -69,16 +69,16 @@ func openTPM(spec string) (transport.TPMCloser, error) {
 	return linuxtpm.Open(spec)
 }
 
-// openState opens (creating on the first start) the state in dir on tpm.
-// It takes ownership of tpm. rec, if not nil, is an owner's recovery
-// (pscsd recover): the losses it names are accepted and recorded in the
-// log instead of refused.
+// openState opens (creating on the first start) the state in dir on tpm,
+// with da the TPM's dictionary-attack configuration. It takes ownership of
+// tpm. rec, if not nil, is an owner's recovery (pscsd recover): the losses
+// it names are accepted and recorded in the log instead of refused.
 //
 // The audit log is anchored in a TPM NV counter (server/anchor): a log
 // cut, deleted, emptied or older than the counter is refused, and so,
 // through the store head the log records, is a store older than the log.
 // Its checkpoints are signed by a TPM-held key certified by pscsd's CA.
-func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recovery) (*state, error) {
+func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.DA, rec *recovery) (*state, error) {
 	s := &state{dir: dir, tpm: tpm}
 	ok := false
 	defer func() {
@@ -87,9 +87,10 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, rec *recov
 		}
 	}()
 	var err error
-	if s.vault, err = vault.Open(tpm, filepath.Join(dir, "vault")); err != nil {
+	if s.vault, err = vault.Open(tpm, filepath.Join(dir, "vault"), vault.WithDA(da)); err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
 	}
+	logDA(log, s.vault, da)
 	// Records of the store and the audit log are authenticated with a key
 	// only this TPM can derive.
 	mac, err := server.NewTPMKeyedMAC(s.vault)
@@ -217,6 +218,27 @@ func (s *state) close() error {
 	return err
 }
 
+// logDA reports the TPM's dictionary-attack state at start, and warns when
+// the TPM keeps parameters other than the configured ones (its lockout
+// authorization was set before).
+func logDA(log *slog.Logger, v *vault.Vault, want vault.DA) {
+	st, err := v.DAStatus()
+	if err != nil {
+		log.Warn("TPM dictionary-attack state unreadable", "err", err)
+		return
+	}
+	log.Info("TPM dictionary-attack protection", "max_tries", st.MaxTries, "recovery", st.Recovery,
+		"lockout_recovery", st.LockoutRecovery, "counter", st.Counter, "reserve", st.Reserve,
+		"in_lockout", st.InLockout, "lockout_auth_set", st.LockoutAuthSet)
+	if st.MaxTries != want.MaxTries || st.Recovery != want.Recovery || st.LockoutRecovery != want.LockoutRecovery {
+		log.Warn("the TPM keeps other dictionary-attack parameters than configured (its lockout authorization is set)",
+			"max_tries", want.MaxTries, "recovery", want.Recovery, "lockout_recovery", want.LockoutRecovery)
+	}
+	if !st.LockoutAuthSet {
+		log.Warn("the TPM's lockout authorization is empty: whoever holds the TPM can reset its vPIN guess counter (tpm_da.keep_lockout_auth)")
+	}
+}
+
 // caKeyContext is the vault context of the CA's sealed key; its "vPIN" is
 // a fixed label: the CA key is sealed to the TPM alone.
 var (
@@ -237,7 +259,10 @@ func loadOrMakeCA(st *store.Store, v *vault.Vault) (*server.CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		sealed, err := v.Seal(caKeyVPIN, keyDER, caKeyContext)
+		// The CA key's "vPIN" is a constant, nobody's secret: a version 1
+		// entry, which opens even while the TPM is in dictionary-attack
+		// lockout, so pscsd always starts.
+		sealed, err := v.SealNoDA(caKeyVPIN, keyDER, caKeyContext)
 		clear(keyDER)
 		if err != nil {
 			return nil, err

@@ -258,7 +258,7 @@ func openDemoState(stateDir string, log *slog.Logger, rec *recovery) (st *state,
 	}
 	tpm, err := sw.Open()
 	if err == nil {
-		st, err = openState(stateDir, tpm, log, rec)
+		st, err = openState(stateDir, tpm, log, TPMDAConfig{}.vaultDA(), rec)
 	}
 	if err != nil {
 		sw.Stop()

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/server/vault"
+)
+
+// TestConfigTPMDA: tpm_da's defaults, its fields, and its refusals.
+func TestConfigTPMDA(t *testing.T) {
+	load := func(t *testing.T, da string) (*Config, error) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "pscsd.conf")
+		body := `{"state": "s"` + da + `}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(path)
+	}
+	def := vault.DefaultDA
+	def.DiscardLockoutAuth = true
+	for _, tc := range []struct {
+		name, json string
+		want       vault.DA
+	}{
+		{"defaults", ``, def},
+		{"all fields", `, "tpm_da": {"max_tries": 100, "recovery_seconds": 7, "lockout_recovery_seconds": 9, "reserve": 10, "keep_lockout_auth": true}`,
+			vault.DA{MaxTries: 100, Recovery: 7 * time.Second, LockoutRecovery: 9 * time.Second, Reserve: 10}},
+		{"some fields", `, "tpm_da": {"recovery_seconds": 600}`,
+			vault.DA{MaxTries: def.MaxTries, Recovery: 10 * time.Minute, LockoutRecovery: def.LockoutRecovery, Reserve: def.Reserve, DiscardLockoutAuth: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.json)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.TPMDA.vaultDA(); got != tc.want {
+				t.Errorf("vaultDA() = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{
+		`, "tpm_da": {"max_tries": 4}`, // not above the default reserve
+		`, "tpm_da": {"max_tries": 8, "reserve": 8}`,
+		`, "tpm_da": {"max_tries": 8, "recovery_seconds": 0, "reserve": 9}`,
+	} {
+		if _, err := load(t, bad); err == nil || !strings.Contains(err.Error(), "tpm_da") {
+			t.Errorf("config %s: %v, want an error naming tpm_da", bad, err)
+		}
+	}
+	if _, err := load(t, `, "tpm_da": {"tries": 8}`); err == nil || !strings.Contains(err.Error(), `unknown field "tries"`) {
+		t.Errorf("unknown tpm_da field: %v, want an error", err)
+	}
+}
