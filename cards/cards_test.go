@@ -17,10 +17,12 @@ type fakeConn struct {
 	id       int
 	mu       sync.Mutex
 	inTx     bool
-	failNext error
-	failEnd  error
-	closed   bool
-	resets   int
+	failNext  error
+	failEnd   error
+	failBegin error
+	failReset error
+	closed    bool
+	resets    int
 }
 
 func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
@@ -37,8 +39,12 @@ func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 }
 func (c *fakeConn) Begin(context.Context) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failBegin; err != nil {
+		c.failBegin = nil
+		return err
+	}
 	c.inTx = true
-	c.mu.Unlock()
 	return nil
 }
 func (c *fakeConn) End() error {
@@ -49,7 +55,16 @@ func (c *fakeConn) End() error {
 	c.failEnd = nil
 	return err
 }
-func (c *fakeConn) Reset(context.Context) error { c.mu.Lock(); c.resets++; c.mu.Unlock(); return nil }
+func (c *fakeConn) Reset(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failReset; err != nil {
+		c.failReset = nil
+		return err
+	}
+	c.resets++
+	return nil
+}
 func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
 
 type fakeReader struct {
@@ -287,5 +302,124 @@ func TestTraceRedactsAcrossExchanges(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("trace lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// errUnresponsive is a failure of a card that names no sentinel, as
+// pcsc-lite's SCARD_W_UNRESPONSIVE_CARD does.
+var errUnresponsive = errors.New("pcsc: card is unresponsive")
+
+// errOpaque is what a request's function may make of any error (a code
+// for the wire): it wraps nothing.
+var errOpaque = errors.New("card error")
+
+// TestWorkerMarksCardFailures: a failure of the card at any step of a
+// request (connecting, the reset for a new principal, beginning the
+// transaction, an exchange) comes back marked ErrCardFailed, with its
+// cause still in the chain, even when the request's function hid it; the
+// connection is dropped. The request's own errors and the end of its
+// context are not marked, and keep the connection.
+func TestWorkerMarksCardFailures(t *testing.T) {
+	transmit := func(ctx context.Context, tx Transmitter) error {
+		_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		return err
+	}
+	hide := func(ctx context.Context, tx Transmitter) error {
+		if err := transmit(ctx, tx); err != nil {
+			return errOpaque
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name   string
+		arm    func(r *fakeReader, c *fakeConn)
+		fn     func(context.Context, Transmitter) error
+		cause  error // in the chain, besides ErrCardFailed; nil: just marked
+		calls  int   // runs of fn
+		reopen bool  // the connection is dropped
+	}{
+		{"connect", func(r *fakeReader, c *fakeConn) { r.fail = ErrNoCard; c.failNext = errUnresponsive }, transmit, ErrNoCard, 0, true},
+		{"reset unresponsive", func(r *fakeReader, c *fakeConn) { c.failReset = errUnresponsive }, transmit, errUnresponsive, 0, true},
+		{"reset reset", func(r *fakeReader, c *fakeConn) { c.failReset = ErrCardReset }, transmit, ErrCardReset, 0, true},
+		{"begin", func(r *fakeReader, c *fakeConn) { c.failBegin = errUnresponsive }, transmit, errUnresponsive, 0, true},
+		{"transmit", func(r *fakeReader, c *fakeConn) { c.failNext = errUnresponsive }, transmit, errUnresponsive, 1, true},
+		{"transmit hidden", func(r *fakeReader, c *fakeConn) { c.failNext = errUnresponsive }, hide, errUnresponsive, 1, true},
+		{"transmit removed hidden", func(r *fakeReader, c *fakeConn) { c.failNext = ErrCardRemoved }, hide, ErrCardRemoved, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &fakeReader{}
+			w := NewWorker(r.open, nil)
+			defer w.Close()
+			if err := w.DoAs(t.Context(), "alice", transmit); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			tc.arm(r, r.conns[0])
+			r.mu.Unlock()
+			if tc.name == "connect" {
+				// Drop the connection first: the next request connects.
+				if err := w.DoAs(t.Context(), "alice", transmit); !errors.Is(err, ErrCardFailed) {
+					t.Fatalf("dropping the connection: %v", err)
+				}
+			}
+			calls := 0
+			err := w.DoAs(t.Context(), "bob", func(ctx context.Context, tx Transmitter) error {
+				calls++
+				return tc.fn(ctx, tx)
+			})
+			if !errors.Is(err, ErrCardFailed) {
+				t.Errorf("err = %v, want ErrCardFailed", err)
+			}
+			if tc.cause != nil && !errors.Is(err, tc.cause) {
+				t.Errorf("err = %v, want its cause %v in the chain", err, tc.cause)
+			}
+			if calls != tc.calls {
+				t.Errorf("fn ran %d times, want %d", calls, tc.calls)
+			}
+			r.mu.Lock()
+			r.fail = nil
+			before := len(r.conns)
+			r.mu.Unlock()
+			if err := w.DoAs(t.Context(), "bob", transmit); err != nil {
+				t.Fatalf("the next request: %v", err)
+			}
+			if got := len(r.conns) > before; got != tc.reopen {
+				t.Errorf("a new connection for the next request: %v, want %v", got, tc.reopen)
+			}
+		})
+	}
+}
+
+// TestWorkerAnswersAreNotCardFailures: the request's own errors (a status
+// word such as a wrong PIN, its context) are not marked, and the
+// connection stays.
+func TestWorkerAnswersAreNotCardFailures(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	wrongPIN := errors.New("63C2")
+	if err := w.DoAs(t.Context(), "alice", func(context.Context, Transmitter) error { return wrongPIN }); err != wrongPIN {
+		t.Errorf("the request's error: %v, want it as it is", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	err := w.DoAs(ctx, "alice", func(ctx context.Context, tx Transmitter) error {
+		cancel()
+		_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		if err == nil {
+			err = ctx.Err() // the fake does not look at ctx
+		}
+		return err
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrCardFailed) {
+		t.Errorf("a request whose context ended: %v, want context.Canceled, not ErrCardFailed", err)
+	}
+	r.mu.Lock()
+	r.conns[0].failReset = context.DeadlineExceeded
+	r.mu.Unlock()
+	if err := w.DoAs(t.Context(), "bob", func(context.Context, Transmitter) error { return nil }); errors.Is(err, ErrCardFailed) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a reset cut short by its context: %v, want DeadlineExceeded, not ErrCardFailed", err)
+	}
+	if len(r.conns) != 1 {
+		t.Errorf("%d connections, want the first kept", len(r.conns))
 	}
 }

@@ -473,7 +473,7 @@ func (p *Pool) serve(r *memberRun) {
 			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
 			p.removeRun(r)
 		}
-		if err != nil && (left || errors.Is(err, cards.ErrCardFailed)) && j.ctx.Err() == nil {
+		if err != nil && (left || errors.Is(err, cards.ErrCardFailed)) {
 			if !left {
 				p.log.Warn("card failed a request; another card takes it", "card", r.m.ID, "err", err)
 			}
@@ -558,7 +558,8 @@ func (p *Pool) requeue(j *job, r *memberRun, err error) {
 	j.lastErr = err
 	switch {
 	case j.ctx.Err() != nil:
-		j.result <- j.ctx.Err()
+		// Too late for another card.
+		j.result <- fmt.Errorf("%w: %w", j.ctx.Err(), err)
 	case p.closed:
 		j.result <- fmt.Errorf("%w: %w", ErrClosed, err)
 	case len(p.members) == 0, len(j.tried) >= MaxAttempts:
