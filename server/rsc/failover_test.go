@@ -130,14 +130,19 @@ func faultyMember(t testing.TB, id string, f *faulty) *rsc.Member {
 // reset for a new principal.
 func holdPool(t *testing.T, a, b *rsc.Member) (p *rsc.Pool, release func()) {
 	t.Helper()
-	p = rsc.NewPool("mayor", rsc.Options{})
+	return holdPoolWith(t, a, b, rsc.Options{})
+}
+
+func holdPoolWith(t *testing.T, a, b *rsc.Member, opts rsc.Options) (p *rsc.Pool, release func()) {
+	t.Helper()
+	p = rsc.NewPool("mayor", opts)
 	t.Cleanup(p.Close)
 	digest := sha256.Sum256([]byte("warm"))
 	if err := p.Add(a); err != nil {
 		t.Fatal(err)
 	}
 	if _, by, err := sign(context.Background(), p, "alice", digest[:]); err != nil || by != a {
-		t.Fatalf("warming a: %v", err)
+		t.Fatalf("warming %s: %v", a.ID, err)
 	}
 	p.Remove(a.ID)
 	if err := p.Add(b); err != nil {
