@@ -14,9 +14,9 @@ import (
 
 // fakeConn is an in-memory card connection that fails on command.
 type fakeConn struct {
-	id       int
-	mu       sync.Mutex
-	inTx     bool
+	id        int
+	mu        sync.Mutex
+	inTx      bool
 	failNext  error
 	failEnd   error
 	failBegin error
@@ -65,7 +65,7 @@ func (c *fakeConn) Reset(context.Context) error {
 	c.resets++
 	return nil
 }
-func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+func (c *fakeConn) Close() error { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
 
 type fakeReader struct {
 	mu    sync.Mutex
