@@ -176,9 +176,14 @@ func holdPoolWith(t *testing.T, a, b *rsc.Member, opts rsc.Options) (p *rsc.Pool
 
 type reqKey struct{}
 
+// errWire is what pscsd's request function makes of a card's error: a code
+// for the wire, wrapping nothing.
+var errWire = errors.New("pscs: card error (200)")
+
 // signAs is sign, also reporting the request's context value reqKey as
-// every run of fn saw it.
-func signAs(ctx context.Context, p *rsc.Pool, who string, digest []byte, seen *[]any) ([]byte, *rsc.Member, error) {
+// every run of fn saw it; with hide, fn returns errWire for every error of
+// the card, as pscsd does.
+func signAs(ctx context.Context, p *rsc.Pool, who string, digest []byte, seen *[]any, hide bool) ([]byte, *rsc.Member, error) {
 	var sig []byte
 	var by *rsc.Member
 	var mu sync.Mutex
@@ -187,11 +192,17 @@ func signAs(ctx context.Context, p *rsc.Pool, who string, digest []byte, seen *[
 		*seen = append(*seen, ctx.Value(reqKey{}))
 		mu.Unlock()
 		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+			if hide {
+				return errWire
+			}
 			return err
 		}
 		var err error
 		sig, err = c.Sign(ctx, "9a", digest, crypto.SHA256)
 		by = m
+		if err != nil && hide {
+			return errWire
+		}
 		return err
 	})
 	return sig, by, err
@@ -214,16 +225,19 @@ func TestCardFailureMovesRequest(t *testing.T) {
 		step  string
 		err   error
 		stays bool
+		hide  bool // the request's function hides the card's error
 	}{
-		{"principal-change reset, unresponsive", stepReset, unresponsive, true},
-		{"principal-change reset, card pulled", stepReset, fmt.Errorf("sim: %w", cards.ErrCardRemoved), false},
-		{"connect", stepConnect, fmt.Errorf("sim: %w", cards.ErrSharingViolation), true},
-		{"begin transaction", stepBegin, opaque, true},
-		{"select", stepINS(0xA4), opaque, true},
-		{"verify", stepINS(0x20), opaque, true},
-		{"verify, card reset twice", stepINS(0x20), fmt.Errorf("sim: %w", cards.ErrCardReset), true},
-		{"signature", stepINS(0x87), opaque, true},
-		{"signature, card pulled", stepINS(0x87), fmt.Errorf("sim: %w", cards.ErrCardRemoved), false},
+		{"principal-change reset, unresponsive", stepReset, unresponsive, true, false},
+		{"principal-change reset, card pulled", stepReset, fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, false},
+		{"connect", stepConnect, fmt.Errorf("sim: %w", cards.ErrSharingViolation), true, false},
+		{"begin transaction", stepBegin, opaque, true, false},
+		{"select", stepINS(0xA4), opaque, true, false},
+		{"verify", stepINS(0x20), opaque, true, false},
+		{"verify, card reset twice", stepINS(0x20), fmt.Errorf("sim: %w", cards.ErrCardReset), true, false},
+		{"signature", stepINS(0x87), opaque, true, false},
+		{"signature, card pulled", stepINS(0x87), fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, false},
+		{"verify, error hidden", stepINS(0x20), opaque, true, true},
+		{"signature, card pulled, error hidden", stepINS(0x87), fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fa, fb := newFaulty(t, "failover a"), newFaulty(t, "failover b")
@@ -264,7 +278,7 @@ func TestCardFailureMovesRequest(t *testing.T) {
 			go func() {
 				defer close(done)
 				ctx := context.WithValue(context.Background(), reqKey{}, "bob's")
-				sig, by, err = signAs(ctx, p, "bob", digest[:], &seen)
+				sig, by, err = signAs(ctx, p, "bob", digest[:], &seen, tc.hide)
 			}()
 			if got := <-fa.fired; got != tc.step {
 				t.Fatalf("fault at %q, want %q", got, tc.step)
