@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ type fakeConn struct {
 	failEnd   error
 	failBegin error
 	failReset error
+	reply     []byte // the answer to every command, if set
 	closed    bool
 	resets    int
 }
@@ -34,6 +36,9 @@ func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	if err := c.failNext; err != nil {
 		c.failNext = nil
 		return nil, err
+	}
+	if c.reply != nil {
+		return bytes.Clone(c.reply), nil
 	}
 	return []byte{byte(c.id), 0x90, 0x00}, nil
 }
@@ -421,5 +426,61 @@ func TestWorkerAnswersAreNotCardFailures(t *testing.T) {
 	}
 	if len(r.conns) != 1 {
 		t.Errorf("%d connections, want the first kept", len(r.conns))
+	}
+}
+
+// TestWorkerExecutionErrorIsCardFailure: a request that fails right after
+// the card answered with an execution error (64xx, 65xx, 6Fxx) failed
+// because of the card; one that fails after any other status word (a wrong
+// PIN, a blocked one, a missing object) failed of itself; a request that
+// got over an execution error and succeeded succeeded.
+func TestWorkerExecutionErrorIsCardFailure(t *testing.T) {
+	for _, tc := range []struct {
+		sw     []byte
+		fnErr  bool // the request's function fails on the answer
+		marked bool
+	}{
+		{[]byte{0x65, 0x81}, true, true},
+		{[]byte{0x64, 0x00}, true, true},
+		{[]byte{0x6F, 0x00}, true, true},
+		{[]byte{0x6F, 0x00}, false, false},
+		{[]byte{0x63, 0xC2}, true, false},
+		{[]byte{0x69, 0x83}, true, false},
+		{[]byte{0x6A, 0x82}, true, false},
+	} {
+		t.Run(fmt.Sprintf("%X fails=%v", tc.sw, tc.fnErr), func(t *testing.T) {
+			r := &fakeReader{}
+			w := NewWorker(r.open, nil)
+			defer w.Close()
+			nop := func(context.Context, Transmitter) error { return nil }
+			if err := w.DoAs(t.Context(), "alice", nop); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			r.conns[0].mu.Lock()
+			r.conns[0].reply = tc.sw
+			r.conns[0].mu.Unlock()
+			r.mu.Unlock()
+			wire := errors.New("card status") // wraps nothing, as a wire code
+			err := w.DoAs(t.Context(), "alice", func(ctx context.Context, tx Transmitter) error {
+				rsp, err := tx.Transmit(ctx, []byte{0, 0x20, 0, 0x80})
+				if err != nil {
+					return err
+				}
+				if tc.fnErr && !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+					return wire
+				}
+				return nil
+			})
+			if got := errors.Is(err, ErrCardFailed); got != tc.marked {
+				t.Errorf("err = %v: marked %v, want %v", err, got, tc.marked)
+			}
+			if tc.fnErr && !errors.Is(err, wire) {
+				t.Errorf("err = %v, want the function's error in the chain", err)
+			}
+			if !tc.fnErr && err != nil {
+				t.Errorf("err = %v, want success", err)
+			}
+		})
 	}
 }

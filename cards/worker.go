@@ -48,14 +48,16 @@ type Opener func(ctx context.Context) (Conn, error)
 // A request fails with an error marked [ErrCardFailed] when the card or its
 // link failed under it: connecting, the reset for a new principal,
 // beginning the transaction, or an exchange of the request's function
-// (Transmit returned an error). The worker sees the exchanges itself, so
-// the mark holds whatever the function made of the error it got (even an
-// error that wraps nothing); the cause stays in the chain (errors.Is with
-// [ErrCardReset], [ErrCardRemoved], …). A status word the card answered,
-// whatever it says (a wrong PIN above all), is the request's outcome and
-// is never marked, nor is the end of the request's context. After a
-// failure of the card the worker drops the connection, and the next
-// request connects afresh (and so resets the card).
+// (Transmit returned an error); or when the request's function failed
+// right after the card answered its last command with an execution error
+// (ISO/IEC 7816-4 §5.6: SW1 64 or 65, or 6F, no precise diagnosis). The
+// worker sees the exchanges itself, so the mark holds whatever the function
+// made of the error it got (even an error that wraps nothing); the cause
+// stays in the chain (errors.Is with [ErrCardReset], [ErrCardRemoved], …).
+// Any other status word the card answered (a wrong PIN above all) is the
+// request's outcome and is never marked, nor is the end of the request's
+// context. After a failure of the card the worker drops the connection, and
+// the next request connects afresh (and so resets the card).
 //
 // A Worker is safe for concurrent use.
 type Worker struct {
@@ -213,25 +215,41 @@ func (w *Worker) transact(conn Conn, r *request) (err error, broke bool, endErr 
 	t := &watched{t: conn}
 	err = r.fn(r.ctx, t)
 	endErr = conn.End()
-	if t.err != nil && err != nil && !errors.Is(err, ErrCardFailed) {
-		// fn made something else of the card's failure (a code for the
-		// wire, say): the failure is what happened.
-		err = t.err
+	if err != nil && !errors.Is(err, ErrCardFailed) {
+		switch {
+		case t.err != nil:
+			// fn made something else of the card's failure (a code for
+			// the wire, say): the failure is what happened.
+			err = t.err
+		case executionError(t.sw1) && r.ctx.Err() == nil:
+			err = &cardFailure{fmt.Errorf("cards: the card failed to execute a command (SW1 %02X): %w", t.sw1, err)}
+		}
 	}
 	return err, t.err != nil, endErr
 }
 
+// executionError reports whether sw1 says that the card failed to execute
+// a command: 64 and 65 (execution error, non-volatile memory unchanged or
+// changed) and 6F (no precise diagnosis), ISO/IEC 7816-4 §5.6, table 6.
+// None of them answers a wrong PIN (63Cx) or a blocked one (6983).
+func executionError(sw1 byte) bool { return sw1 == 0x64 || sw1 == 0x65 || sw1 == 0x6F }
+
 // watched is the Transmitter a request's function gets: it marks the
-// failures of the link with ErrCardFailed and remembers the first.
+// failures of the link with ErrCardFailed and remembers the first, and the
+// first byte of the status word of the last response.
 type watched struct {
 	t   Transmitter
 	err error
+	sw1 byte
 }
 
 func (w *watched) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	rsp, err := w.t.Transmit(ctx, cmd)
 	if err = failed(err); w.err == nil && errors.Is(err, ErrCardFailed) {
 		w.err = err
+	}
+	if err == nil && len(rsp) >= 2 {
+		w.sw1 = rsp[len(rsp)-2]
 	}
 	return rsp, err
 }

@@ -46,6 +46,12 @@ type fault struct {
 	hook func() // runs when the fault fires, before the error returns
 }
 
+// answer is an error armed at an exchange that makes the card answer with
+// the status word sw instead of executing the command.
+type answer struct{ sw uint16 }
+
+func (a answer) Error() string { return fmt.Sprintf("answer %04X", a.sw) }
+
 func newFaulty(t testing.TB, seed string) *faulty {
 	return &faulty{card: newSim(t, seed, pivsim.Latency{}), fired: make(chan string, 16)}
 }
@@ -88,6 +94,9 @@ type faultyConn struct{ f *faulty }
 func (c faultyConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	if len(cmd) > 1 {
 		if err := c.f.take(stepINS(cmd[1])); err != nil {
+			if a, ok := err.(answer); ok {
+				return []byte{byte(a.sw >> 8), byte(a.sw)}, nil
+			}
 			return nil, err
 		}
 	}
@@ -237,6 +246,9 @@ func TestCardFailureMovesRequest(t *testing.T) {
 		{"signature", stepINS(0x87), opaque, true, false},
 		{"signature, card pulled", stepINS(0x87), fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, false},
 		{"verify, error hidden", stepINS(0x20), opaque, true, true},
+		{"verify, memory failure 6581", stepINS(0x20), answer{0x6581}, true, false},
+		{"verify, no precise diagnosis 6F00, hidden", stepINS(0x20), answer{0x6F00}, true, true},
+		{"signature, execution error 6400", stepINS(0x87), answer{0x6400}, true, false},
 		{"signature, card pulled, error hidden", stepINS(0x87), fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,16 +12,17 @@
 //
 // # Cards that fail
 //
-// A request that a card failed before it had an answer (connecting, the
-// reset for a new principal, the transaction, an exchange: every error
-// cards.Worker marks with cards.ErrCardFailed) runs again, from its start
-// and with its own context, on another member: first on one that has not
-// tried it, and only when every member has, on one that did (with a fresh
-// connection). A request runs at most [MaxAttempts] times; it fails with
-// [ErrNoCard], wrapping the last card's error, after that or when no member
-// is left. A card that answered, even with an error status, answered: a
-// wrong PIN in particular is never tried on another card, whose PIN tries
-// it would spend.
+// A request that a card failed (connecting, the reset for a new principal,
+// the transaction, an exchange, or an execution error the card answered:
+// every error cards.Worker marks with cards.ErrCardFailed) runs again, from
+// its start and with its own context, on another member: first on one that
+// has not tried it, and only when every member has, on one that did (with
+// a fresh connection). A request runs at most [MaxAttempts] times; it fails
+// with [ErrNoCard], wrapping the last card's error, after that or when no
+// member is left, and with its context's error, wrapping the card's, when
+// its context ended meanwhile. A card that answered otherwise, even with an
+// error status, answered: a wrong PIN in particular is never tried on
+// another card, whose PIN tries it would spend.
 //
 // A card that disappeared (removed, its reader or the PC/SC service gone)
 // also leaves the pool; one that failed otherwise stays and connects afresh
