@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -465,5 +466,71 @@ func TestCardFailureAfterDeadline(t *testing.T) {
 	}
 	if n := p.Waiting(); n != 0 {
 		t.Errorf("%d requests still waiting", n)
+	}
+}
+
+// TestLastCardLeavesAsAnotherJoins: when the last card leaves while
+// another joins, a request made once the new card is in the pool is served
+// by it; it is not failed with the requests that were waiting for no card
+// (the leaving card's pool used to fail "every request waiting" after it
+// had let go of the pool's lock, when the new card could be serving them).
+func TestLastCardLeavesAsAnotherJoins(t *testing.T) {
+	a := &flaky{Card: newSim(t, "leaving", pivsim.Latency{})}
+	b := member(t, "b", newSim(t, "joining", pivsim.Latency{}))
+	var p *rsc.Pool
+	digest := sha256.Sum256([]byte("joins"))
+	hold := make(chan struct{})
+	held := make(chan error, 1)
+	joined := make(chan error, 1)
+	ready := make(chan struct{}) // b is busy, carol's request waits in the queue
+	var once sync.Once
+	p = rsc.NewPool("mayor", rsc.Options{OnChange: func(n int) {
+		if n != 0 {
+			return
+		}
+		once.Do(func() {
+			// a has left, the pool is empty: b joins, and is kept busy
+			// while a request comes in and waits in the queue.
+			if err := p.Add(b); err != nil {
+				t.Error(err)
+				return
+			}
+			started := make(chan struct{})
+			go func() {
+				held <- p.Do(context.Background(), "holder", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+					close(started)
+					<-hold
+					return nil
+				})
+			}()
+			<-started
+			go func() {
+				_, _, err := sign(context.Background(), p, "carol", digest[:])
+				joined <- err
+			}()
+			for p.Waiting() == 0 { // carol's request is in the queue
+				runtime.Gosched()
+			}
+			close(ready)
+		})
+	}})
+	defer p.Close()
+	if err := p.Add(member(t, "a", a)); err != nil {
+		t.Fatal(err)
+	}
+	a.pulled.Store(true)
+	// bob's request fails on a, which leaves; it and carol's go to b.
+	bob := make(chan error, 1)
+	go func() { _, _, err := sign(context.Background(), p, "bob", digest[:]); bob <- err }()
+	<-ready
+	close(hold)
+	if err := <-held; err != nil {
+		t.Errorf("the request holding b: %v", err)
+	}
+	if err := <-joined; err != nil {
+		t.Errorf("a request made while b was in the pool: %v", err)
+	}
+	if err := <-bob; err != nil {
+		t.Errorf("the request a failed: %v", err)
 	}
 }
