@@ -308,10 +308,11 @@ func TestManagerFollowsReaders(t *testing.T) {
 }
 
 // resetFails is a simulated card in a reader of pcscd that, once armed,
-// dies in its next reset: it gives no ATR, and its connection to vpcd
-// closes (through vpcd, the only way a card fails a reset: vpcd reads no
-// ATR as "no card", and pcscd answers the SCardReconnect that reset the
-// card with SCARD_W_UNRESPONSIVE_CARD, the failure of issue 9).
+// dies in its next reset: it gives no ATR, so its connection to vpcd
+// closes (through vpcd, the only way a card fails a reset: vpcd reads it
+// as "no card", and pcscd answers the SCardReconnect that reset the card
+// with SCARD_W_UNRESPONSIVE_CARD, the failure of issue 9), and it stays
+// out until the test plugs it in again.
 type resetFails struct {
 	*pivsim.Card
 	armed, dying atomic.Bool
