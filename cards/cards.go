@@ -59,4 +59,32 @@ var (
 	ErrSharingViolation = errors.New("cards: card in use by another process")
 	// ErrClosed: the connection or worker was closed.
 	ErrClosed = errors.New("cards: closed")
+	// ErrCardFailed marks a failure of the card or of the link to it, as
+	// opposed to an answer of the card: connecting, the reset for a new
+	// principal, beginning a transaction or an exchange did not complete.
+	// [Worker] adds it to every such error of a request, next to the
+	// sentinel of the cause when there is one, whatever the request's
+	// function made of the error. A status word, even an error status such
+	// as a wrong PIN, is an answer and never carries it; nor does the end of
+	// the request's context. A request that failed with it did not fail
+	// because of what it asked: another card may serve it (see
+	// server/rsc.Pool).
+	ErrCardFailed = errors.New("cards: card failed")
 )
+
+// cardFailure is err marked with [ErrCardFailed]; its message is err's.
+type cardFailure struct{ err error }
+
+func (e *cardFailure) Error() string   { return e.err.Error() }
+func (e *cardFailure) Unwrap() []error { return []error{e.err, ErrCardFailed} }
+
+// failed marks err, an error of a card connection or of making one, as the
+// card's failure. It leaves nil, errors already marked and the ends of
+// contexts as they are.
+func failed(err error) error {
+	if err == nil || errors.Is(err, ErrCardFailed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &cardFailure{err}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,13 +15,16 @@ import (
 
 // fakeConn is an in-memory card connection that fails on command.
 type fakeConn struct {
-	id       int
-	mu       sync.Mutex
-	inTx     bool
-	failNext error
-	failEnd  error
-	closed   bool
-	resets   int
+	id        int
+	mu        sync.Mutex
+	inTx      bool
+	failNext  error
+	failEnd   error
+	failBegin error
+	failReset error
+	reply     []byte // the answer to every command, if set
+	closed    bool
+	resets    int
 }
 
 func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
@@ -33,12 +37,19 @@ func (c *fakeConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 		c.failNext = nil
 		return nil, err
 	}
+	if c.reply != nil {
+		return bytes.Clone(c.reply), nil
+	}
 	return []byte{byte(c.id), 0x90, 0x00}, nil
 }
 func (c *fakeConn) Begin(context.Context) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failBegin; err != nil {
+		c.failBegin = nil
+		return err
+	}
 	c.inTx = true
-	c.mu.Unlock()
 	return nil
 }
 func (c *fakeConn) End() error {
@@ -49,8 +60,17 @@ func (c *fakeConn) End() error {
 	c.failEnd = nil
 	return err
 }
-func (c *fakeConn) Reset(context.Context) error { c.mu.Lock(); c.resets++; c.mu.Unlock(); return nil }
-func (c *fakeConn) Close() error                { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
+func (c *fakeConn) Reset(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failReset; err != nil {
+		c.failReset = nil
+		return err
+	}
+	c.resets++
+	return nil
+}
+func (c *fakeConn) Close() error { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
 
 type fakeReader struct {
 	mu    sync.Mutex
@@ -287,5 +307,180 @@ func TestTraceRedactsAcrossExchanges(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("trace lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// errUnresponsive is a failure of a card that names no sentinel, as
+// pcsc-lite's SCARD_W_UNRESPONSIVE_CARD does.
+var errUnresponsive = errors.New("pcsc: card is unresponsive")
+
+// errOpaque is what a request's function may make of any error (a code
+// for the wire): it wraps nothing.
+var errOpaque = errors.New("card error")
+
+// TestWorkerMarksCardFailures: a failure of the card at any step of a
+// request (connecting, the reset for a new principal, beginning the
+// transaction, an exchange) comes back marked ErrCardFailed, with its
+// cause still in the chain, even when the request's function hid it; the
+// connection is dropped. The request's own errors and the end of its
+// context are not marked, and keep the connection.
+func TestWorkerMarksCardFailures(t *testing.T) {
+	transmit := func(ctx context.Context, tx Transmitter) error {
+		_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		return err
+	}
+	hide := func(ctx context.Context, tx Transmitter) error {
+		if err := transmit(ctx, tx); err != nil {
+			return errOpaque
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name   string
+		arm    func(r *fakeReader, c *fakeConn)
+		fn     func(context.Context, Transmitter) error
+		cause  error // in the chain, besides ErrCardFailed; nil: just marked
+		calls  int   // runs of fn
+		reopen bool  // the connection is dropped
+	}{
+		{"connect", func(r *fakeReader, c *fakeConn) { r.fail = ErrNoCard; c.failNext = errUnresponsive }, transmit, ErrNoCard, 0, true},
+		{"reset unresponsive", func(r *fakeReader, c *fakeConn) { c.failReset = errUnresponsive }, transmit, errUnresponsive, 0, true},
+		{"reset reset", func(r *fakeReader, c *fakeConn) { c.failReset = ErrCardReset }, transmit, ErrCardReset, 0, true},
+		{"begin", func(r *fakeReader, c *fakeConn) { c.failBegin = errUnresponsive }, transmit, errUnresponsive, 0, true},
+		{"transmit", func(r *fakeReader, c *fakeConn) { c.failNext = errUnresponsive }, transmit, errUnresponsive, 1, true},
+		{"transmit hidden", func(r *fakeReader, c *fakeConn) { c.failNext = errUnresponsive }, hide, errUnresponsive, 1, true},
+		{"transmit removed hidden", func(r *fakeReader, c *fakeConn) { c.failNext = ErrCardRemoved }, hide, ErrCardRemoved, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &fakeReader{}
+			w := NewWorker(r.open, nil)
+			defer w.Close()
+			if err := w.DoAs(t.Context(), "alice", transmit); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			tc.arm(r, r.conns[0])
+			r.mu.Unlock()
+			if tc.name == "connect" {
+				// Drop the connection first: the next request connects.
+				if err := w.DoAs(t.Context(), "alice", transmit); !errors.Is(err, ErrCardFailed) {
+					t.Fatalf("dropping the connection: %v", err)
+				}
+			}
+			calls := 0
+			err := w.DoAs(t.Context(), "bob", func(ctx context.Context, tx Transmitter) error {
+				calls++
+				return tc.fn(ctx, tx)
+			})
+			if !errors.Is(err, ErrCardFailed) {
+				t.Errorf("err = %v, want ErrCardFailed", err)
+			}
+			if tc.cause != nil && !errors.Is(err, tc.cause) {
+				t.Errorf("err = %v, want its cause %v in the chain", err, tc.cause)
+			}
+			if calls != tc.calls {
+				t.Errorf("fn ran %d times, want %d", calls, tc.calls)
+			}
+			r.mu.Lock()
+			r.fail = nil
+			before := len(r.conns)
+			r.mu.Unlock()
+			if err := w.DoAs(t.Context(), "bob", transmit); err != nil {
+				t.Fatalf("the next request: %v", err)
+			}
+			if got := len(r.conns) > before; got != tc.reopen {
+				t.Errorf("a new connection for the next request: %v, want %v", got, tc.reopen)
+			}
+		})
+	}
+}
+
+// TestWorkerAnswersAreNotCardFailures: the request's own errors (a status
+// word such as a wrong PIN, its context) are not marked, and the
+// connection stays.
+func TestWorkerAnswersAreNotCardFailures(t *testing.T) {
+	r := &fakeReader{}
+	w := NewWorker(r.open, nil)
+	defer w.Close()
+	wrongPIN := errors.New("63C2")
+	if err := w.DoAs(t.Context(), "alice", func(context.Context, Transmitter) error { return wrongPIN }); err != wrongPIN {
+		t.Errorf("the request's error: %v, want it as it is", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	err := w.DoAs(ctx, "alice", func(ctx context.Context, tx Transmitter) error {
+		cancel()
+		_, err := tx.Transmit(ctx, []byte{0, 0xCA, 0, 0})
+		if err == nil {
+			err = ctx.Err() // the fake does not look at ctx
+		}
+		return err
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrCardFailed) {
+		t.Errorf("a request whose context ended: %v, want context.Canceled, not ErrCardFailed", err)
+	}
+	r.mu.Lock()
+	r.conns[0].failReset = context.DeadlineExceeded
+	r.mu.Unlock()
+	if err := w.DoAs(t.Context(), "bob", func(context.Context, Transmitter) error { return nil }); errors.Is(err, ErrCardFailed) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a reset cut short by its context: %v, want DeadlineExceeded, not ErrCardFailed", err)
+	}
+	if len(r.conns) != 1 {
+		t.Errorf("%d connections, want the first kept", len(r.conns))
+	}
+}
+
+// TestWorkerExecutionErrorIsCardFailure: a request that fails right after
+// the card answered with an execution error (64xx, 65xx, 6Fxx) failed
+// because of the card; one that fails after any other status word (a wrong
+// PIN, a blocked one, a missing object) failed of itself; a request that
+// got over an execution error and succeeded succeeded.
+func TestWorkerExecutionErrorIsCardFailure(t *testing.T) {
+	for _, tc := range []struct {
+		sw     []byte
+		fnErr  bool // the request's function fails on the answer
+		marked bool
+	}{
+		{[]byte{0x65, 0x81}, true, true},
+		{[]byte{0x64, 0x00}, true, true},
+		{[]byte{0x6F, 0x00}, true, true},
+		{[]byte{0x6F, 0x00}, false, false},
+		{[]byte{0x63, 0xC2}, true, false},
+		{[]byte{0x69, 0x83}, true, false},
+		{[]byte{0x6A, 0x82}, true, false},
+	} {
+		t.Run(fmt.Sprintf("%X fails=%v", tc.sw, tc.fnErr), func(t *testing.T) {
+			r := &fakeReader{}
+			w := NewWorker(r.open, nil)
+			defer w.Close()
+			nop := func(context.Context, Transmitter) error { return nil }
+			if err := w.DoAs(t.Context(), "alice", nop); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			r.conns[0].mu.Lock()
+			r.conns[0].reply = tc.sw
+			r.conns[0].mu.Unlock()
+			r.mu.Unlock()
+			wire := errors.New("card status") // wraps nothing, as a wire code
+			err := w.DoAs(t.Context(), "alice", func(ctx context.Context, tx Transmitter) error {
+				rsp, err := tx.Transmit(ctx, []byte{0, 0x20, 0, 0x80})
+				if err != nil {
+					return err
+				}
+				if tc.fnErr && !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+					return wire
+				}
+				return nil
+			})
+			if got := errors.Is(err, ErrCardFailed); got != tc.marked {
+				t.Errorf("err = %v: marked %v, want %v", err, got, tc.marked)
+			}
+			if tc.fnErr && !errors.Is(err, wire) {
+				t.Errorf("err = %v, want the function's error in the chain", err)
+			}
+			if !tc.fnErr && err != nil {
+				t.Errorf("err = %v, want success", err)
+			}
+		})
 	}
 }

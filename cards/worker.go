@@ -43,6 +43,22 @@ type Opener func(ctx context.Context) (Conn, error)
 // the worker resets the card before the request, so that no principal ever
 // rides on a PIN another one verified.
 //
+// # Failures of the card
+//
+// A request fails with an error marked [ErrCardFailed] when the card or its
+// link failed under it: connecting, the reset for a new principal,
+// beginning the transaction, or an exchange of the request's function
+// (Transmit returned an error); or when the request's function failed
+// right after the card answered its last command with an execution error
+// (ISO/IEC 7816-4 §5.6: SW1 64 or 65, or 6F, no precise diagnosis). The
+// worker sees the exchanges itself, so the mark holds whatever the function
+// made of the error it got (even an error that wraps nothing); the cause
+// stays in the chain (errors.Is with [ErrCardReset], [ErrCardRemoved], …).
+// Any other status word the card answered (a wrong PIN above all) is the
+// request's outcome and is never marked, nor is the end of the request's
+// context. After a failure of the card the worker drops the connection, and
+// the next request connects afresh (and so resets the card).
+//
 // A Worker is safe for concurrent use.
 type Worker struct {
 	open Opener
@@ -132,13 +148,6 @@ func (w *Worker) run() {
 	}
 }
 
-// reconnectable reports whether err means the connection is gone and a new
-// one may work.
-func reconnectable(err error) bool {
-	return errors.Is(err, ErrCardReset) || errors.Is(err, ErrCardRemoved) ||
-		errors.Is(err, ErrServiceUnavailable) || errors.Is(err, ErrNoCard) || errors.Is(err, ErrNoReader)
-}
-
 // serve runs one request and returns the connection to keep (nil to
 // reconnect next time).
 func (w *Worker) serve(conn Conn, r *request, last **string) (Conn, error) {
@@ -149,12 +158,15 @@ func (w *Worker) serve(conn Conn, r *request, last **string) (Conn, error) {
 		if conn == nil {
 			c, err := w.open(r.ctx)
 			if err != nil {
-				return nil, fmt.Errorf("cards: connect: %w", err)
+				return nil, failed(fmt.Errorf("cards: connect: %w", err))
 			}
 			conn, *last = c, nil
 		}
 		if r.isolate && (*last == nil || **last != r.principal) {
-			if err := conn.Reset(r.ctx); err != nil {
+			if err := failed(conn.Reset(r.ctx)); err != nil {
+				if !errors.Is(err, ErrCardFailed) {
+					return conn, err // the request's context ended first
+				}
 				w.log.Info("card reset failed", "err", err)
 				conn.Close()
 				return nil, fmt.Errorf("cards: reset before a new principal: %w", err)
@@ -162,36 +174,84 @@ func (w *Worker) serve(conn Conn, r *request, last **string) (Conn, error) {
 			p := r.principal
 			*last = &p
 		}
-		err, endErr := w.transact(conn, r)
+		err, broke, endErr := w.transact(conn, r)
 		if err == nil {
-			if endErr != nil && reconnectable(endErr) {
-				// Done, but the connection is gone: reconnect next time.
+			if broke || endErr != nil {
+				// Done, but the connection is in doubt: reconnect next time.
+				w.log.Info("card connection in doubt after a request", "err", endErr)
 				conn.Close()
 				return nil, nil
 			}
 			return conn, nil
 		}
-		if !reconnectable(err) {
+		if !errors.Is(err, ErrCardFailed) {
+			// The request's own outcome: a status word, its context.
+			if endErr != nil {
+				conn.Close()
+				return nil, err
+			}
 			return conn, err
 		}
-		w.log.Info("card connection lost", "err", err)
+		w.log.Info("card failed during a request", "err", err)
 		conn.Close()
 		conn = nil
 		// Only a reset (the card is still there, its state gone) is worth
-		// running the request again; a removed card fails the request.
+		// running the request again here; any other failure of the card
+		// fails the request, and a pool may give it to another card.
 		if attempt > 0 || !errors.Is(err, ErrCardReset) {
 			return nil, err
 		}
 	}
 }
 
-// transact runs r in a transaction: err is Begin's or fn's, endErr End's.
-func (w *Worker) transact(conn Conn, r *request) (fnErr, endErr error) {
+// transact runs r in a transaction. err is Begin's failure or the request's
+// outcome: fn's error, or, when an exchange failed during fn and fn failed,
+// that failure of the card. broke reports that an exchange failed (even if
+// fn recovered); endErr is End's error.
+func (w *Worker) transact(conn Conn, r *request) (err error, broke bool, endErr error) {
 	if err := conn.Begin(r.ctx); err != nil {
-		return err, nil
+		return failed(err), false, nil
 	}
-	fnErr = r.fn(r.ctx, conn)
-	return fnErr, conn.End()
+	t := &watched{t: conn}
+	err = r.fn(r.ctx, t)
+	endErr = conn.End()
+	if err != nil && !errors.Is(err, ErrCardFailed) {
+		switch {
+		case t.err != nil:
+			// fn made something else of the card's failure (a code for
+			// the wire, say): the failure is what happened.
+			err = t.err
+		case executionError(t.sw1) && r.ctx.Err() == nil:
+			err = &cardFailure{fmt.Errorf("cards: the card failed to execute a command (SW1 %02X): %w", t.sw1, err)}
+		}
+	}
+	return err, t.err != nil, endErr
+}
+
+// executionError reports whether sw1 says that the card failed to execute
+// a command: 64 and 65 (execution error, non-volatile memory unchanged or
+// changed) and 6F (no precise diagnosis), ISO/IEC 7816-4 §5.6, table 6.
+// None of them answers a wrong PIN (63Cx) or a blocked one (6983).
+func executionError(sw1 byte) bool { return sw1 == 0x64 || sw1 == 0x65 || sw1 == 0x6F }
+
+// watched is the Transmitter a request's function gets: it marks the
+// failures of the link with ErrCardFailed and remembers the first, and the
+// first byte of the status word of the last response.
+type watched struct {
+	t   Transmitter
+	err error
+	sw1 byte
+}
+
+func (w *watched) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	rsp, err := w.t.Transmit(ctx, cmd)
+	if err = failed(err); w.err == nil && errors.Is(err, ErrCardFailed) {
+		w.err = err
+	}
+	if err == nil && len(rsp) >= 2 {
+		w.sw1 = rsp[len(rsp)-2]
+	}
+	return rsp, err
 }
 
 // Direct returns an Opener for a card reached in process, such as a

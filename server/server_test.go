@@ -79,6 +79,7 @@ type rig struct {
 	book   *policy.Book
 	audit  *memAudit
 	sims   []*pivsim.Card
+	pool   *rsc.Pool // the remote card "mayor"
 	ca     *testpki.CA
 	enroll *transport.StaticEnrollment
 	vault  *memVault
@@ -101,6 +102,7 @@ func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	r := &rig{book: policy.NewBook(nil), audit: &memAudit{}, ca: testpki.NewCA("rig CA")}
 	pool := rsc.NewPool("mayor", rsc.Options{})
 	t.Cleanup(pool.Close)
+	r.pool = pool
 	for i := range cards {
 		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i)), Latency: cardLatency, Slots: cardSlots})
 		if err != nil {

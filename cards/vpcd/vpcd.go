@@ -48,7 +48,9 @@ import (
 // a Card served on one connection at a time needs no locking.
 type Card interface {
 	// ATR returns the card's answer to reset, sent to vpcd on GET ATR.
-	// An empty ATR tells vpcd there is no card.
+	// An empty ATR is a card that does not answer: the connection closes
+	// (the card is removed; [Server.Plug] inserts it again). vpcd itself
+	// would wait for ever on an empty ATR frame, and pcscd with it.
 	ATR() []byte
 	// Transmit answers one command APDU with a full response APDU
 	// (data, SW1, SW2). An error closes the connection: the card is
@@ -130,6 +132,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, card Card) error 
 	return err
 }
 
+// errNoATR ends a connection whose card gave no ATR.
+var errNoATR = errors.New("vpcd: the card gave no ATR")
+
 // serveSession runs the card side of the protocol, reading frames from r
 // and writing the answers to w, until an error. It never returns nil.
 func serveSession(ctx context.Context, r io.Reader, w io.Writer, card Card, log *slog.Logger) error {
@@ -153,6 +158,13 @@ func serveSession(ctx context.Context, r io.Reader, w io.Writer, card Card, log 
 			case ctrlGetATR:
 				reply = card.ATR()
 				log.Debug("vpcd: GET ATR", "atr", hex.EncodeToString(reply))
+				if len(reply) == 0 {
+					// vsmartcard's vpcd reads an empty frame with
+					// recv(MSG_WAITALL) of 0 bytes, which waits for a
+					// byte that never comes: close instead, which it
+					// reads as "virtual ICC removed".
+					return errNoATR
+				}
 			default:
 				// Not in the protocol: vpcd expects no answer to
 				// what it never sends.

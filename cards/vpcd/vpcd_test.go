@@ -189,6 +189,7 @@ func TestServeEnds(t *testing.T) {
 		{"vpcd closed", &echoCard{}, func(v *fakeVPCD) { v.conn.Close() }, io.EOF},
 		{"card error", &echoCard{fail: errCard}, func(v *fakeVPCD) { v.send([]byte{0, 0xB0, 0, 0, 0}) }, errCard},
 		{"empty frame", &echoCard{}, func(v *fakeVPCD) { v.conn.Write([]byte{0, 0}) }, errEmptyFrame},
+		{"no ATR", &echoCard{}, func(v *fakeVPCD) { v.send([]byte{ctrlGetATR}) }, errNoATR},
 		{"truncated frame", &echoCard{}, func(v *fakeVPCD) {
 			v.conn.Write([]byte{0, 10, 1, 2, 3})
 			v.conn.(*net.TCPConn).CloseWrite()

@@ -6,9 +6,14 @@ package rsc_test
 // vpcd), driven by cards/pcsc as pscsd drives it.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,14 +32,14 @@ import (
 var daemon *pcscdtest.PCSCD
 
 func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 4}, func(p *pcscdtest.PCSCD) { daemon = p })
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 5}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
 // rig is n simulated cards plugged into readers of the private pcscd.
 type rig struct {
 	t     testing.TB
 	pc    *pcsc.Context
-	sims  []*pivsim.Card
+	sims  []vpcd.Card
 	pulls []func()
 }
 
@@ -67,8 +72,10 @@ func (r *rig) plug(i int) {
 		defer close(done)
 		vpcd.Plug(ctx, addr, card)
 	}()
-	r.pulls[i] = func() { cancel(); <-done }
-	r.t.Cleanup(r.pulls[i])
+	pull := func() { cancel(); <-done }
+	r.pulls[i] = pull
+	// The next test may use the reader: leave it empty, as pcscd sees it.
+	r.t.Cleanup(func() { pull(); r.wait(i, false) })
 	r.wait(i, true)
 }
 
@@ -80,18 +87,21 @@ func (r *rig) pull(i int) {
 func (r *rig) wait(i int, present bool) {
 	r.t.Helper()
 	name := daemon.Readers[i]
+	var last any
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		rs, err := r.pc.Readers(context.Background())
 		if err != nil {
+			last = err
 			continue
 		}
+		last = rs
 		for _, rd := range rs {
 			if rd.Name == name && rd.Present == present {
 				return
 			}
 		}
 	}
-	r.t.Fatalf("reader %s: present=%v not seen", name, present)
+	r.t.Fatalf("reader %s: present=%v not seen (last: %v)", name, present, last)
 }
 
 // member connects a worker to reader i and reads the card's keys.
@@ -225,7 +235,7 @@ func TestManagerFollowsReaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	t.Cleanup(func() { pc.Close() }) // after the cleanups that wait for readers
 	r := &rig{t: t, pc: pc}
 	serials := map[string]bool{}
 	for i := range 6 {
@@ -295,4 +305,124 @@ func TestManagerFollowsReaders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// resetFails is a simulated card in a reader of pcscd that, once armed,
+// dies in its next reset: it gives no ATR, so its connection to vpcd
+// closes (through vpcd, the only way a card fails a reset: vpcd reads it
+// as "no card", and pcscd answers the SCardReconnect that reset the card
+// with SCARD_W_UNRESPONSIVE_CARD, the failure of issue 9), and it stays
+// out until the test plugs it in again.
+type resetFails struct {
+	*pivsim.Card
+	armed, dying atomic.Bool
+	die          context.CancelFunc // ends the card's connection to vpcd
+	fired        chan struct{}
+}
+
+func (c *resetFails) Reset() {
+	c.Card.Reset()
+	if c.armed.CompareAndSwap(true, false) {
+		c.dying.Store(true)
+	}
+}
+
+func (c *resetFails) ATR() []byte {
+	if c.dying.CompareAndSwap(true, false) {
+		c.die()
+		close(c.fired)
+		return nil
+	}
+	return c.Card.ATR()
+}
+
+// TestResetFailureMovesRequestThroughPCSCD: through pcscd, a card that
+// fails the reset for a new principal hands the request to the other card
+// of the pool, which signs it; the failed card, back, serves again.
+func TestResetFailureMovesRequestThroughPCSCD(t *testing.T) {
+	if daemon == nil {
+		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
+	}
+	pc, err := pcsc.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() }) // after the cleanups that wait for readers
+	// Readers 8 and 9 are this test's alone.
+	r := &rig{t: t, pc: pc, sims: make([]vpcd.Card, 10), pulls: make([]func(), 10)}
+	fa := &resetFails{Card: newSim(t, "pcscd failover a", pivsim.Latency{}), fired: make(chan struct{})}
+	r.sims[8], r.sims[9] = fa, newSim(t, "pcscd failover b", pivsim.Latency{})
+	// Card a is plugged by hand: it pulls itself when it dies.
+	ctx, cancel := context.WithCancel(context.Background())
+	fa.die = cancel
+	plugged := make(chan struct{})
+	go func() { defer close(plugged); vpcd.Plug(ctx, daemon.CardAddr(8), fa) }()
+	t.Cleanup(func() { cancel(); <-plugged; r.wait(8, false) })
+	r.wait(8, true)
+	r.plug(9)
+	a, b := r.member(8), r.member(9)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	p, release := holdPoolWith(t, a, b, rsc.Options{Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))})
+	fa.armed.Store(true)
+	digest := sha256.Sum256([]byte("through pcscd"))
+	type result struct {
+		sig []byte
+		by  *rsc.Member
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sig, by, err := sign(context.Background(), p, "bob", digest[:])
+		done <- result{sig, by, err}
+	}()
+	<-fa.fired // a dies in its reset
+	release()  // b is free, and takes the request
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("request lost: %v", res.err)
+	}
+	if res.by != b {
+		t.Errorf("signed by %s, want %s", res.by.ID, b.ID)
+	}
+	verifyBy(t, b, digest[:], res.sig)
+	logMu.Lock()
+	log := logs.String()
+	logMu.Unlock()
+	t.Logf("pool log:\n%s", log)
+	if !strings.Contains(log, "reset before a new principal") {
+		t.Errorf("the pool did not log a's failed reset")
+	}
+	// a comes back: as a member still (a card that failed), or as a card
+	// that left and rejoins (a card that disappeared), it serves again.
+	<-plugged
+	r.wait(8, false) // pcscd saw it go
+	plugged = make(chan struct{})
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { defer close(plugged); vpcd.Plug(ctx, daemon.CardAddr(8), fa) }()
+	t.Cleanup(func() { cancel(); <-plugged; r.wait(8, false) })
+	r.wait(8, true)
+	if !slices.Contains(joined(p), a.ID) {
+		a = r.member(8)
+		if err := p.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Worker.DoAs(context.Background(), "carol", func(ctx context.Context, tr cards.Transmitter) error {
+		_, err := piv.Open(ctx, tr)
+		return err
+	}); err != nil {
+		t.Fatalf("the failed card's next request: %v", err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

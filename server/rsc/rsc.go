@@ -10,9 +10,23 @@
 // so a pool of n cards serves n requests at a time. A request waits at most
 // until its context ends; a full queue refuses at once with [ErrBusy].
 //
-// A card that disappears in the middle of a request leaves the pool, and
-// the request runs again on another member; a request is lost only when
-// no member is left to run it. A card that comes back is added again with
+// # Cards that fail
+//
+// A request that a card failed (connecting, the reset for a new principal,
+// the transaction, an exchange, or an execution error the card answered:
+// every error cards.Worker marks with cards.ErrCardFailed) runs again, from
+// its start and with its own context, on another member: first on one that
+// has not tried it, and only when every member has, on one that did (with
+// a fresh connection). A request runs at most [MaxAttempts] times; it fails
+// with [ErrNoCard], wrapping the last card's error, after that or when no
+// member is left, and with its context's error, wrapping the card's, when
+// its context ended meanwhile. A card that answered otherwise, even with an
+// error status, answered: a wrong PIN in particular is never tried on
+// another card, whose PIN tries it would spend.
+//
+// A card that disappeared (removed, its reader or the PC/SC service gone)
+// also leaves the pool; one that failed otherwise stays and connects afresh
+// for its next request. A card that comes back is added again with
 // [Pool.Add] and serves at once.
 //
 // Every request runs inside one PC/SC transaction as a principal (the
@@ -126,13 +140,17 @@ type Pool struct {
 	log  *slog.Logger
 
 	queue chan *job
-	retry chan *job // requests whose card left mid-way: served first
 
 	mu      sync.Mutex
 	members map[string]*memberRun
 	keys    []crypto.PublicKey // the pool's keys, with SameKeys
 	closed  bool
-	waiting atomic.Int64
+	// retries are the requests a card failed, served before the queue;
+	// retried is closed (and replaced) when a member may find a request
+	// there that it could not take before.
+	retries []*job
+	retried chan struct{}
+	waiting atomic.Int64 // in the queue and in retries
 }
 
 type memberRun struct {
@@ -146,13 +164,15 @@ type job struct {
 	principal string
 	fn        func(ctx context.Context, card profiles.Card, m *Member) error
 	result    chan error
-	attempts  int // runs that failed because their card left
-	lastErr   error
 	claimed   atomic.Bool // taken by a member, or given up by its caller
+
+	// Under Pool.mu once a card failed the job:
+	tried   []*memberRun // the members whose card failed it, in order
+	lastErr error        // the last one's error
 }
 
-// maxAttempts bounds how often a request follows cards that leave.
-const maxAttempts = 4
+// MaxAttempts bounds the runs of one request on cards that fail it.
+const MaxAttempts = 4
 
 // NewPool makes an empty pool.
 func NewPool(name string, opts Options) *Pool {
@@ -166,7 +186,7 @@ func NewPool(name string, opts Options) *Pool {
 	return &Pool{
 		name: name, opts: opts, log: log.With("rsc", name),
 		queue:   make(chan *job, opts.QueueSize),
-		retry:   make(chan *job, opts.QueueSize),
+		retried: make(chan struct{}),
 		members: map[string]*memberRun{},
 	}
 }
@@ -216,8 +236,7 @@ func (p *Pool) Remove(id string) {
 	p.mu.Lock()
 	r := p.members[id]
 	if r != nil {
-		delete(p.members, id)
-		close(r.stop)
+		p.leaveLocked(r)
 	}
 	n := len(p.members)
 	p.mu.Unlock()
@@ -225,20 +244,15 @@ func (p *Pool) Remove(id string) {
 		p.log.Info("card left", "card", id, "members", n)
 		p.changed(n)
 	}
-	if n == 0 {
-		p.failWaiting(ErrNoCard)
-	}
 }
 
 // removeRun takes r out of the pool unless it was replaced meanwhile (the
-// card came back under the same ID); when it was the last member, the
-// requests still waiting fail.
+// card came back under the same ID).
 func (p *Pool) removeRun(r *memberRun) {
 	p.mu.Lock()
 	left := p.members[r.m.ID] == r
 	if left {
-		delete(p.members, r.m.ID)
-		close(r.stop)
+		p.leaveLocked(r)
 	}
 	n := len(p.members)
 	p.mu.Unlock()
@@ -246,17 +260,40 @@ func (p *Pool) removeRun(r *memberRun) {
 	if left {
 		p.changed(n)
 	}
-	if n == 0 {
-		p.failWaiting(ErrNoCard)
+}
+
+// leaveLocked takes r, a member, out of the pool. When it was the last,
+// the requests still waiting fail, in the same critical section, so that
+// none fails while a card that joined meanwhile could serve it; otherwise
+// the members that tried a request waiting for r may now take it again.
+func (p *Pool) leaveLocked(r *memberRun) {
+	delete(p.members, r.m.ID)
+	close(r.stop)
+	if len(p.members) == 0 {
+		p.failWaitingLocked(ErrNoCard)
+	} else {
+		p.wakeLocked()
 	}
 }
 
-// failWaiting fails every request still in the queues.
-func (p *Pool) failWaiting(err error) {
+// wakeLocked tells the members waiting for work to look at the retries
+// again.
+func (p *Pool) wakeLocked() {
+	close(p.retried)
+	p.retried = make(chan struct{})
+}
+
+// failWaitingLocked fails every request still waiting, err wrapping the
+// last card failure of those that were tried.
+func (p *Pool) failWaitingLocked(err error) {
+	for _, j := range p.retries {
+		p.waiting.Add(-1)
+		j.result <- fmt.Errorf("%w: %w", err, j.lastErr)
+	}
+	clear(p.retries)
+	p.retries = p.retries[:0]
 	for {
 		select {
-		case j := <-p.retry:
-			j.result <- err
 		case j := <-p.queue:
 			p.waiting.Add(-1)
 			j.result <- err
@@ -310,7 +347,8 @@ func (p *Pool) Len() int {
 	return len(p.members)
 }
 
-// Waiting is the number of requests in the queue.
+// Waiting is the number of requests waiting for a card: in the queue, and
+// those a card failed, waiting for another.
 func (p *Pool) Waiting() int { return int(p.waiting.Load()) }
 
 // Close stops every member after its request in progress; requests still
@@ -332,14 +370,18 @@ func (p *Pool) Close() {
 	for _, r := range runs {
 		<-r.done
 	}
-	p.failWaiting(ErrClosed)
+	p.mu.Lock()
+	p.failWaitingLocked(ErrClosed)
+	p.mu.Unlock()
 }
 
 // Do runs fn on the next free card of the pool, for principal, inside one
 // transaction, with the card's profile opened. fn's error is returned as it
 // is. Do returns ErrBusy at once when the queue is full, ctx's error when
 // ctx ends before a card takes the request, and ErrNoCard when every card
-// that could run it left.
+// that could run it left or failed it (see the package documentation): fn
+// may then have run up to [MaxAttempts] times, each time from its start on
+// a card that failed before it answered.
 func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Context, card profiles.Card, m *Member) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -356,6 +398,12 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 		p.mu.Unlock()
 		return ErrNoCard
 	}
+	// Requests a card failed count against the bound: a card that fails
+	// at once must not let the queue grow without end.
+	if len(p.queue)+len(p.retries) >= cap(p.queue) {
+		p.mu.Unlock()
+		return ErrBusy
+	}
 	select {
 	case p.queue <- j:
 		p.waiting.Add(1)
@@ -370,9 +418,21 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	case <-ctx.Done():
 		// Once a card has taken it, it runs to its end: wait for that.
 		if j.claimed.CompareAndSwap(false, true) {
+			p.dropRetry(j)
 			return ctx.Err()
 		}
 		return <-j.result
+	}
+}
+
+// dropRetry takes j, given up by its caller, out of the retries if it is
+// there.
+func (p *Pool) dropRetry(j *job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.retries, j); i >= 0 {
+		p.retries = slices.Delete(p.retries, i, i+1)
+		p.waiting.Add(-1)
 	}
 }
 
@@ -401,50 +461,115 @@ func gone(err error) bool {
 func (p *Pool) serve(r *memberRun) {
 	defer close(r.done)
 	for {
-		var j *job
-		select {
-		case <-r.stop:
+		j := p.next(r)
+		if j == nil {
 			return
-		case j = <-p.retry:
-		default:
-			select {
-			case <-r.stop:
-				return
-			case j = <-p.retry:
-			case j = <-p.queue:
-				p.waiting.Add(-1)
-			}
 		}
 		if !j.claimed.CompareAndSwap(false, true) {
 			continue // its caller gave up while it waited
 		}
 		err := p.run(r.m, j)
-		if err != nil && gone(err) {
+		left := err != nil && gone(err)
+		if left {
 			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
 			p.removeRun(r)
-			j.attempts++
-			j.lastErr = err
-			j.claimed.Store(false) // up for grabs again
-			p.requeue(j)
+		}
+		if err != nil && (left || errors.Is(err, cards.ErrCardFailed)) {
+			if !left {
+				p.log.Warn("card failed a request; another card takes it", "card", r.m.ID, "err", err)
+			}
+			p.requeue(j, r, err)
+		} else {
+			j.result <- err
+		}
+		if left {
 			return
 		}
-		j.result <- err
 	}
 }
 
-// requeue hands j to another member, or fails it if none is left.
-func (p *Pool) requeue(j *job) {
-	p.mu.Lock()
-	others := len(p.members)
-	p.mu.Unlock()
-	if others == 0 || j.attempts >= maxAttempts {
-		j.result <- fmt.Errorf("%w: %w", ErrNoCard, j.lastErr)
-		return
+// next waits for the request r is to serve: first a request a card failed
+// that r may take (see takeRetryLocked), then the queue's next. It returns
+// nil once r is stopped.
+func (p *Pool) next(r *memberRun) *job {
+	for {
+		p.mu.Lock()
+		select {
+		case <-r.stop:
+			p.mu.Unlock()
+			return nil
+		default:
+		}
+		j := p.takeRetryLocked(r)
+		wake := p.retried
+		p.mu.Unlock()
+		if j != nil {
+			return j
+		}
+		select {
+		case <-r.stop:
+			return nil
+		case <-wake:
+		case j := <-p.queue:
+			p.waiting.Add(-1)
+			return j
+		}
 	}
-	select {
-	case p.retry <- j:
+}
+
+// takeRetryLocked takes from the retries the first request r may run: one
+// r has not tried, or one that every member has tried already (r's next
+// connection is a fresh one). Requests their callers gave up are dropped.
+func (p *Pool) takeRetryLocked(r *memberRun) *job {
+	for i := 0; i < len(p.retries); i++ {
+		j := p.retries[i]
+		if j.claimed.Load() {
+			p.retries = slices.Delete(p.retries, i, i+1)
+			p.waiting.Add(-1)
+			i--
+			continue
+		}
+		if slices.Contains(j.tried, r) && p.untriedLocked(j) {
+			continue // another card first
+		}
+		p.retries = slices.Delete(p.retries, i, i+1)
+		p.waiting.Add(-1)
+		return j
+	}
+	return nil
+}
+
+// untriedLocked reports whether a member of the pool has not tried j.
+func (p *Pool) untriedLocked(j *job) bool {
+	for _, m := range p.members {
+		if !slices.Contains(j.tried, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// requeue hands j, which r's card failed with err, to the next member that
+// may take it, or fails it when it ran MaxAttempts times or no member is
+// left.
+func (p *Pool) requeue(j *job, r *memberRun, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j.tried = append(j.tried, r)
+	j.lastErr = err
+	switch {
+	case j.ctx.Err() != nil:
+		// Too late for another card.
+		j.result <- fmt.Errorf("%w: %w", j.ctx.Err(), err)
+	case p.closed:
+		j.result <- fmt.Errorf("%w: %w", ErrClosed, err)
+	case len(p.members) == 0, len(j.tried) >= MaxAttempts:
+		j.result <- fmt.Errorf("%w: %w", ErrNoCard, err)
 	default:
-		j.result <- ErrBusy
+		j.claimed.Store(false) // up for grabs again
+		p.retries = append(p.retries, j)
+		p.waiting.Add(1)
+		p.wakeLocked()
 	}
 }
 
