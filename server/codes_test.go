@@ -76,7 +76,9 @@ func (r *rig) serve(t *testing.T, srv *server.Server) *client.Client {
 
 type failingAudit struct{}
 
-func (failingAudit) Record(context.Context, *server.AuditRecord) error { return errors.New("disk full") }
+func (failingAudit) Record(context.Context, *server.AuditRecord) error {
+	return errors.New("disk full")
+}
 
 // TestServerRefusalCodes: the codes of the server's refusals that other
 // tests do not reach, each from the situation that gives it.
