@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pscs/pscs/apdu"
@@ -132,8 +133,11 @@ func (s *Server) ownsAny(who string) bool {
 	return slices.ContainsFunc(s.cfg.Cards, func(c Card) bool { return c.Owner == who })
 }
 
+// validName reports whether n may name an identity: 1 to 64 letters,
+// digits or ._@-, and not pscsd's own name in the audit log (whose records
+// every owner's export shows).
 func validName(n string) bool {
-	if n == "" || len(n) > 64 {
+	if n == "" || len(n) > 64 || strings.EqualFold(n, audit.Identity) {
 		return false
 	}
 	for _, r := range n {
@@ -334,6 +338,9 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	d.Owner, d.ID = who, "d-"+randomHex(6)
 	vpin := randomDigits(8)
 	n.card = ad.Card
+	mu, _ := s.passphrases.LoadOrStore(ad.Card, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if s.cfg.Book.PassphraseLocked(ad.Card) {
 		return nil, "", transport.Errorf(transport.CodeLocked, "too many wrong passphrases for %s: register its PIN again", ad.Card)
 	}

@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"net"
 	"time"
+
+	"github.com/pscs/pscs/server/audit"
 )
 
 // CA is pscsd's own certificate authority, for sites without a PKI: it
@@ -74,14 +76,11 @@ func (ca *CA) IssueClient(name string, pub crypto.PublicKey) (*x509.Certificate,
 // checkpoints (server/audit, server/anchor), so that owners can check an
 // export against pscsd's CA.
 func (ca *CA) IssueCheckpoint(pub crypto.PublicKey) (*x509.Certificate, error) {
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: CheckpointSubject},
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: audit.CheckpointSubject},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: ca.Cert.NotAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment}
 	return ca.create(tmpl, pub)
 }
-
-// CheckpointSubject is the common name of the checkpoint key's certificate.
-const CheckpointSubject = "pscsd audit checkpoints"
 
 // IssueServer makes the server's TLS certificate, with a new key, for the
 // given host names and addresses.

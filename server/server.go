@@ -127,6 +127,9 @@ type Server struct {
 	conns map[string]map[*transport.Conn]struct{} // identity -> open connections
 
 	logins sync.Map // delegation ID -> *sync.Mutex: one vPIN check at a time
+	// passphrases: card -> *sync.Mutex: one test of the owner's
+	// passphrase at a time, so that parallel guesses cannot outrun its lock.
+	passphrases sync.Map
 }
 
 var _ transport.Handler = (*Server)(nil)
@@ -590,6 +593,12 @@ func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegati
 		rec.Policy = &m
 	}
 	rec.Took = time.Since(start)
+	if rec.Anchor {
+		// What this record keeps (a lock, a count) was already changed in
+		// memory: the record is written even if the request is cancelled
+		// meanwhile, so that a restart does not forget it.
+		ctx = context.WithoutCancel(ctx)
+	}
 	err := s.cfg.Audit.Record(ctx, rec)
 	if err != nil {
 		s.log.Error("audit record not written: refusing the answer", "err", err)

@@ -47,6 +47,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -54,6 +55,37 @@ import (
 
 // Do runs fn with exclusive use of the TPM link.
 type Do func(fn func(tpm transport.TPM) error) error
+
+// transient reports whether err is one of the TPM's warnings that ask the
+// caller to try again: busy (RETRY, YIELDED, TESTING), or NV memory
+// rate-limited or not available now (NV_RATE, NV_UNAVAILABLE).
+func transient(err error) bool {
+	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCRetry, tpm2.TPMRCYielded, tpm2.TPMRCTesting, tpm2.TPMRCNVRate, tpm2.TPMRCNVUnavailable} {
+		if errors.Is(err, rc) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry runs a sequence of TPM commands with do, again after a TPM
+// warning, with a growing pause (5 ms to 1 s), until ctx ends: a TPM that
+// rate-limits NV writes slows anchors down instead of failing the log.
+func retry(ctx context.Context, do Do, fn func(tpm transport.TPM) error) error {
+	pause := 5 * time.Millisecond
+	for {
+		err := do(fn)
+		if !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (the TPM kept answering %v)", context.Cause(ctx), err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
 
 // counterBase is the first handle of the counters' range: owner indices.
 const counterBase = 0x01_3A_00_00
@@ -139,7 +171,7 @@ func (c *Counter) Read(ctx context.Context) (v uint64, ok bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, false, err
 	}
-	err = c.do(func(tpm transport.TPM) error {
+	err = retry(ctx, c.do, func(tpm transport.TPM) error {
 		rsp, err := tpm2.NVRead{AuthHandle: c.auth(), NVIndex: tpm2.NamedHandle{Handle: c.index, Name: c.name}, Size: 8}.Execute(tpm)
 		if errors.Is(err, tpm2.TPMRCNVUninitialized) {
 			return nil
@@ -162,7 +194,7 @@ func (c *Counter) Increment(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return c.do(func(tpm transport.TPM) error {
+	return retry(ctx, c.do, func(tpm transport.TPM) error {
 		_, err := tpm2.NVIncrement{AuthHandle: c.auth(), NVIndex: tpm2.NamedHandle{Handle: c.index, Name: c.name}}.Execute(tpm)
 		if err != nil {
 			return fmt.Errorf("anchor: TPM NV_Increment: %w", err)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/pscs/pscs/internal/swtpmtest"
@@ -134,5 +136,36 @@ func BenchmarkSignCheckpoint(b *testing.B) {
 		if _, err := k.SignDigest(context.Background(), d[:]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A TPM that answers a warning (NV rate limit, busy) is asked again; an
+// error that is not a warning is not.
+func TestRetryTPMWarnings(t *testing.T) {
+	real, _ := link(t)
+	ctx := context.Background()
+	var calls, fail int
+	var rc error
+	do := func(fn func(transport.TPM) error) error {
+		calls++
+		if fail > 0 {
+			fail--
+			return fmt.Errorf("anchor: TPM NV_Increment: %w", rc)
+		}
+		return real(fn)
+	}
+	c, err := anchor.OpenCounter(do, anchor.CounterHandle([]byte("retry")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []tpm2.TPMRC{tpm2.TPMRCNVRate, tpm2.TPMRCRetry} {
+		calls, fail, rc = 0, 3, w
+		if err := c.Increment(ctx); err != nil || calls != 4 {
+			t.Fatalf("%v: %v after %d calls", w, err, calls)
+		}
+	}
+	calls, fail, rc = 0, 3, tpm2.TPMRCNVLocked
+	if err := c.Increment(ctx); err == nil || calls != 1 {
+		t.Fatalf("an error that is no warning: %v after %d calls", err, calls)
 	}
 }

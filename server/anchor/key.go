@@ -103,7 +103,7 @@ func (k *Key) SignDigest(ctx context.Context, digest []byte) ([]byte, error) {
 		return nil, fmt.Errorf("anchor: digest of %d bytes, want 32", len(digest))
 	}
 	var der []byte
-	err := k.do(func(tpm transport.TPM) error {
+	err := retry(ctx, k.do, func(tpm transport.TPM) error {
 		s, err := createSRK(tpm)
 		if err != nil {
 			return err

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
-	"encoding/binary"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -22,6 +22,35 @@ const (
 
 // Identity is the Identity of the records the Log writes itself.
 const Identity = "pscsd"
+
+// CheckpointSubject is the common name of the certificate of the key that
+// signs checkpoints. pscsd's CA gives it no extended key usage and the key
+// usage content commitment; its other certificates (identities', whose
+// names cannot contain spaces, and the server's) have client or server
+// authentication. [CheckpointCertificate] accepts only such a certificate,
+// so that no other certificate of the same CA can stand in for it.
+const CheckpointSubject = "pscsd audit checkpoints"
+
+// CheckpointCertificate checks that cert is a checkpoint key's certificate
+// issued by one of roots (pscsd's CA), and returns its key.
+func CheckpointCertificate(cert *x509.Certificate, roots *x509.CertPool) (*ecdsa.PublicKey, error) {
+	switch {
+	case cert.Subject.CommonName != CheckpointSubject:
+		return nil, fmt.Errorf("the certificate is %q's, not the checkpoint key's", cert.Subject.CommonName)
+	case len(cert.ExtKeyUsage) != 0 || len(cert.UnknownExtKeyUsage) != 0:
+		return nil, errors.New("the certificate has extended key usages: not a checkpoint key's")
+	case cert.KeyUsage&x509.KeyUsageContentCommitment == 0:
+		return nil, errors.New("the certificate lacks the content commitment key usage: not a checkpoint key's")
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("the checkpoint certificate is not the server's: %w", err)
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("the checkpoint certificate holds a %T, want an ECDSA key", cert.PublicKey)
+	}
+	return pub, nil
+}
 
 // Counter is a monotonic counter kept outside the log file, where whoever
 // can write the disk cannot turn it back: in pscsd, an NV counter index of
@@ -42,20 +71,32 @@ type Signer interface {
 }
 
 // checkpointLabel starts what a checkpoint signature covers.
-const checkpointLabel = "pscs audit checkpoint v1\x00"
+const checkpointLabel = "pscs audit checkpoint v2\x00"
 
 // CheckpointDigest is what a checkpoint's signature covers: SHA-256 of
-// "pscs audit checkpoint v1\0" || Seq || Time || Counter (8 bytes each,
-// big-endian) || Prev, the hash of every record before it.
-func CheckpointDigest(r *Record) []byte {
-	b := make([]byte, 0, len(checkpointLabel)+24+len(r.Prev))
-	b = append(b, checkpointLabel...)
-	b = binary.BigEndian.AppendUint64(b, r.Seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
-	b = binary.BigEndian.AppendUint64(b, r.Counter)
-	b = append(b, r.Prev...)
-	d := sha256.Sum256(b)
-	return d[:]
+// "pscs audit checkpoint v2\0" followed by the record's deterministic
+// encoding without its MAC (key 11) and its signature (key 15): Seq, Time,
+// Counter, Prev (the hash of every record before it) and every other field,
+// so that nothing a reader relies on in a checkpoint can change. A record
+// with keys this package does not know re-encodes differently, and its
+// signature does not verify.
+func CheckpointDigest(r *Record) ([]byte, error) {
+	c := *r
+	c.MAC, c.Checkpoint = nil, nil
+	b, err := encMode.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode checkpoint: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte(checkpointLabel))
+	h.Write(b)
+	return h.Sum(nil), nil
+}
+
+// verifyCheckpoint checks r's signature with pub.
+func verifyCheckpoint(pub *ecdsa.PublicKey, r *Record) bool {
+	d, err := CheckpointDigest(r)
+	return err == nil && ecdsa.VerifyASN1(pub, d, r.Checkpoint)
 }
 
 // ErrRollback is the kind of [RollbackError].
@@ -90,13 +131,23 @@ func (l *Log) checkAnchor(ctx context.Context, existed bool) error {
 	a := l.lastAnchor
 	fail := func(what string) error {
 		re := &RollbackError{What: what, Records: l.seq, LastAnchor: a, Count: c}
-		if ok && l.opts.Accept != nil && l.opts.Accept(re) {
-			l.accepted = re
-			l.counter = c
-			l.needAnchor = true
-			return nil
+		if l.opts.Accept == nil || !l.opts.Accept(re) {
+			return re
 		}
-		return re
+		if !ok {
+			// A counter with no value (undefined and defined again, or
+			// another TPM's): start it.
+			if err := l.opts.Counter.Increment(ctx); err != nil {
+				return fmt.Errorf("audit: starting the anchor counter: %w", err)
+			}
+			if c, ok, err = l.opts.Counter.Read(ctx); err != nil || !ok {
+				return fmt.Errorf("audit: starting the anchor counter: %v", err)
+			}
+		}
+		l.accepted = re
+		l.counter = c
+		l.needAnchor = true
+		return nil
 	}
 	switch {
 	case !ok && a == 0:
@@ -114,7 +165,7 @@ func (l *Log) checkAnchor(ctx context.Context, existed bool) error {
 		l.needAnchor = true // the log's first anchor names the counter's start
 		return nil
 	case !ok:
-		return fail("the log is anchored but the TPM counter has no value: another TPM, or the TPM was cleared")
+		return fail("the log is anchored but the TPM counter has no value: its NV index was deleted and defined again, or this is another TPM")
 	case a == 0 && !existed:
 		return fail("the audit log was deleted: the TPM counter says it was anchored")
 	case a == 0 && l.seq == 0:
@@ -214,7 +265,11 @@ func (l *Log) sealAnchorLocked(b *batch, sign bool) error {
 	if sign {
 		rec.Op = OpCheckpoint
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		sig, err := l.opts.Signer.SignDigest(ctx, CheckpointDigest(&rec))
+		d, err := CheckpointDigest(&rec)
+		var sig []byte
+		if err == nil {
+			sig, err = l.opts.Signer.SignDigest(ctx, d)
+		}
 		cancel()
 		if err != nil {
 			return fmt.Errorf("audit: signing checkpoint %d, log unusable until reopened: %w", rec.Seq, err)

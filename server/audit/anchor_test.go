@@ -318,3 +318,47 @@ func TestCheckpointsDue(t *testing.T) {
 		t.Fatalf("%d checkpoints, last at %d of %d records", st.Checkpoints, st.Covered, n)
 	}
 }
+
+// A checkpoint's signature covers every field of the record but its MAC:
+// a field added to the last checkpoint of a log (nothing after it would
+// show the change in the chain) is detected.
+func TestCheckpointCoversItsFields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	s := newSigner(t)
+	anchoredLog(t, path, &memCounter{}, s, 10)
+	good, _ := os.ReadFile(path)
+	ends := frameEnds(t, path)
+	var last *Record
+	ReadAll(bytes.NewReader(good), func(r *Record) error { last = r; return nil })
+	if last.Op != OpCheckpoint {
+		t.Fatalf("the log ends with %q", last.Op)
+	}
+	last.Result, last.Card = []byte("a signature nobody made"), "another card"
+	data, err := seal(last, otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := appendFrame(bytes.Clone(good[:ends[len(ends)-2]]), data)
+	_, err = Verify(bytes.NewReader(forged), nil, nil, VerifyCheckpoints(&s.k.PublicKey))
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "checkpoint signature") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// A log with a counter and no checkpoint key is anchored at Close.
+func TestAnchorAtCloseWithoutSigner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	c := &memCounter{}
+	l, err := Open(path, testKey, Options{Counter: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Append(context.Background(), testRecord(1))
+	l.Close()
+	b, _ := os.ReadFile(path)
+	ends := frameEnds(t, path)
+	os.WriteFile(path, b[:ends[len(ends)-2]], 0o600)
+	if _, err := Open(path, testKey, Options{Counter: c}); !errors.Is(err, ErrRollback) {
+		t.Fatalf("the record before Close was not anchored: %v", err)
+	}
+}

@@ -71,7 +71,7 @@ func (v *ExportVerifier) Record(data []byte) (*Record, error) {
 		return nil, v.fail(r.Seq, ErrTampered, "hash chain broken: the record does not follow record %d", v.seq)
 	}
 	if r.Op == OpCheckpoint && r.Identity == Identity {
-		if !ecdsa.VerifyASN1(v.pub, CheckpointDigest(r), r.Checkpoint) {
+		if !verifyCheckpoint(v.pub, r) {
 			return nil, v.fail(r.Seq, ErrTampered, "checkpoint signature does not verify: a record before it was edited, deleted or inserted (hash chain recomputed), or the checkpoint is not this server's")
 		}
 		v.covered = r.Seq

@@ -189,7 +189,7 @@ func Verify(r io.Reader, mac MACer, check func(*Record) error, opts ...VerifyOpt
 			return n, err
 		}
 		if c.checkpointKey != nil && rec.Op == OpCheckpoint && rec.Identity == Identity {
-			if !ecdsa.VerifyASN1(c.checkpointKey, CheckpointDigest(rec), rec.Checkpoint) {
+			if !verifyCheckpoint(c.checkpointKey, rec) {
 				return n, &VerifyError{Seq: rec.Seq, Offset: s.last, Err: ErrTampered,
 					Reason: "checkpoint signature does not verify: a record before it was edited, deleted or inserted (hash chain recomputed), or the checkpoint is not this server's"}
 			}

@@ -421,6 +421,9 @@ func (l *Log) flush() {
 	l.mu.Lock()
 	b := l.cur
 	sign := l.checkpointDueLocked()
+	if l.closed && l.opts.Counter != nil && l.lastAnchorSeq != l.seq {
+		l.needAnchor = true // at Close, whatever follows the last anchor
+	}
 	if b.n == 0 && !sign && !l.needAnchor {
 		l.mu.Unlock()
 		return

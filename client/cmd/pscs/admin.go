@@ -371,6 +371,13 @@ type exported struct {
 	Policy *audit.Policy `json:"policy,omitempty"`
 }
 
+// exportedOf is the export line of record r, whose bytes are raw.
+func exportedOf(r *audit.Record, raw []byte, verified bool) *exported {
+	return &exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
+		Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence,
+		Raw: raw, Policy: r.Policy, Verified: verified}
+}
+
 // export fetches the records of the owner's cards, checks every signed
 // request against its signer's certificate and the whole export against
 // the server's checkpoints (its hash chain through the records it shows and
@@ -420,8 +427,7 @@ func (a *app) export(ctx context.Context, config, out string) error {
 			if err := transport.Unmarshal(raw, &r); err != nil {
 				return fmt.Errorf("export: record: %w", err)
 			}
-			e := exported{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano), Identity: r.Identity,
-				Op: r.Op, Delegation: r.Delegation, Decision: r.Decision, Card: r.Card, Result: r.Result, Evidence: r.Evidence, Raw: raw, Policy: r.Policy}
+			e := exportedOf(&r, raw, false)
 			if r.Evidence != nil {
 				if der, ok := resp.Certificates[r.Identity]; ok {
 					if cert, err := x509.ParseCertificate(der); err == nil {
@@ -436,7 +442,7 @@ func (a *app) export(ctx context.Context, config, out string) error {
 			if _, err := ev.record(raw); err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
-			if err := enc.Encode(&e); err != nil {
+			if err := enc.Encode(e); err != nil {
 				return err
 			}
 			n++

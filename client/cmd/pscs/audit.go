@@ -123,6 +123,9 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 	}
 	br := bufio.NewReader(f)
 	if first, _ := br.Peek(1); len(first) == 1 && first[0] == '{' {
+		if roots == nil {
+			return fmt.Errorf("audit verify: an export is checked against pscsd's CA: give -ca (the ca.pem of your client configuration)")
+		}
 		n, st, err := verifyExportFile(br, roots, check)
 		if err != nil {
 			fmt.Fprintf(a.stdout, "BAD: %v\n", err)
@@ -133,14 +136,14 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		if unknown > 0 {
 			fmt.Fprintf(a.stdout, ", %d not checked (give -certs)", unknown)
 		}
-		if roots == nil {
-			fmt.Fprintf(a.stdout, "; the checkpoint certificate in the export was not checked against a CA (give -ca)")
-		}
 		fmt.Fprintln(a.stdout)
 		return nil
 	}
 	var st audit.CheckpointStats
 	if *cpCert != "" {
+		if roots == nil {
+			return fmt.Errorf("audit verify: -checkpoint-cert needs -ca: a certificate beside the log proves nothing by itself")
+		}
 		b, err := os.ReadFile(*cpCert)
 		if err != nil {
 			return err

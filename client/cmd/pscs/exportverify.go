@@ -43,8 +43,10 @@ func newExportVerifier(h *exportHeader, roots *x509.CertPool) (*exportVerifier, 
 	return ev, nil
 }
 
-// checkpointVerifier checks a checkpoint certificate (against roots, when
-// not nil) and returns a verifier with its key.
+// checkpointVerifier checks a checkpoint certificate against roots
+// (pscsd's CA) and returns a verifier with its key. Without roots the
+// certificate is the export's own word: pscs admin export, which received
+// it over the server's authenticated connection, passes nil.
 func checkpointVerifier(certDER []byte, roots *x509.CertPool) (*exportVerifier, error) {
 	if len(certDER) == 0 {
 		return nil, errors.New("the export carries no checkpoint certificate: the server signs no checkpoints")
@@ -53,14 +55,13 @@ func checkpointVerifier(certDER []byte, roots *x509.CertPool) (*exportVerifier, 
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint certificate: %w", err)
 	}
+	var pub *ecdsa.PublicKey
 	if roots != nil {
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return nil, fmt.Errorf("checkpoint certificate is not the server's: %w", err)
+		if pub, err = audit.CheckpointCertificate(cert, roots); err != nil {
+			return nil, err
 		}
-	}
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("checkpoint certificate holds a %T, want an ECDSA key", cert.PublicKey)
+	} else if pub, _ = cert.PublicKey.(*ecdsa.PublicKey); pub == nil {
+		return nil, fmt.Errorf("the checkpoint certificate holds a %T, want an ECDSA key", cert.PublicKey)
 	}
 	return &exportVerifier{v: audit.NewExportVerifier(pub), pub: pub, cert: cert, digests: map[uint64][]byte{}, next: 1}, nil
 }
@@ -176,6 +177,12 @@ func verifyExportFile(r io.Reader, roots *x509.CertPool, check func(*audit.Recor
 		rec, err := ev.record(e.Raw)
 		if err != nil {
 			return records, st, err
+		}
+		// What people read must be what the record says.
+		want := exportedOf(rec, e.Raw, e.Verified)
+		got, _ := json.Marshal(&e)
+		if w, _ := json.Marshal(want); !bytes.Equal(got, w) {
+			return records, st, fmt.Errorf("line %d: its fields differ from the record it carries (record %d)", line, rec.Seq)
 		}
 		if check != nil {
 			if err := check(rec); err != nil {

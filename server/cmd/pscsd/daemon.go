@@ -179,8 +179,12 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 func checkpointCertificate(st *store.Store, ca *server.CA, key *tpmanchor.Key) (*x509.Certificate, error) {
 	der, err := st.Get(store.KindConfig, "checkpoint-certificate")
 	if err == nil {
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.Cert)
 		if c, err := x509.ParseCertificate(der); err == nil && key.Public().Equal(c.PublicKey) {
-			return c, nil
+			if _, err := audit.CheckpointCertificate(c, roots); err == nil {
+				return c, nil
+			}
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err

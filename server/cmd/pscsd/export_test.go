@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,25 @@ func exportLines(t *testing.T, b []byte) (header []byte, records map[uint64][]by
 		}
 	}
 	return header, records, order
+}
+
+// withCheckpointCert is export with the certificate in the PEM file
+// certFile as its checkpoint certificate.
+func withCheckpointCert(t *testing.T, export []byte, certFile string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	first, rest, _ := bytes.Cut(export, []byte("\n"))
+	var h map[string]any
+	if err := json.Unmarshal(first, &h); err != nil {
+		t.Fatal(err)
+	}
+	h["checkpoint_certificate"] = block.Bytes
+	out, _ := json.Marshal(h)
+	return append(append(out, '\n'), rest...)
 }
 
 // flipRaw flips one bit of the record a line of an export holds.
@@ -83,7 +103,9 @@ func forgedExport(t *testing.T, header, log []byte, identity string) []byte {
 		d := sha256.Sum256(data)
 		digests = append(digests, d[:])
 		if r.Identity == identity || r.Identity == h.Owner || r.Identity == audit.Identity {
-			l, _ := json.Marshal(map[string]any{"seq": r.Seq, "identity": r.Identity, "op": r.Op, "raw": data})
+			l, _ := json.Marshal(map[string]any{"seq": r.Seq, "time": time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano),
+				"identity": r.Identity, "op": r.Op, "delegation": r.Delegation, "decision": r.Decision, "card": r.Card,
+				"result": r.Result, "evidence": r.Evidence, "raw": data, "policy": r.Policy})
 			lines = append(lines, l)
 		}
 		return nil
@@ -208,6 +230,10 @@ func TestExportVerifiesOffline(t *testing.T) {
 		{"last 5 records cut", "after the last checkpoint", bytes.Join(lines[:len(lines)-5], nil)},
 		{"emptied", "no checkpoint", append(bytes.Clone(header), '\n')},
 		{"not an export", "not a pscs audit export", []byte("{}\n")},
+		{"a field shown differs from its record", "its fields differ from the record it carries",
+			bytes.Replace(good, recs[delegateSeq], bytes.Replace(recs[delegateSeq], []byte(`"identity":"`), []byte(`"identity":"x`), 1), 1)},
+		{"checkpoints signed by another certificate of the same CA", "not the checkpoint key's", withCheckpointCert(t, good,
+			filepath.Join(state, "demo", "owner", "identity.pem"))},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,8 +246,12 @@ func TestExportVerifiesOffline(t *testing.T) {
 			}
 		})
 	}
-	// Another server's CA does not vouch for the checkpoints.
+	// Another server's CA does not vouch for the checkpoints; without a CA
+	// nothing is vouched for.
 	os.WriteFile(export, good, 0o600)
+	if out, err := pscs("audit", "verify", export); err == nil || !strings.Contains(out, "give -ca") {
+		t.Fatalf("verified without a CA:\n%s", out)
+	}
 	if out, err := pscs("audit", "verify", "-ca", filepath.Join(state, "demo", "owner", "identity.pem"), export); err == nil {
 		t.Fatalf("verified against a CA that is not the server's:\n%s", out)
 	}
