@@ -184,6 +184,7 @@ func TestAdminRefusals(t *testing.T) {
 	}{
 		{"unknown action", r.owner, &ptransport.AdminRequest{Action: "format-disk"}, nil, ptransport.CodeUnsupported},
 		{"bad name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminIssue, Name: "bob/../x"}, nil, ptransport.CodeMalformed},
+		{"pscsd's own name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminIssue, Name: "PSCSD"}, nil, ptransport.CodeMalformed},
 		{"enroll a taken name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "carol", Certificate: r.ca.Issue("carol", testpki.Options{}).Leaf.Raw}, nil, ptransport.CodeExists},
 		{"register another's card", r.other, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeNotOwner},
 		{"register an unknown card", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "x"}, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeUnknown},
@@ -357,4 +358,38 @@ func TestCardChangeEvents(t *testing.T) {
 	expect("a card joined")
 	r.mayor.Remove("second")
 	expect("a card left")
+}
+
+// TestParallelWrongPassphrases: wrong owner passphrases sent at once are
+// tested one at a time, so exactly five count and the rest find the card's
+// registered PIN locked.
+func TestParallelWrongPassphrases(t *testing.T) {
+	r := newAdminRig(t)
+	pass := []byte("owner passphrase")
+	reg := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}
+	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration: %v", code)
+	}
+	bob := r.ca.Issue("bob", testpki.Options{})
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
+		t.Fatalf("enroll: %v", code)
+	}
+	del := &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}}
+	var mu sync.Mutex
+	codes := map[ptransport.Code]int{}
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, code := adminDo(t, r.owner, del, &ptransport.AdminSecret{Passphrase: []byte("not the passphrase")})
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if codes[ptransport.CodeWrongPIN] != 5 || codes[ptransport.CodeLocked] != 7 {
+		t.Fatalf("answers %v, want 5 wrong passphrases and 7 locked", codes)
+	}
 }
