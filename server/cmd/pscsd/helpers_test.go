@@ -9,7 +9,7 @@ import (
 )
 
 // buildPSCSD builds this command into a temporary directory.
-func buildPSCSD(t *testing.T) string {
+func buildPSCSD(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pscsd")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
