@@ -368,10 +368,12 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	defer ln.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep() // before wg.Wait, also when Accept fails
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.sweep(ctx)
+		s.sweep(sweepCtx)
 	}()
 	defer s.conns.Range(func(k, _ any) bool {
 		k.(*Conn).Close(CodeShutdown, "server shutting down")
