@@ -181,8 +181,8 @@ func TestRequestRate(t *testing.T) {
 		resp, err := bob.try(t, pingRequest)
 		wantStatus(t, "bob's request "+string(rune('1'+i)), resp, err, transport.CodeOK)
 	}
-	if l := e.limit(t, "request_rate"); l.Refused != 2 {
-		t.Errorf("rate refusals %d, want 2", l.Refused)
+	if l := e.limit(t, "request_rate"); l.Refused != 2 || l.InUse != 0 {
+		t.Errorf("figures %+v, want 2 refusals and an empty bucket", l)
 	}
 }
 
