@@ -629,7 +629,7 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 		entry, fresh, err = replay.begin(key, t.Add(2*s.ReplayWindow), now)
 		if err != nil {
 			s.lim.refused[limNonces].Add(1)
-			log.Info("request refused: the identity's replay memory is full", "op", req.Op)
+			log.Debug("request refused: the identity's replay memory is full", "op", req.Op)
 			return errorResponse(err)
 		}
 	}
