@@ -90,6 +90,22 @@ type LimitsConfig struct {
 	Handshakes              int     `json:"handshakes"`
 }
 
+// loadLimits reads a JSON file holding a LimitsConfig (pscsd --demo
+// --limits FILE).
+func loadLimits(path string) (LimitsConfig, error) {
+	var l LimitsConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return l, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return l, fmt.Errorf("%s: %w", path, err)
+	}
+	return l, nil
+}
+
 // transport is the configuration as transport.Limits.
 func (l LimitsConfig) transport() ptransport.Limits {
 	return ptransport.Limits(l)

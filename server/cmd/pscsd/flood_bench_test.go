@@ -12,7 +12,8 @@ package main
 //
 // The sizes are flags (the benchmark runs once: -benchtime 1x):
 // -flood.handshakes (20,000), -flood.requests (1,000,000), -flood.hold
-// (how long the held streams stay, 20 s), -flood.settle (60 s).
+// (how long the held streams stay, 20 s), -flood.settle (60 s),
+// -flood.limits FILE (pscsd --demo --limits FILE).
 
 import (
 	"bufio"
@@ -50,6 +51,7 @@ var (
 	floodRequests   = flag.Int("flood.requests", 1_000_000, "BenchmarkFlood/requests: requests sent by the flooding delegate")
 	floodHold       = flag.Duration("flood.hold", 20*time.Second, "BenchmarkFlood/streams: how long the flood holds its streams")
 	floodSettle     = flag.Duration("flood.settle", 60*time.Second, "how long after the flood pscsd's RSS is measured")
+	floodLimits     = flag.String("flood.limits", "", "a JSON file of limits for pscsd --demo --limits (default: pscsd's defaults)")
 	floodUnloaded   = flag.Int("flood.unloaded", 100, "signatures of the honest delegate without a flood, for its unloaded p50/p99")
 )
 
@@ -67,7 +69,12 @@ func startDemo(b *testing.B) *demoServer {
 	b.Helper()
 	bin := buildPSCSD(b)
 	d := &demoServer{state: filepath.Join(b.TempDir(), "state")}
-	d.cmd = exec.Command(bin, "--demo", "--state", d.state)
+	args := []string{"--demo", "--state", d.state}
+	if *floodLimits != "" {
+		abs, _ := filepath.Abs(*floodLimits)
+		args = append(args, "--limits", abs)
+	}
+	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	if err := d.cmd.Start(); err != nil {
 		b.Fatal(err)
