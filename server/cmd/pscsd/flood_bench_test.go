@@ -264,8 +264,8 @@ func floodRun(b *testing.B, flood func(b *testing.B, d *demoServer) string) {
 		h.sign()
 	}
 	// Idle: what pscsd holds with nothing to do, once it has had the
-	// time to return its start's garbage (releaseEvery).
-	time.Sleep(releaseEvery + 2*time.Second)
+	// time to return its start's garbage (two checks of releaseMemory).
+	time.Sleep(2*releaseEvery + time.Second)
 	idle := d.rss()
 	for range *floodUnloaded {
 		h.sign()
