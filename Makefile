@@ -58,15 +58,21 @@ demo: build
 # p11-kit's remoting + SoftHSM at 0, 50 and 100 ms RTT, and its round
 # trips; then the wire: warm-signature latency at 0-200 ms RTT
 # (p50/p99 over 200 signatures each), round trips, and server memory per
-# idle connection.
+# idle connection. Then floods against pscsd --demo with an honest
+# delegate signing throughout (20,000 unfinished handshakes; the most
+# streams and connections one identity may hold; 1,000,000 signed requests
+# from one delegate): pscsd's RSS idle, at its peak and 60 s after, the
+# honest delegate's p50/p99 unloaded and loaded, and its refusals.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e '/transport$$' -e '/server$$' -e '/peerbench$$')
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e '/transport$$' -e '/server$$' -e '/peerbench$$' -e '/server/cmd/pscsd$$')
 	$(GO) test -run '^$$' -bench ServerSign -benchtime 1000x ./server
 	$(GO) test -run '^$$' -bench ParallelThroughServer -benchtime 320x ./server
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./transport
 	$(GO) test -count=1 -run '^Test(ThousandConnections|RoundTrips)$$' -v ./transport | grep -E 'round trips at|connections opened'
 	$(GO) test -count=1 -run '^TestProcessRoundTrips$$' -v ./client/pkcs11/e2e | grep -E 'round trips of a whole'
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/peerbench
+	$(GO) test -run '^$$' -bench DemoServer -benchtime 50x ./server/cmd/pscsd
+	$(GO) test -run '^$$' -bench Flood -benchtime 1x -timeout 60m ./server/cmd/pscsd
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz: deps

@@ -34,6 +34,15 @@ const (
 	CodeTimeout           Code = 19 // the request took longer than the server allows
 	CodeInternal          Code = 20 // the server failed; details are in its log
 
+	// Refusals for a resource limit (see Limits). Each refuses only the
+	// identity that reached its own limit, except CodeServerMemory.
+	CodeTooManyConnections Code = 21 // connection close: the identity has Limits.ConnectionsPerIdentity open
+	CodeTooManyRequests    Code = 22 // stream reset: the identity has Limits.StreamsPerIdentity unfinished requests
+	CodeRateLimited        Code = 23 // the identity passed Limits.RequestRate; field 5 says when to retry
+	CodeReplayMemoryFull   Code = 24 // the identity's replay memory (Limits.NoncesPerIdentity) is full; field 5 says when to retry
+	CodeIdentityMemory     Code = 25 // the identity's unfinished requests hold Limits.RequestBytesPerIdentity
+	CodeServerMemory       Code = 26 // all unfinished requests hold Limits.RequestBytes
+
 	// Policy (pscsd): 100–199.
 	CodeDenied          Code = 100 // no delegation allows this
 	CodeRevoked         Code = 101 // the delegation was revoked
@@ -60,41 +69,47 @@ const (
 )
 
 var codeNames = map[Code]string{
-	CodeOK:                "ok",
-	CodeNotEnrolled:       "not enrolled",
-	CodeCertExpired:       "certificate expired",
-	CodeShutdown:          "server shutting down",
-	CodeMalformed:         "malformed request",
-	CodeTooLarge:          "too large",
-	CodeUnsupported:       "unsupported operation",
-	CodeSignatureRequired: "signed request required",
-	CodeBadSignature:      "bad request signature",
-	CodeReplay:            "replayed request",
-	CodeStale:             "request time outside the window",
-	CodeBadBinding:        "request bound to another connection",
-	CodeBusy:              "busy",
-	CodeTimeout:           "timeout",
-	CodeInternal:          "internal error",
-	CodeDenied:            "denied",
-	CodeRevoked:           "delegation revoked",
-	CodeOutsideWindow:     "outside the delegation window",
-	CodeLimitReached:      "limit reached",
-	CodeWrongPIN:          "wrong virtual PIN",
-	CodeLocked:            "delegation locked",
-	CodeNotLoggedIn:       "not logged in",
-	CodeDocumentRefused:   "document not allowed",
-	CodeNoSuchSlot:        "no such remote card",
-	CodeNoSuchKey:         "no such key",
-	CodeNotOwner:          "not the owner",
-	CodeExists:            "already exists",
-	CodeUnknown:           "unknown name",
-	CodeNoPIN:             "card PIN not registered",
-	CodePINCheck:          "card PIN check failed",
-	CodeNoCA:              "no certificate authority",
-	CodeGuessLimit:        "TPM guess limit reached",
-	CodeCardError:         "card error",
-	CodeCardUnavailable:   "card unavailable",
-	CodeMechanism:         "mechanism not supported",
+	CodeOK:                 "ok",
+	CodeNotEnrolled:        "not enrolled",
+	CodeCertExpired:        "certificate expired",
+	CodeShutdown:           "server shutting down",
+	CodeMalformed:          "malformed request",
+	CodeTooLarge:           "too large",
+	CodeUnsupported:        "unsupported operation",
+	CodeSignatureRequired:  "signed request required",
+	CodeBadSignature:       "bad request signature",
+	CodeReplay:             "replayed request",
+	CodeStale:              "request time outside the window",
+	CodeBadBinding:         "request bound to another connection",
+	CodeBusy:               "busy",
+	CodeTimeout:            "timeout",
+	CodeInternal:           "internal error",
+	CodeTooManyConnections: "too many connections",
+	CodeTooManyRequests:    "too many unfinished requests",
+	CodeRateLimited:        "request rate limited",
+	CodeReplayMemoryFull:   "replay memory full",
+	CodeIdentityMemory:     "identity's request memory full",
+	CodeServerMemory:       "server's request memory full",
+	CodeDenied:             "denied",
+	CodeRevoked:            "delegation revoked",
+	CodeOutsideWindow:      "outside the delegation window",
+	CodeLimitReached:       "limit reached",
+	CodeWrongPIN:           "wrong virtual PIN",
+	CodeLocked:             "delegation locked",
+	CodeNotLoggedIn:        "not logged in",
+	CodeDocumentRefused:    "document not allowed",
+	CodeNoSuchSlot:         "no such remote card",
+	CodeNoSuchKey:          "no such key",
+	CodeNotOwner:           "not the owner",
+	CodeExists:             "already exists",
+	CodeUnknown:            "unknown name",
+	CodeNoPIN:              "card PIN not registered",
+	CodePINCheck:           "card PIN check failed",
+	CodeNoCA:               "no certificate authority",
+	CodeGuessLimit:         "TPM guess limit reached",
+	CodeCardError:          "card error",
+	CodeCardUnavailable:    "card unavailable",
+	CodeMechanism:          "mechanism not supported",
 }
 
 func (c Code) String() string {

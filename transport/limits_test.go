@@ -362,8 +362,8 @@ func TestReplayCache(t *testing.T) {
 			c.finish(e, &Response{})
 		}
 		e, fresh, err := c.begin("e", exp, t0.Add(time.Second))
-		if err == nil || CodeOf(err) != CodeBusy || e != nil || fresh {
-			t.Fatalf("begin on a full cache: %v, %v, %v, want CodeBusy", e, fresh, err)
+		if err == nil || CodeOf(err) != CodeReplayMemoryFull || e != nil || fresh {
+			t.Fatalf("begin on a full cache: %v, %v, %v, want CodeReplayMemoryFull", e, fresh, err)
 		}
 		// A known key is still reported as a replay when full.
 		if _, fresh, err := c.begin("a", exp, t0); err != nil || fresh {
@@ -379,8 +379,8 @@ func TestReplayCache(t *testing.T) {
 		for i := 0; i < 4; i++ {
 			c.begin(string(rune('a'+i)), exp, t0)
 		}
-		if _, _, err := c.begin("e", exp, exp.Add(time.Hour)); CodeOf(err) != CodeBusy {
-			t.Fatalf("begin with only running entries: %v, want CodeBusy", err)
+		if _, _, err := c.begin("e", exp, exp.Add(time.Hour)); CodeOf(err) != CodeReplayMemoryFull {
+			t.Fatalf("begin with only running entries: %v, want CodeReplayMemoryFull", err)
 		}
 	})
 
@@ -412,12 +412,12 @@ func TestReplayCache(t *testing.T) {
 		if _, fresh, _ := c.begin("a", exp, later); fresh {
 			t.Fatal("a running expired entry was swept")
 		}
-		if _, _, err := c.begin("z", later, later); CodeOf(err) != CodeBusy {
+		if _, _, err := c.begin("z", later, later); CodeOf(err) != CodeReplayMemoryFull {
 			t.Fatalf("begin on a full cache: %v", err)
 		}
 		c.finish(running, &Response{})
 		// An entry expiring exactly now is not yet expired.
-		if _, _, err := c.begin("z", later, exp); CodeOf(err) != CodeBusy {
+		if _, _, err := c.begin("z", later, exp); CodeOf(err) != CodeReplayMemoryFull {
 			t.Fatalf("begin at the expiry instant: %v", err)
 		}
 		if _, fresh, err := c.begin("z", later, later); err != nil || !fresh {

@@ -101,7 +101,8 @@ type Response struct {
 	Status  Code            `cbor:"2,keyasint"`
 	Body    cbor.RawMessage `cbor:"3,keyasint,omitempty"`
 	Message string          `cbor:"4,keyasint,omitempty"`
-	// RetryAfter is a hint in milliseconds with CodeBusy.
+	// RetryAfter is a hint in milliseconds with CodeBusy, CodeRateLimited
+	// and CodeReplayMemoryFull.
 	RetryAfter uint32 `cbor:"5,keyasint,omitempty"`
 	// Original, with CodeReplay, is the response the server gave to the
 	// first request with this nonce, sent to the same identity only: a

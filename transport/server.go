@@ -150,6 +150,8 @@ type Conn struct {
 	mu     sync.Mutex
 	values map[any]any
 
+	ident *identity // the identity's counts and replay memory
+
 	evMu   sync.Mutex // serializes events; never held with mu
 	events *quic.SendStream
 }
@@ -248,13 +250,15 @@ type Server struct {
 	ReplayWindow time.Duration
 	// RequestTimeout bounds each request. Zero means 30 seconds.
 	RequestTimeout time.Duration
-	// MaxNonces bounds the replay cache. Zero means 1,000,000.
-	MaxNonces int
+	// Limits bound what each identity, and all clients together, may
+	// hold of the server; the zero value has a default for each (see
+	// [Limits]).
+	Limits Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
 	once   sync.Once
-	replay *replayCache
+	lim    *limiter
 	conns  sync.Map // *Conn -> struct{}
 	active atomic.Int64
 	stats  Stats
@@ -271,6 +275,13 @@ type Stats struct {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() *Stats { return &s.stats }
+
+// LimitStats returns the figures of every limit of [Server.Limits]: its
+// value, its use now and how often it refused. It is for metrics.
+func (s *Server) LimitStats() []LimitStat {
+	s.init()
+	return s.lim.stats()
+}
 
 // ActiveConnections is the number of open connections.
 func (s *Server) ActiveConnections() int64 { return s.active.Load() }
@@ -296,16 +307,13 @@ func (s *Server) init() {
 		if s.RequestTimeout == 0 {
 			s.RequestTimeout = 30 * time.Second
 		}
-		if s.MaxNonces == 0 {
-			s.MaxNonces = 1_000_000
-		}
 		if s.Now == nil {
 			s.Now = time.Now
 		}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}
-		s.replay = newReplayCache(s.MaxNonces)
+		s.lim = newLimiter(s.Limits, s.Now)
 	})
 }
 
@@ -335,7 +343,23 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		qconf = qconf.Clone()
 	}
 	qconf.Allow0RTT = true
-	tr := &quic.Transport{Conn: pc}
+	// What QUIC buffers for requests the server has not read yet: one
+	// request's worth per stream, 1 MiB per connection.
+	if qconf.InitialStreamReceiveWindow == 0 {
+		qconf.InitialStreamReceiveWindow = serverStreamWindow
+	}
+	if qconf.MaxStreamReceiveWindow == 0 {
+		qconf.MaxStreamReceiveWindow = serverStreamWindow
+	}
+	if qconf.InitialConnectionReceiveWindow == 0 {
+		qconf.InitialConnectionReceiveWindow = serverConnectionWindow / 2
+	}
+	if qconf.MaxConnectionReceiveWindow == 0 {
+		qconf.MaxConnectionReceiveWindow = serverConnectionWindow
+	}
+	tr := &quic.Transport{Conn: pc,
+		VerifySourceAddress: s.lim.verifySourceAddress,
+		ConnContext:         s.lim.connContext}
 	ln, err := tr.ListenEarly(ServerTLSConfig(s.TLSConfig), qconf)
 	if err != nil {
 		return err
@@ -344,6 +368,13 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	defer ln.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep() // before wg.Wait, also when Accept fails
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sweep(sweepCtx)
+	}()
 	defer s.conns.Range(func(k, _ any) bool {
 		k.(*Conn).Close(CodeShutdown, "server shutting down")
 		return true
@@ -366,8 +397,34 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
+// sweep forgets expired nonces and idle identities every quarter of the
+// replay window, until ctx ends.
+func (s *Server) sweep(ctx context.Context) {
+	t := time.NewTicker(max(s.ReplayWindow/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.lim.sweep(s.Now())
+		}
+	}
+}
+
 func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	log := s.Logger.With("remote", qc.RemoteAddr().String())
+	if isClosed(qc.HandshakeComplete()) {
+		handshakeDone(qc)
+	} else {
+		go func() {
+			select {
+			case <-qc.HandshakeComplete():
+				handshakeDone(qc)
+			case <-qc.Context().Done():
+			}
+		}()
+	}
 	// A resumed (0-RTT) connection has the client certificate from its
 	// ticket at once; a new one once the handshake is complete (TLS itself
 	// refuses a client without a certificate: alert certificate_required).
@@ -405,7 +462,15 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		qc.CloseWithError(quic.ApplicationErrorCode(code), code.String())
 		return
 	}
-	c := &Conn{Identity: id, qc: qc, server: s}
+	ident, ok := s.lim.connect(id.ID)
+	if !ok {
+		s.stats.Refused.Add(1)
+		log.Info("connection refused: too many connections", "identity", id.ID, "limit", s.lim.l.ConnectionsPerIdentity)
+		qc.CloseWithError(quic.ApplicationErrorCode(CodeTooManyConnections), CodeTooManyConnections.String())
+		return
+	}
+	defer s.lim.disconnect(ident)
+	c := &Conn{Identity: id, qc: qc, server: s, ident: ident}
 	if ch, ok := s.Handler.(ConnHandler); ok {
 		if err := ch.Connected(c); err != nil {
 			qc.CloseWithError(quic.ApplicationErrorCode(CodeOf(err)), "refused")
@@ -429,9 +494,19 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		if err != nil {
 			return
 		}
+		if !s.lim.startStream(ident) {
+			// Nothing read, nothing written, no goroutine: the stream
+			// is reset both ways with the code.
+			s.stats.Requests.Add(1)
+			s.stats.Errors.Add(1)
+			st.CancelRead(quic.StreamErrorCode(CodeTooManyRequests))
+			st.CancelWrite(quic.StreamErrorCode(CodeTooManyRequests))
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.lim.endStream(ident)
 			s.serveStream(ctx, c, st, log)
 		}()
 	}
@@ -440,19 +515,26 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 // serveStream reads one request, answers it and closes the stream.
 func (s *Server) serveStream(ctx context.Context, c *Conn, st *quic.Stream, log *slog.Logger) {
 	defer st.Close()
-	st.SetReadDeadline(time.Now().Add(s.RequestTimeout))
-	raw, err := readAll(st, MaxRequestSize)
 	var resp *Response
-	if err != nil {
-		code := CodeOf(err)
-		if code == CodeInternal {
-			code = CodeMalformed
-		}
-		st.CancelRead(quic.StreamErrorCode(code))
-		resp = &Response{Status: code, Message: "request not read: " + code.String()}
+	if ok, wait := s.lim.allow(c.ident); !ok {
+		// Refused before anything of it is read or verified.
+		st.CancelRead(quic.StreamErrorCode(CodeRateLimited))
+		resp = &Response{Status: CodeRateLimited, Message: "the identity's request rate is over its limit", RetryAfter: retryAfterMillis(wait)}
 	} else {
-		resp = s.answer(ctx, c, raw, log)
-		clear(raw) // the request may have carried a secret
+		st.SetReadDeadline(time.Now().Add(s.RequestTimeout))
+		raw, held, err := s.lim.readRequest(c.ident, st, MaxRequestSize)
+		if err != nil {
+			code := CodeOf(err)
+			if code == CodeInternal {
+				code = CodeMalformed
+			}
+			st.CancelRead(quic.StreamErrorCode(code))
+			resp = &Response{Status: code, Message: "request not read: " + code.String()}
+		} else {
+			resp = s.answer(ctx, c, raw, log)
+		}
+		clear(raw[:cap(raw)]) // the request may have carried a secret
+		s.lim.release(c.ident, held)
 	}
 	if resp.Version == 0 {
 		resp.Version = ProtocolVersion
@@ -535,16 +617,19 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 	// replayed on another connection is reported as the replay it is); a
 	// fresh one is remembered only once the request is bound right, so that
 	// a client can resend a request it bound wrong.
-	key := c.Identity.ID + "\x00" + string(p.Nonce)
-	entry, seen := s.replay.lookup(key)
+	replay := c.ident.replay
+	key := string(p.Nonce)
+	entry, seen := replay.lookup(key)
 	if !seen && !bound {
 		return &Response{Status: CodeBadBinding, Message: "request not bound to this connection"}
 	}
 	fresh := false
 	if !seen {
 		var err error
-		entry, fresh, err = s.replay.begin(key, t.Add(2*s.ReplayWindow), now)
+		entry, fresh, err = replay.begin(key, t.Add(2*s.ReplayWindow), now)
 		if err != nil {
+			s.lim.refused[limNonces].Add(1)
+			log.Debug("request refused: the identity's replay memory is full", "op", req.Op)
 			return errorResponse(err)
 		}
 	}
@@ -568,7 +653,7 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 	call.Body, call.Evidence, call.Nonce, call.Time = p.Body, req.Signed, p.Nonce, t
 	resp := s.run(ctx, call, log)
 	resp.Version = ProtocolVersion // before finish: replays read resp concurrently
-	s.replay.finish(entry, resp)
+	replay.finish(entry, resp)
 	return resp
 }
 
@@ -617,7 +702,12 @@ func (s *Server) run(ctx context.Context, call *Call, log *slog.Logger) *Respons
 func errorResponse(err error) *Response {
 	var e *Error
 	if errors.As(err, &e) {
-		return &Response{Status: e.Code, Message: e.Message}
+		r := &Response{Status: e.Code, Message: e.Message}
+		var re *retryError
+		if errors.As(err, &re) {
+			r.RetryAfter = retryAfterMillis(re.after)
+		}
+		return r
 	}
 	return &Response{Status: CodeInternal}
 }

@@ -132,13 +132,15 @@ func VerifyPayload(raw []byte, pub crypto.PublicKey) (*SignedPayload, error) {
 	return &p, nil
 }
 
-// replayCache remembers every nonce seen inside the time window, and the
-// response given to it, so that a request is executed at most once.
+// replayCache remembers every nonce of one identity seen inside the time
+// window, and the response given to it, so that a request is executed at
+// most once. Each identity has its own (see [Limits.NoncesPerIdentity]).
 type replayCache struct {
 	mu      sync.Mutex
 	entries map[string]*replayEntry
 	max     int
 	inserts int
+	peak    int // the most entries since the map was last made anew
 }
 
 type replayEntry struct {
@@ -152,8 +154,9 @@ func newReplayCache(max int) *replayCache {
 }
 
 // begin registers key. fresh is true the first time; otherwise e is the
-// earlier request's entry. A full cache refuses with CodeBusy rather than
-// forget nonces.
+// earlier request's entry. A full cache refuses with CodeReplayMemoryFull
+// rather than forget nonces; the error's RetryAfter says when the first
+// nonce may be forgotten.
 func (c *replayCache) begin(key string, expires, now time.Time) (e *replayEntry, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -161,23 +164,53 @@ func (c *replayCache) begin(key string, expires, now time.Time) (e *replayEntry,
 		return old, false, nil
 	}
 	c.inserts++
-	if c.inserts%1024 == 0 || len(c.entries) >= c.max {
-		for k, v := range c.entries {
-			if now.After(v.expires) {
-				select {
-				case <-v.done:
-					delete(c.entries, k)
-				default: // still running: keep
-				}
+	full := c.max >= 0 && len(c.entries) >= c.max
+	if c.inserts%1024 == 0 || full {
+		c.sweepLocked(now)
+	}
+	if c.max >= 0 && len(c.entries) >= c.max {
+		var first time.Time
+		for _, v := range c.entries {
+			if first.IsZero() || v.expires.Before(first) {
+				first = v.expires
 			}
 		}
-	}
-	if len(c.entries) >= c.max {
-		return nil, false, Errorf(CodeBusy, "too many requests in the replay window")
+		return nil, false, &retryError{err: Errorf(CodeReplayMemoryFull, "the identity's replay memory holds %d nonces", len(c.entries)), after: first.Sub(now)}
 	}
 	e = &replayEntry{expires: expires, done: make(chan struct{})}
 	c.entries[key] = e
+	c.peak = max(c.peak, len(c.entries))
 	return e, true, nil
+}
+
+// sweep forgets the nonces that expired before now and whose request has
+// been answered.
+func (c *replayCache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweepLocked(now)
+}
+
+func (c *replayCache) sweepLocked(now time.Time) {
+	for k, v := range c.entries {
+		if now.After(v.expires) {
+			select {
+			case <-v.done:
+				delete(c.entries, k)
+			default: // still running: keep
+			}
+		}
+	}
+	// A Go map never gives back the room of deleted entries: once it
+	// holds a quarter of its peak, make it anew, so that the memory of
+	// a flood goes back.
+	if c.peak >= 1024 && len(c.entries) <= c.peak/4 {
+		m := make(map[string]*replayEntry, len(c.entries))
+		for k, v := range c.entries {
+			m[k] = v
+		}
+		c.entries, c.peak = m, len(m)
+	}
 }
 
 // lookup returns the entry of key, if the nonce was seen.

@@ -122,6 +122,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with configure called on the server before it
+// starts.
+func newEnvWith(t testing.TB, configure func(*transport.Server)) *env {
+	t.Helper()
 	e := &env{ca: testpki.NewCA("pscs test CA"), handler: newHandler(), enroll: transport.NewStaticEnrollment()}
 	e.alice = e.ca.Issue("alice", testpki.Options{})
 	e.enroll.Add("alice", e.alice.Leaf)
@@ -130,6 +137,9 @@ func newEnv(t testing.TB) *env {
 		Handler:    e.handler,
 		Enrollment: e.enroll,
 		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{srvCert}},
+	}
+	if configure != nil {
+		configure(e.server)
 	}
 	e.start(t, "127.0.0.1:0")
 	return e

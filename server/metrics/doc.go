@@ -64,6 +64,19 @@
 //	    Recorded by CardOp.
 //	pscs_connections                            gauge
 //	    Open transport connections. Set by Connections.
+//	pscs_limit{limit}                           gauge
+//	pscs_limit_in_use{limit}                    gauge
+//	pscs_limit_refusals_total{limit, code}      counter
+//	    Each resource limit of the transport (transport.Limits): its
+//	    configured value (negative: none), its use now (for a limit of
+//	    each identity, the highest among identities; for request_rate,
+//	    the emptiest token bucket) and its refusals, with the refusal
+//	    code ("0": refused by QUIC itself: a Retry asked for, a
+//	    connection attempt refused). Read at every scrape from the
+//	    function given to AddLimits. limit is one of
+//	    connections_per_identity, streams_per_identity, request_rate,
+//	    nonces_per_identity, request_bytes_per_identity, request_bytes,
+//	    retry_handshakes, handshakes.
 //	pscs_health_check_ok{check}                 gauge
 //	    1 if the named health check passed on the last /healthz request,
 //	    0 if it failed or timed out. Appears once /healthz has been asked.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/server/vault"
+	ptransport "github.com/pscs/pscs/transport"
 )
 
 // Config is pscsd's configuration file (JSON). Every field but state and
@@ -36,6 +37,23 @@ import (
 //	  "require_proof": false,             // refuse cards that cannot prove
 //	                                      // their keys without a PIN
 //	  "log": {"json": false, "level": "info"},
+//	  "limits": {                         // what each identity may hold (see
+//	                                      // transport.Limits); 0 or absent:
+//	                                      // the default; negative: no limit
+//	    "connections_per_identity": 16,   // more: closed with code 21
+//	    "streams_per_identity": 256,      // unfinished requests, all its
+//	                                      // connections; more: code 22
+//	    "request_rate": 1000,             // requests/s of one identity,
+//	    "request_burst": 2000,            // at once; more: code 23
+//	    "nonces_per_identity": 65536,     // its own replay memory; full: code 24
+//	    "request_bytes_per_identity": 4194304, // buffers of its unfinished
+//	                                      // requests; more: code 25
+//	    "request_bytes": 67108864,        // the same, all identities: code 26
+//	    "retry_handshakes": 64,           // unvalidated handshakes in progress
+//	                                      // before QUIC Retry (-1: never)
+//	    "handshakes": 1024                // all handshakes in progress; more:
+//	                                      // QUIC CONNECTION_REFUSED
+//	  },
 //	  "cards": [                          // the remote cards
 //	    {"name": "mayor", "slot": 1, "owner": "alice",
 //	     "serials": ["4242000", "4242001"],  // the cards that serve it: one
@@ -56,6 +74,7 @@ type Config struct {
 	PINTries     int          `json:"pin_tries"`
 	RequireProof bool         `json:"require_proof"`
 	Log          LogConfig    `json:"log"`
+	Limits       LimitsConfig `json:"limits"`
 	Cards        []CardConfig `json:"cards"`
 }
 
@@ -111,6 +130,43 @@ func (c TPMDAConfig) vaultDA() vault.DA {
 type LogConfig struct {
 	JSON  bool   `json:"json"`
 	Level string `json:"level"` // debug (APDU trace, secrets redacted), info, warn, error
+}
+
+// LimitsConfig bounds what each identity, and all clients together, may
+// hold of pscsd: the fields of transport.Limits, whose documentation gives
+// each default and refusal code. Zero (or absent) means the default,
+// negative no limit.
+type LimitsConfig struct {
+	ConnectionsPerIdentity  int     `json:"connections_per_identity"`
+	StreamsPerIdentity      int     `json:"streams_per_identity"`
+	RequestRate             float64 `json:"request_rate"`
+	RequestBurst            int     `json:"request_burst"`
+	NoncesPerIdentity       int     `json:"nonces_per_identity"`
+	RequestBytesPerIdentity int     `json:"request_bytes_per_identity"`
+	RequestBytes            int     `json:"request_bytes"`
+	RetryHandshakes         int     `json:"retry_handshakes"`
+	Handshakes              int     `json:"handshakes"`
+}
+
+// loadLimits reads a JSON file holding a LimitsConfig (pscsd --demo
+// --limits FILE).
+func loadLimits(path string) (LimitsConfig, error) {
+	var l LimitsConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return l, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return l, fmt.Errorf("%s: %w", path, err)
+	}
+	return l, nil
+}
+
+// transport is the configuration as transport.Limits.
+func (l LimitsConfig) transport() ptransport.Limits {
+	return ptransport.Limits(l)
 }
 
 // CardConfig is one remote card.

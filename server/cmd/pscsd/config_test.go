@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/server/vault"
+	"github.com/pscs/pscs/transport"
 )
 
 // TestConfigTPMDA: tpm_da's defaults, its fields, and its refusals.
@@ -54,5 +55,27 @@ func TestConfigTPMDA(t *testing.T) {
 	}
 	if _, err := load(t, `, "tpm_da": {"tries": 8}`); err == nil || !strings.Contains(err.Error(), `unknown field "tries"`) {
 		t.Errorf("unknown tpm_da field: %v, want an error", err)
+	}
+}
+
+// TestLimitsConfig: the limits of the configuration reach transport.Limits
+// field by field; absent ones stay zero (the transport's defaults).
+func TestLimitsConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pscsd.json")
+	os.WriteFile(path, []byte(`{"state": "s", "limits": {"connections_per_identity": 2, "streams_per_identity": 3,
+	  "request_rate": 4.5, "request_burst": 5, "nonces_per_identity": 6, "request_bytes_per_identity": 7,
+	  "request_bytes": 8, "retry_handshakes": -1}}`), 0o600)
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := transport.Limits{ConnectionsPerIdentity: 2, StreamsPerIdentity: 3, RequestRate: 4.5, RequestBurst: 5,
+		NoncesPerIdentity: 6, RequestBytesPerIdentity: 7, RequestBytes: 8, RetryHandshakes: -1}
+	if got := cfg.Limits.transport(); got != want {
+		t.Errorf("limits %+v, want %+v", got, want)
+	}
+	os.WriteFile(path, []byte(`{"state": "s", "limits": {"connections": 2}}`), 0o600)
+	if _, err := LoadConfig(path); err == nil {
+		t.Error("an unknown limit was accepted")
 	}
 }

@@ -331,6 +331,7 @@ type serveOptions struct {
 	metrics     string // "" or "off": none
 	certificate tls.Certificate
 	pinTries    int
+	limits      ptransport.Limits
 	ready       func(udp net.Addr, metrics net.Addr) error // called once serving
 }
 
@@ -380,8 +381,17 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		return err
 	}
 	defer pc.Close()
-	ts := &ptransport.Server{Handler: srv, Enrollment: enroll, Logger: log,
+	ts := &ptransport.Server{Handler: srv, Enrollment: enroll, Logger: log, Limits: o.limits,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{o.certificate}}}
+	met.AddLimits(func() []metrics.Limit {
+		stats := ts.LimitStats()
+		out := make([]metrics.Limit, len(stats))
+		for i, l := range stats {
+			out[i] = metrics.Limit{Name: l.Name, Code: uint32(l.Code), Limit: l.Limit, InUse: l.InUse, Refused: l.Refused}
+		}
+		return out
+	})
+	go releaseMemory(ctx, log)
 	if o.ready != nil {
 		if err := o.ready(pc.LocalAddr(), metricsAddr); err != nil {
 			return err
@@ -463,7 +473,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	defer func() { stopMgr(); <-mgrDone }()
 
 	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, changes: ch, listen: cfg.Listen, metrics: cfg.Metrics,
-		certificate: cert, pinTries: cfg.PINTries,
+		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(),
 		ready: func(udp, met net.Addr) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil

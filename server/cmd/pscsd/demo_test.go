@@ -123,7 +123,8 @@ func TestDemoContract(t *testing.T) {
 	}
 	_, m := get("/metrics")
 	for _, want := range []string{`pscs_requests_total{code="0",op="sign"} 1`, `pscs_requests_total{code="104",op="login"} 1`,
-		`pscs_refusals_total{reason="wrong_vpin"} 1`, `pscs_cards_present{card="mayor"} 3`, "pscs_card_seconds_count"} {
+		`pscs_refusals_total{reason="wrong_vpin"} 1`, `pscs_cards_present{card="mayor"} 3`, "pscs_card_seconds_count",
+		`pscs_limit{limit="connections_per_identity"} 16`, `pscs_limit_refusals_total{code="23",limit="request_rate"} 0`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

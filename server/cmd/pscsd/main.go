@@ -4,7 +4,7 @@
 //
 //	pscsd -config FILE
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT]
-//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
 //	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT
 //
@@ -40,6 +40,10 @@
 // accepted (a restored backup, a damaged disk): it names the losses it
 // accepts, records each in the audit log with the reason, re-anchors the
 // state, and exits; pscsd then starts.
+//
+// --limits FILE sets the demo's resource limits from a JSON file holding
+// what a configuration's "limits" holds (see Config); without it, the
+// defaults.
 //
 // inventory watches the readers and logs every card's profile, keys and
 // PIN state, until it is interrupted.
@@ -81,6 +85,7 @@ func main() {
 	state := fs.String("state", "", "state directory (required with --demo)")
 	listen := fs.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
 	admin := fs.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
+	limitsFile := fs.String("limits", "", "--demo: a JSON file of resource limits, as a configuration's \"limits\"")
 	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
 	owner := fs.String("owner", "", "init: the owner's identity name")
 	out := fs.String("out", "", "init: where the owner's credentials and client.conf go")
@@ -138,7 +143,14 @@ func main() {
 			fmt.Fprintln(os.Stderr, "pscsd: --card-latency is real or none")
 			os.Exit(2)
 		}
-		if err = runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real"); ctx.Err() != nil {
+		var limits LimitsConfig
+		if *limitsFile != "" {
+			if limits, err = loadLimits(*limitsFile); err != nil {
+				fmt.Fprintln(os.Stderr, "pscsd:", err)
+				os.Exit(2)
+			}
+		}
+		if err = runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport()); ctx.Err() != nil {
 			err = nil
 		}
 	case cfg != nil:
