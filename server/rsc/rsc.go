@@ -491,7 +491,6 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
 	// Enqueue under the lock that Close and the last member's leaving
 	// take, so a request never waits in a queue nobody serves.
 	p.mu.Lock()
@@ -512,6 +511,7 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 		p.mu.Unlock()
 		return ErrBusy
 	}
+	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
 	pr := p.principalLocked(principal)
 	j.tag = max(pr.next, p.vtime)
 	pr.next = j.tag + 1
