@@ -21,21 +21,25 @@
 // of equal tags, the one whose principal has fewest requests waiting, then
 // that of the principal the card served last (it needs no reset), then
 // the oldest. So principals that keep requests waiting are served in turn,
-// one request each, and a principal that had none waiting is served next,
-// ahead of another's backlog: one delegate's flood delays another's request
-// by at most the request each card is running.
+// one request each, and a principal with one request waiting, whatever
+// the backlog of another, is served next, or after at most one request of
+// each principal with more waiting: one delegate's flood delays another's
+// request by the requests the cards are running, and at most one of the
+// flood's more. Requests a card failed, waiting for another card, go
+// before all others (see below).
 //
 // Memory is bounded twice. A principal may have [Options.PerPrincipal]
 // requests waiting; beyond, its next request is refused at once with
 // [ErrBusy], and no other principal's. All principals together may have
 // [Options.QueueSize] requests waiting; beyond, every new request is
 // refused with ErrBusy, which takes QueueSize/PerPrincipal principals at
-// their share at once. Requests a card failed, waiting for another card,
-// count in both bounds, but are never refused: each exceeds them by at
-// most one per member. The pool remembers a principal while it has
-// requests waiting, and afterwards while its last tag is ahead of the
-// pool's, at most QueueSize of them (beyond, it forgets them all, and they
-// start again at the pool's tag).
+// their share at once (with PerPrincipal = QueueSize, one principal can
+// fill the queue alone). Requests a card failed count in both bounds,
+// but are never refused: with them, a principal's and the pool's waiting
+// requests exceed their bounds by at most one per member. The pool
+// remembers a principal while it has requests waiting, and afterwards
+// while its tag is ahead of the pool's, at most QueueSize such principals
+// (beyond, it forgets them all, and they start again at the pool's tag).
 //
 // # Cards that fail
 //
