@@ -23,7 +23,7 @@
 // the oldest. So principals that keep requests waiting are served in turn,
 // one request each, and a principal with one request waiting, whatever
 // the backlog of another, is served next, or after at most one request of
-// each principal with more waiting: one delegate's flood delays another's
+// each other principal: one delegate's flood delays another's
 // request by the requests the cards are running, and at most one of the
 // flood's more. Requests a card failed, waiting for another card, go
 // before all others (see below).
