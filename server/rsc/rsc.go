@@ -5,10 +5,41 @@
 // # Pools
 //
 // A [Pool] holds members ([Member]): each is one card with its own owner
-// goroutine (cards.Worker) and its profile. Requests ([Pool.Do]) wait in a
-// bounded queue; every member takes the next request as soon as it is free,
-// so a pool of n cards serves n requests at a time. A request waits at most
-// until its context ends; a full queue refuses at once with [ErrBusy].
+// goroutine (cards.Worker) and its profile. Requests ([Pool.Do]) wait for
+// a card; every member takes the next request as soon as it is free, so a
+// pool of n cards serves n requests at a time. A request waits at most
+// until its context ends.
+//
+// # Fairness between principals
+//
+// Waiting requests are kept per principal (the delegate a request serves),
+// and a free card takes the next one fairly across principals, not in
+// their order of arrival: each waiting request gets a start tag, one more
+// than the principal's previous request's, and never less than the tag of
+// the request a card took last (start-time fair queueing with one unit per
+// request). A free card takes the waiting request with the smallest tag;
+// of equal tags, the one whose principal has fewest requests waiting, then
+// that of the principal the card served last (it needs no reset), then
+// the oldest. So principals that keep requests waiting are served in turn,
+// one request each, and a principal with one request waiting, whatever
+// the backlog of another, is served next, or after at most one request of
+// each other principal: one delegate's flood delays another's
+// request by the requests the cards are running, and at most one of the
+// flood's more. Requests a card failed, waiting for another card, go
+// before all others (see below).
+//
+// Memory is bounded twice. A principal may have [Options.PerPrincipal]
+// requests waiting; beyond, its next request is refused at once with
+// [ErrBusy], and no other principal's. All principals together may have
+// [Options.QueueSize] requests waiting; beyond, every new request is
+// refused with ErrBusy, which takes QueueSize/PerPrincipal principals at
+// their share at once (with PerPrincipal = QueueSize, one principal can
+// fill the queue alone). Requests a card failed count in both bounds,
+// but are never refused: with them, a principal's and the pool's waiting
+// requests exceed their bounds by at most one per member. The pool
+// remembers a principal while it has requests waiting, and afterwards
+// while its tag is ahead of the pool's, at most QueueSize such principals
+// (beyond, it forgets them all, and they start again at the pool's tag).
 //
 // # Cards that fail
 //
@@ -122,8 +153,13 @@ func (m *Member) Certificate(id string) *x509.Certificate {
 
 // Options configure a Pool. The zero value is usable.
 type Options struct {
-	// QueueSize bounds the requests waiting for a card; default 64.
+	// QueueSize bounds the requests waiting for a card, all principals
+	// together; default 64.
 	QueueSize int
+	// PerPrincipal bounds the requests of one principal waiting for a
+	// card, so that no principal fills the queue for the others; default
+	// QueueSize/4, at least 1, at most QueueSize.
+	PerPrincipal int
 	// SameKeys makes the pool refuse members whose keys differ.
 	SameKeys bool
 	// Logger receives membership changes; nil discards them.
@@ -139,24 +175,43 @@ type Pool struct {
 	opts Options
 	log  *slog.Logger
 
-	queue chan *job
-
 	mu      sync.Mutex
 	members map[string]*memberRun
 	keys    []crypto.PublicKey // the pool's keys, with SameKeys
 	closed  bool
-	// retries are the requests a card failed, served before the queue;
-	// retried is closed (and replaced) when a member may find a request
-	// there that it could not take before.
+	// principals are the principals with requests waiting (in their
+	// queue, or in retries), and those remembered for their tag (idle of
+	// them); total counts the requests waiting, queued and retried.
+	principals map[string]*principal
+	idle       int
+	total      int
+	vtime      uint64 // the tag of the request a card took last
+	seq        uint64 // requests admitted, for their order of arrival
+	// retries are the requests a card failed, served before the queues.
 	retries []*job
-	retried chan struct{}
-	waiting atomic.Int64 // in the queue and in retries
+	// wake is closed (and replaced) when a member waiting for work may
+	// find some: a request came, one was retried, a member left;
+	// sleepers is the number of members that may wait on it.
+	wake     chan struct{}
+	sleepers int
+	waiting  atomic.Int64 // total, for Waiting without the lock
 }
+
+// principal is what a pool keeps of one principal, under Pool.mu.
+type principal struct {
+	name    string
+	queue   []*job // waiting for a card for the first time, tags ascending
+	retried int    // its requests among the pool's retries
+	next    uint64 // the tag its next request starts from, at least
+}
+
+func (pr *principal) waiting() int { return len(pr.queue) + pr.retried }
 
 type memberRun struct {
 	m    *Member
 	stop chan struct{}
 	done chan struct{}
+	last string // the principal it served last, under Pool.mu
 }
 
 type job struct {
@@ -166,9 +221,10 @@ type job struct {
 	result    chan error
 	claimed   atomic.Bool // taken by a member, or given up by its caller
 
-	// Under Pool.mu once a card failed the job:
-	tried   []*memberRun // the members whose card failed it, in order
-	lastErr error        // the last one's error
+	// Under Pool.mu:
+	tag, seq uint64
+	tried    []*memberRun // the members whose card failed it, in order
+	lastErr  error        // the last one's error
 }
 
 // MaxAttempts bounds the runs of one request on cards that fail it.
@@ -179,15 +235,19 @@ func NewPool(name string, opts Options) *Pool {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 64
 	}
+	if opts.PerPrincipal <= 0 {
+		opts.PerPrincipal = max(1, opts.QueueSize/4)
+	}
+	opts.PerPrincipal = min(opts.PerPrincipal, opts.QueueSize)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Pool{
 		name: name, opts: opts, log: log.With("rsc", name),
-		queue:   make(chan *job, opts.QueueSize),
-		retried: make(chan struct{}),
-		members: map[string]*memberRun{},
+		wake:       make(chan struct{}),
+		members:    map[string]*memberRun{},
+		principals: map[string]*principal{},
 	}
 }
 
@@ -276,31 +336,78 @@ func (p *Pool) leaveLocked(r *memberRun) {
 	}
 }
 
-// wakeLocked tells the members waiting for work to look at the retries
-// again.
+// wakeLocked tells the members waiting for work to look again.
 func (p *Pool) wakeLocked() {
-	close(p.retried)
-	p.retried = make(chan struct{})
+	if p.sleepers == 0 {
+		return
+	}
+	close(p.wake)
+	p.wake = make(chan struct{})
+	p.sleepers = 0
 }
 
 // failWaitingLocked fails every request still waiting, err wrapping the
 // last card failure of those that were tried.
 func (p *Pool) failWaitingLocked(err error) {
 	for _, j := range p.retries {
-		p.waiting.Add(-1)
 		j.result <- fmt.Errorf("%w: %w", err, j.lastErr)
 	}
 	clear(p.retries)
 	p.retries = p.retries[:0]
-	for {
-		select {
-		case j := <-p.queue:
-			p.waiting.Add(-1)
+	for _, pr := range p.principals {
+		for _, j := range pr.queue {
 			j.result <- err
-		default:
-			return
 		}
 	}
+	clear(p.principals)
+	p.idle, p.total = 0, 0
+	p.waiting.Store(0)
+}
+
+// principalLocked returns the pool's record of name, made if need be.
+func (p *Pool) principalLocked(name string) *principal {
+	pr := p.principals[name]
+	if pr == nil {
+		pr = &principal{name: name, next: p.vtime}
+		p.principals[name] = pr
+	} else if pr.waiting() == 0 {
+		p.idle--
+	}
+	return pr
+}
+
+// settleLocked keeps or forgets pr, whose requests waiting went down: a
+// principal with none is remembered only while its next tag is ahead of
+// the pool's, and at most QueueSize of them.
+func (p *Pool) settleLocked(pr *principal) {
+	if pr.waiting() > 0 {
+		return
+	}
+	if pr.next <= p.vtime {
+		delete(p.principals, pr.name)
+		return
+	}
+	p.idle++
+	if p.idle > p.opts.QueueSize {
+		p.forgetIdleLocked(func(*principal) bool { return true })
+	}
+}
+
+// forgetIdleLocked forgets the principals with no request waiting that
+// drop reports.
+func (p *Pool) forgetIdleLocked(drop func(*principal) bool) {
+	for name, pr := range p.principals {
+		if pr.waiting() == 0 && drop(pr) {
+			delete(p.principals, name)
+			p.idle--
+		}
+	}
+}
+
+// addWaitingLocked counts n more requests waiting (n < 0: fewer).
+func (p *Pool) addWaitingLocked(n int) {
+	p.total += n
+	p.waiting.Store(int64(p.total))
 }
 
 // Members returns the current members.
@@ -347,8 +454,9 @@ func (p *Pool) Len() int {
 	return len(p.members)
 }
 
-// Waiting is the number of requests waiting for a card: in the queue, and
-// those a card failed, waiting for another.
+// Waiting is the number of requests waiting for a card, of every
+// principal: those no card took yet, and those a card failed, waiting for
+// another.
 func (p *Pool) Waiting() int { return int(p.waiting.Load()) }
 
 // Close stops every member after its request in progress; requests still
@@ -377,8 +485,9 @@ func (p *Pool) Close() {
 
 // Do runs fn on the next free card of the pool, for principal, inside one
 // transaction, with the card's profile opened. fn's error is returned as it
-// is. Do returns ErrBusy at once when the queue is full, ctx's error when
-// ctx ends before a card takes the request, and ErrNoCard when every card
+// is. Do returns ErrBusy at once when principal has [Options.PerPrincipal]
+// requests waiting, or the pool [Options.QueueSize], ctx's error when ctx
+// ends before a card takes the request, and ErrNoCard when every card
 // that could run it left or failed it (see the package documentation): fn
 // may then have run up to [MaxAttempts] times, each time from its start on
 // a card that failed before it answered.
@@ -386,7 +495,6 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
 	// Enqueue under the lock that Close and the last member's leaving
 	// take, so a request never waits in a queue nobody serves.
 	p.mu.Lock()
@@ -397,20 +505,25 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	case len(p.members) == 0:
 		p.mu.Unlock()
 		return ErrNoCard
-	}
-	// Requests a card failed count against the bound: a card that fails
-	// at once must not let the queue grow without end.
-	if len(p.queue)+len(p.retries) >= cap(p.queue) {
+	case p.total >= p.opts.QueueSize:
+		// Requests a card failed count against the bounds: a card that
+		// fails at once must not let the queue grow without end.
 		p.mu.Unlock()
 		return ErrBusy
 	}
-	select {
-	case p.queue <- j:
-		p.waiting.Add(1)
-	default:
+	if pr := p.principals[principal]; pr != nil && pr.waiting() >= p.opts.PerPrincipal {
 		p.mu.Unlock()
 		return ErrBusy
 	}
+	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
+	pr := p.principalLocked(principal)
+	j.tag = max(pr.next, p.vtime)
+	pr.next = j.tag + 1
+	p.seq++
+	j.seq = p.seq
+	pr.queue = append(pr.queue, j)
+	p.addWaitingLocked(1)
+	p.wakeLocked()
 	p.mu.Unlock()
 	select {
 	case err := <-j.result:
@@ -418,22 +531,32 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	case <-ctx.Done():
 		// Once a card has taken it, it runs to its end: wait for that.
 		if j.claimed.CompareAndSwap(false, true) {
-			p.dropRetry(j)
+			p.drop(j)
 			return ctx.Err()
 		}
 		return <-j.result
 	}
 }
 
-// dropRetry takes j, given up by its caller, out of the retries if it is
-// there.
-func (p *Pool) dropRetry(j *job) {
+// drop takes j, given up by its caller, out of its principal's queue or
+// the retries, wherever it waits.
+func (p *Pool) drop(j *job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.Index(p.retries, j); i >= 0 {
-		p.retries = slices.Delete(p.retries, i, i+1)
-		p.waiting.Add(-1)
+	pr := p.principals[j.principal]
+	if pr == nil {
+		return // no longer waiting
 	}
+	if i := slices.Index(pr.queue, j); i >= 0 {
+		pr.queue = slices.Delete(pr.queue, i, i+1)
+	} else if i := slices.Index(p.retries, j); i >= 0 {
+		p.retries = slices.Delete(p.retries, i, i+1)
+		pr.retried--
+	} else {
+		return
+	}
+	p.addWaitingLocked(-1)
+	p.settleLocked(pr)
 }
 
 // Each runs fn on every card of the pool in turn (those present when it
@@ -489,8 +612,8 @@ func (p *Pool) serve(r *memberRun) {
 }
 
 // next waits for the request r is to serve: first a request a card failed
-// that r may take (see takeRetryLocked), then the queue's next. It returns
-// nil once r is stopped.
+// that r may take (see takeRetryLocked), then the next in fair order (see
+// takeQueuedLocked). It returns nil once r is stopped.
 func (p *Pool) next(r *memberRun) *job {
 	for {
 		p.mu.Lock()
@@ -501,20 +624,78 @@ func (p *Pool) next(r *memberRun) *job {
 		default:
 		}
 		j := p.takeRetryLocked(r)
-		wake := p.retried
-		p.mu.Unlock()
+		if j == nil {
+			j = p.takeQueuedLocked(r)
+		}
 		if j != nil {
+			r.last = j.principal
+			p.mu.Unlock()
 			return j
 		}
+		wake := p.wake
+		p.sleepers++
+		p.mu.Unlock()
 		select {
 		case <-r.stop:
 			return nil
 		case <-wake:
-		case j := <-p.queue:
-			p.waiting.Add(-1)
-			return j
 		}
 	}
+}
+
+// takeQueuedLocked takes the waiting request with the smallest tag; of
+// equal tags, that of the principal with fewest requests waiting, then
+// that of the principal r served last, then the oldest. Requests their
+// callers gave up are dropped.
+func (p *Pool) takeQueuedLocked(r *memberRun) *job {
+	var best *principal
+	for _, pr := range p.principals {
+		if len(pr.queue) > 0 && pr.queue[0].claimed.Load() {
+			// Given up (drop, which its caller is about to call, will
+			// not find them).
+			pr.queue = slices.DeleteFunc(pr.queue, func(j *job) bool {
+				if j.claimed.Load() {
+					p.addWaitingLocked(-1)
+					return true
+				}
+				return false
+			})
+			p.settleLocked(pr)
+		}
+		if len(pr.queue) > 0 && (best == nil || p.before(r, pr, best)) {
+			best = pr
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	j := best.queue[0]
+	best.queue[0] = nil
+	best.queue = best.queue[1:]
+	if len(best.queue) == 0 {
+		best.queue = nil // let go of the array
+	}
+	p.addWaitingLocked(-1)
+	if j.tag > p.vtime {
+		p.vtime = j.tag
+		p.forgetIdleLocked(func(pr *principal) bool { return pr.next <= p.vtime })
+	}
+	p.settleLocked(best)
+	return j
+}
+
+// before reports whether a's next request goes before b's, for r.
+func (p *Pool) before(r *memberRun, a, b *principal) bool {
+	ja, jb := a.queue[0], b.queue[0]
+	switch {
+	case ja.tag != jb.tag:
+		return ja.tag < jb.tag
+	case a.waiting() != b.waiting():
+		return a.waiting() < b.waiting()
+	case (a.name == r.last) != (b.name == r.last):
+		return a.name == r.last
+	}
+	return ja.seq < jb.seq
 }
 
 // takeRetryLocked takes from the retries the first request r may run: one
@@ -524,16 +705,16 @@ func (p *Pool) takeRetryLocked(r *memberRun) *job {
 	for i := 0; i < len(p.retries); i++ {
 		j := p.retries[i]
 		if j.claimed.Load() {
-			p.retries = slices.Delete(p.retries, i, i+1)
-			p.waiting.Add(-1)
-			i--
-			continue
+			continue // drop, which its caller is about to call, takes it out
 		}
 		if slices.Contains(j.tried, r) && p.untriedLocked(j) {
 			continue // another card first
 		}
 		p.retries = slices.Delete(p.retries, i, i+1)
-		p.waiting.Add(-1)
+		p.addWaitingLocked(-1)
+		pr := p.principals[j.principal]
+		pr.retried--
+		p.settleLocked(pr)
 		return j
 	}
 	return nil
@@ -568,7 +749,8 @@ func (p *Pool) requeue(j *job, r *memberRun, err error) {
 	default:
 		j.claimed.Store(false) // up for grabs again
 		p.retries = append(p.retries, j)
-		p.waiting.Add(1)
+		p.principalLocked(j.principal).retried++
+		p.addWaitingLocked(1)
 		p.wakeLocked()
 	}
 }

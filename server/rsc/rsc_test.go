@@ -130,7 +130,8 @@ func TestSameKeysPool(t *testing.T) {
 // requests; every request still succeeds on the others, and the card,
 // back, serves again.
 func TestCardLeavesMidRequest(t *testing.T) {
-	p := rsc.NewPool("mayor", rsc.Options{})
+	// One principal's 60 requests at once: its share is the whole queue.
+	p := rsc.NewPool("mayor", rsc.Options{PerPrincipal: 64})
 	defer p.Close()
 	sims := make([]*flaky, 3)
 	for i := range sims {
@@ -186,7 +187,8 @@ func TestLastCardGone(t *testing.T) {
 }
 
 func TestQueueLimitsAndDeadlines(t *testing.T) {
-	p := rsc.NewPool("slow", rsc.Options{QueueSize: 2})
+	// The queue's bound for all principals: alice may fill it alone.
+	p := rsc.NewPool("slow", rsc.Options{QueueSize: 2, PerPrincipal: 2})
 	defer p.Close()
 	p.Add(member(t, "slow", newSim(t, "slow", pivsim.Latency{SignECCP256: 300 * time.Millisecond})))
 	digest := sha256.Sum256([]byte("x"))

@@ -58,7 +58,10 @@ import (
 //	    {"name": "mayor", "slot": 1, "owner": "alice",
 //	     "serials": ["4242000", "4242001"],  // the cards that serve it: one
 //	                                         // card, or several (parallel)
-//	     "queue": 64,                        // requests waiting for a card
+//	     "queue": 64,                        // requests waiting for a card,
+//	                                         // all delegates; more: code 18
+//	     "queue_per_delegate": 16,           // of one delegate (default
+//	                                         // queue/4); more: code 18
 //	     "same_keys": true}                  // members must hold the same keys
 //	  ]
 //	}
@@ -171,12 +174,14 @@ func (l LimitsConfig) transport() ptransport.Limits {
 
 // CardConfig is one remote card.
 type CardConfig struct {
-	Name     string   `json:"name"`
-	Slot     uint64   `json:"slot"`
-	Owner    string   `json:"owner"`
-	Serials  []string `json:"serials"`
-	Queue    int      `json:"queue"`
-	SameKeys *bool    `json:"same_keys"`
+	Name    string   `json:"name"`
+	Slot    uint64   `json:"slot"`
+	Owner   string   `json:"owner"`
+	Serials []string `json:"serials"`
+	Queue   int      `json:"queue"`
+	// QueuePerDelegate is rsc.Options.PerPrincipal.
+	QueuePerDelegate int   `json:"queue_per_delegate"`
+	SameKeys         *bool `json:"same_keys"`
 }
 
 // Defaults.

@@ -420,7 +420,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	var cardsOut []server.Card
 	ch := &changes{}
 	for _, cc := range cfg.Cards {
-		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, SameKeys: cc.sameKeys(), Logger: log, OnChange: ch.hook(cc.Name)})
+		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, PerPrincipal: cc.QueuePerDelegate, SameKeys: cc.sameKeys(), Logger: log, OnChange: ch.hook(cc.Name)})
 		defer p.Close()
 		pools[cc.Name] = p
 		for _, s := range cc.Serials {
