@@ -44,6 +44,8 @@ type Limits struct {
 	// so that no identity fills or evicts another's. Zero means 65,536:
 	// at the default rate, more than 60 s of requests; nonces are
 	// forgotten about twice the replay window after their request's time.
+	// A nonce costs its response only for [Server.ResendPeriod] after
+	// its answer, then some 50 bytes (the nonce and its expiry).
 	// A fresh request of an identity whose memory is full is answered with
 	// CodeReplayMemoryFull (24) and a retry-after hint, and not executed.
 	NoncesPerIdentity int
@@ -149,11 +151,12 @@ type identity struct {
 
 // limiter holds the per-identity state and the server-wide counts.
 type limiter struct {
-	l     Limits
-	now   func() time.Time
-	mu    sync.Mutex
-	ids   map[string]*identity
-	bytes atomic.Int64 // request buffers held, all identities
+	l      Limits
+	now    func() time.Time
+	resend time.Duration // Server.ResendPeriod
+	mu     sync.Mutex
+	ids    map[string]*identity
+	bytes  atomic.Int64 // request buffers held, all identities
 
 	handshakes  atomic.Int64 // in progress
 	unvalidated atomic.Int64 // in progress from unvalidated addresses
@@ -178,9 +181,9 @@ var limitNames = [...]string{"connections_per_identity", "streams_per_identity",
 var limitCodes = [...]Code{CodeTooManyConnections, CodeTooManyRequests, CodeRateLimited,
 	CodeReplayMemoryFull, CodeIdentityMemory, CodeServerMemory, 0, 0}
 
-func newLimiter(l Limits, now func() time.Time) *limiter {
+func newLimiter(l Limits, now func() time.Time, resend time.Duration) *limiter {
 	l.setDefaults()
-	return &limiter{l: l, now: now, ids: map[string]*identity{}}
+	return &limiter{l: l, now: now, resend: resend, ids: map[string]*identity{}}
 }
 
 // connect counts a connection of the identity named id and returns its
@@ -192,7 +195,7 @@ func (lm *limiter) connect(id string) (*identity, bool) {
 	defer lm.mu.Unlock()
 	s := lm.ids[id]
 	if s == nil {
-		s = &identity{replay: newReplayCache(lm.l.NoncesPerIdentity), tokens: float64(lm.l.RequestBurst), last: lm.now()}
+		s = &identity{replay: newReplayCache(lm.l.NoncesPerIdentity, lm.resend), tokens: float64(lm.l.RequestBurst), last: lm.now()}
 		lm.ids[id] = s
 	}
 	s.mu.Lock()

@@ -331,42 +331,42 @@ func TestReplayCache(t *testing.T) {
 	exp := t0.Add(time.Minute)
 
 	t.Run("same key twice", func(t *testing.T) {
-		c := newReplayCache(10)
-		e1, fresh, err := c.begin("k", exp, t0)
+		c := newReplayCache(10, 10*time.Second)
+		e1, fresh, err := c.begin(nk("k"), exp, t0)
 		if err != nil || !fresh || e1 == nil {
 			t.Fatalf("first begin: %v %v %v", e1, fresh, err)
 		}
-		e2, fresh, err := c.begin("k", exp, t0)
+		e2, fresh, err := c.begin(nk("k"), exp, t0)
 		if err != nil || fresh || e2 != e1 {
 			t.Fatalf("second begin: fresh %v, err %v, same entry %v", fresh, err, e2 == e1)
 		}
 		resp := &Response{Status: CodeOK}
-		c.finish(e1, resp)
+		c.finish(e1, resp, t0)
 		<-e2.done
 		if e2.resp != resp {
 			t.Fatal("second begin does not see the first response")
 		}
 		// Finished and even expired, it is still a replay until swept.
-		if _, fresh, _ := c.begin("k", exp, t0.Add(time.Hour)); fresh {
+		if _, fresh, _ := c.begin(nk("k"), exp, t0.Add(time.Hour)); fresh {
 			t.Fatal("finished key fresh again")
 		}
 	})
 
 	t.Run("full of unexpired entries", func(t *testing.T) {
-		c := newReplayCache(4)
+		c := newReplayCache(4, 10*time.Second)
 		for i := 0; i < 4; i++ {
-			e, fresh, err := c.begin(string(rune('a'+i)), exp, t0)
+			e, fresh, err := c.begin(nk(string(rune('a'+i))), exp, t0)
 			if err != nil || !fresh {
 				t.Fatalf("begin %d: %v", i, err)
 			}
-			c.finish(e, &Response{})
+			c.finish(e, &Response{}, t0)
 		}
-		e, fresh, err := c.begin("e", exp, t0.Add(time.Second))
+		e, fresh, err := c.begin(nk("e"), exp, t0.Add(time.Second))
 		if err == nil || CodeOf(err) != CodeReplayMemoryFull || e != nil || fresh {
 			t.Fatalf("begin on a full cache: %v, %v, %v, want CodeReplayMemoryFull", e, fresh, err)
 		}
 		// A known key is still reported as a replay when full.
-		if _, fresh, err := c.begin("a", exp, t0); err != nil || fresh {
+		if _, fresh, err := c.begin(nk("a"), exp, t0); err != nil || fresh {
 			t.Fatalf("replay on a full cache: %v %v", fresh, err)
 		}
 		if c.len() != 4 {
@@ -375,21 +375,21 @@ func TestReplayCache(t *testing.T) {
 	})
 
 	t.Run("expired but running entries are kept", func(t *testing.T) {
-		c := newReplayCache(4)
+		c := newReplayCache(4, 10*time.Second)
 		for i := 0; i < 4; i++ {
-			c.begin(string(rune('a'+i)), exp, t0)
+			c.begin(nk(string(rune('a'+i))), exp, t0)
 		}
-		if _, _, err := c.begin("e", exp, exp.Add(time.Hour)); CodeOf(err) != CodeReplayMemoryFull {
+		if _, _, err := c.begin(nk("e"), exp, exp.Add(time.Hour)); CodeOf(err) != CodeReplayMemoryFull {
 			t.Fatalf("begin with only running entries: %v, want CodeReplayMemoryFull", err)
 		}
 	})
 
 	t.Run("expired finished entries are swept", func(t *testing.T) {
 		const max = 8
-		c := newReplayCache(max)
+		c := newReplayCache(max, 10*time.Second)
 		var running *replayEntry
 		for i := 0; i < max; i++ {
-			e, fresh, err := c.begin(string(rune('a'+i)), exp, t0)
+			e, fresh, err := c.begin(nk(string(rune('a'+i))), exp, t0)
 			if err != nil || !fresh {
 				t.Fatalf("begin %d: %v", i, err)
 			}
@@ -397,11 +397,11 @@ func TestReplayCache(t *testing.T) {
 				running = e // never finished
 				continue
 			}
-			c.finish(e, &Response{})
+			c.finish(e, &Response{}, t0)
 		}
 		later := exp.Add(time.Millisecond)
 		for i := 0; i < max-1; i++ {
-			_, fresh, err := c.begin(string(rune('A'+i)), later.Add(time.Minute), later)
+			_, fresh, err := c.begin(nk(string(rune('A'+i))), later.Add(time.Minute), later)
 			if err != nil || !fresh {
 				t.Fatalf("begin %d after expiry: %v", i, err)
 			}
@@ -409,30 +409,30 @@ func TestReplayCache(t *testing.T) {
 		if c.len() != max {
 			t.Fatalf("len %d, want %d", c.len(), max)
 		}
-		if _, fresh, _ := c.begin("a", exp, later); fresh {
+		if _, fresh, _ := c.begin(nk("a"), exp, later); fresh {
 			t.Fatal("a running expired entry was swept")
 		}
-		if _, _, err := c.begin("z", later, later); CodeOf(err) != CodeReplayMemoryFull {
+		if _, _, err := c.begin(nk("z"), later, later); CodeOf(err) != CodeReplayMemoryFull {
 			t.Fatalf("begin on a full cache: %v", err)
 		}
-		c.finish(running, &Response{})
+		c.finish(running, &Response{}, t0)
 		// An entry expiring exactly now is not yet expired.
-		if _, _, err := c.begin("z", later, exp); CodeOf(err) != CodeReplayMemoryFull {
+		if _, _, err := c.begin(nk("z"), later, exp); CodeOf(err) != CodeReplayMemoryFull {
 			t.Fatalf("begin at the expiry instant: %v", err)
 		}
-		if _, fresh, err := c.begin("z", later, later); err != nil || !fresh {
+		if _, fresh, err := c.begin(nk("z"), later, later); err != nil || !fresh {
 			t.Fatalf("begin after the running entry finished: %v", err)
 		}
 	})
 
 	t.Run("periodic sweep", func(t *testing.T) {
-		c := newReplayCache(1 << 20)
+		c := newReplayCache(1<<20, 10*time.Second)
 		for i := 0; i < 1023; i++ {
-			e, _, _ := c.begin(string(rune(0x1000+i)), exp, t0)
-			c.finish(e, &Response{})
+			e, _, _ := c.begin(nk(string(rune(0x1000+i))), exp, t0)
+			c.finish(e, &Response{}, t0)
 		}
 		// The 1024th insert sweeps although the cache is far from full.
-		c.begin("last", exp.Add(time.Hour), exp.Add(time.Second))
+		c.begin(nk("last"), exp.Add(time.Hour), exp.Add(time.Second))
 		if c.len() != 1 {
 			t.Fatalf("len %d after the periodic sweep, want 1", c.len())
 		}
@@ -606,4 +606,11 @@ func TestObjectAttributeValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nk is s as a nonce key (the first NonceSize bytes, zero-padded).
+func nk(s string) nonceKey {
+	var k nonceKey
+	copy(k[:], s)
+	return k
 }

@@ -232,6 +232,13 @@ func (c *Conn) Close(code Code, msg string) error {
 	return c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
 }
 
+// DefaultResendPeriod is [Server.ResendPeriod] when zero: the QUIC idle
+// timeout of [DefaultQUICConfig] (30 s, within which a client notices
+// that its connection is lost) and 10 s more to connect again and resend.
+// The client (package client) resends at once on a new connection, with
+// the request's nonce and time.
+const DefaultResendPeriod = 40 * time.Second
+
 // Server serves the protocol over QUIC. Set its fields before Serve; it is
 // safe for concurrent use afterwards.
 type Server struct {
@@ -250,6 +257,15 @@ type Server struct {
 	ReplayWindow time.Duration
 	// RequestTimeout bounds each request. Zero means 30 seconds.
 	RequestTimeout time.Duration
+	// ResendPeriod is how long after answering a signed request the
+	// server keeps the whole answer, for the same identity resending the
+	// request (same nonce) after losing its connection: such a resend
+	// gets CodeReplay with the first answer (Response.Original), and
+	// each one starts the period again. After it, only the nonce is kept
+	// until it expires: a replay or a later resend is still refused with
+	// CodeReplay and never runs, but without the first answer. Zero means
+	// [DefaultResendPeriod].
+	ResendPeriod time.Duration
 	// Limits bound what each identity, and all clients together, may
 	// hold of the server; the zero value has a default for each (see
 	// [Limits]).
@@ -307,13 +323,16 @@ func (s *Server) init() {
 		if s.RequestTimeout == 0 {
 			s.RequestTimeout = 30 * time.Second
 		}
+		if s.ResendPeriod == 0 {
+			s.ResendPeriod = DefaultResendPeriod
+		}
 		if s.Now == nil {
 			s.Now = time.Now
 		}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}
-		s.lim = newLimiter(s.Limits, s.Now)
+		s.lim = newLimiter(s.Limits, s.Now, s.ResendPeriod)
 	})
 }
 
@@ -397,10 +416,12 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
-// sweep forgets expired nonces and idle identities every quarter of the
-// replay window, until ctx ends.
+// sweep forgets expired nonces and idle identities, and the answers kept
+// past the resend period, every quarter of the replay window or eighth of
+// the resend period (whichever is shorter, at least a second), until ctx
+// ends.
 func (s *Server) sweep(ctx context.Context) {
-	t := time.NewTicker(max(s.ReplayWindow/4, time.Second))
+	t := time.NewTicker(max(min(s.ReplayWindow/4, s.ResendPeriod/8), time.Second))
 	defer t.Stop()
 	for {
 		select {
@@ -618,7 +639,7 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 	// fresh one is remembered only once the request is bound right, so that
 	// a client can resend a request it bound wrong.
 	replay := c.ident.replay
-	key := string(p.Nonce)
+	key := nonceKey(p.Nonce) // NonceSize bytes: VerifyPayload checked
 	entry, seen := replay.lookup(key)
 	if !seen && !bound {
 		return &Response{Status: CodeBadBinding, Message: "request not bound to this connection"}
@@ -642,9 +663,13 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 		}
 		// The same identity resending on its own connection after losing
 		// one learns the first outcome, without a second execution.
+		if entry == nil {
+			return resp // past the resend period: the nonce alone is kept
+		}
 		select {
 		case <-entry.done:
 			resp.Original = entry.resp
+			replay.resent(entry, s.Now())
 		case <-time.After(s.RequestTimeout):
 		case <-ctx.Done():
 		}
@@ -653,7 +678,7 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 	call.Body, call.Evidence, call.Nonce, call.Time = p.Body, req.Signed, p.Nonce, t
 	resp := s.run(ctx, call, log)
 	resp.Version = ProtocolVersion // before finish: replays read resp concurrently
-	replay.finish(entry, resp)
+	replay.finish(entry, resp, s.Now())
 	return resp
 }
 

@@ -133,58 +133,88 @@ func VerifyPayload(raw []byte, pub crypto.PublicKey) (*SignedPayload, error) {
 }
 
 // replayCache remembers every nonce of one identity seen inside the time
-// window, and the response given to it, so that a request is executed at
-// most once. Each identity has its own (see [Limits.NoncesPerIdentity]).
+// window, so that a request is executed at most once. Each identity has
+// its own (see [Limits.NoncesPerIdentity]).
+//
+// It keeps a nonce in one of two forms:
+//
+//   - recent: while its request runs, and for the resend period
+//     ([Server.ResendPeriod]) after its answer, with the whole response,
+//     so that the same identity resending the request after losing its
+//     connection gets the first answer (Response.Original); each such
+//     resend starts the period again;
+//   - old: after that, only the nonce itself (a fixed-size key) and its
+//     expiry, until it expires: a replay is still refused (CodeReplay)
+//     and never runs, but comes without the first answer.
+//
+// So what a flood of requests leaves in memory for the two replay windows
+// is some 50 bytes a nonce, not its response (see
+// TestReplayMemoryPerNonce), and the maps are made anew once they have
+// shrunk, so that their room goes back too.
 type replayCache struct {
-	mu      sync.Mutex
-	entries map[string]*replayEntry
-	max     int
-	inserts int
-	peak    int // the most entries since the map was last made anew
+	mu     sync.Mutex
+	recent map[nonceKey]*replayEntry
+	old    map[nonceKey]int64 // expiry, Unix nanoseconds
+	max    int
+	resend time.Duration
+	// next: no nonce expires before it (Unix ns; 0 when none is
+	// remembered), so that a full cache sweeps only when a sweep can
+	// free something, and knows its retry-after hint at once.
+	next       int64
+	inserts    int
+	peakRecent int // the most entries since the map was last made anew
+	peakOld    int
 }
+
+// nonceKey is a nonce as a map key: a fixed-size array, held inside the
+// map's own slots rather than as a string of its own.
+type nonceKey [NonceSize]byte
 
 type replayEntry struct {
-	expires time.Time
-	done    chan struct{} // closed when resp is set
-	resp    *Response
+	expires  int64         // Unix ns
+	answered int64         // Unix ns; set before done is closed, then under the cache's mu
+	done     chan struct{} // closed when resp is set
+	resp     *Response
 }
 
-func newReplayCache(max int) *replayCache {
-	return &replayCache{entries: map[string]*replayEntry{}, max: max}
+func newReplayCache(max int, resend time.Duration) *replayCache {
+	return &replayCache{recent: map[nonceKey]*replayEntry{}, old: map[nonceKey]int64{}, max: max, resend: resend}
 }
 
 // begin registers key. fresh is true the first time; otherwise e is the
-// earlier request's entry. A full cache refuses with CodeReplayMemoryFull
-// rather than forget nonces; the error's RetryAfter says when the first
-// nonce may be forgotten.
-func (c *replayCache) begin(key string, expires, now time.Time) (e *replayEntry, fresh bool, err error) {
+// earlier request's entry, or nil once only the nonce is kept. A full
+// cache refuses with CodeReplayMemoryFull rather than forget nonces; the
+// error's RetryAfter says when the first nonce may be forgotten.
+func (c *replayCache) begin(key nonceKey, expires, now time.Time) (e *replayEntry, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.entries[key]; ok {
+	if old, ok := c.recent[key]; ok {
 		return old, false, nil
 	}
+	if _, ok := c.old[key]; ok {
+		return nil, false, nil
+	}
 	c.inserts++
-	full := c.max >= 0 && len(c.entries) >= c.max
-	if c.inserts%1024 == 0 || full {
+	full := c.max >= 0 && c.lenLocked() >= c.max
+	if c.inserts%1024 == 0 || full && c.next != 0 && now.UnixNano() > c.next {
 		c.sweepLocked(now)
 	}
-	if c.max >= 0 && len(c.entries) >= c.max {
-		var first time.Time
-		for _, v := range c.entries {
-			if first.IsZero() || v.expires.Before(first) {
-				first = v.expires
-			}
-		}
-		return nil, false, &retryError{err: Errorf(CodeReplayMemoryFull, "the identity's replay memory holds %d nonces", len(c.entries)), after: first.Sub(now)}
+	if c.max >= 0 && c.lenLocked() >= c.max {
+		return nil, false, &retryError{err: Errorf(CodeReplayMemoryFull, "the identity's replay memory holds %d nonces", c.lenLocked()),
+			after: time.Duration(c.next - now.UnixNano())}
 	}
-	e = &replayEntry{expires: expires, done: make(chan struct{})}
-	c.entries[key] = e
-	c.peak = max(c.peak, len(c.entries))
+	e = &replayEntry{expires: expires.UnixNano(), done: make(chan struct{})}
+	c.recent[key] = e
+	c.peakRecent = max(c.peakRecent, len(c.recent))
+	if c.next == 0 || e.expires < c.next {
+		c.next = e.expires
+	}
 	return e, true, nil
 }
 
 // sweep forgets the nonces that expired before now and whose request has
-// been answered.
+// been answered, and keeps only the nonce of those answered more than the
+// resend period ago.
 func (c *replayCache) sweep(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -192,42 +222,92 @@ func (c *replayCache) sweep(now time.Time) {
 }
 
 func (c *replayCache) sweepLocked(now time.Time) {
-	for k, v := range c.entries {
-		if now.After(v.expires) {
-			select {
-			case <-v.done:
-				delete(c.entries, k)
-			default: // still running: keep
-			}
+	t := now.UnixNano()
+	var next int64
+	keep := func(exp int64) {
+		if next == 0 || exp < next {
+			next = exp
 		}
 	}
+	for k, v := range c.recent {
+		select {
+		case <-v.done:
+		default: // still running: keep
+			keep(v.expires)
+			continue
+		}
+		switch {
+		case t > v.expires:
+			delete(c.recent, k)
+		case t-v.answered >= int64(c.resend):
+			delete(c.recent, k)
+			c.old[k] = v.expires
+			keep(v.expires)
+		default:
+			keep(v.expires)
+		}
+	}
+	c.peakOld = max(c.peakOld, len(c.old))
+	for k, exp := range c.old {
+		if t > exp {
+			delete(c.old, k)
+		} else {
+			keep(exp)
+		}
+	}
+	c.next = next
 	// A Go map never gives back the room of deleted entries: once it
 	// holds a quarter of its peak, make it anew, so that the memory of
 	// a flood goes back.
-	if c.peak >= 1024 && len(c.entries) <= c.peak/4 {
-		m := make(map[string]*replayEntry, len(c.entries))
-		for k, v := range c.entries {
-			m[k] = v
-		}
-		c.entries, c.peak = m, len(m)
-	}
+	c.recent = remake(c.recent, &c.peakRecent)
+	c.old = remake(c.old, &c.peakOld)
 }
 
-// lookup returns the entry of key, if the nonce was seen.
-func (c *replayCache) lookup(key string) (*replayEntry, bool) {
+// remake returns m, or a copy of it in a map of its size once it holds at
+// most a quarter of its peak.
+func remake[V any](m map[nonceKey]V, peak *int) map[nonceKey]V {
+	if *peak < 1024 || len(m) > *peak/4 {
+		return m
+	}
+	n := make(map[nonceKey]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	*peak = len(n)
+	return n
+}
+
+// lookup reports whether the nonce key was seen, and returns its entry
+// while its response is kept (nil after).
+func (c *replayCache) lookup(key nonceKey) (*replayEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	return e, ok
+	if e, ok := c.recent[key]; ok {
+		return e, true
+	}
+	_, ok := c.old[key]
+	return nil, ok
 }
 
-func (c *replayCache) finish(e *replayEntry, resp *Response) {
-	e.resp = resp
+// finish records the answer to e's request, given at now.
+func (c *replayCache) finish(e *replayEntry, resp *Response, now time.Time) {
+	e.resp, e.answered = resp, now.UnixNano()
 	close(e.done)
+}
+
+// resent notes that the response of e (finished) was handed to a resend
+// at now: its resend period starts again, so that the client's next
+// resend, if the answer to this one is lost too, finds it as well.
+func (c *replayCache) resent(e *replayEntry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.answered = max(e.answered, now.UnixNano())
 }
 
 func (c *replayCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.entries)
+	return c.lenLocked()
 }
+
+func (c *replayCache) lenLocked() int { return len(c.recent) + len(c.old) }

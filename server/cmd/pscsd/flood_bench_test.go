@@ -138,6 +138,44 @@ func (d *demoServer) limitRefusals(b *testing.B) string {
 	return strings.Join(out, " ")
 }
 
+// procMemory is pscsd's RSS by kind (anonymous, file, shared memory) and
+// its thread count, from /proc.
+func (d *demoServer) procMemory() string {
+	s, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	var out []string
+	for _, l := range strings.Split(string(s), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && (f[0] == "RssAnon:" || f[0] == "RssFile:" || f[0] == "RssShmem:" || f[0] == "Threads:") {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// goMemory reads pscsd's Go memory figures from /metrics (go_memstats_*,
+// in MiB): what the heap holds, what is free in it, what went back to
+// the system, the stacks and all the runtime took from the system.
+func (d *demoServer) goMemory() string {
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		switch name := strings.TrimPrefix(f[0], "go_memstats_"); name {
+		case "heap_alloc_bytes", "heap_inuse_bytes", "heap_idle_bytes", "heap_released_bytes", "stack_inuse_bytes", "sys_bytes", "next_gc_bytes":
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out = append(out, fmt.Sprintf("%s %.1f", strings.TrimSuffix(name, "_bytes"), v/(1<<20)))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // honest enrolls a second delegate through the demo owner's
 // administration requests (issue, register the "ceo" card's PIN,
 // delegate it), logs it in and returns its client.
@@ -267,6 +305,7 @@ func floodRun(b *testing.B, flood func(b *testing.B, d *demoServer) string) {
 	// time to return its start's garbage (two checks of releaseMemory).
 	time.Sleep(2*releaseEvery + time.Second)
 	idle := d.rss()
+	b.Logf("pscsd's Go memory idle (MiB): %s; %s", d.goMemory(), d.procMemory())
 	for range *floodUnloaded {
 		h.sign()
 	}
@@ -302,8 +341,10 @@ func floodRun(b *testing.B, flood func(b *testing.B, d *demoServer) string) {
 	<-sampled
 	end := time.Now()
 	p50, p99, n := h.percentiles()
+	b.Logf("pscsd's Go memory at the flood's end (MiB): %s; %s", d.goMemory(), d.procMemory())
 	time.Sleep(time.Until(end.Add(*floodSettle)))
 	after := d.rss()
+	b.Logf("pscsd's Go memory %v after (MiB): %s; %s", *floodSettle, d.goMemory(), d.procMemory())
 
 	const mib = 1 << 20
 	b.ReportMetric(float64(idle)/mib, "idle-MiB")

@@ -20,14 +20,23 @@ import (
 //   - no collection ran since the last check (the server is quiet) and it
 //     holds more than a margin above what it held after the last release
 //     (the live heap of the last collection is then stale: a login's
-//     Argon2id memory, a flood's buffers).
+//     Argon2id memory, a flood's buffers); or
+//   - the server is quiet and the last release is releaseQuiet old: what
+//     became garbage without anything new being allocated (the answers
+//     the replay memory drops at the end of their resend period,
+//     transport.Server.ResendPeriod, after a flood of requests) holds
+//     pages that no collection would otherwise find for two minutes.
+//     That costs a quiet pscsd a collection of its small heap every
+//     releaseQuiet, a millisecond or so.
 //
 // So RSS falls back to near its idle size within seconds of a flood's
-// end, and under steady load (collections running, the heap live)
-// nothing happens.
+// end, and what the replay memory held within releaseQuiet of its resend
+// period; under steady load (collections running, the heap live) nothing
+// happens.
 const (
 	releaseEvery  = 5 * time.Second
 	releaseMargin = 32 << 20
+	releaseQuiet  = 10 * time.Second
 )
 
 var releaseSamples = []metrics.Sample{
@@ -48,6 +57,7 @@ func releaseMemory(ctx context.Context, log *slog.Logger) {
 	}
 	_, _, lastCycles := read()
 	var floor uint64
+	released := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -55,9 +65,11 @@ func releaseMemory(ctx context.Context, log *slog.Logger) {
 		case <-t.C:
 		}
 		held, live, cycles := read()
-		if held > 2*live+releaseMargin || cycles == lastCycles && held > floor+releaseMargin {
+		quiet := cycles == lastCycles
+		if held > 2*live+releaseMargin || quiet && (held > floor+releaseMargin || time.Since(released) >= releaseQuiet) {
 			debug.FreeOSMemory()
 			floor, _, cycles = read()
+			released = time.Now()
 			log.Debug("memory returned to the system", "held_before", held, "held_after", floor)
 		}
 		lastCycles = cycles
