@@ -154,11 +154,12 @@ func (m *Member) Certificate(id string) *x509.Certificate {
 // Options configure a Pool. The zero value is usable.
 type Options struct {
 	// QueueSize bounds the requests waiting for a card, all principals
-	// together; default 64.
+	// together; default 256.
 	QueueSize int
 	// PerPrincipal bounds the requests of one principal waiting for a
 	// card, so that no principal fills the queue for the others; default
-	// QueueSize/4, at least 1, at most QueueSize.
+	// QueueSize/4 (64 with the default QueueSize), at least 1, at most
+	// QueueSize.
 	PerPrincipal int
 	// SameKeys makes the pool refuse members whose keys differ.
 	SameKeys bool
@@ -233,7 +234,7 @@ const MaxAttempts = 4
 // NewPool makes an empty pool.
 func NewPool(name string, opts Options) *Pool {
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 64
+		opts.QueueSize = 256
 	}
 	if opts.PerPrincipal <= 0 {
 		opts.PerPrincipal = max(1, opts.QueueSize/4)

@@ -58,9 +58,9 @@ import (
 //	    {"name": "mayor", "slot": 1, "owner": "alice",
 //	     "serials": ["4242000", "4242001"],  // the cards that serve it: one
 //	                                         // card, or several (parallel)
-//	     "queue": 64,                        // requests waiting for a card,
+//	     "queue": 256,                       // requests waiting for a card,
 //	                                         // all delegates; more: code 18
-//	     "queue_per_delegate": 16,           // of one delegate (default
+//	     "queue_per_delegate": 64,           // of one delegate (default
 //	                                         // queue/4); more: code 18
 //	     "same_keys": true}                  // members must hold the same keys
 //	  ]
