@@ -165,6 +165,10 @@ func remote(ctx context.Context, work string) error {
 	if err := show(ctx, owner, pscs, "admin", "export", "-out", filepath.Join(work, "mayor-audit.jsonl")); err != nil {
 		return err
 	}
+	say("Anyone with the export and pscsd's CA certificate checks it offline: the hash chain, the server's checkpoints, what it shows:")
+	if err := show(ctx, owner, pscs, "audit", "verify", "-ca", filepath.Join(state, "demo", "owner", "ca.pem"), filepath.Join(work, "mayor-audit.jsonl")); err != nil {
+		return err
+	}
 	say("Done: a delegate signed with the mayor's card from afar, the signature verifies, and the owner holds the record.")
 	return nil
 }
