@@ -78,25 +78,5 @@ func BenchmarkSimulator(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sim.Close()
-	tpm := transport.FromReadWriteCloser(sim)
-	v := openVault(b, tpm, b.TempDir())
-	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
-	e, err := v.Seal(vpin, secret, ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("Unseal", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Unseal(e, vpin, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("MAC", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.MAC("audit", secret); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchVault(b, openVault(b, transport.FromReadWriteCloser(sim), b.TempDir(), manyTries), false)
 }

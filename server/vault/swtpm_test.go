@@ -3,6 +3,7 @@ package vault_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -283,57 +284,53 @@ func rewriteKeyFile(t *testing.T, dir string, edit func(map[int]any)) {
 	}
 }
 
-// Benchmarks on swtpm with the default Argon2id parameters. The TPM allows
-// many failures here, so that UnsealWrongVPIN can run as long as the
-// benchmark wants; each is a real, counted, TPM authorization failure.
-func BenchmarkSWTPM(b *testing.B) {
-	s := swtpmtest.Start(b)
-	tpm := openSWTPM(b, s)
-	v := openVault(b, tpm, b.TempDir(), vault.WithDA(vault.DA{MaxTries: 1 << 20, Recovery: time.Second, Reserve: 1}))
+// benchVault runs the vault's operations as sub-benchmarks on v: Seal and
+// Unseal (version 2 entries), SealV1 and UnsealV1 (SealNoDA), MAC, and,
+// with wrongVPIN, UnsealWrongVPIN: each a real, counted TPM authorization
+// failure, so v's TPM must allow as many as the benchmark runs.
+func benchVault(b *testing.B, v *vault.Vault, wrongVPIN bool) {
 	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
-	b.Run("Seal", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Seal(vpin, secret, ctx); err != nil {
-				b.Fatal(err)
+	run := func(name string, op func() error) {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if err := op(); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
+	run("Seal", func() error { _, err := v.Seal(vpin, secret, ctx); return err })
 	e, err := v.Seal(vpin, secret, ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("Unseal", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Unseal(e, vpin, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("UnsealWrongVPIN", func(b *testing.B) {
-		for b.Loop() {
+	run("Unseal", func() error { _, err := v.Unseal(e, vpin, ctx); return err })
+	if wrongVPIN {
+		run("UnsealWrongVPIN", func() error {
 			if _, err := v.Unseal(e, []byte("000000"), ctx); !errors.Is(err, vault.ErrWrongVPIN) {
-				b.Fatal(err)
+				return fmt.Errorf("wrong vPIN: %v", err)
 			}
-		}
-	})
+			return nil
+		})
+	}
+	run("SealV1", func() error { _, err := v.SealNoDA(vpin, secret, ctx); return err })
 	v1, err := v.SealNoDA(vpin, secret, ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("UnsealV1", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Unseal(v1, vpin, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("MAC", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.MAC("audit", secret); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	run("UnsealV1", func() error { _, err := v.Unseal(v1, vpin, ctx); return err })
+	run("MAC", func() error { _, err := v.MAC("audit", secret); return err })
+}
+
+// manyTries lets a benchmark's TPM take a million failures.
+var manyTries = vault.WithDA(vault.DA{MaxTries: 1 << 20, Recovery: time.Second, Reserve: 1})
+
+// BenchmarkSWTPM: the vault on swtpm with the default Argon2id parameters,
+// and Open.
+func BenchmarkSWTPM(b *testing.B) {
+	s := swtpmtest.Start(b)
+	tpm := openSWTPM(b, s)
+	benchVault(b, openVault(b, tpm, b.TempDir(), manyTries), true)
 	b.Run("Open", func(b *testing.B) {
 		dir := b.TempDir()
 		openVault(b, tpm, dir)
@@ -351,43 +348,5 @@ func BenchmarkSWTPM(b *testing.B) {
 // TPM's share of Seal and Unseal, and what entry keys add to it.
 func BenchmarkSWTPMFast(b *testing.B) {
 	s := swtpmtest.Start(b)
-	tpm := openSWTPM(b, s)
-	v := openVault(b, tpm, b.TempDir(), vault.WithParams(fast), vault.WithDA(vault.DA{MaxTries: 1 << 20, Recovery: time.Second, Reserve: 1}))
-	secret, vpin, ctx := []byte("31415926"), []byte("482913"), []byte("owner=1 card=2 delegation=3")
-	b.Run("Seal", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Seal(vpin, secret, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	e, err := v.Seal(vpin, secret, ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("Unseal", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Unseal(e, vpin, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	v1, err := v.SealNoDA(vpin, secret, ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("SealV1", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.SealNoDA(vpin, secret, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("UnsealV1", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := v.Unseal(v1, vpin, ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchVault(b, openVault(b, openSWTPM(b, s), b.TempDir(), vault.WithParams(fast), manyTries), false)
 }
