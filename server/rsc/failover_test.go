@@ -158,6 +158,18 @@ func holdPoolWith(t *testing.T, a, b *rsc.Member, opts rsc.Options) (p *rsc.Pool
 	if err := p.Add(b); err != nil {
 		t.Fatal(err)
 	}
+	release = holdCard(t, p)
+	if err := p.Add(a); err != nil { // back, its worker and connection as they were
+		t.Fatal(err)
+	}
+	return p, release
+}
+
+// holdCard keeps one card of p busy with a request of "holder" until
+// release is called (at the latest at cleanup), so that other requests
+// wait, or go to another card.
+func holdCard(t *testing.T, p *rsc.Pool) (release func()) {
+	t.Helper()
 	started, hold := make(chan struct{}), make(chan struct{})
 	held := make(chan error, 1)
 	go func() {
@@ -168,20 +180,17 @@ func holdPoolWith(t *testing.T, a, b *rsc.Member, opts rsc.Options) (p *rsc.Pool
 		})
 	}()
 	<-started
-	if err := p.Add(a); err != nil { // back, its worker and connection as they were
-		t.Fatal(err)
-	}
 	var once sync.Once
 	release = func() {
 		once.Do(func() {
 			close(hold)
 			if err := <-held; err != nil {
-				t.Errorf("the request holding b: %v", err)
+				t.Errorf("the request holding a card: %v", err)
 			}
 		})
 	}
 	t.Cleanup(release)
-	return p, release
+	return release
 }
 
 type reqKey struct{}

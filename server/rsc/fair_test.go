@@ -37,27 +37,8 @@ func newRecorder(t *testing.T, opts rsc.Options) *recorder {
 	if err := p.Add(member(t, "card", newSim(t, "fair", pivsim.Latency{}))); err != nil {
 		t.Fatal(err)
 	}
-	started, hold := make(chan struct{}), make(chan struct{})
-	held := make(chan error, 1)
-	go func() {
-		held <- p.Do(context.Background(), "holder", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
-			close(started)
-			<-hold
-			return nil
-		})
-	}()
-	<-started
 	r := &recorder{t: t, p: p, errs: make(chan error, 1024)}
-	var once sync.Once
-	r.release = func() {
-		once.Do(func() {
-			close(hold)
-			if err := <-held; err != nil {
-				t.Errorf("the holder's request: %v", err)
-			}
-		})
-	}
-	t.Cleanup(r.release)
+	r.release = holdCard(t, p)
 	return r
 }
 
