@@ -304,12 +304,7 @@ func (l *Log) sealAnchorLocked(b *batch, sign bool) error {
 // verifies offline.
 func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return 0, ErrClosed
-	}
-	if l.err != nil {
-		err := l.err
+	if err := l.usableLocked(); err != nil {
 		l.mu.Unlock()
 		return 0, err
 	}
@@ -324,19 +319,10 @@ func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 	}
 	b := l.cur
 	l.mu.Unlock()
-	select {
-	case l.kick <- struct{}{}:
-	default:
+	if err := l.wait(ctx, b); err != nil {
+		return 0, err
 	}
-	select {
-	case <-b.done:
-		if b.err != nil {
-			return 0, b.err
-		}
-		return b.last, nil
-	case <-ctx.Done():
-		return 0, context.Cause(ctx)
-	}
+	return b.last, nil
 }
 
 // Accepted returns the rollback that Options.Accept accepted at Open, or

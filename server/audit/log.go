@@ -324,12 +324,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 		return 0, context.Cause(ctx)
 	}
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return 0, ErrClosed
-	}
-	if l.err != nil {
-		err := l.err
+	if err := l.usableLocked(); err != nil {
 		l.mu.Unlock()
 		return 0, err
 	}
@@ -363,18 +358,38 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 	l.lastIsCheck = false
 	l.mu.Unlock()
 
+	if err := l.wait(ctx, b); err != nil {
+		if errors.Is(err, errNotConfirmed) {
+			return rec.Seq, fmt.Errorf("audit: record %d queued, durability not confirmed: %w", rec.Seq, context.Cause(ctx))
+		}
+		return rec.Seq, err
+	}
+	return rec.Seq, nil
+}
+
+// errNotConfirmed is what wait returns when ctx ended first.
+var errNotConfirmed = errors.New("audit: durability not confirmed")
+
+// usableLocked is the error of a closed or failed log, or nil.
+func (l *Log) usableLocked() error {
+	if l.closed {
+		return ErrClosed
+	}
+	return l.err
+}
+
+// wait wakes the writer and waits until batch b is durable: nil, b's
+// error, or, if ctx ends first, errNotConfirmed wrapping ctx's cause.
+func (l *Log) wait(ctx context.Context, b *batch) error {
 	select {
 	case l.kick <- struct{}{}:
 	default: // the writer is already due to run
 	}
 	select {
 	case <-b.done:
-		if b.err != nil {
-			return rec.Seq, b.err
-		}
-		return rec.Seq, nil
+		return b.err
 	case <-ctx.Done():
-		return rec.Seq, fmt.Errorf("audit: record %d queued, durability not confirmed: %w", rec.Seq, context.Cause(ctx))
+		return fmt.Errorf("%w: %w", errNotConfirmed, context.Cause(ctx))
 	}
 }
 
