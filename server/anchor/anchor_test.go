@@ -142,7 +142,7 @@ func BenchmarkSignCheckpoint(b *testing.B) {
 // A TPM that answers a warning (NV rate limit, busy) is asked again; an
 // error that is not a warning is not.
 func TestRetryTPMWarnings(t *testing.T) {
-	real, _ := link(t)
+	swtpm, _ := link(t)
 	ctx := context.Background()
 	var calls, fail int
 	var rc error
@@ -152,7 +152,7 @@ func TestRetryTPMWarnings(t *testing.T) {
 			fail--
 			return fmt.Errorf("anchor: TPM NV_Increment: %w", rc)
 		}
-		return real(fn)
+		return swtpm(fn)
 	}
 	c, err := anchor.OpenCounter(do, anchor.CounterHandle([]byte("retry")))
 	if err != nil {
