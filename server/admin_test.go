@@ -2,10 +2,8 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/pscs/pscs/client"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/internal/testpki"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
@@ -112,9 +111,9 @@ func newAdminRig(t *testing.T) *adminRig {
 	t.Cleanup(mayor.Close)
 	t.Cleanup(ceo.Close)
 	var resets atomic.Int64
-	mayor.Add(member(t, "m", countResets{r.sim, &resets}))
+	mayor.Add(member(t, "m", countResets{Card: r.sim, N: &resets}))
 	ceoSim, _ := pivsim.New(pivsim.Config{Seed: []byte("admin ceo")})
-	ceo.Add(member(t, "c", countResets{ceoSim, &resets}))
+	ceo.Add(member(t, "c", countResets{Card: ceoSim, N: &resets}))
 	ownCA, err := server.NewCA("pscsd CA")
 	if err != nil {
 		t.Fatal(err)
@@ -126,17 +125,7 @@ func newAdminRig(t *testing.T) *adminRig {
 	alice, carol := r.ca.Issue("alice", testpki.Options{}), r.ca.Issue("carol", testpki.Options{})
 	r.enroll.Add("alice", alice.Leaf)
 	r.enroll.Add("carol", carol.Leaf)
-	ts := &ptransport.Server{Handler: srv, Enrollment: r.enroll,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = pc.LocalAddr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); ts.Serve(ctx, pc) }()
-	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	r.addr = testrig.Serve(t, srv, r.enroll, r.ca, nil)
 	r.owner = r.dial(t, alice)
 	r.other = r.dial(t, carol)
 	return r
@@ -144,12 +133,7 @@ func newAdminRig(t *testing.T) *adminRig {
 
 func (r *adminRig) dial(t *testing.T, cert tls.Certificate) *client.Client {
 	t.Helper()
-	c, err := client.Dial(ctx(t), client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testrig.Dial(t, client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
 }
 
 func adminDo(t *testing.T, c *client.Client, req *ptransport.AdminRequest, sec *ptransport.AdminSecret) (*ptransport.AdminResponse, ptransport.Code) {
@@ -302,7 +286,7 @@ func TestRegisterPINOnEveryCard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var resets atomic.Int64
-	if err := r.mayor.Add(member(t, "n", countResets{other, &resets})); err != nil {
+	if err := r.mayor.Add(member(t, "n", countResets{Card: other, N: &resets})); err != nil {
 		t.Fatal(err)
 	}
 	_, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"},
@@ -354,7 +338,7 @@ func TestCardChangeEvents(t *testing.T) {
 			t.Fatalf("%s: no event", what)
 		}
 	}
-	r.mayor.Add(member(t, "second", countResets{second, &resets}))
+	r.mayor.Add(member(t, "second", countResets{Card: second, N: &resets}))
 	expect("a card joined")
 	r.mayor.Remove("second")
 	expect("a card left")

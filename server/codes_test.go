@@ -2,16 +2,14 @@ package server_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/client"
-	"github.com/pscs/pscs/internal/testpki"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
@@ -56,22 +54,7 @@ func answeringMember(t *testing.T, id string, c *answering) *rsc.Member {
 // client of alice's.
 func (r *rig) serve(t *testing.T, srv *server.Server) *client.Client {
 	t.Helper()
-	ts := &transport.Server{Handler: srv, Enrollment: r.enroll,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); ts.Serve(ctx, pc) }()
-	t.Cleanup(func() { cancel(); <-done; pc.Close() })
-	c, err := client.Dial(ctx, client.Config{Addr: pc.LocalAddr().String(), Certificate: r.alice, RootCAs: r.ca.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testrig.Dial(t, client.Config{Addr: testrig.Serve(t, srv, r.enroll, r.ca, nil), Certificate: r.alice, RootCAs: r.ca.Pool})
 }
 
 type failingAudit struct{}

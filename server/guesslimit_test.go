@@ -15,9 +15,7 @@ import (
 func TestGuessLimitRefusal(t *testing.T) {
 	r := newRig(t, 1)
 	c := r.dial(t, r.alice)
-	r.vault.mu.Lock()
-	r.vault.limit = true
-	r.vault.mu.Unlock()
+	r.vault.SetLimit(true)
 	for i := range 10 {
 		vpin := fmt.Sprintf("%04d", i)
 		if i == 9 {
@@ -27,9 +25,7 @@ func TestGuessLimitRefusal(t *testing.T) {
 			t.Fatalf("login %d at the guess limit: %v, want code %d", i, err, transport.CodeGuessLimit)
 		}
 	}
-	r.vault.mu.Lock()
-	r.vault.limit = false
-	r.vault.mu.Unlock()
+	r.vault.SetLimit(false)
 	if _, err := c.Login(ctx(t), 7, []byte("0000")); !isCode(err, transport.CodeWrongPIN) {
 		t.Errorf("wrong vPIN after 10 guess-limit refusals: %v, want CodeWrongPIN (not locked)", err)
 	}

@@ -70,7 +70,7 @@ func (r *restartable) start(t *testing.T, rb *policy.Rebuild) {
 	r.rig = newRig(t, 1, r.records)
 	for _, d := range r.grants {
 		r.book.Grant(d)
-		r.vault.add(d.ID, "1111", "123456")
+		r.vault.Add(d.ID, "1111", "123456")
 		cert := r.ca.Issue(d.Delegate, testpki.Options{})
 		r.enroll.Add(d.Delegate, cert.Leaf)
 		r.certs[d.Delegate] = cert

@@ -9,16 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/client"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/internal/testpki"
-	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/server/policy"
@@ -26,31 +24,9 @@ import (
 	"github.com/pscs/pscs/transport"
 )
 
-// memVault is a PINVault for tests: the real PIN per delegation, opened by
-// comparing the virtual PIN. (pscsd's vault keeps only ciphertext.)
-type memVault struct {
-	mu        sync.Mutex
-	vpin, pin map[string]string
-	limit     bool // refuse as a TPM at its guess limit (ErrGuessLimit)
-}
-
-func (v *memVault) OpenPIN(_ context.Context, d string, vpin []byte) ([]byte, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.limit {
-		return nil, server.ErrGuessLimit
-	}
-	if want, ok := v.vpin[d]; !ok || want != string(vpin) {
-		return nil, server.ErrWrongVPIN
-	}
-	return []byte(v.pin[d]), nil
-}
-
-func (v *memVault) add(d, vpin, pin string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.vpin[d], v.pin[d] = vpin, pin
-}
+// memVault is the shared rig's vault: the real PIN per delegation,
+// opened by comparing the virtual PIN.
+type memVault = testrig.Vault
 
 type memAudit struct {
 	mu      sync.Mutex
@@ -84,10 +60,10 @@ type rig struct {
 	enroll *transport.StaticEnrollment
 	vault  *memVault
 	addr   string
-	resets atomic.Int64 // card resets, all cards together
+	resets *atomic.Int64 // card resets, all cards together
 	alice  tls.Certificate
 	bob    tls.Certificate
-	cancel func()
+	shared *testrig.Rig
 }
 
 // cardLatency and cardSlots are the simulated cards' latency and key
@@ -97,47 +73,24 @@ var (
 	cardSlots   map[pivsim.Slot]pivsim.SlotConfig
 )
 
+// newRig serves the remote card "mayor" (slot 7) of cards simulated cards
+// to alice (virtual PIN 2718, five wrong ones allowed) and bob (3141, one
+// signature), on the shared test rig.
 func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	t.Helper()
-	r := &rig{book: policy.NewBook(nil), audit: &memAudit{}, ca: testpki.NewCA("rig CA")}
-	pool := rsc.NewPool("mayor", rsc.Options{})
-	t.Cleanup(pool.Close)
-	r.pool = pool
-	for i := range cards {
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(fmt.Sprint("server", i)), Latency: cardLatency, Slots: cardSlots})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.sims = append(r.sims, sim)
-		pool.Add(member(t, fmt.Sprint("card", i), countResets{sim, &r.resets}))
-	}
-	r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5})
-	r.book.Grant(policy.Delegation{ID: "d-bob", Owner: "mayor", Delegate: "bob", Card: "mayor", Total: 1})
-	r.vault = &memVault{vpin: map[string]string{"d-alice": "2718", "d-bob": "3141"},
-		pin: map[string]string{"d-alice": "123456", "d-bob": "123456"}}
+	r := &rig{audit: &memAudit{}}
 	var auditor server.Auditor = r.audit
 	if len(aud) > 0 {
 		auditor = aud[0]
 	}
-	r.srv = server.New(server.Config{Book: r.book, Vault: r.vault, Audit: auditor,
-		Cards: []server.Card{{Name: "mayor", Slot: 7, Pool: pool}}})
-
-	r.enroll = transport.NewStaticEnrollment()
-	r.alice = r.ca.Issue("alice", testpki.Options{})
-	r.bob = r.ca.Issue("bob", testpki.Options{})
-	r.enroll.Add("alice", r.alice.Leaf)
-	r.enroll.Add("bob", r.bob.Leaf)
-	ts := &transport.Server{Handler: r.srv, Enrollment: r.enroll,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.ca.Issue("pscsd", testpki.Options{Server: true})}}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = pc.LocalAddr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); ts.Serve(ctx, pc) }()
-	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	s := testrig.Start(t, testrig.Options{Cards: cards, Seed: "server", Latency: cardLatency, Slots: cardSlots, Slot: 7, Audit: auditor,
+		Delegates: []testrig.Delegate{
+			{Name: "alice", VPIN: "2718", Delegation: policy.Delegation{ID: "d-alice", MaxWrongVPIN: 5}},
+			{Name: "bob", VPIN: "3141", Delegation: policy.Delegation{ID: "d-bob", Total: 1}},
+		}})
+	r.shared, r.srv, r.book, r.sims, r.pool, r.ca, r.enroll, r.vault, r.addr, r.resets =
+		s, s.Server, s.Book, s.Sims, s.Pool, s.CA, s.Enroll, s.Vault, s.Addr, &s.Resets
+	r.alice, r.bob = s.Certs["alice"], s.Certs["bob"]
 	return r
 }
 
@@ -145,40 +98,20 @@ func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 // and a delegation of its own ("d-"+name, no limits) on the rig's remote
 // card, opened with the virtual PIN vpin; it returns the certificate.
 func (r *rig) delegate(name, vpin string) tls.Certificate {
-	cert := r.ca.Issue(name, testpki.Options{})
-	r.enroll.Add(name, cert.Leaf)
-	r.book.Grant(policy.Delegation{ID: "d-" + name, Owner: "mayor", Delegate: name, Card: "mayor", MaxWrongVPIN: 5})
-	r.vault.add("d-"+name, vpin, "123456")
-	return cert
+	return r.shared.Delegate(testrig.Delegate{Name: name, VPIN: vpin, Delegation: policy.Delegation{ID: "d-" + name, MaxWrongVPIN: 5}})
 }
 
 // countResets counts the resets of a simulated card.
-type countResets struct {
-	*pivsim.Card
-	n *atomic.Int64
-}
-
-func (c countResets) Reset() { c.n.Add(1); c.Card.Reset() }
+type countResets = testrig.CountResets
 
 func member(t testing.TB, id string, sim countResets) *rsc.Member {
 	t.Helper()
-	w := cards.NewWorker(cards.Direct(sim), nil)
-	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return testrig.Member(t, id, sim, nil)
 }
 
 func (r *rig) dial(t testing.TB, cert tls.Certificate) *client.Client {
 	t.Helper()
-	c, err := client.Dial(ctx(t), client.Config{Addr: r.addr, Certificate: cert, RootCAs: r.ca.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return r.shared.Dial(t, cert)
 }
 
 func ctx(t testing.TB) context.Context {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pscs/pscs/client/pkcs11/internal/rig"
+	"github.com/pscs/pscs/internal/rig"
 )
 
 // TestFork: a C application initialises the module, signs and forks. In

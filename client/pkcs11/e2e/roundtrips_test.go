@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/client/pkcs11/internal/rig"
 	"github.com/pscs/pscs/internal/netsim"
+	"github.com/pscs/pscs/internal/rig"
 )
 
 // TestProcessRoundTrips counts, at the network simulator, the round trips

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/client"
-	"github.com/pscs/pscs/client/pkcs11/internal/rig"
+	"github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/transport"
 )
