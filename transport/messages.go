@@ -9,6 +9,8 @@ import (
 	"io"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pscs/pscs/internal/cborpolicy"
 )
 
 // ALPN is the TLS application protocol of pscs. A breaking change of the
@@ -59,12 +61,12 @@ func (o Op) Signed() bool { return o != OpHello && o != OpPing }
 // Limits of the protocol. A message over a limit is refused with
 // CodeTooLarge and never buffered whole.
 const (
-	MaxRequestSize  = 64 << 10 // bytes of one request on a stream
-	MaxResponseSize = 4 << 20  // bytes of one response (a catalogue with certificates)
-	MaxEventSize    = 64 << 10 // bytes of one event
-	MaxNesting      = 16       // CBOR nesting depth
-	MaxElements     = 4096     // CBOR array elements / map pairs
-	NonceSize       = 16       // bytes of a request nonce
+	MaxRequestSize  = 64 << 10               // bytes of one request on a stream
+	MaxResponseSize = 4 << 20                // bytes of one response (a catalogue with certificates)
+	MaxEventSize    = 64 << 10               // bytes of one event
+	MaxNesting      = cborpolicy.MaxNesting  // CBOR nesting depth
+	MaxElements     = cborpolicy.MaxElements // CBOR array elements / map pairs
+	NonceSize       = 16                     // bytes of a request nonce
 )
 
 // Request is what a client writes on a new bidirectional stream, followed
@@ -244,42 +246,14 @@ type LogoutRequest struct {
 
 // Encoding. One immutable encoder and decoder for the package.
 
+// The project's one CBOR policy (internal/cborpolicy).
 var (
-	encMode cbor.UserBufferEncMode
-	decMode cbor.DecMode
+	encMode = cborpolicy.BufferEncMode
+	decMode = cborpolicy.DecMode
 	// strictDecMode rejects unknown fields; tests use it to catch drift
 	// between the code and docs/protocol.md.
-	strictDecMode cbor.DecMode
+	strictDecMode = cborpolicy.StrictDecMode
 )
-
-func init() {
-	var err error
-	encMode, err = cbor.CoreDetEncOptions().UserBufferEncMode()
-	if err != nil {
-		panic(err)
-	}
-	opts := cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		MaxNestedLevels:  MaxNesting,
-		MaxArrayElements: MaxElements,
-		MaxMapPairs:      MaxElements,
-		UTF8:             cbor.UTF8RejectInvalid,
-		IntDec:           cbor.IntDecConvertNone,
-		// No tags anywhere in a message (the COSE_Sign1 travels as a byte
-		// string): no dates, big numbers or other meanings to check.
-		TagsMd: cbor.TagsForbidden,
-	}
-	decMode, err = opts.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
-	strictDecMode, err = opts.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
 
 // Marshal encodes v in the protocol's deterministic CBOR.
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }

@@ -8,8 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // Magic begins every audit log file.
@@ -22,9 +23,7 @@ const (
 	frameOverhead = frameHeadSize + 4
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func crc(b []byte) uint32 { return durable.CRC(b) }
 
 // header returns the 24-byte file header.
 // chainLabel starts the input of each link of the version 2 hash chain.

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // Errors of Open and Append. Verification failures are *VerifyError.
@@ -179,7 +181,7 @@ func Open(path string, mac MACer, opts Options) (*Log, error) {
 		mac:  mac,
 		opts: opts,
 		f:    f,
-		sync: syncFile,
+		sync: durable.Sync,
 		kick: make(chan struct{}, 1),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
@@ -209,7 +211,7 @@ func Open(path string, mac MACer, opts Options) (*Log, error) {
 // load locks the file, checks it, and recovers a torn tail or an interrupted
 // creation.
 func (l *Log) load(path string) error {
-	if err := lockFile(l.f); err != nil {
+	if _, err := durable.Lock(l.f); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrLocked, path, err)
 	}
 	fi, err := l.f.Stat()
@@ -236,11 +238,11 @@ func (l *Log) load(path string) error {
 		if _, err := l.f.WriteAt(hdr, 0); err != nil {
 			return fmt.Errorf("audit: write header: %w", err)
 		}
-		if err := l.f.Sync(); err != nil {
+		if err := durable.Sync(l.f); err != nil {
 			return fmt.Errorf("audit: sync %s: %w", path, err)
 		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			return err
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("audit: %w", err)
 		}
 		l.size = headerSize
 		l.version = formatVersion
@@ -264,7 +266,7 @@ func (l *Log) load(path string) error {
 			if err := l.f.Truncate(ve.Offset); err != nil {
 				return fmt.Errorf("audit: cut torn tail: %w", err)
 			}
-			if err := l.f.Sync(); err != nil {
+			if err := durable.Sync(l.f); err != nil {
 				return fmt.Errorf("audit: sync %s: %w", path, err)
 			}
 			l.recovered = &TornTail{Seq: ve.Seq, Offset: ve.Offset, Bytes: size - ve.Offset, Reason: ve.Reason}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 func TestAppendReadBack(t *testing.T) {
@@ -186,7 +188,7 @@ func TestDurableBeforeReturn(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		err = syncFile(f)
+		err = durable.Sync(f)
 		synced.Store(fi.Size())
 		return err
 	}
@@ -342,7 +344,7 @@ func TestSyncErrorSticky(t *testing.T) {
 	if _, err := l.Append(context.Background(), testRecord(1)); !errors.Is(err, errDisk) {
 		t.Errorf("Append: %v, want EIO", err)
 	}
-	l.sync = syncFile
+	l.sync = durable.Sync
 	if _, err := l.Append(context.Background(), testRecord(2)); !errors.Is(err, errDisk) {
 		t.Errorf("Append after the failure: %v, want EIO", err)
 	}

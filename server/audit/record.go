@@ -8,6 +8,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pscs/pscs/internal/cborpolicy"
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // MACer authenticates records with a key that an attacker with a copy of the
@@ -20,9 +23,8 @@ import (
 // must be safe for concurrent use; the Log calls MAC for one record at a time,
 // in sequence order, so a slow MACer limits the append rate (use a key that
 // lives in memory, not one round trip to a TPM per record).
-type MACer interface {
-	MAC(label string, data []byte) ([]byte, error)
-}
+// It is the one [durable.MACer] of the project's files.
+type MACer = durable.MACer
 
 // MACLabel is the label passed to [MACer.MAC] for every record.
 const MACLabel = "pscs audit v1"
@@ -103,32 +105,11 @@ type Policy struct {
 // keyMAC is the CBOR map key of Record.MAC.
 const keyMAC = 11
 
-// One immutable encoder and decoder for the package.
+// The project's one CBOR policy (internal/cborpolicy).
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode = cborpolicy.EncMode
+	decMode = cborpolicy.DecMode
 )
-
-func init() {
-	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		MaxNestedLevels:  16,
-		MaxArrayElements: 4096,
-		MaxMapPairs:      4096,
-		UTF8:             cbor.UTF8RejectInvalid,
-		IntDec:           cbor.IntDecConvertNone,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
 
 // validate reports text a reader would refuse: CBOR text must be UTF-8.
 func (r *Record) validate() error {

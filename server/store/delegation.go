@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
-
+	"github.com/pscs/pscs/internal/cborpolicy"
 	"github.com/pscs/pscs/server/policy"
 )
 
@@ -34,21 +33,11 @@ type hoursRecord struct {
 	Location string `cbor:"4,keyasint,omitempty"` // IANA name; empty: UTC
 }
 
+// The project's one CBOR policy (internal/cborpolicy).
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode = cborpolicy.EncMode
+	decMode = cborpolicy.DecMode
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	if decMode, err = (cbor.DecOptions{DupMapKey: cbor.DupMapKeyEnforcedAPF, MaxNestedLevels: 8,
-		MaxArrayElements: 1 << 16, MaxMapPairs: 64}).DecMode(); err != nil {
-		panic(err)
-	}
-}
 
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {

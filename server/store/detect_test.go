@@ -3,10 +3,11 @@ package store
 import (
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"os"
 	"slices"
 	"testing"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // threeRecords makes a store with a, b and c (identities) and returns its path.
@@ -39,7 +40,7 @@ func TestDetectFlippedByte(t *testing.T) {
 			data[i] ^= 0x01
 			if tc.fixCRC {
 				end := f.off + f.n - frameTrailer
-				binary.BigEndian.PutUint32(data[end:], crc32.Checksum(data[f.off:end], castagnoli))
+				binary.BigEndian.PutUint32(data[end:], durable.CRC(data[f.off:end]))
 			}
 			writeFile(t, path, data)
 

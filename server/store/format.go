@@ -5,7 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // fileMagic is the fixed 16-byte file header.
@@ -28,8 +29,6 @@ const (
 	minTag     = 16
 	maxTag     = 64
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Operations; numbers are never reused.
 const (
@@ -165,7 +164,7 @@ func appendFrame(dst, enc, tag []byte) []byte {
 	dst = append(dst, byte(len(tag)))
 	dst = append(dst, enc...)
 	dst = append(dst, tag...)
-	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	return binary.BigEndian.AppendUint32(dst, durable.CRC(dst[start:]))
 }
 
 // frameStatus says what readFrame found at an offset.
@@ -195,7 +194,7 @@ func readFrame(p []byte) (enc, tag []byte, n int, st frameStatus) {
 	if len(p) < n {
 		return nil, nil, 0, frameShort
 	}
-	if crc32.Checksum(p[:n-frameTrailer], castagnoli) != binary.BigEndian.Uint32(p[n-frameTrailer:]) {
+	if durable.CRC(p[:n-frameTrailer]) != binary.BigEndian.Uint32(p[n-frameTrailer:]) {
 		return nil, nil, n, frameDamaged
 	}
 	enc = p[frameHeaderLen : frameHeaderLen+int(bl)]

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/pscs/pscs/internal/durable"
 )
 
 // Record kinds accepted by [Store.Put].
@@ -26,9 +28,8 @@ const (
 // over data under a key that someone with a copy of the disk does not
 // have, bound to label; the same label and data always give the same tag.
 // In pscsd it is the TPM-held key of server/vault.
-type MACer interface {
-	MAC(label string, data []byte) ([]byte, error)
-}
+// It is the one [durable.MACer] of the project's files.
+type MACer = durable.MACer
 
 // Anchor identifies a state of the store: its version and the hash of its
 // whole write history up to that version. Keep it outside the store file
@@ -127,7 +128,7 @@ func Open(path string, mac MACer, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(f)
+	unlock, err := durable.Lock(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("store: %s is in use: %w", path, err)
@@ -156,7 +157,7 @@ func (s *Store) load(data []byte, anchor *Anchor) error {
 		if err := s.f.Truncate(int64(l.end)); err != nil {
 			return err
 		}
-		if err := syncFile(s.f); err != nil {
+		if err := durable.Sync(s.f); err != nil {
 			return err
 		}
 		s.recovered = l.torn
@@ -192,7 +193,7 @@ func replaceFile(path string, data []byte) error {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = syncFile(f)
+		err = durable.Sync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -204,7 +205,7 @@ func replaceFile(path string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // snapshot encodes a whole store file holding recs and bad at version.
@@ -353,7 +354,7 @@ func (s *Store) writeLocked(op, kind byte, key string, value []byte) error {
 		s.err = fmt.Errorf("store: write failed, reopen the store: %w", err)
 		return s.err
 	}
-	if err := syncFile(s.f); err != nil {
+	if err := durable.Sync(s.f); err != nil {
 		s.err = fmt.Errorf("store: sync failed, reopen the store: %w", err)
 		return s.err
 	}
@@ -484,7 +485,7 @@ func (s *Store) compactLocked() error {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
 	if err == nil {
 		var unlock func() error
-		if unlock, err = lockFile(f); err == nil {
+		if unlock, err = durable.Lock(f); err == nil {
 			s.unlock()
 			s.f.Close()
 			s.f, s.unlock = f, unlock
@@ -574,16 +575,4 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.unlock()
 	return s.f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/pscs/pscs/internal/cborpolicy"
 )
 
 // EntryVersion is the [Entry.Version] that [Vault.Seal] writes. [Vault.Unseal]
@@ -145,34 +146,12 @@ func (e *Entry) header() ([]byte, error) {
 	})
 }
 
-// encMode and decMode are built once and immutable (safe for concurrent use).
+// The project's one CBOR policy (internal/cborpolicy); entries and key
+// files accept no field they do not know.
 var (
-	encMode = mustEncMode()
-	decMode = mustDecMode()
+	encMode = cborpolicy.EncMode
+	decMode = cborpolicy.StrictDecMode
 )
-
-func mustEncMode() cbor.EncMode {
-	em, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	return em
-}
-
-func mustDecMode() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}
 
 // maxEntrySize bounds the input of UnmarshalBinary: a valid entry is about
 // 140 bytes (version 1) or 350 bytes (version 2) plus the secret.

@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/pscs/pscs/internal/cborpolicy"
 )
 
 // sampleKeyPublic is an entry key's public area as the TPM returns it from
@@ -57,7 +58,7 @@ func TestEntryV2RoundTrip(t *testing.T) {
 func TestEntryV2Rejects(t *testing.T) {
 	good, _ := sampleEntryV2().MarshalBinary()
 	var m map[int]any
-	if err := cbor.Unmarshal(good, &m); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(good, &m); err != nil {
 		t.Fatal(err)
 	}
 	with := func(k int, v any) []byte {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pscs/pscs/internal/cborpolicy"
 )
 
 // sampleEntry is a well-formed version 1 entry with recognisable bytes; it
@@ -51,11 +53,11 @@ func TestEntryHeaderMatchesEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hm, em map[int]cbor.RawMessage
-	if err := cbor.Unmarshal(h, &hm); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(h, &hm); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := e.MarshalBinary()
-	if err := cbor.Unmarshal(b, &em); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(b, &em); err != nil {
 		t.Fatal(err)
 	}
 	delete(em, 6)
@@ -80,7 +82,7 @@ func TestEntryRejects(t *testing.T) {
 	}
 	good, _ := sampleEntry().MarshalBinary()
 	var m map[int]any
-	if err := cbor.Unmarshal(good, &m); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(good, &m); err != nil {
 		t.Fatal(err)
 	}
 	with := func(k int, v any) []byte {

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/argon2"
 
+	"github.com/pscs/pscs/internal/cborpolicy"
 	"github.com/pscs/pscs/server/vault"
 )
 
@@ -57,7 +57,7 @@ func testStolenAppliance(t *testing.T, tpm transport.TPM, reboot func() error) {
 		Public  []byte       `cbor:"8,keyasint"`
 		Private []byte       `cbor:"9,keyasint"`
 	}
-	if err := cbor.Unmarshal(b, &ent); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(b, &ent); err != nil {
 		t.Fatal(err)
 	}
 	auth := func(guess string) []byte {

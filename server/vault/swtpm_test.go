@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/pscs/pscs/internal/cborpolicy"
 	"github.com/pscs/pscs/internal/swtpmtest"
 	"github.com/pscs/pscs/server/vault"
 )
@@ -257,7 +258,7 @@ func readKeyFileField(t *testing.T, dir string, k int) any {
 		t.Fatal(err)
 	}
 	var m map[int]any
-	if err := cbor.Unmarshal(b, &m); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
 	return m[k]
@@ -271,7 +272,7 @@ func rewriteKeyFile(t *testing.T, dir string, edit func(map[int]any)) {
 		t.Fatal(err)
 	}
 	var m map[int]any
-	if err := cbor.Unmarshal(b, &m); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
 	edit(m)

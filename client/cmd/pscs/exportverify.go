@@ -11,8 +11,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fxamacker/cbor/v2"
-
+	"github.com/pscs/pscs/internal/cborpolicy"
 	"github.com/pscs/pscs/server/audit"
 )
 
@@ -135,7 +134,7 @@ func decodeSeq(raw []byte) (uint64, error) {
 	var r struct {
 		Seq uint64 `cbor:"1,keyasint"`
 	}
-	if err := cbor.Unmarshal(raw, &r); err != nil {
+	if err := cborpolicy.DecMode.Unmarshal(raw, &r); err != nil {
 		return 0, fmt.Errorf("record: %w", err)
 	}
 	return r.Seq, nil
