@@ -3,12 +3,12 @@ package transport
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/pscs/pscs/internal/cborpolicy"
 )
@@ -415,34 +415,34 @@ func ReadEventFrame(r *bufio.Reader) (*Event, error) {
 	return &ev, nil
 }
 
-func appendVarint(b []byte, v uint64) []byte {
-	switch {
-	case v < 1<<6:
-		return append(b, byte(v))
-	case v < 1<<14:
-		return binary.BigEndian.AppendUint16(b, uint16(v)|0x4000)
-	case v < 1<<30:
-		return binary.BigEndian.AppendUint32(b, uint32(v)|0x80000000)
+// appendVarint appends v (below 2^62) as a QUIC variable-length integer
+// (RFC 9000, section 16), in its shortest form.
+func appendVarint(b []byte, v uint64) []byte { return quicvarint.Append(b, v) }
+
+// readVarint reads a QUIC variable-length integer: io.EOF before its first
+// byte (the stream's clean end), ErrMalformed when it is cut short.
+func readVarint(r io.ByteReader) (uint64, error) {
+	cr := &byteCounter{r: r}
+	v, err := quicvarint.Read(cr)
+	if err != nil && cr.n > 0 {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, fmt.Errorf("%w: truncated length: %v", ErrMalformed, err)
 	}
-	return binary.BigEndian.AppendUint64(b, v|0xC000000000000000)
+	return v, err
 }
 
-func readVarint(r io.ByteReader) (uint64, error) {
-	first, err := r.ReadByte()
-	if err != nil {
-		return 0, err
+// byteCounter counts the bytes read through it.
+type byteCounter struct {
+	r io.ByteReader
+	n int
+}
+
+func (c *byteCounter) ReadByte() (byte, error) {
+	b, err := c.r.ReadByte()
+	if err == nil {
+		c.n++
 	}
-	n := 1 << (first >> 6)
-	v := uint64(first & 0x3F)
-	for i := 1; i < n; i++ {
-		c, err := r.ReadByte()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, fmt.Errorf("%w: truncated length: %v", ErrMalformed, err)
-		}
-		v = v<<8 | uint64(c)
-	}
-	return v, nil
+	return b, err
 }
