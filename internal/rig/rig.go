@@ -53,10 +53,10 @@ type Delegate struct {
 	Delegation policy.Delegation
 }
 
-// Options shape a rig from [Start]. The zero value is one card, slot 0,
+// Options shape a rig from [Start]. The zero value is no card, slot 0,
 // no delegates and the real clock; [New] uses [Default].
 type Options struct {
-	Cards   int    // simulated PIV cards in the remote card (at least 1)
+	Cards   int    // simulated PIV cards in the remote card (0: none, the test adds its own)
 	Seed    string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
 	Serial  uint32 // the first card's serial (0: pivsim's own)
 	Latency pivsim.Latency
@@ -129,7 +129,7 @@ func Start(t testing.TB, o Options) *Rig {
 		}
 	}})
 	t.Cleanup(r.Pool.Close)
-	for i := range max(o.Cards, 1) {
+	for i := range o.Cards {
 		seed := o.Seed
 		if i > 0 {
 			seed = fmt.Sprint(o.Seed, i)
