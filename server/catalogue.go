@@ -9,63 +9,65 @@ import (
 	"encoding/asn1"
 	"math/big"
 
+	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/transport"
 )
 
-// PKCS #11 constants (PKCS #11 v2.40, pkcs11t.h) used in the catalogue.
+// PKCS #11 constants used in the catalogue: those of internal/p11, the
+// one declaration the PKCS #11 module shares.
 const (
-	ckaClass           = 0x0000
-	ckaToken           = 0x0001
-	ckaPrivate         = 0x0002
-	ckaLabel           = 0x0003
-	ckaValue           = 0x0011
-	ckaCertificateType = 0x0080
-	ckaIssuer          = 0x0081
-	ckaSerialNumber    = 0x0082
-	ckaKeyType         = 0x0100
-	ckaSubject         = 0x0101
-	ckaID              = 0x0102
-	ckaSensitive       = 0x0103
-	ckaDecrypt         = 0x0105
-	ckaSign            = 0x0108
-	ckaVerify          = 0x010A
-	ckaModulus         = 0x0120
-	ckaModulusBits     = 0x0121
-	ckaPublicExponent  = 0x0122
-	ckaExtractable     = 0x0162
-	ckaNeverExtract    = 0x0164
-	ckaAlwaysSensitive = 0x0165
-	ckaECParams        = 0x0180
-	ckaECPoint         = 0x0181
-	ckaAlwaysAuth      = 0x0202
+	ckaClass           = p11.CKAClass
+	ckaToken           = p11.CKAToken
+	ckaPrivate         = p11.CKAPrivate
+	ckaLabel           = p11.CKALabel
+	ckaValue           = p11.CKAValue
+	ckaCertificateType = p11.CKACertificateType
+	ckaIssuer          = p11.CKAIssuer
+	ckaSerialNumber    = p11.CKASerialNumber
+	ckaKeyType         = p11.CKAKeyType
+	ckaSubject         = p11.CKASubject
+	ckaID              = p11.CKAID
+	ckaSensitive       = p11.CKASensitive
+	ckaDecrypt         = p11.CKADecrypt
+	ckaSign            = p11.CKASign
+	ckaVerify          = p11.CKAVerify
+	ckaModulus         = p11.CKAModulus
+	ckaModulusBits     = p11.CKAModulusBits
+	ckaPublicExponent  = p11.CKAPublicExponent
+	ckaExtractable     = p11.CKAExtractable
+	ckaNeverExtract    = p11.CKANeverExtractable
+	ckaAlwaysSensitive = p11.CKAAlwaysSensitive
+	ckaECParams        = p11.CKAECParams
+	ckaECPoint         = p11.CKAECPoint
+	ckaAlwaysAuth      = p11.CKAAlwaysAuth
 
-	ckoCertificate = 1
-	ckoPublicKey   = 2
-	ckoPrivateKey  = 3
-	ckkRSA         = 0
-	ckkEC          = 3
-	ckcX509        = 0
+	ckoCertificate = p11.CKOCert
+	ckoPublicKey   = p11.CKOPublicKey
+	ckoPrivateKey  = p11.CKOPrivateKey
+	ckkRSA         = p11.CKKRSA
+	ckkEC          = p11.CKKEC
+	ckcX509        = p11.CKCX509
 
-	ckmRSAPKCS          = 0x0001
-	ckmRSAPKCSPSS       = 0x000D
-	ckmSHA256RSAPKCS    = 0x0040
-	ckmSHA384RSAPKCS    = 0x0041
-	ckmSHA512RSAPKCS    = 0x0042
-	ckmSHA256RSAPKCSPSS = 0x0043
-	ckmSHA384RSAPKCSPSS = 0x0044
-	ckmSHA512RSAPKCSPSS = 0x0045
-	ckmECDSA            = 0x1041
-	ckmECDSASHA256      = 0x1044
-	ckmECDSASHA384      = 0x1045
-	ckmECDSASHA512      = 0x1046
+	ckmRSAPKCS          = p11.CKMRSAPKCS
+	ckmRSAPKCSPSS       = p11.CKMRSAPKCSPSS
+	ckmSHA256RSAPKCS    = p11.CKMSHA256RSAPKCS
+	ckmSHA384RSAPKCS    = p11.CKMSHA384RSAPKCS
+	ckmSHA512RSAPKCS    = p11.CKMSHA512RSAPKCS
+	ckmSHA256RSAPKCSPSS = p11.CKMSHA256RSAPKCSPSS
+	ckmSHA384RSAPKCSPSS = p11.CKMSHA384RSAPKCSPSS
+	ckmSHA512RSAPKCSPSS = p11.CKMSHA512RSAPKCSPSS
+	ckmECDSA            = p11.CKMECDSA
+	ckmECDSASHA256      = p11.CKMECDSASHA256
+	ckmECDSASHA384      = p11.CKMECDSASHA384
+	ckmECDSASHA512      = p11.CKMECDSASHA512
 
-	ckfHW                 = 0x0001
-	ckfSign               = 0x0800
-	ckfTokenInitialized   = 0x0400
-	ckfLoginRequired      = 0x0004
-	ckfUserPINInitialized = 0x0008
-	ckfProtectedAuthPath  = 0x0100
+	ckfHW                 = p11.CKFHW
+	ckfSign               = p11.CKFSign
+	ckfTokenInitialized   = p11.CKFTokenInitialized
+	ckfLoginRequired      = p11.CKFLoginRequired
+	ckfUserPINInitialized = p11.CKFUserPINInitialized
+	ckfProtectedAuthPath  = p11.CKFProtectedAuthPath
 )
 
 var (

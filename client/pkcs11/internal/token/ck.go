@@ -1,135 +1,136 @@
 package token
 
-// PKCS #11 v2.40 constants the module uses, named as in the standard
-// (PKCS #11 Cryptographic Token Interface Base Specification v2.40, section
-// 3 for types and 4 for objects; Current Mechanisms v2.40 for CKM_*).
+import "github.com/pscs/pscs/internal/p11"
+
+// PKCS #11 v2.40 constants the module uses: those of internal/p11, the
+// one declaration the server shares, under the module's names.
 const (
 	// Object classes (CKO_*).
-	ckoData       = 0
-	ckoCert       = 1
-	ckoPublicKey  = 2
-	ckoPrivateKey = 3
+	ckoData       = p11.CKOData
+	ckoCert       = p11.CKOCert
+	ckoPublicKey  = p11.CKOPublicKey
+	ckoPrivateKey = p11.CKOPrivateKey
 
 	// Key types (CKK_*).
-	ckkRSA = 0
-	ckkEC  = 3
+	ckkRSA = p11.CKKRSA
+	ckkEC  = p11.CKKEC
 
 	// Attributes (CKA_*).
-	ckaClass             = 0x000
-	ckaToken             = 0x001
-	ckaPrivate           = 0x002
-	ckaLabel             = 0x003
-	ckaApplication       = 0x010
-	ckaValue             = 0x011
-	ckaObjectID          = 0x012
-	ckaCertificateType   = 0x080
-	ckaIssuer            = 0x081
-	ckaSerialNumber      = 0x082
-	ckaTrusted           = 0x086
-	ckaCertCategory      = 0x087
-	ckaJavaMIDP          = 0x088
-	ckaURL               = 0x089
-	ckaHashOfSubjectPub  = 0x08A
-	ckaHashOfIssuerPub   = 0x08B
-	ckaNameHashAlg       = 0x08C
-	ckaCheckValue        = 0x090
-	ckaKeyType           = 0x100
-	ckaSubject           = 0x101
-	ckaID                = 0x102
-	ckaSensitive         = 0x103
-	ckaEncrypt           = 0x104
-	ckaDecrypt           = 0x105
-	ckaWrap              = 0x106
-	ckaUnwrap            = 0x107
-	ckaSign              = 0x108
-	ckaSignRecover       = 0x109
-	ckaVerify            = 0x10A
-	ckaVerifyRecover     = 0x10B
-	ckaDerive            = 0x10C
-	ckaStartDate         = 0x110
-	ckaEndDate           = 0x111
-	ckaModulus           = 0x120
-	ckaModulusBits       = 0x121
-	ckaPublicExponent    = 0x122
-	ckaPrivateExponent   = 0x123
-	ckaPrime1            = 0x124
-	ckaPrime2            = 0x125
-	ckaExponent1         = 0x126
-	ckaExponent2         = 0x127
-	ckaCoefficient       = 0x128
-	ckaPublicKeyInfo     = 0x129
-	ckaExtractable       = 0x162
-	ckaLocal             = 0x163
-	ckaNeverExtractable  = 0x164
-	ckaAlwaysSensitive   = 0x165
-	ckaKeyGenMechanism   = 0x166
-	ckaModifiable        = 0x170
-	ckaCopyable          = 0x171
-	ckaDestroyable       = 0x172
-	ckaECParams          = 0x180
-	ckaECPoint           = 0x181
-	ckaAlwaysAuth        = 0x202
-	ckaWrapWithTrusted   = 0x210
-	ckaAllowedMechanisms = 0x40000600
+	ckaClass             = p11.CKAClass
+	ckaToken             = p11.CKAToken
+	ckaPrivate           = p11.CKAPrivate
+	ckaLabel             = p11.CKALabel
+	ckaApplication       = p11.CKAApplication
+	ckaValue             = p11.CKAValue
+	ckaObjectID          = p11.CKAObjectID
+	ckaCertificateType   = p11.CKACertificateType
+	ckaIssuer            = p11.CKAIssuer
+	ckaSerialNumber      = p11.CKASerialNumber
+	ckaTrusted           = p11.CKATrusted
+	ckaCertCategory      = p11.CKACertCategory
+	ckaJavaMIDP          = p11.CKAJavaMIDP
+	ckaURL               = p11.CKAURL
+	ckaHashOfSubjectPub  = p11.CKAHashOfSubjectPub
+	ckaHashOfIssuerPub   = p11.CKAHashOfIssuerPub
+	ckaNameHashAlg       = p11.CKANameHashAlg
+	ckaCheckValue        = p11.CKACheckValue
+	ckaKeyType           = p11.CKAKeyType
+	ckaSubject           = p11.CKASubject
+	ckaID                = p11.CKAID
+	ckaSensitive         = p11.CKASensitive
+	ckaEncrypt           = p11.CKAEncrypt
+	ckaDecrypt           = p11.CKADecrypt
+	ckaWrap              = p11.CKAWrap
+	ckaUnwrap            = p11.CKAUnwrap
+	ckaSign              = p11.CKASign
+	ckaSignRecover       = p11.CKASignRecover
+	ckaVerify            = p11.CKAVerify
+	ckaVerifyRecover     = p11.CKAVerifyRecover
+	ckaDerive            = p11.CKADerive
+	ckaStartDate         = p11.CKAStartDate
+	ckaEndDate           = p11.CKAEndDate
+	ckaModulus           = p11.CKAModulus
+	ckaModulusBits       = p11.CKAModulusBits
+	ckaPublicExponent    = p11.CKAPublicExponent
+	ckaPrivateExponent   = p11.CKAPrivateExponent
+	ckaPrime1            = p11.CKAPrime1
+	ckaPrime2            = p11.CKAPrime2
+	ckaExponent1         = p11.CKAExponent1
+	ckaExponent2         = p11.CKAExponent2
+	ckaCoefficient       = p11.CKACoefficient
+	ckaPublicKeyInfo     = p11.CKAPublicKeyInfo
+	ckaExtractable       = p11.CKAExtractable
+	ckaLocal             = p11.CKALocal
+	ckaNeverExtractable  = p11.CKANeverExtractable
+	ckaAlwaysSensitive   = p11.CKAAlwaysSensitive
+	ckaKeyGenMechanism   = p11.CKAKeyGenMechanism
+	ckaModifiable        = p11.CKAModifiable
+	ckaCopyable          = p11.CKACopyable
+	ckaDestroyable       = p11.CKADestroyable
+	ckaECParams          = p11.CKAECParams
+	ckaECPoint           = p11.CKAECPoint
+	ckaAlwaysAuth        = p11.CKAAlwaysAuth
+	ckaWrapWithTrusted   = p11.CKAWrapWithTrusted
+	ckaAllowedMechanisms = p11.CKAAllowedMechanisms
 
 	// Mechanisms (CKM_*).
-	ckmRSAPKCS          = 0x0001
-	ckmSHA1RSAPKCS      = 0x0006
-	ckmRSAPKCSPSS       = 0x000D
-	ckmSHA256RSAPKCS    = 0x0040
-	ckmSHA384RSAPKCS    = 0x0041
-	ckmSHA512RSAPKCS    = 0x0042
-	ckmSHA256RSAPKCSPSS = 0x0043
-	ckmSHA384RSAPKCSPSS = 0x0044
-	ckmSHA512RSAPKCSPSS = 0x0045
-	ckmSHA224RSAPKCS    = 0x0046
-	ckmSHA1             = 0x0220
-	ckmSHA256           = 0x0250
-	ckmSHA224           = 0x0255
-	ckmSHA384           = 0x0260
-	ckmSHA512           = 0x0270
-	ckmECDSA            = 0x1041
-	ckmECDSASHA1        = 0x1042
-	ckmECDSASHA224      = 0x1043
-	ckmECDSASHA256      = 0x1044
-	ckmECDSASHA384      = 0x1045
-	ckmECDSASHA512      = 0x1046
+	ckmRSAPKCS          = p11.CKMRSAPKCS
+	ckmSHA1RSAPKCS      = p11.CKMSHA1RSAPKCS
+	ckmRSAPKCSPSS       = p11.CKMRSAPKCSPSS
+	ckmSHA256RSAPKCS    = p11.CKMSHA256RSAPKCS
+	ckmSHA384RSAPKCS    = p11.CKMSHA384RSAPKCS
+	ckmSHA512RSAPKCS    = p11.CKMSHA512RSAPKCS
+	ckmSHA256RSAPKCSPSS = p11.CKMSHA256RSAPKCSPSS
+	ckmSHA384RSAPKCSPSS = p11.CKMSHA384RSAPKCSPSS
+	ckmSHA512RSAPKCSPSS = p11.CKMSHA512RSAPKCSPSS
+	ckmSHA224RSAPKCS    = p11.CKMSHA224RSAPKCS
+	ckmSHA1             = p11.CKMSHA1
+	ckmSHA256           = p11.CKMSHA256
+	ckmSHA224           = p11.CKMSHA224
+	ckmSHA384           = p11.CKMSHA384
+	ckmSHA512           = p11.CKMSHA512
+	ckmECDSA            = p11.CKMECDSA
+	ckmECDSASHA1        = p11.CKMECDSASHA1
+	ckmECDSASHA224      = p11.CKMECDSASHA224
+	ckmECDSASHA256      = p11.CKMECDSASHA256
+	ckmECDSASHA384      = p11.CKMECDSASHA384
+	ckmECDSASHA512      = p11.CKMECDSASHA512
 
 	// MGF1 functions (CKG_*).
-	ckgMGF1SHA1   = 1
-	ckgMGF1SHA256 = 2
-	ckgMGF1SHA384 = 3
-	ckgMGF1SHA512 = 4
-	ckgMGF1SHA224 = 5
+	ckgMGF1SHA1   = p11.CKGMGF1SHA1
+	ckgMGF1SHA256 = p11.CKGMGF1SHA256
+	ckgMGF1SHA384 = p11.CKGMGF1SHA384
+	ckgMGF1SHA512 = p11.CKGMGF1SHA512
+	ckgMGF1SHA224 = p11.CKGMGF1SHA224
 
 	// Flags (CKF_*).
-	ckfTokenPresent       = 0x0001 // slot
-	ckfRemovableDevice    = 0x0002 // slot
-	ckfHWSlot             = 0x0004 // slot
-	ckfRNG                = 0x0001 // token
-	ckfLoginRequired      = 0x0004 // token
-	ckfUserPINInitialized = 0x0008 // token
-	ckfTokenInitialized   = 0x0400 // token
-	ckfUserPINLocked      = 0x40000
-	ckfRWSession          = 0x0002 // session
-	ckfSerialSession      = 0x0004 // session
-	ckfHW                 = 0x0001 // mechanism
-	ckfDigest             = 0x0400 // mechanism
-	ckfSign               = 0x0800 // mechanism
-	ckfECFp               = 0x100000
-	ckfECNamedCurve       = 0x800000
-	ckfECUncompress       = 0x1000000
+	ckfTokenPresent       = p11.CKFTokenPresent
+	ckfRemovableDevice    = p11.CKFRemovableDevice
+	ckfHWSlot             = p11.CKFHWSlot
+	ckfRNG                = p11.CKFRNG
+	ckfLoginRequired      = p11.CKFLoginRequired
+	ckfUserPINInitialized = p11.CKFUserPINInitialized
+	ckfTokenInitialized   = p11.CKFTokenInitialized
+	ckfUserPINLocked      = p11.CKFUserPINLocked
+	ckfRWSession          = p11.CKFRWSession
+	ckfSerialSession      = p11.CKFSerialSession
+	ckfHW                 = p11.CKFHW
+	ckfDigest             = p11.CKFDigest
+	ckfSign               = p11.CKFSign
+	ckfECFp               = p11.CKFECFp
+	ckfECNamedCurve       = p11.CKFECNamedCurve
+	ckfECUncompress       = p11.CKFECUncompress
 
 	// Session states (CKS_*).
-	cksROPublic = 0
-	cksROUser   = 1
-	cksRWPublic = 2
-	cksRWUser   = 3
+	cksROPublic = p11.CKSROPublic
+	cksROUser   = p11.CKSROUser
+	cksRWPublic = p11.CKSRWPublic
+	cksRWUser   = p11.CKSRWUser
 
 	// User types (CKU_*).
-	ckuSO              = 0
-	ckuUser            = 1
-	ckuContextSpecific = 2
+	ckuSO              = p11.CKUSO
+	ckuUser            = p11.CKUUser
+	ckuContextSpecific = p11.CKUContextSpecific
 )
 
 // Unavailable is CK_UNAVAILABLE_INFORMATION: ~0 as a CK_ULONG.

@@ -1,0 +1,146 @@
+// Package p11 declares the PKCS #11 v2.40 constants pscs uses, once, for
+// the server (which builds each remote card's catalogue of objects and
+// mechanisms) and the PKCS #11 module (which serves them to applications).
+// Names follow the standard's (CKA_KEY_TYPE is CKAKeyType); values are
+// those of pkcs11t.h (PKCS #11 Cryptographic Token Interface Base
+// Specification v2.40, section 3 for types and 4 for objects; Current
+// Mechanisms v2.40 for CKM_*).
+//
+// The package is pure Go (no cgo), so that the server does not depend on
+// the module's C headers.
+package p11
+
+const (
+	// Object classes (CKO_*).
+	CKOData       = 0
+	CKOCert       = 1
+	CKOPublicKey  = 2
+	CKOPrivateKey = 3
+
+	// Key types (CKK_*).
+	CKKRSA = 0
+	CKKEC  = 3
+
+	// Attributes (CKA_*).
+	CKAClass             = 0x000
+	CKAToken             = 0x001
+	CKAPrivate           = 0x002
+	CKALabel             = 0x003
+	CKAApplication       = 0x010
+	CKAValue             = 0x011
+	CKAObjectID          = 0x012
+	CKACertificateType   = 0x080
+	CKAIssuer            = 0x081
+	CKASerialNumber      = 0x082
+	CKATrusted           = 0x086
+	CKACertCategory      = 0x087
+	CKAJavaMIDP          = 0x088
+	CKAURL               = 0x089
+	CKAHashOfSubjectPub  = 0x08A
+	CKAHashOfIssuerPub   = 0x08B
+	CKANameHashAlg       = 0x08C
+	CKACheckValue        = 0x090
+	CKAKeyType           = 0x100
+	CKASubject           = 0x101
+	CKAID                = 0x102
+	CKASensitive         = 0x103
+	CKAEncrypt           = 0x104
+	CKADecrypt           = 0x105
+	CKAWrap              = 0x106
+	CKAUnwrap            = 0x107
+	CKASign              = 0x108
+	CKASignRecover       = 0x109
+	CKAVerify            = 0x10A
+	CKAVerifyRecover     = 0x10B
+	CKADerive            = 0x10C
+	CKAStartDate         = 0x110
+	CKAEndDate           = 0x111
+	CKAModulus           = 0x120
+	CKAModulusBits       = 0x121
+	CKAPublicExponent    = 0x122
+	CKAPrivateExponent   = 0x123
+	CKAPrime1            = 0x124
+	CKAPrime2            = 0x125
+	CKAExponent1         = 0x126
+	CKAExponent2         = 0x127
+	CKACoefficient       = 0x128
+	CKAPublicKeyInfo     = 0x129
+	CKAExtractable       = 0x162
+	CKALocal             = 0x163
+	CKANeverExtractable  = 0x164
+	CKAAlwaysSensitive   = 0x165
+	CKAKeyGenMechanism   = 0x166
+	CKAModifiable        = 0x170
+	CKACopyable          = 0x171
+	CKADestroyable       = 0x172
+	CKAECParams          = 0x180
+	CKAECPoint           = 0x181
+	CKAAlwaysAuth        = 0x202
+	CKAWrapWithTrusted   = 0x210
+	CKAAllowedMechanisms = 0x40000600
+
+	// Mechanisms (CKM_*).
+	CKMRSAPKCS          = 0x0001
+	CKMSHA1RSAPKCS      = 0x0006
+	CKMRSAPKCSPSS       = 0x000D
+	CKMSHA256RSAPKCS    = 0x0040
+	CKMSHA384RSAPKCS    = 0x0041
+	CKMSHA512RSAPKCS    = 0x0042
+	CKMSHA256RSAPKCSPSS = 0x0043
+	CKMSHA384RSAPKCSPSS = 0x0044
+	CKMSHA512RSAPKCSPSS = 0x0045
+	CKMSHA224RSAPKCS    = 0x0046
+	CKMSHA1             = 0x0220
+	CKMSHA256           = 0x0250
+	CKMSHA224           = 0x0255
+	CKMSHA384           = 0x0260
+	CKMSHA512           = 0x0270
+	CKMECDSA            = 0x1041
+	CKMECDSASHA1        = 0x1042
+	CKMECDSASHA224      = 0x1043
+	CKMECDSASHA256      = 0x1044
+	CKMECDSASHA384      = 0x1045
+	CKMECDSASHA512      = 0x1046
+
+	// MGF1 functions (CKG_*).
+	CKGMGF1SHA1   = 1
+	CKGMGF1SHA256 = 2
+	CKGMGF1SHA384 = 3
+	CKGMGF1SHA512 = 4
+	CKGMGF1SHA224 = 5
+
+	// Flags (CKF_*).
+	CKFTokenPresent       = 0x0001 // slot
+	CKFRemovableDevice    = 0x0002 // slot
+	CKFHWSlot             = 0x0004 // slot
+	CKFRNG                = 0x0001 // token
+	CKFLoginRequired      = 0x0004 // token
+	CKFUserPINInitialized = 0x0008 // token
+	CKFTokenInitialized   = 0x0400 // token
+	CKFUserPINLocked      = 0x40000
+	CKFRWSession          = 0x0002 // session
+	CKFSerialSession      = 0x0004 // session
+	CKFHW                 = 0x0001 // mechanism
+	CKFDigest             = 0x0400 // mechanism
+	CKFSign               = 0x0800 // mechanism
+	CKFECFp               = 0x100000
+	CKFECNamedCurve       = 0x800000
+	CKFECUncompress       = 0x1000000
+
+	// Session states (CKS_*).
+	CKSROPublic = 0
+	CKSROUser   = 1
+	CKSRWPublic = 2
+	CKSRWUser   = 3
+
+	// User types (CKU_*).
+	CKUSO              = 0
+	CKUUser            = 1
+	CKUContextSpecific = 2
+
+	// Certificate types (CKC_*).
+	CKCX509 = 0
+
+	// Token flags the server sets in a remote card's token information.
+	CKFProtectedAuthPath = 0x0100 // token
+)
