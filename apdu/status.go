@@ -256,6 +256,11 @@ func (sw StatusWord) description() string {
 	case 0x62:
 		return "warning, state unchanged"
 	case 0x63:
+		if sw == SWVerifyFailedNoInfo {
+			// ISO 7816-4: "no information given"; after VERIFY, a wrong
+			// PIN with no count of the tries left.
+			return "warning, state changed, no information given"
+		}
 		if sw2&0xF0 == 0xC0 || sw2&0xF0 == 0x00 {
 			return fmt.Sprintf("verification failed, %d tries left", sw2&0x0F)
 		}

@@ -12,6 +12,18 @@ var sentinels = []error{
 	ErrConditions, ErrNotSupported, ErrIncorrectParams, ErrNoSpace, ErrRefDataUnusable,
 }
 
+// TestStatus6300NoCount: 6300 carries no count, so its text gives none
+// (it said "0 tries left").
+func TestStatus6300NoCount(t *testing.T) {
+	s := SWVerifyFailedNoInfo.String()
+	if strings.Contains(s, "tries") || !strings.Contains(s, "no information given") {
+		t.Errorf("6300 reads %q", s)
+	}
+	if n, ok := SWVerifyFailedNoInfo.Retries(); ok {
+		t.Errorf("6300 reports %d tries left", n)
+	}
+}
+
 func TestStatusWordErrors(t *testing.T) {
 	tests := []struct {
 		sw      StatusWord
@@ -25,7 +37,7 @@ func TestStatusWordErrors(t *testing.T) {
 		{0x63CF, ErrWrongPIN, 15, true, "15 tries left"},
 		{0x6302, ErrWrongPIN, 2, true, "2 tries left"}, // old YubiKeys, piv-go issue 60
 		{0x6303, ErrWrongPIN, 3, true, "6303"},
-		{0x6300, nil, 0, false, "6300"}, // "no information given": not a count
+		{0x6300, nil, 0, false, "no information given"}, // not a count
 		{0x6381, nil, 0, false, "warning, state changed"},
 		{SWAuthBlocked, ErrBlocked, 0, true, "authentication method blocked"},
 		{SWSecurityStatusNotSatisfied, ErrSecurityStatus, 0, false, "security status not satisfied"},
