@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/client"
 	testrig "github.com/pscs/pscs/internal/rig"
-	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/server/rsc"
@@ -41,13 +39,7 @@ func (c *answering) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 
 func answeringMember(t *testing.T, id string, c *answering) *rsc.Member {
 	t.Helper()
-	w := cards.NewWorker(cards.Direct(c), nil)
-	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return testrig.Member(t, id, c, nil)
 }
 
 // serve serves srv on loopback for the rig's identities and returns a

@@ -9,9 +9,8 @@ import (
 	"testing"
 
 	"github.com/pscs/pscs/cards"
-	"github.com/pscs/pscs/profiles/piv"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
-	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -50,12 +49,7 @@ func TestCardPulledMidSignatureMovesRequest(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	w := cards.NewWorker(cards.Direct(flaky), nil)
-	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), "flaky", w, piv.Profile{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testrig.Member(t, "flaky", flaky, nil)
 	r.pool.Remove(other.ID)
 	if err := r.pool.Add(m); err != nil {
 		t.Fatal(err)

@@ -228,11 +228,19 @@ func Serve(t testing.TB, h transport.Handler, enroll transport.Enrollment, ca *t
 	return pc.LocalAddr().String()
 }
 
-// Member makes a pool member of a card through a worker of its own; the
-// worker stops when the test ends. A nil log discards.
+// Member makes a pool member of a card in the test's hand (a PIV card)
+// through a worker of its own; the worker stops when the test ends. A nil
+// log discards.
 func Member(t testing.TB, id string, card Card, log *slog.Logger) *rsc.Member {
 	t.Helper()
-	w := cards.NewWorker(cards.Direct(card), log)
+	return MemberOf(t, id, cards.Direct(card), log)
+}
+
+// MemberOf is [Member] of a card that open connects to (a reader of
+// pcscd, a card that fails on purpose).
+func MemberOf(t testing.TB, id string, open cards.Opener, log *slog.Logger) *rsc.Member {
+	t.Helper()
+	w := cards.NewWorker(open, log)
 	t.Cleanup(func() { w.Close() })
 	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
 	if err != nil {

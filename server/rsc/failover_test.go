@@ -14,6 +14,7 @@ import (
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/cards"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -125,13 +126,7 @@ func (c faultyConn) Close() error { return nil }
 
 func faultyMember(t testing.TB, id string, f *faulty) *rsc.Member {
 	t.Helper()
-	w := cards.NewWorker(f.open, nil)
-	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return testrig.MemberOf(t, id, f.open, nil)
 }
 
 // holdPool makes a pool of a and b in which the next request goes to a:

@@ -23,6 +23,7 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -108,13 +109,7 @@ func (r *rig) wait(i int, present bool) {
 func (r *rig) member(i int) *rsc.Member {
 	r.t.Helper()
 	reader := daemon.Readers[i]
-	w := cards.NewWorker(func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
-	r.t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), fmt.Sprint("card", i), w, piv.Profile{})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return m
+	return testrig.MemberOf(r.t, fmt.Sprint("card", i), func(ctx context.Context) (cards.Conn, error) { return r.pc.Connect(ctx, reader) }, nil)
 }
 
 // TestPullUnderLoadThroughPCSCD: 16 delegates sign on a parallel remote

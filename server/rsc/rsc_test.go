@@ -14,6 +14,7 @@ import (
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/cards"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -40,13 +41,7 @@ func member(t testing.TB, id string, card interface {
 	Reset()
 }) *rsc.Member {
 	t.Helper()
-	w := cards.NewWorker(cards.Direct(card), nil)
-	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return testrig.Member(t, id, card, nil)
 }
 
 func newSim(t testing.TB, seed string, lat pivsim.Latency) *pivsim.Card {
