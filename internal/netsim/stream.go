@@ -20,15 +20,14 @@ type StreamRelay struct {
 	upstream string
 	delay    time.Duration
 
-	mu       sync.Mutex
-	turns    int
-	lastDir  direction
-	first    time.Time
-	last     time.Time
-	conns    map[net.Conn]struct{}
-	closed   bool
-	serveErr error
-	wg       sync.WaitGroup
+	mu      sync.Mutex
+	turns   int
+	lastDir direction
+	first   time.Time
+	last    time.Time
+	conns   map[net.Conn]struct{}
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // NewStreamRelay listens on (network, addr) and relays to upstream on the

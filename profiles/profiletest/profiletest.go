@@ -107,7 +107,7 @@ func Run(t *testing.T, e Env) {
 // reading its inventory again: VERIFY and the signature are all it sends.
 func testKeyCache(t *testing.T, e Env) {
 	ctx, card, tx := e.openCounted(t)
-	kc, ok := card.(profiles.KeyCache)
+	_, ok := card.(profiles.KeyCache)
 	if !ok {
 		t.Skipf("%s cards do not implement profiles.KeyCache", e.Profile.Name())
 	}
@@ -117,7 +117,7 @@ func testKeyCache(t *testing.T, e Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc, _ = card2.(profiles.KeyCache)
+	kc, _ := card2.(profiles.KeyCache)
 	kc.UseKeys(ks)
 	d := hashes[0].sum([]byte("cached"))
 	for _, k := range ks {

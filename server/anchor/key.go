@@ -209,15 +209,22 @@ func parseKeyFile(b []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, y := new(big.Int).SetBytes(point.X.Buffer), new(big.Int).SetBytes(point.Y.Buffer)
-	if !elliptic.P256().IsOnCurve(x, y) {
+	if len(point.X.Buffer) > 32 || len(point.Y.Buffer) > 32 {
+		return nil, errors.New("public key not on P-256")
+	}
+	var raw [65]byte // SEC 1 uncompressed: 04 || X || Y
+	raw[0] = 4
+	copy(raw[33-len(point.X.Buffer):33], point.X.Buffer)
+	copy(raw[65-len(point.Y.Buffer):], point.Y.Buffer)
+	ecPub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw[:])
+	if err != nil {
 		return nil, errors.New("public key not on P-256")
 	}
 	return &Key{
 		srkName: f[0],
 		public:  tpm2.BytesAs2B[tpm2.TPMTPublic](f[1]),
 		private: tpm2.TPM2BPrivate{Buffer: f[2]},
-		pub:     &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y},
+		pub:     ecPub,
 	}, nil
 }
 

@@ -137,5 +137,3 @@ func verifyFile(t testing.TB, path string, mac MACer, opts ...VerifyOption) (int
 	defer f.Close()
 	return Verify(f, mac, nil, opts...)
 }
-
-func sha(b []byte) []byte { s := sha256.Sum256(b); return s[:] }

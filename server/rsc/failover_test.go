@@ -222,10 +222,10 @@ func signAs(ctx context.Context, p *rsc.Pool, who string, digest []byte, seen *[
 	return sig, by, err
 }
 
-// unresponsive is what cards/pcsc returned in the request lost under load
+// errUnresponsive is what cards/pcsc returned in the request lost under load
 // (issue 9): SCardReconnect answered SCARD_W_UNRESPONSIVE_CARD, and the
 // reader's state said the card was reset.
-var unresponsive = fmt.Errorf("pcsc: SCardReconnect \"Virtual PCD 00 00\": %w (0x80100066: Card is unresponsive)", cards.ErrCardReset)
+var errUnresponsive = fmt.Errorf("pcsc: SCardReconnect \"Virtual PCD 00 00\": %w (0x80100066: Card is unresponsive)", cards.ErrCardReset)
 
 // TestCardFailureMovesRequest: a card that fails a request before it
 // answers (at the reset for a new principal, connecting, beginning the
@@ -241,7 +241,7 @@ func TestCardFailureMovesRequest(t *testing.T) {
 		stays bool
 		hide  bool // the request's function hides the card's error
 	}{
-		{"principal-change reset, unresponsive", stepReset, unresponsive, true, false},
+		{"principal-change reset, unresponsive", stepReset, errUnresponsive, true, false},
 		{"principal-change reset, card pulled", stepReset, fmt.Errorf("sim: %w", cards.ErrCardRemoved), false, false},
 		{"connect", stepConnect, fmt.Errorf("sim: %w", cards.ErrSharingViolation), true, false},
 		{"begin transaction", stepBegin, opaque, true, false},
@@ -382,7 +382,7 @@ func TestCardFailuresBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 { // more than enough: a request fails each card once
-			f.arm(stepReset, unresponsive)
+			f.arm(stepReset, errUnresponsive)
 		}
 		fs = append(fs, f)
 	}
@@ -417,7 +417,7 @@ func TestSingleCardRetriesOnFreshConnection(t *testing.T) {
 	if err := p.Add(m); err != nil {
 		t.Fatal(err)
 	}
-	f.arm(stepReset, unresponsive)
+	f.arm(stepReset, errUnresponsive)
 	digest := sha256.Sum256([]byte("single"))
 	sig, by, err := sign(context.Background(), p, "bob", digest[:])
 	if err != nil {
@@ -428,7 +428,7 @@ func TestSingleCardRetriesOnFreshConnection(t *testing.T) {
 		t.Errorf("%d faults, %d connections; want 1 fault, then a second connection", len(f.fired), f.opens.Load())
 	}
 	for range rsc.MaxAttempts + 1 {
-		f.arm(stepReset, unresponsive)
+		f.arm(stepReset, errUnresponsive)
 	}
 	if _, _, err := sign(context.Background(), p, "carol", digest[:]); !errors.Is(err, rsc.ErrNoCard) || !errors.Is(err, cards.ErrCardReset) {
 		t.Errorf("a card that always fails: %v, want ErrNoCard wrapping its failure", err)
@@ -446,7 +446,7 @@ func TestCardFailureAfterDeadline(t *testing.T) {
 	p, release := holdPool(t, a, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fa.armHook(stepReset, unresponsive, cancel)
+	fa.armHook(stepReset, errUnresponsive, cancel)
 	runs := atomic.Int64{}
 	done := make(chan error, 1)
 	go func() {

@@ -219,13 +219,13 @@ func TestRetriedRequestsCountInShare(t *testing.T) {
 	}
 	// a fails bob's first request at the reset for him; meanwhile his
 	// second waits (his share), and a takes it next, and fails it too.
-	fa.armHook(stepReset, unresponsive, func() {
+	fa.armHook(stepReset, errUnresponsive, func() {
 		go bob()
 		for p.Waiting() == 0 {
 			runtime.Gosched()
 		}
 	})
-	fa.arm(stepReset, unresponsive)
+	fa.arm(stepReset, errUnresponsive)
 	go bob()
 	<-fa.fired
 	<-fa.fired

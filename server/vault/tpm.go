@@ -166,6 +166,9 @@ type tpmKey struct {
 // a response. The SRK's Name must match the one recorded when the key was
 // created, or the key belongs to another TPM ([ErrWrongTPM]).
 func (k *tpmKey) hmac(tpm transport.TPM, data []byte) ([]byte, error) {
+	if err := checkHMACInput(data); err != nil {
+		return nil, err
+	}
 	s, err := k.srk(tpm)
 	if err != nil {
 		return nil, err
@@ -228,6 +231,9 @@ func load(tpm transport.TPM, s *srk, pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivat
 // the session's HMAC key. For a DA-protected key, a wrong auth is a
 // TPM_RC_AUTH_FAIL that the TPM counts toward its lockout.
 func keyHMAC(tpm transport.TPM, s *srk, h tpm2.TPMHandle, name tpm2.TPM2BName, auth, data []byte) ([]byte, error) {
+	if err := checkHMACInput(data); err != nil {
+		return nil, err
+	}
 	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
 		tpm2.Auth(auth),
 		tpm2.Salted(s.handle, s.pub),
@@ -249,6 +255,16 @@ func keyHMAC(tpm transport.TPM, s *srk, h tpm2.TPMHandle, name tpm2.TPM2BName, a
 // maxHMACInput is the TPM's MAX_DIGEST_BUFFER, the least a TPM 2.0 accepts
 // in TPM2_HMAC; callers hash longer data first.
 const maxHMACInput = 1024
+
+// checkHMACInput refuses data longer than maxHMACInput before it reaches
+// the TPM (which would answer TPM_RC_SIZE, or a bigger TPM would accept
+// what a smaller one refuses): every caller hashes first.
+func checkHMACInput(data []byte) error {
+	if len(data) > maxHMACInput {
+		return fmt.Errorf("vault: TPM HMAC input of %d bytes, at most %d (hash it first)", len(data), maxHMACInput)
+	}
+	return nil
+}
 
 // entryKeyAttributes are those of an entry key ([EntryVersion] 2): like the
 // vault key's, but without NoDA. Its authValue derives from the vPIN, so

@@ -132,7 +132,7 @@ func buildObjects(in []transport.Object) []*object {
 		}
 	}
 	for _, o := range objs {
-		id := string(o.attrs[ckaID])
+		id := o.attrs[ckaID]
 		def := func(k uint64, v []byte) {
 			if _, ok := o.attrs[k]; !ok {
 				o.attrs[k] = v
@@ -155,7 +155,7 @@ func buildObjects(in []transport.Object) []*object {
 			def(ckaEndDate, []byte{})
 			def(ckaHashOfIssuerPub, []byte{})
 			def(ckaID, []byte{})
-			if c := certs[id]; c != nil {
+			if c := certs[string(id)]; c != nil {
 				sum := sha1.Sum(c.Raw)
 				def(ckaCheckValue, sum[:3])
 				def(ckaSubject, c.RawSubject)
@@ -177,12 +177,12 @@ func buildObjects(in []transport.Object) []*object {
 			def(ckaDerive, boolean(false))
 			def(ckaLocal, boolean(false))
 			def(ckaKeyGenMechanism, ulongs(Unavailable))
-			if c := certs[id]; c != nil {
+			if c := certs[string(id)]; c != nil {
 				def(ckaSubject, c.RawSubject)
 			} else {
 				def(ckaSubject, []byte{})
 			}
-			o.pub = pubs[id]
+			o.pub = pubs[string(id)]
 			if o.pub != nil {
 				if der, err := x509.MarshalPKIXPublicKey(o.pub); err == nil {
 					def(ckaPublicKeyInfo, der)
@@ -237,11 +237,11 @@ func publicKey(a map[uint64][]byte) crypto.PublicKey {
 	if rest, err := asn1.Unmarshal(a[ckaECPoint], &raw); err != nil || len(rest) != 0 {
 		raw = a[ckaECPoint] // some tokens put the bare point
 	}
-	x, y := elliptic.Unmarshal(curve, raw) //nolint:staticcheck // only to read a point
-	if x == nil {
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, raw)
+	if err != nil {
 		return nil
 	}
-	return &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
+	return pub
 }
 
 var (
