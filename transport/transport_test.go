@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/internal/testpki"
 	"github.com/pscs/pscs/transport"
 )
@@ -176,14 +177,7 @@ func (e *env) config(cert tls.Certificate) client.Config {
 
 func (e *env) dial(t testing.TB, cfg client.Config) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return rig.Dial(t, cfg)
 }
 
 func ctxT(t testing.TB) context.Context {
