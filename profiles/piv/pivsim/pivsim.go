@@ -64,7 +64,24 @@ const (
 	SlotSignature          Slot = 0x9C
 	SlotKeyManagement      Slot = 0x9D
 	SlotCardAuthentication Slot = 0x9E
+	SlotAttestation        Slot = 0xF9 // YubiKey attestation key
+	// SlotManagement is the card management key (symmetric), the key
+	// reference of GENERAL AUTHENTICATE for management-key authentication.
+	SlotManagement Slot = 0x9B
 )
+
+// SlotRetired returns the retired key-management slot n (1 to 20: 82 to 95).
+func SlotRetired(n int) Slot { return Slot(0x81 + n) }
+
+// keySlot reports whether s names an asymmetric key slot of a YubiKey 5.
+func keySlot(s Slot) bool {
+	switch {
+	case s == SlotAuthentication, s == SlotSignature, s == SlotKeyManagement,
+		s == SlotCardAuthentication, s == SlotAttestation:
+		return true
+	}
+	return s >= 0x82 && s <= 0x95
+}
 
 // PINPolicy is a slot's PIN policy, numbered as YubiKey metadata numbers it.
 type PINPolicy byte
@@ -73,6 +90,23 @@ const (
 	PINPolicyNever  PINPolicy = 1
 	PINPolicyOnce   PINPolicy = 2
 	PINPolicyAlways PINPolicy = 3
+)
+
+// TouchPolicy is a key's touch policy, numbered as YubiKey metadata numbers
+// it. The simulator has no button: it records the policy and reports it,
+// and acts as if the user always touched in time.
+type TouchPolicy byte
+
+const (
+	TouchPolicyNever  TouchPolicy = 1
+	TouchPolicyAlways TouchPolicy = 2
+	TouchPolicyCached TouchPolicy = 3
+)
+
+// Key origins, as GET METADATA tag 03 reports them.
+const (
+	originGenerated = 1
+	originImported  = 2
 )
 
 // SlotConfig configures one key slot.
@@ -136,12 +170,25 @@ type Config struct {
 	// NotBefore is the validity start of the certificates; zero means
 	// 2026-01-01 UTC.
 	NotBefore time.Time
+	// ManagementKey is the card management key (9B); nil means the YubiKey
+	// default 010203040506070801020304050607080102030405060708.
+	// ManagementAlgorithm is its algorithm: TDES, AES128, AES192 or
+	// AES256; zero means TDES, or AES192 when Version is 5.7 or later, as
+	// on YubiKeys.
+	ManagementKey       []byte
+	ManagementAlgorithm Algorithm
+	// NoAttestationKey leaves slot F9 empty. By default F9 holds an
+	// RSA-2048 key marked imported, as Yubico loads it at the factory; it is
+	// made the first time something asks for it.
+	NoAttestationKey bool
 }
 
 type slotState struct {
-	cfg  SlotConfig
-	key  crypto.Signer
-	cert *x509.Certificate
+	cfg    SlotConfig
+	touch  TouchPolicy
+	origin byte
+	key    crypto.Signer // nil until first use for a lazily made key
+	lazy   string        // label of the seeded key to make on first use
 }
 
 // Card is a simulated PIV card. It is safe for concurrent use; like a real
@@ -161,7 +208,13 @@ type Card struct {
 	pinMax, pukMax         int
 	pinLeft, pukLeft       int
 
+	seed        []byte
+	mgm         mgmKey
+	generations uint64 // keys generated or imported, for unseeded labels
+
 	// volatile state, cleared by Reset
+	mgmAuth      bool         // management key authenticated
+	mgmPending   *mgmExchange // first half of a 9B GENERAL AUTHENTICATE
 	verified     bool
 	pinFresh     bool // VERIFY succeeded and no PIN-always signature consumed it yet
 	pending      []byte
@@ -216,6 +269,12 @@ func New(cfg Config) (*Card, error) {
 		return nil, fmt.Errorf("pivsim: PUK must be 6 to 8 bytes")
 	}
 	c.pinDefault, c.pukDefault = pin == defaultPIN, puk == defaultPUK
+	c.seed = bytes.Clone(cfg.Seed)
+	mgm, err := newMgmKey(cfg.ManagementAlgorithm, cfg.ManagementKey, c.version)
+	if err != nil {
+		return nil, err
+	}
+	c.mgm = mgm
 
 	ids := make([]byte, 64)
 	if cfg.Seed != nil {
@@ -236,6 +295,9 @@ func New(cfg Config) (*Card, error) {
 		layout = DefaultSlots
 	}
 	for slot, sc := range layout {
+		if !keySlot(slot) {
+			return nil, fmt.Errorf("pivsim: %02X is not a key slot", byte(slot))
+		}
 		if sc.PINPolicy == 0 {
 			sc.PINPolicy = defaultPolicy(slot)
 		}
@@ -243,15 +305,14 @@ func New(cfg Config) (*Card, error) {
 		if err != nil {
 			return nil, err
 		}
-		st := &slotState{cfg: sc, key: key}
-		if !sc.NoCertificate {
+		st := &slotState{cfg: sc, key: key, touch: TouchPolicyNever, origin: originGenerated}
+		if !sc.NoCertificate && certObject(slot) != 0 {
 			serial := new(big.Int).SetBytes(ids[8:16])
 			serial.Add(serial, big.NewInt(int64(slot)))
 			der, err := selfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
 			if err != nil {
 				return nil, err
 			}
-			st.cert, _ = x509.ParseCertificate(der)
 			var inner []byte
 			inner = apdu.AppendTLV(inner, 0x70, der)
 			inner = apdu.AppendTLV(inner, 0x71, []byte{0x00})
@@ -259,6 +320,12 @@ func New(cfg Config) (*Card, error) {
 			c.objects[certObject(slot)] = apdu.AppendTLV(nil, 0x53, inner)
 		}
 		c.slots[slot] = st
+	}
+	if _, ok := c.slots[SlotAttestation]; !ok && !cfg.NoAttestationKey {
+		c.slots[SlotAttestation] = &slotState{
+			cfg:   SlotConfig{Algorithm: RSA2048, PINPolicy: PINPolicyNever},
+			touch: TouchPolicyNever, origin: originImported, lazy: "slot f9",
+		}
 	}
 
 	// Discovery object: the PIV AID and the PIN usage policy (PIV PIN only).
@@ -303,7 +370,7 @@ func defaultPolicy(s Slot) PINPolicy {
 	switch s {
 	case SlotSignature:
 		return PINPolicyAlways
-	case SlotCardAuthentication:
+	case SlotCardAuthentication, SlotAttestation:
 		return PINPolicyNever
 	}
 	return PINPolicyOnce
@@ -341,20 +408,42 @@ func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
 // Serial returns the card's serial number.
 func (c *Card) Serial() uint32 { return c.serial }
 
-// Certificate returns the certificate in slot s, or nil.
+// Certificate returns the certificate stored for slot s (its data object,
+// as GET DATA returns it, written by PUT DATA), or nil when there is none or
+// it does not parse. Like a YubiKey, the card does not tie the certificate
+// to the key: after a new key is generated the old certificate stays until
+// a client writes a new one.
 func (c *Card) Certificate(s Slot) *x509.Certificate {
-	if st := c.slots[s]; st != nil {
-		return st.cert
-	}
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.certificateLocked(s)
 }
 
 // PublicKey returns the public key in slot s, or nil.
 func (c *Card) PublicKey(s Slot) crypto.PublicKey {
-	if st := c.slots[s]; st != nil {
-		return st.key.Public()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if key := c.keyLocked(s); key != nil {
+		return key.Public()
 	}
 	return nil
+}
+
+// keyLocked returns the private key in slot s, making a lazily made key
+// first, or nil.
+func (c *Card) keyLocked(s Slot) crypto.Signer {
+	st := c.slots[s]
+	if st == nil {
+		return nil
+	}
+	if st.key == nil && st.lazy != "" {
+		key, err := generateKey(st.cfg.Algorithm, c.seed, st.lazy)
+		if err != nil {
+			return nil
+		}
+		st.key, st.lazy = key, ""
+	}
+	return st.key
 }
 
 // PINRetries returns the PIN tries left.
@@ -364,8 +453,9 @@ func (c *Card) PINRetries() int {
 	return c.pinLeft
 }
 
-// Reset models a card reset or power cycle: the PIN is no longer verified,
-// pending responses and chains are dropped. Keys, PINs and counters stay.
+// Reset models a card reset or power cycle: the PIN and the management key
+// are no longer verified, pending responses and chains are dropped. Keys,
+// certificates, PINs, the management key and counters stay.
 func (c *Card) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -374,6 +464,7 @@ func (c *Card) Reset() {
 
 func (c *Card) resetLocked() {
 	c.verified, c.pinFresh = false, false
+	c.mgmAuth, c.mgmPending = false, nil
 	c.pending, c.chain, c.chainStarted = nil, nil, false
 }
 
@@ -445,6 +536,10 @@ func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
 		c.chain, c.chainStarted = nil, false
 	}
 
+	if cmd.INS != 0x87 || cmd.P2 != byte(SlotManagement) {
+		c.mgmPending = nil // the second half of an exchange must follow the first
+	}
+
 	var data []byte
 	var status apdu.StatusWord
 	switch cmd.INS {
@@ -462,7 +557,23 @@ func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
 		delay = c.latency.Verify
 		status = c.resetRetry(cmd)
 	case 0x87:
-		data, status, delay = c.generalAuthenticate(cmd, delay)
+		if cmd.P2 == byte(SlotManagement) {
+			data, status = c.authenticateManagement(cmd)
+		} else {
+			data, status, delay = c.generalAuthenticate(cmd, delay)
+		}
+	case 0x47:
+		data, status = c.generate(cmd)
+	case 0xFE:
+		status = c.importKey(cmd)
+	case 0xDB:
+		status = c.putData(cmd)
+	case 0xFF:
+		status = c.setManagementKey(cmd)
+	case 0xFA:
+		status = c.setPINRetries(cmd)
+	case 0xFB:
+		status = c.factoryReset(cmd)
 	case 0xFD:
 		data, status = c.version[:], apdu.SWSuccess
 	case 0xF8:
@@ -526,6 +637,9 @@ func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	obj, ok := c.objects[id]
 	if !ok {
 		return nil, apdu.SWFileNotFound
+	}
+	if pinProtectedObject(id) && !c.verified {
+		return nil, apdu.SWSecurityStatusNotSatisfied
 	}
 	return obj, apdu.SWSuccess
 }
@@ -658,7 +772,8 @@ func (c *Card) resetRetry(cmd apdu.Command) apdu.StatusWord {
 // generalAuthenticate handles INS 87 for signatures: 7C { 82 00, 81 challenge }.
 func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
 	st := c.slots[Slot(cmd.P2)]
-	if st == nil {
+	key := c.keyLocked(Slot(cmd.P2))
+	if st == nil || key == nil {
 		return nil, apdu.SWRefNotFound, delay
 	}
 	if Algorithm(cmd.P1) != st.cfg.Algorithm {
@@ -699,7 +814,7 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 		c.pinFresh = false
 	}
 	var sig []byte
-	switch key := st.key.(type) {
+	switch key := key.(type) {
 	case *ecdsa.PrivateKey:
 		// Like a YubiKey, take input shorter than the curve order as the
 		// integer it encodes (yubico-piv-tool sends SHA-256 for P-384).
@@ -724,7 +839,7 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 			return nil, apdu.SWWrongData, delay
 		}
 		sig = rawRSA(key, m).FillBytes(make([]byte, key.Size()))
-		delay = c.latency.SignRSA2048
+		delay = c.latency.SignRSA2048 // RSA-1024 too: no measured figure
 	default:
 		return nil, apdu.SWUnknown, delay
 	}
@@ -742,57 +857,13 @@ func rawRSA(k *rsa.PrivateKey, m *big.Int) *big.Int {
 	return h.Mul(h, q).Add(h, m2)
 }
 
-// metadata answers the YubiKey GET METADATA command (INS F7, P2 = slot).
-func (c *Card) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
-	if cmd.P1 != 0x00 {
-		return nil, apdu.SWIncorrectP1P2
-	}
-	var out []byte
-	flag := func(b bool) []byte {
-		if b {
-			return []byte{1}
-		}
-		return []byte{0}
-	}
-	switch cmd.P2 {
-	case 0x80:
-		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
-		out = apdu.AppendTLV(out, 0x05, flag(c.pinDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pinMax), byte(c.pinLeft)})
-		return out, apdu.SWSuccess
-	case 0x81:
-		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
-		out = apdu.AppendTLV(out, 0x05, flag(c.pukDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pukMax), byte(c.pukLeft)})
-		return out, apdu.SWSuccess
-	}
-	st := c.slots[Slot(cmd.P2)]
-	if st == nil {
-		return nil, apdu.SWRefNotFound
-	}
-	out = apdu.AppendTLV(out, 0x01, []byte{byte(st.cfg.Algorithm)})
-	out = apdu.AppendTLV(out, 0x02, []byte{byte(st.cfg.PINPolicy), 0x01}) // touch: never
-	out = apdu.AppendTLV(out, 0x03, []byte{0x01})                         // generated on card
-	var pub []byte
-	switch k := st.key.Public().(type) {
-	case *ecdsa.PublicKey:
-		point, _ := k.Bytes()
-		pub = apdu.AppendTLV(pub, 0x86, point)
-	case *rsa.PublicKey:
-		pub = apdu.AppendTLV(pub, 0x81, k.N.Bytes())
-		pub = apdu.AppendTLV(pub, 0x82, big.NewInt(int64(k.E)).Bytes())
-	}
-	out = apdu.AppendTLV(out, 0x04, pub)
-	return out, apdu.SWSuccess
-}
-
 // Fingerprint returns a short hash of the public key in slot s, for logs.
 func (c *Card) Fingerprint(s Slot) string {
-	st := c.slots[s]
-	if st == nil {
+	pub := c.PublicKey(s)
+	if pub == nil {
 		return ""
 	}
-	der, _ := x509.MarshalPKIXPublicKey(st.key.Public())
+	der, _ := x509.MarshalPKIXPublicKey(pub)
 	h := sha256.Sum256(der)
 	return fmt.Sprintf("%x", h[:8])
 }
