@@ -22,17 +22,51 @@
 //     log out), CHANGE REFERENCE DATA, RESET RETRY COUNTER; PIN and PUK
 //     retry counters that block at 0 (69 83).
 //   - GENERAL AUTHENTICATE signatures: ECDSA P-256 and P-384 (DER out) and
-//     raw RSA-2048 (the host pads), command chaining (CLA 10) for long input.
+//     raw RSA-1024 and RSA-2048 (the host pads), command chaining (CLA 10) for
+//     long input.
 //   - PIN policies per slot: never, once, always (VERIFY before every
 //     signature).
-//   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7).
+//   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7)
+//     for every reference a YubiKey 5.4 answers (PIN 80, PUK 81, management
+//     key 9B, key slots 9A, 9C, 9D, 9E, 82 to 95 and F9; an empty slot
+//     answers 6A 88).
+//   - Provisioning, as yubico-piv-tool and ykman do it: management-key
+//     authentication (GENERAL AUTHENTICATE with key reference 9B, mutual or
+//     single, TDES or AES-128/192/256), then GENERATE ASYMMETRIC KEY PAIR
+//     (47: RSA-1024, RSA-2048, ECC P-256, P-384, with the YubiKey PIN and
+//     touch policy tags AA and AB), IMPORT KEY (FE), PUT DATA (DB: the PIV
+//     objects 5FC101 to 5FC123 and the YubiKey objects 5FFF00 to 5FFF15; an
+//     empty object deletes), SET MANAGEMENT KEY (FF), SET PIN RETRIES (FA)
+//     and RESET (FB, once PIN and PUK are blocked). Without the management
+//     key they answer 69 82.
 //   - A latency model per operation ([Latency]); the zero value answers at
 //     once, [RealLatency] follows measured cards.
 //
 // By default the card holds 9A ECC P-256, 9C RSA-2048, 9D ECC P-256 and
-// 9E ECC P-384 keys, each with a self-signed certificate, PIN 123456 and PUK
-// 12345678, three tries each. With [Config.Seed] set, the keys (not the ECDSA
-// certificate signatures) are the same on every run.
+// 9E ECC P-384 keys, each with a self-signed certificate, an RSA-2048
+// attestation key in F9 marked imported, PIN 123456, PUK 12345678 (three
+// tries each) and the default management key 0102…08 ×3 (TDES; AES-192 when
+// [Config.Version] is 5.7 or later). With [Config.Seed] set, the keys (not
+// the ECDSA certificate signatures) are the same on every run, generated
+// keys included.
+//
+// # State, and what other clients see
+//
+// Everything a command changes (keys, certificates and other objects, PINs,
+// the management key, counters) lives in the [Card] until the process ends,
+// whichever client sent the command: a key that yubico-piv-tool generates
+// through pcscd is the key the next signature uses, for every PC/SC client,
+// and [Card.PublicKey] and [Card.Certificate] report it. As on a YubiKey, a
+// new key leaves the slot's old certificate in place until a client writes
+// another one.
+//
+// What a reset clears ([Card.Reset], which cards/vpcd calls when pcscd
+// powers the card down or up or resets it) is the session: PIN and
+// management-key authentication, pending responses and command chains.
+// yubico-piv-tool disconnects with SCARD_RESET_CARD, so after it ran, every
+// other client's next exchange fails with SCARD_W_RESET_CARD
+// (cards.ErrCardReset from cards/pcsc): that is how a card changed by
+// another program announces itself.
 //
 // The simulator's keys are test keys: it keeps them in ordinary memory.
 package pivsim
