@@ -320,3 +320,47 @@ func TestYubicoPIVToolProvisions(t *testing.T) {
 		}
 	}
 }
+
+// TestYubicoPIVToolRetriesDeleteReset: pin-retries (FA), delete-certificate
+// (an empty PUT DATA) and reset (FB), each followed by a signature.
+func TestYubicoPIVToolRetriesDeleteReset(t *testing.T) {
+	j := plug(t, 5)
+	o := j.observe()
+	mgm := "--key=" + defaultMgmHex
+
+	j.ypt(false, mgm, "-a", "verify-pin", "-P", "123456", "-a", "pin-retries", "--pin-retries", "5", "--puk-retries", "4")
+	if md := o.metadata(0x80); !bytes.Equal(md[0x06], []byte{5, 5}) {
+		t.Errorf("PIN metadata after pin-retries 5: %X", md[0x06])
+	}
+	if md := o.metadata(0x81); !bytes.Equal(md[0x06], []byte{4, 4}) {
+		t.Errorf("PUK metadata after puk-retries 4: %X", md[0x06])
+	}
+	cert := j.path("cert-9a.pem")
+	j.ypt(false, "-a", "read-certificate", "-s", "9a", "-o", cert)
+	j.testSignature("9a", cert)
+
+	j.ypt(false, mgm, "-a", "delete-certificate", "-s", "9a")
+	if j.card.Certificate(pivsim.SlotAuthentication) != nil {
+		t.Error("delete-certificate left the certificate on the card")
+	}
+	if sw, _ := o.apdus("00CB3FFF055C035FC10500"); sw != "6A82" {
+		t.Errorf("GET DATA of the deleted certificate: %s, want 6A82", sw)
+	}
+	j.testSignature("9a", cert) // the key stays
+
+	// reset needs PIN and PUK blocked.
+	j.ypt(true, "-a", "reset")
+	for range 5 {
+		j.ypt(true, "-a", "verify-pin", "-P", "000000")
+	}
+	for range 4 {
+		j.ypt(true, "-a", "unblock-pin", "-P", "00000000", "-N", "999999")
+	}
+	j.ypt(false, "-a", "reset")
+	if j.card.PublicKey(pivsim.SlotAuthentication) != nil || j.card.PINRetries() != 3 {
+		t.Fatal("reset left the 9A key or the PIN counter")
+	}
+	pubFile := j.path("pub-9a.pem")
+	j.ypt(false, mgm, "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", pubFile)
+	j.certifyAndTest(defaultMgmHex, "9a", pubFile, "after reset")
+}
