@@ -257,11 +257,7 @@ func (c *Card) generate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 		return nil, apdu.SWWrongData
 	}
 	c.generations++
-	var seed []byte
-	if c.seed != nil {
-		seed = c.seed
-	}
-	key, err := generateKey(alg, seed, fmt.Sprintf("slot %02x generation %d", byte(slot), c.generations))
+	key, err := generateKey(alg, c.seed, fmt.Sprintf("slot %02x generation %d", byte(slot), c.generations))
 	if err != nil {
 		return nil, apdu.SWUnknown
 	}

@@ -623,3 +623,22 @@ func TestPINRetriesAndFactoryReset(t *testing.T) {
 		t.Errorf("default management key after RESET: %s", st)
 	}
 }
+
+// TestGeneratedKeysFollowTheSeed: with a seed, the keys GENERATE makes are
+// the same on every run, and each GENERATE makes a new one.
+func TestGeneratedKeysFollowTheSeed(t *testing.T) {
+	var first [2][]byte
+	for i := range first {
+		c := newCard(t, pivsim.Config{Seed: []byte("generate")})
+		authMutual(t, c, pivsim.TDES, defaultMgm)
+		a, _ := generate(t, c, pivsim.SlotAuthentication, pivsim.ECCP256)
+		b, _ := generate(t, c, pivsim.SlotAuthentication, pivsim.ECCP256)
+		if bytes.Equal(a, b) {
+			t.Fatal("two GENERATE commands made the same key")
+		}
+		first[i] = a
+	}
+	if !bytes.Equal(first[0], first[1]) {
+		t.Error("the same seed generated different keys")
+	}
+}

@@ -244,7 +244,7 @@ type Card struct {
 
 	seed        []byte
 	mgm         mgmKey
-	generations uint64 // keys generated or imported, for unseeded labels
+	generations uint64 // GENERATE commands so far: labels the seeded keys they make
 
 	// volatile state, cleared by Reset
 	mgmAuth      bool         // management key authenticated
