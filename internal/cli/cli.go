@@ -61,6 +61,10 @@ import (
 // of running (help, version): the program exits 0.
 var ErrHelp = flag.ErrHelp
 
+// ErrFailed is returned by a command that failed and said why already (in
+// its log): the program exits 1 without another word.
+var ErrFailed = errors.New("cli: failed")
+
 // A UsageError refuses an invocation: an unknown command, a bad flag, a
 // stray or missing argument. Its usage is printed after it.
 type UsageError struct {
@@ -147,6 +151,8 @@ func (p *Program) Exit(err error) int {
 	switch {
 	case err == nil || errors.Is(err, ErrHelp):
 		return 0
+	case errors.Is(err, ErrFailed):
+		return 1
 	case errors.As(err, &ue):
 		fmt.Fprintf(p.stderr(), "%s\n\n%s", ue.Error(), ue.Usage)
 		return 2
@@ -268,11 +274,10 @@ func synopses(w io.Writer, path string, cmds []*Command) {
 			synopses(w, path+" "+c.Name, c.Commands)
 			continue
 		}
-		line := path + " " + c.Name
-		if c.Args != "" {
-			line += " " + c.Args
+		for _, args := range strings.Split(c.Args, "\n") {
+			fmt.Fprintf(w, "  %s\n", strings.TrimSpace(path+" "+c.Name+" "+args))
 		}
-		fmt.Fprintf(w, "  %s\n\t%s\n", line, c.Summary)
+		fmt.Fprintf(w, "\t%s\n", c.Summary)
 	}
 }
 
@@ -282,7 +287,10 @@ func (p *Program) usage() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s\n\nusage:\n", p.Name, p.Summary)
 	if p.Default != nil {
-		fmt.Fprintf(&b, "  %s %s\n\t%s\n", p.Name, p.Default.Args, p.Default.Summary)
+		for _, args := range strings.Split(p.Default.Args, "\n") {
+			fmt.Fprintf(&b, "  %s %s\n", p.Name, args)
+		}
+		fmt.Fprintf(&b, "\t%s\n", p.Default.Summary)
 	}
 	synopses(&b, p.Name, p.commands())
 	fs := flag.NewFlagSet(p.Name, flag.ContinueOnError)
@@ -335,11 +343,10 @@ func (p *Program) groupUsage(path string, c *Command) string {
 // flags are added when it is printed.
 func (p *Program) leafUsage(path string, c *Command) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: %s", path)
-	if c.Args != "" {
-		fmt.Fprintf(&b, " %s", c.Args)
+	for i, args := range strings.Split(c.Args, "\n") {
+		fmt.Fprintf(&b, "%s%s\n", map[bool]string{true: "usage: ", false: "       "}[i == 0], strings.TrimSpace(path+" "+args))
 	}
-	fmt.Fprintf(&b, "\n\n%s\n", c.Summary)
+	fmt.Fprintf(&b, "\n%s\n", c.Summary)
 	if c.Doc != "" {
 		fmt.Fprintf(&b, "\n%s\n", strings.TrimRight(c.Doc, "\n"))
 	}

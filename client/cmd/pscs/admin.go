@@ -80,7 +80,7 @@ func (a *app) adminEnroll(ctx context.Context, fs *cli.Flags, args []string) err
 func (a *app) adminIssue(ctx context.Context, fs *cli.Flags, args []string) error {
 	config := configFlag(fs)
 	name := fs.String("name", "", "the new identity's name")
-	out := fs.String("out", "", "the `DIR`ectory for the new identity's files")
+	out := fs.String("out", "", "the directory `DIR` for the new identity's files")
 	pubFile := fs.String("pubkey", "", "certify this public key (PEM `FILE`) instead of making a key")
 	if err := fs.Parse(args); err != nil {
 		return err
