@@ -32,10 +32,6 @@ var (
 	pscs   string // the built binary
 )
 
-func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 1}, func(p *pcscdtest.PCSCD) { daemon = p })
-}
-
 func build(t *testing.T) {
 	t.Helper()
 	if daemon == nil {

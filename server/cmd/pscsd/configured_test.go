@@ -33,10 +33,6 @@ import (
 
 var daemon *pcscdtest.PCSCD
 
-func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { daemon = p })
-}
-
 // logBuffer collects a process's output for waiting on and for failures.
 type logBuffer struct {
 	mu sync.Mutex
