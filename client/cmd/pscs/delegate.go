@@ -101,8 +101,12 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 		if err != nil {
 			return err
 		}
-		if hello.Catalogue == nil || len(hello.Catalogue.Slots) != 1 {
-			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", len(hello.Catalogue.Slots))
+		n := 0
+		if hello.Catalogue != nil {
+			n = len(hello.Catalogue.Slots)
+		}
+		if n != 1 {
+			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", n)
 		}
 		*slot = hello.Catalogue.Slots[0].ID
 	}
