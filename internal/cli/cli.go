@@ -180,8 +180,11 @@ func isVersion(arg string) bool { return arg == "-version" || arg == "--version"
 // returns what Exit turns into an exit code.
 func (p *Program) Run(ctx context.Context, args []string) error {
 	cmds := p.commands()
+	// The usage declares p.Flags on a flag set of its own, which sets
+	// their variables to their defaults: before parsing, not after.
+	usage := p.usage()
 	if p.Default != nil && (len(args) == 0 || strings.HasPrefix(args[0], "-") && !isHelp(args[0]) && !isVersion(args[0])) {
-		fs := p.flags(p.Name, p.Default, p.usage())
+		fs := p.flags(p.Name, p.Default, usage)
 		if p.Flags != nil {
 			p.Flags(fs.FlagSet)
 		}
@@ -196,10 +199,10 @@ func (p *Program) Run(ctx context.Context, args []string) error {
 	version := root.Bool("version", false, "print the version and exit")
 	if err := root.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(p.stdout(), p.usage())
+			fmt.Fprint(p.stdout(), usage)
 			return ErrHelp
 		}
-		return &UsageError{Cmd: p.Name, Msg: err.Error(), Usage: p.usage()}
+		return &UsageError{Cmd: p.Name, Msg: err.Error(), Usage: usage}
 	}
 	if *version {
 		fmt.Fprintln(p.stdout(), Version(p.Name))
@@ -207,13 +210,13 @@ func (p *Program) Run(ctx context.Context, args []string) error {
 	}
 	rest := root.Args()
 	if len(rest) == 0 {
-		return &UsageError{Cmd: p.Name, Msg: "which command?", Usage: p.usage()}
+		return &UsageError{Cmd: p.Name, Msg: "which command?", Usage: usage}
 	}
 	if isHelp(rest[0]) {
-		fmt.Fprint(p.stdout(), p.usage())
+		fmt.Fprint(p.stdout(), usage)
 		return ErrHelp
 	}
-	return p.dispatch(ctx, p.Name, cmds, rest, p.usage())
+	return p.dispatch(ctx, p.Name, cmds, rest, usage)
 }
 
 // dispatch runs the command of cmds that args[0] names.
