@@ -7,8 +7,8 @@
 // # Conventions
 //
 //   - -h, -help or --help (and help where a command name is expected)
-//     print the usage of what comes before it to standard output; the
-//     program exits 0.
+//     print the usage of what comes before it to standard output; help
+//     COMMAND is COMMAND -h; the program exits 0.
 //   - An unknown command, an undefined flag, an argument where none is
 //     expected, a missing argument or a required flag left out is refused
 //     with a [UsageError]: the refusal, then the usage of the command, on
@@ -213,6 +213,9 @@ func (p *Program) Run(ctx context.Context, args []string) error {
 		return &UsageError{Cmd: p.Name, Msg: "which command?", Usage: usage}
 	}
 	if isHelp(rest[0]) {
+		if rest[0] == "help" && len(rest) > 1 { // help COMMAND…: COMMAND… -h
+			return p.dispatch(ctx, p.Name, cmds, append(rest[1:len(rest):len(rest)], "-h"), usage)
+		}
 		fmt.Fprint(p.stdout(), usage)
 		return ErrHelp
 	}
@@ -241,6 +244,8 @@ func (p *Program) dispatch(ctx context.Context, path string, cmds []*Command, ar
 	switch {
 	case len(args) == 1:
 		return &UsageError{Cmd: path, Msg: "which command?", Usage: gusage}
+	case args[1] == "help" && len(args) > 2: // help COMMAND…: COMMAND… -h
+		return p.dispatch(ctx, path, c.Commands, append(args[2:len(args):len(args)], "-h"), gusage)
 	case isHelp(args[1]):
 		fmt.Fprint(p.stdout(), gusage)
 		return ErrHelp

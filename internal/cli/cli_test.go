@@ -79,6 +79,10 @@ func TestDispatch(t *testing.T) {
 		{args: []string{"group", "help"}, stdout: "prog group: a group\n"},
 		{args: []string{"group", "two", "-h"}, stdout: "usage: prog group two [-out FILE] A B\n\nthe second\n\nflags:\n  -n int\n"},
 		{args: []string{"group", "two", "a", "--help"}, stdout: "usage: prog group two"},
+		{args: []string{"help", "group", "two"}, stdout: "usage: prog group two"},
+		{args: []string{"help", "group"}, stdout: "prog group: a group\n"},
+		{args: []string{"group", "help", "one"}, stdout: "usage: prog group one"},
+		{args: []string{"help", "nope"}, code: 2, stderr: `prog: unknown command "nope"`},
 		// The deprecated name runs, warns, and is not in the usage.
 		{args: []string{"old"}, ran: "old   ", stderr: "prog old: deprecated: use prog group one\n"},
 		// Version.
