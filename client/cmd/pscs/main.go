@@ -70,7 +70,7 @@ import (
 	"github.com/pscs/pscs/internal/cli"
 )
 
-func main() { cli.Main(program(nil, nil)) }
+func main() { cli.Main(program()) }
 
 // app is one invocation's context: where output goes and how to log.
 type app struct {
@@ -82,11 +82,10 @@ type app struct {
 // runFunc is a command's function (cli.Command.Run).
 type runFunc = func(context.Context, *cli.Flags, []string) error
 
-// program is pscs, writing to stdout and stderr (nil: the process's).
-func program(stdout, stderr io.Writer) *cli.Program {
+// program is pscs's command line.
+func program() *cli.Program {
 	a := &app{}
 	p := &cli.Program{Name: "pscs", Summary: "the command-line tool of the Proxy Smart Card System",
-		Stdout: stdout, Stderr: stderr,
 		Flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&a.trace, "trace", false, "write every APDU to standard error, secrets redacted")
 		},
