@@ -80,7 +80,7 @@ func (m *Module) setCatalogueLocked(cat *transport.Catalogue, events bool) bool 
 // endLocked ends the token's sessions and login: it went away.
 func (s *slot) endLocked() {
 	s.gen++
-	s.loggedIn = false
+	s.forgetLocked()
 }
 
 func (m *Module) readyLocked() {

@@ -59,7 +59,7 @@ func (m *Module) slotEvent(id uint64, logout bool) {
 		return
 	}
 	if logout {
-		s.loggedIn = false
+		s.forgetLocked()
 	}
 	m.pending[id] = true
 	close(m.changed)

@@ -63,6 +63,33 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 	if err != nil {
 		return err
 	}
+	resp, err := m.loginRequest(ctx, b, sl, pin)
+	if err != nil {
+		return remoteError(err, true)
+	}
+	kept := newSecret(pin)
+	m.mu.Lock()
+	if sl.gen != gen || m.sessions[h] != ss {
+		// The session closed, or the token went, while the login was
+		// on its way: it logs nothing in.
+		m.mu.Unlock()
+		kept.wipe()
+		return ErrSessionClosed
+	}
+	sl.loggedIn, sl.locked = true, false
+	sl.pin.wipe()
+	sl.pin, sl.fresh = kept, true
+	sl.logins++
+	m.mu.Unlock()
+	if resp != nil && resp.Catalogue != nil {
+		m.setCatalogue(resp.Catalogue)
+	}
+	return nil
+}
+
+// loginRequest sends the login to the server, once more after a Hello if
+// this clock is off, and notes a locked delegation.
+func (m *Module) loginRequest(ctx context.Context, b Backend, sl *slot, pin []byte) (*transport.LoginResponse, error) {
 	resp, err := b.Login(ctx, sl.id, pin)
 	if errors.Is(err, transport.ErrStale) {
 		// This clock is off: Hello corrects the request times.
@@ -77,21 +104,9 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 			m.mu.Unlock()
 		}
 		m.log.Info("pscs: login refused", "slot", sl.id, "err", err)
-		return remoteError(err, true)
+		return nil, err
 	}
-	m.mu.Lock()
-	if sl.gen != gen || m.sessions[h] != ss {
-		// The session closed, or the token went, while the login was
-		// on its way: it logs nothing in.
-		m.mu.Unlock()
-		return ErrSessionClosed
-	}
-	sl.loggedIn, sl.locked = true, false
-	m.mu.Unlock()
-	if resp != nil && resp.Catalogue != nil {
-		m.setCatalogue(resp.Catalogue)
-	}
-	return nil
+	return resp, nil
 }
 
 // Logout logs the application out of the session's token, and the
@@ -107,7 +122,7 @@ func (m *Module) Logout(h uint64) error {
 	defer sl.loginMu.Unlock()
 	m.mu.Lock()
 	in := sl.loggedIn
-	sl.loggedIn = false
+	sl.forgetLocked()
 	m.mu.Unlock()
 	if !in {
 		return ErrUserNotLoggedIn

@@ -63,7 +63,7 @@ func (m *Module) logoutIfLastLocked(sl *slot) {
 			return
 		}
 	}
-	sl.loggedIn = false
+	sl.forgetLocked()
 	sl.gen++ // a login in flight does not log the slot in again
 }
 
@@ -81,7 +81,7 @@ func (m *Module) CloseAllSessions(id uint64) error {
 			gone = append(gone, ss)
 		}
 	}
-	s.loggedIn = false
+	s.forgetLocked()
 	s.gen++ // a login in flight does not log the slot in again
 	m.mu.Unlock()
 	dropped(gone)

@@ -132,14 +132,42 @@ func (m *Module) SignFinal(h uint64, out []byte, hasOut bool) (int, error) {
 }
 
 // finishSign asks the server for the signature and ends the operation.
+//
+// A key that wants the PIN with every signature (CKA_ALWAYS_AUTHENTICATE)
+// signs with the PIN of the operation's context-specific login or, for
+// the first such signature after C_Login, with the login's: a local PIV
+// card under OpenSC behaves so. There the login's VERIFY leaves the card's
+// security status satisfied for the next operation of a PIN-always key
+// and OpenSC lets the card decide: the first signature after the login
+// succeeds, the next is refused for want of security status, and OpenSC
+// does not re-verify from its PIN cache for a key that demands user
+// consent (sc_pkcs15_pincache_revalidate in libopensc's pkcs15-pin.c;
+// framework-pkcs15.c marks such keys CKA_ALWAYS_AUTHENTICATE from the
+// object's user_consent), so the application gets CKR_USER_NOT_LOGGED_IN
+// until it makes a context-specific login. Here the login's vPIN travels
+// with that first signature: still one request.
+//
+// A signature the server refuses because it forgot the login (it
+// restarted, or the connection was lost) logs in again with the login's
+// vPIN and is sent once more (see relogin).
 func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 	op := ss.sign
 	ss.sign = nil // its PIN is wiped below, after the request
-	defer clear(op.pin)
+	defer func() { clear(op.pin) }()
 	input, err := op.input()
 	if err != nil {
 		return 0, err
 	}
+	sl := ss.slot
+	m.mu.Lock()
+	if op.key.alwaysAuth {
+		if !op.authed && sl.fresh && sl.loggedIn {
+			op.pin, op.authed = sl.pin.bytes(), true
+		}
+		sl.fresh = false // used, as the card's security status would be
+	}
+	logins := sl.logins
+	m.mu.Unlock()
 	if op.key.alwaysAuth && !op.authed {
 		return 0, ErrUserNotLoggedIn
 	}
@@ -150,19 +178,15 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 		return 0, remoteError(err, true)
 	}
 	req := &transport.SignRequest{Slot: op.slot, Key: op.key.handle, Mechanism: op.mech.remote, Data: input}
-	var resp *transport.SignResponse
-	if op.key.alwaysAuth {
-		resp, err = b.SignWithPIN(ctx, req, op.pin)
-		clear(op.pin)
-	} else {
-		resp, err = b.Sign(ctx, req)
+	resp, err := signRequest(ctx, b, req, op)
+	if errors.Is(err, &transport.Error{Code: transport.CodeNotLoggedIn}) {
+		// The server forgot the login (a new connection).
+		if rerr := m.relogin(ctx, b, sl, logins); rerr != nil {
+			return 0, rerr
+		}
+		resp, err = signRequest(ctx, b, req, op)
 	}
 	if err != nil {
-		if errors.Is(err, &transport.Error{Code: transport.CodeNotLoggedIn}) {
-			m.mu.Lock()
-			ss.slot.loggedIn = false // the server forgot the login (a new connection)
-			m.mu.Unlock()
-		}
 		m.log.Info("pscs: signature refused", "slot", op.slot, "err", err)
 		return 0, remoteError(err, true)
 	}
@@ -170,4 +194,11 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 		return len(resp.Signature), ErrBufferTooSmall // only with an unknown size
 	}
 	return copy(out, resp.Signature), nil
+}
+
+func signRequest(ctx context.Context, b Backend, req *transport.SignRequest, op *signOp) (*transport.SignResponse, error) {
+	if op.key.alwaysAuth {
+		return b.SignWithPIN(ctx, req, op.pin)
+	}
+	return b.Sign(ctx, req)
 }

@@ -23,6 +23,21 @@ type slot struct {
 	loggedIn bool
 	locked   bool   // the server said the delegation is locked
 	gen      uint64 // incremented when the token goes away: its sessions end
+
+	// The login's virtual PIN, in locked memory (see [secret]), while the
+	// application is logged in: to log in again when the server forgot the
+	// login, and for the first PIN-always signature after C_Login.
+	pin    *secret
+	fresh  bool   // the login has authorized no PIN-always signature yet
+	logins uint64 // incremented by every login, the replayed ones too
+}
+
+// forgetLocked ends the application's login to the token and wipes its
+// virtual PIN.
+func (s *slot) forgetLocked() {
+	s.loggedIn, s.fresh = false, false
+	s.pin.wipe()
+	s.pin = nil
 }
 
 func (s *slot) present() bool { return s.offered && s.info.Present }

@@ -147,6 +147,9 @@ func (m *Module) Finalize() error {
 	}
 	defer dropped(gone)
 	m.sessions = map[uint64]*session{}
+	for _, s := range m.slots {
+		s.forgetLocked()
+	}
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
