@@ -142,6 +142,16 @@ func (r *Rig) Restart(t testing.TB) {
 	r.serve(t, r.Config.Addr)
 }
 
+// DropConnections closes every connection and serves again on the same
+// port with the same server, as when the network lost the connections:
+// the server forgets the logins that were tied to them.
+func (r *Rig) DropConnections(t testing.TB) {
+	t.Helper()
+	r.stop()
+	r.ts = &transport.Server{Handler: r.Server, Enrollment: r.ts.Enrollment, Logger: r.log, TLSConfig: r.ts.TLSConfig}
+	r.serve(t, r.Config.Addr)
+}
+
 func (r *Rig) clock() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()

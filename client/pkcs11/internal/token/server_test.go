@@ -368,9 +368,9 @@ func (c *countingBackend) Login(ctx context.Context, slot uint64, vpin []byte) (
 	return c.Backend.Login(ctx, slot, vpin)
 }
 
-// TestSurvivesRestart: the server restarts (every login forgotten) twice
-// under a logged-in session; the session's objects keep their handles and
-// it signs on, with the PIN-always key after a context-specific login
+// TestSurvivesRestart: the server restarts, then loses its connections
+// (every login forgotten each time) under a logged-in session; the
+// session's objects keep their handles and it signs on, with the PIN-always key after a context-specific login
 // too, without the application logging in again: the module did, with
 // the vPIN it keeps in memory.
 func TestSurvivesRestart(t *testing.T) {
@@ -399,18 +399,18 @@ func TestSurvivesRestart(t *testing.T) {
 	} else {
 		verify(t, ecCert.PublicKey, ckmECDSASHA256, data, sig)
 	}
-	for i := range 2 {
-		r.Restart(t)
+	for i, lose := range []func(testing.TB){r.Restart, r.DropConnections} {
+		lose(t)
 		sig, err := sign(m, h, ecdsaMech, ec, data)
 		if err != nil {
-			t.Fatalf("restart %d: ECDSA signature: %v", i+1, err)
+			t.Fatalf("loss %d: ECDSA signature: %v", i+1, err)
 		}
 		verify(t, ecCert.PublicKey, ckmECDSASHA256, data, sig)
 		if got := findKey(t, m, h, ckoPrivateKey, 1); got != ec {
-			t.Errorf("restart %d: the key's handle changed from %d to %d", i+1, ec, got)
+			t.Errorf("loss %d: the key's handle changed from %d to %d", i+1, ec, got)
 		}
 		if n := cb.logins.Load(); n != int32(i+2) {
-			t.Errorf("restart %d: %d logins sent, want %d (the application's and one per restart)", i+1, n, i+2)
+			t.Errorf("loss %d: %d logins sent, want %d (the application's and one per loss)", i+1, n, i+2)
 		}
 	}
 	r.Restart(t)

@@ -46,14 +46,15 @@ func (m *Module) OpenSession(id, flags uint64) (uint64, error) {
 // connection ends, or at the next login).
 func (m *Module) CloseSession(h uint64) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	s, ok := m.sessions[h]
 	if !ok {
+		m.mu.Unlock()
 		return ErrSessionHandleInvalid
 	}
 	delete(m.sessions, h)
 	m.logoutIfLastLocked(s.slot)
-	defer dropped([]*session{s})
+	m.mu.Unlock()
+	dropped([]*session{s})
 	return nil
 }
 

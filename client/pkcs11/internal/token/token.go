@@ -23,11 +23,74 @@
 // CKR_DEVICE_REMOVED (CKR_TOKEN_NOT_PRESENT outside a session), and a
 // server that does not answer within [Options.Timeout] CKR_DEVICE_ERROR.
 //
+// # Logins and PIN-always keys
+//
+// C_Login sends the virtual PIN to the server once; the server ties the
+// login to the connection. The module keeps the vPIN of a login in
+// process memory only, for as long as the login lasts: in an anonymous
+// mapping of its own, locked against swapping (mlock), left out of core
+// dumps and wiped in a child after fork (see secret.go), never written to
+// disk. C_Logout, the last C_CloseSession of the token, C_CloseAllSessions,
+// C_Finalize, a revoked delegation and a token that goes away wipe it.
+//
+// A key that wants the PIN with every signature (CKA_ALWAYS_AUTHENTICATE,
+// PIV 9C) signs the first time after C_Login without a context-specific
+// login: the login's vPIN travels with that signature request, still one
+// request. Every later signature with such a key wants a context-specific
+// login (C_Login with CKU_CONTEXT_SPECIFIC after C_SignInit), whose vPIN
+// travels with the signature: CKR_USER_NOT_LOGGED_IN otherwise. This is
+// what a PIV card in a local reader under OpenSC does (finishSign says
+// why), and what OpenSSH's ssh -I relies on: it logs in when it first
+// uses a key, and then signs without a context-specific login.
+//
+// # Lost logins
+//
+// When pscsd restarts, or the connection is lost and the client
+// reconnects, the server has forgotten the login and refuses the next
+// signature with CodeNotLoggedIn. The module then logs in again with the
+// kept vPIN (one request), takes the catalogue that comes back, and sends
+// the signature once more: the application sees its signature, its
+// sessions and object handles unchanged (handles stay while the token's
+// catalogue entry does). A vPIN the server refuses at that login (wrong,
+// the delegation locked or revoked) ends the login and is wiped, never
+// tried twice; the application gets CKR_USER_NOT_LOGGED_IN and logs in
+// itself. A server that cannot be reached keeps the login for the next
+// call. See relogin.
+//
 // # Concurrency
 //
 // A Module is safe for concurrent use. Calls on different sessions run in
 // parallel, including their requests to the server; calls on one session
 // are serialised.
+//
+// Locks are taken in this order, never the other way round:
+//
+//  1. session.mu: one call on a session at a time, held for the whole
+//     call, requests to the server included;
+//  2. slot.loginMu: one login, logout or replayed login of a token at a
+//     time, held across its request;
+//  3. Module.refreshMu: one catalogue fetch (Hello) at a time, held
+//     across it;
+//  4. Module.dialMu: one Options.Connect at a time;
+//  5. Module.mu: the module's state (slots, sessions, catalogue, login
+//     state, the kept vPINs). It is held only for short sections that
+//     make no request and wait for no other lock; session.mu is only ever
+//     tried (TryLock) by dropped, which runs without Module.mu.
+//
+// Each lock serialises something the one before it does not cover: a
+// session's calls, a token's logins across sessions, fetches across
+// sessions and the event watcher, connection attempts across all of them.
+//
+// # Files
+//
+// token.go: the Module, its options and life cycle; conn.go: the
+// connection and the server's events; catalogue.go: taking a catalogue;
+// slots.go: slot, token and mechanism information, slot events;
+// session.go: sessions; login.go, relogin.go, secret*.go: logins and the
+// kept vPIN; find.go: objects and their attributes; sign.go: signing;
+// digest.go: digests and random numbers; objects.go, mech.go: what the
+// catalogue's objects and mechanisms become; rv.go, ck.go: return values
+// and PKCS #11 constants; store.go: the catalogue kept between processes.
 package token
 
 import (
