@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,11 +20,11 @@ const sshdPath = "/usr/sbin/sshd"
 
 // startSSHD starts a private sshd on a free loopback port, with its own
 // configuration and host key in dir, accepting the public keys in
-// authorized (OpenSSH lines) for any user, and returns its port. It runs
-// in a mount namespace of its own with a private /run, where it finds the
-// empty directory it needs for privilege separation (/run/sshd), so that
-// nothing of the system's sshd is touched: not /etc/ssh, not port 22,
-// not /run. The test's end stops it.
+// authorized (OpenSSH lines) for any user, and returns its port. Started
+// by root, it runs in a mount namespace of its own with a private /run,
+// where it finds the empty directory root's sshd needs for privilege
+// separation (/run/sshd), so that nothing of the system's sshd is touched:
+// not /etc/ssh, not port 22, not /run. The test's end stops it.
 func startSSHD(t *testing.T, dir string, authorized []string) int {
 	t.Helper()
 	need(t, "ssh-keygen", "unshare")
@@ -60,8 +61,13 @@ LogLevel VERBOSE
 `, port, hostKey, keys)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	script := `mount --make-rprivate / && mount -t tmpfs -o mode=0755 pscs-test-run /run && mkdir -m 0755 /run/sshd && exec "$0" "$@"`
-	cmd := exec.Command("unshare", "-m", "sh", "-c", script, sshdPath, "-D", "-e", "-f", conf)
+	cmd := exec.Command(sshdPath, "-D", "-e", "-f", conf)
+	if os.Geteuid() == 0 {
+		// Only root's sshd wants the directory (for its privilege
+		// separation chroot).
+		script := `mount --make-rprivate / && mount -t tmpfs -o mode=0755 pscs-test-run /run && mkdir -m 0755 /run/sshd && exec "$0" "$@"`
+		cmd = exec.Command("unshare", "-m", "sh", "-c", script, sshdPath, "-D", "-e", "-f", conf)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -116,6 +122,17 @@ func askpass(t *testing.T, d *demo) (env []string, calls func() int) {
 	}
 }
 
+// sshUser is the user the test logs in as: the test's own, the only one a
+// private sshd lets in.
+func sshUser(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
+}
+
 // sshArgs are the options of an ssh client that reads no configuration of
 // the machine's, trusts the test's sshd at port and authenticates with
 // public keys only.
@@ -148,7 +165,7 @@ func TestSSHLoginPINAlways(t *testing.T) {
 	keys := publicKeys(t, d)
 	port := startSSHD(t, t.TempDir(), []string{keys[1]})
 	env, calls := askpass(t, d)
-	args := append(sshArgs(d, port), "-I", d.so, "root@127.0.0.1", "echo logged in with PIV 9C")
+	args := append(sshArgs(d, port), "-I", d.so, sshUser(t)+"@127.0.0.1", "echo logged in with PIV 9C")
 	out := run(t, env, "ssh", args...)
 	if !strings.Contains(out, "logged in with PIV 9C") {
 		t.Errorf("ssh -I: no output of the remote command:\n%s", out)
@@ -176,7 +193,7 @@ func TestSSHAgentAfterRestart(t *testing.T) {
 	run(t, env, "ssh-add", "-s", d.so)
 	login := func(when string) {
 		t.Helper()
-		out, err := runErr(t, env, "ssh", append(sshArgs(d, port), "root@127.0.0.1", "echo logged in "+when)...)
+		out, err := runErr(t, env, "ssh", append(sshArgs(d, port), sshUser(t)+"@127.0.0.1", "echo logged in "+when)...)
 		if err != nil || !strings.Contains(out, "logged in "+when) {
 			t.Fatalf("ssh through the agent %s: %v\n%s", when, err, out)
 		}

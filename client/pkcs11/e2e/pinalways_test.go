@@ -145,7 +145,10 @@ func TestOpenSCPINAlways(t *testing.T) {
 		t.Fatalf("no %s: %s", openscModule, debianPackagesNeeded)
 	}
 	if err := pcscdtest.Check(); err != nil {
-		t.Fatalf("no private pcscd: %v (make deps)", err)
+		if os.Getenv(pcscdtest.SkipEnv) == "1" {
+			t.Skipf("no private pcscd (%s=1): %v", pcscdtest.SkipEnv, err)
+		}
+		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
 		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{})
