@@ -47,6 +47,12 @@ type Rig struct {
 
 	mu  sync.Mutex
 	now time.Time
+
+	log   *slog.Logger
+	srv   *atomic.Pointer[server.Server]
+	ts    *transport.Server
+	stop  func() // stops serving and frees the port
+	cards []server.Card
 }
 
 // vault opens the card's PIN (pivsim's default) with VPIN.
@@ -62,12 +68,13 @@ func (vault) OpenPIN(_ context.Context, _ string, vpin []byte) ([]byte, error) {
 // New starts a server; it stops when the test ends.
 func New(t testing.TB) *Rig {
 	t.Helper()
-	r := &Rig{now: time.Now()}
 	log := slog.New(slog.DiscardHandler)
+	r := &Rig{now: time.Now(), log: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	// Cards joining or leaving reach the delegates as events, as in pscsd.
-	var srv atomic.Pointer[server.Server]
+	srv := new(atomic.Pointer[server.Server])
+	r.srv = srv
 	r.Pool = rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log, OnChange: func(int) {
 		if s := srv.Load(); s != nil {
 			s.CardChanged("mayor")
@@ -91,25 +98,58 @@ func New(t testing.TB) *Rig {
 	r.Book = policy.NewBook(r.clock)
 	r.Book.Grant(policy.Delegation{ID: "d1", Owner: "mayor", Delegate: "alice", Card: "mayor",
 		NotAfter: r.now.Add(time.Hour), MaxWrongVPIN: 3})
-	r.Server = server.New(server.Config{Book: r.Book, Vault: vault{}, Logger: log,
-		Cards: []server.Card{{Name: "mayor", Slot: 1, Pool: r.Pool}}})
+	r.cards = []server.Card{{Name: "mayor", Slot: 1, Pool: r.Pool}}
+	r.Server = server.New(server.Config{Book: r.Book, Vault: vault{}, Logger: log, Cards: r.cards})
 	srv.Store(r.Server)
 
 	r.CA = testpki.NewCA("pkcs11 rig CA")
 	alice := r.CA.Issue("alice", testpki.Options{})
 	enroll := transport.NewStaticEnrollment()
 	enroll.Add("alice", alice.Leaf)
-	ts := &transport.Server{Handler: r.Server, Enrollment: enroll, Logger: log,
+	r.ts = &transport.Server{Handler: r.Server, Enrollment: enroll, Logger: log,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{r.CA.Issue("127.0.0.1", testpki.Options{Server: true})}}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	addr := r.serve(t, "127.0.0.1:0")
+	t.Cleanup(func() { r.stop() })
+	r.Config = client.Config{Addr: addr, ServerName: "127.0.0.1", Certificate: alice, RootCAs: r.CA.Pool}
+	return r
+}
+
+// serve serves on a UDP socket at addr and returns its address.
+func (r *Rig) serve(t testing.TB, addr string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	ts := r.ts
 	go func() { defer close(done); ts.Serve(ctx, pc) }()
-	t.Cleanup(func() { cancel(); <-done; pc.Close() })
-	r.Config = client.Config{Addr: pc.LocalAddr().String(), ServerName: "127.0.0.1", Certificate: alice, RootCAs: r.CA.Pool}
-	return r
+	r.stop = func() { cancel(); <-done; pc.Close() }
+	return pc.LocalAddr().String()
+}
+
+// Restart stops the server as pscsd stops (its connections are closed
+// with CodeShutdown) and starts a new one on the same port, with the same
+// cards, delegations and enrolment, as pscsd restarted on the same state:
+// every login is forgotten. It returns when the new server listens.
+func (r *Rig) Restart(t testing.TB) {
+	t.Helper()
+	r.stop()
+	r.Server = server.New(server.Config{Book: r.Book, Vault: vault{}, Logger: r.log, Cards: r.cards})
+	r.srv.Store(r.Server)
+	r.ts = &transport.Server{Handler: r.Server, Enrollment: r.ts.Enrollment, Logger: r.log, TLSConfig: r.ts.TLSConfig}
+	r.serve(t, r.Config.Addr)
+}
+
+// DropConnections closes every connection and serves again on the same
+// port with the same server, as when the network lost the connections:
+// the server forgets the logins that were tied to them.
+func (r *Rig) DropConnections(t testing.TB) {
+	t.Helper()
+	r.stop()
+	r.ts = &transport.Server{Handler: r.Server, Enrollment: r.ts.Enrollment, Logger: r.log, TLSConfig: r.ts.TLSConfig}
+	r.serve(t, r.Config.Addr)
 }
 
 func (r *Rig) clock() time.Time {
