@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -17,7 +19,9 @@ import (
 const ConfigEnv = "PSCS_CONFIG"
 
 // File is a delegate's configuration file (JSON). Paths are relative to the
-// file's directory.
+// file's directory. A field that is not one of these is refused, as
+// pscsd's configuration refuses it: a misspelt field would otherwise be
+// left out in silence.
 //
 //	{
 //	  "server": "pscs.example:4433",
@@ -36,6 +40,21 @@ type File struct {
 	Key         string `json:"key"`
 }
 
+// parseFile decodes a configuration file's bytes: one JSON object of
+// File's fields and nothing else.
+func parseFile(b []byte) (File, error) {
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return File{}, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return File{}, errors.New("data after the configuration's JSON object")
+	}
+	return f, nil
+}
+
 // LoadConfig reads a configuration file and returns the Config it
 // describes: the server, how to authenticate it, and the delegate's
 // certificate and key.
@@ -44,8 +63,8 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	var f File
-	if err := json.Unmarshal(b, &f); err != nil {
+	f, err := parseFile(b)
+	if err != nil {
 		return Config{}, fmt.Errorf("client: %s: %w", path, err)
 	}
 	if f.Server == "" || f.Certificate == "" || f.Key == "" {

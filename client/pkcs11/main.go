@@ -38,6 +38,15 @@
 // C_Initialize fails (CKR_GENERAL_ERROR): the child never uses or closes
 // the parent's connection. A child that needs the module execs a program
 // that loads it.
+//
+// # Logins
+//
+// A login survives a restart of pscsd or a lost connection: the module
+// keeps the login's vPIN in locked memory and logs in again by itself
+// when the server has forgotten the login. The first signature after
+// C_Login with a key that wants the PIN every time (PIV 9C) needs no
+// context-specific login, as with a PIV card under OpenSC. See the
+// package doc of client/pkcs11/internal/token.
 package main
 
 /*

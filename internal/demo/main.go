@@ -5,7 +5,7 @@
 // verifies against the card's certificate. Then the delegation: `pscsd
 // --demo` serves remote cards (a parallel remote card of three cards) with
 // a simulated TPM, and the demo delegate lists them with `pscs slots` and
-// signs with its virtual PIN through `pscs remote sign`; OpenSSL verifies.
+// signs with its virtual PIN through `pscs sign`; OpenSSL verifies.
 // Run it with `make demo`, which builds bin/pscs and bin/pscsd first.
 package main
 
@@ -137,7 +137,8 @@ func remote(ctx context.Context, work string) error {
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), "PSCS_CONFIG="+conf, "PSCS_VPIN="+strings.TrimSpace(string(vpin)))
+	env := append(os.Environ(), "PSCS_CONFIG="+conf, "PSCS_VPIN="+strings.TrimSpace(string(vpin)),
+		"XDG_CACHE_HOME="+filepath.Join(work, "cache")) // pscs sign's session tickets
 	say("The delegate lists the remote cards it may use:")
 	if err := show(ctx, env, pscs, "slots"); err != nil {
 		return err
@@ -148,7 +149,7 @@ func remote(ctx context.Context, work string) error {
 	}
 	sig, cert, pub := filepath.Join(work, "order.sig"), filepath.Join(work, "mayor.pem"), filepath.Join(work, "mayor.pub")
 	say("The delegate signs with the mayor's remote card, with its virtual PIN (the real PIN never leaves pscsd):")
-	if err := show(ctx, env, pscs, "remote", "sign", "-slot", "1", "-in", doc, "-out", sig, "-cert", cert); err != nil {
+	if err := show(ctx, env, pscs, "sign", "-slot", "1", "-in", doc, "-out", sig, "-cert", cert); err != nil {
 		return err
 	}
 	if err := show(ctx, env, "openssl", "x509", "-in", cert, "-pubkey", "-noout", "-out", pub); err != nil {

@@ -570,6 +570,13 @@ func Main(m *testing.M, opts Options, ready func(*PCSCD)) {
 	os.Exit(run(m, opts, ready))
 }
 
+// Run is Main without the exit: it returns the tests' exit code, for a
+// TestMain that wraps m (testscript.Main, which runs the package's
+// commands in process, runs Run as its testing.M).
+func Run(m *testing.M, opts Options, ready func(*PCSCD)) int {
+	return run(m, opts, ready)
+}
+
 func run(m *testing.M, opts Options, ready func(*PCSCD)) int {
 	// A fuzzing worker runs no test that needs pcscd; don't start one per
 	// worker.

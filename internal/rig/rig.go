@@ -99,6 +99,12 @@ type Rig struct {
 	mu    sync.Mutex
 	now   time.Time
 	moved bool // Options.Clock
+
+	log    *slog.Logger
+	srv    *atomic.Pointer[server.Server] // for the pool's card events
+	config server.Config                  // for Restart
+	tls    *tls.Config
+	stop   func() // stops serving and frees the port
 }
 
 // New starts the rig of [Default]; it stops when the test ends.
@@ -110,19 +116,19 @@ func New(t testing.TB) *Rig {
 // Start starts a rig shaped by o; it stops when the test ends.
 func Start(t testing.TB, o Options) *Rig {
 	t.Helper()
-	r := &Rig{now: time.Now(), Vault: NewVault(), Enroll: transport.NewStaticEnrollment(),
-		CA: testpki.NewCA("rig CA"), Certs: map[string]tls.Certificate{}}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	r := &Rig{now: time.Now(), Vault: NewVault(), Enroll: transport.NewStaticEnrollment(),
+		CA: testpki.NewCA("rig CA"), Certs: map[string]tls.Certificate{}, log: log, srv: new(atomic.Pointer[server.Server])}
 	clock := time.Now
 	if o.Clock {
 		clock, r.moved = r.clock, true
 	}
 	r.Book = policy.NewBook(clock)
 	// Cards joining or leaving reach the delegates as events, as in pscsd.
-	var srv atomic.Pointer[server.Server]
+	srv := r.srv
 	r.Pool = rsc.NewPool("mayor", rsc.Options{SameKeys: o.SameKeys, Logger: log, OnChange: func(int) {
 		if s := srv.Load(); s != nil {
 			s.CardChanged("mayor")
@@ -157,10 +163,13 @@ func Start(t testing.TB, o Options) *Rig {
 	for _, d := range o.Delegates {
 		r.Delegate(d)
 	}
-	r.Server = server.New(server.Config{Book: r.Book, Vault: r.Vault, Audit: o.Audit, Logger: log,
-		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool}}})
+	r.config = server.Config{Book: r.Book, Vault: r.Vault, Audit: o.Audit, Logger: log,
+		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool}}}
+	r.Server = server.New(r.config)
 	srv.Store(r.Server)
-	r.Addr = Serve(t, r.Server, r.Enroll, r.CA, log)
+	r.tls = serverTLS(r.CA)
+	r.Addr, r.stop = serveAt(t, r.Server, r.Enroll, r.tls, log, "127.0.0.1:0")
+	t.Cleanup(func() { r.stop() })
 	if len(o.Delegates) > 0 {
 		r.Config = r.ClientConfig(o.Delegates[0].Name)
 	}
@@ -210,22 +219,56 @@ func Dial(t testing.TB, cfg client.Config) *client.Client {
 	return c
 }
 
+// Restart stops the server as pscsd stops (its connections are closed
+// with CodeShutdown) and starts a new one on the same port, with the same
+// cards, delegations and enrolment, as pscsd restarted on the same state:
+// every login is forgotten. It returns when the new server listens.
+func (r *Rig) Restart(t testing.TB) {
+	t.Helper()
+	r.stop()
+	r.Server = server.New(r.config)
+	r.srv.Store(r.Server)
+	_, r.stop = serveAt(t, r.Server, r.Enroll, r.tls, r.log, r.Addr)
+}
+
+// DropConnections closes every connection and serves again on the same
+// port with the same server, as when the network lost the connections:
+// the server forgets the logins that were tied to them.
+func (r *Rig) DropConnections(t testing.TB) {
+	t.Helper()
+	r.stop()
+	_, r.stop = serveAt(t, r.Server, r.Enroll, r.tls, r.log, r.Addr)
+}
+
 // Serve serves h over QUIC on a private loopback port, with a server
 // certificate from ca, to the identities enroll knows; it returns the
 // address. It stops when the test ends.
 func Serve(t testing.TB, h transport.Handler, enroll transport.Enrollment, ca *testpki.CA, log *slog.Logger) string {
 	t.Helper()
-	ts := &transport.Server{Handler: h, Enrollment: enroll, Logger: log,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.Issue("127.0.0.1", testpki.Options{Server: true})}}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	addr, stop := serveAt(t, h, enroll, serverTLS(ca), log, "127.0.0.1:0")
+	t.Cleanup(stop)
+	return addr
+}
+
+// serverTLS is the server's TLS configuration: a certificate from ca for
+// 127.0.0.1.
+func serverTLS(ca *testpki.CA) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{ca.Issue("127.0.0.1", testpki.Options{Server: true})}}
+}
+
+// serveAt serves h on a UDP socket at addr; it returns the socket's
+// address and the function that stops serving and frees the port.
+func serveAt(t testing.TB, h transport.Handler, enroll transport.Enrollment, tc *tls.Config, log *slog.Logger, addr string) (string, func()) {
+	t.Helper()
+	ts := &transport.Server{Handler: h, Enrollment: enroll, Logger: log, TLSConfig: tc}
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); ts.Serve(ctx, pc) }()
-	t.Cleanup(func() { cancel(); <-done; pc.Close() })
-	return pc.LocalAddr().String()
+	return pc.LocalAddr().String(), func() { cancel(); <-done; pc.Close() }
 }
 
 // Member makes a pool member of a card in the test's hand (a PIV card)

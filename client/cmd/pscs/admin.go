@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,150 +18,218 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/transport"
 )
 
-const adminUsage = `usage (an owner's configuration in -config or PSCS_CONFIG):
-  pscs admin enroll -name NAME -cert FILE
-  pscs admin issue -name NAME -out DIR [-pubkey FILE]
-  pscs admin register-pin -card CARD          (PSCS_PIN, PSCS_PASSPHRASE, or the terminal)
-  pscs admin delegate -card CARD -to NAME [-for DURATION | -until TIME] [-from TIME]
-        [-ops sign,decrypt] [-per-hour N] [-total N] [-days mon,tue,...] [-hours HH:MM-HH:MM]
-        [-document HEX]... [-warranty]      (PSCS_PASSPHRASE, or the terminal)
-  pscs admin revoke ID
-  pscs admin unlock ID
-  pscs admin list
-  pscs admin export -out FILE                 (the records of your cards, as JSON lines)
-`
+// adminCommand is pscs admin: an owner's requests, each with its flags.
+func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
+	return &cli.Command{Name: "admin", Summary: "administer your remote cards (as their owner)",
+		Doc: `Every action reads the owner's configuration from -config, PSCS_CONFIG or
+~/.config/pscs/client.conf (pscsd init writes one).`,
+		Commands: []*cli.Command{
+			{Name: "enroll", Args: "[-config FILE] -name NAME -cert FILE",
+				Summary: "enroll an identity by its certificate", Run: run(a.adminEnroll)},
+			{Name: "issue", Args: "[-config FILE] -name NAME -out DIR [-pubkey FILE]",
+				Summary: "have pscsd's CA certify a new identity; writes its key, certificate and client.conf to DIR",
+				Run:     run(a.adminIssue)},
+			{Name: "register-pin", Args: "[-config FILE] -card CARD",
+				Summary: "register a card's real PIN, sealed under your passphrase and the server's TPM (PSCS_PIN, PSCS_PASSPHRASE, or the terminal)",
+				Run:     run(a.adminRegisterPIN)},
+			{Name: "delegate", Args: "[-config FILE] -card CARD -to NAME [-for DURATION | -until TIME] [-from TIME] [-ops sign,decrypt] " +
+				"[-per-hour N] [-total N] [-days mon,tue,...] [-hours HH:MM-HH:MM] [-document HEX]... [-warranty]",
+				Summary: "delegate a remote card; prints the delegation's virtual PIN once (PSCS_PASSPHRASE, or the terminal)",
+				Run:     run(a.adminDelegate)},
+			{Name: "revoke", Args: "[-config FILE] ID", Summary: "revoke a delegation", Run: run(a.adminByID(transport.AdminRevoke))},
+			{Name: "unlock", Args: "[-config FILE] ID", Summary: "unlock a delegation locked by wrong virtual PINs",
+				Run: run(a.adminByID(transport.AdminUnlock))},
+			{Name: "list", Args: "[-config FILE]", Summary: "list your remote cards and their delegations", Run: run(a.adminList)},
+			{Name: "export", Args: "[-config FILE] -out FILE",
+				Summary: "export the audit records of your cards as JSON lines, every signed request and checkpoint checked",
+				Run:     run(a.adminExport)},
+		}}
+}
 
-// admin runs an owner's administration request.
-func (a *app) admin(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(a.stderr, adminUsage)
-		return flag.ErrHelp
-	}
-	action, args := args[0], args[1:]
-	fs := flag.NewFlagSet("admin "+action, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	fs.Usage = func() { fmt.Fprint(a.stderr, adminUsage) }
-	config := fs.String("config", "", "the owner's configuration file (default: $"+client.ConfigEnv+")")
-	name := fs.String("name", "", "identity name")
-	certFile := fs.String("cert", "", "enroll: the identity's certificate (PEM)")
-	out := fs.String("out", "", "issue: directory for the new identity; export: file")
-	pubFile := fs.String("pubkey", "", "issue: certify this public key (PEM) instead of making a key")
-	card := fs.String("card", "", "remote card")
-	to := fs.String("to", "", "delegate: the delegate's identity")
-	dur := fs.Duration("for", 0, "delegate: how long it lasts")
-	until := fs.String("until", "", "delegate: when it ends (RFC 3339)")
-	from := fs.String("from", "", "delegate: when it begins (RFC 3339; default now)")
-	ops := fs.String("ops", "sign", "delegate: operations")
-	perHour := fs.Uint("per-hour", 0, "delegate: signatures per hour (0: no limit)")
-	total := fs.Uint("total", 0, "delegate: signatures in all (0: no limit)")
-	days := fs.String("days", "", "delegate: week days, e.g. mon,tue,wed,thu,fri")
-	hours := fs.String("hours", "", "delegate: daily hours, UTC, e.g. 08:00-18:00")
-	warranty := fs.Bool("warranty", false, "delegate: signatures carry a visible delegation notice")
-	var docs multiFlag
-	fs.Var(&docs, "document", "delegate: an allowed document digest (hex); repeatable")
+// configFlag declares -config, the owner's configuration file.
+func configFlag(fs *cli.Flags) *string {
+	return fs.String("config", "", "the owner's configuration file (default: $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
+}
+
+func (a *app) adminEnroll(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	name := fs.String("name", "", "the identity's name")
+	certFile := fs.String("cert", "", "the identity's certificate (PEM `FILE`)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &transport.AdminRequest{Action: action, Name: *name, Card: *card}
-	var secret []byte
-	switch action {
-	case transport.AdminEnroll:
-		b, err := os.ReadFile(*certFile)
-		if err != nil {
-			return err
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != "CERTIFICATE" {
-			return fmt.Errorf("%s: no PEM certificate", *certFile)
-		}
-		req.Certificate = blk.Bytes
-	case transport.AdminIssue:
-		if *out == "" {
-			return fmt.Errorf("issue: -out DIR is needed")
-		}
-		return a.issue(ctx, *config, *name, *out, *pubFile)
-	case transport.AdminRegisterPIN:
-		pin, err := readPIN(a)
-		if err != nil {
-			return err
-		}
-		defer clear(pin)
-		pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
-		if err != nil {
-			return err
-		}
-		defer clear(pass)
-		if secret, err = transport.Marshal(&transport.AdminSecret{PIN: pin, Passphrase: pass}); err != nil {
-			return err
-		}
-		defer clear(secret)
-	case transport.AdminDelegate:
-		d := &transport.AdminDelegation{Delegate: *to, Card: *card, Ops: strings.Split(*ops, ","),
-			PerHour: uint32(*perHour), Total: uint32(*total), Warranty: *warranty}
-		begin := time.Now()
-		if *from != "" {
-			t, err := time.Parse(time.RFC3339, *from)
-			if err != nil {
-				return fmt.Errorf("-from: %w", err)
-			}
-			begin, d.NotBefore = t, t.UnixMilli()
-		}
-		switch {
-		case *until != "":
-			t, err := time.Parse(time.RFC3339, *until)
-			if err != nil {
-				return fmt.Errorf("-until: %w", err)
-			}
-			d.NotAfter = t.UnixMilli()
-		case *dur > 0:
-			d.NotAfter = begin.Add(*dur).UnixMilli()
-		}
-		if *days != "" {
-			var err error
-			if d.Days, err = parseDays(*days); err != nil {
-				return err
-			}
-			if d.From, d.To, err = parseHours(*hours); err != nil {
-				return err
-			}
-		}
-		for _, h := range docs {
-			b, err := hex.DecodeString(h)
-			if err != nil {
-				return fmt.Errorf("-document: %w", err)
-			}
-			d.Documents = append(d.Documents, b)
-		}
-		req.Delegation = d
-		pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
-		if err != nil {
-			return err
-		}
-		defer clear(pass)
-		if secret, err = transport.Marshal(&transport.AdminSecret{Passphrase: pass}); err != nil {
-			return err
-		}
-		defer clear(secret)
-	case transport.AdminRevoke, transport.AdminUnlock:
-		if fs.NArg() != 1 {
-			return fmt.Errorf("%s: which delegation?", action)
-		}
-		req.ID = fs.Arg(0)
-	case transport.AdminList:
-	case transport.AdminExport:
-		if *out == "" {
-			return fmt.Errorf("export: -out FILE is needed")
-		}
-		return a.export(ctx, *config, *out)
-	default:
-		fmt.Fprint(a.stderr, adminUsage)
-		return flag.ErrHelp
+	if err := fs.Require("name", "cert"); err != nil {
+		return err
 	}
-	c, err := a.dialRemote(ctx, *config)
+	b, err := os.ReadFile(*certFile)
+	if err != nil {
+		return err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return fmt.Errorf("%s: no PEM certificate", *certFile)
+	}
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminEnroll, Name: *name, Certificate: blk.Bytes}, nil)
+}
+
+func (a *app) adminIssue(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	name := fs.String("name", "", "the new identity's name")
+	out := fs.String("out", "", "the directory `DIR` for the new identity's files")
+	pubFile := fs.String("pubkey", "", "certify this public key (PEM `FILE`) instead of making a key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("name", "out"); err != nil {
+		return err
+	}
+	return a.issue(ctx, *config, *name, *out, *pubFile)
+}
+
+func (a *app) adminRegisterPIN(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	card := fs.String("card", "", "the remote card")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("card"); err != nil {
+		return err
+	}
+	pin, err := readPIN(a)
+	if err != nil {
+		return err
+	}
+	defer clear(pin)
+	pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
+	if err != nil {
+		return err
+	}
+	defer clear(pass)
+	secret, err := transport.Marshal(&transport.AdminSecret{PIN: pin, Passphrase: pass})
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: *card}, secret)
+}
+
+func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	card := fs.String("card", "", "the remote card")
+	to := fs.String("to", "", "the delegate's identity")
+	dur := fs.Duration("for", 0, "how long it lasts")
+	until := fs.String("until", "", "when it ends (RFC 3339)")
+	from := fs.String("from", "", "when it begins (RFC 3339; default now)")
+	ops := fs.String("ops", "sign", "operations, comma-separated: sign, decrypt")
+	perHour := fs.Uint("per-hour", 0, "signatures per hour (0: no limit)")
+	total := fs.Uint("total", 0, "signatures in all (0: no limit)")
+	days := fs.String("days", "", "week days, e.g. mon,tue,wed,thu,fri")
+	hours := fs.String("hours", "", "daily hours, UTC, e.g. 08:00-18:00 (with -days)")
+	warranty := fs.Bool("warranty", false, "signatures carry a visible delegation notice")
+	var docs multiFlag
+	fs.Var(&docs, "document", "an allowed document digest (hex); repeatable")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("card", "to"); err != nil {
+		return err
+	}
+	if *until != "" && *dur != 0 {
+		return fs.Usagef("-for and -until: give one")
+	}
+	if *hours != "" && *days == "" {
+		return fs.Usagef("-hours needs -days")
+	}
+	d := &transport.AdminDelegation{Delegate: *to, Card: *card, Ops: strings.Split(*ops, ","),
+		PerHour: uint32(*perHour), Total: uint32(*total), Warranty: *warranty}
+	begin := time.Now()
+	if *from != "" {
+		t, err := time.Parse(time.RFC3339, *from)
+		if err != nil {
+			return fs.Usagef("-from: %v", err)
+		}
+		begin, d.NotBefore = t, t.UnixMilli()
+	}
+	switch {
+	case *until != "":
+		t, err := time.Parse(time.RFC3339, *until)
+		if err != nil {
+			return fs.Usagef("-until: %v", err)
+		}
+		d.NotAfter = t.UnixMilli()
+	case *dur > 0:
+		d.NotAfter = begin.Add(*dur).UnixMilli()
+	}
+	if *days != "" {
+		var err error
+		if d.Days, err = parseDays(*days); err != nil {
+			return fs.Usagef("%v", err)
+		}
+		if d.From, d.To, err = parseHours(*hours); err != nil {
+			return fs.Usagef("%v", err)
+		}
+	}
+	for _, h := range docs {
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			return fs.Usagef("-document: %v", err)
+		}
+		d.Documents = append(d.Documents, b)
+	}
+	pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
+	if err != nil {
+		return err
+	}
+	defer clear(pass)
+	secret, err := transport.Marshal(&transport.AdminSecret{Passphrase: pass})
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminDelegate, Card: *card, Delegation: d}, secret)
+}
+
+// adminByID is an action on one delegation, named by its ID.
+func (a *app) adminByID(action string) runFunc {
+	return func(ctx context.Context, fs *cli.Flags, args []string) error {
+		config := configFlag(fs)
+		ids, err := fs.ParseArgs(args, "ID")
+		if err != nil {
+			return err
+		}
+		return a.adminDo(ctx, *config, &transport.AdminRequest{Action: action, ID: ids[0]}, nil)
+	}
+}
+
+func (a *app) adminList(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminList}, nil)
+}
+
+func (a *app) adminExport(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	out := fs.String("out", "", "the `FILE` to write the records to")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("out"); err != nil {
+		return err
+	}
+	return a.export(ctx, *config, *out)
+}
+
+// adminDo sends an owner's request, with its secret, and prints the
+// answer.
+func (a *app) adminDo(ctx context.Context, config string, req *transport.AdminRequest, secret []byte) error {
+	c, err := a.dialRemote(ctx, config)
 	if err != nil {
 		return err
 	}
@@ -171,7 +238,7 @@ func (a *app) admin(ctx context.Context, args []string) error {
 	if err := c.Do(ctx, transport.OpAdmin, req, secret, &resp); err != nil {
 		return err
 	}
-	switch action {
+	switch req.Action {
 	case transport.AdminDelegate:
 		fmt.Fprintf(a.stdout, "delegation %s\nvirtual PIN %s\n", resp.ID, resp.VPIN)
 		fmt.Fprintln(a.stderr, "give the virtual PIN to the delegate: it is shown only this once")
@@ -192,7 +259,7 @@ func (a *app) admin(ctx context.Context, args []string) error {
 			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\n", d.ID, d.Card, d.Delegate, until, state, d.Used)
 		}
 	default:
-		fmt.Fprintf(a.stdout, "%s: done\n", action)
+		fmt.Fprintf(a.stdout, "%s: done\n", req.Action)
 	}
 	return nil
 }

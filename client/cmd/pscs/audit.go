@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/veraison/go-cose"
 
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/transport"
 )
@@ -31,19 +31,16 @@ import (
 // opens the log; the checkpoints are what lets this command, on a copy
 // anywhere, detect records edited, deleted or inserted with the hash chain
 // recomputed, and a cut end.
-func (a *app) auditVerify(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) auditVerify(ctx context.Context, fs *cli.Flags, args []string) error {
 	certs := fs.String("certs", "", "directory of the enrolled identities' certificates (PEM); signed requests are checked against them")
 	anchor := fs.String("anchor", "", "SEQ:HASH the log must reach (a head kept elsewhere), to detect a cut tail")
 	cpCert := fs.String("checkpoint-cert", "", "the certificate of pscsd's checkpoint key (PEM, STATE/checkpoint.pem): check the log's checkpoints")
 	caFile := fs.String("ca", "", "pscsd's CA certificate (PEM): the checkpoint certificate must be issued by it")
-	if err := fs.Parse(args); err != nil {
+	files, err := fs.ParseArgs(args, "LOG|EXPORT")
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("audit verify: give the log file")
-	}
+	file := files[0]
 	keys := map[string]*x509.Certificate{} // kid (hex) -> certificate
 	if *certs != "" {
 		files, err := filepath.Glob(filepath.Join(*certs, "*.pem"))
@@ -77,11 +74,11 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		seq, err1 := strconv.ParseUint(seqText, 10, 64)
 		hash, err2 := hex.DecodeString(hashText)
 		if !ok || err1 != nil || err2 != nil {
-			return fmt.Errorf("audit verify: -anchor is SEQ:HEX")
+			return fs.Usagef("-anchor is SEQ:HEX, the sequence number and SHA-256 of a record")
 		}
 		opts = append(opts, audit.ExpectHead(audit.Anchor{Seq: seq, Hash: hash}))
 	}
-	f, err := os.Open(fs.Arg(0))
+	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
@@ -129,7 +126,7 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		n, st, err := verifyExportFile(br, roots, check)
 		if err != nil {
 			fmt.Fprintf(a.stdout, "BAD: %v\n", err)
-			return fmt.Errorf("audit export %s: %d good records, then: %w", fs.Arg(0), n, err)
+			return fmt.Errorf("audit export %s: %d good records, then: %w", file, n, err)
 		}
 		fmt.Fprintf(a.stdout, "OK: export of %d records, hash chain intact, %d checkpoints verified up to record %d, %d signed requests verified",
 			n, st.Checkpoints, st.Covered, signed)
@@ -163,7 +160,7 @@ func (a *app) auditVerify(ctx context.Context, args []string) error {
 		if errors.As(err, &ve) {
 			fmt.Fprintf(a.stdout, "BAD: record %d (offset %d): %s\n", ve.Seq, ve.Offset, ve.Reason)
 		}
-		return fmt.Errorf("audit log %s: %d good records, then: %w", fs.Arg(0), n, err)
+		return fmt.Errorf("audit log %s: %d good records, then: %w", file, n, err)
 	}
 	fmt.Fprintf(a.stdout, "OK: %d records, hash chain intact, %d signed requests verified", n, signed)
 	if *cpCert != "" {

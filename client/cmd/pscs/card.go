@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 )
@@ -28,13 +28,11 @@ import (
 // knownProfiles are tried in order on every card.
 var knownProfiles = []profiles.Profile{piv.Profile{}}
 
-func (a *app) readers(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("readers", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) readers(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	pc, err := pcsc.Open()
+	pc, err := openPCSC()
 	if err != nil {
 		return err
 	}
@@ -68,6 +66,15 @@ func (a *app) readers(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\tpresent\t%s\t%s\t%s\n", r.Name, profile, serial, strings.ToUpper(hex.EncodeToString(r.ATR)))
 	}
 	return tw.Flush()
+}
+
+// openPCSC opens PC/SC; without pcscd, the error says how to start it.
+func openPCSC() (*pcsc.Context, error) {
+	pc, err := pcsc.Open()
+	if errors.Is(err, cards.ErrServiceUnavailable) {
+		return nil, cli.NoPCSC(err)
+	}
+	return pc, err
 }
 
 // withCard connects to reader (the first reader with a card if empty), opens
@@ -114,14 +121,12 @@ func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, res
 	return fn(ctx, p, c)
 }
 
-func (a *app) cardInfo(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("card info", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) cardInfo(ctx context.Context, fs *cli.Flags, args []string) error {
 	reader := fs.String("r", "", "reader name (default: the first reader with a card)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	pc, err := pcsc.Open()
+	pc, err := openPCSC()
 	if err != nil {
 		return err
 	}
@@ -166,9 +171,7 @@ func (a *app) cardInfo(ctx context.Context, args []string) error {
 
 var hashByName = map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384, "sha512": crypto.SHA512}
 
-func (a *app) cardSign(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("card sign", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) cardSign(ctx context.Context, fs *cli.Flags, args []string) error {
 	reader := fs.String("r", "", "reader name (default: the first reader with a card)")
 	keyID := fs.String("k", "", "key to sign with (PIV: 9a, 9c, 9d, 9e)")
 	hashName := fs.String("hash", "sha256", "hash: sha256, sha384 or sha512")
@@ -179,12 +182,12 @@ func (a *app) cardSign(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *keyID == "" || *in == "" || *out == "" {
-		return fmt.Errorf("card sign: -k, -in and -out are required")
+	if err := fs.Require("k", "in", "out"); err != nil {
+		return err
 	}
 	hash, ok := hashByName[*hashName]
 	if !ok {
-		return fmt.Errorf("card sign: unknown hash %q", *hashName)
+		return fs.Usagef("-hash: %q is not sha256, sha384 or sha512", *hashName)
 	}
 	data, err := os.ReadFile(*in)
 	if err != nil {
@@ -198,7 +201,7 @@ func (a *app) cardSign(ctx context.Context, args []string) error {
 		opts = &rsa.PSSOptions{Hash: hash, SaltLength: rsa.PSSSaltLengthEqualsHash}
 	}
 
-	pc, err := pcsc.Open()
+	pc, err := openPCSC()
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	_ "crypto/sha256"
 	_ "crypto/sha512"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -25,9 +25,7 @@ func (a *app) dialCached(ctx context.Context, path string) (*client.Client, erro
 
 // whoami shows who the server takes the delegate for, and its remote
 // cards.
-func (a *app) whoami(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("whoami", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) whoami(ctx context.Context, fs *cli.Flags, args []string) error {
 	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,9 +56,7 @@ func (a *app) whoami(ctx context.Context, args []string) error {
 // sign signs a file through the server with a key of a remote card: the
 // data is hashed here and only its digest travels. The slot may be left
 // out when the delegate has one remote card.
-func (a *app) sign(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
 	slot := fs.Uint64("slot", 0, "remote card (default: the only one)")
 	key := fs.Uint64("key", 1, "key (handle from pscs slots)")
@@ -73,9 +69,12 @@ func (a *app) sign(ctx context.Context, args []string) error {
 		return err
 	}
 	*mech = strings.ToLower(*mech)
+	if err := fs.Require("in", "out"); err != nil {
+		return err
+	}
 	hm, ok := hashedMechanisms[*mech]
-	if !ok || *in == "" || *out == "" {
-		return fmt.Errorf("sign: -in, -out and a known -m are required")
+	if !ok {
+		return fs.Usagef("-m: unknown mechanism %q", *mech)
 	}
 	data, err := os.ReadFile(*in)
 	if err != nil {
@@ -102,8 +101,12 @@ func (a *app) sign(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if hello.Catalogue == nil || len(hello.Catalogue.Slots) != 1 {
-			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", len(hello.Catalogue.Slots))
+		n := 0
+		if hello.Catalogue != nil {
+			n = len(hello.Catalogue.Slots)
+		}
+		if n != 1 {
+			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", n)
 		}
 		*slot = hello.Catalogue.Slots[0].ID
 	}

@@ -65,7 +65,7 @@ func TestDelegateCommands(t *testing.T) {
 	env := []string{"PSCS_CONFIG=" + filepath.Join(state, "demo", "client.conf"), "XDG_CACHE_HOME=" + cache,
 		"PSCS_VPIN=" + strings.TrimSpace(string(vpin))}
 
-	out, _, err := cli(t, env, "whoami")
+	out, _, err := runPSCS(t, env, "whoami")
 	if err != nil || !strings.Contains(out, "identity: demo-delegate") || !strings.Contains(out, "mayor") {
 		t.Errorf("pscs whoami: %v\n%s", err, out)
 	}
@@ -81,7 +81,7 @@ func TestDelegateCommands(t *testing.T) {
 		{"10", "ecdsa-sha384", "sha384", false},
 	} {
 		sig, cert := filepath.Join(dir, "sig"), filepath.Join(dir, "cert.pem")
-		if _, _, err := cli(t, env, "sign", "-key", tc.key, "-m", tc.mech, "-in", doc, "-out", sig, "-cert", cert); err != nil {
+		if _, _, err := runPSCS(t, env, "sign", "-key", tc.key, "-m", tc.mech, "-in", doc, "-out", sig, "-cert", cert); err != nil {
 			t.Fatalf("pscs sign -key %s -m %s: %v", tc.key, tc.mech, err)
 		}
 		verifyFile(t, doc, sig, cert, tc.hash, tc.pss)
@@ -93,7 +93,7 @@ func TestDelegateCommands(t *testing.T) {
 	if fi, err := os.Stat(tickets[0]); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("ticket file: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
-	if _, stderr, err := cli(t, append(env, "PSCS_VPIN=0"), "sign", "-in", doc, "-out", filepath.Join(dir, "x")); err == nil || !strings.Contains(stderr, "wrong virtual PIN") {
+	if _, stderr, err := runPSCS(t, append(env, "PSCS_VPIN=0"), "sign", "-in", doc, "-out", filepath.Join(dir, "x")); err == nil || !strings.Contains(stderr, "wrong virtual PIN") {
 		t.Errorf("a wrong vPIN: %v %s", err, stderr)
 	}
 }

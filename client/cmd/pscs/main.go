@@ -5,13 +5,17 @@
 //	pscs [-trace] readers
 //	pscs [-trace] card info [-r READER]
 //	pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
-//	pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT…] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
+//	pscs [-trace] sim [-vpcd HOST:PORT[,HOST:PORT…]] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
 //	pscs slots [-config FILE]
-//	pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
-//	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
+//	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE
 //	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
-//	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...
+//	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export [-config FILE] ...
+//	pscs version (or pscs --version)
+//
+// Every command and subcommand prints its usage and flags with -h (to
+// standard output, exit 0); an unknown command, a stray argument or a
+// missing flag is refused with the usage (exit 2); see internal/cli.
 //
 // readers lists the PC/SC readers, their cards, and the profile that
 // recognises each card. card info shows a card's keys, certificates and PIN
@@ -21,16 +25,16 @@
 // vsmartcard's vpcd driver (default PIN 123456, PUK 12345678) until it is
 // interrupted.
 //
-// slots lists the remote cards a delegate may use on pscsd, and remote sign
-// signs a file with one of them; both read the delegate's configuration
-// from -config, PSCS_CONFIG or ~/.config/pscs/client.conf (see client.File), and remote sign the
-// virtual PIN from PSCS_VPIN or the terminal.
-//
-// sign is remote sign for delegates: the file is hashed here and only its
-// digest travels, the slot may be left out when there is one, and the
-// session ticket is kept in the user's cache directory so that the next
-// run logs in with 0-RTT. whoami shows the identity the server sees and
-// the delegate's remote cards.
+// slots lists the remote cards a delegate may use on pscsd, and sign
+// signs a file with one of them; they read the delegate's configuration
+// from -config, PSCS_CONFIG or ~/.config/pscs/client.conf (see
+// client.File), and sign the virtual PIN from PSCS_VPIN or the terminal.
+// sign hashes the file here and only its digest travels; the slot may be
+// left out when there is one; the session ticket is kept in the user's
+// cache directory so that the next run logs in with 0-RTT. (pscs remote
+// sign, which sent the whole file, is gone: sign does what it did.)
+// whoami shows the identity the server sees and the delegate's remote
+// cards.
 //
 // audit verify checks a copy of pscsd's audit log, or an owner's export
 // (admin export): the hash chain, every record, the server's checkpoint
@@ -59,105 +63,74 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
+
+	"github.com/pscs/pscs/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
-	}
-	if err != nil {
-		msg := err.Error()
-		if !strings.HasPrefix(msg, "pscs: ") { // the server's refusals name pscs already
-			msg = "pscs: " + msg
-		}
-		fmt.Fprintln(os.Stderr, msg)
-		os.Exit(1)
-	}
-}
-
-const usage = `usage:
-  pscs [-trace] readers
-  pscs [-trace] card info [-r READER]
-  pscs [-trace] card sign [-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE
-  pscs [-trace] sim -vpcd HOST:PORT[,HOST:PORT...] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]
-  pscs slots [-config FILE]
-  pscs remote sign [-config FILE] -slot N [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
-  pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-cert FILE] -in FILE -out FILE
-  pscs whoami [-config FILE]
-  pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
-  pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export ...  (pscs admin: details)
-`
+func main() { cli.Main(program()) }
 
 // app is one invocation's context: where output goes and how to log.
 type app struct {
 	stdout, stderr io.Writer
+	trace          bool
 	log            *slog.Logger // APDU trace at debug level when -trace
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pscs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	trace := fs.Bool("trace", false, "write every APDU to standard error, secrets redacted")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	level := slog.LevelInfo
-	if *trace {
-		level = slog.LevelDebug
-	}
-	a := &app{stdout: stdout, stderr: stderr,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	switch rest[0] {
-	case "readers":
-		return a.readers(ctx, rest[1:])
-	case "card":
-		if len(rest) < 2 {
-			fs.Usage()
-			return flag.ErrHelp
-		}
-		switch rest[1] {
-		case "info":
-			return a.cardInfo(ctx, rest[2:])
-		case "sign":
-			return a.cardSign(ctx, rest[2:])
-		}
-	case "sim":
-		return a.sim(ctx, rest[1:])
-	case "slots":
-		return a.slots(ctx, rest[1:])
-	case "admin":
-		return a.admin(ctx, rest[1:])
-	case "sign":
-		return a.sign(ctx, rest[1:])
-	case "whoami":
-		return a.whoami(ctx, rest[1:])
-	case "audit":
-		if len(rest) >= 2 && rest[1] == "verify" {
-			return a.auditVerify(ctx, rest[2:])
-		}
-	case "remote":
-		if len(rest) >= 2 && rest[1] == "sign" {
-			return a.remoteSign(ctx, rest[2:])
+// runFunc is a command's function (cli.Command.Run).
+type runFunc = func(context.Context, *cli.Flags, []string) error
+
+// program is pscs's command line.
+func program() *cli.Program {
+	a := &app{}
+	p := &cli.Program{Name: "pscs", Summary: "the command-line tool of the Proxy Smart Card System",
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&a.trace, "trace", false, "write every APDU to standard error, secrets redacted")
+		},
+		Doc: `Local cards (readers, card, sim) are reached through pcscd, at its default socket or at
+PCSCLITE_CSOCK_NAME. A delegate's commands (slots, sign, whoami) and an owner's (admin) read
+the configuration file from -config, PSCS_CONFIG or ~/.config/pscs/client.conf.
+`}
+	// run wraps a command's function: the logger from -trace first.
+	run := func(f runFunc) runFunc {
+		return func(ctx context.Context, fs *cli.Flags, args []string) error {
+			a.stdout, a.stderr = fs.Stdout, fs.Stderr
+			level := slog.LevelInfo
+			if a.trace {
+				level = slog.LevelDebug
+			}
+			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+			return f(ctx, fs, args)
 		}
 	}
-	fs.Usage()
-	return flag.ErrHelp
+	p.Commands = []*cli.Command{
+		{Name: "readers", Summary: "list the PC/SC readers, their cards, and the profile that recognises each card",
+			Run: run(a.readers)},
+		{Name: "card", Summary: "a card in a local reader", Commands: []*cli.Command{
+			{Name: "info", Args: "[-r READER]", Summary: "show a card's keys, certificates and PIN tries",
+				Run: run(a.cardInfo)},
+			{Name: "sign", Args: "[-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE",
+				Summary: "sign a file with a key of a card in a local reader (PIN from PSCS_PIN or the terminal)",
+				Run:     run(a.cardSign)},
+		}},
+		{Name: "sim", Args: "[-vpcd HOST:PORT[,HOST:PORT...]] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]",
+			Summary: "plug simulated cards into a running pcscd through vpcd until interrupted (PIN 123456, PUK 12345678)",
+			Run:     run(a.sim)},
+		{Name: "slots", Args: "[-config FILE]", Summary: "list the remote cards you may use (as a delegate)",
+			Run: run(a.slots)},
+		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE",
+			Summary: "sign a file with a key of a remote card: hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
+			Run:     run(a.sign)},
+		{Name: "whoami", Args: "[-config FILE]", Summary: "show the identity the server sees and your remote cards",
+			Run: run(a.whoami)},
+		{Name: "audit", Summary: "pscsd's audit log", Commands: []*cli.Command{
+			{Name: "verify", Args: "[-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT",
+				Summary: "check a copy of the audit log, or an owner's export: hash chain, records, checkpoints, signed requests",
+				Run:     run(a.auditVerify)},
+		}},
+		a.adminCommand(run),
+	}
+	return p
 }

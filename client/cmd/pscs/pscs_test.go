@@ -32,10 +32,6 @@ var (
 	pscs   string // the built binary
 )
 
-func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 1}, func(p *pcscdtest.PCSCD) { daemon = p })
-}
-
 func build(t *testing.T) {
 	t.Helper()
 	if daemon == nil {
@@ -51,9 +47,9 @@ func build(t *testing.T) {
 	pscs = out
 }
 
-// cli runs pscs with args and extra environment, and returns stdout,
+// runPSCS runs pscs with args and extra environment, and returns stdout,
 // stderr and the error.
-func cli(t *testing.T, env []string, args ...string) (string, string, error) {
+func runPSCS(t *testing.T, env []string, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -85,7 +81,7 @@ func startSim(t *testing.T) {
 		}
 		// Wait for pcscd to see the cards go, so the next test starts clean.
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if out, _, _ := cli(t, nil, "readers"); !strings.Contains(out, "present") {
+			if out, _, _ := runPSCS(t, nil, "readers"); !strings.Contains(out, "present") {
 				return
 			}
 		}
@@ -93,7 +89,7 @@ func startSim(t *testing.T) {
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		out, _, _ := cli(t, nil, "readers")
+		out, _, _ := runPSCS(t, nil, "readers")
 		if strings.Count(out, "present") == 2 {
 			return
 		}
@@ -109,7 +105,7 @@ func TestCommands(t *testing.T) {
 	startSim(t)
 	dir := t.TempDir()
 
-	out, _, err := cli(t, nil, "readers")
+	out, _, err := runPSCS(t, nil, "readers")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +118,7 @@ func TestCommands(t *testing.T) {
 		t.Errorf("readers: want both cards detected as piv")
 	}
 
-	out, _, err = cli(t, nil, "card", "info", "-r", daemon.Readers[1])
+	out, _, err = runPSCS(t, nil, "card", "info", "-r", daemon.Readers[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +144,7 @@ func TestCommands(t *testing.T) {
 			if c.pss {
 				args = append(args, "-pss")
 			}
-			if _, _, err := cli(t, []string{"PSCS_PIN=123456"}, args...); err != nil {
+			if _, _, err := runPSCS(t, []string{"PSCS_PIN=123456"}, args...); err != nil {
 				t.Fatal(err)
 			}
 			verifyFile(t, doc, sig, certFile, c.hash, c.pss)
@@ -205,7 +201,7 @@ func TestTraceRedactsPIN(t *testing.T) {
 	dir := t.TempDir()
 	doc := filepath.Join(dir, "doc.txt")
 	os.WriteFile(doc, []byte("traced\n"), 0o644)
-	_, stderr, err := cli(t, []string{"PSCS_PIN=987654"}, "-trace", "card", "sign", "-r", daemon.Readers[1], "-k", "9a", "-in", doc, "-out", filepath.Join(dir, "sig"))
+	_, stderr, err := runPSCS(t, []string{"PSCS_PIN=987654"}, "-trace", "card", "sign", "-r", daemon.Readers[1], "-k", "9a", "-in", doc, "-out", filepath.Join(dir, "sig"))
 	if err == nil {
 		t.Fatal("signed with a wrong PIN")
 	}
@@ -221,7 +217,7 @@ func TestTraceRedactsPIN(t *testing.T) {
 		}
 	}
 	// The right PIN resets the counter, as a card does.
-	if _, _, err := cli(t, []string{"PSCS_PIN=123456"}, "card", "sign", "-r", daemon.Readers[1], "-k", "9a", "-in", doc, "-out", filepath.Join(dir, "sig")); err != nil {
+	if _, _, err := runPSCS(t, []string{"PSCS_PIN=123456"}, "card", "sign", "-r", daemon.Readers[1], "-k", "9a", "-in", doc, "-out", filepath.Join(dir, "sig")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -229,7 +225,7 @@ func TestTraceRedactsPIN(t *testing.T) {
 func TestUsage(t *testing.T) {
 	build(t)
 	for _, args := range [][]string{{}, {"nonsense"}, {"card"}, {"card", "sign"}, {"sim", "-profile", "nope"}} {
-		if _, _, err := cli(t, nil, args...); err == nil {
+		if _, _, err := runPSCS(t, nil, args...); err == nil {
 			t.Errorf("pscs %v succeeded", args)
 		}
 	}
@@ -269,7 +265,7 @@ func TestAuditVerify(t *testing.T) {
 		}
 	}
 	log.Close()
-	out, _, err := cli(t, nil, "audit", "verify", "-certs", certs, path)
+	out, _, err := runPSCS(t, nil, "audit", "verify", "-certs", certs, path)
 	if err != nil || !strings.Contains(out, "OK: 5 records") || !strings.Contains(out, "5 signed requests verified") {
 		t.Fatalf("a good log: %v\n%s", err, out)
 	}
@@ -277,7 +273,7 @@ func TestAuditVerify(t *testing.T) {
 	i := bytes.LastIndex(b, []byte{1, 2, 3}) // the last record's result
 	b[i+1] ^= 0xFF
 	os.WriteFile(path, b, 0o644)
-	out, _, err = cli(t, nil, "audit", "verify", "-certs", certs, path)
+	out, _, err = runPSCS(t, nil, "audit", "verify", "-certs", certs, path)
 	if err == nil || !strings.Contains(out, "BAD: record 5") {
 		t.Errorf("an altered record 5: %v\n%s", err, out)
 	}

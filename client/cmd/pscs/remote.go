@@ -5,14 +5,15 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
-	"flag"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -33,8 +34,11 @@ func (a *app) dial(ctx context.Context, path string, tickets bool) (*client.Clie
 		path = p
 	}
 	cfg, err := client.LoadConfig(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no configuration file %s: give -config FILE or set %s (pscsd init and pscs admin issue write one) (%w)", path, client.ConfigEnv, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (set %s or -config)", err, client.ConfigEnv)
+		return nil, err
 	}
 	cfg.Name, cfg.Logger = "pscs", a.log
 	if tickets {
@@ -46,9 +50,7 @@ func (a *app) dial(ctx context.Context, path string, tickets bool) (*client.Clie
 }
 
 // slots lists the delegate's remote cards.
-func (a *app) slots(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("slots", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) slots(ctx context.Context, fs *cli.Flags, args []string) error {
 	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+")")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -92,50 +94,6 @@ func (a *app) slots(ctx context.Context, args []string) error {
 func asBytes(v any) []byte {
 	b, _ := v.([]byte)
 	return b
-}
-
-var mechanismByName = map[string]uint64{
-	"ecdsa-sha256": 0x1044, "ecdsa-sha384": 0x1045, "ecdsa-sha512": 0x1046,
-	"rsa-sha256": 0x40, "rsa-sha384": 0x41, "rsa-sha512": 0x42,
-	"rsa-pss-sha256": 0x43, "rsa-pss-sha384": 0x44, "rsa-pss-sha512": 0x45,
-}
-
-// remoteSign signs a file with a key of a remote card.
-func (a *app) remoteSign(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("remote sign", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+")")
-	slot := fs.Uint64("slot", 0, "remote card (slot number from pscs slots)")
-	key := fs.Uint64("key", 1, "key (handle from pscs slots)")
-	mech := fs.String("m", "ecdsa-sha256", "mechanism: ecdsa-sha256|384|512, rsa-sha256|384|512, rsa-pss-sha256|384|512")
-	in := fs.String("in", "", "file to sign")
-	out := fs.String("out", "", "file to write the signature to (ECDSA: ASN.1 DER, as OpenSSL reads it)")
-	raw := fs.Bool("raw", false, "write ECDSA signatures as PKCS #11 returns them (r||s)")
-	certOut := fs.String("cert", "", "also write the signing card's certificate (PEM)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	*mech = strings.ToLower(*mech)
-	m, ok := mechanismByName[*mech]
-	if !ok || *slot == 0 || *in == "" || *out == "" {
-		return fmt.Errorf("remote sign: -slot, -in, -out and a known -m are required")
-	}
-	data, err := os.ReadFile(*in)
-	if err != nil {
-		return err
-	}
-	vpin, err := readVPIN(a)
-	if err != nil {
-		return err
-	}
-	defer clear(vpin)
-	c, err := a.dialRemote(ctx, *conf)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return a.signRemotely(ctx, c, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: m, Data: data}, vpin,
-		!*raw && strings.HasPrefix(*mech, "ecdsa"), *in, *out, *certOut)
 }
 
 // signRemotely logs in to the request's remote card, has it sign (the

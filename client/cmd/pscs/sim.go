@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 
 	"github.com/pscs/pscs/cards/vpcd"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 )
 
-func (a *app) sim(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	addrs := fs.String("vpcd", "127.0.0.1:35963", "vpcd address(es) of the reader slots to plug cards into, comma-separated: one card each")
 	profile := fs.String("profile", "piv", "card to simulate: piv")
 	seed := fs.String("seed", "", "derive keys and serial from this seed (reproducible cards; each card gets SEED/N)")
@@ -25,7 +23,7 @@ func (a *app) sim(ctx context.Context, args []string) error {
 		return err
 	}
 	if *profile != "piv" {
-		return fmt.Errorf("sim: unknown profile %q (known: piv)", *profile)
+		return fs.Usagef("-profile: unknown profile %q (known: piv)", *profile)
 	}
 	var lat pivsim.Latency
 	switch *latency {
@@ -33,7 +31,7 @@ func (a *app) sim(ctx context.Context, args []string) error {
 		lat = pivsim.RealLatency
 	case "none":
 	default:
-		return fmt.Errorf("sim: -latency must be real or none")
+		return fs.Usagef("-latency: %q is not real or none", *latency)
 	}
 	srv := vpcd.Server{Logger: a.log}
 	var wg sync.WaitGroup

@@ -240,7 +240,11 @@ func TestOpenSSH(t *testing.T) {
 	run(t, env, "ssh-add", "-s", d.so)
 	doc := d.file(t, "doc", []byte("signed over ssh\n"))
 	// The RSA key (PIV 9C) wants the PIN with every signature, which an
-	// agent cannot ask for: refused, as with the card in a local reader.
+	// agent cannot ask for: OpenSSH's PKCS #11 helper makes a
+	// context-specific login for such a key unless it has just logged in
+	// for this very signature (ssh -I does, see TestSSHLoginPINAlways;
+	// ssh-add -s logged in long before), and the helper cannot prompt, so
+	// it refuses before C_Sign, as with the card in a local reader.
 	pub := d.file(t, "key.pub", []byte(lines[1]+"\n"))
 	if out, err := runErr(t, env, "ssh-keygen", "-Y", "sign", "-f", pub, "-n", "file", doc); err == nil {
 		t.Errorf("the agent signed with the PIN-always key without its PIN:\n%s", out)

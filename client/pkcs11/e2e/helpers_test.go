@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	}
 	tmp = dir
 	code := m.Run()
+	if judgePCSCD != nil {
+		judgePCSCD.Stop()
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -40,7 +43,7 @@ var (
 	soPath, pscsdPath    string
 	buildOut             []byte
 	buildErr             error
-	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client opensc openssl swtpm (make deps)"
+	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client openssh-server opensc openssl swtpm (make deps)"
 )
 
 // binaries builds the module (without the race detector, as applications
@@ -92,7 +95,25 @@ func startDemo(t *testing.T) *demo {
 	so, pscsd := binaries(t)
 	d := &demo{dir: t.TempDir(), so: so, log: &bytes.Buffer{}}
 	state := filepath.Join(d.dir, "state")
-	d.cmd = exec.Command(pscsd, "--demo", "--state", state, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	d.launch(t, pscsd, "127.0.0.1:0")
+	t.Cleanup(func() { d.stop(t) })
+	d.conf = filepath.Join(state, "demo", "client.conf")
+	vpin, err := os.ReadFile(filepath.Join(state, "demo", "vpin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.vpin = strings.TrimSpace(string(vpin))
+	d.env = append(os.Environ(), "PSCS_CONFIG="+d.conf, "XDG_CACHE_HOME="+filepath.Join(d.dir, "cache"),
+		"HOME="+d.dir, "PSCS_TIMEOUT=20s")
+	return d
+}
+
+// launch starts pscsd --demo on the test's state, listening at listen,
+// and waits until it serves.
+func (d *demo) launch(t *testing.T, pscsd, listen string) {
+	t.Helper()
+	state := filepath.Join(d.dir, "state")
+	d.cmd = exec.Command(pscsd, "--demo", "--state", state, "--listen", listen, "--admin", "127.0.0.1:0")
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -118,21 +139,25 @@ func startDemo(t *testing.T) *demo {
 			}
 		}
 	}()
-	t.Cleanup(func() { d.stop(t) })
 	select {
 	case d.addr = <-serving:
 	case <-time.After(90 * time.Second):
+		d.stop(t)
 		t.Fatalf("pscsd --demo did not serve within 90 s:\n%s", d.output())
 	}
-	d.conf = filepath.Join(state, "demo", "client.conf")
-	vpin, err := os.ReadFile(filepath.Join(state, "demo", "vpin"))
-	if err != nil {
-		t.Fatal(err)
+}
+
+// restart stops pscsd and starts it again on the same state and address,
+// as an administrator restarting the server: every login it held is gone.
+func (d *demo) restart(t *testing.T) {
+	t.Helper()
+	_, pscsd := binaries(t)
+	d.stop(t)
+	addr := d.addr
+	d.launch(t, pscsd, addr)
+	if d.addr != addr {
+		t.Fatalf("pscsd restarted on %s, want %s", d.addr, addr)
 	}
-	d.vpin = strings.TrimSpace(string(vpin))
-	d.env = append(os.Environ(), "PSCS_CONFIG="+d.conf, "XDG_CACHE_HOME="+filepath.Join(d.dir, "cache"),
-		"HOME="+d.dir, "PSCS_TIMEOUT=20s")
-	return d
 }
 
 func (d *demo) output() string {

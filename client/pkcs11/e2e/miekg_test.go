@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,8 @@ func openFDs(t *testing.T) int {
 // github.com/miekg/pkcs11 (a second Go runtime in the process) and signs
 // from 32 goroutines at once against pscsd --demo, each signature checked
 // against the token's certificate; initialising and finalising again
-// leaks no file descriptor. Then, through the network simulator, a warm
+// leaks no file descriptor. Signing with the PIN-always key goes as with
+// OpenSC and a local PIV card (pinAlwaysWant). Then, through the network simulator, a warm
 // signature in an open session costs one round trip.
 //
 // The module is loaded once per process (it cannot be unloaded), so this
@@ -76,6 +78,12 @@ func TestGoMiekg(t *testing.T) {
 			n = 4
 		}
 		signConcurrently(t, p, d.vpin, n)
+		if cycle == 1 {
+			slots, _ := p.GetSlotList(true)
+			if got := pinAlwaysSequence(t, p, slots[0], d.vpin); !slices.Equal(got, pinAlwaysWant) {
+				t.Errorf("PIV 9C through the module:\n got %q\nwant %q", got, pinAlwaysWant)
+			}
+		}
 		if cycle == 2 {
 			warmRoundTrip(t, p, d.vpin, proxy)
 		}

@@ -65,8 +65,11 @@ func plug(t *testing.T, reader int) *judge {
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "opensc.conf")
-	// No file caching: every simulated card would share the cache.
-	os.WriteFile(conf, []byte("app default {\n framework pkcs15 {\n  use_file_caching = no;\n }\n}\n"), 0o644)
+	// No file caching: every simulated card would share the cache. Enough
+	// virtual slots for every reader (the default, 16 at 4 per card, covers
+	// only the first four).
+	os.WriteFile(conf, []byte("app default {\n framework pkcs15 {\n  use_file_caching = no;\n }\n}\n"+
+		"app opensc-pkcs11 {\n pkcs11 {\n  max_virtual_slots = 64;\n }\n}\n"), 0o644)
 	j := &judge{t: t, card: card, reader: reader, dir: dir,
 		env: append(os.Environ(), "OPENSC_CONF="+conf)}
 

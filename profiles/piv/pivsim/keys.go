@@ -21,13 +21,30 @@ import (
 type Algorithm byte
 
 const (
+	RSA1024 Algorithm = 0x06
 	RSA2048 Algorithm = 0x07
 	ECCP256 Algorithm = 0x11
 	ECCP384 Algorithm = 0x14
+
+	// Management-key algorithms.
+	TDES   Algorithm = 0x03
+	AES128 Algorithm = 0x08
+	AES192 Algorithm = 0x0A
+	AES256 Algorithm = 0x0C
 )
 
 func (a Algorithm) String() string {
 	switch a {
+	case RSA1024:
+		return "RSA1024"
+	case TDES:
+		return "TDES"
+	case AES128:
+		return "AES128"
+	case AES192:
+		return "AES192"
+	case AES256:
+		return "AES256"
 	case RSA2048:
 		return "RSA2048"
 	case ECCP256:
@@ -90,11 +107,15 @@ func generateKey(alg Algorithm, seed []byte, label string) (crypto.Signer, error
 		d := new(big.Int).SetBytes(buf)
 		d.Mod(d, nMinus1).Add(d, big.NewInt(1))
 		return ecdsa.ParseRawPrivateKey(curve, d.FillBytes(make([]byte, size)))
-	case RSA2048:
-		if stream == nil {
-			return rsa.GenerateKey(rand.Reader, 2048)
+	case RSA1024, RSA2048:
+		bits := 2048
+		if alg == RSA1024 {
+			bits = 1024
 		}
-		return deterministicRSA(stream, 2048)
+		if stream == nil {
+			return rsa.GenerateKey(rand.Reader, bits)
+		}
+		return deterministicRSA(stream, bits)
 	}
 	return nil, fmt.Errorf("pivsim: unsupported algorithm %v", alg)
 }

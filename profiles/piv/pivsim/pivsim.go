@@ -22,17 +22,51 @@
 //     log out), CHANGE REFERENCE DATA, RESET RETRY COUNTER; PIN and PUK
 //     retry counters that block at 0 (69 83).
 //   - GENERAL AUTHENTICATE signatures: ECDSA P-256 and P-384 (DER out) and
-//     raw RSA-2048 (the host pads), command chaining (CLA 10) for long input.
+//     raw RSA-1024 and RSA-2048 (the host pads), command chaining (CLA 10) for
+//     long input.
 //   - PIN policies per slot: never, once, always (VERIFY before every
 //     signature).
-//   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7).
+//   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7)
+//     for every reference a YubiKey 5.4 answers (PIN 80, PUK 81, management
+//     key 9B, key slots 9A, 9C, 9D, 9E, 82 to 95 and F9; an empty slot
+//     answers 6A 88).
+//   - Provisioning, as yubico-piv-tool and ykman do it: management-key
+//     authentication (GENERAL AUTHENTICATE with key reference 9B, mutual or
+//     single, TDES or AES-128/192/256), then GENERATE ASYMMETRIC KEY PAIR
+//     (47: RSA-1024, RSA-2048, ECC P-256, P-384, with the YubiKey PIN and
+//     touch policy tags AA and AB), IMPORT KEY (FE), PUT DATA (DB: the PIV
+//     objects 5FC101 to 5FC123 and the YubiKey objects 5FFF00 to 5FFF15; an
+//     empty object deletes), SET MANAGEMENT KEY (FF), SET PIN RETRIES (FA)
+//     and RESET (FB, once PIN and PUK are blocked). Without the management
+//     key they answer 69 82.
 //   - A latency model per operation ([Latency]); the zero value answers at
 //     once, [RealLatency] follows measured cards.
 //
 // By default the card holds 9A ECC P-256, 9C RSA-2048, 9D ECC P-256 and
-// 9E ECC P-384 keys, each with a self-signed certificate, PIN 123456 and PUK
-// 12345678, three tries each. With [Config.Seed] set, the keys (not the ECDSA
-// certificate signatures) are the same on every run.
+// 9E ECC P-384 keys, each with a self-signed certificate, an RSA-2048
+// attestation key in F9 marked imported, PIN 123456, PUK 12345678 (three
+// tries each) and the default management key 0102…08 ×3 (TDES; AES-192 when
+// [Config.Version] is 5.7 or later). With [Config.Seed] set, the keys (not
+// the ECDSA certificate signatures) are the same on every run, generated
+// keys included.
+//
+// # State, and what other clients see
+//
+// Everything a command changes (keys, certificates and other objects, PINs,
+// the management key, counters) lives in the [Card] until the process ends,
+// whichever client sent the command: a key that yubico-piv-tool generates
+// through pcscd is the key the next signature uses, for every PC/SC client,
+// and [Card.PublicKey] and [Card.Certificate] report it. As on a YubiKey, a
+// new key leaves the slot's old certificate in place until a client writes
+// another one.
+//
+// What a reset clears ([Card.Reset], which cards/vpcd calls when pcscd
+// powers the card down or up or resets it) is the session: PIN and
+// management-key authentication, pending responses and command chains.
+// yubico-piv-tool disconnects with SCARD_RESET_CARD, so after it ran, every
+// other client's next exchange fails with SCARD_W_RESET_CARD
+// (cards.ErrCardReset from cards/pcsc): that is how a card changed by
+// another program announces itself.
 //
 // The simulator's keys are test keys: it keeps them in ordinary memory.
 package pivsim
@@ -64,7 +98,24 @@ const (
 	SlotSignature          Slot = 0x9C
 	SlotKeyManagement      Slot = 0x9D
 	SlotCardAuthentication Slot = 0x9E
+	SlotAttestation        Slot = 0xF9 // YubiKey attestation key
+	// SlotManagement is the card management key (symmetric), the key
+	// reference of GENERAL AUTHENTICATE for management-key authentication.
+	SlotManagement Slot = 0x9B
 )
+
+// SlotRetired returns the retired key-management slot n (1 to 20: 82 to 95).
+func SlotRetired(n int) Slot { return Slot(0x81 + n) }
+
+// keySlot reports whether s names an asymmetric key slot of a YubiKey 5.
+func keySlot(s Slot) bool {
+	switch {
+	case s == SlotAuthentication, s == SlotSignature, s == SlotKeyManagement,
+		s == SlotCardAuthentication, s == SlotAttestation:
+		return true
+	}
+	return s >= 0x82 && s <= 0x95
+}
 
 // PINPolicy is a slot's PIN policy, numbered as YubiKey metadata numbers it.
 type PINPolicy byte
@@ -73,6 +124,23 @@ const (
 	PINPolicyNever  PINPolicy = 1
 	PINPolicyOnce   PINPolicy = 2
 	PINPolicyAlways PINPolicy = 3
+)
+
+// TouchPolicy is a key's touch policy, numbered as YubiKey metadata numbers
+// it. The simulator has no button: it records the policy and reports it,
+// and acts as if the user always touched in time.
+type TouchPolicy byte
+
+const (
+	TouchPolicyNever  TouchPolicy = 1
+	TouchPolicyAlways TouchPolicy = 2
+	TouchPolicyCached TouchPolicy = 3
+)
+
+// Key origins, as GET METADATA tag 03 reports them.
+const (
+	originGenerated = 1
+	originImported  = 2
 )
 
 // SlotConfig configures one key slot.
@@ -136,12 +204,25 @@ type Config struct {
 	// NotBefore is the validity start of the certificates; zero means
 	// 2026-01-01 UTC.
 	NotBefore time.Time
+	// ManagementKey is the card management key (9B); nil means the YubiKey
+	// default 010203040506070801020304050607080102030405060708.
+	// ManagementAlgorithm is its algorithm: TDES, AES128, AES192 or
+	// AES256; zero means TDES, or AES192 when Version is 5.7 or later, as
+	// on YubiKeys.
+	ManagementKey       []byte
+	ManagementAlgorithm Algorithm
+	// NoAttestationKey leaves slot F9 empty. By default F9 holds an
+	// RSA-2048 key marked imported, as Yubico loads it at the factory; it is
+	// made the first time something asks for it.
+	NoAttestationKey bool
 }
 
 type slotState struct {
-	cfg  SlotConfig
-	key  crypto.Signer
-	cert *x509.Certificate
+	cfg    SlotConfig
+	touch  TouchPolicy
+	origin byte
+	key    crypto.Signer // nil until first use for a lazily made key
+	lazy   string        // label of the seeded key to make on first use
 }
 
 // Card is a simulated PIV card. It is safe for concurrent use; like a real
@@ -161,7 +242,13 @@ type Card struct {
 	pinMax, pukMax         int
 	pinLeft, pukLeft       int
 
+	seed        []byte
+	mgm         mgmKey
+	generations uint64 // GENERATE commands so far: labels the seeded keys they make
+
 	// volatile state, cleared by Reset
+	mgmAuth      bool         // management key authenticated
+	mgmPending   *mgmExchange // first half of a 9B GENERAL AUTHENTICATE
 	verified     bool
 	pinFresh     bool // VERIFY succeeded and no PIN-always signature consumed it yet
 	pending      []byte
@@ -216,6 +303,12 @@ func New(cfg Config) (*Card, error) {
 		return nil, fmt.Errorf("pivsim: PUK must be 6 to 8 bytes")
 	}
 	c.pinDefault, c.pukDefault = pin == defaultPIN, puk == defaultPUK
+	c.seed = bytes.Clone(cfg.Seed)
+	mgm, err := newMgmKey(cfg.ManagementAlgorithm, cfg.ManagementKey, c.version)
+	if err != nil {
+		return nil, err
+	}
+	c.mgm = mgm
 
 	ids := make([]byte, 64)
 	if cfg.Seed != nil {
@@ -236,6 +329,9 @@ func New(cfg Config) (*Card, error) {
 		layout = DefaultSlots
 	}
 	for slot, sc := range layout {
+		if !keySlot(slot) {
+			return nil, fmt.Errorf("pivsim: %02X is not a key slot", byte(slot))
+		}
 		if sc.PINPolicy == 0 {
 			sc.PINPolicy = defaultPolicy(slot)
 		}
@@ -243,15 +339,14 @@ func New(cfg Config) (*Card, error) {
 		if err != nil {
 			return nil, err
 		}
-		st := &slotState{cfg: sc, key: key}
-		if !sc.NoCertificate {
+		st := &slotState{cfg: sc, key: key, touch: TouchPolicyNever, origin: originGenerated}
+		if !sc.NoCertificate && certObject(slot) != 0 {
 			serial := new(big.Int).SetBytes(ids[8:16])
 			serial.Add(serial, big.NewInt(int64(slot)))
 			der, err := selfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
 			if err != nil {
 				return nil, err
 			}
-			st.cert, _ = x509.ParseCertificate(der)
 			var inner []byte
 			inner = apdu.AppendTLV(inner, 0x70, der)
 			inner = apdu.AppendTLV(inner, 0x71, []byte{0x00})
@@ -259,6 +354,12 @@ func New(cfg Config) (*Card, error) {
 			c.objects[certObject(slot)] = apdu.AppendTLV(nil, 0x53, inner)
 		}
 		c.slots[slot] = st
+	}
+	if _, ok := c.slots[SlotAttestation]; !ok && !cfg.NoAttestationKey {
+		c.slots[SlotAttestation] = &slotState{
+			cfg:   SlotConfig{Algorithm: RSA2048, PINPolicy: PINPolicyNever},
+			touch: TouchPolicyNever, origin: originImported, lazy: "slot f9",
+		}
 	}
 
 	// Discovery object: the PIV AID and the PIN usage policy (PIV PIN only).
@@ -303,7 +404,7 @@ func defaultPolicy(s Slot) PINPolicy {
 	switch s {
 	case SlotSignature:
 		return PINPolicyAlways
-	case SlotCardAuthentication:
+	case SlotCardAuthentication, SlotAttestation:
 		return PINPolicyNever
 	}
 	return PINPolicyOnce
@@ -341,20 +442,42 @@ func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
 // Serial returns the card's serial number.
 func (c *Card) Serial() uint32 { return c.serial }
 
-// Certificate returns the certificate in slot s, or nil.
+// Certificate returns the certificate stored for slot s (its data object,
+// as GET DATA returns it, written by PUT DATA), or nil when there is none or
+// it does not parse. Like a YubiKey, the card does not tie the certificate
+// to the key: after a new key is generated the old certificate stays until
+// a client writes a new one.
 func (c *Card) Certificate(s Slot) *x509.Certificate {
-	if st := c.slots[s]; st != nil {
-		return st.cert
-	}
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.certificateLocked(s)
 }
 
 // PublicKey returns the public key in slot s, or nil.
 func (c *Card) PublicKey(s Slot) crypto.PublicKey {
-	if st := c.slots[s]; st != nil {
-		return st.key.Public()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if key := c.keyLocked(s); key != nil {
+		return key.Public()
 	}
 	return nil
+}
+
+// keyLocked returns the private key in slot s, making a lazily made key
+// first, or nil.
+func (c *Card) keyLocked(s Slot) crypto.Signer {
+	st := c.slots[s]
+	if st == nil {
+		return nil
+	}
+	if st.key == nil && st.lazy != "" {
+		key, err := generateKey(st.cfg.Algorithm, c.seed, st.lazy)
+		if err != nil {
+			return nil
+		}
+		st.key, st.lazy = key, ""
+	}
+	return st.key
 }
 
 // PINRetries returns the PIN tries left.
@@ -364,8 +487,9 @@ func (c *Card) PINRetries() int {
 	return c.pinLeft
 }
 
-// Reset models a card reset or power cycle: the PIN is no longer verified,
-// pending responses and chains are dropped. Keys, PINs and counters stay.
+// Reset models a card reset or power cycle: the PIN and the management key
+// are no longer verified, pending responses and chains are dropped. Keys,
+// certificates, PINs, the management key and counters stay.
 func (c *Card) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -374,6 +498,7 @@ func (c *Card) Reset() {
 
 func (c *Card) resetLocked() {
 	c.verified, c.pinFresh = false, false
+	c.mgmAuth, c.mgmPending = false, nil
 	c.pending, c.chain, c.chainStarted = nil, nil, false
 }
 
@@ -445,6 +570,10 @@ func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
 		c.chain, c.chainStarted = nil, false
 	}
 
+	if cmd.INS != 0x87 || cmd.P2 != byte(SlotManagement) {
+		c.mgmPending = nil // the second half of an exchange must follow the first
+	}
+
 	var data []byte
 	var status apdu.StatusWord
 	switch cmd.INS {
@@ -462,7 +591,23 @@ func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
 		delay = c.latency.Verify
 		status = c.resetRetry(cmd)
 	case 0x87:
-		data, status, delay = c.generalAuthenticate(cmd, delay)
+		if cmd.P2 == byte(SlotManagement) {
+			data, status = c.authenticateManagement(cmd)
+		} else {
+			data, status, delay = c.generalAuthenticate(cmd, delay)
+		}
+	case 0x47:
+		data, status = c.generate(cmd)
+	case 0xFE:
+		status = c.importKey(cmd)
+	case 0xDB:
+		status = c.putData(cmd)
+	case 0xFF:
+		status = c.setManagementKey(cmd)
+	case 0xFA:
+		status = c.setPINRetries(cmd)
+	case 0xFB:
+		status = c.factoryReset(cmd)
 	case 0xFD:
 		data, status = c.version[:], apdu.SWSuccess
 	case 0xF8:
@@ -526,6 +671,9 @@ func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	obj, ok := c.objects[id]
 	if !ok {
 		return nil, apdu.SWFileNotFound
+	}
+	if pinProtectedObject(id) && !c.verified {
+		return nil, apdu.SWSecurityStatusNotSatisfied
 	}
 	return obj, apdu.SWSuccess
 }
@@ -658,7 +806,8 @@ func (c *Card) resetRetry(cmd apdu.Command) apdu.StatusWord {
 // generalAuthenticate handles INS 87 for signatures: 7C { 82 00, 81 challenge }.
 func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
 	st := c.slots[Slot(cmd.P2)]
-	if st == nil {
+	key := c.keyLocked(Slot(cmd.P2))
+	if st == nil || key == nil {
 		return nil, apdu.SWRefNotFound, delay
 	}
 	if Algorithm(cmd.P1) != st.cfg.Algorithm {
@@ -699,7 +848,7 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 		c.pinFresh = false
 	}
 	var sig []byte
-	switch key := st.key.(type) {
+	switch key := key.(type) {
 	case *ecdsa.PrivateKey:
 		// Like a YubiKey, take input shorter than the curve order as the
 		// integer it encodes (yubico-piv-tool sends SHA-256 for P-384).
@@ -724,7 +873,7 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 			return nil, apdu.SWWrongData, delay
 		}
 		sig = rawRSA(key, m).FillBytes(make([]byte, key.Size()))
-		delay = c.latency.SignRSA2048
+		delay = c.latency.SignRSA2048 // RSA-1024 too: no measured figure
 	default:
 		return nil, apdu.SWUnknown, delay
 	}
@@ -742,57 +891,13 @@ func rawRSA(k *rsa.PrivateKey, m *big.Int) *big.Int {
 	return h.Mul(h, q).Add(h, m2)
 }
 
-// metadata answers the YubiKey GET METADATA command (INS F7, P2 = slot).
-func (c *Card) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
-	if cmd.P1 != 0x00 {
-		return nil, apdu.SWIncorrectP1P2
-	}
-	var out []byte
-	flag := func(b bool) []byte {
-		if b {
-			return []byte{1}
-		}
-		return []byte{0}
-	}
-	switch cmd.P2 {
-	case 0x80:
-		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
-		out = apdu.AppendTLV(out, 0x05, flag(c.pinDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pinMax), byte(c.pinLeft)})
-		return out, apdu.SWSuccess
-	case 0x81:
-		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
-		out = apdu.AppendTLV(out, 0x05, flag(c.pukDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pukMax), byte(c.pukLeft)})
-		return out, apdu.SWSuccess
-	}
-	st := c.slots[Slot(cmd.P2)]
-	if st == nil {
-		return nil, apdu.SWRefNotFound
-	}
-	out = apdu.AppendTLV(out, 0x01, []byte{byte(st.cfg.Algorithm)})
-	out = apdu.AppendTLV(out, 0x02, []byte{byte(st.cfg.PINPolicy), 0x01}) // touch: never
-	out = apdu.AppendTLV(out, 0x03, []byte{0x01})                         // generated on card
-	var pub []byte
-	switch k := st.key.Public().(type) {
-	case *ecdsa.PublicKey:
-		point, _ := k.Bytes()
-		pub = apdu.AppendTLV(pub, 0x86, point)
-	case *rsa.PublicKey:
-		pub = apdu.AppendTLV(pub, 0x81, k.N.Bytes())
-		pub = apdu.AppendTLV(pub, 0x82, big.NewInt(int64(k.E)).Bytes())
-	}
-	out = apdu.AppendTLV(out, 0x04, pub)
-	return out, apdu.SWSuccess
-}
-
 // Fingerprint returns a short hash of the public key in slot s, for logs.
 func (c *Card) Fingerprint(s Slot) string {
-	st := c.slots[s]
-	if st == nil {
+	pub := c.PublicKey(s)
+	if pub == nil {
 		return ""
 	}
-	der, _ := x509.MarshalPKIXPublicKey(st.key.Public())
+	der, _ := x509.MarshalPKIXPublicKey(pub)
 	h := sha256.Sum256(der)
 	return fmt.Sprintf("%x", h[:8])
 }

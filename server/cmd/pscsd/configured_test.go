@@ -33,10 +33,6 @@ import (
 
 var daemon *pcscdtest.PCSCD
 
-func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { daemon = p })
-}
-
 // logBuffer collects a process's output for waiting on and for failures.
 type logBuffer struct {
 	mu sync.Mutex
@@ -196,11 +192,11 @@ func TestConfiguredServer(t *testing.T) {
 	id, vpin := m[1], m[2]
 
 	// The delegate signs with its virtual PIN.
-	bob := []string{"PSCS_CONFIG=" + filepath.Join(dir, "bob", "client.conf"), "PSCS_VPIN=" + vpin}
+	bob := []string{"PSCS_CONFIG=" + filepath.Join(dir, "bob", "client.conf"), "PSCS_VPIN=" + vpin, "XDG_CACHE_HOME=" + filepath.Join(dir, "cache")}
 	doc := filepath.Join(dir, "doc.txt")
 	os.WriteFile(doc, []byte("the council's decision"), 0o600)
 	sign := func() (string, error) {
-		return run(pscsBin, bob, "remote", "sign", "-slot", "1", "-in", doc, "-out", doc+".sig", "-cert", doc+".pem")
+		return run(pscsBin, bob, "sign", "-slot", "1", "-in", doc, "-out", doc+".sig", "-cert", doc+".pem")
 	}
 	if _, err := sign(); err != nil {
 		t.Fatal(err)

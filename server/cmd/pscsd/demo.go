@@ -136,7 +136,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
   virtual PIN:  %s  (also in %s)
 next:
   PSCS_CONFIG=%s bin/pscs slots
-  PSCS_CONFIG=%s PSCS_VPIN=%s bin/pscs remote sign -slot 1 -in FILE -out FILE.sig -cert signer.pem
+  PSCS_CONFIG=%s PSCS_VPIN=%s bin/pscs sign -slot 1 -in FILE -out FILE.sig -cert signer.pem
   PSCS_CONFIG=%s bin/pscs admin list          (the owner)
 `, udp, met, demoOwner, demoDelegate, vpin, filepath.Join(demoDir, "vpin"), conf, conf, vpin,
 					filepath.Join(demoDir, "owner", "client.conf"))

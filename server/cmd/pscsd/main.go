@@ -2,11 +2,17 @@
 //
 // Usage:
 //
-//	pscsd -config FILE
-//	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT]
+//	pscsd -config FILE [-trace] [-json]
 //	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
+//	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]
+//	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
-//	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT
+//	pscsd config-help
+//	pscsd version (or pscsd --version)
+//
+// Every mode prints its usage and flags with -h (to standard output, exit
+// 0); an unknown command, a stray argument, a flag of another mode or a
+// missing flag is refused with the usage (exit 2); see internal/cli.
 //
 // With -config, pscsd serves the remote cards the configuration file
 // describes (see Config: the state directory, addresses, the TPM, and
@@ -46,24 +52,26 @@
 // defaults.
 //
 // inventory watches the readers and logs every card's profile, keys and
-// PIN state, until it is interrupted.
+// PIN state, until it is interrupted; it serves nothing.
+//
+// config-help lists the configuration file's fields, with their defaults
+// and meaning.
 //
 // -trace logs every APDU (secrets redacted); -json logs in JSON.
 package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/server/store"
@@ -71,97 +79,182 @@ import (
 
 var knownProfiles = []profiles.Profile{piv.Profile{}}
 
-func main() {
-	args := os.Args[1:]
-	cmd := ""
-	if len(args) > 0 && (args[0] == "init" || args[0] == "inventory" || args[0] == "recover") {
-		cmd, args = args[0], args[1:]
-	}
-	fs := flag.NewFlagSet("pscsd", flag.ExitOnError)
-	trace := fs.Bool("trace", false, "log every APDU, secrets redacted")
-	jsonLog := fs.Bool("json", false, "log in JSON")
-	config := fs.String("config", "", "configuration file")
-	demo := fs.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
-	state := fs.String("state", "", "state directory (required with --demo)")
-	listen := fs.String("listen", "127.0.0.1:0", "UDP address to serve on (--demo)")
-	admin := fs.String("admin", "127.0.0.1:0", "TCP address of the metrics and health endpoints (--demo)")
-	limitsFile := fs.String("limits", "", "--demo: a JSON file of resource limits, as a configuration's \"limits\"")
-	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
-	owner := fs.String("owner", "", "init: the owner's identity name")
-	out := fs.String("out", "", "init: where the owner's credentials and client.conf go")
-	serverAddr := fs.String("server", "", "init: the server's address for the owner's client.conf (default: the configured listen address)")
-	accept := fs.String("accept", "", "recover: the losses to accept, comma-separated: log (the audit log does not reach its TPM anchor), store (the store is older than the log)")
-	reason := fs.String("reason", "", "recover: why (recorded in the audit log)")
-	fs.Parse(args)
+func main() { cli.Main(program()) }
 
-	var cfg *Config
-	if *config != "" {
-		var err error
-		if cfg, err = LoadConfig(*config); err != nil {
-			fmt.Fprintln(os.Stderr, "pscsd:", err)
-			os.Exit(2)
-		}
-	}
+// program is pscsd's command line.
+func program() *cli.Program {
+	return &cli.Program{Name: "pscsd", Summary: "the Proxy Smart Card System server",
+		Default: &cli.Command{
+			Args: "-config FILE [-trace] [-json]\n" +
+				"--demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]",
+			Summary: "serve the remote cards a configuration describes from the PC/SC readers; " +
+				"or, with --demo, the whole system on simulated cards and a simulated TPM (not for production)",
+			Run: serveCmd},
+		Commands: []*cli.Command{
+			{Name: "init", Args: "-config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]",
+				Summary: "enroll an owner on the server's machine, before the server runs: key, certificate, CA and client.conf to DIR",
+				Run:     initCmd},
+			{Name: "recover", Args: "(-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]",
+				Summary: "accept a known loss of state (a restored backup), record it in the audit log, re-anchor, and exit",
+				Run:     recoverCmd},
+			{Name: "inventory", Args: "[-trace] [-json]",
+				Summary: "watch the readers and log every card's profile, keys and PIN state until interrupted (serves nothing)",
+				Run:     inventoryCmd},
+			{Name: "config-help", Summary: "list the configuration file's fields, their defaults and meaning",
+				Run: configHelpCmd},
+		},
+		Doc: `The configuration file (JSON; unknown fields are refused): pscsd config-help lists every
+field; an example is in the README, "Running pscsd on real readers".
+`}
+}
+
+// logFlags are -trace and -json, which every mode takes.
+type logFlags struct{ trace, json *bool }
+
+func declareLogFlags(fs *cli.Flags) logFlags {
+	return logFlags{fs.Bool("trace", false, "log every APDU, secrets redacted"), fs.Bool("json", false, "log in JSON")}
+}
+
+// logger is the log of lf and the configuration's "log" (cfg may be nil).
+func (lf logFlags) logger(cfg *Config) *slog.Logger {
 	level := slog.LevelInfo
-	if *trace || cfg != nil && cfg.Log.Level == "debug" {
+	if *lf.trace || cfg != nil && cfg.Log.Level == "debug" {
 		level = slog.LevelDebug
 	} else if cfg != nil && cfg.Log.Level != "" {
 		level.UnmarshalText([]byte(cfg.Log.Level))
 	}
 	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	if *jsonLog || cfg != nil && cfg.Log.JSON {
+	if *lf.json || cfg != nil && cfg.Log.JSON {
 		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	}
-	log := slog.New(h)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
+	return slog.New(h)
+}
+
+// stopped logs why pscsd stops, and says so to cli (exit 1).
+func stopped(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, cards.ErrServiceUnavailable) {
+		err = cli.NoPCSC(err)
+	}
+	log.Error("pscsd stopped", "err", err)
+	return cli.ErrFailed
+}
+
+// demoFlags are the flags of --demo; serve refuses them without it.
+var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency"}
+
+// serveCmd is pscsd -config FILE, and pscsd --demo.
+func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	config := fs.String("config", "", "the configuration `FILE` (JSON; pscsd config-help lists its fields)")
+	demo := fs.Bool("demo", false, "run the demo on simulated cards and a simulated TPM (not for production)")
+	state := fs.String("state", "", "--demo: the state directory `DIR` (required)")
+	listen := fs.String("listen", "127.0.0.1:0", "--demo: the UDP address `ADDR` to serve on")
+	admin := fs.String("admin", "127.0.0.1:0", "--demo: the TCP address `ADDR` of the metrics and health endpoints")
+	limitsFile := fs.String("limits", "", "--demo: a JSON `FILE` of resource limits, as a configuration's \"limits\"")
+	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	switch {
-	case cmd == "init":
-		if cfg == nil || *owner == "" || *out == "" {
-			fmt.Fprintln(os.Stderr, "pscsd init: -config, -owner and -out are required")
-			os.Exit(2)
-		}
-		err = initOwner(log, cfg, *owner, *out, *serverAddr)
-	case cmd == "recover":
-		var rec *recovery
-		if rec, err = parseRecovery(*accept, *reason); err != nil {
-			fmt.Fprintln(os.Stderr, "pscsd", err)
-			os.Exit(2)
-		}
-		if cfg == nil && (!*demo || *state == "") {
-			fmt.Fprintln(os.Stderr, "pscsd recover: -config FILE, or --demo --state DIR")
-			os.Exit(2)
-		}
-		err = recoverState(log, cfg, *state, rec)
-	case *demo:
-		if *state == "" {
-			fmt.Fprintln(os.Stderr, "pscsd: --demo needs --state DIR")
-			os.Exit(2)
-		}
-		if *cardLatency != "real" && *cardLatency != "none" {
-			fmt.Fprintln(os.Stderr, "pscsd: --card-latency is real or none")
-			os.Exit(2)
-		}
-		var limits LimitsConfig
-		if *limitsFile != "" {
-			if limits, err = loadLimits(*limitsFile); err != nil {
-				fmt.Fprintln(os.Stderr, "pscsd:", err)
-				os.Exit(2)
+	case *config != "" && *demo:
+		return fs.Usagef("-config or --demo: not both")
+	case *config == "" && !*demo:
+		return fs.Usagef("give -config FILE to serve the cards of a configuration, or --demo --state DIR for the demo " +
+			"(pscsd inventory only watches the readers)")
+	case *config != "":
+		for _, n := range demoFlags {
+			if fs.Given(n) {
+				return fs.Usagef("-%s goes with --demo, not with -config (the configuration says where pscsd keeps its state and serves)", n)
 			}
 		}
-		if err = runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport()); ctx.Err() != nil {
-			err = nil
+		cfg, err := LoadConfig(*config)
+		if err != nil {
+			return err
 		}
-	case cfg != nil:
-		err = runConfigured(ctx, log, cfg)
-	default:
-		err = run(ctx, log)
+		log := lf.logger(cfg)
+		return stopped(log, runConfigured(ctx, log, cfg))
 	}
+	if err := fs.Require("state"); err != nil {
+		return err
+	}
+	if *cardLatency != "real" && *cardLatency != "none" {
+		return fs.Usagef("--card-latency: %q is not real or none", *cardLatency)
+	}
+	var limits LimitsConfig
+	if *limitsFile != "" {
+		var err error
+		if limits, err = loadLimits(*limitsFile); err != nil {
+			return err
+		}
+	}
+	log := lf.logger(nil)
+	err := runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport())
+	if ctx.Err() != nil {
+		err = nil
+	}
+	return stopped(log, err)
+}
+
+// initCmd is pscsd init.
+func initCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	config := fs.String("config", "", "the configuration `FILE`")
+	owner := fs.String("owner", "", "the owner's identity `NAME`")
+	out := fs.String("out", "", "the directory `DIR` for the owner's credentials and client.conf")
+	serverAddr := fs.String("server", "", "the server's address for the owner's client.conf (default: the configured listen address)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("config", "owner", "out"); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*config)
 	if err != nil {
-		log.Error("pscsd stopped", "err", err)
-		os.Exit(1)
+		return err
 	}
+	log := lf.logger(cfg)
+	return stopped(log, initOwner(log, cfg, *owner, *out, *serverAddr))
+}
+
+// recoverCmd is pscsd recover.
+func recoverCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	config := fs.String("config", "", "the configuration `FILE`")
+	demo := fs.Bool("demo", false, "recover the demo's state (with --state)")
+	state := fs.String("state", "", "--demo: the state directory `DIR`")
+	accept := fs.String("accept", "", "the losses to accept, comma-separated: log (the audit log does not reach its TPM anchor), store (the store is older than the log)")
+	reason := fs.String("reason", "", "why (recorded in the audit log)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*config != "") == (*demo || *state != "") || *demo != (*state != "") {
+		return fs.Usagef("give -config FILE, or --demo --state DIR")
+	}
+	rec, err := parseRecovery(*accept, *reason)
+	if err != nil {
+		return fs.Usagef("%s", strings.TrimPrefix(err.Error(), "recover: "))
+	}
+	var cfg *Config
+	if *config != "" {
+		if cfg, err = LoadConfig(*config); err != nil {
+			return err
+		}
+	}
+	log := lf.logger(cfg)
+	return stopped(log, recoverState(log, cfg, *state, rec))
+}
+
+// inventoryCmd is pscsd inventory.
+func inventoryCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := lf.logger(nil)
+	return stopped(log, run(ctx, log))
 }
 
 // initOwner enrolls an owner on the server's machine (see the package

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -353,5 +354,123 @@ func TestUnreachable(t *testing.T) {
 	}
 	if took := time.Since(start); took > 10*timeout {
 		t.Errorf("the calls took %v with a timeout of %v", took, timeout)
+	}
+}
+
+// countingBackend counts the logins a Backend sends.
+type countingBackend struct {
+	Backend
+	logins atomic.Int32
+}
+
+func (c *countingBackend) Login(ctx context.Context, slot uint64, vpin []byte) (*transport.LoginResponse, error) {
+	c.logins.Add(1)
+	return c.Backend.Login(ctx, slot, vpin)
+}
+
+// TestSurvivesRestart: the server restarts, then loses its connections
+// (every login forgotten each time) under a logged-in session; the
+// session's objects keep their handles and it signs on, with the PIN-always key after a context-specific login
+// too, without the application logging in again: the module did, with
+// the vPIN it keeps in memory.
+func TestSurvivesRestart(t *testing.T) {
+	r := rig.New(t)
+	cfg := r.Config
+	cb := &countingBackend{}
+	m := New(Options{Timeout: 10 * time.Second, Connect: func(ctx context.Context) (Backend, error) {
+		c, err := client.Dial(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		cb.Backend = c
+		return cb, nil
+	}})
+	t.Cleanup(func() { m.Finalize() })
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	ec, rsaKey := findKey(t, m, h, ckoPrivateKey, 1), findKey(t, m, h, ckoPrivateKey, 2)
+	ecCert, rsaCert := certificate(t, m, h, 1), certificate(t, m, h, 2)
+	data := []byte("signed across restarts")
+	ecdsaMech, rsaMech := Mechanism{Type: ckmECDSASHA256}, Mechanism{Type: ckmSHA256RSAPKCS}
+	if sig, err := sign(m, h, ecdsaMech, ec, data); err != nil {
+		t.Fatalf("before the restart: %v", err)
+	} else {
+		verify(t, ecCert.PublicKey, ckmECDSASHA256, data, sig)
+	}
+	for i, lose := range []func(testing.TB){r.Restart, r.DropConnections} {
+		lose(t)
+		sig, err := sign(m, h, ecdsaMech, ec, data)
+		if err != nil {
+			t.Fatalf("loss %d: ECDSA signature: %v", i+1, err)
+		}
+		verify(t, ecCert.PublicKey, ckmECDSASHA256, data, sig)
+		if got := findKey(t, m, h, ckoPrivateKey, 1); got != ec {
+			t.Errorf("loss %d: the key's handle changed from %d to %d", i+1, ec, got)
+		}
+		if n := cb.logins.Load(); n != int32(i+2) {
+			t.Errorf("loss %d: %d logins sent, want %d (the application's and one per loss)", i+1, n, i+2)
+		}
+	}
+	r.Restart(t)
+	sig, err := sign(m, h, rsaMech, rsaKey, data) // with a context-specific login
+	if err != nil {
+		t.Fatalf("PIN-always key after a restart: %v", err)
+	}
+	verify(t, rsaCert.PublicKey, ckmSHA256RSAPKCS, data, sig)
+	if info, err := m.SessionInfo(h); err != nil || info.State != cksROUser {
+		t.Errorf("session after the restarts: %+v %v, want CKS_RO_USER_FUNCTIONS", info, err)
+	}
+}
+
+// TestPINAlwaysAfterLogin: with the real server, the PIN-always key (PIV
+// 9C) signs once after C_Login without a context-specific login, as a
+// local PIV card under OpenSC does, in one request; the next signature
+// needs a context-specific login.
+func TestPINAlwaysAfterLogin(t *testing.T) {
+	r := rig.New(t)
+	cfg := r.Config
+	cb := &countingBackend{}
+	m := New(Options{Timeout: 10 * time.Second, Connect: func(ctx context.Context) (Backend, error) {
+		c, err := client.Dial(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		cb.Backend = c
+		return cb, nil
+	}})
+	t.Cleanup(func() { m.Finalize() })
+	h := openSession(t, m)
+	if err := m.Login(h, ckuUser, []byte(testVPIN)); err != nil {
+		t.Fatalf("Login: %v", err)
+	}
+	key := findKey(t, m, h, ckoPrivateKey, 2)
+	cert := certificate(t, m, h, 2)
+	mech := Mechanism{Type: ckmSHA256RSAPKCS}
+	data := []byte("one signature per PIN")
+	plain := func() ([]byte, error) {
+		if err := m.SignInit(h, mech, key); err != nil {
+			return nil, err
+		}
+		sig := make([]byte, 512)
+		n, err := m.Sign(h, data, sig, true)
+		return sig[:n], err
+	}
+	sig, err := plain()
+	if err != nil {
+		t.Fatalf("first signature after C_Login: %v, want CKR_OK", err)
+	}
+	verify(t, cert.PublicKey, mech.Type, data, sig)
+	if n := cb.logins.Load(); n != 1 {
+		t.Errorf("%d logins, want 1: the first signature carries the login's vPIN", n)
+	}
+	if _, err := plain(); !errors.Is(err, ErrUserNotLoggedIn) {
+		t.Errorf("second signature without a context-specific login: %v, want CKR_USER_NOT_LOGGED_IN", err)
+	}
+	if sig, err := sign(m, h, mech, key, data); err != nil {
+		t.Errorf("after a context-specific login: %v", err)
+	} else {
+		verify(t, cert.PublicKey, mech.Type, data, sig)
 	}
 }

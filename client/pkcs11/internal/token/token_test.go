@@ -32,6 +32,11 @@ type fake struct {
 	pins   [][]byte // the virtual PINs sent with signatures, in order
 	err    error    // returned by Login and Sign
 	events chan *transport.Event
+	// forgot makes signatures CodeNotLoggedIn until the next login, as a
+	// server that restarted; loginErr is then the next login's answer.
+	forgot   bool
+	loginErr error
+	logins   [][]byte // the virtual PINs of the logins, in order
 }
 
 func (f *fake) Hello(context.Context) (*transport.HelloResponse, error) {
@@ -40,9 +45,14 @@ func (f *fake) Hello(context.Context) (*transport.HelloResponse, error) {
 	return &transport.HelloResponse{Catalogue: f.cat}, nil
 }
 
-func (f *fake) Login(context.Context, uint64, []byte) (*transport.LoginResponse, error) {
+func (f *fake) Login(_ context.Context, _ uint64, vpin []byte) (*transport.LoginResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.logins = append(f.logins, append([]byte(nil), vpin...))
+	if f.loginErr != nil {
+		return nil, f.loginErr
+	}
+	f.forgot = false
 	return &transport.LoginResponse{}, f.err
 }
 
@@ -51,6 +61,9 @@ func (f *fake) Sign(_ context.Context, req *transport.SignRequest) (*transport.S
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return nil, f.err
+	}
+	if f.forgot {
+		return nil, &transport.Error{Code: transport.CodeNotLoggedIn, Remote: true}
 	}
 	f.signed = append(f.signed, req)
 	size := 64
@@ -370,9 +383,11 @@ func TestFileStore(t *testing.T) {
 	}
 }
 
-// TestAlwaysAuthenticate: a key with CKA_ALWAYS_AUTHENTICATE signs only
-// after a context-specific login, each time; that login costs no round
-// trip: its PIN goes with the signature request, then is forgotten.
+// TestAlwaysAuthenticate: a key with CKA_ALWAYS_AUTHENTICATE signs once
+// on the strength of C_Login, as a local PIV card under OpenSC does, then
+// only after a context-specific login, each time; neither costs a round
+// trip of its own: the PIN goes with the signature request, then is
+// forgotten by the operation.
 func TestAlwaysAuthenticate(t *testing.T) {
 	f := &fake{cat: testCatalogue(t), events: make(chan *transport.Event, 4)}
 	f.cat.Slots[0].Objects[3].Attributes[ckaAlwaysAuth] = true
@@ -393,20 +408,36 @@ func TestAlwaysAuthenticate(t *testing.T) {
 		_, err := m.Sign(h, sum[:], out, true)
 		return err
 	}
+	if err := sign(""); err != nil {
+		t.Errorf("first signature after C_Login without a context-specific login: %v, want CKR_OK", err)
+	}
 	if err := sign(""); err != ErrUserNotLoggedIn {
-		t.Errorf("signature without a context-specific login: %v, want CKR_USER_NOT_LOGGED_IN", err)
+		t.Errorf("second signature without a context-specific login: %v, want CKR_USER_NOT_LOGGED_IN", err)
 	}
 	if err := sign("5678"); err != nil {
 		t.Fatalf("signature after a context-specific login: %v", err)
 	}
 	if err := sign(""); err != ErrUserNotLoggedIn {
-		t.Errorf("second signature without a new context-specific login: %v", err)
+		t.Errorf("signature after one with a context-specific login, without a new one: %v", err)
 	}
 	f.mu.Lock()
 	pins, signed := f.pins, len(f.signed)
 	f.mu.Unlock()
-	if len(pins) != 1 || string(pins[0]) != "5678" || signed != 1 { // before the parts above
-		t.Errorf("PINs sent with signatures %q (%d signatures), want the context PIN once", pins, signed)
+	if len(pins) != 2 || string(pins[0]) != "1234" || string(pins[1]) != "5678" || signed != 2 { // before the parts above
+		t.Errorf("PINs sent with signatures %q (%d signatures), want the login's, then the context PIN", pins, signed)
+	}
+	// A new login authorizes one more.
+	if err := m.Logout(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Login(h, ckuUser, []byte("1234")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sign(""); err != nil {
+		t.Errorf("first signature after a new C_Login: %v, want CKR_OK", err)
+	}
+	if err := sign(""); err != ErrUserNotLoggedIn {
+		t.Errorf("second signature after a new C_Login: %v, want CKR_USER_NOT_LOGGED_IN", err)
 	}
 	// An operation left without its context-specific login (OpenSSH's
 	// agent does that) is replaced by the next SignInit; one that took
