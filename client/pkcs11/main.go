@@ -10,8 +10,10 @@
 // # Configuration
 //
 // The delegate's configuration file (client.File) is named by PSCS_CONFIG,
-// or else is pscs/client.conf in the user's configuration directory; with
-// neither, the module has no slots. PSCS_TIMEOUT (a Go duration, default
+// or else is pscs/client.conf in the user's configuration directory. With
+// neither, the module offers one slot without a token whose description
+// names PSCS_CONFIG and the default path, and says so once in the system
+// log (and on standard error when it is a terminal): see noconfig.go. PSCS_TIMEOUT (a Go duration, default
 // 20s) bounds every wait for the server: a server that does not answer
 // makes a call fail with CKR_DEVICE_ERROR after that long. PSCS_DEBUG=1
 // logs to standard error. Session tickets and the last catalogue are kept
@@ -165,15 +167,22 @@ func options() (token.Options, error) {
 	if !explicit {
 		dir, err := userDir("XDG_CONFIG_HOME", ".config")
 		if err != nil {
-			return opts, nil // no configuration directory: no slots
+			// No configuration directory: the slot says so (noconfig.go).
+			opts.Unconfigured = "pscs: no configuration: set " + client.ConfigEnv
+			say("pscs-pkcs11: no configuration: set " + client.ConfigEnv + " (" + err.Error() + "): no remote cards")
+			return opts, nil
 		}
 		path = filepath.Join(dir, "pscs", "client.conf")
 	}
-	cfg, err := client.LoadConfig(path)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		log.Debug("pscs: no configuration: no slots", "path", path)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		// The configuration file itself is missing (not a file it names).
+		desc, line := missingConfig(path, explicit, getenv("HOME"))
+		opts.Unconfigured = desc
+		log.Debug("pscs: no configuration", "path", path)
+		say(line)
 		return opts, nil
 	}
+	cfg, err := client.LoadConfig(path)
 	if err != nil {
 		return opts, err
 	}

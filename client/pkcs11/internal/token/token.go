@@ -80,6 +80,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Rand is the source of C_GenerateRandom; nil: crypto/rand.
 	Rand io.Reader
+	// Unconfigured, with Connect nil, is the description of the one slot
+	// (with no token) the module offers: what the person must configure.
+	Unconfigured string
 }
 
 // Module is the state of one initialised PKCS #11 library: between
@@ -121,8 +124,9 @@ type slot struct {
 
 	loginMu  sync.Mutex // one login or logout at a time
 	loggedIn bool
-	locked   bool   // the server said the delegation is locked
-	gen      uint64 // incremented when the token goes away: its sessions end
+	locked   bool      // the server said the delegation is locked
+	vpin     vpinState // what the server said of the vPIN (pinflags.go)
+	gen      uint64    // incremented when the token goes away: its sessions end
 }
 
 func (s *slot) present() bool { return s.offered && s.info.Present }
@@ -162,6 +166,10 @@ func New(opts Options) *Module {
 			m.setCatalogueLocked(cat, false)
 			m.mu.Unlock()
 		}
+	}
+	if opts.Connect == nil && opts.Unconfigured != "" {
+		m.unconfigured(opts.Unconfigured) // unconfigured.go
+		return m
 	}
 	go m.start()
 	return m
@@ -373,23 +381,28 @@ func (m *Module) readyLocked() {
 	}
 }
 
-// waitCatalogue waits, within the timeout, for a first catalogue; with
-// none after a failed fetch, it tries again (at most every five seconds).
+// waitCatalogue waits for a first catalogue; with none after a failed
+// fetch, it tries again (at most every five seconds). The whole wait is
+// bounded by one timeout: while the first fetch is still under way when
+// the call's time is up, no second one starts, and a second one gets what
+// is left of the call's time.
 func (m *Module) waitCatalogue() error {
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+	defer cancel()
+	ready := true
 	select {
 	case <-m.catReady:
-	case <-time.After(m.opts.Timeout):
+	case <-ctx.Done():
+		ready = false // the first fetch is still under way: it had all of this call's time
 	}
 	m.mu.Lock()
-	missing := m.cat == nil && !m.finalized && time.Since(m.lastFetch) > 5*time.Second
+	missing := ready && m.cat == nil && !m.finalized && time.Since(m.lastFetch) > 5*time.Second
 	done := m.finalized
 	m.mu.Unlock()
 	if done {
 		return ErrNotInitialized
 	}
 	if missing {
-		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
-		defer cancel()
 		if err := m.refresh(ctx); err != nil {
 			m.log.Warn("pscs: no catalogue from the server", "err", err)
 		}
@@ -524,9 +537,7 @@ func (m *Module) TokenInfo(id uint64) (TokenInfo, error) {
 		MaxPIN: uint64(cmp.Or(t.MaxPIN, 64)), MinPIN: uint64(cmp.Or(t.MinPIN, 4)),
 		TotalPublic: Unavailable, FreePublic: Unavailable, TotalPrivate: Unavailable, FreePrivate: Unavailable,
 		Hardware: Version{1, 0}, Firmware: Version{1, 0}}
-	if s.locked {
-		info.Flags |= ckfUserPINLocked
-	}
+	info.Flags |= s.pinFlags()
 	for _, ss := range m.sessions {
 		if ss.slot == s && ss.gen == s.gen {
 			info.Sessions++
@@ -729,6 +740,9 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		return err
 	}
 	defer ss.mu.Unlock()
+	if userType == ckuSO {
+		return m.loginSO(ss) // see conformance.go
+	}
 	sl := ss.slot
 	m.mu.Lock()
 	minPIN, maxPIN := int(sl.info.Token.MinPIN), int(sl.info.Token.MaxPIN)
@@ -755,8 +769,6 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		ss.sign.pin = append([]byte(nil), pin...)
 		ss.sign.authed = true
 		return nil
-	case ckuSO:
-		return ErrUserTypeInvalid // delegates are never security officers
 	default:
 		return ErrUserTypeInvalid
 	}
@@ -783,11 +795,7 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		}
 	}
 	if err != nil {
-		if te, ok := errors.AsType[*transport.Error](err); ok && te.Code == transport.CodeLocked {
-			m.mu.Lock()
-			sl.locked = true
-			m.mu.Unlock()
-		}
+		m.noteVPIN(sl, err)
 		m.log.Info("pscs: login refused", "slot", sl.id, "err", err)
 		return remoteError(err, true)
 	}
@@ -798,7 +806,7 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		m.mu.Unlock()
 		return ErrSessionClosed
 	}
-	sl.loggedIn, sl.locked = true, false
+	sl.loggedIn, sl.locked, sl.vpin = true, false, vpinState{}
 	m.mu.Unlock()
 	if resp != nil && resp.Catalogue != nil {
 		m.setCatalogue(resp.Catalogue)
@@ -1113,8 +1121,14 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 			ss.slot.loggedIn = false // the server forgot the login (a new connection)
 			m.mu.Unlock()
 		}
+		if op.key.alwaysAuth {
+			m.noteVPIN(ss.slot, err)
+		}
 		m.log.Info("pscs: signature refused", "slot", op.slot, "err", err)
 		return 0, remoteError(err, true)
+	}
+	if op.key.alwaysAuth {
+		m.noteVPIN(ss.slot, nil) // a right vPIN clears the wrong ones
 	}
 	if len(out) < len(resp.Signature) {
 		return len(resp.Signature), ErrBufferTooSmall // only with an unknown size
@@ -1139,7 +1153,7 @@ func (m *Module) DigestInit(h uint64, mech Mechanism) error {
 	if len(mech.Param) != 0 {
 		return ErrMechanismParamInvalid
 	}
-	ss.digest = hf.New()
+	ss.digest = newDigest(hf.New())
 	return nil
 }
 
@@ -1176,6 +1190,10 @@ func (m *Module) digestDone(h uint64, data []byte, single bool, out []byte, hasO
 	d := ss.digest
 	if d == nil {
 		return 0, ErrOperationNotInitialized
+	}
+	if single && multiPart(d) {
+		ss.digest = nil // C_Digest always ends the operation (section 5.10.2)
+		return 0, ErrOperationActive
 	}
 	n := d.Size()
 	if !hasOut {
