@@ -51,9 +51,9 @@ func missingConfig(path string, explicit bool, home string) (desc, line string) 
 		line = fmt.Sprintf("pscs-pkcs11: no configuration: set %s or create %s: no remote cards",
 			client.ConfigEnv, path)
 		candidates = []string{
-			"pscs: no configuration (set " + client.ConfigEnv + " or create " + short + ")",
-			"pscs: no config (set " + client.ConfigEnv + " or create " + short + ")",
-			"pscs: no config (" + client.ConfigEnv + " or " + short + ")",
+			"pscs: no configuration: set " + client.ConfigEnv + " or create " + short,
+			"pscs: no config: set " + client.ConfigEnv + " or create " + short,
+			"pscs: no config: set " + client.ConfigEnv + " or " + short,
 			"pscs: no configuration: set " + client.ConfigEnv,
 		}
 	}
