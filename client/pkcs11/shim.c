@@ -2,9 +2,10 @@
  * The C half of the pscs PKCS #11 module: the function list (in C memory,
  * for keeps), C_GetFunctionList, the PKCS #11 v3.0 interface discovery,
  * and the entries the module does not support, each with its own
- * prototype. The supported entries check the process (see Fork below)
- * and call the Go functions exported from module.go (declared in
- * _cgo_export.h).
+ * prototype. Every entry checks the process (see Fork below) and calls
+ * the Go functions exported from module.go and conformance.go (declared
+ * in _cgo_export.h); the unsupported ones check initialization and their
+ * session or slot there before they answer CKR_FUNCTION_NOT_SUPPORTED.
  */
 #include <string.h>
 #include "_cgo_export.h"
