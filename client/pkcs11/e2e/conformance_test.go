@@ -281,6 +281,18 @@ func TestMissingConfiguration(t *testing.T) {
 		t.Errorf("pkcs11-tool -O without a configuration:\n%s%s", out, errOut)
 	}
 
+	// At a terminal (script(1) gives pkcs11-tool one), a person also reads
+	// one line, once, that names both in full.
+	need(t, "script")
+	out, errOut, err = runSplit(t, env, "script", "-qec", "pkcs11-tool --module "+so+" -L", "/dev/null")
+	if err != nil {
+		t.Fatalf("script pkcs11-tool -L: %v\n%s%s", err, out, errOut)
+	}
+	line := "pscs-pkcs11: no configuration: set PSCS_CONFIG or create " + filepath.Join(home, ".config/pscs/client.conf")
+	if n := strings.Count(out, line); n != 1 {
+		t.Errorf("at a terminal, %d times %q in\n%s", n, line, out)
+	}
+
 	env = append(env, "PSCS_CONFIG="+filepath.Join(home, "nope.conf"))
 	out, errOut, err = runSplit(t, env, "pkcs11-tool", "--module", so, "-L")
 	if err != nil {
