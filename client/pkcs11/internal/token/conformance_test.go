@@ -344,3 +344,49 @@ func BenchmarkUnreachableSlotList(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(d.attempts()))/float64(b.N), "dials/op")
 }
+
+// TestPINFlagsContextSpecific: a virtual PIN given with a signature (a
+// CKA_ALWAYS_AUTHENTICATE key's context-specific login) counts like one
+// given to C_Login: the server's wrong-PIN answer with one try left sets
+// CKF_USER_PIN_COUNT_LOW and CKF_USER_PIN_FINAL_TRY (section 3.2), and a
+// right one clears them.
+func TestPINFlagsContextSpecific(t *testing.T) {
+	f := &fake{cat: testCatalogue(t), events: make(chan *transport.Event, 4)}
+	f.cat.Slots[0].Objects[3].Attributes[ckaAlwaysAuth] = true
+	m := New(Options{Connect: func(context.Context) (Backend, error) { return f, nil }, Timeout: 5 * time.Second})
+	t.Cleanup(func() { m.Finalize() })
+	h := fakeSession(t, m, true)
+	out := make([]byte, 256)
+	sign := func(pin string) error {
+		if err := m.SignInit(h, Mechanism{Type: ckmSHA256RSAPKCS}, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Login(h, ckuContextSpecific, []byte(pin)); err != nil {
+			t.Fatalf("context-specific login: %v", err)
+		}
+		_, err := m.Sign(h, []byte("data"), out, true)
+		return err
+	}
+	if err := sign("1234"); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.err = &transport.Error{Code: transport.CodeWrongPIN, TriesLeft: 1, Remote: true}
+	f.mu.Unlock()
+	if err := sign("0000"); !errors.Is(err, ErrPINIncorrect) {
+		t.Fatalf("signature with a wrong vPIN: %v", err)
+	}
+	const both = ckfUserPINCountLow | ckfUserPINFinalTry
+	if got := tokenFlags(t, m, 3) & (both | ckfUserPINLocked); got != both {
+		t.Errorf("after a wrong vPIN with one try left: PIN flags %#x, want %#x", got, uint64(both))
+	}
+	f.mu.Lock()
+	f.err = nil
+	f.mu.Unlock()
+	if err := sign("1234"); err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenFlags(t, m, 3) & (both | ckfUserPINLocked); got != 0 {
+		t.Errorf("after a right vPIN: PIN flags %#x, want none", got)
+	}
+}
