@@ -396,7 +396,7 @@ func (c *Client) Do(ctx context.Context, op transport.Op, body any, secret []byt
 			resp = resp.Original // our own first try got through
 		}
 		if resp.Status != transport.CodeOK {
-			return &transport.Error{Code: resp.Status, Message: resp.Message, Remote: true}
+			return &transport.Error{Code: resp.Status, Message: resp.Message, TriesLeft: resp.TriesLeft, Remote: true}
 		}
 		if out != nil {
 			return transport.Unmarshal(resp.Body, out)

@@ -378,7 +378,8 @@ func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []
 		if s.cfg.Book.WrongVPIN(id) {
 			return nil, policy.EventWrongVPIN | policy.EventLocked, transport.Errorf(transport.CodeLocked, "")
 		}
-		return nil, policy.EventWrongVPIN, transport.Errorf(transport.CodeWrongPIN, "")
+		left := uint32(max(s.cfg.Book.VPINTriesLeft(id), 0))
+		return nil, policy.EventWrongVPIN, &transport.Error{Code: transport.CodeWrongPIN, TriesLeft: left}
 	}
 	if errors.Is(err, ErrGuessLimit) {
 		s.log.Warn("vault: TPM guess limit reached", "delegation", id, "op", op, "err", err)

@@ -125,11 +125,21 @@ func (c Code) String() string {
 type Error struct {
 	Code    Code
 	Message string
+	// TriesLeft, with CodeWrongPIN, is how many more wrong PINs in a row
+	// are taken before a lock (Response field 7); zero: unknown.
+	TriesLeft uint32
 	// Remote is true on the client for an error the server sent.
 	Remote bool
 }
 
 func (e *Error) Error() string {
+	if e.TriesLeft > 0 {
+		s := fmt.Sprintf("pscs: %v (%d), %d tries left", e.Code, uint32(e.Code), e.TriesLeft)
+		if e.Message != "" {
+			s += ": " + e.Message
+		}
+		return s
+	}
 	if e.Message != "" {
 		return fmt.Sprintf("pscs: %v (%d): %s", e.Code, uint32(e.Code), e.Message)
 	}

@@ -111,6 +111,11 @@ type Response struct {
 	// client that resent a request after losing its connection learns the
 	// outcome without the operation running twice.
 	Original *Response `cbor:"6,keyasint,omitempty"`
+	// TriesLeft, with CodeWrongPIN, is how many more wrong virtual PINs
+	// in a row the delegation takes before it locks (CodeLocked); absent
+	// (zero): unknown. The PKCS #11 module shows it in CK_TOKEN_INFO's
+	// flags (CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY).
+	TriesLeft uint32 `cbor:"7,keyasint,omitempty"`
 }
 
 // EventKind is the kind of an [Event].

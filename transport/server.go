@@ -727,7 +727,7 @@ func (s *Server) run(ctx context.Context, call *Call, log *slog.Logger) *Respons
 func errorResponse(err error) *Response {
 	var e *Error
 	if errors.As(err, &e) {
-		r := &Response{Status: e.Code, Message: e.Message}
+		r := &Response{Status: e.Code, Message: e.Message, TriesLeft: e.TriesLeft}
 		var re *retryError
 		if errors.As(err, &re) {
 			r.RetryAfter = retryAfterMillis(re.after)

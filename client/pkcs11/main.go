@@ -10,11 +10,17 @@
 // # Configuration
 //
 // The delegate's configuration file (client.File) is named by PSCS_CONFIG,
-// or else is pscs/client.conf in the user's configuration directory; with
-// neither, the module has no slots. PSCS_TIMEOUT (a Go duration, default
-// 20s) bounds every wait for the server: a server that does not answer
-// makes a call fail with CKR_DEVICE_ERROR after that long. PSCS_DEBUG=1
-// logs to standard error. Session tickets and the last catalogue are kept
+// or else is pscs/client.conf in the user's configuration directory. With
+// neither (or with PSCS_CONFIG naming no file), the module offers one slot
+// without a token whose description names PSCS_CONFIG and the path, and
+// says so once in the system log (and on standard error when it is a
+// terminal): see noconfig.go.
+//
+// PSCS_TIMEOUT (a Go duration, default 20s) bounds each call's wait for
+// the server, once: a server that does not answer makes a call fail with
+// CKR_DEVICE_ERROR after that long, and C_GetSlotList with no stored
+// catalogue lists no slot after it (or sooner: a QUIC handshake gives up
+// after 5 s of silence). PSCS_DEBUG=1 logs to standard error. Session tickets and the last catalogue are kept
 // in the user's cache directory (client.CacheDir, mode 0600), so a new
 // process answers slot and object calls at once and logs in with 0-RTT.
 //
@@ -28,6 +34,20 @@
 // CKR_GENERAL_ERROR and does no work before C_Initialize; the Go runtime
 // keeps the library loaded (it is marked NODELETE), so it is never
 // unloaded under a running goroutine.
+//
+// # Conformance
+//
+// Every entry checks in the order of PKCS #11 v2.40 section 5.1.7:
+// CKR_CRYPTOKI_NOT_INITIALIZED first, then the session handle (5.1.2) or
+// the slot and its token (5.1.3), and only then its pointers
+// (CKR_ARGUMENTS_BAD); the unsupported entries too, before
+// CKR_FUNCTION_NOT_SUPPORTED (conformance.go; e2e's TestCheckOrder calls
+// all 68). C_GetObjectSize answers CK_UNAVAILABLE_INFORMATION, C_SeedRandom
+// CKR_RANDOM_SEED_NOT_SUPPORTED, and C_Login with CKU_SO the codes of a
+// token without a security officer in C_Login's order (see token's
+// conformance.go). CK_TOKEN_INFO's CKF_USER_PIN_COUNT_LOW,
+// CKF_USER_PIN_FINAL_TRY and CKF_USER_PIN_LOCKED follow the delegation's
+// virtual PIN as the server last reported it (token's pinflags.go).
 //
 // # Threads and fork
 //
@@ -174,15 +194,22 @@ func options() (token.Options, error) {
 	if !explicit {
 		dir, err := userDir("XDG_CONFIG_HOME", ".config")
 		if err != nil {
-			return opts, nil // no configuration directory: no slots
+			// No configuration directory: the slot says so (noconfig.go).
+			opts.Unconfigured = "pscs: no configuration: set " + client.ConfigEnv
+			say("pscs-pkcs11: no configuration: set " + client.ConfigEnv + " (" + err.Error() + "): no remote cards")
+			return opts, nil
 		}
 		path = filepath.Join(dir, "pscs", "client.conf")
 	}
-	cfg, err := client.LoadConfig(path)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		log.Debug("pscs: no configuration: no slots", "path", path)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		// The configuration file itself is missing (not a file it names).
+		desc, line := missingConfig(path, explicit, getenv("HOME"))
+		opts.Unconfigured = desc
+		log.Debug("pscs: no configuration", "path", path)
+		say(line)
 		return opts, nil
 	}
+	cfg, err := client.LoadConfig(path)
 	if err != nil {
 		return opts, err
 	}

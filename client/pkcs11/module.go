@@ -153,6 +153,9 @@ func goInitialize(pInitArgs C.CK_VOID_PTR) (r C.CK_RV) {
 //export goFinalize
 func goFinalize(pReserved C.CK_VOID_PTR) (r C.CK_RV) {
 	defer recovered(&r)
+	if _, r := module(); r != ckrOK {
+		return r // before the argument (section 5.1.7)
+	}
 	if pReserved != nil {
 		return ckrArgumentsBad
 	}
@@ -197,7 +200,7 @@ func goGetSlotList(tokenPresent C.CK_BBOOL, pSlotList C.CK_SLOT_ID_PTR, pulCount
 //export goGetSlotInfo
 func goGetSlotInfo(slotID C.CK_SLOT_ID, pInfo *C.CK_SLOT_INFO) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := withSlot(slotID)
 	if r != ckrOK {
 		return r
 	}
@@ -220,7 +223,7 @@ func goGetSlotInfo(slotID C.CK_SLOT_ID, pInfo *C.CK_SLOT_INFO) (r C.CK_RV) {
 //export goGetTokenInfo
 func goGetTokenInfo(slotID C.CK_SLOT_ID, pInfo *C.CK_TOKEN_INFO) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := withToken(slotID)
 	if r != ckrOK {
 		return r
 	}
@@ -256,7 +259,7 @@ func goGetTokenInfo(slotID C.CK_SLOT_ID, pInfo *C.CK_TOKEN_INFO) (r C.CK_RV) {
 //export goGetMechanismList
 func goGetMechanismList(slotID C.CK_SLOT_ID, pMechanismList C.CK_MECHANISM_TYPE_PTR, pulCount C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := withToken(slotID)
 	if r != ckrOK {
 		return r
 	}
@@ -273,7 +276,7 @@ func goGetMechanismList(slotID C.CK_SLOT_ID, pMechanismList C.CK_MECHANISM_TYPE_
 //export goGetMechanismInfo
 func goGetMechanismInfo(slotID C.CK_SLOT_ID, typ C.CK_MECHANISM_TYPE, pInfo *C.CK_MECHANISM_INFO) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := withToken(slotID)
 	if r != ckrOK {
 		return r
 	}
@@ -293,7 +296,7 @@ func goGetMechanismInfo(slotID C.CK_SLOT_ID, typ C.CK_MECHANISM_TYPE, pInfo *C.C
 func goOpenSession(slotID C.CK_SLOT_ID, flags C.CK_FLAGS, pApplication C.CK_VOID_PTR, notify C.CK_NOTIFY,
 	phSession C.CK_SESSION_HANDLE_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := withToken(slotID)
 	if r != ckrOK {
 		return r
 	}
@@ -333,7 +336,7 @@ func goCloseAllSessions(slotID C.CK_SLOT_ID) (r C.CK_RV) {
 //export goGetSessionInfo
 func goGetSessionInfo(hSession C.CK_SESSION_HANDLE, pInfo *C.CK_SESSION_INFO) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -352,7 +355,7 @@ func goGetSessionInfo(hSession C.CK_SESSION_HANDLE, pInfo *C.CK_SESSION_INFO) (r
 //export goLogin
 func goLogin(hSession C.CK_SESSION_HANDLE, userType C.CK_USER_TYPE, pPin C.CK_UTF8CHAR_PTR, ulPinLen C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -373,7 +376,7 @@ func goLogin(hSession C.CK_SESSION_HANDLE, userType C.CK_USER_TYPE, pPin C.CK_UT
 //export goLogout
 func goLogout(hSession C.CK_SESSION_HANDLE) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -383,7 +386,7 @@ func goLogout(hSession C.CK_SESSION_HANDLE) (r C.CK_RV) {
 //export goGetAttributeValue
 func goGetAttributeValue(hSession C.CK_SESSION_HANDLE, hObject C.CK_OBJECT_HANDLE, pTemplate *C.CK_ATTRIBUTE, ulCount C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -411,7 +414,7 @@ func goGetAttributeValue(hSession C.CK_SESSION_HANDLE, hObject C.CK_OBJECT_HANDL
 //export goFindObjectsInit
 func goFindObjectsInit(hSession C.CK_SESSION_HANDLE, pTemplate *C.CK_ATTRIBUTE, ulCount C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -425,7 +428,7 @@ func goFindObjectsInit(hSession C.CK_SESSION_HANDLE, pTemplate *C.CK_ATTRIBUTE, 
 func goFindObjects(hSession C.CK_SESSION_HANDLE, phObject C.CK_OBJECT_HANDLE_PTR, ulMaxObjectCount C.CK_ULONG,
 	pulObjectCount C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -449,7 +452,7 @@ func goFindObjects(hSession C.CK_SESSION_HANDLE, phObject C.CK_OBJECT_HANDLE_PTR
 //export goFindObjectsFinal
 func goFindObjectsFinal(hSession C.CK_SESSION_HANDLE) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -459,7 +462,7 @@ func goFindObjectsFinal(hSession C.CK_SESSION_HANDLE) (r C.CK_RV) {
 //export goDigestInit
 func goDigestInit(hSession C.CK_SESSION_HANDLE, pMechanism *C.CK_MECHANISM) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -473,7 +476,7 @@ func goDigestInit(hSession C.CK_SESSION_HANDLE, pMechanism *C.CK_MECHANISM) (r C
 func goDigest(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.CK_ULONG, pDigest C.CK_BYTE_PTR,
 	pulDigestLen C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -496,7 +499,7 @@ func sized(n int, err error, pLen C.CK_ULONG_PTR) C.CK_RV {
 //export goDigestUpdate
 func goDigestUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -509,7 +512,7 @@ func goDigestUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen
 //export goDigestFinal
 func goDigestFinal(hSession C.CK_SESSION_HANDLE, pDigest C.CK_BYTE_PTR, pulDigestLen C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -524,7 +527,7 @@ func goDigestFinal(hSession C.CK_SESSION_HANDLE, pDigest C.CK_BYTE_PTR, pulDiges
 //export goSignInit
 func goSignInit(hSession C.CK_SESSION_HANDLE, pMechanism *C.CK_MECHANISM, hKey C.CK_OBJECT_HANDLE) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -538,7 +541,7 @@ func goSignInit(hSession C.CK_SESSION_HANDLE, pMechanism *C.CK_MECHANISM, hKey C
 func goSign(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.CK_ULONG, pSignature C.CK_BYTE_PTR,
 	pulSignatureLen C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -553,7 +556,7 @@ func goSign(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.CK_UL
 //export goSignUpdate
 func goSignUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -566,7 +569,7 @@ func goSignUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C
 //export goSignFinal
 func goSignFinal(hSession C.CK_SESSION_HANDLE, pSignature C.CK_BYTE_PTR, pulSignatureLen C.CK_ULONG_PTR) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}
@@ -581,7 +584,7 @@ func goSignFinal(hSession C.CK_SESSION_HANDLE, pSignature C.CK_BYTE_PTR, pulSign
 //export goGenerateRandom
 func goGenerateRandom(hSession C.CK_SESSION_HANDLE, pRandomData C.CK_BYTE_PTR, ulRandomLen C.CK_ULONG) (r C.CK_RV) {
 	defer recovered(&r)
-	m, r := module()
+	m, r := inSession(hSession)
 	if r != ckrOK {
 		return r
 	}

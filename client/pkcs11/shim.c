@@ -2,18 +2,16 @@
  * The C half of the pscs PKCS #11 module: the function list (in C memory,
  * for keeps), C_GetFunctionList, the PKCS #11 v3.0 interface discovery,
  * and the entries the module does not support, each with its own
- * prototype. The supported entries check the process (see Fork below)
- * and call the Go functions exported from module.go (declared in
- * _cgo_export.h).
+ * prototype. Every entry checks the process (see Fork below) and calls
+ * the Go functions exported from module.go and conformance.go (declared
+ * in _cgo_export.h); the unsupported ones check initialization and their
+ * session or slot there before they answer CKR_FUNCTION_NOT_SUPPORTED.
  */
 #include <string.h>
 #include "_cgo_export.h"
 
 #define CKR_OK                      0x000UL
 #define CKR_ARGUMENTS_BAD           0x007UL
-#define CKR_FUNCTION_NOT_PARALLEL   0x051UL
-#define CKR_FUNCTION_NOT_SUPPORTED  0x054UL
-#define CKR_RANDOM_SEED_NOT_SUPPORTED 0x120UL
 #define CKR_BUFFER_TOO_SMALL        0x150UL
 
 /*
@@ -101,10 +99,19 @@ CK_RV C_WaitForSlotEvent(CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r) {
 	return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goWaitForSlotEvent(f, s, r);
 }
 
+/*
+ * The entries the module does not support answer CKR_FUNCTION_NOT_SUPPORTED
+ * after the checks every entry makes first (PKCS #11 v2.40 section 5.1.7;
+ * see conformance.go): CKR_CRYPTOKI_NOT_INITIALIZED before C_Initialize,
+ * then CKR_SESSION_HANDLE_INVALID for a session handle that names no
+ * session (h), or the token checks for a slot (s).
+ */
 #define UNSUPPORTED(name, args) \
-	CK_RV name args { return CKR_FUNCTION_NOT_SUPPORTED; }
+	CK_RV name args { return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goUnsupported(h); }
 
-UNSUPPORTED(C_InitToken, (CK_SLOT_ID s, CK_UTF8CHAR_PTR p, CK_ULONG n, CK_UTF8CHAR_PTR l))
+CK_RV C_InitToken(CK_SLOT_ID s, CK_UTF8CHAR_PTR p, CK_ULONG n, CK_UTF8CHAR_PTR l) {
+	return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goUnsupportedSlot(s);
+}
 UNSUPPORTED(C_InitPIN, (CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR p, CK_ULONG n))
 UNSUPPORTED(C_SetPIN, (CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR o, CK_ULONG on, CK_UTF8CHAR_PTR n, CK_ULONG nn))
 UNSUPPORTED(C_GetOperationState, (CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG_PTR n))
@@ -112,7 +119,6 @@ UNSUPPORTED(C_SetOperationState, (CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n
 UNSUPPORTED(C_CreateObject, (CK_SESSION_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE_PTR o))
 UNSUPPORTED(C_CopyObject, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE_PTR p))
 UNSUPPORTED(C_DestroyObject, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o))
-UNSUPPORTED(C_GetObjectSize, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ULONG_PTR n))
 UNSUPPORTED(C_SetAttributeValue, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE *t, CK_ULONG n))
 UNSUPPORTED(C_EncryptInit, (CK_SESSION_HANDLE h, CK_MECHANISM *m, CK_OBJECT_HANDLE k))
 UNSUPPORTED(C_Encrypt, (CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG n, CK_BYTE_PTR o, CK_ULONG_PTR on))
@@ -143,12 +149,19 @@ UNSUPPORTED(C_UnwrapKey, (CK_SESSION_HANDLE h, CK_MECHANISM *m, CK_OBJECT_HANDLE
 	CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k))
 UNSUPPORTED(C_DeriveKey, (CK_SESSION_HANDLE h, CK_MECHANISM *m, CK_OBJECT_HANDLE b, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k))
 
-/* Random numbers come from the operating system; they take no seed. */
-CK_RV C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n) { return CKR_RANDOM_SEED_NOT_SUPPORTED; }
+/* Objects have no size worth telling (see token.Module.ObjectSize). */
+CK_RV C_GetObjectSize(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ULONG_PTR n) {
+	return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goGetObjectSize(h, o, n);
+}
 
-/* Legacy parallel functions (section 5.17): always this answer. */
-CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE h) { return CKR_FUNCTION_NOT_PARALLEL; }
-CK_RV C_CancelFunction(CK_SESSION_HANDLE h) { return CKR_FUNCTION_NOT_PARALLEL; }
+/* Random numbers come from the operating system; they take no seed. */
+CK_RV C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n) {
+	return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goSeedRandom(h, p, n);
+}
+
+/* Legacy parallel functions (section 5.16): CKR_FUNCTION_NOT_PARALLEL. */
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE h) { return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goLegacyParallel(h); }
+CK_RV C_CancelFunction(CK_SESSION_HANDLE h) { return FORKED ? CKR_CRYPTOKI_NOT_INITIALIZED : goLegacyParallel(h); }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);
 

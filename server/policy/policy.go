@@ -442,11 +442,7 @@ func (b *Book) WrongVPIN(id string) (locked bool) {
 		return false
 	}
 	e.s.WrongVPIN++
-	max := e.d.MaxWrongVPIN
-	if max == 0 {
-		max = 5
-	}
-	if e.s.WrongVPIN >= max {
+	if e.s.WrongVPIN >= e.d.wrongVPINLimit() {
 		e.s.Locked = true
 	}
 	b.changed(e)

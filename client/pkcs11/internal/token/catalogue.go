@@ -90,23 +90,28 @@ func (m *Module) readyLocked() {
 	}
 }
 
-// waitCatalogue waits, within the timeout, for a first catalogue; with
-// none after a failed fetch, it tries again (at most every five seconds).
+// waitCatalogue waits for a first catalogue; with none after a failed
+// fetch, it tries again (at most every five seconds). The whole wait is
+// bounded by one timeout: while the first fetch is still under way when
+// the call's time is up, no second one starts, and a second one gets what
+// is left of the call's time.
 func (m *Module) waitCatalogue() error {
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+	defer cancel()
+	ready := true
 	select {
 	case <-m.catReady:
-	case <-time.After(m.opts.Timeout):
+	case <-ctx.Done():
+		ready = false // the first fetch is still under way: it had all of this call's time
 	}
 	m.mu.Lock()
-	missing := m.cat == nil && !m.finalized && time.Since(m.lastFetch) > 5*time.Second
+	missing := ready && m.cat == nil && !m.finalized && time.Since(m.lastFetch) > 5*time.Second
 	done := m.finalized
 	m.mu.Unlock()
 	if done {
 		return ErrNotInitialized
 	}
 	if missing {
-		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
-		defer cancel()
 		if err := m.refresh(ctx); err != nil {
 			m.log.Warn("pscs: no catalogue from the server", "err", err)
 		}

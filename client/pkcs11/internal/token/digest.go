@@ -21,7 +21,7 @@ func (m *Module) DigestInit(h uint64, mech Mechanism) error {
 	if len(mech.Param) != 0 {
 		return ErrMechanismParamInvalid
 	}
-	ss.digest = hf.New()
+	ss.digest = newDigest(hf.New())
 	return nil
 }
 
@@ -58,6 +58,10 @@ func (m *Module) digestDone(h uint64, data []byte, single bool, out []byte, hasO
 	d := ss.digest
 	if d == nil {
 		return 0, ErrOperationNotInitialized
+	}
+	if single && multiPart(d) {
+		ss.digest = nil // C_Digest always ends the operation (section 5.10.2)
+		return 0, ErrOperationActive
 	}
 	n := d.Size()
 	if !hasOut {

@@ -17,6 +17,9 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		return err
 	}
 	defer ss.mu.Unlock()
+	if userType == ckuSO {
+		return m.loginSO(ss) // see conformance.go
+	}
 	sl := ss.slot
 	m.mu.Lock()
 	minPIN, maxPIN := int(sl.info.Token.MinPIN), int(sl.info.Token.MaxPIN)
@@ -43,8 +46,6 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		ss.sign.pin = append([]byte(nil), pin...)
 		ss.sign.authed = true
 		return nil
-	case ckuSO:
-		return ErrUserTypeInvalid // delegates are never security officers
 	default:
 		return ErrUserTypeInvalid
 	}
@@ -76,7 +77,7 @@ func (m *Module) Login(h, userType uint64, pin []byte) error {
 		kept.wipe()
 		return ErrSessionClosed
 	}
-	sl.loggedIn, sl.locked = true, false
+	sl.loggedIn, sl.locked, sl.vpin = true, false, vpinState{}
 	sl.pin.wipe()
 	sl.pin, sl.fresh = kept, true
 	sl.logins++
@@ -98,11 +99,7 @@ func (m *Module) loginRequest(ctx context.Context, b Backend, sl *slot, pin []by
 		}
 	}
 	if err != nil {
-		if te, ok := errors.AsType[*transport.Error](err); ok && te.Code == transport.CodeLocked {
-			m.mu.Lock()
-			sl.locked = true
-			m.mu.Unlock()
-		}
+		m.noteVPIN(sl, err)
 		m.log.Info("pscs: login refused", "slot", sl.id, "err", err)
 		return nil, err
 	}

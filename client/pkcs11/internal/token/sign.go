@@ -187,8 +187,14 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 		resp, err = signRequest(ctx, b, req, op)
 	}
 	if err != nil {
+		if op.key.alwaysAuth {
+			m.noteVPIN(ss.slot, err)
+		}
 		m.log.Info("pscs: signature refused", "slot", op.slot, "err", err)
 		return 0, remoteError(err, true)
+	}
+	if op.key.alwaysAuth {
+		m.noteVPIN(ss.slot, nil) // a right vPIN clears the wrong ones
 	}
 	if len(out) < len(resp.Signature) {
 		return len(resp.Signature), ErrBufferTooSmall // only with an unknown size

@@ -21,8 +21,9 @@ type slot struct {
 
 	loginMu  sync.Mutex // one login or logout at a time
 	loggedIn bool
-	locked   bool   // the server said the delegation is locked
-	gen      uint64 // incremented when the token goes away: its sessions end
+	locked   bool      // the server said the delegation is locked
+	vpin     vpinState // what the server said of the vPIN (pinflags.go)
+	gen      uint64    // incremented when the token goes away: its sessions end
 
 	// The login's virtual PIN, in locked memory (see [secret]), while the
 	// application is logged in: to log in again when the server forgot the
@@ -142,9 +143,7 @@ func (m *Module) TokenInfo(id uint64) (TokenInfo, error) {
 		MaxPIN: uint64(cmp.Or(t.MaxPIN, 64)), MinPIN: uint64(cmp.Or(t.MinPIN, 4)),
 		TotalPublic: Unavailable, FreePublic: Unavailable, TotalPrivate: Unavailable, FreePrivate: Unavailable,
 		Hardware: Version{1, 0}, Firmware: Version{1, 0}}
-	if s.locked {
-		info.Flags |= ckfUserPINLocked
-	}
+	info.Flags |= s.pinFlags()
 	for _, ss := range m.sessions {
 		if ss.slot == s && ss.gen == s.gen {
 			info.Sessions++

@@ -138,6 +138,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Rand is the source of C_GenerateRandom; nil: crypto/rand.
 	Rand io.Reader
+	// Unconfigured, with Connect nil, is the description of the one slot
+	// (with no token) the module offers: what the person must configure.
+	Unconfigured string
 }
 
 // Module is the state of one initialised PKCS #11 library: between
@@ -188,6 +191,10 @@ func New(opts Options) *Module {
 			m.setCatalogueLocked(cat, false)
 			m.mu.Unlock()
 		}
+	}
+	if opts.Connect == nil && opts.Unconfigured != "" {
+		m.unconfigured(opts.Unconfigured) // unconfigured.go
+		return m
 	}
 	go m.start()
 	return m
