@@ -13,6 +13,7 @@ import (
 
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cli"
+	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -124,9 +125,9 @@ type hashedMechanism struct {
 }
 
 const (
-	ckmRSAPKCS    = 0x0001
-	ckmRSAPKCSPSS = 0x000D
-	ckmECDSA      = 0x1041
+	ckmRSAPKCS    = p11.CKMRSAPKCS
+	ckmRSAPKCSPSS = p11.CKMRSAPKCSPSS
+	ckmECDSA      = p11.CKMECDSA
 )
 
 var hashedMechanisms = map[string]hashedMechanism{

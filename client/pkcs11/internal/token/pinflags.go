@@ -3,6 +3,7 @@ package token
 import (
 	"errors"
 
+	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -25,8 +26,8 @@ import (
 // maximum, FINAL_TRY at one, LOCKED at none).
 
 const (
-	ckfUserPINCountLow = 0x10000 // CKF_USER_PIN_COUNT_LOW
-	ckfUserPINFinalTry = 0x20000 // CKF_USER_PIN_FINAL_TRY
+	ckfUserPINCountLow = p11.CKFUserPINCountLow // CKF_USER_PIN_COUNT_LOW
+	ckfUserPINFinalTry = p11.CKFUserPINFinalTry // CKF_USER_PIN_FINAL_TRY
 )
 
 // vpinState is what the server last said of the delegation's virtual PIN.
