@@ -442,7 +442,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 			return name, ok
 		},
 		Open: func(reader string) cards.Opener {
-			return func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }
+			return traced(func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }, log.With("reader", reader))
 		},
 	}
 	mctx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -478,6 +478,19 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil
 		}})
+}
+
+// traced is open with the APDUs of every connection it makes logged at
+// debug level (pscsd -trace, or "log": {"level": "debug"}), secrets
+// redacted (see cards.Trace).
+func traced(open cards.Opener, log *slog.Logger) cards.Opener {
+	return func(ctx context.Context) (cards.Conn, error) {
+		c, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cards.TraceConn(c, log), nil
+	}
 }
 
 // serverCertificate is the configured certificate, or one from pscsd's CA.
