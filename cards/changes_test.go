@@ -11,7 +11,7 @@ import (
 type checkedConn struct {
 	*fakeConn
 	failCheck error // the next Check's answer
-	checks      int
+	checks    int
 }
 
 func (c *checkedConn) Check(context.Context) error {
