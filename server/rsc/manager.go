@@ -154,6 +154,10 @@ func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 		w.Close()
 		return nil, err
 	}
+	if m.Logger != nil {
+		m.Logger.Info("card identified", "reader", reader, "profile", profile, "label", info.Label,
+			"serial", info.Serial, "version", info.Version, "keys", describeKeys(keys))
+	}
 	name, ok := m.Assign(profile, info, keys)
 	if !ok {
 		w.Close()

@@ -34,7 +34,7 @@ import (
 var daemon *pcscdtest.PCSCD
 
 func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { daemon = p })
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 3}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
 // logBuffer collects a process's output for waiting on and for failures.

@@ -1,0 +1,360 @@
+package main
+
+// A card that another program changes while pscsd serves it: pscsd
+// configured as a site runs it (the card in a private pcscd's reader,
+// swtpm as its TPM), run with -trace, a delegate signing over QUIC.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/cards/pcsc"
+	"github.com/pscs/pscs/cards/vpcd"
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/pcscdtest"
+	"github.com/pscs/pscs/internal/swapcard"
+	"github.com/pscs/pscs/internal/swtpm"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/transport"
+)
+
+// readerChanging is the reader of TestCardChangesUnderPSCSD's card
+// (TestConfiguredServer uses readers 0 and 1, the durable site 2 and 3);
+// reader 5 is for a variant of the test.
+const readerChanging = 4
+
+// A cardChanger is another program changing the card in a pcscd reader
+// while pscsd serves it: it puts a new key in slot 9C (or, with no9C,
+// deletes it), leaves the card reset as PIV tools leave it when they
+// disconnect, and returns the new public key of 9C (nil when deleted).
+type cardChanger interface {
+	// plug inserts the card, serial 7300 with PIN 123456 and keys in 9A,
+	// 9C, 9D and 9E, into reader and returns what it can tell of it.
+	plug(t *testing.T, reader int) cardView
+	change(t *testing.T, no9C bool) *x509.Certificate
+}
+
+// cardView is what a test may ask of the card without going through
+// pcscd: its PIN tries, and a command sent as the owner at the card.
+type cardView interface {
+	PINRetries() int
+	Transmit(ctx context.Context, cmd []byte) ([]byte, error)
+}
+
+// simChanger changes a simulated card through the simulator's Go API
+// (swapcard: the same seed and serial, another key in 9C) and resets it
+// through a PC/SC connection of its own. A variant that provisions the
+// simulator with yubico-piv-tool (-a generate -s 9c, -a
+// import-certificate), once it takes them, is another cardChanger.
+type simChanger struct {
+	card   *swapcard.Card
+	reader string
+}
+
+func simVersion(t *testing.T, slot9C pivsim.Algorithm) *pivsim.Card {
+	t.Helper()
+	slots := map[pivsim.Slot]pivsim.SlotConfig{
+		pivsim.SlotAuthentication:     {Algorithm: pivsim.ECCP256},
+		pivsim.SlotKeyManagement:      {Algorithm: pivsim.ECCP256},
+		pivsim.SlotCardAuthentication: {Algorithm: pivsim.ECCP384},
+	}
+	if slot9C != 0 {
+		slots[pivsim.SlotSignature] = pivsim.SlotConfig{Algorithm: slot9C}
+	}
+	sim, err := pivsim.New(pivsim.Config{Seed: []byte("changes under pscsd"), Serial: 7300, Slots: slots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim
+}
+
+func (c *simChanger) plug(t *testing.T, reader int) cardView {
+	c.card = swapcard.New(simVersion(t, pivsim.ECCP256))
+	c.reader = daemon.Readers[reader]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); vpcd.Plug(ctx, daemon.CardAddr(reader), c.card) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+func (c *simChanger) PINRetries() int { return c.card.Sim().PINRetries() }
+
+func (c *simChanger) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	return c.card.Transmit(ctx, cmd)
+}
+
+func (c *simChanger) change(t *testing.T, no9C bool) *x509.Certificate {
+	t.Helper()
+	alg := pivsim.ECCP384
+	if no9C {
+		alg = 0
+	}
+	sim := simVersion(t, alg)
+	c.card.Swap(sim)
+	pc, err := pcsc.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	card, err := pc.Connect(t.Context(), c.reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer card.Close()
+	if err := card.Reset(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return sim.Certificate(pivsim.SlotSignature)
+}
+
+// TestCardChangesUnderPSCSD: another program generates a new key in slot
+// 9C of a card pscsd serves, and resets the card. The delegate's next
+// signature uses the new key and verifies under the certificate it comes
+// with; the delegate gets a slot event, and its new catalogue shows the new
+// certificate. The program then deletes the key: a signature with it is
+// refused with code 117, and the audit log keeps the refusal. On the way:
+// register-pin with a wrong PIN says how many tries the card has left, and
+// pscsd -trace logs the APDUs of the configured cards with the PIN
+// redacted.
+func TestCardChangesUnderPSCSD(t *testing.T) {
+	t.Run("simulator", func(t *testing.T) { testCardChange(t, &simChanger{}, readerChanging) })
+}
+
+func testCardChange(t *testing.T, changer cardChanger, reader int) {
+	if daemon == nil {
+		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
+	}
+	s := &site{t: t, bin: buildPSCSD(t), dir: t.TempDir()}
+	card := changer.plug(t, reader)
+	tpm, err := swtpm.New(filepath.Join(s.dir, "tpm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Stop() })
+	s.conf = filepath.Join(s.dir, "pscsd.json")
+	cfg := map[string]any{"state": "state", "listen": freeUDP(t), "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
+		"server_names": []string{"127.0.0.1"},
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{"7300"}}}}
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(s.conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.env = append(os.Environ(), daemon.Env())
+	initCmd := exec.Command(s.bin, "init", "-config", s.conf, "-owner", "alice", "-out", filepath.Join(s.dir, "alice"))
+	initCmd.Env = s.env
+	if out, err := initCmd.CombinedOutput(); err != nil {
+		t.Fatalf("pscsd init: %v\n%s", err, out)
+	}
+	if s.owner, err = client.LoadConfig(filepath.Join(s.dir, "alice", "client.conf")); err != nil {
+		t.Fatal(err)
+	}
+	s.log = &logBuffer{}
+	s.cmd = exec.Command(s.bin, "-trace", "-config", s.conf)
+	s.cmd.Env = s.env
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.cmd.Process.Signal(os.Interrupt)
+		s.cmd.Wait()
+		if t.Failed() {
+			t.Logf("pscsd said:\n%s", s.log.String())
+		}
+	})
+	s.waitFor(regexp.MustCompile(`card joined`), 1)
+	s.waitFor(regexp.MustCompile(`pscsd serving`), 1)
+
+	owner := s.dial(s.owner)
+	defer owner.Close()
+	// A wrong PIN: the owner learns how many tries are left.
+	_, err = s.admin(owner, &transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
+		&transport.AdminSecret{PIN: []byte("654321"), Passphrase: []byte(sitePassphrase)})
+	var te *transport.Error
+	if !errors.As(err, &te) || te.Code != transport.CodePINCheck || !strings.Contains(te.Message, "2 tries left") {
+		t.Errorf("register-pin with a wrong PIN: %v; want code %d saying 2 tries left", err, transport.CodePINCheck)
+	}
+	if n := card.PINRetries(); n != 2 {
+		t.Fatalf("the card has %d PIN tries left after one wrong PIN, want 2", n)
+	}
+	// The owner enters the right PIN at the card (its counter is full
+	// again), then registers it.
+	verify := append([]byte{0x00, 0x20, 0x00, 0x80, 0x08}, []byte("123456\xff\xff")...)
+	if rsp, err := card.Transmit(t.Context(), verify); err != nil || !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+		t.Fatalf("VERIFY at the card: %X %v", rsp, err)
+	}
+	if _, err := s.admin(owner, &transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
+		&transport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte(sitePassphrase)}); err != nil {
+		t.Fatalf("register-pin: %v", err)
+	}
+	bobCfg := s.issue(owner, "bob")
+	delegation, vpin := s.delegate(owner, "bob", "mayor", 0, 0)
+
+	bob := s.dial(bobCfg)
+	defer bob.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hello, err := bob.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Login(ctx, 1, []byte(vpin)); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte("signed before and after the card changed")
+	digest := sha256.Sum256(doc)
+	// 9C is the remote card's second key: its private key is handle 4,
+	// its certificate 6. Its PIN policy is "always": the vPIN goes with
+	// every signature.
+	sign9C := func() (*transport.SignResponse, error) {
+		return bob.SignWithPIN(ctx, &transport.SignRequest{Slot: 1, Key: 4, Mechanism: 0x1044, Data: doc}, []byte(vpin)) // CKM_ECDSA_SHA256
+	}
+	resp, err := sign9C()
+	if err != nil {
+		t.Fatalf("sign with 9C: %v", err)
+	}
+	old := verifyP11ECDSA(t, resp, digest[:])
+	if cert := catalogueCert(hello.Catalogue, 6); !bytes.Equal(cert, old.Raw) {
+		t.Fatal("the catalogue's certificate of 9C is not the one the signature came with")
+	}
+
+	// The other program generates a new key in 9C.
+	want := changer.change(t, false)
+	resp, err = sign9C()
+	if err != nil {
+		t.Fatalf("the first signature after the change: %v", err)
+	}
+	got := verifyP11ECDSA(t, resp, digest[:])
+	if !got.Equal(want) || got.Equal(old) {
+		t.Errorf("the signature after the change came with %q %x, want the new certificate", got.Subject.CommonName, sha256.Sum256(got.Raw))
+	}
+	tag := waitSlotEvent(t, bob, 1)
+	hello2, err := bob.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hello2.Catalogue.Tag, tag) || bytes.Equal(tag, hello.Catalogue.Tag) {
+		t.Errorf("catalogue tag %x after the event with tag %x (before: %x)", hello2.Catalogue.Tag, tag, hello.Catalogue.Tag)
+	}
+	if !bytes.Equal(catalogueCert(hello2.Catalogue, 6), want.Raw) {
+		t.Error("the new catalogue does not show 9C's new certificate")
+	}
+	s.waitFor(regexp.MustCompile(`card's keys changed: read again.* reader=`), 1)
+
+	// The other program deletes 9C: a signature with it is refused, and
+	// audited.
+	changer.change(t, true)
+	_, err = sign9C()
+	if !errors.As(err, &te) || te.Code != transport.CodeKeyGone {
+		t.Fatalf("a signature with the deleted key: %v, want code %d", err, transport.CodeKeyGone)
+	}
+	waitSlotEvent(t, bob, 1)
+	if signs := s.auditedSigns(owner); !regexp.MustCompile(`(?m)^bob sign ` + delegation + ` 117$`).MatchString(signs) {
+		t.Errorf("the audit log does not keep the refusal with code 117:\n%s", signs)
+	}
+
+	// -trace: the configured card's APDUs are in the log, the PINs are not.
+	log := s.log.String()
+	if !regexp.MustCompile(`msg=apdu .*cmd="00 20 00 80 \[\d+ bytes redacted\]"`).MatchString(log) {
+		t.Error("pscsd -trace logged no redacted VERIFY of the configured card")
+	}
+	if !regexp.MustCompile(`msg=apdu .*reader=.*cmd="00 87 `).MatchString(log) {
+		t.Error("pscsd -trace logged no signature of the configured card")
+	}
+	for _, pin := range []string{"31 32 33 34 35 36", "36 35 34 33 32 31", "123456", "654321"} {
+		if strings.Contains(log, pin) {
+			t.Errorf("pscsd's log holds a PIN (%s)", pin)
+		}
+	}
+}
+
+// verifyP11ECDSA checks a PKCS #11 ECDSA signature (r||s) of digest under
+// the certificate it came with, and returns the certificate.
+func verifyP11ECDSA(t *testing.T, resp *transport.SignResponse, digest []byte) *x509.Certificate {
+	t.Helper()
+	cert, err := x509.ParseCertificate(resp.Certificate)
+	if err != nil {
+		t.Fatalf("the signature's certificate: %v", err)
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	n := len(resp.Signature) / 2
+	if !ok || !ecdsa.Verify(pub, digest, new(big.Int).SetBytes(resp.Signature[:n]), new(big.Int).SetBytes(resp.Signature[n:])) {
+		t.Error("the signature does not verify under the certificate it came with")
+	}
+	return cert
+}
+
+// catalogueCert is CKA_VALUE of object h of slot 1.
+func catalogueCert(cat *transport.Catalogue, h uint64) []byte {
+	for _, s := range cat.Slots {
+		for _, o := range s.Objects {
+			if s.ID == 1 && o.Handle == h {
+				v, _ := o.Attributes[0x11].([]byte)
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+// waitSlotEvent waits for a slot event of slot on c and returns its tag.
+func waitSlotEvent(t *testing.T, c *client.Client, slot uint64) []byte {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-c.Events():
+			if ev.Kind == transport.EventSlot && ev.Slot == slot {
+				return ev.Tag
+			}
+		case <-deadline:
+			t.Fatalf("no slot event for slot %d within 30 s", slot)
+		}
+	}
+}
+
+// auditedSigns has owner export its audit records and lists the sign
+// records among them: "identity sign delegation decision" per line.
+func (s *site) auditedSigns(owner *client.Client) string {
+	t := s.t
+	t.Helper()
+	var out strings.Builder
+	var from, until uint64
+	for {
+		resp, err := s.admin(owner, &transport.AdminRequest{Action: transport.AdminExport, From: from, Until: until}, nil)
+		if err != nil {
+			t.Fatalf("export: %v", err)
+		}
+		for _, raw := range resp.Records {
+			var r audit.Record
+			if err := transport.Unmarshal(raw, &r); err != nil {
+				t.Fatalf("export: %v", err)
+			}
+			if r.Op == "sign" {
+				fmt.Fprintf(&out, "%s sign %s %d\n", r.Identity, r.Delegation, r.Decision)
+			}
+		}
+		if resp.Next == 0 {
+			return out.String()
+		}
+		from, until = resp.Next, resp.Until
+	}
+}
