@@ -73,6 +73,25 @@
 // signature to verify under it. Without it, members may hold different
 // keys, and each result travels with the [Member] that made it.
 //
+// Keys are numbered ([Pool.Key]) in the order the pool first saw their IDs,
+// and a number stays with its ID (a card's slot) while the pool lives: when
+// a card's keys change, no number comes to name another key.
+//
+// # Cards that change
+//
+// Another program may change a card while the pool serves it (generate a
+// new key in a slot, import a certificate, delete a key), and PC/SC tells
+// only that the card was reset, when the program resets it. A member reads
+// its card's keys again before a request whenever its worker connected
+// anew since it read them (cards.Worker.Connections: the card was reset by
+// another client, removed, or failed), and [Member.Reread] reads them when
+// a request finds reason to (a signature that does not verify under the
+// key it had). Keys that changed become the member's, the pool tells of it
+// ([Options.OnChange]), and requests use them; in a pool with SameKeys and
+// other cards, a card whose keys no longer match leaves the pool (its
+// request goes to another card); the first card to join an empty pool sets
+// the pool's keys, as at start.
+//
 // # Concurrency
 //
 // A Pool is safe for concurrent use.
