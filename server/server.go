@@ -542,7 +542,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		n.events |= policy.EventCardLocked
 	}
 	if err != nil {
-		return nil, s.refuseNoted(ctx, call, d.ID, n, poolError(err), start)
+		return nil, s.refuseNoted(ctx, call, d.ID, n, s.requestError(card.Name, err), start)
 	}
 	if err := s.audit(ctx, call, d.ID, 0, by, sig, start, n); err != nil {
 		return nil, err
@@ -617,6 +617,19 @@ func cardError(err error) error {
 		return &transport.Error{Code: transport.CodeCardError, Message: fmt.Sprintf("card status %04X", uint16(sw))}
 	}
 	return &transport.Error{Code: transport.CodeCardError}
+}
+
+// requestError gives err, the failure of a request on remote card name, a
+// code for the wire (poolError); a failure that none gave one (the card
+// could not be opened, its keys not read) is logged as a card error.
+func (s *Server) requestError(name string, err error) error {
+	err = poolError(err)
+	var te *transport.Error
+	if errors.As(err, &te) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	cardLog{s: s, card: name}.log("prepare the card", err, "card error")
+	return cardError(err)
 }
 
 func poolError(err error) error {

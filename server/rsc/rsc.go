@@ -966,14 +966,14 @@ func (p *Pool) run(m *Member, j *job) error {
 	return m.Worker.DoAs(j.ctx, j.principal, func(ctx context.Context, t cards.Transmitter) error {
 		card, err := m.Profile.Open(ctx, t)
 		if err != nil {
-			return err
+			return fmt.Errorf("rsc: card %s: open: %w", m.ID, err)
 		}
 		if n := m.Worker.Connections(); n != m.read.Load() {
 			// A connection made since the keys were read: the card
 			// may have been reset by a program that changed it.
 			keys, err := card.Keys(ctx)
 			if err != nil {
-				return err
+				return fmt.Errorf("rsc: card %s: reading its keys again: %w", m.ID, err)
 			}
 			if _, err := m.rekey(keys, n); err != nil {
 				return err
