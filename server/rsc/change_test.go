@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
@@ -107,5 +108,56 @@ func TestKeysReadAgainAfterReset(t *testing.T) {
 	}
 	if k, ok := p.Key(0); !ok || k.ID != "9a" || k.Algorithm != "ECCP256" {
 		t.Errorf("the pool's key 0 is %+v, %v; want 9a ECCP256", k, ok)
+	}
+}
+
+// TestIdleCardCheckedAfterReset: with CheckEvery, a card that another
+// program changed and reset while no request came is read again by the
+// pool itself: the pool tells of the change before any request.
+func TestIdleCardCheckedAfterReset(t *testing.T) {
+	if daemon == nil {
+		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
+	}
+	const reader = readerChange + 1
+	r := newRig(t, 0, pivsim.Latency{})
+	r.sims, r.pulls = make([]vpcd.Card, reader), make([]func(), reader)
+	newCard := func(alg pivsim.Algorithm) *pivsim.Card {
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte("idle"), Serial: 7801,
+			Slots: map[pivsim.Slot]pivsim.SlotConfig{pivsim.SlotAuthentication: {Algorithm: alg}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sim
+	}
+	card := swapcard.New(newCard(pivsim.ECCP256))
+	r.sims, r.pulls = append(r.sims, card), append(r.pulls, nil)
+	r.plug(reader)
+
+	changed := make(chan int, 4)
+	p := rsc.NewPool("idle", rsc.Options{CheckEvery: 10 * time.Millisecond, OnChange: func(n int) { changed <- n }})
+	defer p.Close()
+	m := r.member(reader)
+	if err := p.Add(m); err != nil {
+		t.Fatal(err)
+	}
+	<-changed // joined
+
+	after := newCard(pivsim.ECCP384)
+	card.Swap(after)
+	c, err := r.pc.Connect(t.Context(), daemon.Readers[reader])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reset(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pool did not read the idle card's keys again within 30 s of its reset")
+	}
+	if k := m.Keys(); len(k) != 1 || k[0].Algorithm != "ECCP384" || !k[0].Certificate.Equal(after.Certificate(pivsim.SlotAuthentication)) {
+		t.Errorf("the member's keys after the check: %+v, want the new P-384 key and certificate", k)
 	}
 }

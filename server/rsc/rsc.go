@@ -86,11 +86,12 @@
 // anew since it read them (cards.Worker.Connections: the card was reset by
 // another client, removed, or failed), and [Member.Reread] reads them when
 // a request finds reason to (a signature that does not verify under the
-// key it had). Keys that changed become the member's, the pool tells of it
-// ([Options.OnChange]), and requests use them; in a pool with SameKeys and
-// other cards, a card whose keys no longer match leaves the pool (its
-// request goes to another card); the first card to join an empty pool sets
-// the pool's keys, as at start.
+// key it had); with [Options.CheckEvery], the pool also checks each card
+// while it is idle. Keys that changed become the member's, the pool tells
+// of it ([Options.OnChange]), and requests use them; in a pool with
+// SameKeys and other cards, a card whose keys no longer match leaves the
+// pool (its request goes to another card); the first card to join an
+// empty pool sets the pool's keys, as at start.
 //
 // # Concurrency
 //
@@ -258,6 +259,12 @@ type Options struct {
 	// keys changed, with the number of cards now in the pool (pscsd tells
 	// the delegates). It is called on no lock of the pool.
 	OnChange func(members int)
+	// CheckEvery, if set, is how often the pool checks each card for a
+	// new connection of its worker since its keys were read (see "Cards
+	// that change"), in a transaction that sends the card nothing unless
+	// there was one, so that delegates learn of a change before their
+	// next request. Zero: only requests check, before they run.
+	CheckEvery time.Duration
 }
 
 // Pool is a remote card.
@@ -289,6 +296,10 @@ type Pool struct {
 	wake     chan struct{}
 	sleepers int
 	waiting  atomic.Int64 // total, for Waiting without the lock
+
+	// stopCheck ends the loop of Options.CheckEvery, which closes
+	// checked; both nil without it.
+	stopCheck, checked chan struct{}
 }
 
 // principal is what a pool keeps of one principal, under Pool.mu.
@@ -337,12 +348,72 @@ func NewPool(name string, opts Options) *Pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{
+	p := &Pool{
 		name: name, opts: opts, log: log.With("rsc", name),
 		wake:       make(chan struct{}),
 		members:    map[string]*memberRun{},
 		principals: map[string]*principal{},
 	}
+	if opts.CheckEvery > 0 {
+		p.stopCheck, p.checked = make(chan struct{}), make(chan struct{})
+		go p.checkLoop()
+	}
+	return p
+}
+
+// checkLoop checks every card of the pool every Options.CheckEvery until
+// the pool closes.
+func (p *Pool) checkLoop() {
+	defer close(p.checked)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-p.stopCheck; cancel() }()
+	tick := time.NewTicker(p.opts.CheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stopCheck:
+			return
+		case <-tick.C:
+		}
+		for _, m := range p.Members() {
+			err := m.check(ctx)
+			switch {
+			case errors.Is(err, ErrMixedKeys):
+				p.mu.Lock()
+				if r := p.members[m.ID]; r != nil && r.m == m {
+					p.mu.Unlock()
+					p.removeRun(r)
+				} else {
+					p.mu.Unlock()
+				}
+			case err != nil && ctx.Err() == nil:
+				p.log.Debug("card check failed", "card", m.ID, "reader", m.Reader, "err", err)
+			}
+		}
+	}
+}
+
+// check reads the card's keys again if its worker connected anew since
+// they were read, in a transaction that sends the card nothing otherwise
+// (beginning it is how PC/SC tells of a reset by another client).
+func (m *Member) check(ctx context.Context) error {
+	return m.Worker.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
+		n := m.Worker.Connections()
+		if n == m.read.Load() {
+			return nil
+		}
+		card, err := m.Profile.Open(ctx, t)
+		if err != nil {
+			return err
+		}
+		keys, err := card.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = m.rekey(keys, n)
+		return err
+	})
 }
 
 // Name returns the pool's name.
@@ -670,6 +741,9 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	if p.stopCheck != nil {
+		close(p.stopCheck)
+	}
 	runs := make([]*memberRun, 0, len(p.members))
 	for id, r := range p.members {
 		close(r.stop)
@@ -679,6 +753,9 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	for _, r := range runs {
 		<-r.done
+	}
+	if p.checked != nil {
+		<-p.checked
 	}
 	p.mu.Lock()
 	p.failWaitingLocked(ErrClosed)

@@ -347,16 +347,21 @@ func testCardChange(t *testing.T, changer cardChanger, reader int) {
 	if !got.Equal(want) || got.Equal(old) {
 		t.Errorf("the signature after the change came with %q %x, want the new certificate", got.Subject.CommonName, sha256.Sum256(got.Raw))
 	}
-	tag := waitSlotEvent(t, bob, 1)
-	hello2, err := bob.Hello(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(hello2.Catalogue.Tag, tag) || bytes.Equal(tag, hello.Catalogue.Tag) {
-		t.Errorf("catalogue tag %x after the event with tag %x (before: %x)", hello2.Catalogue.Tag, tag, hello.Catalogue.Tag)
-	}
-	if !bytes.Equal(catalogueCert(hello2.Catalogue, 6), want.Raw) {
-		t.Error("the new catalogue does not show 9C's new certificate")
+	// The delegate learns of it: slot events (pscsd may have seen more
+	// than one change, a program's several runs), until the catalogue an
+	// event announces shows the new certificate.
+	for {
+		tag := waitSlotEvent(t, bob, 1)
+		hello2, err := bob.Hello(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(hello2.Catalogue.Tag, tag) {
+			continue // a later change, whose event follows
+		}
+		if bytes.Equal(catalogueCert(hello2.Catalogue, 6), want.Raw) {
+			break
+		}
 	}
 	s.waitFor(regexp.MustCompile(`card's keys changed: read again.* reader=`), 1)
 
