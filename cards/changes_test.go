@@ -1,7 +1,10 @@
 package cards
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -79,5 +82,48 @@ func TestWorkerSeesResetsByOthers(t *testing.T) {
 	}
 	if got := r.conns[0].checks; got != 2 {
 		t.Errorf("%d checks of the first connection, want 2 (one per change of principal)", got)
+	}
+}
+
+// TestTraceConn: a worker whose connections are traced logs their
+// exchanges at debug level with the PIN redacted, keeps the connection's
+// Checker, and logs nothing above debug.
+func TestTraceConn(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
+		r := &checkedReader{}
+		open := func(ctx context.Context) (Conn, error) {
+			c, err := r.open(ctx)
+			if err != nil {
+				return nil, err
+			}
+			tc := TraceConn(c, log)
+			if _, ok := tc.(Checker); !ok {
+				t.Error("a traced connection lost its Checker")
+			}
+			return tc, nil
+		}
+		w := NewWorker(open, nil)
+		pin := []byte{0x00, 0x20, 0x00, 0x80, 0x08, '9', '8', '7', '6', '5', '4', 0xFF, 0xFF}
+		for _, who := range []string{"alice", "bob"} {
+			if err := w.DoAs(t.Context(), who, func(ctx context.Context, tx Transmitter) error {
+				_, err := tx.Transmit(ctx, pin)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.Close()
+		out := buf.String()
+		if got := strings.Count(out, `cmd="00 20 00 80 [9 bytes redacted]"`); level == slog.LevelDebug && got != 2 || level != slog.LevelDebug && out != "" {
+			t.Errorf("level %v: %d redacted VERIFYs traced, log:\n%s", level, got, out)
+		}
+		if strings.Contains(out, "39 38 37") {
+			t.Errorf("the trace shows the PIN:\n%s", out)
+		}
+		if r.conns[0].checks != 1 {
+			t.Errorf("level %v: %d checks through the traced connection, want 1 (the change of principal)", level, r.conns[0].checks)
+		}
 	}
 }

@@ -124,7 +124,8 @@ var (
 	ErrMixedKeys = errors.New("rsc: card holds other keys than the remote card's")
 )
 
-// Member is one card of a pool.
+// Member is one card of a pool. Its methods are safe for concurrent use;
+// Reread is for a request's function, which holds the card.
 type Member struct {
 	// ID names the card (its serial), stable across reinsertion.
 	ID string
