@@ -122,3 +122,30 @@ func formatResponse(rsp []byte, hide bool) string {
 	}
 	return spacedHex(rsp)
 }
+
+// TraceConn returns c with its exchanges logged as [Trace] logs them, for
+// a [Worker]'s [Opener]: every connection gets a tracer of its own. The
+// tracer logs only when log is enabled at debug level.
+func TraceConn(c Conn, log *slog.Logger) Conn {
+	tc := &tracedConn{Conn: c, tr: tracer{t: c, log: log}}
+	if ck, ok := c.(Checker); ok {
+		return &tracedChecker{tracedConn: tc, ck: ck}
+	}
+	return tc
+}
+
+type tracedConn struct {
+	Conn
+	tr tracer
+}
+
+func (c *tracedConn) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
+	return c.tr.Transmit(ctx, cmd)
+}
+
+type tracedChecker struct {
+	*tracedConn
+	ck Checker
+}
+
+func (c *tracedChecker) Check(ctx context.Context) error { return c.ck.Check(ctx) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 )
 
 // Conn is a connected card as a [Worker] uses it. cards/pcsc.Card
@@ -22,6 +23,18 @@ type Conn interface {
 	Reset(ctx context.Context) error
 	// Close disconnects.
 	Close() error
+}
+
+// Checker is an optional capability of a [Conn]: Check reports whether the
+// connection still stands, without sending the card anything: an error
+// wrapping [ErrCardReset] when another client reset the card since the
+// connection's last call (cards/pcsc asks SCardStatus), [ErrCardRemoved]
+// when the card was pulled. A [Worker] checks before it resets the card
+// itself, which would hide another client's reset (SCardReconnect clears
+// SCARD_W_RESET_CARD): a reset by another program may come with a change
+// of the card's keys (see [Worker.Connections]).
+type Checker interface {
+	Check(ctx context.Context) error
 }
 
 // Opener connects to the card a Worker owns.
@@ -59,14 +72,24 @@ type Opener func(ctx context.Context) (Conn, error)
 // context. After a failure of the card the worker drops the connection, and
 // the next request connects afresh (and so resets the card).
 //
+// # Changes of the card
+//
+// Another program may change the card between two requests (a new key
+// generated, a certificate imported), and PC/SC tells only that the card
+// was reset, if the program reset it (as PIV tools do when they
+// disconnect). The worker then connects again: [Worker.Connections] counts
+// its connections, so a request's function can tell that what it learned of
+// the card on an earlier connection (its keys, say) may no longer hold.
+//
 // A Worker is safe for concurrent use.
 type Worker struct {
-	open Opener
-	log  *slog.Logger
-	reqs chan *request
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	open  Opener
+	log   *slog.Logger
+	conns atomic.Uint64
+	reqs  chan *request
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
 }
 
 type request struct {
@@ -118,6 +141,15 @@ func (w *Worker) submit(r *request) error {
 	return <-r.done
 }
 
+// Connections is the number of connections the worker has made to its
+// card. A new connection follows the card's reset by another PC/SC client,
+// its removal and reinsertion, a failure of the card or a restart of the
+// PC/SC service, and any of them may hide a change another program made to
+// the card. Called from a request's function, it counts the connection the
+// function runs on: a function that compares it with the count at which it
+// read the card's keys knows whether to read them again.
+func (w *Worker) Connections() uint64 { return w.conns.Load() }
+
 // Close stops the worker after the request in progress and disconnects.
 func (w *Worker) Close() error {
 	w.once.Do(func() { close(w.quit) })
@@ -161,8 +193,25 @@ func (w *Worker) serve(conn Conn, r *request, last **string) (Conn, error) {
 				return nil, failed(fmt.Errorf("cards: connect: %w", err))
 			}
 			conn, *last = c, nil
+			w.conns.Add(1)
 		}
 		if r.isolate && (*last == nil || **last != r.principal) {
+			if ck, ok := conn.(Checker); ok && *last != nil {
+				// Resetting the card ourselves would hide a reset by
+				// another client, and with it a change of the card.
+				if err := failed(ck.Check(r.ctx)); err != nil {
+					if !errors.Is(err, ErrCardFailed) {
+						return conn, err // the request's context ended first
+					}
+					w.log.Info("card connection lost before a request", "err", err)
+					conn.Close()
+					conn = nil
+					if attempt > 0 || !errors.Is(err, ErrCardReset) {
+						return nil, err
+					}
+					continue
+				}
+			}
 			if err := failed(conn.Reset(r.ctx)); err != nil {
 				if !errors.Is(err, ErrCardFailed) {
 					return conn, err // the request's context ended first

@@ -30,6 +30,8 @@ package profiles
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -81,10 +83,61 @@ type Card interface {
 
 // KeyCache is an optional interface of a Card: UseKeys hands it the keys an
 // earlier Keys call returned for the same card, so that Sign does not read
-// the card's inventory again. pscsd reads a card's keys once, when the card
-// joins a remote card, and opens the card for every request.
+// the card's inventory again. pscsd reads a card's keys when the card joins
+// a remote card and again when it may have changed (see server/rsc), and
+// opens the card for every request.
 type KeyCache interface {
 	UseKeys(keys []Key)
+}
+
+// ErrBadSignature: the card's signature does not verify under the public
+// key the driver has for the key (see [BadSignatureError]).
+var ErrBadSignature = errors.New("profiles: the card's signature does not verify under the key's public key")
+
+// BadSignatureError is the error of [Card.Sign] when the card's signature
+// does not verify under the public key the driver has for the key: the card
+// is faulty, or another program put a new key in the slot since the keys
+// were read (see [KeyCache]). Signature is what the card returned, so that
+// a caller that reads the card's keys again can check it under the new
+// public key ([VerifySignature]) instead of signing again. It matches
+// [ErrBadSignature] with errors.Is.
+type BadSignatureError struct {
+	Key       string // the key's ID
+	Signature []byte // as Sign would have returned it
+}
+
+func (e *BadSignatureError) Error() string {
+	return fmt.Sprintf("profiles: key %s: the card's signature does not verify under the key's public key", e.Key)
+}
+
+// Is makes a *BadSignatureError match ErrBadSignature.
+func (e *BadSignatureError) Is(target error) bool { return target == ErrBadSignature }
+
+// VerifySignature checks sig, a signature in the form [Card.Sign] returns
+// it, of digest under pub: ECDSA (ASN.1 DER; a digest longer than the
+// curve is cut to its leftmost bits, a shorter one taken as the integer
+// it encodes, as FIPS 186-4 does), RSA PKCS #1 v1.5 (opts.HashFunc() names
+// the DigestInfo; zero: digest is signed as it is) or PSS (*rsa.PSSOptions).
+func VerifySignature(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if ecdsa.VerifyASN1(k, digest, sig) {
+			return nil
+		}
+	case *rsa.PublicKey:
+		var err error
+		if pss, ok := opts.(*rsa.PSSOptions); ok {
+			err = rsa.VerifyPSS(k, pss.Hash, digest, sig, pss)
+		} else {
+			err = rsa.VerifyPKCS1v15(k, opts.HashFunc(), digest, sig)
+		}
+		if err == nil {
+			return nil
+		}
+	default:
+		return fmt.Errorf("profiles: verify: unsupported key %T", pub)
+	}
+	return ErrBadSignature
 }
 
 // Info identifies a card.

@@ -252,7 +252,7 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	err := card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		st, err := c.PINStatus(ctx)
 		if err != nil {
-			return cardError(err)
+			return cardLog{s: s, card: name, m: m}.fail("PIN status", err)
 		}
 		if st.Blocked || st.Retries >= 0 && st.Retries < full {
 			return transport.Errorf(transport.CodePINCheck, "card %s: PIN retry counter at %d, not full: not trying a PIN on it", m.ID, st.Retries)
@@ -263,10 +263,13 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		err = card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 			err := c.VerifyPIN(ctx, sec.PIN)
 			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
-				return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN (the cards of a remote card must share their PIN)", m.ID)
+				s.log.Warn("the card refused the PIN the owner registers", "card", name, "member", m.ID, "reader", m.Reader,
+					"owner", who, "err", err.Error())
+				return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN: %s (the cards of a remote card must share their PIN)",
+					m.ID, triesLeft(ctx, c, err))
 			}
 			if err != nil {
-				return cardError(err)
+				return cardLog{s: s, card: name, m: m}.fail("verify PIN", err)
 			}
 			return c.Logout(ctx)
 		})
@@ -288,6 +291,31 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 		return s.internal("store", err)
 	}
 	return nil
+}
+
+// triesLeft says how many PIN tries the card has left after it refused a
+// PIN with err: from the status word (63Cx), or, when it carries no count
+// (6300), from the card's PIN status, which spends no try.
+func triesLeft(ctx context.Context, c profiles.Card, err error) string {
+	n, ok := -1, false
+	var sw apdu.StatusWord
+	if errors.As(err, &sw) {
+		n, ok = sw.Retries()
+	}
+	if !ok {
+		if st, err := c.PINStatus(ctx); err == nil && st.Retries >= 0 {
+			n, ok = st.Retries, true
+		}
+	}
+	switch {
+	case !ok:
+		return "the card does not say how many tries are left"
+	case n == 0:
+		return "no tries left, the PIN is blocked (unblock it with the PUK)"
+	case n == 1:
+		return "1 try left"
+	}
+	return fmt.Sprintf("%d tries left", n)
 }
 
 // passphraseResult keeps the result of an owner passphrase for card in the

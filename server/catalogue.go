@@ -88,10 +88,13 @@ func keyIndex(h uint64) (int, bool) {
 	return int((h - 1) / 3), true
 }
 
-// objects describes a card's keys as PKCS #11 objects.
-func objects(keys []profiles.Key) []transport.Object {
+// objects describes a card's keys as PKCS #11 objects; nums are the keys'
+// numbers in their remote card (rsc.Pool.Numbers), which their handles and
+// CKA_ID follow.
+func objects(keys []profiles.Key, nums []int) []transport.Object {
 	var out []transport.Object
-	for i, k := range keys {
+	for j, k := range keys {
+		i := nums[j]
 		id := []byte{byte(i + 1)}
 		label := k.Label + " (" + k.ID + ")"
 		common := func(class uint64) map[uint64]any {

@@ -259,8 +259,9 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 			Token: transport.TokenInfo{Label: c.Name, Manufacturer: "pscs", Model: "remote card", Serial: fmt.Sprint(c.Slot),
 				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
 		if len(members) > 0 {
-			slot.Objects = objects(members[0].Keys)
-			slot.Mechanisms = mechanisms(members[0].Keys)
+			keys := members[0].Keys()
+			slot.Objects = objects(keys, c.Pool.Numbers(keys))
+			slot.Mechanisms = mechanisms(keys)
 		}
 		cat.Slots = append(cat.Slots, slot)
 	}
@@ -293,6 +294,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
 	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
+	transport.CodeKeyGone: "key_gone",
 }
 
 func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
@@ -430,6 +432,10 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
 	}
 	idx, ok := keyIndex(req.Key)
+	var keyID string
+	if ok {
+		keyID, ok = card.Pool.KeyID(idx)
+	}
 	if !ok {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
 	}
@@ -442,7 +448,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
 		if len(call.Secret) == 0 {
-			return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature"), start)
+			return nil, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 		}
 		var ev policy.Event
 		freshPIN, ev, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret)
@@ -457,13 +463,6 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	var cardLocked atomic.Bool
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
-		if idx >= len(m.Keys) {
-			return transport.Errorf(transport.CodeNoSuchKey, "")
-		}
-		k := m.Keys[idx]
-		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
-			return err
-		}
 		sess.mu.Lock()
 		pin := append([]byte(nil), sess.pin...)
 		sess.mu.Unlock()
@@ -471,46 +470,80 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			clear(pin)
 			pin = append([]byte(nil), freshPIN...)
 		}
+		defer clear(pin)
 		if len(pin) == 0 {
 			return transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
 		}
-		if k.PINPolicy != profiles.PINNever {
-			err := c.VerifyPIN(ctx, pin)
-			clear(pin)
-			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
-				// The registered real PIN is no longer the card's: stop
-				// every delegate before the card's tries run out.
-				s.cfg.Book.LockCard(card.Name)
-				cardLocked.Store(true)
-				s.log.Error("the card refused its registered PIN: delegations on it locked", "card", card.Name, "member", m.ID)
-				return transport.Errorf(transport.CodeLocked, "the owner must register the card's PIN again")
+		cl := cardLog{s: s, card: card.Name, m: m}
+		for reread := false; ; {
+			k, ok := m.Key(keyID)
+			if !ok {
+				s.log.Warn("a request names a key the card no longer has", "card", card.Name, "member", m.ID,
+					"reader", m.Reader, "key", keyID, "delegation", d.ID)
+				return transport.Errorf(transport.CodeKeyGone, "key %s is no longer on the card", keyID)
+			}
+			if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+				return err
+			}
+			if k.PINPolicy == profiles.PINAlways && freshPIN == nil {
+				return errPINEveryTime // the card's key changed to one that wants it
+			}
+			if k.PINPolicy != profiles.PINNever {
+				err := c.VerifyPIN(ctx, pin)
+				if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
+					// The registered real PIN is no longer the card's: stop
+					// every delegate before the card's tries run out.
+					s.cfg.Book.LockCard(card.Name)
+					cardLocked.Store(true)
+					cl.log("verify PIN", err, "the card refused its registered PIN: delegations on it locked")
+					return transport.Errorf(transport.CodeLocked, "the owner must register the card's PIN again")
+				}
+				if err != nil {
+					return cl.fail("verify PIN", err)
+				}
+			}
+			raw, err := c.Sign(ctx, k.ID, digest, opts)
+			if err != nil && !reread && mayBeStale(err) {
+				// Another program may have changed the key without a
+				// reset that told us: read the card's keys again.
+				reread = true
+				keys, changed, rerr := m.Reread(ctx, c)
+				if errors.Is(rerr, rsc.ErrMixedKeys) {
+					return rerr // the card leaves; another takes the request
+				}
+				if rerr != nil {
+					return cl.fail("read keys", rerr)
+				}
+				if changed {
+					var bad *profiles.BadSignatureError
+					nk, ok := keyByID(keys, k.ID)
+					if !ok || !errors.As(err, &bad) || profiles.VerifySignature(nk.Public, digest, bad.Signature, opts) != nil {
+						continue // with the card's keys as they are now
+					}
+					raw, err, k = bad.Signature, nil, nk
+				}
 			}
 			if err != nil {
-				return cardError(err)
+				return cl.fail("sign with "+k.ID, err)
 			}
+			if mt := s.cfg.Metrics; mt != nil {
+				mt.CardOp(card.Name, m.ID, time.Since(onCard))
+			}
+			if sig, err = p11Signature(k.Public, raw); err != nil {
+				return err
+			}
+			if k.Certificate != nil {
+				cert = k.Certificate.Raw
+			}
+			by = m.ID
+			return nil
 		}
-		clear(pin)
-		raw, err := c.Sign(ctx, k.ID, digest, opts)
-		if err != nil {
-			return cardError(err)
-		}
-		if mt := s.cfg.Metrics; mt != nil {
-			mt.CardOp(card.Name, m.ID, time.Since(onCard))
-		}
-		if sig, err = p11Signature(k.Public, raw); err != nil {
-			return err
-		}
-		if k.Certificate != nil {
-			cert = k.Certificate.Raw
-		}
-		by = m.ID
-		return nil
 	})
 	if cardLocked.Load() {
 		n.events |= policy.EventCardLocked
 	}
 	if err != nil {
-		return nil, s.refuseNoted(ctx, call, d.ID, n, poolError(err), start)
+		return nil, s.refuseNoted(ctx, call, d.ID, n, s.requestError(card.Name, err), start)
 	}
 	if err := s.audit(ctx, call, d.ID, 0, by, sig, start, n); err != nil {
 		return nil, err
@@ -518,7 +551,63 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
 }
 
-// cardError gives the wire a code; the card's details stay in the log.
+var errPINEveryTime = transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature")
+
+func keyByID(keys []profiles.Key, id string) (profiles.Key, bool) {
+	for _, k := range keys {
+		if k.ID == id {
+			return k, true
+		}
+	}
+	return profiles.Key{}, false
+}
+
+// mayBeStale reports whether err, a card's refusal of a signature, may
+// come from a key that changed since the card's keys were read: a
+// signature that does not verify under the key's public key, a slot that
+// holds no key (6A88), or one whose key has another algorithm or size
+// (6A86 for the algorithm in P1, 6A80 for input of the wrong length).
+func mayBeStale(err error) bool {
+	return errors.Is(err, profiles.ErrBadSignature) || errors.Is(err, apdu.SWRefNotFound) ||
+		errors.Is(err, apdu.SWIncorrectP1P2) || errors.Is(err, apdu.SWWrongData)
+}
+
+// cardLog logs what a card did wrong during a request of a remote card.
+type cardLog struct {
+	s    *Server
+	card string // the remote card
+	m    *rsc.Member
+}
+
+// log logs err, the failure of operation op on the card, with msg: the
+// remote card, the card (ID, which names its profile and serial, and
+// reader), the status word, and what the driver concluded (its error).
+func (l cardLog) log(op string, err error, msg string) {
+	attrs := []any{"op", op, "card", l.card}
+	if l.m != nil {
+		attrs = append(attrs, "member", l.m.ID, "reader", l.m.Reader)
+	}
+	var sw apdu.StatusWord
+	if errors.As(err, &sw) {
+		attrs = append(attrs, "sw", fmt.Sprintf("%04X", uint16(sw)))
+	}
+	attrs = append(attrs, "err", err.Error())
+	l.s.log.Warn(msg, attrs...)
+}
+
+// fail logs err, the failure of op on the card, and returns it with a code
+// for the wire (cardError): the details stay in the log.
+func (l cardLog) fail(op string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	l.log(op, err, "card error")
+	return cardError(err)
+}
+
+// cardError gives the wire a code; the card's details stay in the log
+// (see cardLog).
 func cardError(err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
@@ -529,6 +618,19 @@ func cardError(err error) error {
 		return &transport.Error{Code: transport.CodeCardError, Message: fmt.Sprintf("card status %04X", uint16(sw))}
 	}
 	return &transport.Error{Code: transport.CodeCardError}
+}
+
+// requestError gives err, the failure of a request on remote card name, a
+// code for the wire (poolError); a failure that none gave one (the card
+// could not be opened, its keys not read) is logged as a card error.
+func (s *Server) requestError(name string, err error) error {
+	err = poolError(err)
+	var te *transport.Error
+	if errors.As(err, &te) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	cardLog{s: s, card: name}.log("prepare the card", err, "card error")
+	return cardError(err)
 }
 
 func poolError(err error) error {

@@ -61,6 +61,7 @@ const (
 	CodePINCheck        Code = 114 // the card's PIN was not registered: wrong, or the card's retry counter is not full
 	CodeNoCA            Code = 115 // the server issues no certificates
 	CodeGuessLimit      Code = 116 // the TPM's limit on vPIN guesses is reached for now: try later
+	CodeKeyGone         Code = 117 // the key the request names is no longer on the card (another program changed the card)
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -107,6 +108,7 @@ var codeNames = map[Code]string{
 	CodePINCheck:           "card PIN check failed",
 	CodeNoCA:               "no certificate authority",
 	CodeGuessLimit:         "TPM guess limit reached",
+	CodeKeyGone:            "key no longer on the card",
 	CodeCardError:          "card error",
 	CodeCardUnavailable:    "card unavailable",
 	CodeMechanism:          "mechanism not supported",

@@ -123,7 +123,7 @@ type EventKind uint32
 
 const (
 	EventCatalogue EventKind = 1 // the catalogue changed: fetch it again with Hello
-	EventSlot      EventKind = 2 // a remote card changed (card inserted or removed)
+	EventSlot      EventKind = 2 // a remote card changed (a card inserted or removed, or its keys or certificates changed)
 	EventRevoked   EventKind = 3 // a delegation of this identity was revoked
 	EventShutdown  EventKind = 4 // the server is going away
 )

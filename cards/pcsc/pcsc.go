@@ -110,3 +110,4 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 var _ cards.Transmitter = (*Card)(nil)
+var _ cards.Checker = (*Card)(nil)

@@ -630,6 +630,25 @@ func (k *Card) Reset(ctx context.Context) error {
 	return nil
 }
 
+// Check reports, without sending the card anything (SCardStatus), whether
+// the connection still stands: an error wrapping [cards.ErrCardReset] when
+// another client reset the card since this connection's last call (a
+// reset of this connection's own, with [Card.Reset], clears it),
+// [cards.ErrCardRemoved] when the card was pulled. It implements
+// [cards.Checker].
+func (k *Card) Check(ctx context.Context) error {
+	if err := k.usable("SCardStatus"); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pcsc: SCardStatus %q: %w", k.reader, err)
+	}
+	if _, err := k.h.Status(); err != nil {
+		return mapErr("SCardStatus", k.reader, err)
+	}
+	return nil
+}
+
 // Close disconnects from the card, leaving it as it is, and releases the
 // Card's PC/SC context. Close is idempotent.
 func (k *Card) Close() error {

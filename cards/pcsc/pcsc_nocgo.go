@@ -57,3 +57,6 @@ func (k *Card) Close() error { return nil }
 
 // Reset is not available without cgo.
 func (k *Card) Reset(ctx context.Context) error { return errNoCgo }
+
+// Check fails: the package was built without cgo.
+func (k *Card) Check(ctx context.Context) error { return errNoCgo }

@@ -161,7 +161,8 @@ func (c *Card) Select(ctx context.Context) error {
 	return nil
 }
 
-// Version returns the YubiKey firmware version, or "" for other cards.
+// Version returns the firmware version the card answers to the YubiKey
+// GET VERSION command, or "" for cards that do not answer it.
 func (c *Card) Version() string {
 	if c.version == [3]byte{} {
 		return ""
@@ -174,11 +175,19 @@ func (c *Card) hasMetadata() bool {
 	return v[0] > 5 || (v[0] == 5 && v[1] >= 3)
 }
 
-// Info reads the serial (YubiKey) or the CHUID GUID (other cards).
+// Info reads the serial (GET SERIAL, on cards that answer the YubiKey
+// version command) or the CHUID GUID (other cards).
+//
+// Every card is labelled "PIV card": answering the YubiKey version and
+// serial commands does not make a card a YubiKey (PIV applets such as
+// PivApplet and OpenFIPS201, other tokens and simulators answer them too),
+// and nothing a PIV card answers without a key names its maker (the CHUID
+// and discovery object carry none; only the YubiKey attestation, a
+// certificate chain to Yubico's CA, would). The version such a card gives
+// is Info.Version: the firmware version of the card or applet.
 func (c *Card) Info(ctx context.Context) (profiles.Info, error) {
 	info := profiles.Info{Profile: "piv", Version: c.Version(), Label: "PIV card"}
 	if c.version != [3]byte{} {
-		info.Label = "YubiKey PIV"
 		s, err := c.conn.Do(ctx, apdu.Command{INS: insGetSerial})
 		if err == nil && len(s) == 4 {
 			info.Serial = strconv.FormatUint(uint64(s[0])<<24|uint64(s[1])<<16|uint64(s[2])<<8|uint64(s[3]), 10)
@@ -629,7 +638,10 @@ func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.S
 		return nil, fmt.Errorf("piv: sign with %s: %w", k.ID, err)
 	}
 	if err := checkSignature(k.Public, digest, input, sig, opts); err != nil {
-		return nil, fmt.Errorf("piv: sign with %s: card returned a bad signature: %w", k.ID, err)
+		// A faulty card, or a new key in the slot since the keys were
+		// read: the caller may read them again and check sig under the
+		// new one.
+		return nil, fmt.Errorf("piv: sign with %s: %w", k.ID, &profiles.BadSignatureError{Key: k.ID, Signature: sig})
 	}
 	return sig, nil
 }
@@ -647,8 +659,10 @@ func parseAuthResponse(rsp []byte) ([]byte, error) {
 	return bytes.Clone(sig), nil
 }
 
-// ErrBadSignature: the card's signature does not verify under its public key.
-var ErrBadSignature = errors.New("signature does not verify")
+// ErrBadSignature: the card's signature does not verify under its public
+// key. Sign's error is then a *profiles.BadSignatureError, which carries the
+// signature.
+var ErrBadSignature = profiles.ErrBadSignature
 
 func checkSignature(pub crypto.PublicKey, digest, input, sig []byte, opts crypto.SignerOpts) error {
 	switch k := pub.(type) {

@@ -133,6 +133,7 @@ func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 		profile string
 		info    profiles.Info
 		keys    []profiles.Key
+		conn    uint64
 	)
 	err := w.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
 		p, c, err := profiles.Detect(ctx, t, m.Profiles...)
@@ -146,11 +147,16 @@ func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 		if keys, err = c.Keys(ctx); err != nil {
 			return err
 		}
+		conn = w.Connections()
 		return m.prove(ctx, c, keys)
 	})
 	if err != nil {
 		w.Close()
 		return nil, err
+	}
+	if m.Logger != nil {
+		m.Logger.Info("card identified", "reader", reader, "profile", profile, "label", info.Label,
+			"serial", info.Serial, "version", info.Version, "keys", describeKeys(keys))
 	}
 	name, ok := m.Assign(profile, info, keys)
 	if !ok {
@@ -169,7 +175,9 @@ func (m *Manager) join(ctx context.Context, reader string) (*managed, error) {
 		}
 	}
 	id := profile + ":" + info.Serial
-	if err := pool.Add(&Member{ID: id, Worker: w, Profile: prof, Keys: keys}); err != nil {
+	member := &Member{ID: id, Reader: reader, Worker: w, Profile: prof}
+	member.setKeys(keys, conn)
+	if err := pool.Add(member); err != nil {
 		w.Close()
 		return nil, err
 	}

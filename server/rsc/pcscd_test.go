@@ -33,7 +33,7 @@ import (
 var daemon *pcscdtest.PCSCD
 
 func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 5}, func(p *pcscdtest.PCSCD) { daemon = p })
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 6}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
 // rig is n simulated cards plugged into readers of the private pcscd.

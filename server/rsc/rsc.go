@@ -73,6 +73,26 @@
 // signature to verify under it. Without it, members may hold different
 // keys, and each result travels with the [Member] that made it.
 //
+// Keys are numbered ([Pool.Key]) in the order the pool first saw their IDs,
+// and a number stays with its ID (a card's slot) while the pool lives: when
+// a card's keys change, no number comes to name another key.
+//
+// # Cards that change
+//
+// Another program may change a card while the pool serves it (generate a
+// new key in a slot, import a certificate, delete a key), and PC/SC tells
+// only that the card was reset, when the program resets it. A member reads
+// its card's keys again before a request whenever its worker connected
+// anew since it read them (cards.Worker.Connections: the card was reset by
+// another client, removed, or failed), and [Member.Reread] reads them when
+// a request finds reason to (a signature that does not verify under the
+// key it had); with [Options.CheckEvery], the pool also checks each card
+// while it is idle. Keys that changed become the member's, the pool tells
+// of it ([Options.OnChange]), and requests use them; in a pool with
+// SameKeys and other cards, a card whose keys no longer match leaves the
+// pool (its request goes to another card); the first card to join an
+// empty pool sets the pool's keys, as at start.
+//
 // # Concurrency
 //
 // A Pool is safe for concurrent use.
@@ -81,11 +101,13 @@ package rsc
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,16 +124,23 @@ var (
 	ErrMixedKeys = errors.New("rsc: card holds other keys than the remote card's")
 )
 
-// Member is one card of a pool.
+// Member is one card of a pool. Its methods are safe for concurrent use;
+// Reread is for a request's function, which holds the card.
 type Member struct {
 	// ID names the card (its serial), stable across reinsertion.
 	ID string
+	// Reader is the reader the card is in, for logs; "" if unknown.
+	Reader string
 	// Worker owns the card.
 	Worker *cards.Worker
 	// Profile opens the card's application for every request.
 	Profile profiles.Profile
-	// Keys are the card's keys, as read when it joined.
-	Keys []profiles.Key
+
+	keys atomic.Pointer[[]profiles.Key]
+	// read is the Worker's connection count when keys were read: a
+	// request on a later connection reads them again.
+	read atomic.Uint64
+	pool atomic.Pointer[Pool]
 
 	served atomic.Int64
 	busy   atomic.Int64 // nanoseconds spent serving
@@ -126,13 +155,24 @@ func NewMember(ctx context.Context, id string, w *cards.Worker, profile profiles
 		if err != nil {
 			return err
 		}
-		m.Keys, err = c.Keys(ctx)
-		return err
+		keys, err := c.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		m.setKeys(keys, w.Connections())
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rsc: card %s: %w", id, err)
 	}
 	return m, nil
+}
+
+// setKeys makes keys, read on connection conn of the member's worker, the
+// member's.
+func (m *Member) setKeys(keys []profiles.Key, conn uint64) {
+	m.keys.Store(&keys)
+	m.read.Store(conn)
 }
 
 // Served is the number of requests the member ran.
@@ -141,14 +181,65 @@ func (m *Member) Served() int64 { return m.served.Load() }
 // Busy is the time the member spent serving.
 func (m *Member) Busy() time.Duration { return time.Duration(m.busy.Load()) }
 
-// Certificate returns the member's certificate for key id, or nil.
-func (m *Member) Certificate(id string) *x509.Certificate {
-	for _, k := range m.Keys {
-		if k.ID == id {
-			return k.Certificate
-		}
+// Keys returns the card's keys as last read: when it joined, and again
+// whenever it may have changed (see the package documentation). The slice
+// is shared: do not modify it.
+func (m *Member) Keys() []profiles.Key {
+	if p := m.keys.Load(); p != nil {
+		return *p
 	}
 	return nil
+}
+
+// Key returns the member's key with ID id.
+func (m *Member) Key(id string) (profiles.Key, bool) {
+	for _, k := range m.Keys() {
+		if k.ID == id {
+			return k, true
+		}
+	}
+	return profiles.Key{}, false
+}
+
+// Certificate returns the member's certificate for key id, or nil.
+func (m *Member) Certificate(id string) *x509.Certificate {
+	k, _ := m.Key(id)
+	return k.Certificate
+}
+
+// Reread reads the card's keys again through card, the member's card as a
+// request's function got it (inside the request's transaction), and makes
+// them the member's if they changed: its pool numbers new keys, and tells of
+// the change ([Options.OnChange]). A request whose signature does not verify
+// under the key it had calls it (another program may have put a new key in
+// the slot without resetting the card). It returns the keys and whether
+// they changed. In a pool with [Options.SameKeys] and other cards, keys
+// that no longer match the pool's fail with an error wrapping
+// [ErrMixedKeys]: the member leaves the pool when the request ends, and
+// the request goes to another card.
+func (m *Member) Reread(ctx context.Context, card profiles.Card) ([]profiles.Key, bool, error) {
+	keys, err := card.Keys(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	changed, err := m.rekey(keys, m.Worker.Connections())
+	return keys, changed, err
+}
+
+// rekey makes keys, read on connection conn, the member's, and reports
+// whether they differ from what it had.
+func (m *Member) rekey(keys []profiles.Key, conn uint64) (bool, error) {
+	old := m.Keys()
+	if sameKeySet(old, keys) {
+		m.read.Store(conn)
+		return false, nil
+	}
+	p := m.pool.Load()
+	if p == nil {
+		m.setKeys(keys, conn)
+		return true, nil
+	}
+	return true, p.rekey(m, old, keys, conn)
 }
 
 // Options configure a Pool. The zero value is usable.
@@ -165,9 +256,16 @@ type Options struct {
 	SameKeys bool
 	// Logger receives membership changes; nil discards them.
 	Logger *slog.Logger
-	// OnChange, if set, is called after a card joined or left, with the
-	// number of cards now in the pool (pscsd tells the delegates).
+	// OnChange, if set, is called after a card joined or left, or a card's
+	// keys changed, with the number of cards now in the pool (pscsd tells
+	// the delegates). It is called on no lock of the pool.
 	OnChange func(members int)
+	// CheckEvery, if set, is how often the pool checks each card for a
+	// new connection of its worker since its keys were read (see "Cards
+	// that change"), in a transaction that sends the card nothing unless
+	// there was one, so that delegates learn of a change before their
+	// next request. Zero: only requests check, before they run.
+	CheckEvery time.Duration
 }
 
 // Pool is a remote card.
@@ -179,7 +277,10 @@ type Pool struct {
 	mu      sync.Mutex
 	members map[string]*memberRun
 	keys    []crypto.PublicKey // the pool's keys, with SameKeys
-	closed  bool
+	// ids are the IDs of the keys the pool's cards had, in the order it
+	// first saw them: a key's number (see Key).
+	ids    []string
+	closed bool
 	// principals are the principals with requests waiting (in their
 	// queue, or in retries), and those remembered for their tag (idle of
 	// them); total counts the requests waiting, queued and retried.
@@ -196,6 +297,10 @@ type Pool struct {
 	wake     chan struct{}
 	sleepers int
 	waiting  atomic.Int64 // total, for Waiting without the lock
+
+	// stopCheck ends the loop of Options.CheckEvery, which closes
+	// checked; both nil without it.
+	stopCheck, checked chan struct{}
 }
 
 // principal is what a pool keeps of one principal, under Pool.mu.
@@ -244,12 +349,72 @@ func NewPool(name string, opts Options) *Pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{
+	p := &Pool{
 		name: name, opts: opts, log: log.With("rsc", name),
 		wake:       make(chan struct{}),
 		members:    map[string]*memberRun{},
 		principals: map[string]*principal{},
 	}
+	if opts.CheckEvery > 0 {
+		p.stopCheck, p.checked = make(chan struct{}), make(chan struct{})
+		go p.checkLoop()
+	}
+	return p
+}
+
+// checkLoop checks every card of the pool every Options.CheckEvery until
+// the pool closes.
+func (p *Pool) checkLoop() {
+	defer close(p.checked)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-p.stopCheck; cancel() }()
+	tick := time.NewTicker(p.opts.CheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stopCheck:
+			return
+		case <-tick.C:
+		}
+		for _, m := range p.Members() {
+			err := m.check(ctx)
+			switch {
+			case errors.Is(err, ErrMixedKeys):
+				p.mu.Lock()
+				if r := p.members[m.ID]; r != nil && r.m == m {
+					p.mu.Unlock()
+					p.removeRun(r)
+				} else {
+					p.mu.Unlock()
+				}
+			case err != nil && ctx.Err() == nil:
+				p.log.Debug("card check failed", "card", m.ID, "reader", m.Reader, "err", err)
+			}
+		}
+	}
+}
+
+// check reads the card's keys again if its worker connected anew since
+// they were read, in a transaction that sends the card nothing otherwise
+// (beginning it is how PC/SC tells of a reset by another client).
+func (m *Member) check(ctx context.Context) error {
+	return m.Worker.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
+		n := m.Worker.Connections()
+		if n == m.read.Load() {
+			return nil
+		}
+		card, err := m.Profile.Open(ctx, t)
+		if err != nil {
+			return err
+		}
+		keys, err := card.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = m.rekey(keys, n)
+		return err
+	})
 }
 
 // Name returns the pool's name.
@@ -263,8 +428,9 @@ func (p *Pool) Add(m *Member) error {
 		p.mu.Unlock()
 		return ErrClosed
 	}
+	keys := m.Keys()
 	if p.opts.SameKeys {
-		pubs := publicKeys(m.Keys)
+		pubs := publicKeys(keys)
 		if p.keys == nil {
 			p.keys = pubs
 		} else if !sameKeys(p.keys, pubs) {
@@ -272,6 +438,8 @@ func (p *Pool) Add(m *Member) error {
 			return fmt.Errorf("%w: card %s in %s", ErrMixedKeys, m.ID, p.name)
 		}
 	}
+	p.numberLocked(keys)
+	m.pool.Store(p)
 	if old := p.members[m.ID]; old != nil {
 		close(old.stop)
 	}
@@ -332,6 +500,9 @@ func (p *Pool) leaveLocked(r *memberRun) {
 	close(r.stop)
 	if len(p.members) == 0 {
 		p.failWaitingLocked(ErrNoCard)
+		// The next card to join sets the pool's keys, as at start: a
+		// card whose keys were changed while it was out is served again.
+		p.keys = nil
 	} else {
 		p.wakeLocked()
 	}
@@ -431,8 +602,14 @@ func (p *Pool) Members() []*Member {
 	return out
 }
 
-// Key is key idx of the pool's first card (by ID; with SameKeys, every
-// card's), without copying the member list: for the request path.
+// Key is the key numbered idx of the pool's first card (by ID; with
+// SameKeys, every card's), without copying the member list: for the
+// request path. Keys are numbered in the order the pool first saw their
+// IDs (a card's keys in the order its profile lists them), and a number
+// stays with its key ID while the pool lives, so that a number a delegate
+// holds never comes to name another key when a card's keys change: ok is
+// false when the first card has no key with the number's ID now (see
+// KeyID).
 func (p *Pool) Key(idx int) (profiles.Key, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -442,10 +619,106 @@ func (p *Pool) Key(idx int) (profiles.Key, bool) {
 			first = r.m
 		}
 	}
-	if first == nil || idx < 0 || idx >= len(first.Keys) {
+	if first == nil || idx < 0 || idx >= len(p.ids) {
 		return profiles.Key{}, false
 	}
-	return first.Keys[idx], true
+	return first.Key(p.ids[idx])
+}
+
+// KeyID returns the ID of the key numbered idx: ok is false when no card
+// of the pool ever had a key with that number.
+func (p *Pool) KeyID(idx int) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if idx < 0 || idx >= len(p.ids) {
+		return "", false
+	}
+	return p.ids[idx], true
+}
+
+// Numbers returns the number of each of keys (see Key), numbering keys
+// the pool has not seen yet.
+func (p *Pool) Numbers(keys []profiles.Key) []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.numberLocked(keys)
+	out := make([]int, len(keys))
+	for i, k := range keys {
+		out[i] = slices.Index(p.ids, k.ID)
+	}
+	return out
+}
+
+// numberLocked numbers the keys the pool has not seen yet.
+func (p *Pool) numberLocked(keys []profiles.Key) {
+	for _, k := range keys {
+		if !slices.Contains(p.ids, k.ID) {
+			p.ids = append(p.ids, k.ID)
+		}
+	}
+}
+
+// rekey makes keys, read on connection conn, m's instead of old, and tells
+// of the change.
+func (p *Pool) rekey(m *Member, old, keys []profiles.Key, conn uint64) error {
+	p.mu.Lock()
+	if p.opts.SameKeys {
+		pubs := publicKeys(keys)
+		alone := len(p.members) == 0 || len(p.members) == 1 && p.members[m.ID] != nil && p.members[m.ID].m == m
+		switch {
+		case alone || p.keys == nil:
+			p.keys = pubs
+		case !sameKeys(p.keys, pubs):
+			p.mu.Unlock()
+			p.log.Error("card's keys changed: they no longer match the other cards' of the remote card, the card leaves it",
+				"card", m.ID, "reader", m.Reader, "keys", describeKeys(keys))
+			return fmt.Errorf("%w: card %s in %s: its keys changed", ErrMixedKeys, m.ID, p.name)
+		}
+	}
+	m.setKeys(keys, conn)
+	p.numberLocked(keys)
+	n := len(p.members)
+	p.mu.Unlock()
+	p.log.Warn("card's keys changed: read again", "card", m.ID, "reader", m.Reader,
+		"before", describeKeys(old), "now", describeKeys(keys))
+	p.changed(n)
+	return nil
+}
+
+// describeKeys names keys for the log: ID, algorithm and the certificate's
+// subject.
+func describeKeys(keys []profiles.Key) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s", k.ID, k.Algorithm)
+		if k.Certificate != nil {
+			fmt.Fprintf(&b, " %q", k.Certificate.Subject.CommonName)
+		}
+		if der, err := x509.MarshalPKIXPublicKey(k.Public); err == nil {
+			sum := sha256.Sum256(der)
+			fmt.Fprintf(&b, " %x", sum[:4])
+		}
+	}
+	return b.String()
+}
+
+// sameKeySet reports whether a and b are the same keys: IDs, public keys,
+// certificates and PIN policies.
+func sameKeySet(a, b []profiles.Key) bool {
+	return slices.EqualFunc(a, b, func(x, y profiles.Key) bool {
+		if x.ID != y.ID || x.Algorithm != y.Algorithm || x.PINPolicy != y.PINPolicy || x.Label != y.Label ||
+			(x.Certificate == nil) != (y.Certificate == nil) {
+			return false
+		}
+		if x.Certificate != nil && !x.Certificate.Equal(y.Certificate) {
+			return false
+		}
+		e, ok := x.Public.(interface{ Equal(crypto.PublicKey) bool })
+		return ok && e.Equal(y.Public)
+	})
 }
 
 // Len is the number of members.
@@ -469,6 +742,9 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	if p.stopCheck != nil {
+		close(p.stopCheck)
+	}
 	runs := make([]*memberRun, 0, len(p.members))
 	for id, r := range p.members {
 		close(r.stop)
@@ -478,6 +754,9 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	for _, r := range runs {
 		<-r.done
+	}
+	if p.checked != nil {
+		<-p.checked
 	}
 	p.mu.Lock()
 	p.failWaitingLocked(ErrClosed)
@@ -593,7 +872,7 @@ func (p *Pool) serve(r *memberRun) {
 			continue // its caller gave up while it waited
 		}
 		err := p.run(r.m, j)
-		left := err != nil && gone(err)
+		left := err != nil && (gone(err) || errors.Is(err, ErrMixedKeys))
 		if left {
 			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
 			p.removeRun(r)
@@ -765,10 +1044,20 @@ func (p *Pool) run(m *Member, j *job) error {
 	return m.Worker.DoAs(j.ctx, j.principal, func(ctx context.Context, t cards.Transmitter) error {
 		card, err := m.Profile.Open(ctx, t)
 		if err != nil {
-			return err
+			return fmt.Errorf("rsc: card %s: open: %w", m.ID, err)
 		}
-		if kc, ok := card.(profiles.KeyCache); ok {
-			kc.UseKeys(m.Keys) // read when the card joined
+		if n := m.Worker.Connections(); n != m.read.Load() {
+			// A connection made since the keys were read: the card
+			// may have been reset by a program that changed it.
+			keys, err := card.Keys(ctx)
+			if err != nil {
+				return fmt.Errorf("rsc: card %s: reading its keys again: %w", m.ID, err)
+			}
+			if _, err := m.rekey(keys, n); err != nil {
+				return err
+			}
+		} else if kc, ok := card.(profiles.KeyCache); ok {
+			kc.UseKeys(m.Keys()) // read on this connection already
 		}
 		return j.fn(ctx, card, m)
 	})

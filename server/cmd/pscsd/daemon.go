@@ -400,6 +400,12 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 	return ts.Serve(ctx, pc)
 }
 
+// cardCheckEvery is how often pscsd asks PC/SC whether another program
+// reset a card while it was idle (and then reads the card's keys again, and
+// tells the delegates if they changed): a transaction begun and ended,
+// nothing sent to the card unless it was reset.
+const cardCheckEvery = 5 * time.Second
+
 // runConfigured serves the remote cards of a configuration from the PC/SC
 // readers, on the TPM it names.
 func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
@@ -420,7 +426,8 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	var cardsOut []server.Card
 	ch := &changes{}
 	for _, cc := range cfg.Cards {
-		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, PerPrincipal: cc.QueuePerDelegate, SameKeys: cc.sameKeys(), Logger: log, OnChange: ch.hook(cc.Name)})
+		p := rsc.NewPool(cc.Name, rsc.Options{QueueSize: cc.Queue, PerPrincipal: cc.QueuePerDelegate, SameKeys: cc.sameKeys(), Logger: log, OnChange: ch.hook(cc.Name),
+			CheckEvery: cardCheckEvery})
 		defer p.Close()
 		pools[cc.Name] = p
 		for _, s := range cc.Serials {
@@ -442,7 +449,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 			return name, ok
 		},
 		Open: func(reader string) cards.Opener {
-			return func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }
+			return traced(func(ctx context.Context) (cards.Conn, error) { return pc.Connect(ctx, reader) }, log.With("reader", reader))
 		},
 	}
 	mctx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -478,6 +485,19 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil
 		}})
+}
+
+// traced is open with the APDUs of every connection it makes logged at
+// debug level (pscsd -trace, or "log": {"level": "debug"}), secrets
+// redacted (see cards.Trace).
+func traced(open cards.Opener, log *slog.Logger) cards.Opener {
+	return func(ctx context.Context) (cards.Conn, error) {
+		c, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cards.TraceConn(c, log), nil
+	}
 }
 
 // serverCertificate is the configured certificate, or one from pscsd's CA.

@@ -87,7 +87,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 		if err != nil {
 			return err
 		}
-		w := cards.NewWorker(cards.Direct(sim), log.With("card", i))
+		w := cards.NewWorker(traced(cards.Direct(sim), log.With("card", i)), log.With("card", i))
 		defer w.Close()
 		m, err := rsc.NewMember(ctx, fmt.Sprint(sim.Serial()), w, piv.Profile{})
 		if err != nil {

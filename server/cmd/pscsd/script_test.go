@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 type withPCSCD struct{ m *testing.M }
 
 func (w withPCSCD) Run() int {
-	return pcscdtest.Run(w.m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { daemon = p })
+	return pcscdtest.Run(w.m, pcscdtest.Options{Entries: 3}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
 func TestScripts(t *testing.T) {

@@ -141,7 +141,7 @@ func remoteError(err error, inSession bool) error {
 			rv = ErrUserNotLoggedIn
 		case transport.CodeNoSuchSlot, transport.CodeCardUnavailable:
 			rv = gone
-		case transport.CodeNoSuchKey:
+		case transport.CodeNoSuchKey, transport.CodeKeyGone:
 			rv = ErrKeyHandleInvalid
 		case transport.CodeMechanism:
 			rv = ErrMechanismInvalid

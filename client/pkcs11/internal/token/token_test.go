@@ -300,7 +300,7 @@ func TestRemoteErrors(t *testing.T) {
 		transport.CodeRevoked: ErrFunctionRejected, transport.CodeOutsideWindow: ErrFunctionRejected,
 		transport.CodeLimitReached: ErrFunctionRejected, transport.CodeDenied: ErrFunctionRejected,
 		transport.CodeCardUnavailable: ErrDeviceRemoved, transport.CodeNotLoggedIn: ErrUserNotLoggedIn,
-		transport.CodeNoSuchKey: ErrKeyHandleInvalid, transport.CodeInternal: ErrDeviceError,
+		transport.CodeNoSuchKey: ErrKeyHandleInvalid, transport.CodeKeyGone: ErrKeyHandleInvalid, transport.CodeInternal: ErrDeviceError,
 		transport.CodeNotEnrolled: ErrDeviceError,
 	} {
 		if got := RVOf(remoteError(&transport.Error{Code: code}, true)); got != want {
