@@ -166,13 +166,6 @@ func (c *pivToolChanger) plug(t *testing.T, reader int) cardView {
 		t.Skip("yubico-piv-tool not installed: apt-get install yubico-piv-tool")
 	}
 	c.sim, c.reader, c.dir = simVersion(t, pivsim.ECCP256), daemon.Readers[reader], t.TempDir()
-	// The simulator takes GENERATE (INS 47) once it can be provisioned
-	// (branch sim); before, it does not know the instruction.
-	c.sim.Transmit(t.Context(), []byte{0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08})
-	if rsp, _ := c.sim.Transmit(t.Context(), []byte{0x00, 0x47, 0x00, 0x9C, 0x05, 0xAC, 0x03, 0x80, 0x01, 0x14}); bytes.Equal(rsp, []byte{0x6D, 0x00}) {
-		t.Skip("the PIV simulator of this tree cannot be provisioned (GENERATE answers 6D00): the yubico-piv-tool variant runs once it can")
-	}
-	c.sim.Reset()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); vpcd.Plug(ctx, daemon.CardAddr(reader), c.sim) }()
