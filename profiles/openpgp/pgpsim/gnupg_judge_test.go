@@ -169,6 +169,11 @@ func testGnuPG(t *testing.T, reader int, layout map[pgpsim.Key]simkit.Alg) {
 		if fp == [20]byte{} || !strings.Contains(strings.ReplaceAll(status, " ", ""), fmt.Sprintf("%X", fp[:])) {
 			t.Errorf("after generation, gpg --card-status does not show the %v key %X", k, fp)
 		}
+		// GnuPG computed and wrote these fingerprints: the simulator's own
+		// computation (used for its initial keys) must agree.
+		if mine := pgpsim.Fingerprint(g.card.PublicKey(k), g.card.Algorithm(k), k, g.card.KeyCreated(k)); mine != fp {
+			t.Errorf("%v key: GnuPG's fingerprint %X, pgpsim.Fingerprint %X", k, fp, mine)
+		}
 	}
 
 	os.WriteFile(g.path("message"), []byte("signed and sealed by a simulated card\n"), 0o644)

@@ -266,6 +266,19 @@ func (c *Card) KeyFingerprint(k Key) (fp [20]byte) {
 	return fp
 }
 
+// KeyCreated returns the creation time stored for key k (CD), the zero
+// time when none is.
+func (c *Card) KeyCreated(k Key) (t time.Time) {
+	c.Locked(func() {
+		if k >= KeySign && k <= keyAttest {
+			if secs := binary.BigEndian.Uint32(c.a.keys[k].time[:]); secs != 0 {
+				t = time.Unix(int64(secs), 0).UTC()
+			}
+		}
+	})
+	return t
+}
+
 // SignatureCount returns the signature counter (7A/93).
 func (c *Card) SignatureCount() (n int) {
 	c.Locked(func() { n = int(c.a.sigCount) })

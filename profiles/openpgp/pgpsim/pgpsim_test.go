@@ -241,6 +241,17 @@ func TestDecipher(t *testing.T) {
 			if sw != "9000" || !bytes.Equal(got, want) {
 				t.Errorf("DECIPHER: %X %s, want %X", got, sw, want)
 			}
+			// The same in two chained blocks (CLA 10), as clients without
+			// extended length send it.
+			half := len(in) / 2
+			first := cmd(0x2A, 0x80, 0x86, in[:half], 0)
+			first[0] = 0x10
+			if _, sw := send(t, c, first); sw != "9000" {
+				t.Fatalf("first chained block: %s", sw)
+			}
+			if got, sw := send(t, c, cmd(0x2A, 0x80, 0x86, in[half:], 256)); sw != "9000" || !bytes.Equal(got, want) {
+				t.Errorf("chained DECIPHER: %X %s, want %X", got, sw, want)
+			}
 			bad := bytes.Clone(in)
 			bad[len(bad)-1] ^= 1
 			if _, sw := send(t, c, cmd(0x2A, 0x80, 0x86, bad[:len(bad)-3], 256)); sw != "6A80" {
