@@ -306,3 +306,24 @@ func verifyRaw(pub *ecdsa.PublicKey, digest, sig []byte) bool {
 	s := new(big.Int).SetBytes(sig[n:])
 	return ecdsa.Verify(pub, digest, r, s)
 }
+
+// BenchmarkTransmit: the kit's cost per command (parse, dispatch, answer),
+// and per 600-byte answer fetched with GET RESPONSE.
+func BenchmarkTransmit(b *testing.B) {
+	_, c := newEcho()
+	ctx := context.Background()
+	short := hx("00 01 00 00 02 AA BB 00")
+	b.Run("short", func(b *testing.B) {
+		for b.Loop() {
+			c.Transmit(ctx, short)
+		}
+	})
+	long, next := hx("00 02 02 58 00"), hx("00 C0 00 00 00")
+	b.Run("600 bytes with GET RESPONSE", func(b *testing.B) {
+		for b.Loop() {
+			c.Transmit(ctx, long)
+			c.Transmit(ctx, next)
+			c.Transmit(ctx, next)
+		}
+	})
+}

@@ -380,3 +380,26 @@ func TestSeedReproducible(t *testing.T) {
 		t.Error("different seeds, same key")
 	}
 }
+
+// BenchmarkSign: a PSO:CDS through the kit, per algorithm (no latency
+// model: the simulator's own cost).
+func BenchmarkSign(b *testing.B) {
+	digest := sha256.Sum256([]byte("benchmark"))
+	for _, alg := range []simkit.Alg{simkit.ECCP256, simkit.Ed25519, simkit.RSA2048} {
+		b.Run(alg.String(), func(b *testing.B) {
+			c := newCard(b, pgpsim.Config{Keys: map[pgpsim.Key]simkit.Alg{pgpsim.KeySign: alg}})
+			must(b, c, selectPGP, "9000")
+			must(b, c, verify81, "9000")
+			in := digest[:]
+			if alg.RSABits() > 0 {
+				in = digestInfo(in)
+			}
+			cds := cmd(0x2A, 0x9E, 0x9A, in, 256)
+			for b.Loop() {
+				if _, sw := send(b, c, cds); sw != "9000" {
+					b.Fatal(sw)
+				}
+			}
+		})
+	}
+}
