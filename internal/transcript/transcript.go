@@ -18,6 +18,8 @@
 // arguments are the command APDU and the response APDU (data, SW1 SW2) in
 // hex; other methods have none.
 //
+// [Replay] plays a transcript back as a card for driver tests.
+//
 // [Parse] checks what it reads: a Transmit has a command of at least 4
 // bytes and a response of at least 2, hex is hex, times are non-negative
 // numbers. [Transcript.Format] writes v3.

@@ -125,3 +125,40 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestReplay(t *testing.T) {
+	tr, err := transcript.Parse([]byte(samples["v3"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	r := transcript.NewReplay(tr)
+	if err := r.Done(); err == nil {
+		t.Error("Done before any command")
+	}
+	rsp, err := r.Transmit(ctx, []byte{0x00, 0xA4, 0x04, 0x00, 0x06, 0xD2, 0x76, 0x00, 0x01, 0x24, 0x01, 0x00})
+	if err != nil || !bytes.Equal(rsp, []byte{0x90, 0x00}) {
+		t.Fatalf("first exchange: %X %v", rsp, err)
+	}
+	if _, err := r.Transmit(ctx, []byte{0x00, 0xCA, 0x00, 0x6F, 0x00}); err == nil {
+		t.Error("an unexpected command was answered")
+	}
+	if _, err := r.Transmit(ctx, []byte{0x00, 0xCA, 0x00, 0x6E, 0x00}); err == nil {
+		t.Error("the expected command after an unexpected one was answered")
+	}
+	if err := r.Done(); err == nil {
+		t.Error("Done after an unexpected command")
+	}
+	r = transcript.NewReplay(tr)
+	for _, ex := range tr.Exchanges() {
+		if _, err := r.Transmit(ctx, ex.Command); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Done(); err != nil {
+		t.Errorf("played to the end: %v", err)
+	}
+	if _, err := r.Transmit(ctx, []byte{0, 0, 0, 0}); err == nil {
+		t.Error("a command after the end was answered")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -326,4 +327,28 @@ func BenchmarkTransmit(b *testing.B) {
 			c.Transmit(ctx, next)
 		}
 	})
+}
+
+// TestConcurrent: clients transmitting at once and an accessor reading the
+// applet under the card's lock (run with -race): each long answer still
+// arrives whole when a client fetches it before another client's command.
+func TestConcurrent(t *testing.T) {
+	e, c := newEcho()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				data := []byte{byte(g), byte(i)}
+				rsp, err := c.Transmit(context.Background(), append(hx("00 01 00 00 02"), data...))
+				if err != nil || !bytes.Equal(rsp, append(data, 0x90, 0x00)) {
+					t.Errorf("goroutine %d: %X %v", g, rsp, err)
+					return
+				}
+				c.Locked(func() { _ = e.last.INS })
+			}
+		}()
+	}
+	wg.Wait()
 }
