@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/profiles/simkit"
 )
 
@@ -50,6 +51,9 @@ func (e *echo) Handle(cmd apdu.Command) simkit.Reply {
 }
 
 func (e *echo) Reset() { e.resets++ }
+
+// The kit's card plugs into cards/vpcd.
+var _ vpcd.Card = (*simkit.Card)(nil)
 
 func hx(s string) []byte {
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
@@ -330,8 +334,8 @@ func BenchmarkTransmit(b *testing.B) {
 }
 
 // TestConcurrent: clients transmitting at once and an accessor reading the
-// applet under the card's lock (run with -race): each long answer still
-// arrives whole when a client fetches it before another client's command.
+// applet under the card's lock (run with -race): every client gets its own
+// answer.
 func TestConcurrent(t *testing.T) {
 	e, c := newEcho()
 	var wg sync.WaitGroup

@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 	"github.com/pscs/pscs/profiles/simkit/simkittest"
 )
 
 var env *pcscdtest.PCSCD
+
+var _ vpcd.Card = (*pgpsim.Card)(nil)
 
 func TestMain(m *testing.M) {
 	pcscdtest.Main(m, pcscdtest.Options{Entries: 4}, func(p *pcscdtest.PCSCD) { env = p })
