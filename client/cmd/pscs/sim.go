@@ -9,26 +9,31 @@ import (
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/cli"
+	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/profiles/simkit"
 )
 
 func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	addrs := fs.String("vpcd", "127.0.0.1:35963", "vpcd address(es) of the reader slots to plug cards into, comma-separated: one card each")
-	profile := fs.String("profile", "piv", "card to simulate: piv")
+	profile := fs.String("profile", "piv", "card to simulate: piv or openpgp (OpenPGP card 3.4 as a YubiKey 5.4.3)")
 	seed := fs.String("seed", "", "derive keys and serial from this seed (reproducible cards; each card gets SEED/N)")
 	latency := fs.String("latency", "real", "card timing: real (measured cards) or none")
-	pin := fs.String("pin", "", "PIN (default 123456)")
-	puk := fs.String("puk", "", "PUK (default 12345678)")
+	pin := fs.String("pin", "", "PIN, or OpenPGP PW1 (default 123456)")
+	puk := fs.String("puk", "", "PUK, or OpenPGP admin PIN PW3 (default 12345678)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *profile != "piv" {
-		return fs.Usagef("-profile: unknown profile %q (known: piv)", *profile)
+	if *profile != "piv" && *profile != "openpgp" {
+		return fs.Usagef("-profile: unknown profile %q (known: piv, openpgp)", *profile)
 	}
-	var lat pivsim.Latency
+	var lat simkit.Latency
 	switch *latency {
 	case "real":
 		lat = pivsim.RealLatency
+		if *profile == "openpgp" {
+			lat = simkit.YubiKey5
+		}
 	case "none":
 	default:
 		return fs.Usagef("-latency: %q is not real or none", *latency)
@@ -36,16 +41,28 @@ func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	srv := vpcd.Server{Logger: a.log}
 	var wg sync.WaitGroup
 	for i, addr := range strings.Split(*addrs, ",") {
-		cfg := pivsim.Config{PIN: *pin, PUK: *puk, Latency: lat}
+		var cardSeed []byte
 		if *seed != "" {
-			cfg.Seed = fmt.Appendf(nil, "%s/%d", *seed, i)
+			cardSeed = fmt.Appendf(nil, "%s/%d", *seed, i)
 		}
-		card, err := pivsim.New(cfg)
-		if err != nil {
-			return err
+		var card vpcd.Card
+		if *profile == "openpgp" {
+			c, err := pgpsim.New(pgpsim.Config{PW1: *pin, PW3: *puk, Latency: lat, Seed: cardSeed})
+			if err != nil {
+				return err
+			}
+			sig := c.KeyFingerprint(pgpsim.KeySign)
+			a.log.Info("simulated OpenPGP card", "vpcd", addr, "serial", fmt.Sprintf("%08X", c.Serial()), "signature key", fmt.Sprintf("%X", sig[:]))
+			card = c
+		} else {
+			c, err := pivsim.New(pivsim.Config{PIN: *pin, PUK: *puk, Latency: lat, Seed: cardSeed})
+			if err != nil {
+				return err
+			}
+			a.log.Info("simulated PIV card", "vpcd", addr, "serial", c.Serial(),
+				"9a", c.Fingerprint(pivsim.SlotAuthentication), "9c", c.Fingerprint(pivsim.SlotSignature))
+			card = c
 		}
-		a.log.Info("simulated PIV card", "vpcd", addr, "serial", card.Serial(),
-			"9a", card.Fingerprint(pivsim.SlotAuthentication), "9c", card.Fingerprint(pivsim.SlotSignature))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
