@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/profiles/simkit/simkittest"
 )
 
 var env *pcscdtest.PCSCD
@@ -73,37 +72,8 @@ func plug(t *testing.T, reader int) *judge {
 	j := &judge{t: t, card: card, reader: reader, dir: dir,
 		env: append(os.Environ(), "OPENSC_CONF="+conf)}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv := vpcd.Server{Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-		srv.Plug(ctx, env.CardAddr(reader), card)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		j.waitATR(false)
-	})
-	j.waitATR(true)
+	simkittest.Plug(t, env, reader, card)
 	return j
-}
-
-// waitATR waits until opensc-tool sees a card in the reader (or none).
-func (j *judge) waitATR(present bool) {
-	j.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var out []byte
-	for time.Now().Before(deadline) {
-		var err error
-		out, err = exec.Command("opensc-tool", "-r", strconv.Itoa(j.reader), "-a").CombinedOutput()
-		got := err == nil && bytes.Contains(out, []byte("3b:f8:13"))
-		if got == present {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	j.t.Fatalf("reader %d: card present=%v not seen within 10 s; opensc-tool says:\n%s", j.reader, present, out)
 }
 
 // run runs a tool and returns its combined output; a failure is fatal unless
@@ -288,7 +258,3 @@ func TestYubicoPIVTool(t *testing.T) {
 		t.Errorf("read-certificate 9c differs from the card's certificate (%v)", err)
 	}
 }
-
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }

@@ -22,6 +22,7 @@ import (
 	"math/big"
 
 	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/profiles/simkit"
 )
 
 // DefaultManagementKey is the management key of a new YubiKey (TDES before
@@ -105,7 +106,7 @@ type mgmExchange struct {
 //
 // with blocks of the algorithm's size (8 bytes TDES, 16 AES). A failed
 // attempt also ends an earlier authentication.
-func (c *Card) authenticateManagement(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) authenticateManagement(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	pending := c.mgmPending
 	c.mgmPending = nil
 	if Algorithm(cmd.P1) != c.mgm.alg {
@@ -224,7 +225,7 @@ func publicKeyTLVs(pub crypto.PublicKey) []byte {
 
 // generate handles GENERATE ASYMMETRIC KEY PAIR (INS 47):
 // 00 47 00 <slot> AC {80 alg [AA pin policy] [AB touch policy]}.
-func (c *Card) generate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) generate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x00 {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -269,7 +270,7 @@ func (c *Card) generate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 // P2 = slot): RSA as 01 p, 02 q, 03 dP, 04 dQ, 05 qInv (e = 65537), each
 // zero-padded to half the modulus; ECC as 06 private scalar; then optional
 // AA and AB policies.
-func (c *Card) importKey(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) importKey(cmd apdu.Command) apdu.StatusWord {
 	alg, slot := Algorithm(cmd.P1), Slot(cmd.P2)
 	if !asymmetric(alg) {
 		return apdu.SWIncorrectP1P2
@@ -335,23 +336,13 @@ func rsaFromCRT(bits int, f map[uint32][]byte) (*rsa.PrivateKey, error) {
 		}
 		v[i] = new(big.Int).SetBytes(b)
 	}
-	p, q := v[0], v[1]
-	one := big.NewInt(1)
-	e := big.NewInt(65537)
-	pm1, qm1 := new(big.Int).Sub(p, one), new(big.Int).Sub(q, one)
-	phi := new(big.Int).Mul(pm1, qm1)
-	d := new(big.Int).ModInverse(e, phi)
-	if d == nil {
-		return nil, errors.New("e not invertible")
+	k, err := simkit.RSAFromPrimes(v[0], v[1])
+	if err != nil {
+		return nil, err
 	}
-	k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: new(big.Int).Mul(p, q), E: 65537}, D: d, Primes: []*big.Int{p, q}}
 	if k.N.BitLen() != bits {
 		return nil, errors.New("wrong modulus size")
 	}
-	if err := k.Validate(); err != nil {
-		return nil, err
-	}
-	k.Precompute()
 	pc := k.Precomputed
 	if pc.Dp.Cmp(v[2]) != 0 || pc.Dq.Cmp(v[3]) != 0 || pc.Qinv.Cmp(v[4]) != 0 {
 		return nil, errors.New("inconsistent CRT components")
@@ -383,7 +374,7 @@ func pinProtectedObject(id uint32) bool {
 // putData handles PUT DATA (INS DB, P1 P2 = 3F FF): 5C <tag> 53 <object>.
 // An empty 53 deletes the object, as yubico-piv-tool's delete-certificate
 // expects.
-func (c *Card) putData(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) putData(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x3F || cmd.P2 != 0xFF {
 		return apdu.SWIncorrectP1P2
 	}
@@ -419,7 +410,7 @@ func (c *Card) putData(cmd apdu.Command) apdu.StatusWord {
 
 // certificateLocked parses the certificate object of slot s: 53 {70 cert,
 // 71 info (01: gzip), FE}.
-func (c *Card) certificateLocked(s Slot) *x509.Certificate {
+func (c *applet) certificateLocked(s Slot) *x509.Certificate {
 	id := certObject(s)
 	obj, ok := c.objects[id]
 	if id == 0 || !ok {
@@ -451,7 +442,7 @@ func (c *Card) certificateLocked(s Slot) *x509.Certificate {
 
 // setManagementKey handles the YubiKey SET MANAGEMENT KEY (INS FF, P1 FF,
 // P2 = FF no touch, FE touch, FD cached): <alg> 9B <len> <key>.
-func (c *Card) setManagementKey(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) setManagementKey(cmd apdu.Command) apdu.StatusWord {
 	var touch TouchPolicy
 	switch {
 	case cmd.P1 != 0xFF:
@@ -488,30 +479,37 @@ func (c *Card) setManagementKey(cmd apdu.Command) apdu.StatusWord {
 // setPINRetries handles the YubiKey SET PIN RETRIES (INS FA, P1 = PIN tries,
 // P2 = PUK tries): it needs the management key and the PIN, and sets PIN and
 // PUK back to their defaults.
-func (c *Card) setPINRetries(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) setPINRetries(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 == 0 || cmd.P2 == 0 || cmd.P1 > 15 || cmd.P2 > 15 {
 		return apdu.SWIncorrectP1P2 // the retry status word counts to 15
 	}
 	if !c.mgmAuth || !c.verified {
 		return apdu.SWSecurityStatusNotSatisfied
 	}
-	c.pinMax, c.pukMax = int(cmd.P1), int(cmd.P2)
-	c.pinLeft, c.pukLeft = c.pinMax, c.pukMax
-	c.pin, _ = padPIN([]byte(defaultPIN))
-	c.puk, _ = padPIN([]byte(defaultPUK))
-	c.pinDefault, c.pukDefault = true, true
+	c.pin.SetTries(int(cmd.P1))
+	c.puk.SetTries(int(cmd.P2))
+	c.setDefaultPINs()
 	c.verified, c.pinFresh = false, false
 	return apdu.SWSuccess
+}
+
+// setDefaultPINs sets PIN and PUK to the YubiKey defaults.
+func (c *applet) setDefaultPINs() {
+	pin, _ := padPIN([]byte(defaultPIN))
+	puk, _ := padPIN([]byte(defaultPUK))
+	c.pin.Set(pin)
+	c.puk.Set(puk)
+	c.pinDefault, c.pukDefault = true, true
 }
 
 // factoryReset handles the YubiKey RESET (INS FB), allowed only when PIN and
 // PUK are both blocked: keys (but the attestation key), certificates and
 // data objects are gone, PIN, PUK and management key are the defaults.
-func (c *Card) factoryReset(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) factoryReset(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0 || cmd.P2 != 0 {
 		return apdu.SWIncorrectP1P2
 	}
-	if c.pinLeft != 0 || c.pukLeft != 0 {
+	if !c.pin.Blocked() || !c.puk.Blocked() {
 		return apdu.SWConditionsNotSatisfied
 	}
 	for s := range c.slots {
@@ -524,13 +522,11 @@ func (c *Card) factoryReset(cmd apdu.Command) apdu.StatusWord {
 			delete(c.objects, id)
 		}
 	}
-	c.pinMax, c.pukMax = 3, 3
-	c.pinLeft, c.pukLeft = 3, 3
-	c.pin, _ = padPIN([]byte(defaultPIN))
-	c.puk, _ = padPIN([]byte(defaultPUK))
-	c.pinDefault, c.pukDefault = true, true
+	c.pin.SetTries(3)
+	c.puk.SetTries(3)
+	c.setDefaultPINs()
 	c.mgm, _ = newMgmKey(0, nil, c.version)
-	c.resetLocked()
+	c.Reset()
 	return apdu.SWSuccess
 }
 
@@ -543,7 +539,7 @@ func (c *Card) factoryReset(cmd apdu.Command) apdu.StatusWord {
 //	                     04 public key (81/82 or 86, as in 7F 49)
 //
 // An empty slot answers 6A 88.
-func (c *Card) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x00 {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -558,12 +554,12 @@ func (c *Card) metadata(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	case 0x80:
 		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
 		out = apdu.AppendTLV(out, 0x05, flag(c.pinDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pinMax), byte(c.pinLeft)})
+		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pin.Max), byte(c.pin.Left)})
 		return out, apdu.SWSuccess
 	case 0x81:
 		out = apdu.AppendTLV(out, 0x01, []byte{0xFF})
 		out = apdu.AppendTLV(out, 0x05, flag(c.pukDefault))
-		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.pukMax), byte(c.pukLeft)})
+		out = apdu.AppendTLV(out, 0x06, []byte{byte(c.puk.Max), byte(c.puk.Left)})
 		return out, apdu.SWSuccess
 	case SlotManagement:
 		out = apdu.AppendTLV(out, 0x01, []byte{byte(c.mgm.alg)})

@@ -68,26 +68,29 @@
 // (cards.ErrCardReset from cards/pcsc): that is how a card changed by
 // another program announces itself.
 //
+// The simulator is written on the simulator kit (profiles/simkit), which
+// does the framing, chaining, GET RESPONSE, PIN counters, seeded keys and
+// latency; this package holds only what PIV does.
+//
 // The simulator's keys are test keys: it keeps them in ordinary memory.
 package pivsim
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/big"
-	"sync"
 	"time"
 
 	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/profiles/simkit"
 )
 
 // Slot is a PIV key reference.
@@ -150,15 +153,10 @@ type SlotConfig struct {
 	NoCertificate bool      // leave the certificate object empty
 }
 
-// Latency is how long the card takes for each kind of operation. The zero
-// value answers at once.
-type Latency struct {
-	Verify      time.Duration
-	SignECCP256 time.Duration
-	SignECCP384 time.Duration
-	SignRSA2048 time.Duration
-	Other       time.Duration // every other command
-}
+// Latency is how long the card takes for each kind of operation (the
+// kit's model: VERIFY, signatures by algorithm, every other command). The
+// zero value answers at once.
+type Latency = simkit.Latency
 
 // RealLatency follows real cards: YubiKey 5 timings for VERIFY and ECDSA
 // (measured from real-card transcripts), and the middle of the published
@@ -225,37 +223,35 @@ type slotState struct {
 	lazy   string        // label of the seeded key to make on first use
 }
 
-// Card is a simulated PIV card. It is safe for concurrent use; like a real
-// card it processes one command at a time.
+// Card is a simulated PIV card: the kit's card running the PIV applet. It
+// is safe for concurrent use; like a real card it processes one command at
+// a time.
 type Card struct {
-	mu sync.Mutex
+	*simkit.Card
+	a      *applet
+	serial uint32
+}
 
-	atr     []byte
+// applet is the PIV application's state; the kit's card lock guards it.
+type applet struct {
 	version [3]byte
 	serial  uint32
 	latency Latency
 	slots   map[Slot]*slotState
 	objects map[uint32][]byte // GET DATA objects, whole (53 … or 7E …)
 
-	pin, puk               []byte // padded to 8 bytes
+	pin, puk               *simkit.PIN // values padded to 8 bytes
 	pinDefault, pukDefault bool
-	pinMax, pukMax         int
-	pinLeft, pukLeft       int
 
 	seed        []byte
 	mgm         mgmKey
 	generations uint64 // GENERATE commands so far: labels the seeded keys they make
 
 	// volatile state, cleared by Reset
-	mgmAuth      bool         // management key authenticated
-	mgmPending   *mgmExchange // first half of a 9B GENERAL AUTHENTICATE
-	verified     bool
-	pinFresh     bool // VERIFY succeeded and no PIN-always signature consumed it yet
-	pending      []byte
-	chain        []byte
-	chainINS     byte
-	chainP1P2    [2]byte
-	chainStarted bool
+	mgmAuth    bool         // management key authenticated
+	mgmPending *mgmExchange // first half of a 9B GENERAL AUTHENTICATE
+	verified   bool
+	pinFresh   bool // VERIFY succeeded and no PIN-always signature consumed it yet
 }
 
 const (
@@ -265,29 +261,27 @@ const (
 
 // New makes a card.
 func New(cfg Config) (*Card, error) {
-	c := &Card{
-		atr:     cfg.ATR,
+	c := &applet{
 		version: cfg.Version,
 		serial:  cfg.Serial,
 		latency: cfg.Latency,
 		slots:   map[Slot]*slotState{},
 		objects: map[uint32][]byte{},
-		pinMax:  cfg.PINRetries,
-		pukMax:  cfg.PUKRetries,
 	}
-	if c.atr == nil {
-		c.atr = DefaultATR
+	atr := cfg.ATR
+	if atr == nil {
+		atr = DefaultATR
 	}
 	if c.version == [3]byte{} {
 		c.version = [3]byte{5, 4, 3}
 	}
-	if c.pinMax <= 0 {
-		c.pinMax = 3
+	pinMax, pukMax := cfg.PINRetries, cfg.PUKRetries
+	if pinMax <= 0 {
+		pinMax = 3
 	}
-	if c.pukMax <= 0 {
-		c.pukMax = 3
+	if pukMax <= 0 {
+		pukMax = 3
 	}
-	c.pinLeft, c.pukLeft = c.pinMax, c.pukMax
 	pin, puk := cfg.PIN, cfg.PUK
 	if pin == "" {
 		pin = defaultPIN
@@ -295,13 +289,15 @@ func New(cfg Config) (*Card, error) {
 	if puk == "" {
 		puk = defaultPUK
 	}
-	var ok bool
-	if c.pin, ok = padPIN([]byte(pin)); !ok {
+	paddedPIN, ok := padPIN([]byte(pin))
+	if !ok {
 		return nil, fmt.Errorf("pivsim: PIN must be 6 to 8 bytes")
 	}
-	if c.puk, ok = padPIN([]byte(puk)); !ok {
+	paddedPUK, ok := padPIN([]byte(puk))
+	if !ok {
 		return nil, fmt.Errorf("pivsim: PUK must be 6 to 8 bytes")
 	}
+	c.pin, c.puk = simkit.NewPIN(paddedPIN, pinMax), simkit.NewPIN(paddedPUK, pukMax)
 	c.pinDefault, c.pukDefault = pin == defaultPIN, puk == defaultPUK
 	c.seed = bytes.Clone(cfg.Seed)
 	mgm, err := newMgmKey(cfg.ManagementAlgorithm, cfg.ManagementKey, c.version)
@@ -311,11 +307,7 @@ func New(cfg Config) (*Card, error) {
 	c.mgm = mgm
 
 	ids := make([]byte, 64)
-	if cfg.Seed != nil {
-		(&seedStream{seed: cfg.Seed, label: []byte("identifiers")}).Read(ids)
-	} else {
-		rand.Read(ids)
-	}
+	io.ReadFull(simkit.SeedReader(cfg.Seed, "identifiers"), ids)
 	if c.serial == 0 {
 		c.serial = binary.BigEndian.Uint32(ids[0:4])&0x7FFFFFF | 0x1000000
 	}
@@ -343,7 +335,7 @@ func New(cfg Config) (*Card, error) {
 		if !sc.NoCertificate && certObject(slot) != 0 {
 			serial := new(big.Int).SetBytes(ids[8:16])
 			serial.Add(serial, big.NewInt(int64(slot)))
-			der, err := selfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
+			der, err := simkit.SelfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
 			if err != nil {
 				return nil, err
 			}
@@ -391,7 +383,7 @@ func New(cfg Config) (*Card, error) {
 		ccc = apdu.AppendTLV(ccc, t, nil)
 	}
 	c.objects[0x5FC107] = apdu.AppendTLV(nil, 0x53, ccc)
-	return c, nil
+	return &Card{Card: simkit.New(c, simkit.Options{ATR: atr, Latency: c.latency}), a: c, serial: c.serial}, nil
 }
 
 var (
@@ -436,9 +428,6 @@ func padPIN(p []byte) ([]byte, bool) {
 	return out, true
 }
 
-// ATR returns the card's answer to reset.
-func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
-
 // Serial returns the card's serial number.
 func (c *Card) Serial() uint32 { return c.serial }
 
@@ -447,25 +436,24 @@ func (c *Card) Serial() uint32 { return c.serial }
 // it does not parse. Like a YubiKey, the card does not tie the certificate
 // to the key: after a new key is generated the old certificate stays until
 // a client writes a new one.
-func (c *Card) Certificate(s Slot) *x509.Certificate {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.certificateLocked(s)
+func (c *Card) Certificate(s Slot) (cert *x509.Certificate) {
+	c.Locked(func() { cert = c.a.certificateLocked(s) })
+	return cert
 }
 
 // PublicKey returns the public key in slot s, or nil.
-func (c *Card) PublicKey(s Slot) crypto.PublicKey {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if key := c.keyLocked(s); key != nil {
-		return key.Public()
-	}
-	return nil
+func (c *Card) PublicKey(s Slot) (pub crypto.PublicKey) {
+	c.Locked(func() {
+		if key := c.a.keyLocked(s); key != nil {
+			pub = key.Public()
+		}
+	})
+	return pub
 }
 
 // keyLocked returns the private key in slot s, making a lazily made key
 // first, or nil.
-func (c *Card) keyLocked(s Slot) crypto.Signer {
+func (c *applet) keyLocked(s Slot) crypto.Signer {
 	st := c.slots[s]
 	if st == nil {
 		return nil
@@ -481,95 +469,24 @@ func (c *Card) keyLocked(s Slot) crypto.Signer {
 }
 
 // PINRetries returns the PIN tries left.
-func (c *Card) PINRetries() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.pinLeft
+func (c *Card) PINRetries() (n int) {
+	c.Locked(func() { n = c.a.pin.Left })
+	return n
 }
 
-// Reset models a card reset or power cycle: the PIN and the management key
-// are no longer verified, pending responses and chains are dropped. Keys,
-// certificates, PINs, the management key and counters stay.
-func (c *Card) Reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.resetLocked()
-}
-
-func (c *Card) resetLocked() {
+// Reset forgets the session (the kit's card calls it on a card reset or
+// power cycle, see [simkit.Card.Reset]): the PIN and the management key are
+// no longer verified. Keys, certificates, PINs, the management key and
+// counters stay.
+func (c *applet) Reset() {
 	c.verified, c.pinFresh = false, false
 	c.mgmAuth, c.mgmPending = false, nil
-	c.pending, c.chain, c.chainStarted = nil, nil, false
 }
 
-// Transmit processes one command APDU and returns the response APDU. It
-// returns an error only when ctx ends while the card is "working" (the
-// latency model); malformed commands get status words, as on a card.
-func (c *Card) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rsp, delay := c.processLocked(cmd)
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return rsp, nil
-}
-
-func sw(s apdu.StatusWord) []byte { return []byte{byte(s >> 8), byte(s)} }
-
-// maxChain caps the data a command chain may accumulate.
-const maxChain = 4096
-
-func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
-	delay = c.latency.Other
-	cmd, err := apdu.ParseCommand(raw)
-	if err != nil {
-		c.pending = nil
-		return sw(apdu.SWWrongLength), delay
-	}
-	if cmd.CLA&^0x10 != 0x00 {
-		c.pending = nil
-		return sw(apdu.SWCLANotSupported), delay
-	}
-	if cmd.INS == 0xC0 { // GET RESPONSE
-		if c.pending == nil {
-			return sw(apdu.SWConditionsNotSatisfied), delay
-		}
-		data := c.pending
-		c.pending = nil
-		return c.respond(data, cmd), delay
-	}
-	c.pending = nil
-
-	// Command chaining (ISO 7816-4 5.1.1.1): collect the blocks.
-	if cmd.CLA&0x10 != 0 {
-		if c.chainStarted && (c.chainINS != cmd.INS || c.chainP1P2 != [2]byte{cmd.P1, cmd.P2}) {
-			c.chain = nil
-		}
-		if len(c.chain)+len(cmd.Data) > maxChain {
-			c.chain, c.chainStarted = nil, false
-			return sw(apdu.SWWrongLength), delay
-		}
-		c.chain = append(c.chain, cmd.Data...)
-		c.chainINS, c.chainP1P2, c.chainStarted = cmd.INS, [2]byte{cmd.P1, cmd.P2}, true
-		return sw(apdu.SWSuccess), delay
-	}
-	if c.chainStarted {
-		if c.chainINS == cmd.INS && c.chainP1P2 == [2]byte{cmd.P1, cmd.P2} && len(c.chain)+len(cmd.Data) <= maxChain {
-			cmd.Data = append(c.chain, cmd.Data...)
-		}
-		c.chain, c.chainStarted = nil, false
-	}
-
+// Handle answers one command (the kit has joined chained blocks and
+// answers GET RESPONSE).
+func (c *applet) Handle(cmd apdu.Command) simkit.Reply {
+	delay := c.latency.Other
 	if cmd.INS != 0x87 || cmd.P2 != byte(SlotManagement) {
 		c.mgmPending = nil // the second half of an exchange must follow the first
 	}
@@ -618,31 +535,10 @@ func (c *Card) processLocked(raw []byte) (rsp []byte, delay time.Duration) {
 	default:
 		status = apdu.SWINSNotSupported
 	}
-	if status != apdu.SWSuccess {
-		return sw(status), delay
-	}
-	return c.respond(data, cmd), delay
+	return simkit.Reply{Data: data, SW: status, Delay: delay}
 }
 
-// respond returns as much of data as the command's Le allows and keeps the
-// rest for GET RESPONSE (61 xx).
-func (c *Card) respond(data []byte, cmd apdu.Command) []byte {
-	limit := cmd.Ne
-	if limit == 0 || (!cmd.Extended && limit > 256) {
-		limit = 256
-	}
-	if len(data) <= limit {
-		return append(bytes.Clone(data), 0x90, 0x00)
-	}
-	c.pending = bytes.Clone(data[limit:])
-	more := len(c.pending)
-	if more > 255 {
-		more = 0
-	}
-	return append(bytes.Clone(data[:limit]), 0x61, byte(more))
-}
-
-func (c *Card) selectApp(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) selectApp(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x04 {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -656,7 +552,7 @@ func (c *Card) selectApp(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	return apdu.AppendTLV(nil, 0x61, apt), apdu.SWSuccess
 }
 
-func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x3F || cmd.P2 != 0xFF {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -678,7 +574,7 @@ func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	return obj, apdu.SWSuccess
 }
 
-func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) verify(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P2 != 0x80 {
 		return apdu.SWRefNotFound
 	}
@@ -695,12 +591,8 @@ func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
 	}
 	if len(cmd.Data) == 0 { // status query
 		switch {
-		case c.pinLeft == 0:
-			return apdu.SWAuthBlocked
-		case c.verified:
-			return apdu.SWSuccess
 		}
-		return apdu.SWRetries(c.pinLeft)
+		return c.pin.Status(c.verified)
 	}
 	if len(cmd.Data) != 8 {
 		return apdu.SWWrongData
@@ -708,21 +600,11 @@ func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
 	return c.checkPINLocked(cmd.Data)
 }
 
-func (c *Card) checkPINLocked(padded []byte) apdu.StatusWord {
-	if c.pinLeft == 0 {
-		return apdu.SWAuthBlocked
-	}
-	if subtle.ConstantTimeCompare(padded, c.pin) != 1 {
-		c.verified, c.pinFresh = false, false
-		c.pinLeft--
-		if c.pinLeft == 0 {
-			return apdu.SWAuthBlocked
-		}
-		return apdu.SWRetries(c.pinLeft)
-	}
-	c.pinLeft = c.pinMax
-	c.verified, c.pinFresh = true, true
-	return apdu.SWSuccess
+func (c *applet) checkPINLocked(padded []byte) apdu.StatusWord {
+	st := c.pin.Check(padded)
+	c.verified = st == apdu.SWSuccess
+	c.pinFresh = c.verified
+	return st
 }
 
 func validNewPIN(p []byte) bool {
@@ -741,7 +623,7 @@ func validNewPIN(p []byte) bool {
 	return true
 }
 
-func (c *Card) changeReference(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) changeReference(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x00 || (cmd.P2 != 0x80 && cmd.P2 != 0x81) {
 		return apdu.SWIncorrectP1P2
 	}
@@ -756,55 +638,42 @@ func (c *Card) changeReference(cmd apdu.Command) apdu.StatusWord {
 		if !validNewPIN(next) {
 			return apdu.SWWrongData
 		}
-		c.pin, c.pinDefault = bytes.Clone(next), false
+		c.pin.Set(next)
+		c.pinDefault = false
 		return apdu.SWSuccess
 	}
-	if st := c.checkPUKLocked(old); st != apdu.SWSuccess {
+	if st := c.puk.Check(old); st != apdu.SWSuccess {
 		return st
 	}
 	if !validNewPIN(next) {
 		return apdu.SWWrongData
 	}
-	c.puk, c.pukDefault = bytes.Clone(next), false
+	c.puk.Set(next)
+	c.pukDefault = false
 	return apdu.SWSuccess
 }
 
-func (c *Card) checkPUKLocked(padded []byte) apdu.StatusWord {
-	if c.pukLeft == 0 {
-		return apdu.SWAuthBlocked
-	}
-	if subtle.ConstantTimeCompare(padded, c.puk) != 1 {
-		c.pukLeft--
-		if c.pukLeft == 0 {
-			return apdu.SWAuthBlocked
-		}
-		return apdu.SWRetries(c.pukLeft)
-	}
-	c.pukLeft = c.pukMax
-	return apdu.SWSuccess
-}
-
-func (c *Card) resetRetry(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) resetRetry(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x00 || cmd.P2 != 0x80 {
 		return apdu.SWIncorrectP1P2
 	}
 	if len(cmd.Data) != 16 {
 		return apdu.SWWrongData
 	}
-	if st := c.checkPUKLocked(cmd.Data[:8]); st != apdu.SWSuccess {
+	if st := c.puk.Check(cmd.Data[:8]); st != apdu.SWSuccess {
 		return st
 	}
 	if !validNewPIN(cmd.Data[8:]) {
 		return apdu.SWWrongData
 	}
-	c.pin, c.pinDefault = bytes.Clone(cmd.Data[8:]), false
-	c.pinLeft = c.pinMax
+	c.pin.Unblock(cmd.Data[8:])
+	c.pinDefault = false
 	c.verified, c.pinFresh = false, false
 	return apdu.SWSuccess
 }
 
 // generalAuthenticate handles INS 87 for signatures: 7C { 82 00, 81 challenge }.
-func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
+func (c *applet) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
 	st := c.slots[Slot(cmd.P2)]
 	key := c.keyLocked(Slot(cmd.P2))
 	if st == nil || key == nil {
@@ -872,23 +741,12 @@ func (c *Card) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byt
 		if m.Cmp(key.N) >= 0 {
 			return nil, apdu.SWWrongData, delay
 		}
-		sig = rawRSA(key, m).FillBytes(make([]byte, key.Size()))
+		sig = simkit.RawRSA(key, m).FillBytes(make([]byte, key.Size()))
 		delay = c.latency.SignRSA2048 // RSA-1024 too: no measured figure
 	default:
 		return nil, apdu.SWUnknown, delay
 	}
 	return apdu.AppendTLV(nil, 0x7C, apdu.AppendTLV(nil, 0x82, sig)), apdu.SWSuccess, delay
-}
-
-// rawRSA is the private-key operation m^d mod n, with the CRT values that
-// rsa.PrivateKey.Precompute filled in.
-func rawRSA(k *rsa.PrivateKey, m *big.Int) *big.Int {
-	p, q, pc := k.Primes[0], k.Primes[1], k.Precomputed
-	m1 := new(big.Int).Exp(m, pc.Dp, p)
-	m2 := new(big.Int).Exp(m, pc.Dq, q)
-	h := new(big.Int).Sub(m1, m2)
-	h.Mul(h, pc.Qinv).Mod(h, p)
-	return h.Mul(h, q).Add(h, m2)
 }
 
 // Fingerprint returns a short hash of the public key in slot s, for logs.
