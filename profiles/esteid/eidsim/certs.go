@@ -3,7 +3,6 @@ package eidsim
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -12,6 +11,8 @@ import (
 	"io"
 	"math/big"
 	"time"
+
+	"github.com/pscs/pscs/profiles/simkit"
 )
 
 // Person is the card holder, as the personal data file and the
@@ -35,7 +36,7 @@ var (
 // seededPerson makes up a card holder from seed.
 func seededPerson(seed []byte) Person {
 	var b [16]byte
-	io.ReadFull(&seedStream{seed: seed, label: []byte("person")}, b[:])
+	io.ReadFull(simkit.SeedReader(seed, "person"), b[:])
 	u := binary.BigEndian.Uint64(b[:8])
 	v := binary.BigEndian.Uint64(b[8:])
 	female := u & 1
@@ -138,13 +139,14 @@ type pki struct {
 
 // issue makes the test CA from seed and certifies the two card keys.
 func issue(seed []byte, p Person, authKey, signKey *ecdsa.PrivateKey, notBefore time.Time) (*pki, error) {
-	caKey, err := seededECKey(elliptic.P384(), seed, "test CA")
+	k, err := simkit.GenerateKey(simkit.ECCP384, seed, "test CA")
 	if err != nil {
 		return nil, err
 	}
+	caKey := k.(*ecdsa.PrivateKey)
 	serial := func(label string) *big.Int {
 		var b [16]byte
-		io.ReadFull(&seedStream{seed: seed, label: []byte(label)}, b[:])
+		io.ReadFull(simkit.SeedReader(seed, label), b[:])
 		b[0] &= 0x7F
 		return new(big.Int).SetBytes(b[:])
 	}

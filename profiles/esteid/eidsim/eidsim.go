@@ -77,16 +77,14 @@ package eidsim
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/profiles/simkit"
 )
 
 // Key is a private key reference.
@@ -110,22 +108,20 @@ const (
 var DefaultATR = []byte{0x3B, 0xDB, 0x96, 0x00, 0x80, 0xB1, 0xFE, 0x45, 0x1F, 0x83, 0x00, 0x12,
 	0x23, 0x3F, 0x53, 0x65, 0x49, 0x44, 0x0F, 0x90, 0x00, 0xF1}
 
-// Latency is how long the card takes for each kind of operation. The zero
-// value answers at once.
-type Latency struct {
-	Verify     time.Duration // VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER
-	Sign       time.Duration // ECDSA P-384
-	ReadBinary time.Duration
-	Other      time.Duration
-}
+// Latency is how long the card takes for each kind of operation (the
+// kit's model: VERIFY, SignECCP384, ECDHP384 and Other, which READ BINARY
+// and SELECT take). The zero value answers at once.
+type Latency = simkit.Latency
 
-// RealLatency is a national-ID-class card (no IDEMIA measurement is
-// published): VERIFY 20 ms, ECDSA P-384 150 ms, 30 ms per READ BINARY.
+// RealLatency is a national-ID-class card, no IDEMIA measurement being
+// published (cards.md section 6): VERIFY 20 ms, ECDSA P-384 150 ms, 15 ms
+// for every other command (a READ BINARY of 233 bytes takes 20-100 ms on
+// such cards).
 var RealLatency = Latency{
-	Verify:     20 * time.Millisecond,
-	Sign:       150 * time.Millisecond,
-	ReadBinary: 30 * time.Millisecond,
-	Other:      2 * time.Millisecond,
+	Verify:      20 * time.Millisecond,
+	SignECCP384: 150 * time.Millisecond,
+	ECDHP384:    150 * time.Millisecond,
+	Other:       15 * time.Millisecond,
 }
 
 // Config configures a simulated card. The zero value is a usable card.
@@ -155,25 +151,29 @@ type securityEnv struct {
 	key Key
 }
 
-// Card is a simulated EstEID 2018 card. It is safe for concurrent use; like
-// a real card it processes one command at a time.
+// Card is a simulated EstEID 2018 card: the kit's card running the EstEID
+// applet. It is safe for concurrent use; like a real card it processes one
+// command at a time.
 type Card struct {
-	mu sync.Mutex
+	*simkit.Card
+	a *applet
+}
 
-	atr       []byte
+// applet is the card's state; the kit's card lock guards it.
+type applet struct {
 	latency   Latency
 	person    Person
 	notBefore time.Time
 	keys      map[Key]*ecdsa.PrivateKey
 	certs     *pki
-	pins      map[PIN]*counter
+	pins      map[PIN]*simkit.PIN
 
 	mf, adf1, adf2 *node
 
-	// volatile, cleared by Reset
-	sess   session
-	df, ef *node
-	se     securityEnv
+	// session, cleared by Reset
+	verified map[PIN]bool
+	df, ef   *node
+	se       securityEnv
 }
 
 // New makes a card.
@@ -183,10 +183,11 @@ func New(cfg Config) (*Card, error) {
 		seed = make([]byte, 32)
 		rand.Read(seed)
 	}
-	c := &Card{atr: cfg.ATR, latency: cfg.Latency, person: cfg.Person, notBefore: cfg.NotBefore,
-		keys: map[Key]*ecdsa.PrivateKey{}, pins: map[PIN]*counter{}}
-	if c.atr == nil {
-		c.atr = DefaultATR
+	c := &applet{latency: cfg.Latency, person: cfg.Person, notBefore: cfg.NotBefore,
+		keys: map[Key]*ecdsa.PrivateKey{}, pins: map[PIN]*simkit.PIN{}, verified: map[PIN]bool{}}
+	atr := cfg.ATR
+	if atr == nil {
+		atr = DefaultATR
 	}
 	if c.notBefore.IsZero() {
 		c.notBefore = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -214,14 +215,14 @@ func New(cfg Config) (*Card, error) {
 		if len(v) < p.min || len(v) > p.max || !digits(v) {
 			return nil, fmt.Errorf("eidsim: PIN %02X must be %d to %d digits", byte(p.ref), p.min, p.max)
 		}
-		c.pins[p.ref] = &counter{value: pad([]byte(v)), max: retries, left: retries}
+		c.pins[p.ref] = simkit.NewPIN(pad([]byte(v)), retries)
 	}
 	for _, k := range []Key{KeyAuthentication, KeySignature} {
-		key, err := seededECKey(elliptic.P384(), seed, fmt.Sprintf("key %02x", byte(k)))
+		key, err := simkit.GenerateKey(simkit.ECCP384, seed, fmt.Sprintf("key %02x", byte(k)))
 		if err != nil {
 			return nil, err
 		}
-		c.keys[k] = key
+		c.keys[k] = key.(*ecdsa.PrivateKey)
 	}
 	certs, err := issue(seed, c.person, c.keys[KeyAuthentication], c.keys[KeySignature], c.notBefore)
 	if err != nil {
@@ -229,7 +230,7 @@ func New(cfg Config) (*Card, error) {
 	}
 	c.certs = certs
 	c.buildFiles(c.person, certs.auth.Raw, certs.sign.Raw)
-	return c, nil
+	return &Card{Card: simkit.New(c, simkit.Options{ATR: atr, Latency: c.latency}), a: c}, nil
 }
 
 func digits(s string) bool {
@@ -248,97 +249,71 @@ func pad(pin []byte) []byte {
 	return out
 }
 
-// ATR returns the card's answer to reset.
-func (c *Card) ATR() []byte { return bytes.Clone(c.atr) }
-
 // Person returns the card holder.
-func (c *Card) Person() Person { return c.person }
+func (c *Card) Person() Person { return c.a.person }
 
 // Certificate returns the certificate of key k.
 func (c *Card) Certificate(k Key) *x509.Certificate {
 	switch k {
 	case KeyAuthentication:
-		return c.certs.auth
+		return c.a.certs.auth
 	case KeySignature:
-		return c.certs.sign
+		return c.a.certs.sign
 	}
 	return nil
 }
 
 // CACertificate returns the test CA that issued the card's certificates.
-func (c *Card) CACertificate() *x509.Certificate { return c.certs.ca }
+func (c *Card) CACertificate() *x509.Certificate { return c.a.certs.ca }
 
 // PublicKey returns the public key of k, or nil.
 func (c *Card) PublicKey(k Key) *ecdsa.PublicKey {
-	if key := c.keys[k]; key != nil {
+	if key := c.a.keys[k]; key != nil {
 		return &key.PublicKey
 	}
 	return nil
 }
 
 // Retries returns the tries left of PIN p, or -1 for an unknown reference.
-func (c *Card) Retries(p PIN) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if pin := c.pins[p]; pin != nil {
-		return pin.left
-	}
-	return -1
+func (c *Card) Retries(p PIN) (n int) {
+	n = -1
+	c.Locked(func() {
+		if pin := c.a.pins[p]; pin != nil {
+			n = pin.Left
+		}
+	})
+	return n
 }
 
-// Reset models a reset or power cycle: the MF is selected, the security
-// status and environment are cleared, pending answers and chains dropped.
-// Keys, PINs and counters stay.
-func (c *Card) Reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sess.reset()
+// Verified reports whether PIN p is verified now.
+func (c *Card) Verified(p PIN) (ok bool) {
+	c.Locked(func() { ok = c.a.verified[p] })
+	return ok
+}
+
+// Reset forgets the session (the kit's card calls it on a reset or power
+// cycle): the MF is selected, the security status and environment are
+// cleared. Keys, PINs and counters stay.
+func (c *applet) Reset() {
 	c.logout()
 	c.df, c.ef = c.mf, nil
 }
 
-func (c *Card) logout() {
-	for _, p := range c.pins {
-		p.verified = false
-	}
+func (c *applet) logout() {
+	clear(c.verified)
 	c.se = securityEnv{}
 }
 
-// Transmit processes one command APDU and returns the response APDU. It
-// returns an error only when ctx ends while the card is "working" (the
-// latency model); a malformed command gets a status word, as on a card.
-func (c *Card) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rsp, delay := c.process(cmd)
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return rsp, nil
-}
-
-func (c *Card) process(raw []byte) ([]byte, time.Duration) {
+// Handle answers one command (the kit has joined chained blocks and
+// answers GET RESPONSE).
+func (c *applet) Handle(cmd apdu.Command) simkit.Reply {
 	delay := c.latency.Other
-	cmd, rsp, done := c.sess.begin(raw)
-	if done {
-		return rsp, delay
-	}
 	var data []byte
 	var st apdu.StatusWord
 	switch cmd.INS {
 	case 0xA4:
 		data, st = c.selectFile(cmd)
 	case 0xB0:
-		delay = c.latency.ReadBinary
 		data, st = c.readBinary(cmd)
 	case 0x20:
 		delay = c.latency.Verify
@@ -355,33 +330,42 @@ func (c *Card) process(raw []byte) ([]byte, time.Duration) {
 		st = c.manageSecurityEnv(cmd)
 	case 0x88:
 		data, st = c.internalAuthenticate(cmd)
-		if st == apdu.SWSuccess {
-			delay = c.latency.Sign
-		}
 	case 0x2A:
 		data, st = c.computeSignature(cmd)
-		if st == apdu.SWSuccess {
-			delay = c.latency.Sign
-		}
 	default:
 		st = apdu.SWINSNotSupported
 	}
-	if st != apdu.SWSuccess {
-		return sw(st), delay
+	if st == apdu.SWSuccess && (cmd.INS == 0x88 || cmd.INS == 0x2A) {
+		delay = c.latency.SignECCP384
 	}
-	return c.sess.respond(data, cmd), delay
+	return simkit.Reply{Data: data, SW: st, Delay: delay}
 }
 
-// pin returns the counter of reference ref as seen from the current DF:
-// PIN2 is local to ADF2.
-func (c *Card) pin(ref byte) *counter {
+// check verifies candidate against PIN ref. The kit answers the last wrong
+// try with 69 83; this card answers 63 C0 (web-eid's libelectronic-id,
+// written for these cards, reads 63 C0 as "blocked") and 69 83 only to a
+// PIN that was blocked before.
+func (c *applet) check(ref PIN, candidate []byte) apdu.StatusWord {
+	p := c.pins[ref]
+	was := p.Blocked()
+	st := p.Check(candidate)
+	c.verified[ref] = st == apdu.SWSuccess
+	if st == apdu.SWAuthBlocked && !was {
+		return apdu.SWRetries(0)
+	}
+	return st
+}
+
+// pin returns PIN ref as seen from the current DF (PIN2 is local to
+// ADF2), or nil.
+func (c *applet) pin(ref byte) *simkit.PIN {
 	if PIN(ref) == PIN2 && c.df != c.adf2 {
 		return nil
 	}
 	return c.pins[PIN(ref)]
 }
 
-func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) verify(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x00 {
 		return apdu.SWIncorrectP1P2
 	}
@@ -390,15 +374,15 @@ func (c *Card) verify(cmd apdu.Command) apdu.StatusWord {
 		return apdu.SWRefNotFound
 	}
 	if len(cmd.Data) == 0 {
-		return p.status()
+		return p.Status(c.verified[PIN(cmd.P2)])
 	}
 	if len(cmd.Data) != 12 {
 		return apdu.SWWrongLength
 	}
-	return p.check(cmd.Data)
+	return c.check(PIN(cmd.P2), cmd.Data)
 }
 
-func (c *Card) changeReference(cmd apdu.Command) apdu.StatusWord {
+func (c *applet) changeReference(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x00 {
 		return apdu.SWIncorrectP1P2
 	}
@@ -412,10 +396,10 @@ func (c *Card) changeReference(cmd apdu.Command) apdu.StatusWord {
 	if !validPadded(cmd.Data[12:]) {
 		return apdu.SWWrongData
 	}
-	if st := p.check(cmd.Data[:12]); st != apdu.SWSuccess {
+	if st := c.check(PIN(cmd.P2), cmd.Data[:12]); st != apdu.SWSuccess {
 		return st
 	}
-	p.value = bytes.Clone(cmd.Data[12:])
+	p.Set(cmd.Data[12:])
 	return apdu.SWSuccess
 }
 
@@ -431,7 +415,10 @@ func validPadded(b []byte) bool {
 	return len(bytes.Trim(b[n:], "\xFF")) == 0
 }
 
-func (c *Card) resetRetryCounter(cmd apdu.Command) apdu.StatusWord {
+// resetRetryCounter is RESET RETRY COUNTER (2C) of PIN1 or PIN2: P1 00
+// with the PUK and the new PIN, 02 with the new PIN once the PUK is
+// verified (as OpenSC's driver does it), 03 to unblock only.
+func (c *applet) resetRetryCounter(cmd apdu.Command) apdu.StatusWord {
 	if PIN(cmd.P2) == PUK {
 		return apdu.SWRefNotFound
 	}
@@ -439,50 +426,47 @@ func (c *Card) resetRetryCounter(cmd apdu.Command) apdu.StatusWord {
 	if p == nil {
 		return apdu.SWRefNotFound
 	}
-	puk := c.pins[PUK]
 	var next []byte
 	switch cmd.P1 {
-	case 0x00: // PUK and new PIN
+	case 0x00:
 		if len(cmd.Data) != 24 {
 			return apdu.SWWrongLength
 		}
 		if !validPadded(cmd.Data[12:]) {
 			return apdu.SWWrongData
 		}
-		if st := puk.check(cmd.Data[:12]); st != apdu.SWSuccess {
+		if st := c.check(PUK, cmd.Data[:12]); st != apdu.SWSuccess {
 			return st
 		}
 		next = cmd.Data[12:]
-	case 0x02: // new PIN, PUK verified before
-		if len(cmd.Data) != 12 {
-			return apdu.SWWrongLength
-		}
-		if !validPadded(cmd.Data) {
+	case 0x02, 0x03:
+		if cmd.P1 == 0x02 && (len(cmd.Data) != 12 || !validPadded(cmd.Data)) {
 			return apdu.SWWrongData
 		}
-		next = cmd.Data
-		fallthrough
-	case 0x03: // unblock only, PUK verified before
 		if cmd.P1 == 0x03 && len(cmd.Data) != 0 {
 			return apdu.SWWrongLength
 		}
-		if !puk.verified {
+		if !c.verified[PUK] {
 			return apdu.SWSecurityStatusNotSatisfied
 		}
+		next = cmd.Data
 	default:
 		return apdu.SWIncorrectP1P2
 	}
-	if next != nil {
-		p.value = bytes.Clone(next)
+	if len(next) > 0 {
+		p.Unblock(next)
+	} else {
+		p.SetTries(p.Max)
 	}
-	p.left, p.verified = p.max, false
+	c.verified[PIN(cmd.P2)] = false
 	return apdu.SWSuccess
 }
 
 // getData answers GET DATA (CB 3F FF) of the PIN information object
 // 4D { 70 { BF 81 0r { A0 80 } } }: the template of PIN r with its
-// maximum (9A) and remaining tries (9B), laid out as the card lays it out.
-func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+// maximum (9A) and remaining tries (9B), laid out as the card lays it out
+// (32 bytes; OpenSC reads byte 13, web-eid bytes 10 and 13).
+func (c *applet) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x3F || cmd.P2 != 0xFF {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -498,17 +482,22 @@ func (c *Card) getData(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if err != nil || len(tlvs) != 1 || tlvs[0].Tag&^0xFF != 0xBF8100 {
 		return nil, apdu.SWWrongData
 	}
-	ref := byte(tlvs[0].Tag)
-	if ref == byte(PIN2)&0x0F {
+	var ref byte
+	switch r := byte(tlvs[0].Tag); r {
+	case byte(PIN1), byte(PUK):
+		ref = r
+	case byte(PIN2) & 0x0F:
 		ref = byte(PIN2)
+	default:
+		return nil, apdu.SWRefNotFound
 	}
 	p := c.pin(ref)
-	if p == nil || (ref != byte(PIN1) && ref != byte(PUK) && ref != byte(PIN2)) {
+	if p == nil {
 		return nil, apdu.SWRefNotFound
 	}
 	var info []byte
-	info = apdu.AppendTLV(info, 0x9A, []byte{byte(p.max)})
-	info = apdu.AppendTLV(info, 0x9B, []byte{byte(p.left)})
+	info = apdu.AppendTLV(info, 0x9A, []byte{byte(p.Max)})
+	info = apdu.AppendTLV(info, 0x9B, []byte{byte(p.Left)})
 	// Usage rules of the PIN object as the card reports them (opaque here).
 	rule := []byte{0xF3, 0x00, 0x00, 0x73, 0x43, 0x00}
 	info = apdu.AppendTLV(info, 0xA1, append(apdu.AppendTLV(nil, 0x8C, rule), apdu.AppendTLV(nil, 0x9C, rule)...))
@@ -524,7 +513,9 @@ var seAlgorithms = map[byte][][]byte{
 	0xB8: {{0x0B}, {0xFF, 0x30, 0x04, 0x00}},
 }
 
-func (c *Card) manageSecurityEnv(cmd apdu.Command) apdu.StatusWord {
+// manageSecurityEnv is MSE:SET (22 41 xx): the template, the key (84) in
+// the current DF and an algorithm reference (80) the template allows.
+func (c *applet) manageSecurityEnv(cmd apdu.Command) apdu.StatusWord {
 	if cmd.P1 != 0x41 {
 		return apdu.SWIncorrectP1P2
 	}
@@ -551,13 +542,11 @@ func (c *Card) manageSecurityEnv(cmd apdu.Command) apdu.StatusWord {
 	if len(ref) != 1 {
 		return apdu.SWWrongData
 	}
-	key := Key(ref[0])
-	want := KeyAuthentication
-	home := c.adf1
+	want, home := KeyAuthentication, c.adf1
 	if cmd.P2 == 0xB6 {
 		want, home = KeySignature, c.adf2
 	}
-	if key != want || c.df != home {
+	if Key(ref[0]) != want || c.df != home {
 		return apdu.SWRefNotFound
 	}
 	known := false
@@ -567,53 +556,54 @@ func (c *Card) manageSecurityEnv(cmd apdu.Command) apdu.StatusWord {
 	if !known {
 		return apdu.SWWrongData
 	}
-	c.se = securityEnv{crt: cmd.P2, key: key}
+	c.se = securityEnv{crt: cmd.P2, key: want}
 	return apdu.SWSuccess
 }
 
-func (c *Card) internalAuthenticate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+// internalAuthenticate is INTERNAL AUTHENTICATE (88 00 00) with the
+// authentication key: PIN1 stays verified for as many as the session
+// wants.
+func (c *applet) internalAuthenticate(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x00 || cmd.P2 != 0x00 {
 		return nil, apdu.SWIncorrectP1P2
 	}
 	if c.se.crt != 0xA4 {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	if !c.pins[PIN1].verified {
+	if !c.verified[PIN1] {
 		return nil, apdu.SWSecurityStatusNotSatisfied
 	}
 	return c.sign(KeyAuthentication, cmd.Data)
 }
 
-func (c *Card) computeSignature(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+// computeSignature is PSO: COMPUTE DIGITAL SIGNATURE (2A 9E 9A) with the
+// qualified signature key: one VERIFY of PIN2 allows one signature.
+func (c *applet) computeSignature(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1 != 0x9E || cmd.P2 != 0x9A {
 		return nil, apdu.SWIncorrectP1P2
 	}
 	if c.se.crt != 0xB6 {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	pin2 := c.pins[PIN2]
-	if !pin2.verified {
+	if !c.verified[PIN2] {
 		return nil, apdu.SWSecurityStatusNotSatisfied
 	}
 	data, st := c.sign(KeySignature, cmd.Data)
-	if st != apdu.SWWrongLength {
-		pin2.verified = false // one VERIFY, one signature
+	if st == apdu.SWSuccess {
+		c.verified[PIN2] = false
 	}
 	return data, st
 }
 
-// sign makes the raw ECDSA signature r‖s of a hash of at most 48 bytes.
-func (c *Card) sign(k Key, hash []byte) ([]byte, apdu.StatusWord) {
+// sign makes the raw ECDSA signature r‖s (96 bytes) of a hash of 1 to 48
+// bytes.
+func (c *applet) sign(k Key, hash []byte) ([]byte, apdu.StatusWord) {
 	if len(hash) == 0 || len(hash) > 48 {
 		return nil, apdu.SWWrongLength
 	}
-	key := c.keys[k]
-	r, s, err := ecdsa.Sign(rand.Reader, key, hash)
+	sig, err := simkit.SignECDSARaw(c.keys[k], hash)
 	if err != nil {
 		return nil, apdu.SWUnknown
 	}
-	out := make([]byte, 96)
-	r.FillBytes(out[:48])
-	s.FillBytes(out[48:])
-	return out, apdu.SWSuccess
+	return sig, apdu.SWSuccess
 }

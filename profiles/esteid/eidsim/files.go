@@ -91,7 +91,7 @@ func (n *node) fcp() []byte {
 // (child DF), 02 (EF of the current DF), 04 (application by name), 08
 // (path from the MF) and 09 (path from the current DF); P2 0C (no answer),
 // 04 (FCP) or 00 (FCI).
-func (c *Card) selectFile(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) selectFile(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P2 != 0x00 && cmd.P2 != 0x04 && cmd.P2 != 0x0C {
 		return nil, apdu.SWIncorrectP1P2
 	}
@@ -176,7 +176,7 @@ func (c *Card) selectFile(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 // Reading at or past the end answers 6B 00, as the card does (OpenSC's
 // driver reads until it sees it); a read that runs past the end returns
 // the bytes there are.
-func (c *Card) readBinary(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+func (c *applet) readBinary(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 	if cmd.P1&0x80 != 0 {
 		return nil, apdu.SWFuncNotSupported // short EF identifiers: not on this card
 	}
@@ -198,7 +198,7 @@ func (c *Card) readBinary(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 }
 
 // buildFiles lays out the card's file system.
-func (c *Card) buildFiles(p Person, authCert, signCert []byte) {
+func (c *applet) buildFiles(p Person, authCert, signCert []byte) {
 	mf := &node{fid: fidMF, aid: aidMain}
 	doc := apdu.AppendTLV(nil, 0x04, []byte(p.DocumentNumber))
 	mf.add(&node{fid: fidDocNumber, data: doc})
@@ -219,7 +219,7 @@ func (c *Card) buildFiles(p Person, authCert, signCert []byte) {
 // name, sex, citizenship, date and place of birth, personal code,
 // document number, expiry date, date and place of issue, residence
 // permit type, notes lines 1 to 5. An empty field holds one space.
-func (c *Card) personalData(p Person) []string {
+func (c *applet) personalData(p Person) []string {
 	sex, birth := "M", " "
 	if len(p.PersonalCode) > 0 && p.PersonalCode[0]%2 == 0 {
 		sex = "N" // naine

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,9 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles/esteid/eidsim"
+	"github.com/pscs/pscs/profiles/simkit/simkittest"
 )
 
 var env *pcscdtest.PCSCD
@@ -46,9 +45,6 @@ type judge struct {
 
 func plug(t *testing.T, reader int) *judge {
 	t.Helper()
-	if env == nil {
-		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
-	}
 	for _, tool := range []string{"pkcs11-tool", "pkcs15-tool", "opensc-tool", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not installed (make deps installs it): %v", tool, err)
@@ -73,40 +69,11 @@ func plug(t *testing.T, reader int) *judge {
 	j := &judge{t: t, card: card, reader: reader, dir: dir,
 		env: append(os.Environ(), "OPENSC_CONF="+conf)}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv := vpcd.Server{Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-		srv.Plug(ctx, env.CardAddr(reader), card)
-	}()
-	t.Cleanup(func() {
-		if debug != "" {
-			logAPDUs(t, filepath.Join(dir, "opensc.log"))
-		}
-		cancel()
-		<-done
-		j.waitATR(false)
-	})
-	j.waitATR(true)
-	return j
-}
-
-// waitATR waits until opensc-tool sees a card in the reader (or none).
-func (j *judge) waitATR(present bool) {
-	j.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var out []byte
-	for time.Now().Before(deadline) {
-		var err error
-		out, err = exec.Command("opensc-tool", "-r", strconv.Itoa(j.reader), "-a").CombinedOutput()
-		got := err == nil && bytes.Contains(out, []byte("3b:db:96"))
-		if got == present {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if debug != "" {
+		t.Cleanup(func() { logAPDUs(t, filepath.Join(dir, "opensc.log")) })
 	}
-	j.t.Fatalf("reader %d: card present=%v not seen within 10 s; opensc-tool says:\n%s", j.reader, present, out)
+	simkittest.Plug(t, env, reader, card)
+	return j
 }
 
 // run runs a tool and returns its combined output; a failure is fatal unless
@@ -129,8 +96,6 @@ func (j *judge) run(wantFail bool, name string, args ...string) string {
 	return string(out)
 }
 
-// slot is the pkcs11-tool slot of the judge's reader: OpenSC numbers its
-// virtual slots four per reader.
 func (j *judge) p11(wantFail bool, args ...string) string {
 	return j.run(wantFail, "pkcs11-tool", append([]string{"--module", openscModule}, args...)...)
 }
@@ -140,10 +105,6 @@ func (j *judge) p15(args ...string) string {
 }
 
 func (j *judge) path(name string) string { return filepath.Join(j.dir, name) }
-
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
 
 // logAPDUs logs the APDUs in an OpenSC debug log.
 func logAPDUs(t *testing.T, file string) {
@@ -160,6 +121,10 @@ func logAPDUs(t *testing.T, file string) {
 	}
 	t.Logf("APDUs:\n%s", strings.Join(out, "\n"))
 }
+
+// slot returns the pkcs11-tool slot ID of PIN p's token in the judge's
+// reader: OpenSC makes one virtual slot per PIN, labelled "… (PIN1)" and
+// "… (PIN2)".
 
 // slot returns the pkcs11-tool slot ID of PIN p's token in the judge's
 // reader: OpenSC makes one virtual slot per PIN, labelled "… (PIN1)" and
