@@ -38,9 +38,9 @@
 //   - READ BINARY (B0) of the current EF; at or past the end it answers
 //     6B 00.
 //   - VERIFY (20) of PIN1, PIN2 (with ADF2 current) and the PUK: a wrong
-//     value answers 63 Cx and costs a try of that counter only, a blocked
-//     one 69 83, a value not 12 bytes long 67 00 (no try lost); an empty
-//     VERIFY asks the state.
+//     value answers 63 Cx and costs a try of that counter only (the last
+//     try 63 C0), a blocked PIN 69 83, a value not 12 bytes long 67 00 (no
+//     try lost); an empty VERIFY asks the state.
 //   - CHANGE REFERENCE DATA (24, old and new value, 24 bytes), RESET
 //     RETRY COUNTER (2C: P1 00 with PUK and new PIN, 02 with a new PIN
 //     after the PUK was verified, 03 to unblock after it).
@@ -58,8 +58,13 @@
 //     security status of PIN2 is spent by one signature. Input: the hash,
 //     at most 48 bytes (OpenSC left-pads with zeros to 48); output: the
 //     raw ECDSA signature r‖s, 96 bytes.
+//   - PSO: DECIPHER (2A 80 86) in the key agreement environment: ECDH of
+//     the authentication key with the peer's uncompressed point (after
+//     OpenSC's padding indicator 00), once PIN1 is verified; the answer
+//     is the shared X coordinate, 48 bytes.
 //   - GET RESPONSE (C0) for answers longer than Le, and command chaining
-//     (CLA 10).
+//     (CLA 10): the simulator kit (profiles/simkit) does these, the
+//     framing and the latency model ([RealLatency]).
 //
 // A reset ([Card.Reset], called by cards/vpcd when pcscd powers the card)
 // selects the MF and clears the security status and environment.
@@ -331,11 +336,18 @@ func (c *applet) Handle(cmd apdu.Command) simkit.Reply {
 	case 0x88:
 		data, st = c.internalAuthenticate(cmd)
 	case 0x2A:
+		if cmd.P1 == 0x80 {
+			data, st = c.decipher(cmd)
+			if st == apdu.SWSuccess {
+				delay = c.latency.ECDHP384
+			}
+			break
+		}
 		data, st = c.computeSignature(cmd)
 	default:
 		st = apdu.SWINSNotSupported
 	}
-	if st == apdu.SWSuccess && (cmd.INS == 0x88 || cmd.INS == 0x2A) {
+	if st == apdu.SWSuccess && (cmd.INS == 0x88 || (cmd.INS == 0x2A && cmd.P1 == 0x9E)) {
 		delay = c.latency.SignECCP384
 	}
 	return simkit.Reply{Data: data, SW: st, Delay: delay}
@@ -593,6 +605,34 @@ func (c *applet) computeSignature(cmd apdu.Command) ([]byte, apdu.StatusWord) {
 		c.verified[PIN2] = false
 	}
 	return data, st
+}
+
+// decipher is PSO: DECIPHER (2A 80 86) in the key agreement environment:
+// ECDH of the authentication key with the peer's point, uncompressed,
+// after the padding indicator 00 OpenSC puts first (or without it). The
+// answer is the shared secret, the X coordinate, 48 bytes. PIN1 guards it.
+func (c *applet) decipher(cmd apdu.Command) ([]byte, apdu.StatusWord) {
+	if cmd.P2 != 0x86 {
+		return nil, apdu.SWIncorrectP1P2
+	}
+	if c.se.crt != 0xB8 {
+		return nil, apdu.SWConditionsNotSatisfied
+	}
+	if !c.verified[PIN1] {
+		return nil, apdu.SWSecurityStatusNotSatisfied
+	}
+	point := cmd.Data
+	if len(point) == 98 && point[0] == 0x00 {
+		point = point[1:]
+	}
+	if len(point) != 97 {
+		return nil, apdu.SWWrongLength
+	}
+	secret, err := simkit.ECDH(c.keys[KeyAuthentication], point)
+	if err != nil {
+		return nil, apdu.SWWrongData
+	}
+	return secret, apdu.SWSuccess
 }
 
 // sign makes the raw ECDSA signature r‖s (96 bytes) of a hash of 1 to 48

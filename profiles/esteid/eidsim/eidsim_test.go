@@ -6,7 +6,9 @@ package eidsim_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -349,6 +351,45 @@ func TestInternalAuthenticate(t *testing.T) {
 	want(t, c, selADF1, "9000")
 	want(t, c, mseAuth, "9000")
 	want(t, c, "00 2A 9E 9A 30 "+hex.EncodeToString(h[:]), "6985")
+}
+
+func TestKeyAgreement(t *testing.T) {
+	c := newCard(t, eidsim.Config{})
+	peer, err := ecdh.P384().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	point := peer.PublicKey().Bytes()
+	dec := fmt.Sprintf("00 2A 80 86 62 00 %X 00", point) // as OpenSC sends it
+	want(t, c, selADF1, "9000")
+	want(t, c, dec, "6985")
+	want(t, c, "00 22 41 B8 06 80 01 0B 84 01 9F", "6A88")
+	want(t, c, "00 22 41 B8 09 80 04 FF 30 04 00 84 01 81", "9000")
+	want(t, c, dec, "6982")
+	want(t, c, verifyCmd(eidsim.PIN1, "1234"), "9000")
+	cardPub, err := c.PublicKey(eidsim.KeyAuthentication).ECDH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSecret, _ := peer.ECDH(cardPub)
+	for _, cmd := range []string{dec, fmt.Sprintf("00 2A 80 86 61 %X 00", point)} {
+		if got := want(t, c, cmd, "9000"); !bytes.Equal(got, wantSecret) {
+			t.Errorf("secret %X, want %X", got, wantSecret)
+		}
+	}
+	bad := bytes.Clone(point)
+	bad[40] ^= 1 // off the curve
+	want(t, c, fmt.Sprintf("00 2A 80 86 61 %X 00", bad), "6A80")
+	want(t, c, fmt.Sprintf("00 2A 80 86 60 %X 00", point[:96]), "6700")
+	want(t, c, fmt.Sprintf("00 2A 80 84 61 %X 00", point), "6A86")
+	// The signature environment does not agree keys, nor this one sign.
+	want(t, c, "00 22 41 B8 06 80 01 0B 84 01 81", "9000")
+	want(t, c, "00 88 00 00 30 "+strings.Repeat("11", 48), "6985")
+	want(t, c, selADF2, "6A82") // a sibling, not a child
+	want(t, c, selMF, "9000")
+	want(t, c, selADF2, "9000")
+	want(t, c, mseSign, "9000")
+	want(t, c, dec, "6985")
 }
 
 func TestSignatureNeedsPIN2EveryTime(t *testing.T) {

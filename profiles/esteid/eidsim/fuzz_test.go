@@ -3,7 +3,7 @@ package eidsim_test
 // A rogue host sends arbitrary commands: the card must answer each with a
 // status word, never panic, and keep its rules whatever came before: a
 // signature only after a VERIFY of PIN2 (and never two on one), an
-// authentication only with PIN1 verified, a counter that moves only on the
+// authentication or key agreement only with PIN1 verified, a counter that moves only on the
 // commands that compare its PIN, and files and keys that do not change.
 
 import (
@@ -60,6 +60,8 @@ func cardSeeds() map[string][]byte {
 		"unblock": join(selADF2, verifyCmd(eidsim.PIN2, "00000"), verifyCmd(eidsim.PIN2, "00000"),
 			verifyCmd(eidsim.PIN2, "00000"), verifyCmd(eidsim.PUK, "12345678"), "00 2C 02 85 0C "+pinData("55555"),
 			"00 24 00 01 18 "+pinData("1234")+pinData("4321")),
+		"opensc derive": join(verifyCmd(eidsim.PIN1, "1234"), selMF, selADF1, "00 22 41 B8 09 80 04 FF 30 04 00 84 01 81",
+			"00 2A 80 86 62 00 04"+strings.Repeat("11", 96)+" 00"),
 		"get response": join(verifyCmd(eidsim.PIN1, "1234"), selADF1, mseAuth, "00 88 00 00 30 "+h+" 10",
 			"00 C0 00 00 10", "00 C0 00 00 00", "00 C0 00 00 00"),
 		"chained sign": join(selADF2, mseSign, verifyCmd(eidsim.PIN2, "12345"), "10 2A 9E 9A 10 "+h[:32],
@@ -132,8 +134,8 @@ func FuzzCard(f *testing.F) {
 					t.Fatalf("PIN2 still verified after a signature")
 				}
 			}
-			if whole && ok && cmd.INS == 0x88 && !pin1 {
-				t.Fatalf("INTERNAL AUTHENTICATE %X answered %X without PIN1 verified", raw, rsp)
+			if whole && ok && (cmd.INS == 0x88 || (cmd.INS == 0x2A && cmd.P1 == 0x80)) && !pin1 {
+				t.Fatalf("%X answered %X without PIN1 verified", raw, rsp)
 			}
 			changed := 0
 			for _, p := range allPINs {

@@ -28,7 +28,7 @@ import (
 var env *pcscdtest.PCSCD
 
 func TestMain(m *testing.M) {
-	pcscdtest.Main(m, pcscdtest.Options{Entries: 3}, func(p *pcscdtest.PCSCD) { env = p })
+	pcscdtest.Main(m, pcscdtest.Options{Entries: 2}, func(p *pcscdtest.PCSCD) { env = p })
 }
 
 const openscModule = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
@@ -393,4 +393,27 @@ func TestOpenSCWrongPINCostsOnlyItsOwnCounter(t *testing.T) {
 	j.p11(false, "--slot", j.slot(eidsim.PIN2), "--login", "--pin", "54321", "--sign", "--id", "02",
 		"-m", "ECDSA-SHA384", "--input-file", data, "--output-file", j.path("sig"))
 	check("after new PINs", 2, 3, 3)
+}
+
+// The authentication key agrees a secret (ECDH, PSO: DECIPHER) through
+// OpenSC; OpenSSL agrees the same one from the other side.
+func TestOpenSCDerivesWithTheAuthenticationKey(t *testing.T) {
+	j := plug(t, 3)
+	peer := j.path("peer.pem")
+	j.run(false, "openssl", "ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", peer)
+	peerPub := j.path("peer-pub.der")
+	j.run(false, "openssl", "ec", "-in", peer, "-pubout", "-outform", "DER", "-out", peerPub)
+	cardSecret := j.path("secret-card")
+	j.p11(false, "--slot", j.slot(eidsim.PIN1), "--login", "--pin", "1234", "--derive", "-m", "ECDH1-DERIVE",
+		"--id", "01", "--input-file", peerPub, "--output-file", cardSecret)
+	cert := j.certPEM(eidsim.PIN1, "01")
+	cardPub := j.path("card-pub.pem")
+	j.run(false, "openssl", "x509", "-in", cert, "-pubkey", "-noout", "-out", cardPub)
+	sslSecret := j.path("secret-openssl")
+	j.run(false, "openssl", "pkeyutl", "-derive", "-inkey", peer, "-peerkey", cardPub, "-out", sslSecret)
+	a, _ := os.ReadFile(cardSecret)
+	b, _ := os.ReadFile(sslSecret)
+	if len(a) != 48 || !bytes.Equal(a, b) {
+		t.Errorf("secret through OpenSC %X, through OpenSSL %X", a, b)
+	}
 }
