@@ -622,3 +622,56 @@ func TestLatencyStopsWithContext(t *testing.T) {
 		t.Fatalf("VERIFY taking an hour: %v", err)
 	}
 }
+
+// TestWebEIDFlows runs the exchanges of web-eid's libelectronic-id, the
+// other client written for these cards: applications selected by AID,
+// certificates selected by path with P1 09 and read in chunks of B5 after
+// their DER length, one-byte algorithm references, VERIFY after MSE:SET.
+func TestWebEIDFlows(t *testing.T) {
+	c := newCard(t, eidsim.Config{})
+	selMain := "00 A4 04 0C 10 " + mainAID
+	for k, path := range map[eidsim.Key]string{eidsim.KeyAuthentication: "AD F1 34 01", eidsim.KeySignature: "AD F2 34 1F"} {
+		want(t, c, selMain, "9000")
+		want(t, c, "00 A4 09 0C 04 "+path, "9000")
+		head := want(t, c, "00 B0 00 00 04", "9000")
+		if head[0] != 0x30 || head[1] != 0x82 {
+			t.Fatalf("certificate starts %X", head)
+		}
+		n := 4 + (int(head[2])<<8 | int(head[3]))
+		var cert []byte
+		for len(cert) < n {
+			cert = append(cert, want(t, c, fmt.Sprintf("00 B0 %02X %02X %02X", len(cert)>>8, len(cert)&0xFF, min(0xB5, n-len(cert))), "9000")...)
+		}
+		if !bytes.Equal(cert, c.Certificate(k).Raw) {
+			t.Errorf("certificate %02X read in chunks differs", byte(k))
+		}
+	}
+	retries := func(selApp, ref string) (left, max byte) {
+		want(t, c, selMain, "9000")
+		if selApp != "" {
+			want(t, c, selApp, "9000")
+		}
+		d := want(t, c, "00 CB 3F FF 0A 4D 08 70 06 BF 81 "+ref+" 02 A0 80 00", "9000")
+		return d[13], d[10]
+	}
+	selADF1AID := "00 A4 04 0C 0D E8 28 BD 08 0F F2 50 4F 54 20 41 57 50"
+	selADF2AID := "00 A4 04 0C 10 51 53 43 44 20 41 70 70 6C 69 63 61 74 69 6F 6E"
+	if left, max := retries("", "01"); left != 3 || max != 3 {
+		t.Errorf("authentication PIN retries %d of %d", left, max)
+	}
+	h := sha512.Sum384([]byte("web-eid"))
+	want(t, c, selADF1AID, "9000")
+	want(t, c, "00 22 41 A4 06 80 01 04 84 01 81", "9000")
+	want(t, c, verifyCmd(eidsim.PIN1, "1234"), "9000")
+	verifySig(t, c, eidsim.KeyAuthentication, h[:], want(t, c, fmt.Sprintf("00 88 00 00 30 %X 00", h[:]), "9000"))
+	want(t, c, selADF2AID, "9000")
+	want(t, c, "00 22 41 B6 06 80 01 54 84 01 9F", "9000")
+	want(t, c, verifyCmd(eidsim.PIN2, "11111"), "63C2")
+	if left, _ := retries(selADF2AID, "05"); left != 2 {
+		t.Errorf("signing PIN retries %d after a wrong PIN, want 2", left)
+	}
+	want(t, c, selADF2AID, "9000")
+	want(t, c, "00 22 41 B6 06 80 01 54 84 01 9F", "9000")
+	want(t, c, verifyCmd(eidsim.PIN2, "12345"), "9000")
+	verifySig(t, c, eidsim.KeySignature, h[:], want(t, c, fmt.Sprintf("00 2A 9E 9A 30 %X 00", h[:]), "9000"))
+}
