@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -276,5 +277,45 @@ func TestAuditVerify(t *testing.T) {
 	out, _, err = runPSCS(t, nil, "audit", "verify", "-certs", certs, path)
 	if err == nil || !strings.Contains(out, "BAD: record 5") {
 		t.Errorf("an altered record 5: %v\n%s", err, out)
+	}
+}
+
+// TestSimOpenPGP: `pscs sim -profile openpgp` plugs an OpenPGP card that
+// OpenSC's openpgp-tool reads, with the serial pscs sim logged.
+func TestSimOpenPGP(t *testing.T) {
+	build(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	sim := exec.CommandContext(ctx, pscs, "sim", "-profile", "openpgp", "-vpcd", daemon.CardAddr(0), "-latency", "none", "-seed", "cli")
+	sim.Cancel = func() error { return sim.Process.Signal(os.Interrupt) }
+	logPath := filepath.Join(t.TempDir(), "sim.log")
+	logf, _ := os.Create(logPath)
+	sim.Stdout, sim.Stderr = logf, logf
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		sim.Wait()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if out, _, _ := runPSCS(t, nil, "readers"); !strings.Contains(out, "present") {
+				return
+			}
+		}
+		t.Errorf("the simulated card did not go away")
+	})
+	var tool string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, _ := exec.Command("openpgp-tool", "-r", "0", "-C").CombinedOutput()
+		if tool = string(out); strings.Contains(tool, "Manufacturer:    Yubico") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("openpgp-tool does not see the OpenPGP card:\n%s", tool)
+		}
+	}
+	log, _ := os.ReadFile(logPath)
+	m := regexp.MustCompile(`serial=([0-9A-F]{8})`).FindSubmatch(log)
+	if m == nil || !strings.Contains(tool, "Serial number:   "+string(m[1])) {
+		t.Errorf("openpgp-tool shows\n%s\nthe sim logged\n%s", tool, log)
 	}
 }
