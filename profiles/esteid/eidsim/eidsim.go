@@ -150,10 +150,11 @@ type Config struct {
 	NotBefore time.Time
 }
 
-// securityEnv is the environment MSE:SET established.
+// securityEnv is the environment MSE:SET established: its template, A4
+// (authentication, key 81), B6 (signature, key 9F) or B8 (key agreement,
+// key 81); 0 for none.
 type securityEnv struct {
-	crt byte // A4, B6 or B8; 0: none
-	key Key
+	crt byte
 }
 
 // Card is a simulated EstEID 2018 card: the kit's card running the EstEID
@@ -568,7 +569,7 @@ func (c *applet) manageSecurityEnv(cmd apdu.Command) apdu.StatusWord {
 	if !known {
 		return apdu.SWWrongData
 	}
-	c.se = securityEnv{crt: cmd.P2, key: want}
+	c.se = securityEnv{crt: cmd.P2}
 	return apdu.SWSuccess
 }
 
