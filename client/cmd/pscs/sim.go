@@ -9,6 +9,7 @@ import (
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/cli"
+	"github.com/pscs/pscs/profiles/esteid/eidsim"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/profiles/simkit"
@@ -16,16 +17,17 @@ import (
 
 func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	addrs := fs.String("vpcd", "127.0.0.1:35963", "vpcd address(es) of the reader slots to plug cards into, comma-separated: one card each")
-	profile := fs.String("profile", "piv", "card to simulate: piv or openpgp (OpenPGP card 3.4 as a YubiKey 5.4.3)")
+	profile := fs.String("profile", "piv", "card to simulate: piv, openpgp (OpenPGP card 3.4 as a YubiKey 5.4.3) or esteid (EstEID 2018)")
 	seed := fs.String("seed", "", "derive keys and serial from this seed (reproducible cards; each card gets SEED/N)")
 	latency := fs.String("latency", "real", "card timing: real (measured cards) or none")
-	pin := fs.String("pin", "", "PIN, or OpenPGP PW1 (default 123456)")
+	pin := fs.String("pin", "", "PIN, or OpenPGP PW1 (default 123456), or EstEID PIN1 (default 1234)")
+	pin2 := fs.String("pin2", "", "EstEID PIN2, the signature PIN (default 12345)")
 	puk := fs.String("puk", "", "PUK, or OpenPGP admin PIN PW3 (default 12345678)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *profile != "piv" && *profile != "openpgp" {
-		return fs.Usagef("-profile: unknown profile %q (known: piv, openpgp)", *profile)
+	if *profile != "piv" && *profile != "openpgp" && *profile != "esteid" {
+		return fs.Usagef("-profile: unknown profile %q (known: piv, openpgp, esteid)", *profile)
 	}
 	var lat simkit.Latency
 	switch *latency {
@@ -33,6 +35,9 @@ func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 		lat = pivsim.RealLatency
 		if *profile == "openpgp" {
 			lat = simkit.YubiKey5
+		}
+		if *profile == "esteid" {
+			lat = eidsim.RealLatency
 		}
 	case "none":
 	default:
@@ -46,7 +51,16 @@ func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 			cardSeed = fmt.Appendf(nil, "%s/%d", *seed, i)
 		}
 		var card vpcd.Card
-		if *profile == "openpgp" {
+		if *profile == "esteid" {
+			c, err := eidsim.New(eidsim.Config{PIN1: *pin, PIN2: *pin2, PUK: *puk, Latency: lat, Seed: cardSeed})
+			if err != nil {
+				return err
+			}
+			p := c.Person()
+			a.log.Info("simulated EstEID card", "vpcd", addr, "document", p.DocumentNumber,
+				"holder", p.Surname+","+p.GivenName+","+p.PersonalCode)
+			card = c
+		} else if *profile == "openpgp" {
 			c, err := pgpsim.New(pgpsim.Config{PW1: *pin, PW3: *puk, Latency: lat, Seed: cardSeed})
 			if err != nil {
 				return err
