@@ -43,7 +43,7 @@ var (
 	soPath, pscsdPath    string
 	buildOut             []byte
 	buildErr             error
-	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client openssh-server opensc openssl swtpm (make deps)"
+	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client openssh-server opensc openssl swtpm yubico-piv-tool (make deps)"
 )
 
 // binaries builds the module (without the race detector, as applications
