@@ -1,7 +1,9 @@
 // Package e2e tests the pscs PKCS #11 module as the applications that load
 // it: pkcs11-tool, p11tool, OpenSSL's pkcs11 engine, OpenSSH and Go
-// through miekg/pkcs11, against pscsd --demo (simulated cards, swtpm) and
-// against a server in this process (for round-trip counts).
+// through miekg/pkcs11, against pscsd --demo (simulated cards, swtpm),
+// against a server in this process (for round-trip counts), and against
+// pscsd configured as a site serving a simulated card in a private
+// pcscd's reader, which yubico-piv-tool provisions meanwhile.
 package e2e
 
 import (
@@ -43,7 +45,7 @@ var (
 	soPath, pscsdPath    string
 	buildOut             []byte
 	buildErr             error
-	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client openssh-server opensc openssl swtpm (make deps)"
+	debianPackagesNeeded = "apt-get install gnutls-bin libengine-pkcs11-openssl openssh-client openssh-server opensc openssl swtpm yubico-piv-tool (make deps)"
 )
 
 // binaries builds the module (without the race detector, as applications

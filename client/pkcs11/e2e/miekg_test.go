@@ -38,8 +38,10 @@ func openFDs(t *testing.T) int {
 // OpenSC and a local PIV card (pinAlwaysWant). Then, through the network simulator, a warm
 // signature in an open session costs one round trip.
 //
-// The module is loaded once per process (it cannot be unloaded), so this
-// is the package's only test that loads it in process.
+// The module is loaded once per process (it cannot be unloaded): each
+// test that loads it in process (this one, TestCardChangesUnderModule)
+// initialises and finalises it with its own PSCS_CONFIG, which
+// C_Initialize reads.
 func TestGoMiekg(t *testing.T) {
 	d := startDemo(t)
 	proxy, err := netsim.New(d.addr, netsim.Config{})

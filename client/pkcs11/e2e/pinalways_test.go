@@ -130,22 +130,25 @@ func ckrName(rv uint) string {
 
 const openscModule = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 
-// judgePCSCD is the private pcscd of TestOpenSCPINAlways: libpcsclite
-// reads where pcscd is once per process, so there is one per test binary,
-// stopped by TestMain.
+// judgePCSCD is the private pcscd of the tests with a card in a reader
+// (TestOpenSCPINAlways, TestCardChangesUnderModule): libpcsclite reads
+// where pcscd is once per process, so there is one per test binary,
+// stopped by TestMain. Each test has its reader.
 var (
 	judgeOnce  sync.Once
 	judgePCSCD *pcscdtest.PCSCD
 	judgeErr   error
 )
 
-// TestOpenSCPINAlways is the reference for pinAlwaysWant: OpenSC's own
-// PKCS #11 module, loaded in this process, with the PIV simulator in a
-// reader of a private pcscd (vpcd), does what the list says.
-func TestOpenSCPINAlways(t *testing.T) {
-	if _, err := os.Stat(openscModule); err != nil {
-		t.Fatalf("no %s: %s", openscModule, debianPackagesNeeded)
-	}
+// The readers of judgePCSCD's tests.
+const (
+	readerOpenSC   = 0 // TestOpenSCPINAlways
+	readerChanging = 1 // TestCardChangesUnderModule
+)
+
+// privatePCSCD starts judgePCSCD, once per test binary.
+func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
+	t.Helper()
 	if err := pcscdtest.Check(); err != nil {
 		if os.Getenv(pcscdtest.SkipEnv) == "1" {
 			t.Skipf("no private pcscd (%s=1): %v", pcscdtest.SkipEnv, err)
@@ -158,6 +161,17 @@ func TestOpenSCPINAlways(t *testing.T) {
 	if judgeErr != nil {
 		t.Fatal(judgeErr)
 	}
+	return judgePCSCD
+}
+
+// TestOpenSCPINAlways is the reference for pinAlwaysWant: OpenSC's own
+// PKCS #11 module, loaded in this process, with the PIV simulator in a
+// reader of a private pcscd (vpcd), does what the list says.
+func TestOpenSCPINAlways(t *testing.T) {
+	if _, err := os.Stat(openscModule); err != nil {
+		t.Fatalf("no %s: %s", openscModule, debianPackagesNeeded)
+	}
+	pcscd := privatePCSCD(t)
 	card, err := pivsim.New(pivsim.Config{Seed: []byte(t.Name())})
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +180,7 @@ func TestOpenSCPINAlways(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&vpcd.Server{}).Plug(ctx, judgePCSCD.CardAddr(0), card)
+		(&vpcd.Server{}).Plug(ctx, pcscd.CardAddr(readerOpenSC), card)
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -174,7 +188,7 @@ func TestOpenSCPINAlways(t *testing.T) {
 	// No file caching: simulated cards would share the cache.
 	os.WriteFile(conf, []byte("app default {\n framework pkcs15 {\n  use_file_caching = no;\n }\n}\n"), 0o644)
 	t.Setenv("OPENSC_CONF", conf)
-	t.Setenv("PCSCLITE_CSOCK_NAME", judgePCSCD.Socket)
+	t.Setenv("PCSCLITE_CSOCK_NAME", pcscd.Socket)
 	p := pkcs11.New(openscModule)
 	if p == nil {
 		t.Fatal("miekg/pkcs11 could not load OpenSC's module")

@@ -34,32 +34,44 @@ func (m *Module) watch(b Backend) {
 			return
 		case ev := <-b.Events():
 			m.log.Debug("pscs: event", "kind", ev.Kind, "slot", ev.Slot)
-			switch ev.Kind {
-			case transport.EventShutdown:
+			if ev.Kind == transport.EventShutdown {
 				continue
-			case transport.EventRevoked, transport.EventSlot:
-				m.slotEvent(ev.Slot, ev.Kind == transport.EventRevoked)
+			}
+			if ev.Kind == transport.EventRevoked {
+				m.logout(ev.Slot) // at once: the server ended the login
 			}
 			ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
 			if err := m.refresh(ctx); err != nil {
 				m.log.Warn("pscs: catalogue refresh", "err", err)
 			}
 			cancel()
+			// The event after the new catalogue: an application that
+			// C_WaitForSlotEvent wakes reads the slot's new objects, not
+			// the ones the event announced the end of.
+			if ev.Kind == transport.EventRevoked || ev.Kind == transport.EventSlot {
+				m.slotEvent(ev.Slot)
+			}
 		}
 	}
 }
 
-// slotEvent reports an event of slot id to C_WaitForSlotEvent; with
-// logout, the server ended the slot's login (a revoked delegation).
-func (m *Module) slotEvent(id uint64, logout bool) {
+// logout forgets the login of slot id: the server ended it (a revoked
+// delegation).
+func (m *Module) logout(id uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.slots[id]; s != nil && !m.finalized {
+		s.forgetLocked()
+	}
+}
+
+// slotEvent reports an event of slot id to C_WaitForSlotEvent.
+func (m *Module) slotEvent(id uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.slots[id]
 	if s == nil || m.finalized {
 		return
-	}
-	if logout {
-		s.forgetLocked()
 	}
 	m.pending[id] = true
 	close(m.changed)

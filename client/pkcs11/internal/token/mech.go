@@ -141,6 +141,9 @@ type signOp struct {
 	parts  bool      // C_SignUpdate was called
 	authed bool      // a context-specific login was made for it
 	pin    []byte    // its PIN, sent with the signature; zeroed after
+	// result is a signature made for a buffer too small: the next call
+	// with a buffer large enough takes it, without a second request.
+	result []byte
 	// pssHash is the hash of the PSS parameters (a raw CKM_RSA_PKCS_PSS
 	// input must be a digest of it).
 	pssHash crypto.Hash

@@ -15,11 +15,12 @@ func (m *Module) SignInit(h uint64, mech Mechanism, kh uint64) error {
 	}
 	defer ss.mu.Unlock()
 	if ss.sign != nil {
-		// An operation that has taken no data yet is replaced: OpenSSH
+		// An operation that has taken no data yet, or whose signature
+		// waits for a larger buffer, is replaced: OpenSSH
 		// leaves one behind when the context-specific login of a
 		// PIN-always key fails, and would otherwise find the session
 		// unusable for every other key.
-		if ss.sign.parts {
+		if ss.sign.parts && ss.sign.result == nil {
 			return ErrOperationActive
 		}
 		ss.endSign()
@@ -65,6 +66,9 @@ func (m *Module) Sign(h uint64, data, out []byte, hasOut bool) (int, error) {
 	op := ss.sign
 	if op == nil {
 		return 0, ErrOperationNotInitialized
+	}
+	if op.result != nil {
+		return deliver(ss, out, hasOut)
 	}
 	if op.parts {
 		ss.endSign()
@@ -125,13 +129,29 @@ func (m *Module) SignFinal(h uint64, out []byte, hasOut bool) (int, error) {
 	if op == nil {
 		return 0, ErrOperationNotInitialized
 	}
+	if op.result != nil {
+		return deliver(ss, out, hasOut)
+	}
 	if n, done := m.checkOut(op, out, hasOut); done {
 		return n, sizeErr(n, out, hasOut)
 	}
 	return m.finishSign(ss, out)
 }
 
-// finishSign asks the server for the signature and ends the operation.
+// deliver hands over the signature that an earlier call made for a
+// buffer too small, and ends the operation once it is taken.
+func deliver(ss *session, out []byte, hasOut bool) (int, error) {
+	n := len(ss.sign.result)
+	if !hasOut || len(out) < n {
+		return n, sizeErr(n, out, hasOut)
+	}
+	copy(out, ss.sign.result)
+	ss.endSign()
+	return n, nil
+}
+
+// finishSign asks the server for the signature and ends the operation
+// (unless out is too small for it: then it keeps the signature).
 //
 // A key that wants the PIN with every signature (CKA_ALWAYS_AUTHENTICATE)
 // signs with the PIN of the operation's context-specific login or, for
@@ -197,7 +217,13 @@ func (m *Module) finishSign(ss *session, out []byte) (int, error) {
 		m.noteVPIN(ss.slot, nil) // a right vPIN clears the wrong ones
 	}
 	if len(out) < len(resp.Signature) {
-		return len(resp.Signature), ErrBufferTooSmall // only with an unknown size
+		// An unknown size, or a key that changed on the card since the
+		// catalogue (a longer key of the same type): the operation stays
+		// active with the signature, as the two-call convention wants,
+		// and the card is not asked again (a PIN-always key would want
+		// another PIN).
+		op.result, ss.sign = resp.Signature, op
+		return len(resp.Signature), ErrBufferTooSmall
 	}
 	return copy(out, resp.Signature), nil
 }

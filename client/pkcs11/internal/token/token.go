@@ -57,6 +57,19 @@
 // itself. A server that cannot be reached keeps the login for the next
 // call. See relogin.
 //
+// # Cards that change
+//
+// When a key changes on a card pscsd serves (another program generated a
+// new one), the server announces a slot event. The module fetches the new
+// catalogue first and only then reports the slot to C_WaitForSlotEvent,
+// so the application it wakes finds the new objects. Object handles stay:
+// pscsd numbers keys by their ID (a PIV key's is its slot), so a new key
+// in 9C has the old one's handles. A signature made
+// before the catalogue knew of a longer key does not fit the length
+// C_Sign's length query gave: CKR_BUFFER_TOO_SMALL with the signature's
+// length, and the operation keeps the signature for the next call with a
+// buffer large enough, without a second request (see finishSign).
+//
 // # Concurrency
 //
 // A Module is safe for concurrent use. Calls on different sessions run in

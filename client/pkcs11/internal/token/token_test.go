@@ -37,9 +37,23 @@ type fake struct {
 	forgot   bool
 	loginErr error
 	logins   [][]byte // the virtual PINs of the logins, in order
+	// sigSize, when not zero, is the length of every signature (a key
+	// that changed on the card).
+	sigSize int
+	// hello, when not nil, receives a channel at each Hello, which
+	// answers once the test closes it.
+	hello chan chan struct{}
 }
 
 func (f *fake) Hello(context.Context) (*transport.HelloResponse, error) {
+	f.mu.Lock()
+	gate := f.hello
+	f.mu.Unlock()
+	if gate != nil {
+		release := make(chan struct{})
+		gate <- release
+		<-release
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &transport.HelloResponse{Catalogue: f.cat}, nil
@@ -69,6 +83,9 @@ func (f *fake) Sign(_ context.Context, req *transport.SignRequest) (*transport.S
 	size := 64
 	if req.Mechanism == ckmRSAPKCS || req.Mechanism == ckmRSAPKCSPSS {
 		size = 128
+	}
+	if f.sigSize != 0 {
+		size = f.sigSize
 	}
 	return &transport.SignResponse{Signature: bytes.Repeat([]byte{7}, size)}, nil
 }
