@@ -122,6 +122,11 @@ type packet struct {
 	dir  direction
 	m    *mapping
 	data []byte
+	// depth is the number of one-way trips in the longest chain of
+	// datagrams that could have caused this one (see Proxy.RoundTrips);
+	// gen is the ResetCounters generation it was counted in.
+	depth int
+	gen   uint64
 }
 
 // packetHeap orders packets by release time, then arrival order.
@@ -165,12 +170,16 @@ type Proxy struct {
 	replySinceFlight bool
 	firstC2S         time.Time // first client datagram since the last reset
 	lastS2C          time.Time // last server datagram delivered since then
-	recordArmed      bool
-	recorded         [][]byte
-	replayConns      map[*net.UDPConn]struct{}
-	queue            packetHeap
-	seq              uint64
-	closed           bool
+	gen              uint64    // incremented by ResetCounters
+	// depth[d] is the greatest depth of the datagrams of direction d
+	// delivered since the last reset (see RoundTrips).
+	depth       [2]int
+	recordArmed bool
+	recorded    [][]byte
+	replayConns map[*net.UDPConn]struct{}
+	queue       packetHeap
+	seq         uint64
+	closed      bool
 
 	wake      chan struct{} // buffered(1): the queue head changed
 	done      chan struct{} // closed by Close
@@ -264,17 +273,30 @@ func (p *Proxy) Span() time.Duration {
 	return p.lastS2C.Sub(p.firstC2S)
 }
 
-// RoundTrips is Span in units of the link's round-trip time (twice Delay),
-// rounded to the nearest whole number: the round trips an exchange cost.
+// RoundTrips is the number of round trips an exchange cost since the last
+// ResetCounters: the longest chain of datagrams, each sent after the one
+// before it was delivered, in round trips.
+//
+// Every datagram gets a depth when it reaches the proxy: one more than the
+// deepest datagram the proxy has delivered to its sender since the reset
+// (so a client's first datagram has depth 1, the server's answer 2, a
+// client datagram sent after that answer arrived 3). RoundTrips is the
+// deepest server datagram delivered, halved and rounded up.
 // Acknowledgements the client sends after the last answer do not count; a
 // server datagram sent after the answer (a keepalive) would, so measure
-// exchanges well inside the keepalive period. With Delay zero it is 0.
+// exchanges well inside the keepalive period. Datagrams counted before the
+// reset do not count after it.
+//
+// Unlike [Proxy.Span], the count does not grow when either end is slow to
+// answer (a loaded machine, the race detector, a card that takes its
+// time): it grows only when a datagram was sent after another had crossed
+// the link. A datagram that did not need the one delivered before it, but
+// was sent after it all the same, still counts: with a Delay of 100 ms
+// that takes a sender stalled for 200 ms.
 func (p *Proxy) RoundTrips() int {
-	rtt := 2 * p.Config().Delay
-	if rtt <= 0 {
-		return 0
-	}
-	return int((p.Span() + rtt/2) / rtt)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return (p.depth[s2c] + 1) / 2
 }
 
 // ResetCounters zeroes the flight counter and all Stats counters; the next
@@ -284,6 +306,8 @@ func (p *Proxy) ResetCounters() {
 	defer p.mu.Unlock()
 	p.flights = 0
 	p.replySinceFlight = true
+	p.gen++
+	p.depth = [2]int{}
 	p.stats = Stats{}
 	p.firstC2S, p.lastS2C = time.Time{}, time.Time{}
 }
@@ -509,6 +533,7 @@ func (p *Proxy) enqueueLocked(d direction, m *mapping, data []byte) {
 	st := p.dirStats(d)
 	st.Packets++
 	st.Bytes += uint64(len(data))
+	depth := 1 + p.depth[1-d] // the sender has seen datagrams up to that depth
 	if d == c2s {
 		if p.firstC2S.IsZero() {
 			p.firstC2S = now
@@ -547,13 +572,13 @@ func (p *Proxy) enqueueLocked(d direction, m *mapping, data []byte) {
 		at = at.Add(cfg.reorderHold())
 		st.Reordered++
 	}
-	if !p.pushLocked(&packet{at: at, dir: d, m: m, data: data}) {
+	if !p.pushLocked(&packet{at: at, dir: d, m: m, data: data, depth: depth, gen: p.gen}) {
 		st.Overflow++
 		return
 	}
 	if uDup < cfg.Duplicate {
 		st.Duplicated++
-		if !p.pushLocked(&packet{at: base.Add(cfg.Delay + jitter(uJitDup)), dir: d, m: m, data: data}) {
+		if !p.pushLocked(&packet{at: base.Add(cfg.Delay + jitter(uJitDup)), dir: d, m: m, data: data, depth: depth, gen: p.gen}) {
 			st.Overflow++
 		}
 	}
@@ -619,6 +644,10 @@ func (p *Proxy) schedule() {
 func (p *Proxy) deliver(pk *packet) {
 	p.mu.Lock()
 	c := pk.m.conn // the current socket: Rebind applies to queued packets too
+	if pk.gen == p.gen && pk.depth > p.depth[pk.dir] {
+		// Before the write, as below: the receiver may answer at once.
+		p.depth[pk.dir] = pk.depth
+	}
 	if pk.dir == s2c {
 		// Update flight and recording state before the write: the client
 		// may react to this datagram before the write call even returns.

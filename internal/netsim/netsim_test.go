@@ -645,3 +645,60 @@ func TestCloseNoLeak(t *testing.T) {
 		t.Fatalf("server received %d packets, want only the 5 replayed", n)
 	}
 }
+
+// TestRoundTripsIgnoreSlowEnds: RoundTrips counts the chain of datagrams
+// across the link, not time, so an end that takes long to answer (here a
+// server that holds each answer for 2.5 round-trip times, as a loaded
+// machine might) adds nothing, and a burst sent before any answer is one
+// round trip.
+func TestRoundTripsIgnoreSlowEnds(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", loopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const delay = 20 * time.Millisecond
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			time.Sleep(5 * delay) // the slow end: the model of a busy server, not synchronisation
+			_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { srv.Close(); <-done })
+	p := newProxy(t, srv.LocalAddr().String(), Config{Delay: delay})
+	c := dial(t, p)
+	for i := range 3 {
+		if _, err := ping(c, seqPacket(i, 16), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rt := p.RoundTrips(); rt != 3 {
+		t.Errorf("3 exchanges, one after the other, with a slow server: RoundTrips = %d, want 3 (Span %v)", rt, p.Span())
+	}
+
+	p.ResetCounters()
+	if rt := p.RoundTrips(); rt != 0 {
+		t.Errorf("after ResetCounters: RoundTrips = %d", rt)
+	}
+	for i := range 4 {
+		if _, err := c.Write(seqPacket(10+i, 16)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	for range 4 {
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("reading the burst's echoes: %v", err)
+		}
+	}
+	if rt := p.RoundTrips(); rt != 1 {
+		t.Errorf("a burst of 4 sent before any answer: RoundTrips = %d, want 1", rt)
+	}
+}

@@ -11,7 +11,8 @@ import (
 	"github.com/pscs/pscs/internal/rig"
 )
 
-// TestProcessRoundTrips counts, at the network simulator, the round trips
+// TestProcessRoundTrips counts, at the network simulator (the causal chain of
+// datagrams, see netsim.Proxy.RoundTrips), the round trips
 // of whole `pkcs11-tool --login --sign` processes against a server in this
 // process whose card answers at once (so the link alone is measured, at
 // 200 ms RTT): the first ever (nothing cached), one with the catalogue
@@ -40,7 +41,6 @@ func TestProcessRoundTrips(t *testing.T) {
 	doc := filepath.Join(dir, "doc")
 	os.WriteFile(doc, []byte("round trips"), 0o600)
 	process := func() (int, time.Duration) {
-		time.Sleep(300 * time.Millisecond) // the previous process's close has passed
 		p.ResetCounters()
 		start := time.Now()
 		run(t, env, "pkcs11-tool", "--module", so, "--login", "--pin", rig.VPIN, "--sign", "-m", "ECDSA-SHA256",
