@@ -50,3 +50,76 @@ func TestVaultPINsGuessLimit(t *testing.T) {
 		t.Errorf("owner passphrase at the reserve: %v, want ErrGuessLimit", err)
 	}
 }
+
+// TestVaultPINsSeveralPINs: an owner registers two PINs of a card (the
+// default one and "pin2"); a delegation gets a copy of each under its one
+// vPIN, named so that the store keeps them apart; entries sealed before
+// cards had several PINs (the default PIN, under the card's or the
+// delegation's name alone) still open, as the default PIN.
+func TestVaultPINsSeveralPINs(t *testing.T) {
+	sim, err := simulator.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	v, err := vault.Open(transport.FromReadWriteCloser(sim), t.TempDir(),
+		vault.WithParams(vault.Params{Time: 1, Memory: 64, Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	ctx := context.Background()
+	pass := []byte("passphrase")
+	p := &server.VaultPINs{Vault: v}
+
+	// An owner entry as v1/v2 sealed it: the card's name alone.
+	old, err := v.Seal(pass, []byte("11111"), []byte("pscs owner PIN\x00eid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.LoadOwnerPIN("eid", old)
+	if _, err := p.SealOwnerPINSlot("eid", "pin2", pass, []byte("22222")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Delegate("eid", "d1", pass, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	names := p.Entries("d1")
+	if _, ok := names["d1"]; !ok || len(names) != 2 {
+		t.Fatalf("entries of d1: %v, want d1 and %s", names, server.PINName("d1", "pin2"))
+	}
+	if _, ok := names[server.PINName("d1", "pin2")]; !ok {
+		t.Fatalf("entries of d1: %v, no pin2", names)
+	}
+	pins, err := p.OpenPINs(ctx, "d1", []byte("2718"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(pins[""]) != "11111" || string(pins["pin2"]) != "22222" || len(pins) != 2 {
+		t.Errorf("OpenPINs = %q, want the default PIN and pin2", pins)
+	}
+	if pin, err := p.OpenPIN(ctx, "d1", []byte("2718")); err != nil || string(pin) != "11111" {
+		t.Errorf("OpenPIN = %q, %v; want the default PIN", pin, err)
+	}
+	if _, err := p.OpenPINs(ctx, "d1", []byte("0000")); !errors.Is(err, server.ErrWrongVPIN) {
+		t.Errorf("OpenPINs with a wrong vPIN: %v, want ErrWrongVPIN", err)
+	}
+
+	// A delegation entry as v1/v2 sealed it opens as the default PIN.
+	oldD, err := v.Seal([]byte("1414"), []byte("123456"), []byte("pscs delegation\x00d-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Load("d-old", oldD)
+	if pins, err := p.OpenPINs(ctx, "d-old", []byte("1414")); err != nil || string(pins[""]) != "123456" || len(pins) != 1 {
+		t.Errorf("OpenPINs of an old entry = %q, %v", pins, err)
+	}
+
+	p.Forget("d1")
+	if n := len(p.Entries("d1")); n != 0 {
+		t.Errorf("%d entries of d1 after Forget", n)
+	}
+	if base, slot := server.SplitPINName(server.PINName("card#x", "pin2")); base != "card#x" || slot != "pin2" {
+		t.Errorf("SplitPINName(PINName) = %q, %q", base, slot)
+	}
+}

@@ -376,12 +376,17 @@ func inventory(ctx context.Context, w *cards.Worker, log *slog.Logger) {
 		if err != nil {
 			return err
 		}
-		st, err := c.PINStatus(ctx)
+		st, err := c.PINStatus(ctx, profiles.DefaultPIN(c.PINs()))
 		if err != nil {
 			return err
 		}
 		log.Info("card ready", "profile", p.Name(), "serial", info.Serial, "version", info.Version,
 			"keys", len(keys), "pin_tries", st.Retries, "pin_blocked", st.Blocked)
+		for _, pin := range c.PINs()[min(1, len(c.PINs())):] {
+			if st, err := c.PINStatus(ctx, pin.ID); err == nil {
+				log.Info("card PIN", "pin", pin.ID, "pin_tries", st.Retries, "pin_blocked", st.Blocked)
+			}
+		}
 		for _, k := range keys {
 			subject := ""
 			if k.Certificate != nil {
