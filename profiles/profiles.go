@@ -16,6 +16,9 @@
 //     returns on the wire;
 //   - returns errors that wrap the card's status word (apdu.StatusWord), so
 //     errors.Is(err, apdu.ErrWrongPIN) and errors.As work on every profile;
+//   - declares which of its APDUs carry secrets ([Redactor]), so that
+//     traces of card exchanges never show them;
+//   - is listed in profiles/registry, which pscs, pscsd and `pscs sim` use;
 //   - ships a simulator of its card that plugs into pcscd through cards/vpcd;
 //   - passes the conformance suite in profiles/profiletest against that
 //     simulator, in process and through pcscd.
@@ -35,6 +38,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/pscs/pscs/apdu"
 )
 
 // Transmitter sends one command APDU and returns the response APDU. It is
@@ -50,6 +55,29 @@ type Profile interface {
 	// Open selects the application on the card behind t. It returns an
 	// error wrapping [ErrNotPresent] if the card does not have it.
 	Open(ctx context.Context, t Transmitter) (Card, error)
+}
+
+// Redactor is what a [Profile] implements to declare which of its APDUs
+// carry secrets: cards.Trace, which knows no card application, asks the
+// profiles (through profiles/registry) before it logs an exchange.
+type Redactor interface {
+	// Redact says whether the data of cmd (the first or only block of a
+	// chain; later blocks and GET RESPONSEs follow the decision) carries
+	// a secret (a PIN, a PUK, a private or management key) and whether
+	// the response to it does (a decryption, a shared secret). When in
+	// doubt, hide.
+	Redact(cmd apdu.Command) (secretCommand, secretResponse bool)
+}
+
+// RedactISO is the part of every Redactor that ISO 7816-4 fixes: the data
+// of VERIFY (20), CHANGE REFERENCE DATA (24) and RESET RETRY COUNTER (2C)
+// are PINs and PUKs.
+func RedactISO(cmd apdu.Command) (secretCommand, secretResponse bool) {
+	switch cmd.INS {
+	case 0x20, 0x24, 0x2C:
+		return true, false
+	}
+	return false, false
 }
 
 // ErrNotPresent: the card does not carry the profile's application.

@@ -535,6 +535,24 @@ func pinError(err error) error {
 	return err
 }
 
+// Redact implements profiles.Redactor: besides the PINs and PUKs of
+// VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER, the card
+// management key in GENERAL AUTHENTICATE (87, P2 = 9B), YubiKey IMPORT
+// KEY (FE) and SET MANAGEMENT KEY (FF); the answer of every GENERAL
+// AUTHENTICATE (a decryption or key agreement looks like a signature on
+// the wire).
+func (Profile) Redact(cmd apdu.Command) (secretCommand, secretResponse bool) {
+	secretCommand, secretResponse = profiles.RedactISO(cmd)
+	switch cmd.INS {
+	case 0xFE, 0xFF:
+		secretCommand = true
+	case insGeneralAuth:
+		secretCommand = secretCommand || cmd.P2 == 0x9B
+		secretResponse = true
+	}
+	return secretCommand, secretResponse
+}
+
 // PIN is the ID of the PIV application PIN (key reference 80), the card's
 // only PIN.
 const PIN = "piv-pin"

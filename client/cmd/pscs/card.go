@@ -22,11 +22,11 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles"
-	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/registry"
 )
 
 // knownProfiles are tried in order on every card.
-var knownProfiles = []profiles.Profile{piv.Profile{}}
+var knownProfiles = registry.Profiles()
 
 func (a *app) readers(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -113,7 +113,7 @@ func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, res
 			}
 		}
 	}()
-	t := cards.Trace(card, a.log.With("reader", reader))
+	t := cards.Trace(card, a.log.With("reader", reader), registry.Redactor())
 	p, c, err := profiles.Detect(ctx, t, knownProfiles...)
 	if err != nil {
 		return err
