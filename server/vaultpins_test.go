@@ -10,7 +10,10 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/store"
 	"github.com/pscs/pscs/server/vault"
+	ptransport "github.com/pscs/pscs/transport"
 )
 
 // TestVaultPINsGuessLimit: on a TPM simulator, VaultPINs passes the
@@ -121,5 +124,71 @@ func TestVaultPINsSeveralPINs(t *testing.T) {
 	}
 	if base, slot := server.SplitPINName(server.PINName("card#x", "pin2")); base != "card#x" || slot != "pin2" {
 		t.Errorf("SplitPINName(PINName) = %q, %q", base, slot)
+	}
+}
+
+// TestLoadStateSeveralPINs: the sealed copies of every PIN of a card,
+// kept in the store under their entry names, load back (the owner's and a
+// delegation's); those of a revoked delegation do not.
+func TestLoadStateSeveralPINs(t *testing.T) {
+	sim, err := simulator.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	v, err := vault.Open(transport.FromReadWriteCloser(sim), t.TempDir(),
+		vault.WithParams(vault.Params{Time: 1, Memory: 64, Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	pass := []byte("passphrase")
+	st := &memStore{m: map[string][]byte{}}
+	put := func(kind, key string, b []byte) {
+		if err := st.Put(kind, key, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &server.VaultPINs{Vault: v}
+	for slot, pin := range map[string]string{"": "1111", "pin2": "22222"} {
+		e, err := p.SealOwnerPINSlot("eid", slot, pass, []byte(pin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := e.MarshalBinary()
+		put(store.KindVault, "owner-pin:"+server.PINName("eid", slot), b)
+	}
+	for _, id := range []string{"d-kept", "d-revoked"} {
+		if _, err := p.Delegate("eid", id, pass, []byte("2718")); err != nil {
+			t.Fatal(err)
+		}
+		for name, e := range p.Entries(id) {
+			b, _ := e.MarshalBinary()
+			put(store.KindVault, name, b)
+		}
+		db, err := store.EncodeDelegation(policy.Delegation{ID: id, Owner: "alice", Delegate: "bob", Card: "eid"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(store.KindDelegation, id, db)
+	}
+	put(store.KindConfig, "revoked:d-revoked", []byte("2026-12-04T00:00:00Z"))
+
+	loaded := &server.VaultPINs{Vault: v}
+	if err := server.LoadState(st, policy.NewBook(nil), ptransport.NewStaticEnrollment(), loaded); err != nil {
+		t.Fatal(err)
+	}
+	pins, err := loaded.OpenPINs(context.Background(), "d-kept", []byte("2718"))
+	if err != nil || string(pins[""]) != "1111" || string(pins["pin2"]) != "22222" {
+		t.Errorf("loaded d-kept: %q, %v", pins, err)
+	}
+	if n := len(loaded.Entries("d-revoked")); n != 0 {
+		t.Errorf("%d entries of the revoked delegation loaded", n)
+	}
+	if _, err := loaded.Delegate("eid", "d-new", pass, []byte("1414")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(loaded.Entries("d-new")); n != 2 {
+		t.Errorf("a new delegation from the loaded owner PINs has %d entries, want 2", n)
 	}
 }
