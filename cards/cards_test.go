@@ -256,10 +256,19 @@ func (e *echo) Transmit(_ context.Context, cmd []byte) ([]byte, error) {
 	return []byte{0xAA, 0xBB, 0x90, 0x00}, nil
 }
 
+// insRedactor hides the command data of the instructions in cmd and the
+// response data of those in rsp: a stand-in for a profile's redactor
+// (profiles/registry tests the real ones through Trace).
+type insRedactor struct{ cmd, rsp []byte }
+
+func (r insRedactor) Redact(c []byte) (bool, bool) {
+	return bytes.IndexByte(r.cmd, c[1]) >= 0, bytes.IndexByte(r.rsp, c[1]) >= 0
+}
+
 func TestTraceRedactsSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tr := Trace(&echo{}, log)
+	tr := Trace(&echo{}, log, insRedactor{cmd: []byte{0x20, 0x24}})
 	pin := []byte{0x00, 0x20, 0x00, 0x80, 0x08, '9', '8', '7', '6', '5', '4', 0xFF, 0xFF}
 	tr.Transmit(t.Context(), pin)
 	change := append([]byte{0x00, 0x24, 0x00, 0x80, 0x10}, []byte("98765432ABCDEFGH")...)
@@ -289,7 +298,7 @@ func TestTraceRedactsAcrossExchanges(t *testing.T) {
 		{0x5E, 0xC2, 0x90, 0x00},                               // the rest
 		{0x01, 0x02, 0x90, 0x00},                               // an ordinary GET DATA
 	}}
-	tr := Trace(card, log)
+	tr := Trace(card, log, insRedactor{cmd: []byte{0xDB}, rsp: []byte{0x87}})
 	ctx := t.Context()
 	tr.Transmit(ctx, []byte{0x10, 0xDB, 0x3F, 0xFF, 0x06, 0x4D, 0x04, 0x53, 0x45, 0x43, 0x52})
 	tr.Transmit(ctx, []byte{0x00, 0xDB, 0x3F, 0xFF, 0x04, 0x53, 0x45, 0x43, 0x52})
@@ -307,6 +316,24 @@ func TestTraceRedactsAcrossExchanges(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("trace lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestTraceWithoutRedactor: a tracer given no Redactor hides the data of
+// every command and response, and still shows headers and status words.
+func TestTraceWithoutRedactor(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tr := Trace(&echo{}, log, nil)
+	tr.Transmit(t.Context(), []byte{0x00, 0xCB, 0x3F, 0xFF, 0x03, 0x5C, 0x01, 0x7E, 0x00})
+	out := buf.String()
+	for _, want := range []string{"00 CB 3F FF [5 bytes redacted]", "[2 bytes redacted] 90 00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "5C 01 7E") || strings.Contains(out, "AA BB") {
+		t.Errorf("trace shows data:\n%s", out)
 	}
 }
 

@@ -98,7 +98,7 @@ func TestTraceConn(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			tc := TraceConn(c, log)
+			tc := TraceConn(c, log, insRedactor{cmd: []byte{0x20}})
 			if _, ok := tc.(Checker); !ok {
 				t.Error("a traced connection lost its Checker")
 			}

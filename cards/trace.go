@@ -7,34 +7,47 @@ import (
 	"time"
 )
 
+// Redactor says which parts of an exchange carry secrets. cards knows no
+// card application: the profiles declare their secret APDUs
+// (profiles.Redactor) and profiles/registry hands pscs and pscsd the
+// Redactor of every registered profile.
+type Redactor interface {
+	// Redact is given a command APDU as sent (the first or only block of a
+	// chain) and says whether its data is secret (a PIN, a key) and
+	// whether the response data is (a decryption, a shared secret).
+	Redact(cmd []byte) (secretCommand, secretResponse bool)
+}
+
+// RedactAll is the Redactor of a tracer given none: every command's and
+// every response's data is hidden.
+type RedactAll struct{}
+
+// Redact implements Redactor.
+func (RedactAll) Redact([]byte) (bool, bool) { return true, true }
+
 // Trace returns a Transmitter that logs every exchange with t to log at
 // debug level: the command, the response and the time it took.
 //
-// Secrets never reach the log. The rules go by ISO 7816-4 instruction
-// bytes and the common extensions, and err on the side of hiding. The data
-// of commands that carry PINs, PUKs or keys is replaced by its length:
-//
-//   - VERIFY (20), CHANGE REFERENCE DATA (24), RESET RETRY COUNTER (2C);
-//   - GENERAL AUTHENTICATE (87) with the PIV card management key (P2 = 9B);
-//   - YubiKey IMPORT KEY (FE) and SET MANAGEMENT KEY (FF);
-//   - OpenPGP PUT DATA of a private key (DB 3F FF, extended header list 4D);
-//   - every later block of a command chain (CLA bit 10) whose first block
-//     was redacted.
-//
-// The response data of every GENERAL AUTHENTICATE (87: a PIV decryption or
-// key agreement looks like a signature on the wire) and of PSO:DECIPHER
-// (2A 80 86) is redacted the same way, and so is every GET RESPONSE that
-// continues a redacted response.
+// Secrets never reach the log: r says which command and response data are
+// secret (nil: all of them, [RedactAll]), and the data is replaced by its
+// length. The tracer carries r's decision over the exchanges that continue
+// it: every later block of a command chain (CLA bit 10) whose first block
+// was redacted, and every GET RESPONSE (C0) that continues a redacted
+// response.
 //
 // A tracer keeps that state between exchanges: like the Transmitter it
 // wraps, it is not safe for concurrent use.
-func Trace(t Transmitter, log *slog.Logger) Transmitter {
-	return &tracer{t: t, log: log}
+func Trace(t Transmitter, log *slog.Logger, r Redactor) Transmitter {
+	if r == nil {
+		r = RedactAll{}
+	}
+	return &tracer{t: t, log: log, r: r}
 }
 
 type tracer struct {
 	t   Transmitter
 	log *slog.Logger
+	r   Redactor
 	// secretChain: the previous command was a redacted block with more to
 	// come (CLA bit 10); chainINS is its instruction.
 	secretChain bool
@@ -48,9 +61,13 @@ func (tr *tracer) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	if !tr.log.Enabled(ctx, slog.LevelDebug) {
 		return tr.t.Transmit(ctx, cmd)
 	}
-	hideCmd := secretCommand(cmd) ||
+	var secretCmd, secretRsp bool
+	if len(cmd) >= 4 {
+		secretCmd, secretRsp = tr.r.Redact(cmd)
+	}
+	hideCmd := secretCmd ||
 		(tr.secretChain && len(cmd) > 1 && cmd[1] == tr.chainINS)
-	hideRsp := secretResponse(cmd) ||
+	hideRsp := secretRsp ||
 		(tr.secretMore && len(cmd) > 1 && cmd[1] == 0xC0)
 	tr.secretChain = hideCmd && len(cmd) > 0 && cmd[0]&0x10 != 0
 	if tr.secretChain {
@@ -72,41 +89,6 @@ func (tr *tracer) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	return rsp, err
 }
 
-// secretCommand reports whether the data of cmd carries a secret.
-func secretCommand(cmd []byte) bool {
-	if len(cmd) < 4 {
-		return false
-	}
-	ins, p1, p2 := cmd[1], cmd[2], cmd[3]
-	switch ins {
-	case 0x20, 0x24, 0x2C, 0xFE, 0xFF:
-		return true
-	case 0x87:
-		return p2 == 0x9B
-	case 0xDB:
-		return p1 == 0x3F && p2 == 0xFF && bytesContain(cmd[4:], 0x4D)
-	}
-	return false
-}
-
-// secretResponse reports whether the response data to cmd is a secret.
-func secretResponse(cmd []byte) bool {
-	if len(cmd) < 4 {
-		return false
-	}
-	ins, p1, p2 := cmd[1], cmd[2], cmd[3]
-	return ins == 0x87 || (ins == 0x2A && p1 == 0x80 && p2 == 0x86)
-}
-
-func bytesContain(b []byte, v byte) bool {
-	for i := 0; i < len(b) && i < 12; i++ {
-		if b[i] == v {
-			return true
-		}
-	}
-	return false
-}
-
 func spacedHex(b []byte) string { return fmt.Sprintf("% X", b) }
 
 func formatCommand(cmd []byte, hide bool) string {
@@ -123,11 +105,15 @@ func formatResponse(rsp []byte, hide bool) string {
 	return spacedHex(rsp)
 }
 
-// TraceConn returns c with its exchanges logged as [Trace] logs them, for
-// a [Worker]'s [Opener]: every connection gets a tracer of its own. The
-// tracer logs only when log is enabled at debug level.
-func TraceConn(c Conn, log *slog.Logger) Conn {
-	tc := &tracedConn{Conn: c, tr: tracer{t: c, log: log}}
+// TraceConn returns c with its exchanges logged as [Trace] logs them
+// (with r's redactions), for a [Worker]'s [Opener]: every connection gets
+// a tracer of its own. The tracer logs only when log is enabled at debug
+// level.
+func TraceConn(c Conn, log *slog.Logger, r Redactor) Conn {
+	if r == nil {
+		r = RedactAll{}
+	}
+	tc := &tracedConn{Conn: c, tr: tracer{t: c, log: log, r: r}}
 	if ck, ok := c.(Checker); ok {
 		return &tracedChecker{tracedConn: tc, ck: ck}
 	}

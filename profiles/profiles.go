@@ -16,6 +16,9 @@
 //     returns on the wire;
 //   - returns errors that wrap the card's status word (apdu.StatusWord), so
 //     errors.Is(err, apdu.ErrWrongPIN) and errors.As work on every profile;
+//   - declares which of its APDUs carry secrets ([Redactor]), so that
+//     traces of card exchanges never show them;
+//   - is listed in profiles/registry, which pscs, pscsd and `pscs sim` use;
 //   - ships a simulator of its card that plugs into pcscd through cards/vpcd;
 //   - passes the conformance suite in profiles/profiletest against that
 //     simulator, in process and through pcscd.
@@ -35,6 +38,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/pscs/pscs/apdu"
 )
 
 // Transmitter sends one command APDU and returns the response APDU. It is
@@ -52,6 +57,29 @@ type Profile interface {
 	Open(ctx context.Context, t Transmitter) (Card, error)
 }
 
+// Redactor is what a [Profile] implements to declare which of its APDUs
+// carry secrets: cards.Trace, which knows no card application, asks the
+// profiles (through profiles/registry) before it logs an exchange.
+type Redactor interface {
+	// Redact says whether the data of cmd (the first or only block of a
+	// chain; later blocks and GET RESPONSEs follow the decision) carries
+	// a secret (a PIN, a PUK, a private or management key) and whether
+	// the response to it does (a decryption, a shared secret). When in
+	// doubt, hide.
+	Redact(cmd apdu.Command) (secretCommand, secretResponse bool)
+}
+
+// RedactISO is the part of every Redactor that ISO 7816-4 fixes: the data
+// of VERIFY (20), CHANGE REFERENCE DATA (24) and RESET RETRY COUNTER (2C)
+// are PINs and PUKs.
+func RedactISO(cmd apdu.Command) (secretCommand, secretResponse bool) {
+	switch cmd.INS {
+	case 0x20, 0x24, 0x2C:
+		return true, false
+	}
+	return false, false
+}
+
 // ErrNotPresent: the card does not carry the profile's application.
 var ErrNotPresent = errors.New("profiles: application not present on card")
 
@@ -62,23 +90,110 @@ var ErrNoKey = errors.New("profiles: no such key")
 //
 // Every method may send APDUs; none keeps a PIN. A method's error wraps the
 // status word the card answered with, where there was one.
+//
+// # The contract
+//
+// profiles/profiletest checks every point below against a profile's
+// simulator (in process and through pcscd) and, where one is at hand, a
+// real card. A profile that keeps to them works in pscs, pscsd and the
+// PKCS #11 module without any change outside its package.
+//
+//   - Info returns a non-empty Serial, and Profile equal to the
+//     [Profile.Name] that opened the card.
+//   - Keys returns at least one key; IDs are non-empty and unique; every
+//     key has a Public key, an Algorithm, a [PINPolicy] in range and, unless
+//     its policy is [PINNever], the ID of one of [Card.PINs] in Key.PIN.
+//     A key's Certificate, when there is one, holds the key's public key.
+//   - PINs lists at least one PIN; IDs are non-empty and unique, and do not
+//     change between openings of the same card. The first is the card's
+//     default PIN (the one a caller that names none means).
+//   - Sign with a key that needs a PIN, before its PIN was verified, fails
+//     with an error matching apdu.ErrSecurityStatus (6982). A key of policy
+//     [PINAlways] needs VerifyPIN of its PIN immediately before every Sign:
+//     the second Sign after one VerifyPIN gives apdu.ErrSecurityStatus too.
+//   - Sign's signature verifies under the key's public key (and its
+//     certificate's) for SHA-256, SHA-384 and SHA-512 digests, and RSA-PSS
+//     for RSA keys. An RSA digest whose length does not match its hash
+//     never reaches the card; an unknown key ID gives [ErrNoKey].
+//   - VerifyPIN with a wrong PIN gives an error matching apdu.ErrWrongPIN
+//     that unwraps to the card's status word (errors.As to
+//     apdu.StatusWord) and never shows the PIN; the retry count afterwards
+//     is one less, read through PINStatus. A card that answers 63Cx says
+//     the count in its status word; a card that answers 6982 (several
+//     OpenPGP implementations) does not, and the profile must not fake a
+//     63Cx: its error wraps 6982 and matches apdu.ErrWrongPIN, and
+//     PINStatus reads the count (OpenPGP: from the PW status bytes).
+//   - The last wrong PIN and every PIN after it give apdu.ErrBlocked; a
+//     blocked PIN's PINStatus is Blocked with Retries 0; no key that needs
+//     it signs.
+//   - The right PIN restores the retry counter; PINStatus then says
+//     Verified.
+//   - PINStatus spends no try. A card whose empty VERIFY answers 6A80
+//     rather than 63Cx reads the count elsewhere; Retries is -1 only when
+//     the card has no way to say.
+//   - A PIN of a length outside the PIN's [PINInfo.Min] and [PINInfo.Max]
+//     (empty, one byte, 200 bytes) is refused without any APDU reaching
+//     the card: it costs no try.
+//   - Logout makes every PIN unverified: Sign with a key that needs a PIN
+//     gives apdu.ErrSecurityStatus again.
+//   - A card that implements [KeyCache] signs, once given its keys, with
+//     no more APDUs than VERIFY and the signature (and their chaining).
 type Card interface {
 	// Info describes the card: serial, application version, label.
 	Info(ctx context.Context) (Info, error)
 	// Keys lists the signing keys with their certificates and PIN policies.
 	Keys(ctx context.Context) ([]Key, error)
-	// PINStatus reads the PIN state without spending a try.
-	PINStatus(ctx context.Context) (PINStatus, error)
-	// VerifyPIN presents the PIN. A wrong PIN gives an error that wraps the
-	// status word (errors.Is(err, apdu.ErrWrongPIN)); a blocked PIN wraps
-	// apdu.ErrBlocked.
-	VerifyPIN(ctx context.Context, pin []byte) error
+	// PINs names the card's PINs, the default one first. It sends no APDU.
+	PINs() []PINInfo
+	// PINStatus reads the state of PIN pinID without spending a try. An
+	// unknown pinID gives an error wrapping [ErrNoPIN].
+	PINStatus(ctx context.Context, pinID string) (PINStatus, error)
+	// VerifyPIN presents PIN pinID. A wrong PIN gives an error that wraps
+	// the status word (errors.Is(err, apdu.ErrWrongPIN)); a blocked PIN
+	// wraps apdu.ErrBlocked. An unknown pinID gives an error wrapping
+	// [ErrNoPIN].
+	VerifyPIN(ctx context.Context, pinID string, pin []byte) error
 	// Sign signs digest with key id. opts.HashFunc() names the hash that
 	// produced digest; *rsa.PSSOptions asks for RSA-PSS. Keys whose policy is
-	// [PINAlways] need VerifyPIN immediately before every Sign.
+	// [PINAlways] need VerifyPIN of their PIN immediately before every Sign.
 	Sign(ctx context.Context, id string, digest []byte, opts crypto.SignerOpts) ([]byte, error)
-	// Logout resets the card's PIN verification state.
+	// Logout resets the card's PIN verification state, of every PIN.
 	Logout(ctx context.Context) error
+}
+
+// ErrNoPIN: the card has no PIN of the ID asked for.
+var ErrNoPIN = errors.New("profiles: no such PIN")
+
+// PINInfo names one PIN of a card.
+type PINInfo struct {
+	// ID is stable across cards of a profile and across versions of pscs:
+	// the vault keeps the registered PIN under it. "piv-pin"; OpenPGP
+	// "pw1-sign", "pw1", "pw3"; EstEID "pin1", "pin2".
+	ID string
+	// Label is what a user is shown, "PIV PIN", "PIN2 (signature)".
+	Label string
+	// Min and Max bound the PIN's length in bytes; a PIN outside them is
+	// refused before it reaches the card.
+	Min, Max int
+}
+
+// DefaultPIN is the ID of the first of pins, the card's default PIN; ""
+// if there is none.
+func DefaultPIN(pins []PINInfo) string {
+	if len(pins) == 0 {
+		return ""
+	}
+	return pins[0].ID
+}
+
+// FindPIN returns the PIN of pins with ID id.
+func FindPIN(pins []PINInfo, id string) (PINInfo, bool) {
+	for _, p := range pins {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return PINInfo{}, false
 }
 
 // KeyCache is an optional interface of a Card: UseKeys hands it the keys an
@@ -177,9 +292,12 @@ type Key struct {
 	Public      crypto.PublicKey  // *ecdsa.PublicKey or *rsa.PublicKey
 	Certificate *x509.Certificate // nil if the slot has none
 	PINPolicy   PINPolicy
+	// PIN is the ID of the PIN (one of [Card.PINs]) the key needs; "" for
+	// a key of policy [PINNever].
+	PIN string
 }
 
-// PINStatus is the PIN state of a card.
+// PINStatus is the state of one PIN of a card.
 type PINStatus struct {
 	Verified bool // the PIN is verified in the current card session
 	Retries  int  // tries left; 0 means blocked; -1 when the card does not say

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"slices"
@@ -158,7 +159,7 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 	case transport.AdminEnroll, transport.AdminIssue:
 		return s.enroll(a, req)
 	case transport.AdminRegisterPIN:
-		return &transport.AdminResponse{}, "", s.registerPIN(ctx, a, who, req.Card, sec, n)
+		return &transport.AdminResponse{}, "", s.registerPIN(ctx, a, who, req.Card, req.PIN, sec, n)
 	case transport.AdminDelegate:
 		return s.delegate(a, who, req.Delegation, sec.Passphrase, n)
 	case transport.AdminRevoke, transport.AdminUnlock:
@@ -228,7 +229,11 @@ func (s *Server) internal(what string, err error) error {
 // only when all their retry counters are full (a wrong PIN then costs one
 // try of three on one card, never the last), and seals it under the
 // owner's passphrase.
-func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, sec *transport.AdminSecret, n *note) error {
+//
+// pinID names the card's PIN (profiles.PINInfo.ID); "" is the card's
+// default, first, PIN. A card with several PINs has each registered on
+// its own; an unknown pinID is refused with the card's PINs listed.
+func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name, pinID string, sec *transport.AdminSecret, n *note) error {
 	card, ok := s.cardNamed(name)
 	if !ok {
 		return transport.Errorf(transport.CodeUnknown, "no remote card %q", name)
@@ -249,8 +254,18 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	// First every card's counter, so that no PIN is tried while any of
 	// them is short of tries; then the PIN on each card: the cards of a
 	// parallel remote card must share it.
+	var slot string
 	err := card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
-		st, err := c.PINStatus(ctx)
+		pins := c.PINs()
+		id := pinID
+		if id == "" {
+			id = profiles.DefaultPIN(pins)
+		}
+		if _, ok := profiles.FindPIN(pins, id); !ok {
+			return transport.Errorf(transport.CodeMalformed, "card %s has no PIN %q; its PINs: %s", m.ID, pinID, pinList(pins))
+		}
+		slot = PINSlot(pins, id)
+		st, err := c.PINStatus(ctx, id)
 		if err != nil {
 			return cardLog{s: s, card: name, m: m}.fail("PIN status", err)
 		}
@@ -261,12 +276,16 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	})
 	if err == nil {
 		err = card.Pool.Each(ctx, "owner:"+who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
-			err := c.VerifyPIN(ctx, sec.PIN)
+			id := pinID
+			if id == "" {
+				id = profiles.DefaultPIN(c.PINs())
+			}
+			err := c.VerifyPIN(ctx, id, sec.PIN)
 			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
 				s.log.Warn("the card refused the PIN the owner registers", "card", name, "member", m.ID, "reader", m.Reader,
 					"owner", who, "err", err.Error())
 				return transport.Errorf(transport.CodePINCheck, "card %s refused the PIN: %s (the cards of a remote card must share their PIN)",
-					m.ID, triesLeft(ctx, c, err))
+					m.ID, triesLeft(ctx, c, id, err))
 			}
 			if err != nil {
 				return cardLog{s: s, card: name, m: m}.fail("verify PIN", err)
@@ -277,7 +296,7 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	if err != nil {
 		return poolError(err)
 	}
-	e, err := a.Pins.SealOwnerPIN(name, sec.Passphrase, sec.PIN)
+	e, err := a.Pins.SealOwnerPINSlot(name, slot, sec.Passphrase, sec.PIN)
 	s.cfg.Book.RightPassphrase(name)
 	n.events |= policy.EventRightPassphrase
 	if err != nil {
@@ -287,7 +306,7 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 	if err != nil {
 		return s.internal("vault", err)
 	}
-	if err := a.Store.Put(store.KindVault, ownerPINKey+name, b); err != nil {
+	if err := a.Store.Put(store.KindVault, ownerPINKey+PINName(name, slot), b); err != nil {
 		return s.internal("store", err)
 	}
 	return nil
@@ -296,14 +315,14 @@ func (s *Server) registerPIN(ctx context.Context, a *Admin, who, name string, se
 // triesLeft says how many PIN tries the card has left after it refused a
 // PIN with err: from the status word (63Cx), or, when it carries no count
 // (6300), from the card's PIN status, which spends no try.
-func triesLeft(ctx context.Context, c profiles.Card, err error) string {
+func triesLeft(ctx context.Context, c profiles.Card, pinID string, err error) string {
 	n, ok := -1, false
 	var sw apdu.StatusWord
 	if errors.As(err, &sw) {
 		n, ok = sw.Retries()
 	}
 	if !ok {
-		if st, err := c.PINStatus(ctx); err == nil && st.Retries >= 0 {
+		if st, err := c.PINStatus(ctx, pinID); err == nil && st.Retries >= 0 {
 			n, ok = st.Retries, true
 		}
 	}
@@ -316,6 +335,18 @@ func triesLeft(ctx context.Context, c profiles.Card, err error) string {
 		return "1 try left"
 	}
 	return fmt.Sprintf("%d tries left", n)
+}
+
+// pinList lists a card's PINs for a message: "pin1 (PIN1), pin2 (PIN2)".
+func pinList(pins []profiles.PINInfo) string {
+	var b strings.Builder
+	for i, p := range pins {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (%s)", p.ID, p.Label)
+	}
+	return b.String()
 }
 
 // passphraseResult keeps the result of an owner passphrase for card in the
@@ -372,7 +403,7 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	if s.cfg.Book.PassphraseLocked(ad.Card) {
 		return nil, "", transport.Errorf(transport.CodeLocked, "too many wrong passphrases for %s: register its PIN again", ad.Card)
 	}
-	e, err := a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
+	_, err = a.Pins.Delegate(ad.Card, d.ID, passphrase, []byte(vpin))
 	if err == nil || errors.Is(err, ErrWrongVPIN) {
 		// Only a tested passphrase counts: a refusal before the test
 		// (the TPM's guess limit, no PIN registered) neither locks nor
@@ -390,18 +421,25 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	case err != nil:
 		return nil, "", s.internal("vault", err)
 	}
-	eb, err := e.MarshalBinary()
-	if err != nil {
-		return nil, "", s.internal("vault", err)
+	sealed := map[string][]byte{}
+	for name, e := range a.Pins.Entries(d.ID) {
+		eb, err := e.MarshalBinary()
+		if err != nil {
+			a.Pins.Forget(d.ID)
+			return nil, "", s.internal("vault", err)
+		}
+		sealed[name] = eb
 	}
 	db, err := store.EncodeDelegation(d)
 	if err != nil {
 		return nil, "", s.internal("store", err)
 	}
-	// The sealed PIN first: a delegation without it would be unusable.
-	if err := a.Store.Put(store.KindVault, d.ID, eb); err != nil {
-		a.Pins.Forget(d.ID)
-		return nil, "", s.internal("store", err)
+	// The sealed PINs first: a delegation without them would be unusable.
+	for name, eb := range sealed {
+		if err := a.Store.Put(store.KindVault, name, eb); err != nil {
+			a.Pins.Forget(d.ID)
+			return nil, "", s.internal("store", err)
+		}
 	}
 	if err := a.Store.Put(store.KindDelegation, d.ID, db); err != nil {
 		a.Pins.Forget(d.ID)
@@ -441,13 +479,19 @@ func (s *Server) notifyCatalogue(identity string) {
 // destroys the delegation's sealed PIN.
 func (s *Server) revokeKept(a *Admin, id string) error {
 	s.Revoke(id)
+	names := slices.Sorted(maps.Keys(a.Pins.Entries(id)))
+	if !slices.Contains(names, id) {
+		names = append(names, id)
+	}
 	a.Pins.Forget(id)
 	t, _ := time.Now().UTC().MarshalText()
 	if err := a.Store.Put(store.KindConfig, revokedKey+id, t); err != nil {
 		return s.internal("store (the revocation holds until the server restarts)", err)
 	}
-	if err := a.Store.Delete(store.KindVault, id); err != nil {
-		return s.internal("store", err)
+	for _, name := range names {
+		if err := a.Store.Delete(store.KindVault, name); err != nil {
+			return s.internal("store", err)
+		}
 	}
 	return nil
 }

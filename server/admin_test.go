@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,8 @@ func TestAdminRefusals(t *testing.T) {
 		{"enroll a taken name", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "carol", Certificate: r.ca.Issue("carol", testpki.Options{}).Leaf.Raw}, nil, ptransport.CodeExists},
 		{"register another's card", r.other, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeNotOwner},
 		{"register an unknown card", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "x"}, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodeUnknown},
+		// A PIN the card does not have is refused before any card is asked.
+		{"unknown PIN ID", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor", PIN: "pin2"}, &ptransport.AdminSecret{PIN: []byte("654321"), Passphrase: pass}, ptransport.CodeMalformed},
 		{"short passphrase", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte("short")}, ptransport.CodeMalformed},
 		{"wrong card PIN", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("654321"), Passphrase: pass}, ptransport.CodePINCheck},
 		// The card now has 2 tries of 3: no PIN is tried on it, not even the right one.
@@ -194,6 +197,15 @@ func TestAdminRefusals(t *testing.T) {
 	}
 	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
 		t.Fatalf("registration: %v", code)
+	}
+	// Naming the PIV PIN is registering the default PIN: the sealed entry
+	// keeps the name it had before cards had several PINs.
+	regPIV := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor", PIN: "piv-pin"}
+	if _, code := adminDo(t, r.owner, regPIV, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration of piv-pin: %v", code)
+	}
+	if vs, _ := r.st.List(store.KindVault); !slices.Equal(vs, []string{"owner-pin:mayor"}) {
+		t.Errorf("sealed entries after registering the PIV PIN twice: %q, want owner-pin:mayor", vs)
 	}
 	bob := r.ca.Issue("bob", testpki.Options{})
 	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
@@ -353,6 +365,15 @@ func TestParallelWrongPassphrases(t *testing.T) {
 	reg := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}
 	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
 		t.Fatalf("registration: %v", code)
+	}
+	// Naming the PIV PIN is registering the default PIN: the sealed entry
+	// keeps the name it had before cards had several PINs.
+	regPIV := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor", PIN: "piv-pin"}
+	if _, code := adminDo(t, r.owner, regPIV, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration of piv-pin: %v", code)
+	}
+	if vs, _ := r.st.List(store.KindVault); !slices.Equal(vs, []string{"owner-pin:mayor"}) {
+		t.Errorf("sealed entries after registering the PIV PIN twice: %q, want owner-pin:mayor", vs)
 	}
 	bob := r.ca.Issue("bob", testpki.Options{})
 	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {

@@ -71,6 +71,14 @@ type PINVault interface {
 	OpenPIN(ctx context.Context, delegation string, vpin []byte) ([]byte, error)
 }
 
+// PINsVault is a PINVault that holds several PINs per delegation, one per
+// PIN of the card (see VaultPINs). OpenPINs returns them by vault slot
+// (PINSlot: "" for the card's default PIN, else the PIN's ID). A vault
+// without it holds the default PIN only.
+type PINsVault interface {
+	OpenPINs(ctx context.Context, delegation string, vpin []byte) (map[string][]byte, error)
+}
+
 // Auditor records requests durably; Record returns once the record is on
 // disk.
 type Auditor interface {
@@ -151,14 +159,20 @@ func New(cfg Config) *Server {
 type session struct {
 	mu         sync.Mutex
 	delegation string
-	pin        []byte // the card's real PIN; zeroed at logout
+	pins       map[string][]byte // the card's real PINs by vault slot (PINSlot); zeroed at logout
 }
 
 func (s *session) wipe() {
 	s.mu.Lock()
-	clear(s.pin)
-	s.pin = nil
+	wipePINs(s.pins)
+	s.pins = nil
 	s.mu.Unlock()
+}
+
+func wipePINs(pins map[string][]byte) {
+	for _, p := range pins {
+		clear(p)
+	}
 }
 
 type sessionKey struct{ slot uint64 }
@@ -349,33 +363,43 @@ func (s *Server) login(ctx context.Context, call *transport.Call) (any, error) {
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
-	pin, ev, err := s.openVPIN(ctx, who, card.Name, "login", d.ID, call.Secret)
+	pins, ev, err := s.openVPIN(ctx, who, card.Name, "login", d.ID, call.Secret)
 	if err != nil {
 		return nil, s.refuseNoted(ctx, call, d.ID, note{events: ev}, err, start)
 	}
 	if err := s.audit(ctx, call, d.ID, 0, "", nil, start, note{events: ev}); err != nil {
-		clear(pin)
+		wipePINs(pins)
 		return nil, err
 	}
-	if old, ok := call.Conn.Swap(sessionKey{req.Slot}, &session{delegation: d.ID, pin: pin}).(*session); ok {
+	if old, ok := call.Conn.Swap(sessionKey{req.Slot}, &session{delegation: d.ID, pins: pins}).(*session); ok {
 		old.wipe()
 	}
 	return &transport.LoginResponse{Catalogue: s.Catalogue(who)}, nil
 }
 
-// openVPIN opens the real PIN of delegation id with a virtual PIN, one
+// openVPIN opens the real PINs of delegation id (by vault slot, see
+// PINSlot) with a virtual PIN, one
 // check at a time per delegation with the lockout decided before each,
 // so that parallel guesses cannot outrun it. A wrong vPIN counts towards
 // the lockout and never reaches the card. It returns what it changed in
 // the policy state, for the request's audit record.
-func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []byte) ([]byte, policy.Event, error) {
+func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []byte) (map[string][]byte, policy.Event, error) {
 	mu, _ := s.logins.LoadOrStore(id, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
 	if _, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card, Op: "login"}); err != nil {
 		return nil, 0, err
 	}
-	pin, err := s.cfg.Vault.OpenPIN(ctx, id, vpin)
+	var pins map[string][]byte
+	var err error
+	if v, ok := s.cfg.Vault.(PINsVault); ok {
+		pins, err = v.OpenPINs(ctx, id, vpin)
+	} else {
+		var pin []byte
+		if pin, err = s.cfg.Vault.OpenPIN(ctx, id, vpin); err == nil {
+			pins = map[string][]byte{"": pin}
+		}
+	}
 	if errors.Is(err, ErrWrongVPIN) {
 		if s.cfg.Book.WrongVPIN(id) {
 			return nil, policy.EventWrongVPIN | policy.EventLocked, transport.Errorf(transport.CodeLocked, "")
@@ -392,7 +416,7 @@ func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []
 		return nil, 0, transport.Errorf(transport.CodeInternal, "")
 	}
 	s.cfg.Book.RightVPIN(id)
-	return pin, policy.EventRightVPIN, nil
+	return pins, policy.EventRightVPIN, nil
 }
 
 func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
@@ -442,7 +466,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	// A key the card wants its PIN for before every signature wants the
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
 	// in the catalogue), opened afresh: the delegate confirms each one.
-	var freshPIN []byte
+	var freshPINs map[string][]byte
 	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
 		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
@@ -451,12 +475,12 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 		}
 		var ev policy.Event
-		freshPIN, ev, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret)
+		freshPINs, ev, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret)
 		n.events |= ev
 		if err != nil {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
-		defer clear(freshPIN)
+		defer wipePINs(freshPINs)
 	}
 	var sig, cert []byte
 	var by string
@@ -464,14 +488,9 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
-		pin := append([]byte(nil), sess.pin...)
+		loggedIn := sess.pins != nil
 		sess.mu.Unlock()
-		if freshPIN != nil {
-			clear(pin)
-			pin = append([]byte(nil), freshPIN...)
-		}
-		defer clear(pin)
-		if len(pin) == 0 {
+		if !loggedIn {
 			return transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
 		}
 		cl := cardLog{s: s, card: card.Name, m: m}
@@ -485,11 +504,16 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			if err := mechanismFits(req.Mechanism, k.Public); err != nil {
 				return err
 			}
-			if k.PINPolicy == profiles.PINAlways && freshPIN == nil {
+			if k.PINPolicy == profiles.PINAlways && freshPINs == nil {
 				return errPINEveryTime // the card's key changed to one that wants it
 			}
 			if k.PINPolicy != profiles.PINNever {
-				err := c.VerifyPIN(ctx, pin)
+				pin, err := sess.pinFor(freshPINs, c.PINs(), k.PIN)
+				if err != nil {
+					return err
+				}
+				err = c.VerifyPIN(ctx, k.PIN, pin)
+				clear(pin)
 				if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
 					// The registered real PIN is no longer the card's: stop
 					// every delegate before the card's tries run out.
@@ -549,6 +573,30 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, err
 	}
 	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
+}
+
+// pinFor returns a copy of the real PIN pinID of a card whose PINs are
+// pins: from fresh (opened for this request) when it is not nil, else
+// from the session. A PIN the owner has not registered is refused with
+// CodeNoPIN.
+func (s *session) pinFor(fresh map[string][]byte, pins []profiles.PINInfo, pinID string) ([]byte, error) {
+	slot := PINSlot(pins, pinID)
+	if fresh != nil {
+		if p, ok := fresh[slot]; ok {
+			return append([]byte(nil), p...), nil
+		}
+		return nil, transport.Errorf(transport.CodeNoPIN, "the owner has not registered the card's PIN %s", pinID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pins == nil {
+		return nil, transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
+	}
+	p, ok := s.pins[slot]
+	if !ok {
+		return nil, transport.Errorf(transport.CodeNoPIN, "the owner has not registered the card's PIN %s", pinID)
+	}
+	return append([]byte(nil), p...), nil
 }
 
 var errPINEveryTime = transport.Errorf(transport.CodeNotLoggedIn, "this key needs the virtual PIN with every signature")

@@ -77,10 +77,11 @@ func LoadState(st StateReader, book *policy.Book, enroll *transport.StaticEnroll
 	}
 	for _, k := range keys {
 		card, owner := strings.CutPrefix(k, ownerPINKey)
-		if _, _, ok := book.Get(k); !ok && !owner {
+		did, _ := SplitPINName(k)
+		if _, _, ok := book.Get(did); !ok && !owner {
 			continue // not a delegation's (the CA key's, say)
 		}
-		if _, ok := revoked[k]; ok {
+		if _, ok := revoked[did]; ok {
 			continue
 		}
 		b, err := st.Get(store.KindVault, k)

@@ -33,6 +33,9 @@ type AdminRequest struct {
 	// Until, for export pages after the first: the checkpoint the export
 	// ends at, from the first page's answer.
 	Until uint64 `cbor:"9,keyasint,omitempty"`
+	// PIN, for register-pin: the ID of the card's PIN (profiles.PINInfo.ID,
+	// "piv-pin", "pin2"); empty: the card's default (first) PIN.
+	PIN string `cbor:"10,keyasint,omitempty"`
 }
 
 // AdminSecret is what Request.Secret holds for register-pin (PIN and

@@ -49,7 +49,7 @@ func TestSignatureUnderANewKey(t *testing.T) {
 		{"9c", pivsim.SlotSignature, crypto.SHA256},
 		{"9c", pivsim.SlotSignature, &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}},
 	} {
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			t.Fatal(err)
 		}
 		_, err := c.Sign(ctx, tc.slot, digest[:], tc.opts)

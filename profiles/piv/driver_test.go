@@ -36,7 +36,7 @@ func TestBadCardSignatureRefused(t *testing.T) {
 	}
 	digest := sha256.Sum256([]byte("x"))
 	for _, slot := range []string{"9a", "9c", "9e"} {
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.Sign(ctx, slot, digest[:], crypto.SHA256); !errors.Is(err, piv.ErrBadSignature) {
@@ -58,7 +58,7 @@ func TestPSSSaltLengths(t *testing.T) {
 	pub := card.PublicKey(pivsim.SlotSignature).(*rsa.PublicKey)
 	digest := sha256.Sum256([]byte("pss"))
 	for _, salt := range []int{rsa.PSSSaltLengthAuto, rsa.PSSSaltLengthEqualsHash, 0, 20} {
-		c.VerifyPIN(ctx, []byte("123456"))
+		c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
 		opts := &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: salt}
 		sig, err := c.Sign(ctx, "9c", digest[:], opts)
 		if err != nil {
@@ -73,7 +73,7 @@ func TestPSSSaltLengths(t *testing.T) {
 		}
 	}
 	// PKCS #1 v1.5 with a raw DigestInfo (hash 0), as PKCS #11 CKM_RSA_PKCS.
-	c.VerifyPIN(ctx, []byte("123456"))
+	c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
 	prefix := []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
 	sig, err := c.Sign(ctx, "9c", append(prefix, digest[:]...), crypto.Hash(0))
 	if err != nil {

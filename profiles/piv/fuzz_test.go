@@ -62,8 +62,8 @@ func exercise(tr interface {
 	}
 	c.Info(ctx)
 	c.Keys(ctx)
-	c.PINStatus(ctx)
-	c.VerifyPIN(ctx, []byte("123456"))
+	c.PINStatus(ctx, PIN)
+	c.VerifyPIN(ctx, PIN, []byte("123456"))
 	digest := make([]byte, 32)
 	c.Sign(ctx, "9a", digest, crypto.SHA256)
 	c.Sign(ctx, "9c", digest, crypto.SHA256)

@@ -141,7 +141,7 @@ func workerSign(ctx context.Context, w *cards.Worker, digest []byte) ([]byte, er
 		if err != nil {
 			return err
 		}
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			return err
 		}
 		sig, err = c.Sign(ctx, "9a", digest, crypto.SHA256)
@@ -281,7 +281,7 @@ func benchSign(b *testing.B, t profiles.Transmitter) {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
 				if tc.slot != "9e" {
-					if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+					if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 						b.Fatal(err)
 					}
 				}

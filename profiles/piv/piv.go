@@ -5,7 +5,7 @@
 //
 //	card, err := piv.Open(ctx, t) // t: any profiles.Transmitter
 //	keys, err := card.Keys(ctx)
-//	err = card.VerifyPIN(ctx, pin)
+//	err = card.VerifyPIN(ctx, piv.PIN, pin)
 //	sig, err := card.Sign(ctx, "9c", digest, crypto.SHA256)
 //
 // The driver speaks APDUs only; it never opens hardware. Command chaining,
@@ -16,6 +16,8 @@
 //   - Keys are named by their slot in lower-case hex: "9a" PIV
 //     Authentication, "9c" Digital Signature, "9d" Key Management, "9e" Card
 //     Authentication, "82"–"95" retired key management.
+//   - The card has one PIN, [PIN] ("piv-pin", key reference 80), for every
+//     key; the PUK and the management key are not used.
 //   - PINs are 6 to 8 bytes, padded with FF to 8 on the wire (SP 800-73-4
 //     Part 2, 3.2.1). A PIN of another length is refused before it reaches
 //     the card, so it cannot cost a try.
@@ -56,6 +58,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -290,6 +293,9 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 		}
 		if k.Algorithm == "" {
 			continue // a key this driver cannot use
+		}
+		if k.PINPolicy != profiles.PINNever {
+			k.PIN = PIN
 		}
 		keys[s.id] = k
 		list = append(list, k)
@@ -529,9 +535,46 @@ func pinError(err error) error {
 	return err
 }
 
-// VerifyPIN presents the PIV application PIN. SP 800-73-4 Part 2, 3.2.1.
-// The PIN never appears in errors.
-func (c *Card) VerifyPIN(ctx context.Context, pin []byte) error {
+// Redact implements profiles.Redactor: besides the PINs and PUKs of
+// VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER, the card
+// management key in GENERAL AUTHENTICATE (87, P2 = 9B), YubiKey IMPORT
+// KEY (FE) and SET MANAGEMENT KEY (FF); the answer of every GENERAL
+// AUTHENTICATE (a decryption or key agreement looks like a signature on
+// the wire).
+func (Profile) Redact(cmd apdu.Command) (secretCommand, secretResponse bool) {
+	secretCommand, secretResponse = profiles.RedactISO(cmd)
+	switch cmd.INS {
+	case 0xFE, 0xFF:
+		secretCommand = true
+	case insGeneralAuth:
+		secretCommand = secretCommand || cmd.P2 == 0x9B
+		secretResponse = true
+	}
+	return secretCommand, secretResponse
+}
+
+// PIN is the ID of the PIV application PIN (key reference 80), the card's
+// only PIN.
+const PIN = "piv-pin"
+
+var pins = []profiles.PINInfo{{ID: PIN, Label: "PIV PIN", Min: 6, Max: 8}}
+
+// PINs returns the card's one PIN, [PIN].
+func (c *Card) PINs() []profiles.PINInfo { return slices.Clone(pins) }
+
+func checkPINID(id string) error {
+	if id != PIN {
+		return fmt.Errorf("piv: PIN %q: %w", id, profiles.ErrNoPIN)
+	}
+	return nil
+}
+
+// VerifyPIN presents the PIV application PIN ([PIN]). SP 800-73-4 Part 2,
+// 3.2.1. The PIN never appears in errors.
+func (c *Card) VerifyPIN(ctx context.Context, pinID string, pin []byte) error {
+	if err := checkPINID(pinID); err != nil {
+		return err
+	}
 	if len(pin) < 6 || len(pin) > 8 {
 		return ErrPINFormat
 	}
@@ -549,7 +592,10 @@ func (c *Card) VerifyPIN(ctx context.Context, pin []byte) error {
 }
 
 // PINStatus asks the card with an empty VERIFY, which spends no try.
-func (c *Card) PINStatus(ctx context.Context) (profiles.PINStatus, error) {
+func (c *Card) PINStatus(ctx context.Context, pinID string) (profiles.PINStatus, error) {
+	if err := checkPINID(pinID); err != nil {
+		return profiles.PINStatus{}, err
+	}
 	_, err := c.conn.Do(ctx, apdu.Command{INS: insVerify, P2: pinRefPIV})
 	if err == nil {
 		st := profiles.PINStatus{Verified: true, Retries: -1}

@@ -14,6 +14,19 @@
 //
 // [Env.New] must return a card in its factory state each time it is called:
 // some tests spend PIN tries until the PIN blocks.
+//
+// # What it checks
+//
+// The contract in the docs of profiles.Card, point by point: Info
+// (non-empty serial), Keys (unique IDs, certificate key = key's public
+// key, each key naming one of the card's PINs), PINs, signatures that
+// verify, ErrSecurityStatus without the key's PIN and for a second
+// signature of a PIN-always key, wrong PINs (ErrWrongPIN with the card's
+// status word, the retry count read through PINStatus, so that cards that
+// answer a wrong VERIFY with 69 82 and an empty one with 6A 80 pass as
+// well as those that answer 63 Cx), blocking, Logout, malformed PINs and
+// unknown PIN IDs that never reach the card, and KeyCache. Each PIN test
+// runs for every PIN of the card, on a fresh card.
 package profiletest
 
 import (
@@ -38,12 +51,22 @@ type Env struct {
 	Profile profiles.Profile
 	// New returns a transmitter to a card in its factory state.
 	New func(t *testing.T) profiles.Transmitter
-	// PIN is the card's correct PIN.
+	// PIN is the card's correct PIN, of every PIN that PINs does not name.
 	PIN []byte
+	// PINs holds the correct PIN by PIN ID, for cards with several.
+	PINs map[string][]byte
 	// WrongPIN is a PIN of valid format that is not the card's PIN.
 	WrongPIN []byte
 	// Timeout bounds each operation; default 30 s.
 	Timeout time.Duration
+}
+
+// pin returns the correct PIN of PIN id.
+func (e Env) pin(id string) []byte {
+	if p, ok := e.PINs[id]; ok {
+		return p
+	}
+	return e.PIN
 }
 
 func (e Env) ctx(t *testing.T) context.Context {
@@ -92,7 +115,13 @@ func Run(t *testing.T, e Env) {
 	if bytes.Equal(e.PIN, e.WrongPIN) {
 		t.Fatal("profiletest: PIN and WrongPIN are the same")
 	}
+	for id, p := range e.PINs {
+		if bytes.Equal(p, e.WrongPIN) {
+			t.Fatalf("profiletest: PIN %s and WrongPIN are the same", id)
+		}
+	}
 	t.Run("Info", func(t *testing.T) { testInfo(t, e) })
+	t.Run("PINs", func(t *testing.T) { testPINs(t, e) })
 	t.Run("Keys", func(t *testing.T) { testKeys(t, e) })
 	t.Run("SignAndVerify", func(t *testing.T) { testSign(t, e) })
 	t.Run("PINRequired", func(t *testing.T) { testPINRequired(t, e) })
@@ -131,6 +160,35 @@ func testKeyCache(t *testing.T, e Env) {
 		if got := tx.n - sent; got > want+2 { // +2: response or command chaining
 			t.Errorf("key %s: %d APDUs for a signature with cached keys, want about %d", k.ID, got, want)
 		}
+	}
+}
+
+func testPINs(t *testing.T, e Env) {
+	_, card := e.open(t)
+	ps := card.PINs()
+	if len(ps) == 0 {
+		t.Fatal("PINs: none")
+	}
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if p.ID == "" || seen[p.ID] {
+			t.Errorf("PIN ID %q empty or repeated", p.ID)
+		}
+		seen[p.ID] = true
+		if p.Label == "" || p.Min < 1 || p.Max < p.Min {
+			t.Errorf("PIN %s: label %q, length %d to %d", p.ID, p.Label, p.Min, p.Max)
+		}
+	}
+}
+
+// eachPIN runs f for every PIN of the card, each on a fresh card.
+func eachPIN(t *testing.T, e Env, f func(t *testing.T, ctx context.Context, card profiles.Card, p profiles.PINInfo)) {
+	_, card := e.open(t)
+	for _, p := range card.PINs() {
+		t.Run(p.ID, func(t *testing.T) {
+			ctx, card := e.open(t)
+			f(t, ctx, card, p)
+		})
 	}
 }
 
@@ -173,6 +231,11 @@ func testKeys(t *testing.T, e Env) {
 		}
 		if k.PINPolicy < profiles.PINNever || k.PINPolicy > profiles.PINAlways {
 			t.Errorf("key %s: PIN policy %v", k.ID, k.PINPolicy)
+		}
+		if k.PINPolicy != profiles.PINNever {
+			if _, ok := profiles.FindPIN(card.PINs(), k.PIN); !ok {
+				t.Errorf("key %s (PIN %v) names PIN %q, not one of the card's", k.ID, k.PINPolicy, k.PIN)
+			}
 		}
 		if k.Certificate != nil {
 			if !publicEqual(k.Certificate.PublicKey, k.Public) {
@@ -234,8 +297,8 @@ func verify(t *testing.T, k profiles.Key, digest, sig []byte, opts crypto.Signer
 func signOnce(t *testing.T, ctx context.Context, e Env, card profiles.Card, k profiles.Key, digest []byte, opts crypto.SignerOpts) []byte {
 	t.Helper()
 	if k.PINPolicy != profiles.PINNever {
-		if err := card.VerifyPIN(ctx, e.PIN); err != nil {
-			t.Fatalf("VerifyPIN: %v", err)
+		if err := card.VerifyPIN(ctx, k.PIN, e.pin(k.PIN)); err != nil {
+			t.Fatalf("VerifyPIN(%s): %v", k.PIN, err)
 		}
 	}
 	sig, err := card.Sign(ctx, k.ID, digest, opts)
@@ -295,89 +358,98 @@ func testPINRequired(t *testing.T, e Env) {
 	}
 }
 
-func pinStatus(t *testing.T, ctx context.Context, card profiles.Card) profiles.PINStatus {
+func pinStatus(t *testing.T, ctx context.Context, card profiles.Card, id string) profiles.PINStatus {
 	t.Helper()
-	st, err := card.PINStatus(ctx)
+	st, err := card.PINStatus(ctx, id)
 	if err != nil {
-		t.Fatalf("PINStatus: %v", err)
+		t.Fatalf("PINStatus(%s): %v", id, err)
 	}
 	return st
 }
 
+// testWrongPIN: a wrong PIN matches apdu.ErrWrongPIN and unwraps to the
+// card's status word; the count of tries it left is read through
+// PINStatus (and, where the status word carries one, 63 Cx, it agrees).
 func testWrongPIN(t *testing.T, e Env) {
-	ctx, card := e.open(t)
-	before := pinStatus(t, ctx, card)
-	if before.Verified || before.Blocked || before.Retries < 2 {
-		t.Fatalf("fresh card PINStatus = %+v, want unverified with at least 2 tries", before)
-	}
-	err := card.VerifyPIN(ctx, e.WrongPIN)
-	if !errors.Is(err, apdu.ErrWrongPIN) {
-		t.Fatalf("VerifyPIN(wrong) = %v, want an error matching apdu.ErrWrongPIN", err)
-	}
-	var sw apdu.StatusWord
-	if !errors.As(err, &sw) {
-		t.Fatalf("VerifyPIN(wrong) error %v does not unwrap to a status word", err)
-	}
-	if n, ok := sw.Retries(); !ok || n != before.Retries-1 {
-		t.Errorf("status word %v retries = %d, %v; want %d", sw, n, ok, before.Retries-1)
-	}
-	if got := pinStatus(t, ctx, card); got.Retries != before.Retries-1 || got.Verified {
-		t.Errorf("PINStatus after a wrong PIN = %+v, want %d tries, unverified", got, before.Retries-1)
-	}
-	if bytes.Contains([]byte(err.Error()), e.WrongPIN) {
-		t.Errorf("error %q shows the PIN", err)
-	}
-	// The right PIN restores the counter.
-	if err := card.VerifyPIN(ctx, e.PIN); err != nil {
-		t.Fatalf("VerifyPIN(right): %v", err)
-	}
-	got := pinStatus(t, ctx, card)
-	if !got.Verified {
-		t.Errorf("PINStatus after the right PIN = %+v, want verified", got)
-	}
-	if got.Retries >= 0 && got.Retries != before.Retries {
-		t.Errorf("PINStatus after the right PIN: %d tries, want %d", got.Retries, before.Retries)
-	}
+	eachPIN(t, e, func(t *testing.T, ctx context.Context, card profiles.Card, p profiles.PINInfo) {
+		before := pinStatus(t, ctx, card, p.ID)
+		if before.Verified || before.Blocked || before.Retries < 2 {
+			t.Fatalf("fresh card PINStatus = %+v, want unverified with at least 2 tries", before)
+		}
+		err := card.VerifyPIN(ctx, p.ID, e.WrongPIN)
+		if !errors.Is(err, apdu.ErrWrongPIN) {
+			t.Fatalf("VerifyPIN(wrong) = %v, want an error matching apdu.ErrWrongPIN", err)
+		}
+		var sw apdu.StatusWord
+		if !errors.As(err, &sw) {
+			t.Fatalf("VerifyPIN(wrong) error %v does not unwrap to a status word", err)
+		}
+		if n, ok := sw.Retries(); ok && n != before.Retries-1 {
+			t.Errorf("status word %v says %d tries left; want %d", sw, n, before.Retries-1)
+		}
+		if got := pinStatus(t, ctx, card, p.ID); got.Retries != before.Retries-1 || got.Verified {
+			t.Errorf("PINStatus after a wrong PIN = %+v, want %d tries, unverified", got, before.Retries-1)
+		}
+		if bytes.Contains([]byte(err.Error()), e.WrongPIN) {
+			t.Errorf("error %q shows the PIN", err)
+		}
+		// The right PIN restores the counter.
+		if err := card.VerifyPIN(ctx, p.ID, e.pin(p.ID)); err != nil {
+			t.Fatalf("VerifyPIN(right): %v", err)
+		}
+		got := pinStatus(t, ctx, card, p.ID)
+		if !got.Verified {
+			t.Errorf("PINStatus after the right PIN = %+v, want verified", got)
+		}
+		if got.Retries >= 0 && got.Retries != before.Retries {
+			t.Errorf("PINStatus after the right PIN: %d tries, want %d", got.Retries, before.Retries)
+		}
+	})
 }
 
 func testBlock(t *testing.T, e Env) {
-	ctx, card := e.open(t)
-	n := pinStatus(t, ctx, card).Retries
-	for i := n; i > 0; i-- {
-		err := card.VerifyPIN(ctx, e.WrongPIN)
-		if i > 1 && !errors.Is(err, apdu.ErrWrongPIN) {
-			t.Fatalf("wrong PIN with %d tries left: %v, want wrong PIN", i, err)
+	eachPIN(t, e, func(t *testing.T, ctx context.Context, card profiles.Card, p profiles.PINInfo) {
+		n := pinStatus(t, ctx, card, p.ID).Retries
+		for i := n; i > 0; i-- {
+			err := card.VerifyPIN(ctx, p.ID, e.WrongPIN)
+			if i > 1 && !errors.Is(err, apdu.ErrWrongPIN) {
+				t.Fatalf("wrong PIN with %d tries left: %v, want wrong PIN", i, err)
+			}
+			if i == 1 && !errors.Is(err, apdu.ErrBlocked) {
+				t.Fatalf("last wrong PIN: %v, want blocked", err)
+			}
 		}
-		if i == 1 && !errors.Is(err, apdu.ErrBlocked) {
-			t.Fatalf("last wrong PIN: %v, want blocked", err)
+		if st := pinStatus(t, ctx, card, p.ID); !st.Blocked || st.Retries != 0 {
+			t.Errorf("PINStatus after %d wrong PINs = %+v, want blocked", n, st)
 		}
-	}
-	if st := pinStatus(t, ctx, card); !st.Blocked || st.Retries != 0 {
-		t.Errorf("PINStatus after %d wrong PINs = %+v, want blocked", n, st)
-	}
-	if err := card.VerifyPIN(ctx, e.PIN); !errors.Is(err, apdu.ErrBlocked) {
-		t.Errorf("right PIN on a blocked card: %v, want blocked", err)
-	}
-	for _, k := range keys(t, ctx, card) {
-		if k.PINPolicy == profiles.PINNever {
-			continue
+		if err := card.VerifyPIN(ctx, p.ID, e.pin(p.ID)); !errors.Is(err, apdu.ErrBlocked) {
+			t.Errorf("right PIN when blocked: %v, want blocked", err)
 		}
-		if _, err := card.Sign(ctx, k.ID, hashes[0].sum([]byte("x")), crypto.SHA256); err == nil {
-			t.Errorf("key %s signed on a card with a blocked PIN", k.ID)
+		for _, k := range keys(t, ctx, card) {
+			if k.PINPolicy == profiles.PINNever || k.PIN != p.ID {
+				continue
+			}
+			if _, err := card.Sign(ctx, k.ID, hashes[0].sum([]byte("x")), crypto.SHA256); err == nil {
+				t.Errorf("key %s signed with its PIN %s blocked", k.ID, p.ID)
+			}
 		}
-	}
+	})
 }
 
 func testLogout(t *testing.T, e Env) {
 	ctx, card := e.open(t)
-	if err := card.VerifyPIN(ctx, e.PIN); err != nil {
-		t.Fatalf("VerifyPIN: %v", err)
+	for _, p := range card.PINs() {
+		if err := card.VerifyPIN(ctx, p.ID, e.pin(p.ID)); err != nil {
+			t.Fatalf("VerifyPIN(%s): %v", p.ID, err)
+		}
 	}
 	if err := card.Logout(ctx); err != nil {
 		t.Fatalf("Logout: %v", err)
 	}
-	if st := pinStatus(t, ctx, card); st.Verified {
-		t.Errorf("PINStatus after Logout = %+v, want unverified", st)
+	for _, p := range card.PINs() {
+		if st := pinStatus(t, ctx, card, p.ID); st.Verified {
+			t.Errorf("PINStatus(%s) after Logout = %+v, want unverified", p.ID, st)
+		}
 	}
 	for _, k := range keys(t, ctx, card) {
 		if k.PINPolicy == profiles.PINNever {
@@ -394,21 +466,37 @@ func testBadInput(t *testing.T, e Env) {
 	if _, err := card.Sign(ctx, "no such key", make([]byte, 32), crypto.SHA256); !errors.Is(err, profiles.ErrNoKey) {
 		t.Errorf("Sign with an unknown key: %v, want profiles.ErrNoKey", err)
 	}
-	before := pinStatus(t, ctx, card)
 	sent := tx.n
-	for _, pin := range [][]byte{nil, []byte("1"), bytes.Repeat([]byte("1"), 200)} {
-		if err := card.VerifyPIN(ctx, pin); err == nil {
-			t.Errorf("VerifyPIN(%d bytes) succeeded", len(pin))
-		}
+	if err := card.VerifyPIN(ctx, "no such PIN", e.PIN); !errors.Is(err, profiles.ErrNoPIN) {
+		t.Errorf("VerifyPIN of an unknown PIN: %v, want profiles.ErrNoPIN", err)
+	}
+	if _, err := card.PINStatus(ctx, "no such PIN"); !errors.Is(err, profiles.ErrNoPIN) {
+		t.Errorf("PINStatus of an unknown PIN: %v, want profiles.ErrNoPIN", err)
 	}
 	if tx.n != sent {
-		t.Errorf("malformed PINs reached the card: %d APDUs sent", tx.n-sent)
+		t.Errorf("an unknown PIN ID reached the card: %d APDUs sent", tx.n-sent)
 	}
-	if after := pinStatus(t, ctx, card); after.Retries != before.Retries {
-		t.Errorf("malformed PINs cost tries: %d -> %d", before.Retries, after.Retries)
-	}
-	if err := card.VerifyPIN(ctx, e.PIN); err != nil {
-		t.Fatalf("VerifyPIN: %v", err)
+	for _, p := range card.PINs() {
+		before := pinStatus(t, ctx, card, p.ID)
+		sent := tx.n
+		bad := [][]byte{nil, bytes.Repeat([]byte("1"), p.Max+1), bytes.Repeat([]byte("1"), 200)}
+		if p.Min > 1 {
+			bad = append(bad, bytes.Repeat([]byte("1"), p.Min-1))
+		}
+		for _, pin := range bad {
+			if err := card.VerifyPIN(ctx, p.ID, pin); err == nil {
+				t.Errorf("VerifyPIN(%s, %d bytes) succeeded", p.ID, len(pin))
+			}
+		}
+		if tx.n != sent {
+			t.Errorf("PIN %s: malformed PINs reached the card: %d APDUs sent", p.ID, tx.n-sent)
+		}
+		if after := pinStatus(t, ctx, card, p.ID); after.Retries != before.Retries {
+			t.Errorf("PIN %s: malformed PINs cost tries: %d -> %d", p.ID, before.Retries, after.Retries)
+		}
+		if err := card.VerifyPIN(ctx, p.ID, e.pin(p.ID)); err != nil {
+			t.Fatalf("VerifyPIN(%s): %v", p.ID, err)
+		}
 	}
 	for _, k := range keys(t, ctx, card) {
 		if _, ok := k.Public.(*rsa.PublicKey); ok {

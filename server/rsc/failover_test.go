@@ -205,7 +205,7 @@ func signAs(ctx context.Context, p *rsc.Pool, who string, digest []byte, seen *[
 		mu.Lock()
 		*seen = append(*seen, ctx.Value(reqKey{}))
 		mu.Unlock()
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			if hide {
 				return errWire
 			}
@@ -349,7 +349,7 @@ func TestWrongPINStaysOnItsCard(t *testing.T) {
 	runs := 0
 	err := p.Do(context.Background(), "bob", func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		runs++
-		return c.VerifyPIN(ctx, []byte("654321"))
+		return c.VerifyPIN(ctx, piv.PIN, []byte("654321"))
 	})
 	// b is still held: the request came back without waiting for it.
 	if !errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, cards.ErrCardFailed) {

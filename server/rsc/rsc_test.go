@@ -60,7 +60,7 @@ func sign(ctx context.Context, p *rsc.Pool, who string, digest []byte) ([]byte, 
 	var sig []byte
 	var by *rsc.Member
 	err := p.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			return err
 		}
 		var err error

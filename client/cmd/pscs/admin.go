@@ -34,7 +34,7 @@ func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
 			{Name: "issue", Args: "[-config FILE] -name NAME -out DIR [-pubkey FILE]",
 				Summary: "have pscsd's CA certify a new identity; writes its key, certificate and client.conf to DIR",
 				Run:     run(a.adminIssue)},
-			{Name: "register-pin", Args: "[-config FILE] -card CARD",
+			{Name: "register-pin", Args: "[-config FILE] -card CARD [-pin-id ID]",
 				Summary: "register a card's real PIN, sealed under your passphrase and the server's TPM (PSCS_PIN, PSCS_PASSPHRASE, or the terminal)",
 				Run:     run(a.adminRegisterPIN)},
 			{Name: "delegate", Args: "[-config FILE] -card CARD -to NAME [-for DURATION | -until TIME] [-from TIME] [-ops sign,decrypt] " +
@@ -94,6 +94,9 @@ func (a *app) adminIssue(ctx context.Context, fs *cli.Flags, args []string) erro
 func (a *app) adminRegisterPIN(ctx context.Context, fs *cli.Flags, args []string) error {
 	config := configFlag(fs)
 	card := fs.String("card", "", "the remote card")
+	pinID := fs.String("pin-id", "", "the card's PIN to register (default: the card's only or first PIN; "+
+		"piv-pin on PIV, pw1-sign, pw1, pw3 on OpenPGP, pin1, pin2 on EstEID; a card with several has each registered on its own, "+
+		"and an unknown ID is refused with the card's PINs listed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,7 +118,7 @@ func (a *app) adminRegisterPIN(ctx context.Context, fs *cli.Flags, args []string
 		return err
 	}
 	defer clear(secret)
-	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: *card}, secret)
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: *card, PIN: *pinID}, secret)
 }
 
 func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) error {

@@ -22,11 +22,11 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles"
-	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/registry"
 )
 
 // knownProfiles are tried in order on every card.
-var knownProfiles = []profiles.Profile{piv.Profile{}}
+var knownProfiles = registry.Profiles()
 
 func (a *app) readers(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -113,7 +113,7 @@ func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, res
 			}
 		}
 	}()
-	t := cards.Trace(card, a.log.With("reader", reader))
+	t := cards.Trace(card, a.log.With("reader", reader), registry.Redactor())
 	p, c, err := profiles.Detect(ctx, t, knownProfiles...)
 	if err != nil {
 		return err
@@ -137,17 +137,24 @@ func (a *app) cardInfo(ctx context.Context, fs *cli.Flags, args []string) error 
 			return err
 		}
 		fmt.Fprintf(a.stdout, "profile:  %s\nlabel:    %s\nserial:   %s\nversion:  %s\n", info.Profile, info.Label, info.Serial, info.Version)
-		st, err := c.PINStatus(ctx)
-		if err != nil {
-			return err
-		}
-		switch {
-		case st.Blocked:
-			fmt.Fprintf(a.stdout, "PIN:      blocked\n")
-		case st.Retries >= 0:
-			fmt.Fprintf(a.stdout, "PIN:      %d tries left, verified: %v\n", st.Retries, st.Verified)
-		default:
-			fmt.Fprintf(a.stdout, "PIN:      verified\n")
+		pins := c.PINs()
+		for _, pin := range pins {
+			st, err := c.PINStatus(ctx, pin.ID)
+			if err != nil {
+				return err
+			}
+			name := "PIN:      " // a card with one PIN, as before cards had several
+			if len(pins) > 1 {
+				name = fmt.Sprintf("PIN %s (%s): ", pin.ID, pin.Label)
+			}
+			switch {
+			case st.Blocked:
+				fmt.Fprintf(a.stdout, "%sblocked\n", name)
+			case st.Retries >= 0:
+				fmt.Fprintf(a.stdout, "%s%d tries left, verified: %v\n", name, st.Retries, st.Verified)
+			default:
+				fmt.Fprintf(a.stdout, "%sverified\n", name)
+			}
 		}
 		keys, err := c.Keys(ctx)
 		if err != nil {
@@ -225,7 +232,7 @@ func (a *app) cardSign(ctx context.Context, fs *cli.Flags, args []string) error 
 			if err != nil {
 				return err
 			}
-			err = c.VerifyPIN(ctx, pin)
+			err = c.VerifyPIN(ctx, key.PIN, pin)
 			clear(pin)
 			if err != nil {
 				return err

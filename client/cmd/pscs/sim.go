@@ -9,15 +9,38 @@ import (
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/cli"
-	"github.com/pscs/pscs/profiles/esteid/eidsim"
-	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
-	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/profiles/registry"
 	"github.com/pscs/pscs/profiles/simkit"
 )
 
+// simNameList lists the profiles of profiles/registry that have a
+// simulator, in the registry's order.
+func simNameList() []string {
+	var ns []string
+	for _, e := range registry.All() {
+		if _, ok := simulators[e.Name]; ok {
+			ns = append(ns, e.Name)
+		}
+	}
+	return ns
+}
+
+// simNames describes them for -profile's help.
+func simNames() string {
+	var b strings.Builder
+	for i, n := range simNameList() {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		e, _ := registry.Lookup(n)
+		fmt.Fprintf(&b, "%s (%s)", n, e.Description)
+	}
+	return b.String()
+}
+
 func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	addrs := fs.String("vpcd", "127.0.0.1:35963", "vpcd address(es) of the reader slots to plug cards into, comma-separated: one card each")
-	profile := fs.String("profile", "piv", "card to simulate: piv, openpgp (OpenPGP card 3.4 as a YubiKey 5.4.3) or esteid (EstEID 2018)")
+	profile := fs.String("profile", "piv", "card to simulate: "+simNames())
 	seed := fs.String("seed", "", "derive keys and serial from this seed (reproducible cards; each card gets SEED/N)")
 	latency := fs.String("latency", "real", "card timing: real (measured cards) or none")
 	pin := fs.String("pin", "", "PIN, or OpenPGP PW1 (default 123456), or EstEID PIN1 (default 1234)")
@@ -26,19 +49,14 @@ func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *profile != "piv" && *profile != "openpgp" && *profile != "esteid" {
-		return fs.Usagef("-profile: unknown profile %q (known: piv, openpgp, esteid)", *profile)
+	sim, ok := simulators[*profile]
+	if !ok {
+		return fs.Usagef("-profile: unknown profile %q (known: %s)", *profile, strings.Join(simNameList(), ", "))
 	}
 	var lat simkit.Latency
 	switch *latency {
 	case "real":
-		lat = pivsim.RealLatency
-		if *profile == "openpgp" {
-			lat = simkit.YubiKey5
-		}
-		if *profile == "esteid" {
-			lat = eidsim.RealLatency
-		}
+		lat = sim.latency
 	case "none":
 	default:
 		return fs.Usagef("-latency: %q is not real or none", *latency)
@@ -50,33 +68,11 @@ func (a *app) sim(ctx context.Context, fs *cli.Flags, args []string) error {
 		if *seed != "" {
 			cardSeed = fmt.Appendf(nil, "%s/%d", *seed, i)
 		}
-		var card vpcd.Card
-		if *profile == "esteid" {
-			c, err := eidsim.New(eidsim.Config{PIN1: *pin, PIN2: *pin2, PUK: *puk, Latency: lat, Seed: cardSeed})
-			if err != nil {
-				return err
-			}
-			p := c.Person()
-			a.log.Info("simulated EstEID card", "vpcd", addr, "document", p.DocumentNumber,
-				"holder", p.Surname+","+p.GivenName+","+p.PersonalCode)
-			card = c
-		} else if *profile == "openpgp" {
-			c, err := pgpsim.New(pgpsim.Config{PW1: *pin, PW3: *puk, Latency: lat, Seed: cardSeed})
-			if err != nil {
-				return err
-			}
-			sig := c.KeyFingerprint(pgpsim.KeySign)
-			a.log.Info("simulated OpenPGP card", "vpcd", addr, "serial", fmt.Sprintf("%08X", c.Serial()), "signature key", fmt.Sprintf("%X", sig[:]))
-			card = c
-		} else {
-			c, err := pivsim.New(pivsim.Config{PIN: *pin, PUK: *puk, Latency: lat, Seed: cardSeed})
-			if err != nil {
-				return err
-			}
-			a.log.Info("simulated PIV card", "vpcd", addr, "serial", c.Serial(),
-				"9a", c.Fingerprint(pivsim.SlotAuthentication), "9c", c.Fingerprint(pivsim.SlotSignature))
-			card = c
+		card, msg, attrs, err := sim.new(simConfig{PIN: *pin, PIN2: *pin2, PUK: *puk, Latency: lat, Seed: cardSeed})
+		if err != nil {
+			return err
 		}
+		a.log.Info(msg, append([]any{"vpcd", addr}, attrs...)...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

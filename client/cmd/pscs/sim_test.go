@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pscs/pscs/profiles/registry"
 )
 
 // pscs sim -profile esteid plugs an EstEID 2018 card that OpenSC's
@@ -65,5 +67,18 @@ func TestSimEstEID(t *testing.T) {
 	if _, err := p11("--slot", "0x1", "--login", "--pin", "24680", "--sign", "--id", "02", "-m", "ECDSA-SHA384",
 		"--input-file", data, "--output-file", filepath.Join(dir, "sig")); err != nil {
 		t.Errorf("no signature with the PIN2 given to pscs sim: %v", err)
+	}
+}
+
+// TestSimulatorsRegistered: every simulator of pscs sim is a profile of
+// profiles/registry, under the same name.
+func TestSimulatorsRegistered(t *testing.T) {
+	for name := range simulators {
+		if _, ok := registry.Lookup(name); !ok {
+			t.Errorf("simulator %q is not in profiles/registry", name)
+		}
+	}
+	if got := strings.Join(simNameList(), ","); got != "piv,openpgp,esteid" {
+		t.Errorf("simulators in registry order: %s", got)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/profiles/registry"
 	"github.com/pscs/pscs/server"
 	tpmanchor "github.com/pscs/pscs/server/anchor"
 	"github.com/pscs/pscs/server/audit"
@@ -496,7 +497,7 @@ func traced(open cards.Opener, log *slog.Logger) cards.Opener {
 		if err != nil {
 			return nil, err
 		}
-		return cards.TraceConn(c, log), nil
+		return cards.TraceConn(c, log, registry.Redactor()), nil
 	}
 }
 

@@ -73,11 +73,11 @@ import (
 	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/profiles"
-	"github.com/pscs/pscs/profiles/piv"
+	"github.com/pscs/pscs/profiles/registry"
 	"github.com/pscs/pscs/server/store"
 )
 
-var knownProfiles = []profiles.Profile{piv.Profile{}}
+var knownProfiles = registry.Profiles()
 
 func main() { cli.Main(program()) }
 
@@ -364,7 +364,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 // inventory detects the card's profile and logs its keys and PIN state.
 func inventory(ctx context.Context, w *cards.Worker, log *slog.Logger) {
 	err := w.Do(ctx, func(ctx context.Context, t cards.Transmitter) error {
-		p, c, err := profiles.Detect(ctx, cards.Trace(t, log), knownProfiles...)
+		p, c, err := profiles.Detect(ctx, cards.Trace(t, log, registry.Redactor()), knownProfiles...)
 		if err != nil {
 			return err
 		}
@@ -376,12 +376,17 @@ func inventory(ctx context.Context, w *cards.Worker, log *slog.Logger) {
 		if err != nil {
 			return err
 		}
-		st, err := c.PINStatus(ctx)
+		st, err := c.PINStatus(ctx, profiles.DefaultPIN(c.PINs()))
 		if err != nil {
 			return err
 		}
 		log.Info("card ready", "profile", p.Name(), "serial", info.Serial, "version", info.Version,
 			"keys", len(keys), "pin_tries", st.Retries, "pin_blocked", st.Blocked)
+		for _, pin := range c.PINs()[min(1, len(c.PINs())):] {
+			if st, err := c.PINStatus(ctx, pin.ID); err == nil {
+				log.Info("card PIN", "pin", pin.ID, "pin_tries", st.Retries, "pin_blocked", st.Blocked)
+			}
+		}
 		for _, k := range keys {
 			subject := ""
 			if k.Certificate != nil {
