@@ -25,7 +25,8 @@ package profiletest
 //
 //	0 n1 n2 b…   the n bytes b (n big-endian; cut short at the end)
 //	1 xx         61 xx to this and every later command: endless GET RESPONSE
-//	2 n1 n2      a huge answer: (n+1)·64 bytes of filler, then 90 00
+//	2 n1 n2      a huge answer: (n mod 2048 + 1)·64 bytes of filler (up to
+//	             128 KiB, twice what apdu.Conn accepts), then 90 00
 //	3            stall: block until the operation's context ends (the reader
 //	             times out if the context cannot end)
 //	4            a link error
@@ -170,7 +171,9 @@ func (r *RogueCard) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 		r.endless = []byte{0x61, r.next()}
 		return bytes.Clone(r.endless), nil
 	case RogueHuge:
-		n := (int(r.next())<<8 | int(r.next()) + 1) * 64
+		// Up to 128 KiB: twice what apdu.Conn accepts, and cheap enough
+		// for thousands of runs a second.
+		n := ((int(r.next())<<8|int(r.next()))%2048 + 1) * 64
 		out := bytes.Repeat([]byte{0xA5}, n)
 		return append(out, 0x90, 0x00), nil
 	case RogueStall:
