@@ -114,9 +114,8 @@ type RogueCard struct {
 
 	// cancel ends the current operation's context on a stall; set by the harness.
 	cancel context.CancelFunc
-	// t and opTransmits, max: the harness stops a driver that keeps
-	// transmitting in one operation.
-	t           *testing.T
+	// opTransmits, max: the harness stops a driver that keeps
+	// transmitting in one operation (max 0: no limit).
 	opTransmits int
 	max         int
 
@@ -141,8 +140,10 @@ func (r *RogueCard) Endless() bool { return r.endless != nil }
 func (r *RogueCard) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	r.Transmits++
 	r.opTransmits++
-	if r.t != nil && r.opTransmits > 2*r.max {
-		r.t.Fatalf("driver keeps transmitting to a rogue card: %d exchanges in one operation", r.opTransmits)
+	if r.max > 0 && r.opTransmits > 2*r.max {
+		// A driver that ignores errors would loop forever: end the
+		// operation (the harness recovers this value only).
+		panic(runaway{r.opTransmits})
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err // as cards/pcsc does
@@ -259,15 +260,24 @@ func FuzzRogue(f *testing.F, e RogueEnv) {
 
 // Rogue runs one script: it opens the card and runs every operation on it
 // (Info, Keys, PINStatus, VerifyPIN, Sign with each key and e.KeyIDs,
-// Logout, then e.Exercise), and fails t if an operation panics, exceeds
-// 2·e.MaxTransmits exchanges (it fails past e.MaxTransmits), returns no
-// error when its first exchange stalled or failed or while the card
-// answers 61xx forever, or if the run allocates more than e.MaxAlloc
+// Logout, then e.Exercise), and fails t with each problem [RogueProblems]
+// finds. A panic of the driver fails the fuzz run as any panic does.
+func Rogue(t *testing.T, e RogueEnv, script []byte) {
+	t.Helper()
+	for _, p := range RogueProblems(e, script) {
+		t.Errorf("%s: %s", e.Profile.Name(), p)
+	}
+}
+
+// RogueProblems runs one script as [Rogue] does and returns what went
+// wrong: an operation that makes more than e.MaxTransmits exchanges (past
+// twice that, the card panics to end it, and this is recovered), that
+// returns no error when its first exchange stalled or failed or while the
+// card answered only 61xx, or a run that allocates more than e.MaxAlloc
 // bytes. An operation may ignore the failure of an optional exchange after
 // the first (PIV's PIN retries from YubiKey metadata), but it returns: a
 // stall ends with the operation's context.
-func Rogue(t *testing.T, e RogueEnv, script []byte) {
-	t.Helper()
+func RogueProblems(e RogueEnv, script []byte) []string {
 	maxAlloc := e.MaxAlloc
 	if maxAlloc == 0 {
 		maxAlloc = 256 << 20
@@ -275,42 +285,49 @@ func Rogue(t *testing.T, e RogueEnv, script []byte) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	card := NewRogueCard(script)
-	e.exercise(context.Background(), card, t)
+	var problems []string
+	e.exercise(context.Background(), card, func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf(format, args...))
+	})
 	runtime.ReadMemStats(&after)
 	if n := after.TotalAlloc - before.TotalAlloc; n > maxAlloc {
-		t.Errorf("%s: one run allocated %d bytes with a rogue card, limit %d", e.Profile.Name(), n, maxAlloc)
+		problems = append(problems, fmt.Sprintf("one run allocated %d bytes with a rogue card, limit %d", n, maxAlloc))
 	}
+	return problems
 }
+
+// runaway is the panic that ends an operation that keeps transmitting.
+type runaway struct{ n int }
 
 // exercise opens the card behind tx and runs every operation. With a
 // RogueCard and t, it checks each operation.
-func (e RogueEnv) exercise(parent context.Context, tx profiles.Transmitter, t *testing.T) {
+func (e RogueEnv) exercise(parent context.Context, tx profiles.Transmitter, report func(format string, args ...any)) {
 	rogue, _ := tx.(*RogueCard)
 	maxTx := e.MaxTransmits
 	if maxTx <= 0 {
 		maxTx = 1024
 	}
 	if rogue != nil {
-		rogue.t, rogue.max = t, maxTx
+		rogue.max = maxTx
 	}
 	op := func(name string, f func(ctx context.Context) error) {
 		ctx, cancel := context.WithCancel(parent)
 		defer cancel()
-		if rogue == nil || t == nil {
+		if rogue == nil || report == nil {
 			f(ctx)
 			return
 		}
 		rogue.cancel, rogue.FirstFailed, rogue.opTransmits = cancel, false, 0
 		startTx, wasEndless := rogue.Transmits, rogue.Endless()
-		err := f(ctx)
+		err := runOp(ctx, f)
 		n := rogue.Transmits - startTx
 		switch {
 		case n > maxTx:
-			t.Errorf("%s: %d exchanges with a rogue card, limit %d", name, n, maxTx)
+			report("%s: %d exchanges with a rogue card, limit %d", name, n, maxTx)
 		case err == nil && rogue.FirstFailed:
-			t.Errorf("%s: no error although the card never answered (stall or link failure on the first exchange)", name)
+			report("%s: no error although the card never answered (stall or link failure on the first exchange)", name)
 		case err == nil && wasEndless && n > 0:
-			t.Errorf("%s: no error although the card answered only 61xx", name)
+			report("%s: no error although the card answered only 61xx", name)
 		}
 	}
 	var card profiles.Card
@@ -318,14 +335,14 @@ func (e RogueEnv) exercise(parent context.Context, tx profiles.Transmitter, t *t
 	op("Open", func(ctx context.Context) error {
 		card, openErr = e.Profile.Open(ctx, tx)
 		if openErr == nil && card == nil {
-			if t != nil {
-				t.Errorf("Open: no card and no error")
+			if report != nil {
+				report("Open: no card and no error")
 			}
 			openErr = errors.New("nil card")
 		}
 		return openErr
 	})
-	if openErr != nil {
+	if openErr != nil || card == nil {
 		return
 	}
 	ids := append([]string(nil), e.KeyIDs...)
@@ -363,4 +380,19 @@ func (e RogueEnv) exercise(parent context.Context, tx profiles.Transmitter, t *t
 		e.Exercise(op, card)
 	}
 	op("Logout", func(ctx context.Context) error { return card.Logout(ctx) })
+}
+
+// runOp runs f, turning the card's runaway panic into an error; any other
+// panic goes on.
+func runOp(ctx context.Context, f func(context.Context) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			r, ok := v.(runaway)
+			if !ok {
+				panic(v)
+			}
+			err = fmt.Errorf("rogue card: stopped after %d exchanges", r.n)
+		}
+	}()
+	return f(ctx)
 }
