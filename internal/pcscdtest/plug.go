@@ -3,6 +3,7 @@ package pcscdtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os/exec"
 	"strconv"
@@ -119,6 +120,14 @@ func (p *PCSCD) Plug(t testing.TB, reader int, card vpcd.Card, opts PlugOptions)
 // empty reader when atr is nil, and fails t after opts.Timeout.
 func (p *PCSCD) WaitCard(t testing.TB, reader int, atr []byte, opts PlugOptions) {
 	t.Helper()
+	if err := p.AwaitCard(context.Background(), reader, atr, opts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AwaitCard is WaitCard returning an error, for a test that has more to
+// say when the card does not come (the log of the process that plugs it).
+func (p *PCSCD) AwaitCard(ctx context.Context, reader int, atr []byte, opts PlugOptions) error {
 	probe := opts.Probe
 	if probe == nil {
 		probe = p.OpenSC
@@ -127,20 +136,18 @@ func (p *PCSCD) WaitCard(t testing.TB, reader int, atr []byte, opts PlugOptions)
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var last []byte
-	var lastErr error
 	for {
-		last, lastErr = probe(ctx, reader)
-		if lastErr == nil && ((atr == nil && last == nil) || (atr != nil && bytes.Equal(last, atr))) {
-			return
+		last, err := probe(ctx, reader)
+		if err == nil && ((atr == nil && last == nil) || (atr != nil && bytes.Equal(last, atr))) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("pcscdtest: reader %d: card %X not seen within %v (last seen %X, %v)", reader, atr, timeout, last, lastErr)
+			return fmt.Errorf("pcscdtest: reader %d: card %X not seen within %v (last seen %X, %v)", reader, atr, timeout, last, err)
 		case <-tick.C:
 		}
 	}
@@ -152,4 +159,3 @@ func (w testLog) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
 }
-
