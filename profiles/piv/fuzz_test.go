@@ -1,14 +1,10 @@
 package piv
 
 // A rogue card returns arbitrary bytes: the driver must answer with an
-// error, never a panic, a hang or unbounded memory.
+// error, never a panic, a hang or unbounded memory (profiletest.Rogue).
 
 import (
 	"context"
-	"crypto"
-	"crypto/rsa"
-	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,82 +12,20 @@ import (
 	"testing"
 
 	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/profiles/profiletest"
 )
 
-// rogueCard replays replies from fuzz input: each reply is a 2-byte
-// big-endian length and that many bytes. When the input runs out it
-// answers 6F 00, or an error every third time.
-type rogueCard struct {
-	in    []byte
-	calls int
-}
-
-// maxRogueCalls bounds the exchanges of one fuzz run: the driver must not
-// loop on a rogue card.
-const maxRogueCalls = 4096
-
-var errRogueHang = errors.New("rogue card: driver keeps transmitting")
-
-func (r *rogueCard) Transmit(_ context.Context, cmd []byte) ([]byte, error) {
-	r.calls++
-	if r.calls > maxRogueCalls {
-		return nil, errRogueHang
-	}
-	if len(r.in) < 2 {
-		if r.calls%3 == 0 {
-			return nil, errors.New("rogue card: link failed")
-		}
-		return []byte{0x6F, 0x00}, nil
-	}
-	n := int(binary.BigEndian.Uint16(r.in))
-	r.in = r.in[2:]
-	n = min(n, len(r.in))
-	out := r.in[:n]
-	r.in = r.in[n:]
-	return out, nil
-}
-
-// exercise runs every driver operation against t.
-func exercise(tr interface {
-	Transmit(context.Context, []byte) ([]byte, error)
-}) {
-	ctx := context.Background()
-	c, err := Open(ctx, tr)
-	if err != nil {
-		return
-	}
-	c.Info(ctx)
-	c.Keys(ctx)
-	c.PINStatus(ctx, PIN)
-	c.VerifyPIN(ctx, PIN, []byte("123456"))
-	digest := make([]byte, 32)
-	c.Sign(ctx, "9a", digest, crypto.SHA256)
-	c.Sign(ctx, "9c", digest, crypto.SHA256)
-	c.Sign(ctx, "9c", digest, &rsa.PSSOptions{Hash: crypto.SHA256})
-	c.Sign(ctx, "9e", digest, crypto.SHA256)
-	c.Logout(ctx)
-}
-
-// recorder wraps the simulator and keeps its replies in the rogue card's
-// format, to seed the fuzzer with a real conversation.
-type recorder struct {
-	card *pivsim.Card
-	out  []byte
-}
-
-func (r *recorder) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
-	rsp, err := r.card.Transmit(ctx, cmd)
-	if err == nil {
-		r.out = binary.BigEndian.AppendUint16(r.out, uint16(len(rsp)))
-		r.out = append(r.out, rsp...)
-	}
-	return rsp, err
+// rogueEnv is the driver under the shared rogue-card harness.
+var rogueEnv = profiletest.RogueEnv{
+	Profile: Profile{},
+	KeyIDs:  []string{"9a", "9c", "9d", "9e"},
 }
 
 var writeSeeds = flag.Bool("write-seeds", false, "rewrite testdata/fuzz/FuzzDriver seeds from the simulator")
 
-// TestWriteFuzzSeeds rewrites the driver's fuzz seeds with -write-seeds;
-// otherwise it checks that the committed seeds are there.
+// TestWriteFuzzSeeds rewrites the driver's fuzz seeds (conversations with
+// the simulator) with -write-seeds; otherwise it checks that the committed
+// seeds are there.
 func TestWriteFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzDriver")
 	if !*writeSeeds {
@@ -107,26 +41,15 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := &recorder{card: card}
-		exercise(rec)
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", rec.out)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sim-%d", i)), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sim-%d", i)), profiletest.RecordRogueSeed(rogueEnv, card), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
-func FuzzDriver(f *testing.F) {
-	f.Add([]byte{0x00, 0x02, 0x90, 0x00})
-	f.Add([]byte{0x00, 0x02, 0x61, 0x00, 0x00, 0x02, 0x61, 0x00})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		r := &rogueCard{in: in}
-		exercise(r)
-		if r.calls > maxRogueCalls {
-			t.Fatalf("driver made %d exchanges with a rogue card", r.calls)
-		}
-	})
-}
+// FuzzDriver: a rogue card (profiletest.FuzzRogue) leaves the driver
+// bounded in time and memory, with errors and no panic.
+func FuzzDriver(f *testing.F) { profiletest.FuzzRogue(f, rogueEnv) }
 
 func FuzzParseCertObject(f *testing.F) {
 	card, err := pivsim.New(pivsim.Config{Seed: []byte("seed")})

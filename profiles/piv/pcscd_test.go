@@ -11,6 +11,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +19,6 @@ import (
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/cards/pcsc"
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
@@ -63,42 +63,16 @@ func pcscContext(t testing.TB) *pcsc.Context {
 // waits until pcscd sees it.
 func plug(t testing.TB, reader int, card *pivsim.Card) (pull func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		vpcd.Plug(ctx, daemon.CardAddr(reader), card)
-	}()
-	var once sync.Once
-	pull = func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			waitPresent(t, reader, false)
-		})
-	}
-	t.Cleanup(pull)
-	waitPresent(t, reader, true)
-	return pull
-}
-
-func waitPresent(t testing.TB, reader int, present bool) {
-	t.Helper()
 	c := pcscContext(t)
-	name := daemon.Readers[reader]
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		rs, err := c.Readers(context.Background())
-		if err == nil {
-			for _, r := range rs {
-				if r.Name == name && r.Present == present {
-					return
-				}
+	return daemon.Plug(t, reader, card, pcscdtest.PlugOptions{Logger: slog.New(slog.DiscardHandler), Probe: func(ctx context.Context, i int) ([]byte, error) {
+		rs, err := c.Readers(ctx)
+		for _, r := range rs {
+			if r.Name == daemon.Readers[i] && r.Present {
+				return r.ATR, nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("reader %q: present=%v not seen within 10 s", name, present)
+		return nil, err
+	}})
 }
 
 func connect(t testing.TB, reader int) *pcsc.Card {

@@ -63,27 +63,26 @@ func newRig(t testing.TB, n int, lat pivsim.Latency) *rig {
 	return r
 }
 
-// plug inserts card i into reader i and waits until pcscd sees it.
+// plug inserts card i into reader i and waits until pcscd sees it; the
+// test's end pulls it and waits until pcscd sees the reader empty, so that
+// the next test finds it so.
 func (r *rig) plug(i int) {
 	r.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	card, addr := r.sims[i], daemon.CardAddr(i)
-	go func() {
-		defer close(done)
-		vpcd.Plug(ctx, addr, card)
-	}()
-	pull := func() { cancel(); <-done }
-	r.pulls[i] = pull
-	// The next test may use the reader: leave it empty, as pcscd sees it.
-	r.t.Cleanup(func() { pull(); r.wait(i, false) })
-	r.wait(i, true)
+	r.pulls[i] = daemon.Plug(r.t, i, r.sims[i], pcscdtest.PlugOptions{
+		Logger: slog.New(slog.DiscardHandler),
+		Probe: func(ctx context.Context, reader int) ([]byte, error) {
+			rs, err := r.pc.Readers(ctx)
+			for _, rd := range rs {
+				if rd.Name == daemon.Readers[reader] && rd.Present {
+					return rd.ATR, nil
+				}
+			}
+			return nil, err
+		},
+	})
 }
 
-func (r *rig) pull(i int) {
-	r.pulls[i]()
-	r.wait(i, false)
-}
+func (r *rig) pull(i int) { r.pulls[i]() }
 
 func (r *rig) wait(i int, present bool) {
 	r.t.Helper()

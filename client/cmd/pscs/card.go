@@ -113,7 +113,12 @@ func (a *app) withCard(ctx context.Context, pc *pcsc.Context, reader string, res
 			}
 		}
 	}()
-	t := cards.Trace(card, a.log.With("reader", reader), registry.Redactor())
+	a.atr = card.ATR()
+	var t cards.Transmitter = card
+	if a.wrap != nil {
+		t = a.wrap(t)
+	}
+	t = cards.Trace(t, a.log.With("reader", reader), registry.Redactor())
 	p, c, err := profiles.Detect(ctx, t, knownProfiles...)
 	if err != nil {
 		return err

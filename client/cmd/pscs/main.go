@@ -67,6 +67,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/internal/cli"
 )
 
@@ -77,6 +78,10 @@ type app struct {
 	stdout, stderr io.Writer
 	trace          bool
 	log            *slog.Logger // APDU trace at debug level when -trace
+	// wrap, when set, wraps the card's Transmitter in withCard (pscs card
+	// record's recorder); atr is the ATR of the card withCard connected to.
+	wrap func(cards.Transmitter) cards.Transmitter
+	atr  []byte
 }
 
 // runFunc is a command's function (cli.Command.Run).
@@ -114,6 +119,9 @@ the configuration file from -config, PSCS_CONFIG or ~/.config/pscs/client.conf.
 			{Name: "sign", Args: "[-r READER] -k KEY [-hash sha256|sha384|sha512] [-pss] [-cert FILE] -in FILE -out FILE",
 				Summary: "sign a file with a key of a card in a local reader (PIN from PSCS_PIN or the terminal)",
 				Run:     run(a.cardSign)},
+			{Name: "record", Args: "[-r READER] -out FILE [-k KEY -in FILE [-hash sha256|sha384|sha512] [-pss]]",
+				Summary: "write a card session (inventory, and a signature with -k) to a transcript file, PINs, keys and decryptions scrubbed",
+				Run:     run(a.cardRecord)},
 		}},
 		{Name: "sim", Args: "[-vpcd HOST:PORT[,HOST:PORT...]] [-profile piv] [-seed S] [-latency real|none] [-pin PIN] [-puk PUK]",
 			Summary: "plug simulated cards into a running pcscd through vpcd until interrupted (PIN 123456, PUK 12345678)",

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pscs/pscs/profiles/registry"
+	"github.com/pscs/pscs/internal/pcscdtest"
+	"github.com/pscs/pscs/profiles/esteid/eidsim"
 )
 
 // pscs sim -profile esteid plugs an EstEID 2018 card that OpenSC's
@@ -29,24 +31,16 @@ func TestSimEstEID(t *testing.T) {
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
-	atr := func() bool {
-		out, err := exec.Command("opensc-tool", "-r", "0", "-a").CombinedOutput()
-		return err == nil && strings.Contains(string(out), "3b:db:96:00:80:b1:fe:45")
-	}
 	t.Cleanup(func() {
 		cancel()
 		if err := sim.Wait(); err != nil && ctx.Err() == nil {
 			t.Errorf("pscs sim: %v", err)
 		}
-		for deadline := time.Now().Add(10 * time.Second); atr() && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
+		daemon.WaitCard(t, 0, nil, pcscdtest.PlugOptions{})
 	})
-	for deadline := time.Now().Add(15 * time.Second); !atr(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "sim.log"))
-			t.Fatalf("no EstEID card in reader 0 within 15 s; pscs sim says:\n%s", b)
-		}
+	if err := daemon.AwaitCard(t.Context(), 0, eidsim.DefaultATR, pcscdtest.PlugOptions{Timeout: 15 * time.Second}); err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "sim.log"))
+		t.Fatalf("%v; pscs sim says:\n%s", err, b)
 	}
 	conf := filepath.Join(dir, "opensc.conf")
 	os.WriteFile(conf, []byte("app default {\n framework pkcs15 {\n  use_file_caching = no;\n }\n}\n"), 0o644)

@@ -16,16 +16,7 @@
 package simkittest
 
 import (
-	"bytes"
-	"context"
-	"fmt"
-	"log/slog"
-	"os/exec"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/pcscdtest"
@@ -38,61 +29,9 @@ import (
 // test, saying how the environment disabled pcscd.
 //
 // Seeing the card is asked of opensc-tool (OpenSC), the judge most
-// simulators' tests use; it must be installed.
+// simulators' tests use; it must be installed. Plug is
+// [pcscdtest.PCSCD.Plug] with its default options.
 func Plug(t testing.TB, env *pcscdtest.PCSCD, reader int, card vpcd.Card) (pull func()) {
 	t.Helper()
-	if env == nil {
-		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
-	}
-	if _, err := exec.LookPath("opensc-tool"); err != nil {
-		t.Fatalf("opensc-tool not installed (make deps installs it): %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv := vpcd.Server{Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-		srv.Plug(ctx, env.CardAddr(reader), card)
-	}()
-	atr := hexColons(card.ATR())
-	var once sync.Once
-	pull = func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			waitATR(t, reader, atr, false)
-		})
-	}
-	t.Cleanup(pull)
-	waitATR(t, reader, atr, true)
-	return pull
+	return env.Plug(t, reader, card, pcscdtest.PlugOptions{})
 }
-
-func hexColons(b []byte) string {
-	parts := make([]string, len(b))
-	for i, x := range b {
-		parts[i] = fmt.Sprintf("%02x", x)
-	}
-	return strings.Join(parts, ":")
-}
-
-// waitATR waits until opensc-tool sees the card of atr in reader (or no
-// card), for at most 10 seconds.
-func waitATR(t testing.TB, reader int, atr string, present bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var out []byte
-	for time.Now().Before(deadline) {
-		var err error
-		out, err = exec.Command("opensc-tool", "-r", strconv.Itoa(reader), "-a").CombinedOutput()
-		if got := err == nil && bytes.Contains(out, []byte(atr)); got == present {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("reader %d: card present=%v not seen within 10 s; opensc-tool says:\n%s", reader, present, out)
-}
-
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
