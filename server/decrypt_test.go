@@ -13,8 +13,8 @@ import (
 	"sync"
 	"testing"
 
-	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/internal/p11"
+	testrig "github.com/pscs/pscs/internal/rig"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/transport"
