@@ -165,6 +165,7 @@ type Module struct {
 	slots       map[uint64]*slot
 	sessions    map[uint64]*session
 	nextSession uint64
+	nextDerived uint64          // derived session objects so far (DeriveKey)
 	pending     map[uint64]bool // slots with an event not yet reported
 	changed     chan struct{}   // closed and replaced at every event
 }
