@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -83,7 +84,15 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 		if realLatency {
 			lat = pivsim.RealLatency
 		}
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: lat})
+		// The mayor's cards hold an RSA key management key (9D), which
+		// decrypts; the CEO's card keeps PIV's default ECC P-256 there,
+		// which agrees keys (ECDH).
+		slots := pivsim.DefaultSlots
+		if pool == mayor {
+			slots = maps.Clone(pivsim.DefaultSlots)
+			slots[pivsim.SlotKeyManagement] = pivsim.SlotConfig{Algorithm: pivsim.RSA2048}
+		}
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: lat, Slots: slots})
 		if err != nil {
 			return err
 		}
@@ -188,7 +197,7 @@ func demoReady(ctx context.Context, demoDir, addr string, fresh bool) (string, e
 	secret, _ = transport.Marshal(&transport.AdminSecret{Passphrase: []byte(passphrase)})
 	var resp transport.AdminResponse
 	err = c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminDelegate,
-		Delegation: &transport.AdminDelegation{Delegate: demoDelegate, Card: "mayor",
+		Delegation: &transport.AdminDelegation{Delegate: demoDelegate, Card: "mayor", Ops: []string{"sign", "decrypt"},
 			NotAfter: time.Now().Add(30 * 24 * time.Hour).UnixMilli(), PerHour: 1000}}, secret, &resp)
 	if err != nil {
 		return "", fmt.Errorf("delegating: %w", err)
