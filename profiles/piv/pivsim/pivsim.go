@@ -339,7 +339,18 @@ func New(cfg Config) (*Card, error) {
 		if !sc.NoCertificate && certObject(slot) != 0 {
 			serial := new(big.Int).SetBytes(ids[8:16])
 			serial.Add(serial, big.NewInt(int64(slot)))
-			der, err := simkit.SelfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
+			// The key management key's certificate names what it is for
+			// (keyEncipherment for RSA, keyAgreement for EC), as a PIV
+			// key management certificate does; OpenSC offers the key for
+			// decryption or derivation only then.
+			usage := x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment
+			if slot == SlotKeyManagement {
+				usage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement
+				if _, ok := key.(*rsa.PrivateKey); ok {
+					usage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+				}
+			}
+			der, err := simkit.SelfSignedFor(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore, usage)
 			if err != nil {
 				return nil, err
 			}
