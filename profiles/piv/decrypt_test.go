@@ -9,9 +9,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/pscs/pscs/apdu"
+	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -174,6 +178,59 @@ func TestDeriveECDH(t *testing.T) {
 		}
 		if _, err := c.DeriveECDH(ctx, "9a", peer.PublicKey().Bytes()); !errors.Is(err, profiles.ErrKeyUsage) {
 			t.Errorf("derive with 9A: %v, want ErrKeyUsage", err)
+		}
+	}
+}
+
+// TestDecryptTraceRedacted: what the card decrypts or agrees never reaches
+// an APDU trace (cards.Trace at debug level), including the part of a
+// long answer that comes with GET RESPONSE.
+func TestDecryptTraceRedacted(t *testing.T) {
+	ctx := context.Background()
+	for _, alg := range []pivsim.Algorithm{pivsim.RSA2048, pivsim.ECCP384} {
+		card, err := pivsim.New(pivsim.Config{Seed: []byte("trace"), Slots: map[pivsim.Slot]pivsim.SlotConfig{
+			pivsim.SlotKeyManagement: {Algorithm: alg}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c, err := piv.Open(ctx, cards.Trace(card, log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+			t.Fatal(err)
+		}
+		var secret []byte
+		switch pub := card.PublicKey(pivsim.SlotKeyManagement).(type) {
+		case *rsa.PublicKey:
+			// A message as long as PKCS #1 v1.5 allows, so that the
+			// card's answer needs GET RESPONSE.
+			secret = bytes.Repeat([]byte("S"), pub.Size()-11)
+			ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, secret)
+			if _, err := c.Decrypt(ctx, "9d", ct, nil); err != nil {
+				t.Fatal(err)
+			}
+		case *ecdsa.PublicKey:
+			ek, _ := pub.ECDH()
+			peer, _ := ecdh.P384().GenerateKey(rand.Reader)
+			secret, _ = peer.ECDH(ek)
+			if _, err := c.DeriveECDH(ctx, "9d", peer.PublicKey().Bytes()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		text := logs.String()
+		if !strings.Contains(text, "cmd=\"00 87 ") && !strings.Contains(text, "cmd=\"10 87 ") {
+			t.Fatalf("%v: the trace shows no GENERAL AUTHENTICATE:\n%s", alg, text)
+		}
+		if !strings.Contains(text, "bytes redacted") {
+			t.Errorf("%v: nothing redacted in the trace", alg)
+		}
+		for _, s := range []string{fmt.Sprintf("% X", secret[:16]), fmt.Sprintf("%X", secret[:16]), fmt.Sprintf("%x", secret[:16]), string(secret[:16])} {
+			if strings.Contains(text, s) {
+				t.Errorf("%v: the trace holds the secret", alg)
+			}
 		}
 	}
 }
