@@ -43,7 +43,9 @@ const demoWarning = `
 // delegate's certificates. On a new DIR the demo owner then does what an
 // owner does, through signed administration requests like any client:
 // registers the card's PIN under a passphrase, and delegates "mayor" to
-// the demo delegate, which yields the virtual PIN. The delegate's
+// the demo delegate for signatures and decryption (the mayor's 9D is
+// RSA-2048; the CEO's card keeps an ECC P-256 9D for key agreement), which
+// yields the virtual PIN. The delegate's
 // configuration goes to DIR/demo (client.conf, written last), the owner's
 // to DIR/demo/owner. All state lives in DIR: started again on the same DIR,
 // the demo resumes at the same address, and the delegate's configuration
