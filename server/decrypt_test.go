@@ -257,3 +257,48 @@ func TestDecryptNeedsTheOperation(t *testing.T) {
 		t.Errorf("audited refusals %v, want [decrypt derive]", refused)
 	}
 }
+
+// TestDecryptPINAlways: a 9D key whose card wants the PIN before every
+// operation wants the delegate's virtual PIN with every decryption, as
+// a PIN-always key does with every signature.
+func TestDecryptPINAlways(t *testing.T) {
+	logs := &logBuffer{}
+	r := testrig.Start(t, testrig.Options{Cards: 1, Seed: "decrypt always", Slot: 7, Audit: &memAudit{},
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Slots: map[pivsim.Slot]pivsim.SlotConfig{
+			pivsim.SlotKeyManagement: {Algorithm: pivsim.RSA2048, PINPolicy: pivsim.PINPolicyAlways},
+		},
+		Delegates: []testrig.Delegate{{Name: "alice", VPIN: "2718",
+			Delegation: policy.Delegation{ID: "d-alice", Ops: []string{"decrypt"}, MaxWrongVPIN: 5}}}})
+	c := r.Dial(t, r.Certs["alice"])
+	hello, err := c.Hello(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := keyWith(t, hello.Catalogue, p11.CKADecrypt)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	pub := r.Sims[0].PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey)
+	msg := []byte("confirm each one")
+	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, msg)
+	req := &transport.DecryptRequest{Slot: 7, Key: key, Mechanism: p11.CKMRSAPKCS, Data: ct}
+	if _, err := c.Decrypt(ctx(t), req, nil); !isCode(err, transport.CodeNotLoggedIn) {
+		t.Errorf("decrypt with a PIN-always key without the vPIN: %v, want code %d", err, transport.CodeNotLoggedIn)
+	}
+	if _, err := c.Decrypt(ctx(t), req, []byte("0000")); !isCode(err, transport.CodeWrongPIN) {
+		t.Errorf("decrypt with a wrong vPIN: %v, want code %d", err, transport.CodeWrongPIN)
+	}
+	for range 2 {
+		resp, err := c.Decrypt(ctx(t), req, []byte("2718"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(resp.Plaintext, msg) {
+			t.Errorf("plaintext %q, want %q", resp.Plaintext, msg)
+		}
+	}
+	if r.Sims[0].PINRetries() != 3 {
+		t.Errorf("card PIN retries %d, want 3", r.Sims[0].PINRetries())
+	}
+}

@@ -22,6 +22,22 @@ func TestDecryptPkcs11Tool(t *testing.T) {
 	need(t, "pkcs11-tool", "openssl")
 	d := startDemo(t)
 	_, pub := d.certPEM(t, "03")
+	// The mechanism list says which mechanisms decrypt; the hashing
+	// signature mechanisms do not.
+	mechs := run(t, d.env, "pkcs11-tool", "--module", d.so, "-M")
+	for _, line := range strings.Split(mechs, "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), ",")
+		decrypts := strings.Contains(line, "decrypt")
+		switch want := name == "RSA-PKCS" || name == "RSA-PKCS-OAEP"; {
+		case want && !decrypts:
+			t.Errorf("pkcs11-tool -M: %s without decrypt", line)
+		case !want && decrypts:
+			t.Errorf("pkcs11-tool -M: %s with decrypt", line)
+		}
+	}
+	if !strings.Contains(mechs, "RSA-PKCS-OAEP") {
+		t.Errorf("pkcs11-tool -M lists no RSA-PKCS-OAEP:\n%s", mechs)
+	}
 	msg := []byte("the mayor's encrypted mail, read by the secretary")
 	in := d.file(t, "msg", msg)
 	for _, tc := range []struct {
