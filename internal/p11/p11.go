@@ -16,13 +16,10 @@ const (
 	CKOCert       = 1
 	CKOPublicKey  = 2
 	CKOPrivateKey = 3
-	CKOSecretKey  = 4
 
 	// Key types (CKK_*).
 	CKKRSA = 0
 	CKKEC  = 3
-	// CKKGenericSecret is the key type of an ECDH derivation's result.
-	CKKGenericSecret = 0x10
 
 	// Attributes (CKA_*).
 	CKAClass             = 0x000
@@ -78,40 +75,32 @@ const (
 	CKADestroyable       = 0x172
 	CKAECParams          = 0x180
 	CKAECPoint           = 0x181
-	CKAValueLen          = 0x161
 	CKAAlwaysAuth        = 0x202
 	CKAWrapWithTrusted   = 0x210
 	CKAAllowedMechanisms = 0x40000600
 
 	// Mechanisms (CKM_*).
-	CKMRSAPKCS             = 0x0001
-	CKMSHA1RSAPKCS         = 0x0006
-	CKMRSAPKCSPSS          = 0x000D
-	CKMSHA256RSAPKCS       = 0x0040
-	CKMSHA384RSAPKCS       = 0x0041
-	CKMSHA512RSAPKCS       = 0x0042
-	CKMSHA256RSAPKCSPSS    = 0x0043
-	CKMSHA384RSAPKCSPSS    = 0x0044
-	CKMSHA512RSAPKCSPSS    = 0x0045
-	CKMSHA224RSAPKCS       = 0x0046
-	CKMSHA1                = 0x0220
-	CKMSHA256              = 0x0250
-	CKMSHA224              = 0x0255
-	CKMSHA384              = 0x0260
-	CKMSHA512              = 0x0270
-	CKMECDSA               = 0x1041
-	CKMECDSASHA1           = 0x1042
-	CKMECDSASHA224         = 0x1043
-	CKMECDSASHA256         = 0x1044
-	CKMECDSASHA384         = 0x1045
-	CKMECDSASHA512         = 0x1046
-	CKMRSAPKCSOAEP         = 0x0009
-	CKMECDH1Derive         = 0x1050
-	CKMGenericSecretKeyGen = 0x0350
-	// Key derivation functions (CKD_*) of CKM_ECDH1_DERIVE.
-	CKDNull = 1
-	// OAEP source of the label (CKZ_*).
-	CKZDataSpecified = 1
+	CKMRSAPKCS          = 0x0001
+	CKMSHA1RSAPKCS      = 0x0006
+	CKMRSAPKCSPSS       = 0x000D
+	CKMSHA256RSAPKCS    = 0x0040
+	CKMSHA384RSAPKCS    = 0x0041
+	CKMSHA512RSAPKCS    = 0x0042
+	CKMSHA256RSAPKCSPSS = 0x0043
+	CKMSHA384RSAPKCSPSS = 0x0044
+	CKMSHA512RSAPKCSPSS = 0x0045
+	CKMSHA224RSAPKCS    = 0x0046
+	CKMSHA1             = 0x0220
+	CKMSHA256           = 0x0250
+	CKMSHA224           = 0x0255
+	CKMSHA384           = 0x0260
+	CKMSHA512           = 0x0270
+	CKMECDSA            = 0x1041
+	CKMECDSASHA1        = 0x1042
+	CKMECDSASHA224      = 0x1043
+	CKMECDSASHA256      = 0x1044
+	CKMECDSASHA384      = 0x1045
+	CKMECDSASHA512      = 0x1046
 
 	// MGF1 functions (CKG_*).
 	CKGMGF1SHA1   = 1
@@ -136,8 +125,6 @@ const (
 	CKFHW                 = 0x0001  // mechanism
 	CKFDigest             = 0x0400  // mechanism
 	CKFSign               = 0x0800  // mechanism
-	CKFDecrypt            = 0x0200  // mechanism
-	CKFDerive             = 0x80000 // mechanism
 	CKFECFp               = 0x100000
 	CKFECNamedCurve       = 0x800000
 	CKFECUncompress       = 0x1000000
@@ -158,4 +145,18 @@ const (
 
 	// Token flags the server sets in a remote card's token information.
 	CKFProtectedAuthPath = 0x0100 // token
+)
+
+// Decryption and key agreement (client/pkcs11 C_Decrypt, C_DeriveKey;
+// the server's catalogue).
+const (
+	CKOSecretKey     = 4      // object class of a derived key
+	CKKGenericSecret = 0x10   // key type of an ECDH derivation's result
+	CKAValueLen      = 0x161  // attribute
+	CKMRSAPKCSOAEP   = 0x0009 // mechanism
+	CKMECDH1Derive   = 0x1050 // mechanism
+	CKDNull          = 1      // key derivation function of CKM_ECDH1_DERIVE: none
+	CKZDataSpecified = 1      // source of the OAEP label
+	CKFDecrypt       = 0x0200 // mechanism flag
+	CKFDerive        = 0x80000
 )
