@@ -553,6 +553,30 @@ func (c *Client) SignWithPIN(ctx context.Context, req *transport.SignRequest, vp
 	return &out, nil
 }
 
+// Decrypt asks for a decryption with a key of a remote card (RSA:
+// CKM_RSA_PKCS or CKM_RSA_PKCS_OAEP with transport.OAEPParams). vpin is
+// nil, or the virtual PIN for a key that needs it with every operation
+// (CKA_ALWAYS_AUTHENTICATE true in the catalogue). The plaintext is the
+// caller's to clear.
+func (c *Client) Decrypt(ctx context.Context, req *transport.DecryptRequest, vpin []byte) (*transport.DecryptResponse, error) {
+	var out transport.DecryptResponse
+	if err := c.Do(ctx, transport.OpDecrypt, req, vpin, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Derive asks for an ECDH key agreement (CKM_ECDH1_DERIVE) with a key of a
+// remote card and the peer's point in req.Data; vpin as for Decrypt. The
+// answer is the shared x coordinate, the caller's to clear.
+func (c *Client) Derive(ctx context.Context, req *transport.DeriveRequest, vpin []byte) (*transport.DeriveResponse, error) {
+	var out transport.DeriveResponse
+	if err := c.Do(ctx, transport.OpDerive, req, vpin, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Logout logs out of remote card slot.
 func (c *Client) Logout(ctx context.Context, slot uint64) error {
 	return c.Do(ctx, transport.OpLogout, &transport.LogoutRequest{Slot: slot}, nil, nil)

@@ -289,6 +289,7 @@ type Key struct {
 	ID          string            // profile-specific slot name, e.g. "9a"
 	Label       string            // what the slot is for, e.g. "PIV Authentication"
 	Algorithm   string            // "ECCP256", "ECCP384", "RSA2048", …
+	Decrypt     bool              // the key decrypts (RSA) or agrees keys (EC) through [Decrypter]
 	Public      crypto.PublicKey  // *ecdsa.PublicKey or *rsa.PublicKey
 	Certificate *x509.Certificate // nil if the slot has none
 	PINPolicy   PINPolicy

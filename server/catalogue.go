@@ -30,6 +30,7 @@ const (
 	ckaID              = p11.CKAID
 	ckaSensitive       = p11.CKASensitive
 	ckaDecrypt         = p11.CKADecrypt
+	ckaDerive          = p11.CKADerive
 	ckaSign            = p11.CKASign
 	ckaVerify          = p11.CKAVerify
 	ckaModulus         = p11.CKAModulus
@@ -61,9 +62,13 @@ const (
 	ckmECDSASHA256      = p11.CKMECDSASHA256
 	ckmECDSASHA384      = p11.CKMECDSASHA384
 	ckmECDSASHA512      = p11.CKMECDSASHA512
+	ckmRSAPKCSOAEP      = p11.CKMRSAPKCSOAEP
+	ckmECDH1Derive      = p11.CKMECDH1Derive
 
 	ckfHW                 = p11.CKFHW
 	ckfSign               = p11.CKFSign
+	ckfDecrypt            = p11.CKFDecrypt
+	ckfDerive             = p11.CKFDerive
 	ckfTokenInitialized   = p11.CKFTokenInitialized
 	ckfLoginRequired      = p11.CKFLoginRequired
 	ckfUserPINInitialized = p11.CKFUserPINInitialized
@@ -113,6 +118,11 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 		pub := common(ckoPublicKey)
 		pub[ckaPrivate] = false
 		pub[ckaVerify] = true
+		// A key the profile offers for decryption (profiles.Decrypter):
+		// RSA keys decrypt, EC keys agree keys (ECDH).
+		_, isEC := k.Public.(*ecdsa.PublicKey)
+		priv[ckaDecrypt] = k.Decrypt && !isEC
+		priv[ckaDerive] = k.Decrypt && isEC
 		switch p := k.Public.(type) {
 		case *ecdsa.PublicKey:
 			params, point := ecAttributes(p)
@@ -168,11 +178,12 @@ func ecAttributes(p *ecdsa.PublicKey) ([]byte, []byte) {
 
 // mechanisms lists what the keys of a card can do.
 func mechanisms(keys []profiles.Key) []transport.Mechanism {
-	var ec, rs bool
+	var ec, rs, ecdh, decrypt bool
 	var ecMin, ecMax, rsMin, rsMax uint32
 	for _, k := range keys {
 		switch p := k.Public.(type) {
 		case *ecdsa.PublicKey:
+			ecdh = ecdh || k.Decrypt
 			bits := uint32(p.Curve.Params().BitSize)
 			if !ec || bits < ecMin {
 				ecMin = bits
@@ -180,6 +191,7 @@ func mechanisms(keys []profiles.Key) []transport.Mechanism {
 			ecMax = max(ecMax, bits)
 			ec = true
 		case *rsa.PublicKey:
+			decrypt = decrypt || k.Decrypt
 			bits := uint32(p.N.BitLen())
 			if !rs || bits < rsMin {
 				rsMin = bits
@@ -193,11 +205,21 @@ func mechanisms(keys []profiles.Key) []transport.Mechanism {
 		for _, m := range []uint64{ckmECDSA, ckmECDSASHA256, ckmECDSASHA384, ckmECDSASHA512} {
 			out = append(out, transport.Mechanism{Type: m, MinKey: ecMin, MaxKey: ecMax, Flags: ckfHW | ckfSign})
 		}
+		if ecdh {
+			out = append(out, transport.Mechanism{Type: ckmECDH1Derive, MinKey: ecMin, MaxKey: ecMax, Flags: ckfHW | ckfDerive})
+		}
 	}
 	if rs {
 		for _, m := range []uint64{ckmRSAPKCS, ckmSHA256RSAPKCS, ckmSHA384RSAPKCS, ckmSHA512RSAPKCS,
 			ckmRSAPKCSPSS, ckmSHA256RSAPKCSPSS, ckmSHA384RSAPKCSPSS, ckmSHA512RSAPKCSPSS} {
-			out = append(out, transport.Mechanism{Type: m, MinKey: rsMin, MaxKey: rsMax, Flags: ckfHW | ckfSign})
+			flags := uint64(ckfHW | ckfSign)
+			if m == ckmRSAPKCS && decrypt {
+				flags |= ckfDecrypt
+			}
+			out = append(out, transport.Mechanism{Type: m, MinKey: rsMin, MaxKey: rsMax, Flags: flags})
+		}
+		if decrypt {
+			out = append(out, transport.Mechanism{Type: ckmRSAPKCSOAEP, MinKey: rsMin, MaxKey: rsMax, Flags: ckfHW | ckfDecrypt})
 		}
 	}
 	return out

@@ -94,7 +94,7 @@ type AuditRecord struct {
 	Delegation string
 	Code       transport.Code // the decision: 0 allowed and done
 	Card       string         // the member that served
-	Result     []byte         // the signature
+	Result     []byte         // the signature; of a decryption or key agreement, the SHA-256 of the ciphertext or peer point (never what it gave)
 	Took       time.Duration
 	// Policy is the state of refusals the request left (of Delegation, or
 	// of a card); nil if it names neither.
@@ -308,7 +308,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
 	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
-	transport.CodeKeyGone: "key_gone",
+	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption",
 }
 
 func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
@@ -333,6 +333,10 @@ func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) 
 		return s.login(ctx, call)
 	case transport.OpSign:
 		return s.sign(ctx, call)
+	case transport.OpDecrypt:
+		return s.decrypt(ctx, call)
+	case transport.OpDerive:
+		return s.derive(ctx, call)
 	case transport.OpAdmin:
 		return s.admin(ctx, call)
 	case transport.OpLogout:

@@ -62,6 +62,7 @@ const (
 	CodeNoCA            Code = 115 // the server issues no certificates
 	CodeGuessLimit      Code = 116 // the TPM's limit on vPIN guesses is reached for now: try later
 	CodeKeyGone         Code = 117 // the key the request names is no longer on the card (another program changed the card)
+	CodeDecryption      Code = 118 // the ciphertext does not decrypt under the key (its padding is wrong), or the peer's point is not on the key's curve
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -109,6 +110,7 @@ var codeNames = map[Code]string{
 	CodeNoCA:               "no certificate authority",
 	CodeGuessLimit:         "TPM guess limit reached",
 	CodeKeyGone:            "key no longer on the card",
+	CodeDecryption:         "decryption error",
 	CodeCardError:          "card error",
 	CodeCardUnavailable:    "card unavailable",
 	CodeMechanism:          "mechanism not supported",

@@ -60,6 +60,9 @@ var bodyTypes = []func() any{
 	func() any { return new(AdminRequest) },
 	func() any { return new(AdminSecret) },
 	func() any { return new(AdminResponse) },
+	func() any { return new(DeriveRequest) },
+	func() any { return new(DeriveResponse) },
+	func() any { return new(OAEPParams) },
 }
 
 // roundTrip decodes data into a new value of newV's type; when that is
@@ -413,6 +416,9 @@ func seedMessages(tb testing.TB) (reqs, resps []any, bodies [][]any, signedPaylo
 		{&AdminSecret{PIN: []byte("123456"), Passphrase: []byte("correct horse")}},
 		{&AdminResponse{ID: "d-01", VPIN: "12345678"}, &AdminResponse{Cards: []string{"mayor"}, Delegations: []AdminDelegation{{ID: "d-01", Delegate: "bob", Card: "mayor", Used: 3}}},
 			&AdminResponse{Records: [][]byte{{0xA1, 0x01, 0x01}}, Certificates: map[string][]byte{"bob": {0x30}}, Next: 9}},
+		{&DeriveRequest{Slot: 2, Key: 7, Mechanism: 0x1050, Data: append([]byte{4}, bytes.Repeat([]byte{0xE2}, 64)...)}},
+		{&DeriveResponse{Secret: bytes.Repeat([]byte{0x5E}, 32)}},
+		{&OAEPParams{Hash: 0x250, MGF: 2, Label: []byte("mail")}, &OAEPParams{Hash: 0x220, MGF: 1}},
 	}
 	signedPayloads = []*SignedPayload{
 		{Op: OpLogin, Nonce: nonce, Time: 1764115200000, Body: mustMarshal(&LoginRequest{Slot: 1}), Binding: binding},

@@ -28,7 +28,10 @@ const ALPN = "pscs/1"
 //	  Ping, Admin (its bodies, codes 110-115); signed requests
 //	  (COSE_Sign1); events; the vPIN beside Sign for keys that want it
 //	  with every signature.
-const ProtocolVersion = 1
+//	2 (2026-12-04): Decrypt served (RSA PKCS #1 v1.5 and OAEP), Derive
+//	  (ECDH key agreement), code 118 (decryption error); the vPIN beside
+//	  Decrypt and Derive as beside Sign.
+const ProtocolVersion = 2
 
 // Op is an operation. Numbers are never reused.
 type Op uint32
@@ -40,11 +43,12 @@ const (
 	OpDecrypt Op = 4  // signed: a decryption with a key of a remote card
 	OpLogout  Op = 5  // signed: log out of a remote card
 	OpPing    Op = 6  // unsigned: an empty answer (keepalive, round-trip measurement)
+	OpDerive  Op = 7  // signed: a key agreement (ECDH) with a key of a remote card
 	OpAdmin   Op = 16 // signed: owner administration (body defined by the server)
 )
 
 var opNames = map[Op]string{OpHello: "hello", OpLogin: "login", OpSign: "sign", OpDecrypt: "decrypt",
-	OpLogout: "logout", OpPing: "ping", OpAdmin: "admin"}
+	OpLogout: "logout", OpDerive: "derive", OpPing: "ping", OpAdmin: "admin"}
 
 func (o Op) String() string {
 	if s, ok := opNames[o]; ok {
@@ -232,16 +236,41 @@ type SignResponse struct {
 
 // DecryptRequest is the body of OpDecrypt.
 type DecryptRequest struct {
-	Slot      uint64 `cbor:"1,keyasint"`
-	Key       uint64 `cbor:"2,keyasint"`
+	Slot uint64 `cbor:"1,keyasint"`
+	Key  uint64 `cbor:"2,keyasint"` // handle of the private key object
+	// Mechanism is CKM_RSA_PKCS or CKM_RSA_PKCS_OAEP; Params, for OAEP,
+	// is [OAEPParams] in CBOR.
 	Mechanism uint64 `cbor:"3,keyasint"`
 	Params    []byte `cbor:"4,keyasint,omitempty"`
-	Data      []byte `cbor:"5,keyasint"`
+	Data      []byte `cbor:"5,keyasint"` // the ciphertext
+}
+
+// OAEPParams are the parameters of CKM_RSA_PKCS_OAEP
+// (CK_RSA_PKCS_OAEP_PARAMS): the hash (CKM_SHA_1, CKM_SHA256, …), the
+// MGF1 (CKG_MGF1_SHA1, …) and the label (CKZ_DATA_SPECIFIED source data).
+type OAEPParams struct {
+	Hash  uint64 `cbor:"1,keyasint"`
+	MGF   uint64 `cbor:"2,keyasint"`
+	Label []byte `cbor:"3,keyasint,omitempty"`
 }
 
 // DecryptResponse is the body of the answer to OpDecrypt.
 type DecryptResponse struct {
 	Plaintext []byte `cbor:"1,keyasint"`
+}
+
+// DeriveRequest is the body of OpDerive: an ECDH key agreement with the
+// card's key (CKM_ECDH1_DERIVE with CKD_NULL and no shared data).
+type DeriveRequest struct {
+	Slot      uint64 `cbor:"1,keyasint"`
+	Key       uint64 `cbor:"2,keyasint"` // handle of the private key object
+	Mechanism uint64 `cbor:"3,keyasint"` // CKM_ECDH1_DERIVE
+	Data      []byte `cbor:"4,keyasint"` // the peer's uncompressed public point
+}
+
+// DeriveResponse is the body of the answer to OpDerive.
+type DeriveResponse struct {
+	Secret []byte `cbor:"1,keyasint"` // the shared point's x coordinate
 }
 
 // LogoutRequest is the body of OpLogout.

@@ -31,6 +31,9 @@ func TestProtocolDocExamples(t *testing.T) {
 		"SignResponse":    func() any { return new(SignResponse) },
 		"DecryptRequest":  func() any { return new(DecryptRequest) },
 		"DecryptResponse": func() any { return new(DecryptResponse) },
+		"OAEPParams":      func() any { return new(OAEPParams) },
+		"DeriveRequest":   func() any { return new(DeriveRequest) },
+		"DeriveResponse":  func() any { return new(DeriveResponse) },
 		"LogoutRequest":   func() any { return new(LogoutRequest) },
 	}
 	re := regexp.MustCompile("(?s)```cbor-hex (\\w+)\n(.*?)```")

@@ -97,6 +97,23 @@ typedef struct CK_MECHANISM {
 	CK_ULONG ulParameterLen;
 } CK_MECHANISM;
 
+/* Mechanism parameters (PKCS #11 v2.40 Current Mechanisms, 2.1.8 and 2.3.10). */
+typedef struct CK_RSA_PKCS_OAEP_PARAMS {
+	CK_MECHANISM_TYPE hashAlg;
+	CK_ULONG mgf;
+	CK_ULONG source;
+	CK_VOID_PTR pSourceData;
+	CK_ULONG ulSourceDataLen;
+} CK_RSA_PKCS_OAEP_PARAMS;
+
+typedef struct CK_ECDH1_DERIVE_PARAMS {
+	CK_ULONG kdf;
+	CK_ULONG ulSharedDataLen;
+	CK_BYTE_PTR pSharedData;
+	CK_ULONG ulPublicDataLen;
+	CK_BYTE_PTR pPublicData;
+} CK_ECDH1_DERIVE_PARAMS;
+
 typedef struct CK_MECHANISM_INFO {
 	CK_ULONG ulMinKeySize;
 	CK_ULONG ulMaxKeySize;

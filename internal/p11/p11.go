@@ -146,3 +146,17 @@ const (
 	// Token flags the server sets in a remote card's token information.
 	CKFProtectedAuthPath = 0x0100 // token
 )
+
+// Decryption and key agreement (client/pkcs11 C_Decrypt, C_DeriveKey;
+// the server's catalogue).
+const (
+	CKOSecretKey     = 4      // object class of a derived key
+	CKKGenericSecret = 0x10   // key type of an ECDH derivation's result
+	CKAValueLen      = 0x161  // attribute
+	CKMRSAPKCSOAEP   = 0x0009 // mechanism
+	CKMECDH1Derive   = 0x1050 // mechanism
+	CKDNull          = 1      // key derivation function of CKM_ECDH1_DERIVE: none
+	CKZDataSpecified = 1      // source of the OAEP label
+	CKFDecrypt       = 0x0200 // mechanism flag
+	CKFDerive        = 0x80000
+)

@@ -251,7 +251,7 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 	keys := map[string]profiles.Key{}
 	var list []profiles.Key
 	for _, s := range slotInfo {
-		k := profiles.Key{ID: s.id, Label: s.label, PINPolicy: s.policy}
+		k := profiles.Key{ID: s.id, Label: s.label, PINPolicy: s.policy, Decrypt: s.ref == 0x9D}
 		found := false
 		if c.hasMetadata() {
 			alg, policy, pub, err := c.metadata(ctx, s.ref)

@@ -263,14 +263,23 @@ func ECDH(priv crypto.PrivateKey, point []byte) ([]byte, error) {
 	return k.ECDH(pub)
 }
 
-// SelfSigned makes a certificate for key, signed by itself.
+// SelfSigned makes a certificate for key, signed by itself, for
+// signatures (digitalSignature, contentCommitment).
 func SelfSigned(key crypto.Signer, cn string, serial *big.Int, notBefore time.Time) ([]byte, error) {
+	return SelfSignedFor(key, cn, serial, notBefore, x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment)
+}
+
+// SelfSignedFor is SelfSigned with the key usage of the caller's choosing:
+// a decryption key's certificate says keyEncipherment (RSA) or
+// keyAgreement (EC), which middleware such as OpenSC reads to offer the
+// key for decryption or derivation.
+func SelfSignedFor(key crypto.Signer, cn string, serial *big.Int, notBefore time.Time, usage x509.KeyUsage) ([]byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{"pscs simulated card"}},
 		NotBefore:             notBefore,
 		NotAfter:              notBefore.AddDate(20, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		KeyUsage:              usage,
 		BasicConstraintsValid: true,
 	}
 	return x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)

@@ -309,7 +309,7 @@ func (b *Book) Find(delegate, card string) (Delegation, bool) {
 type Request struct {
 	Delegate string
 	Card     string
-	Op       string // "login", "sign", "decrypt"
+	Op       string // "login", "sign", "decrypt" (decryptions and key agreements)
 	Digest   []byte // for "sign": the digest of the document, if known
 }
 
@@ -360,10 +360,12 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	if !slices.Contains(ops, r.Op) {
 		return d, transport.Errorf(transport.CodeDenied, "delegation %s does not allow %s", d.ID, r.Op)
 	}
-	if r.Op != "sign" {
+	// Decryptions and key agreements count against the same limits as
+	// signatures; the allowed documents concern signatures only.
+	if r.Op != "sign" && r.Op != "decrypt" {
 		return d, nil
 	}
-	if len(d.Documents) > 0 && !slices.ContainsFunc(d.Documents, func(doc []byte) bool { return bytes.Equal(doc, r.Digest) }) {
+	if r.Op == "sign" && len(d.Documents) > 0 && !slices.ContainsFunc(d.Documents, func(doc []byte) bool { return bytes.Equal(doc, r.Digest) }) {
 		return d, transport.Errorf(transport.CodeDocumentRefused, "delegation %s: document not allowed", d.ID)
 	}
 	if d.Total > 0 && e.s.Used >= d.Total {

@@ -24,6 +24,10 @@
 //   - GENERAL AUTHENTICATE signatures: ECDSA P-256 and P-384 (DER out) and
 //     raw RSA-1024 and RSA-2048 (the host pads), command chaining (CLA 10) for
 //     long input.
+//   - GENERAL AUTHENTICATE RSA decryption (the raw operation on 81, as a
+//     signature; the host removes the padding) and ECDH key agreement on
+//     P-256 and P-384 keys (the peer's uncompressed point in 85, the shared
+//     x coordinate out in 82), as OpenSC's PIV driver sends them.
 //   - PIN policies per slot: never, once, always (VERIFY before every
 //     signature).
 //   - YubiKey extensions: GET VERSION (FD), GET SERIAL (F8), GET METADATA (F7)
@@ -335,7 +339,18 @@ func New(cfg Config) (*Card, error) {
 		if !sc.NoCertificate && certObject(slot) != 0 {
 			serial := new(big.Int).SetBytes(ids[8:16])
 			serial.Add(serial, big.NewInt(int64(slot)))
-			der, err := simkit.SelfSigned(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore)
+			// The key management key's certificate names what it is for
+			// (keyEncipherment for RSA, keyAgreement for EC), as a PIV
+			// key management certificate does; OpenSC offers the key for
+			// decryption or derivation only then.
+			usage := x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment
+			if slot == SlotKeyManagement {
+				usage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement
+				if _, ok := key.(*rsa.PrivateKey); ok {
+					usage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+				}
+			}
+			der, err := simkit.SelfSignedFor(key, fmt.Sprintf("pscs sim %08d slot %02X", c.serial, byte(slot)), serial, notBefore, usage)
 			if err != nil {
 				return nil, err
 			}
@@ -672,7 +687,9 @@ func (c *applet) resetRetry(cmd apdu.Command) apdu.StatusWord {
 	return apdu.SWSuccess
 }
 
-// generalAuthenticate handles INS 87 for signatures: 7C { 82 00, 81 challenge }.
+// generalAuthenticate handles INS 87 for signatures and RSA decryptions
+// (the same raw private-key operation): 7C { 82 00, 81 challenge }, and for
+// ECDH: 7C { 82 00, 85 point } -> 7C { 82 x }.
 func (c *applet) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
 	st := c.slots[Slot(cmd.P2)]
 	key := c.keyLocked(Slot(cmd.P2))
@@ -690,19 +707,21 @@ func (c *applet) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]b
 	if err != nil {
 		return nil, apdu.SWWrongData, delay
 	}
-	var challenge []byte
-	var wantResponse, haveChallenge bool
+	var challenge, peer []byte
+	var wantResponse, haveChallenge, havePeer bool
 	for _, t := range tlvs {
 		switch t.Tag {
 		case 0x82:
 			wantResponse = len(t.Value) == 0
 		case 0x81:
 			challenge, haveChallenge = t.Value, true
+		case 0x85: // key agreement: the peer's point (SP 800-73-4 Part 2, A.5)
+			peer, havePeer = t.Value, true
 		default:
 			return nil, apdu.SWWrongData, delay
 		}
 	}
-	if !wantResponse || !haveChallenge {
+	if !wantResponse || haveChallenge == havePeer {
 		return nil, apdu.SWWrongData, delay
 	}
 	switch st.cfg.PINPolicy {
@@ -717,6 +736,9 @@ func (c *applet) generalAuthenticate(cmd apdu.Command, delay time.Duration) ([]b
 		c.pinFresh = false
 	}
 	var sig []byte
+	if havePeer {
+		return c.agreeLocked(st, key, peer, delay)
+	}
 	switch key := key.(type) {
 	case *ecdsa.PrivateKey:
 		// Like a YubiKey, take input shorter than the curve order as the
@@ -758,4 +780,42 @@ func (c *Card) Fingerprint(s Slot) string {
 	der, _ := x509.MarshalPKIXPublicKey(pub)
 	h := sha256.Sum256(der)
 	return fmt.Sprintf("%x", h[:8])
+}
+
+// agreeLocked answers an ECDH GENERAL AUTHENTICATE: the x coordinate of
+// the shared point of the slot's EC key and peer.
+func (c *applet) agreeLocked(st *slotState, key crypto.Signer, peer []byte, delay time.Duration) ([]byte, apdu.StatusWord, time.Duration) {
+	k, ok := key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, apdu.SWWrongData, delay
+	}
+	priv, err := k.ECDH()
+	if err != nil {
+		return nil, apdu.SWUnknown, delay
+	}
+	pub, err := priv.Curve().NewPublicKey(peer)
+	if err != nil {
+		return nil, apdu.SWWrongData, delay
+	}
+	switch st.cfg.PINPolicy {
+	case PINPolicyOnce:
+		if !c.verified {
+			return nil, apdu.SWSecurityStatusNotSatisfied, delay
+		}
+	case PINPolicyAlways:
+		if !c.verified || !c.pinFresh {
+			return nil, apdu.SWSecurityStatusNotSatisfied, delay
+		}
+		c.pinFresh = false
+	}
+	x, err := priv.ECDH(pub)
+	if err != nil {
+		return nil, apdu.SWWrongData, delay
+	}
+	if st.cfg.Algorithm == ECCP384 {
+		delay = c.latency.SignECCP384
+	} else {
+		delay = c.latency.SignECCP256
+	}
+	return apdu.AppendTLV(nil, 0x7C, apdu.AppendTLV(nil, 0x82, x)), apdu.SWSuccess, delay
 }

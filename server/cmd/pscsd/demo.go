@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -42,7 +43,9 @@ const demoWarning = `
 // delegate's certificates. On a new DIR the demo owner then does what an
 // owner does, through signed administration requests like any client:
 // registers the card's PIN under a passphrase, and delegates "mayor" to
-// the demo delegate, which yields the virtual PIN. The delegate's
+// the demo delegate for signatures and decryption (the mayor's 9D is
+// RSA-2048; the CEO's card keeps an ECC P-256 9D for key agreement), which
+// yields the virtual PIN. The delegate's
 // configuration goes to DIR/demo (client.conf, written last), the owner's
 // to DIR/demo/owner. All state lives in DIR: started again on the same DIR,
 // the demo resumes at the same address, and the delegate's configuration
@@ -83,7 +86,15 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 		if realLatency {
 			lat = pivsim.RealLatency
 		}
-		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: lat})
+		// The mayor's cards hold an RSA key management key (9D), which
+		// decrypts; the CEO's card keeps PIV's default ECC P-256 there,
+		// which agrees keys (ECDH).
+		slots := pivsim.DefaultSlots
+		if pool == mayor {
+			slots = maps.Clone(pivsim.DefaultSlots)
+			slots[pivsim.SlotKeyManagement] = pivsim.SlotConfig{Algorithm: pivsim.RSA2048}
+		}
+		sim, err := pivsim.New(pivsim.Config{Seed: []byte(seed), Serial: uint32(4242000 + i), Latency: lat, Slots: slots})
 		if err != nil {
 			return err
 		}
@@ -188,7 +199,7 @@ func demoReady(ctx context.Context, demoDir, addr string, fresh bool) (string, e
 	secret, _ = transport.Marshal(&transport.AdminSecret{Passphrase: []byte(passphrase)})
 	var resp transport.AdminResponse
 	err = c.Do(ctx, transport.OpAdmin, &transport.AdminRequest{Action: transport.AdminDelegate,
-		Delegation: &transport.AdminDelegation{Delegate: demoDelegate, Card: "mayor",
+		Delegation: &transport.AdminDelegation{Delegate: demoDelegate, Card: "mayor", Ops: []string{"sign", "decrypt"},
 			NotAfter: time.Now().Add(30 * 24 * time.Hour).UnixMilli(), PerHour: 1000}}, secret, &resp)
 	if err != nil {
 		return "", fmt.Errorf("delegating: %w", err)

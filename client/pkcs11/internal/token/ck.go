@@ -10,10 +10,12 @@ const (
 	ckoCert       = p11.CKOCert
 	ckoPublicKey  = p11.CKOPublicKey
 	ckoPrivateKey = p11.CKOPrivateKey
+	ckoSecretKey  = p11.CKOSecretKey
 
 	// Key types (CKK_*).
-	ckkRSA = p11.CKKRSA
-	ckkEC  = p11.CKKEC
+	ckkRSA           = p11.CKKRSA
+	ckkEC            = p11.CKKEC
+	ckkGenericSecret = p11.CKKGenericSecret
 
 	// Attributes (CKA_*).
 	ckaClass             = p11.CKAClass
@@ -47,6 +49,7 @@ const (
 	ckaVerify            = p11.CKAVerify
 	ckaVerifyRecover     = p11.CKAVerifyRecover
 	ckaDerive            = p11.CKADerive
+	ckaValueLen          = p11.CKAValueLen
 	ckaStartDate         = p11.CKAStartDate
 	ckaEndDate           = p11.CKAEndDate
 	ckaModulus           = p11.CKAModulus
@@ -95,6 +98,10 @@ const (
 	ckmECDSASHA256      = p11.CKMECDSASHA256
 	ckmECDSASHA384      = p11.CKMECDSASHA384
 	ckmECDSASHA512      = p11.CKMECDSASHA512
+	ckmRSAPKCSOAEP      = p11.CKMRSAPKCSOAEP
+	ckmECDH1Derive      = p11.CKMECDH1Derive
+	ckdNull             = p11.CKDNull
+	ckzDataSpecified    = p11.CKZDataSpecified
 
 	// MGF1 functions (CKG_*).
 	ckgMGF1SHA1   = p11.CKGMGF1SHA1
@@ -117,6 +124,8 @@ const (
 	ckfHW                 = p11.CKFHW
 	ckfDigest             = p11.CKFDigest
 	ckfSign               = p11.CKFSign
+	ckfDecrypt            = p11.CKFDecrypt
+	ckfDerive             = p11.CKFDerive
 	ckfECFp               = p11.CKFECFp
 	ckfECNamedCurve       = p11.CKFECNamedCurve
 	ckfECUncompress       = p11.CKFECUncompress

@@ -3,6 +3,9 @@ package token
 // visible returns object handle oh of the session's token if the session
 // may see it: private objects only after login.
 func (m *Module) visible(ss *session, oh uint64) (*object, error) {
+	if o := ss.derivedObject(oh); o != nil {
+		return o, nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, o := range ss.slot.objects {

@@ -93,15 +93,25 @@ func mechanismsFor(keyType uint64) []uint64 {
 func slotMechanisms(s *transport.Slot) map[uint64]MechanismInfo {
 	out := map[uint64]MechanismInfo{}
 	for _, m := range s.Mechanisms {
+		info := MechanismInfo{MinKey: uint64(m.MinKey), MaxKey: uint64(m.MaxKey), Flags: m.Flags}
+		switch m.Type {
+		case ckmRSAPKCSOAEP:
+			out[m.Type] = info
+			continue
+		case ckmECDH1Derive:
+			info.Flags |= ckfECFp | ckfECNamedCurve | ckfECUncompress
+			out[m.Type] = info
+			continue
+		}
 		sm, ok := signMechs[m.Type]
 		if !ok {
 			continue
 		}
-		info := MechanismInfo{MinKey: uint64(m.MinKey), MaxKey: uint64(m.MaxKey), Flags: m.Flags}
 		if sm.keyType == ckkEC {
 			info.Flags |= ckfECFp | ckfECNamedCurve | ckfECUncompress
 		}
 		out[m.Type] = info
+		info.Flags &^= ckfDecrypt // the hashing variants only sign
 		// The server signs the raw mechanism; hashing ones are local.
 		for t, other := range signMechs {
 			if other.keyType != sm.keyType || other.pss != sm.pss {

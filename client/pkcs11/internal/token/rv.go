@@ -27,6 +27,10 @@ const (
 	ErrAttributeTypeInvalid    RV = 0x012
 	ErrDataInvalid             RV = 0x020
 	ErrDataLenRange            RV = 0x021
+	ErrEncryptedDataInvalid    RV = 0x040
+	ErrEncryptedDataLenRange   RV = 0x041
+	ErrActionProhibited        RV = 0x01B
+	ErrTemplateInconsistent    RV = 0x0D1
 	ErrDeviceError             RV = 0x030
 	ErrDeviceMemory            RV = 0x031
 	ErrDeviceRemoved           RV = 0x032
@@ -63,6 +67,8 @@ var rvNames = map[RV]string{
 	ErrGeneral: "CKR_GENERAL_ERROR", ErrFunctionFailed: "CKR_FUNCTION_FAILED", ErrArgumentsBad: "CKR_ARGUMENTS_BAD",
 	ErrNoEvent: "CKR_NO_EVENT", ErrNeedToCreateThreads: "CKR_NEED_TO_CREATE_THREADS", ErrCantLock: "CKR_CANT_LOCK",
 	ErrAttributeSensitive: "CKR_ATTRIBUTE_SENSITIVE", ErrAttributeTypeInvalid: "CKR_ATTRIBUTE_TYPE_INVALID",
+	ErrEncryptedDataInvalid: "CKR_ENCRYPTED_DATA_INVALID", ErrEncryptedDataLenRange: "CKR_ENCRYPTED_DATA_LEN_RANGE",
+	ErrActionProhibited: "CKR_ACTION_PROHIBITED", ErrTemplateInconsistent: "CKR_TEMPLATE_INCONSISTENT",
 	ErrDataInvalid: "CKR_DATA_INVALID", ErrDataLenRange: "CKR_DATA_LEN_RANGE", ErrDeviceError: "CKR_DEVICE_ERROR",
 	ErrDeviceMemory: "CKR_DEVICE_MEMORY", ErrDeviceRemoved: "CKR_DEVICE_REMOVED", ErrFunctionCanceled: "CKR_FUNCTION_CANCELED",
 	ErrFunctionNotParallel: "CKR_FUNCTION_NOT_PARALLEL", ErrFunctionNotSupported: "CKR_FUNCTION_NOT_SUPPORTED",
@@ -147,6 +153,8 @@ func remoteError(err error, inSession bool) error {
 			rv = ErrMechanismInvalid
 		case transport.CodeTooLarge:
 			rv = ErrDataLenRange
+		case transport.CodeDecryption:
+			rv = ErrEncryptedDataInvalid
 		}
 	case errors.Is(err, context.Canceled):
 		rv = ErrFunctionCanceled

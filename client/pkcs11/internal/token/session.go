@@ -16,6 +16,8 @@ type session struct {
 	finding bool
 	sign    *signOp
 	digest  hash.Hash
+	decrypt *decryptOp
+	derived []*object // keys derived in this session (C_DeriveKey), until it closes
 }
 
 // OpenSession opens a session with the token in slot id.
@@ -98,6 +100,16 @@ func (ss *session) endSign() {
 	}
 }
 
+// endDerived wipes and forgets the keys derived in the session. The caller
+// holds ss.mu.
+func (ss *session) endDerived() {
+	for _, o := range ss.derived {
+		clear(o.attrs[ckaValue])
+	}
+	ss.derived = nil
+	ss.decrypt = nil
+}
+
 // dropped wipes what sessions taken out of the module hold. A session busy
 // in a call is left to it: its call ends the operation (finishSign wipes
 // its PIN), and no later call can reach it.
@@ -105,6 +117,7 @@ func dropped(ss []*session) {
 	for _, s := range ss {
 		if s.mu.TryLock() {
 			s.endSign()
+			s.endDerived()
 			s.mu.Unlock()
 		}
 	}

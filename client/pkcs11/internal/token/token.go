@@ -12,7 +12,11 @@
 // whenever the server announces a change, comes back with every login, and
 // is kept between processes by a [CatalogueStore], so a new process can
 // answer C_GetSlotList before the server has said anything. A signature is
-// one request; a login another.
+// one request; a login another; so is a decryption (C_Decrypt,
+// CKM_RSA_PKCS and CKM_RSA_PKCS_OAEP) and a key agreement (C_DeriveKey,
+// CKM_ECDH1_DERIVE), with keys whose CKA_DECRYPT or CKA_DERIVE the
+// catalogue sets (see decrypt.go). A padding the card's answer does not
+// have is CKR_ENCRYPTED_DATA_INVALID.
 //
 // # Errors
 //
@@ -178,6 +182,7 @@ type Module struct {
 	slots       map[uint64]*slot
 	sessions    map[uint64]*session
 	nextSession uint64
+	nextDerived uint64          // derived session objects so far (DeriveKey)
 	pending     map[uint64]bool // slots with an event not yet reported
 	changed     chan struct{}   // closed and replaced at every event
 }
