@@ -152,7 +152,7 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 		}
 		return op.fits(k.Public)
 	}
-	var freshPIN []byte
+	var freshPINs map[string][]byte
 	if k, ok := card.Pool.Key(idx); ok {
 		if err := usable(k); err != nil {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
@@ -162,12 +162,12 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 				return nil, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 			}
 			var ev policy.Event
-			freshPIN, ev, err = s.openVPIN(ctx, who, card.Name, call.Op.String(), d.ID, call.Secret)
+			freshPINs, ev, err = s.openVPIN(ctx, who, card.Name, call.Op.String(), d.ID, call.Secret)
 			n.events |= ev
 			if err != nil {
 				return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 			}
-			defer clear(freshPIN)
+			defer wipePINs(freshPINs)
 		}
 	}
 	var out []byte
@@ -176,15 +176,10 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
-		pin := append([]byte(nil), sess.pin...)
+		loggedIn := sess.pins != nil
 		sess.mu.Unlock()
-		if freshPIN != nil {
-			clear(pin)
-			pin = append([]byte(nil), freshPIN...)
-		}
-		defer clear(pin)
-		if len(pin) == 0 {
-			return transport.Errorf(transport.CodeNotLoggedIn, "")
+		if !loggedIn {
+			return transport.Errorf(transport.CodeNotLoggedIn, "") // logged out meanwhile
 		}
 		cl := cardLog{s: s, card: card.Name, m: m}
 		k, ok := m.Key(keyID)
@@ -198,11 +193,16 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 		if !ok {
 			return transport.Errorf(transport.CodeMechanism, "the card's profile does not decrypt")
 		}
-		if k.PINPolicy == profiles.PINAlways && freshPIN == nil {
+		if k.PINPolicy == profiles.PINAlways && freshPINs == nil {
 			return errPINEveryTime
 		}
 		if k.PINPolicy != profiles.PINNever {
-			err := c.VerifyPIN(ctx, pin)
+			pin, err := sess.pinFor(freshPINs, c.PINs(), k.PIN)
+			if err != nil {
+				return err
+			}
+			err = c.VerifyPIN(ctx, k.PIN, pin)
+			clear(pin)
 			if errors.Is(err, apdu.ErrWrongPIN) || errors.Is(err, apdu.ErrBlocked) {
 				s.cfg.Book.LockCard(card.Name)
 				cardLocked.Store(true)

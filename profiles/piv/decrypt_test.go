@@ -19,6 +19,7 @@ import (
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
+	"github.com/pscs/pscs/profiles/registry"
 
 	_ "crypto/sha1"
 )
@@ -74,7 +75,7 @@ func TestDecryptRSA(t *testing.T) {
 			if _, err := c.Decrypt(ctx, "9d", tt.ct, tt.opts); !errors.Is(err, apdu.ErrSecurityStatus) {
 				t.Fatalf("decrypt without the PIN: %v, want ErrSecurityStatus", err)
 			}
-			if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+			if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 				t.Fatal(err)
 			}
 			got, err := c.Decrypt(ctx, "9d", tt.ct, tt.opts)
@@ -89,7 +90,7 @@ func TestDecryptRSA(t *testing.T) {
 			}
 		})
 	}
-	if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+	if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 		t.Fatal(err)
 	}
 	// Wrong padding: v1.5 ciphertext read as OAEP, OAEP with another
@@ -133,7 +134,7 @@ func TestDecryptCardLies(t *testing.T) {
 		t.Fatal(err)
 	}
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, card.PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey), []byte("x"))
-	c.VerifyPIN(ctx, []byte("123456"))
+	c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
 	if _, err := c.Decrypt(ctx, "9d", ct, nil); !errors.Is(err, apdu.ErrMalformed) {
 		t.Errorf("a corrupted answer: %v, want ErrMalformed", err)
 	}
@@ -158,7 +159,7 @@ func TestDeriveECDH(t *testing.T) {
 		if _, err := c.DeriveECDH(ctx, "9d", peer.PublicKey().Bytes()); !errors.Is(err, apdu.ErrSecurityStatus) {
 			t.Fatalf("derive without the PIN: %v, want ErrSecurityStatus", err)
 		}
-		c.VerifyPIN(ctx, []byte("123456"))
+		c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
 		got, err := c.DeriveECDH(ctx, "9d", peer.PublicKey().Bytes())
 		if err != nil {
 			t.Fatal(err)
@@ -195,11 +196,11 @@ func TestDecryptTraceRedacted(t *testing.T) {
 		}
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		c, err := piv.Open(ctx, cards.Trace(card, log))
+		c, err := piv.Open(ctx, cards.Trace(card, log, registry.Redactor()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.VerifyPIN(ctx, []byte("123456")); err != nil {
+		if err := c.VerifyPIN(ctx, piv.PIN, []byte("123456")); err != nil {
 			t.Fatal(err)
 		}
 		var secret []byte

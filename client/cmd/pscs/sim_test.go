@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pscs/pscs/profiles/registry"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles/esteid/eidsim"
+	"github.com/pscs/pscs/profiles/registry"
 )
 
 // pscs sim -profile esteid plugs an EstEID 2018 card that OpenSC's
