@@ -48,34 +48,20 @@ type tracer struct {
 	t   Transmitter
 	log *slog.Logger
 	r   Redactor
-	// secretChain: the previous command was a redacted block with more to
-	// come (CLA bit 10); chainINS is its instruction.
-	secretChain bool
-	chainINS    byte
-	// secretMore: the previous response was redacted and announced more
-	// data (61 xx).
-	secretMore bool
+	rs  RedactState
 }
 
 func (tr *tracer) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	if !tr.log.Enabled(ctx, slog.LevelDebug) {
 		return tr.t.Transmit(ctx, cmd)
 	}
-	var secretCmd, secretRsp bool
-	if len(cmd) >= 4 {
-		secretCmd, secretRsp = tr.r.Redact(cmd)
-	}
-	hideCmd := secretCmd ||
-		(tr.secretChain && len(cmd) > 1 && cmd[1] == tr.chainINS)
-	hideRsp := secretRsp ||
-		(tr.secretMore && len(cmd) > 1 && cmd[1] == 0xC0)
-	tr.secretChain = hideCmd && len(cmd) > 0 && cmd[0]&0x10 != 0
-	if tr.secretChain {
-		tr.chainINS = cmd[1]
-	}
+	hideCmd, hideRsp := tr.rs.Judge(tr.r, cmd)
 	start := time.Now()
 	rsp, err := tr.t.Transmit(ctx, cmd)
-	tr.secretMore = hideRsp && err == nil && len(rsp) >= 2 && rsp[len(rsp)-2] == 0x61
+	if err != nil {
+		rsp = nil
+	}
+	tr.rs.Answered(rsp, hideRsp)
 	attrs := []slog.Attr{
 		slog.String("cmd", formatCommand(cmd, hideCmd)),
 		slog.Duration("took", time.Since(start)),
@@ -87,6 +73,53 @@ func (tr *tracer) Transmit(ctx context.Context, cmd []byte) ([]byte, error) {
 	}
 	tr.log.LogAttrs(ctx, slog.LevelDebug, "apdu", attrs...)
 	return rsp, err
+}
+
+// RedactState carries a [Redactor]'s decision over the exchanges that
+// continue a command: r judges the first or only block of a chain; the
+// later blocks (the previous command had CLA bit 10 and the same INS)
+// follow its decision for command and response data, whatever their data
+// looks like, and a GET RESPONSE (C0) continues the decision on the
+// response before it when that announced more (61 xx). Anything that
+// keeps or shows exchanges (a trace, a recorded transcript) judges them
+// through one RedactState per card connection; it is not safe for
+// concurrent use.
+type RedactState struct {
+	inChain          bool // the previous command was a block with more to come
+	chainINS         byte
+	chainCmd, chainR bool // the chain's decision
+	secretMore       bool // the previous response was hidden and announced more
+}
+
+// Judge says whether cmd's data and its response's data are to be hidden.
+// Call Answered with the response before the next Judge.
+func (s *RedactState) Judge(r Redactor, cmd []byte) (hideCmd, hideRsp bool) {
+	if r == nil {
+		r = RedactAll{}
+	}
+	switch {
+	case s.inChain && len(cmd) > 1 && cmd[1] == s.chainINS:
+		hideCmd, hideRsp = s.chainCmd, s.chainR
+	case len(cmd) >= 4:
+		hideCmd, hideRsp = r.Redact(cmd)
+	}
+	if s.secretMore && len(cmd) > 1 && cmd[1] == 0xC0 {
+		hideRsp = true
+	}
+	if !(s.inChain && len(cmd) > 1 && cmd[1] == s.chainINS) {
+		s.chainCmd, s.chainR = hideCmd, hideRsp
+	}
+	s.inChain = len(cmd) > 1 && cmd[0]&0x10 != 0
+	if s.inChain {
+		s.chainINS = cmd[1]
+	}
+	return hideCmd, hideRsp
+}
+
+// Answered records the response to the command last judged (nil when the
+// exchange failed), so that a GET RESPONSE continues its decision.
+func (s *RedactState) Answered(rsp []byte, hidden bool) {
+	s.secretMore = hidden && len(rsp) >= 2 && rsp[len(rsp)-2] == 0x61
 }
 
 func spacedHex(b []byte) string { return fmt.Sprintf("% X", b) }

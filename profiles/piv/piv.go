@@ -538,9 +538,12 @@ func pinError(err error) error {
 // Redact implements profiles.Redactor: besides the PINs and PUKs of
 // VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER, the card
 // management key in GENERAL AUTHENTICATE (87, P2 = 9B), YubiKey IMPORT
-// KEY (FE) and SET MANAGEMENT KEY (FF); the answer of every GENERAL
-// AUTHENTICATE (a decryption or key agreement looks like a signature on
-// the wire).
+// KEY (FE) and SET MANAGEMENT KEY (FF); the answer of a GENERAL
+// AUTHENTICATE with the key management key (P2 = 9D: the only key this
+// driver decrypts with) or with an exponentiation (tag 85 in 7C: key
+// agreement, whatever the slot), and of one whose template does not
+// parse. Signatures are kept: they are no secret, and a recorded session
+// replays only with them (pscs card record).
 func (Profile) Redact(cmd apdu.Command) (secretCommand, secretResponse bool) {
 	secretCommand, secretResponse = profiles.RedactISO(cmd)
 	switch cmd.INS {
@@ -548,9 +551,52 @@ func (Profile) Redact(cmd apdu.Command) (secretCommand, secretResponse bool) {
 		secretCommand = true
 	case insGeneralAuth:
 		secretCommand = secretCommand || cmd.P2 == 0x9B
-		secretResponse = true
+		secretResponse = cmd.P2 == 0x9D || agreesKey(cmd.Data)
 	}
 	return secretCommand, secretResponse
+}
+
+// agreesKey reports whether a GENERAL AUTHENTICATE template (7C) asks for
+// an exponentiation (85) rather than a signature of a challenge (81), or
+// cannot be told (when in doubt, hide). The first block of a chain holds
+// the template's start, where the choice sits, so a template cut short
+// after it is judged all the same.
+func agreesKey(data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	if data[0] != 0x7C {
+		return true
+	}
+	_, rest, ok := berLength(data[1:])
+	for ok && len(rest) > 0 {
+		switch rest[0] {
+		case 0x85:
+			return true
+		case 0x81:
+			return false
+		}
+		var n int
+		n, rest, ok = berLength(rest[1:])
+		if !ok || n > len(rest) {
+			return true
+		}
+		rest = rest[n:]
+	}
+	return true
+}
+
+// berLength splits a BER length (short form, 81 xx or 82 xxxx) from b.
+func berLength(b []byte) (n int, rest []byte, ok bool) {
+	switch {
+	case len(b) >= 1 && b[0] < 0x80:
+		return int(b[0]), b[1:], true
+	case len(b) >= 2 && b[0] == 0x81:
+		return int(b[1]), b[2:], true
+	case len(b) >= 3 && b[0] == 0x82:
+		return int(b[1])<<8 | int(b[2]), b[3:], true
+	}
+	return 0, nil, false
 }
 
 // PIN is the ID of the PIV application PIN (key reference 80), the card's

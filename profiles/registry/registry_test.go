@@ -91,3 +91,42 @@ func TestTraceRedactsEveryProfilesSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactChainsFollowFirstBlock: the later blocks of a chain follow the
+// first block's decision, whatever their data looks like: a PIV signature
+// whose challenge spans two blocks is shown with its answer, a key
+// agreement split the same way hides its answer, and a template that does
+// not parse is hidden.
+func TestRedactChainsFollowFirstBlock(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	card := &replay{replies: [][]byte{
+		{0x90, 0x00}, {0x7C, 0x03, 0x82, 0x01, 0x51, 0x90, 0x00}, // signature: 51 is the "signature"
+		{0x90, 0x00}, {0x7C, 0x03, 0x82, 0x01, 0x5E, 0x90, 0x00}, // key agreement: 5E is secret
+		{0x7C, 0x03, 0x82, 0x01, 0x5F, 0x90, 0x00}, // unparsable template: 5F hidden
+	}}
+	tr := cards.Trace(card, log, registry.Redactor())
+	ctx := t.Context()
+	for _, cmd := range [][]byte{
+		// 7C len 8: 82 00, 81 04 then the challenge's last bytes in block 2.
+		{0x10, 0x87, 0x07, 0x9C, 0x06, 0x7C, 0x08, 0x82, 0x00, 0x81, 0x04},
+		{0x00, 0x87, 0x07, 0x9C, 0x04, 0x85, 0x02, 0x33, 0x44},
+		{0x10, 0x87, 0x11, 0x9A, 0x06, 0x7C, 0x08, 0x82, 0x00, 0x85, 0x04},
+		{0x00, 0x87, 0x11, 0x9A, 0x04, 0x11, 0x22, 0x33, 0x44},
+		{0x00, 0x87, 0x07, 0x9C, 0x02, 0x7C, 0x7F},
+	} {
+		tr.Transmit(ctx, cmd)
+	}
+	out := buf.String()
+	for _, want := range []string{"00 87 07 9C 04 85 02 33 44", "7C 03 82 01 51 90 00",
+		"00 87 11 9A 04 11 22 33 44", "[5 bytes redacted] 90 00"} { // the peer's point is public
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"01 5E", "01 5F"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("trace shows secret %q:\n%s", secret, out)
+		}
+	}
+}

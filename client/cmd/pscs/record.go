@@ -19,6 +19,7 @@ import (
 	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/internal/transcript"
 	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/profiles/registry"
 )
 
 func (a *app) cardRecord(ctx context.Context, fs *cli.Flags, args []string) error {
@@ -199,33 +200,23 @@ type exchange struct{ cmd, rsp []byte }
 // status word, so that a transcript still replays against a driver that
 // goes through the same scrubber (see scrubbingReplay in the tests).
 //
-// TODO(issue 11, item 3: the seam): the profile declares which of its APDUs
-// carry secrets (wt-seam's registry); this local table follows cards.Trace's
-// rules until then and goes when profiles declare them.
-//
-// Command data zeroed: VERIFY (20), CHANGE REFERENCE DATA (24), RESET
-// RETRY COUNTER (2C), GENERAL AUTHENTICATE (87) with the PIV management
-// key (P2 9B), YubiKey IMPORT KEY (FE) and SET MANAGEMENT KEY (FF),
-// OpenPGP PUT DATA of a private key (DB 3F FF with an extended header list,
-// 4D), and the later blocks of a chain whose first block was zeroed.
-// Response data zeroed: PSO:DECIPHER (2A 80 86), GENERAL AUTHENTICATE with
-// the PIV key management key (P2 9D: decryption) or with an
-// exponentiation (tag 85 in 7C: ECDH), and the GET RESPONSEs that continue
-// a zeroed response. Signatures are kept: a driver checks them on replay.
+// Which exchanges hold secrets, every profile declares (profiles.Redactor,
+// joined by registry.Redactor): the command data of VERIFY and the other
+// PIN commands, of private and management keys; the response data of
+// decryptions and key agreements, and the GET RESPONSEs that continue it.
+// The later blocks of a chain whose first block was zeroed are zeroed too.
+// Signatures are kept: a driver checks them on replay.
 type scrubber struct {
-	chainINS    byte
-	secretChain bool
-	secretMore  bool
+	r  cards.Redactor // nil: registry.Redactor()
+	rs cards.RedactState
 }
 
 func (s *scrubber) scrub(cmd, rsp []byte) (ex exchange, cmdScrubbed, rspScrubbed bool) {
-	hideCmd := secretCommandData(cmd) || (s.secretChain && len(cmd) > 1 && cmd[1] == s.chainINS)
-	hideRsp := secretResponseData(cmd) || (s.secretMore && len(cmd) > 1 && cmd[1] == 0xC0)
-	s.secretChain = hideCmd && len(cmd) > 0 && cmd[0]&0x10 != 0
-	if s.secretChain {
-		s.chainINS = cmd[1]
+	if s.r == nil {
+		s.r = registry.Redactor()
 	}
-	s.secretMore = hideRsp && len(rsp) >= 2 && rsp[len(rsp)-2] == 0x61
+	hideCmd, hideRsp := s.rs.Judge(s.r, cmd)
+	s.rs.Answered(rsp, hideRsp)
 	ex = exchange{cmd: bytes.Clone(cmd), rsp: bytes.Clone(rsp)}
 	if hideCmd {
 		zeroCommandData(ex.cmd)
@@ -257,88 +248,4 @@ func zeroCommandData(c []byte) {
 		}
 	}
 	clear(c[4:])
-}
-
-func secretCommandData(c []byte) bool {
-	if len(c) < 4 {
-		return false
-	}
-	switch c[1] {
-	case 0x20, 0x24, 0x2C, 0xFE, 0xFF:
-		return true
-	case 0x87:
-		return c[3] == 0x9B
-	case 0xDB:
-		return c[2] == 0x3F && c[3] == 0xFF && bytes.Contains(commandData(c), []byte{0x4D})
-	}
-	return false
-}
-
-func secretResponseData(c []byte) bool {
-	if len(c) < 4 {
-		return false
-	}
-	switch {
-	case c[1] == 0x2A && c[2] == 0x80 && c[3] == 0x86:
-		return true
-	case c[1] == 0x87:
-		return c[3] == 0x9D || gaHasExponentiation(commandData(c))
-	}
-	return false
-}
-
-// gaHasExponentiation reports whether a GENERAL AUTHENTICATE dynamic
-// authentication template (7C) carries an exponentiation (85): ECDH.
-func gaHasExponentiation(d []byte) bool {
-	if len(d) < 2 || d[0] != 0x7C {
-		return false
-	}
-	d = d[1:]
-	n, rest, ok := berLen(d)
-	if !ok || n > len(rest) {
-		return bytes.Contains(d, []byte{0x85}) // err on the side of hiding
-	}
-	inner := rest[:n]
-	for len(inner) >= 2 {
-		tag := inner[0]
-		n, rest, ok := berLen(inner[1:])
-		if !ok || n > len(rest) {
-			return true
-		}
-		if tag == 0x85 {
-			return true
-		}
-		inner = rest[n:]
-	}
-	return false
-}
-
-func berLen(b []byte) (int, []byte, bool) {
-	if len(b) == 0 {
-		return 0, nil, false
-	}
-	switch {
-	case b[0] < 0x80:
-		return int(b[0]), b[1:], true
-	case b[0] == 0x81 && len(b) >= 2:
-		return int(b[1]), b[2:], true
-	case b[0] == 0x82 && len(b) >= 3:
-		return int(b[1])<<8 | int(b[2]), b[3:], true
-	}
-	return 0, nil, false
-}
-
-// commandData returns the data field of a command APDU, or nil.
-func commandData(c []byte) []byte {
-	if len(c) <= 5 {
-		return nil
-	}
-	if c[4] != 0 {
-		return c[5:min(len(c), 5+int(c[4]))]
-	}
-	if len(c) > 7 {
-		n := int(c[5])<<8 | int(c[6])
-		return c[7:min(len(c), 7+n)]
-	}
-	return nil
 }
