@@ -93,6 +93,7 @@ func (s *Server) derive(ctx context.Context, call *transport.Call) (any, error) 
 func decryptOptions(mech uint64, params []byte) (crypto.DecrypterOpts, error) {
 	switch mech {
 	case ckmRSAPKCS:
+		//lint:ignore SA1019 PKCS #11's CKM_RSA_PKCS decryption is PKCS #1 v1.5, and cards hold keys that need it
 		return &rsa.PKCS1v15DecryptOptions{}, nil
 	case ckmRSAPKCSOAEP:
 		var p transport.OAEPParams

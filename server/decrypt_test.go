@@ -107,6 +107,7 @@ func TestDelegateDecrypts(t *testing.T) {
 	}
 	pub := r.Sims[0].PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey)
 	msg := []byte("the mayor's mail: meet at noon")
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	v15, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, msg)
 	oaep, _ := rsa.EncryptOAEP(crypto.SHA256.New(), rand.Reader, pub, msg, []byte("lbl"))
 	params, _ := transport.Marshal(&transport.OAEPParams{Hash: p11.CKMSHA256, MGF: p11.CKGMGF1SHA256, Label: []byte("lbl")})
@@ -238,6 +239,7 @@ func TestDecryptNeedsTheOperation(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := r.Sims[0].PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey)
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, []byte("secret"))
 	if _, err := c.Decrypt(ctx(t), &transport.DecryptRequest{Slot: 7, Key: key, Mechanism: p11.CKMRSAPKCS, Data: ct}, nil); !isCode(err, transport.CodeDenied) {
 		t.Errorf("decrypt under a sign-only delegation: %v, want code %d", err, transport.CodeDenied)
@@ -281,6 +283,7 @@ func TestDecryptPINAlways(t *testing.T) {
 	}
 	pub := r.Sims[0].PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey)
 	msg := []byte("confirm each one")
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, msg)
 	req := &transport.DecryptRequest{Slot: 7, Key: key, Mechanism: p11.CKMRSAPKCS, Data: ct}
 	if _, err := c.Decrypt(ctx(t), req, nil); !isCode(err, transport.CodeNotLoggedIn) {

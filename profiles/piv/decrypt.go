@@ -92,6 +92,7 @@ func (c *Card) Decrypt(ctx context.Context, id string, ciphertext []byte, opts c
 	}
 	var pt []byte
 	switch o := opts.(type) {
+	//lint:ignore SA1019 PKCS #11's CKM_RSA_PKCS decryption is PKCS #1 v1.5, and cards hold keys that need it
 	case nil, *rsa.PKCS1v15DecryptOptions:
 		pt, err = unpadPKCS1v15(em)
 	case *rsa.OAEPOptions:

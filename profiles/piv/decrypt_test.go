@@ -45,6 +45,7 @@ func TestDecryptRSA(t *testing.T) {
 	})
 	pub := card.PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey)
 	msg := []byte("the mayor's encrypted mail")
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	v15, err := rsa.EncryptPKCS1v15(rand.Reader, pub, msg)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +56,7 @@ func TestDecryptRSA(t *testing.T) {
 		opts crypto.DecrypterOpts
 	}{
 		{"pkcs1v15 nil opts", v15, nil},
+		//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 		{"pkcs1v15", v15, &rsa.PKCS1v15DecryptOptions{}},
 	}
 	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
@@ -133,6 +135,7 @@ func TestDecryptCardLies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, card.PublicKey(pivsim.SlotKeyManagement).(*rsa.PublicKey), []byte("x"))
 	c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
 	if _, err := c.Decrypt(ctx, "9d", ct, nil); !errors.Is(err, apdu.ErrMalformed) {
@@ -209,6 +212,7 @@ func TestDecryptTraceRedacted(t *testing.T) {
 			// A message as long as PKCS #1 v1.5 allows, so that the
 			// card's answer needs GET RESPONSE.
 			secret = bytes.Repeat([]byte("S"), pub.Size()-11)
+			//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 			ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, secret)
 			if _, err := c.Decrypt(ctx, "9d", ct, nil); err != nil {
 				t.Fatal(err)

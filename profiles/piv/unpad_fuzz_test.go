@@ -68,6 +68,7 @@ func FuzzUnpad(f *testing.F) {
 	raw := func(c []byte) []byte {
 		return new(big.Int).Exp(new(big.Int).SetBytes(c), key.D, key.N).FillBytes(make([]byte, key.Size()))
 	}
+	//lint:ignore SA1019 the ciphertexts a PKCS #11 application sends with CKM_RSA_PKCS are PKCS #1 v1.5
 	v15, _ := rsa.EncryptPKCS1v15(rand.Reader, &key.PublicKey, []byte("seed"))
 	oaep, _ := rsa.EncryptOAEP(crypto.SHA256.New(), rand.Reader, &key.PublicKey, []byte("seed"), []byte("L"))
 	oaep1, _ := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, &key.PublicKey, []byte{}, nil)
