@@ -40,6 +40,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -309,6 +310,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
 	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
 	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption",
+	transport.CodeWarrantyRaw: "warranty_raw", transport.CodeNoCertificate: "no_certificate",
 }
 
 func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
@@ -333,6 +335,8 @@ func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) 
 		return s.login(ctx, call)
 	case transport.OpSign:
 		return s.sign(ctx, call)
+	case transport.OpSignDocument:
+		return s.signDocument(ctx, call)
 	case transport.OpDecrypt:
 		return s.decrypt(ctx, call)
 	case transport.OpDerive:
@@ -424,70 +428,119 @@ func (s *Server) openVPIN(ctx context.Context, who, card, op, id string, vpin []
 }
 
 func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
-	start := time.Now()
 	var req transport.SignRequest
 	if err := call.Decode(&req); err != nil {
 		return nil, err
 	}
-	who := call.Conn.Identity.ID
-	card, ok := s.card(req.Slot)
-	if !ok {
-		return nil, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNoSuchSlot, "no remote card %d", req.Slot), start)
-	}
-	sess, ok := call.Conn.Value(sessionKey{req.Slot}).(*session)
-	if !ok {
-		return nil, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNotLoggedIn, ""), start)
-	}
-	digest, opts, err := signInput(req.Mechanism, req.Params, req.Data)
-	if err != nil {
-		return nil, s.refuse(ctx, call, sess.delegation, err, start)
-	}
+	digest, opts, perr := signInput(req.Mechanism, req.Params, req.Data)
 	// The policy sees the document's digest; bytes that are no digest
 	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document.
 	docDigest := digest
-	if opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS {
+	if perr == nil && opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS {
 		docDigest = nil
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: docDigest})
+	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, raw: true, docDigest: docDigest,
+		fits: func(pub crypto.PublicKey) error { return mechanismFits(req.Mechanism, pub) },
+		input: func(policy.Delegation, profiles.Key) ([]byte, crypto.SignerOpts, error) {
+			return digest, opts, nil
+		},
+		output: func(k profiles.Key, sig []byte) ([]byte, error) { return p11Signature(k.Public, sig) },
+	})
 	if err != nil {
-		return nil, s.refuse(ctx, call, d.ID, err, start)
+		return nil, err
+	}
+	return &transport.SignResponse{Signature: out.answer, Certificate: out.cert}, nil
+}
+
+// signJob is one signature on a remote card: a raw one (OpSign) or a
+// document's (OpSignDocument, document.go). Both take the same path:
+// session, policy (window, limits, documents, warranty), the key's vPIN
+// rule, the card (VERIFY, sign, a key changed meanwhile read again), the
+// audit record.
+type signJob struct {
+	slot, key uint64
+	// perr is the request's error found while decoding it (a bad
+	// mechanism), refused once the session is known.
+	perr error
+	// raw: a bare signature, which cannot carry the delegation notice.
+	raw bool
+	// docDigest is the document's digest for the policy; nil: unknown.
+	docDigest []byte
+	// fits checks that the request suits the key's public key.
+	fits func(pub crypto.PublicKey) error
+	// input returns what the card signs with key k under delegation d;
+	// namesCert: it names k's certificate, so a signature that a changed
+	// key made is made again rather than kept.
+	namesCert bool
+	input     func(d policy.Delegation, k profiles.Key) (digest []byte, opts crypto.SignerOpts, err error)
+	// output turns the card's signature (ECDSA: ASN.1) into the answer,
+	// which the audit record keeps as the request's result.
+	output func(k profiles.Key, sig []byte) ([]byte, error)
+}
+
+// signed is what a signJob gave.
+type signed struct {
+	answer []byte // output's
+	cert   []byte // the DER certificate of the card's key that signed
+	by     string // the member that signed
+}
+
+func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob) (signed, error) {
+	start := time.Now()
+	who := call.Conn.Identity.ID
+	card, ok := s.card(job.slot)
+	if !ok {
+		return signed{}, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNoSuchSlot, "no remote card %d", job.slot), start)
+	}
+	sess, ok := call.Conn.Value(sessionKey{job.slot}).(*session)
+	if !ok {
+		return signed{}, s.refuse(ctx, call, "", transport.Errorf(transport.CodeNotLoggedIn, ""), start)
+	}
+	if job.perr != nil {
+		return signed{}, s.refuse(ctx, call, sess.delegation, job.perr, start)
+	}
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw})
+	if transport.CodeOf(err) == transport.CodeDocumentRefused {
+		return signed{}, s.refuseDocument(ctx, call, d.ID, job.docDigest, err, start)
+	}
+	if err != nil {
+		return signed{}, s.refuse(ctx, call, d.ID, err, start)
 	}
 	// From here on the signature counts against the delegation's limits,
 	// whatever becomes of it: the record says so, and is anchored if a
 	// limit will depend on it.
 	n := note{events: policy.EventCounted, anchor: d.Total > 0 || d.PerHour > 0}
 	if d.ID != sess.delegation {
-		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
+		return signed{}, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
 	}
-	idx, ok := keyIndex(req.Key)
+	idx, ok := keyIndex(job.key)
 	var keyID string
 	if ok {
 		keyID, ok = card.Pool.KeyID(idx)
 	}
 	if !ok {
-		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
+		return signed{}, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
 	}
 	// A key the card wants its PIN for before every signature wants the
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
 	// in the catalogue), opened afresh: the delegate confirms each one.
 	var freshPINs map[string][]byte
 	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
-		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
-			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
+		if err := job.fits(k.Public); err != nil {
+			return signed{}, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
 		if len(call.Secret) == 0 {
-			return nil, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
+			return signed{}, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 		}
 		var ev policy.Event
 		freshPINs, ev, err = s.openVPIN(ctx, who, card.Name, "sign", d.ID, call.Secret)
 		n.events |= ev
 		if err != nil {
-			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
+			return signed{}, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
 		defer wipePINs(freshPINs)
 	}
-	var sig, cert []byte
-	var by string
+	var out signed
 	var cardLocked atomic.Bool
 	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
@@ -505,7 +558,11 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 					"reader", m.Reader, "key", keyID, "delegation", d.ID)
 				return transport.Errorf(transport.CodeKeyGone, "key %s is no longer on the card", keyID)
 			}
-			if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+			if err := job.fits(k.Public); err != nil {
+				return err
+			}
+			digest, opts, err := job.input(d, k)
+			if err != nil {
 				return err
 			}
 			if k.PINPolicy == profiles.PINAlways && freshPINs == nil {
@@ -543,9 +600,11 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 					return cl.fail("read keys", rerr)
 				}
 				if changed {
+					// A signature valid under the new key stands, unless
+					// what it signed names the key's certificate.
 					var bad *profiles.BadSignatureError
 					nk, ok := keyByID(keys, k.ID)
-					if !ok || !errors.As(err, &bad) || profiles.VerifySignature(nk.Public, digest, bad.Signature, opts) != nil {
+					if !ok || !errors.As(err, &bad) || job.namesCert && !sameCertificate(nk, k) || profiles.VerifySignature(nk.Public, digest, bad.Signature, opts) != nil {
 						continue // with the card's keys as they are now
 					}
 					raw, err, k = bad.Signature, nil, nk
@@ -557,13 +616,14 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 			if mt := s.cfg.Metrics; mt != nil {
 				mt.CardOp(card.Name, m.ID, time.Since(onCard))
 			}
-			if sig, err = p11Signature(k.Public, raw); err != nil {
+			answer, err := job.output(k, raw)
+			if err != nil {
 				return err
 			}
+			out = signed{answer: answer, by: m.ID}
 			if k.Certificate != nil {
-				cert = k.Certificate.Raw
+				out.cert = k.Certificate.Raw
 			}
-			by = m.ID
 			return nil
 		}
 	})
@@ -571,12 +631,21 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		n.events |= policy.EventCardLocked
 	}
 	if err != nil {
-		return nil, s.refuseNoted(ctx, call, d.ID, n, s.requestError(card.Name, err), start)
+		return signed{}, s.refuseNoted(ctx, call, d.ID, n, s.requestError(card.Name, err), start)
 	}
-	if err := s.audit(ctx, call, d.ID, 0, by, sig, start, n); err != nil {
-		return nil, err
+	if err := s.audit(ctx, call, d.ID, 0, out.by, out.answer, start, n); err != nil {
+		return signed{}, err
 	}
-	return &transport.SignResponse{Signature: sig, Certificate: cert}, nil
+	return out, nil
+}
+
+// sameCertificate reports whether two keys carry the same certificate
+// (or none).
+func sameCertificate(a, b profiles.Key) bool {
+	if a.Certificate == nil || b.Certificate == nil {
+		return a.Certificate == b.Certificate
+	}
+	return a.Certificate.Equal(b.Certificate)
 }
 
 // pinFor returns a copy of the real PIN pinID of a card whose PINs are

@@ -63,6 +63,8 @@ const (
 	CodeGuessLimit      Code = 116 // the TPM's limit on vPIN guesses is reached for now: try later
 	CodeKeyGone         Code = 117 // the key the request names is no longer on the card (another program changed the card)
 	CodeDecryption      Code = 118 // the ciphertext does not decrypt under the key (its padding is wrong), or the peer's point is not on the key's curve
+	CodeWarrantyRaw     Code = 120 // a delegation with warranty signs documents only (SignDocument): a raw signature cannot carry the delegation notice
+	CodeNoCertificate   Code = 121 // the key has no certificate: it cannot make a document signature
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -111,6 +113,8 @@ var codeNames = map[Code]string{
 	CodeGuessLimit:         "TPM guess limit reached",
 	CodeKeyGone:            "key no longer on the card",
 	CodeDecryption:         "decryption error",
+	CodeWarrantyRaw:        "raw signature refused under a delegation with warranty",
+	CodeNoCertificate:      "key without a certificate",
 	CodeCardError:          "card error",
 	CodeCardUnavailable:    "card unavailable",
 	CodeMechanism:          "mechanism not supported",

@@ -31,24 +31,31 @@ const ALPN = "pscs/1"
 //	2 (2026-12-04): Decrypt served (RSA PKCS #1 v1.5 and OAEP), Derive
 //	  (ECDH key agreement), code 118 (decryption error); the vPIN beside
 //	  Decrypt and Derive as beside Sign.
-const ProtocolVersion = 2
+//	3 (2026-12-05): SignDocument (op 8): CAdES-BES signatures built by the
+//	  server from a document's digest, with the delegation notice on
+//	  delegations with warranty; codes 120 (a delegation with warranty
+//	  refuses raw signatures) and 121 (the key has no certificate).
+const ProtocolVersion = 3
 
 // Op is an operation. Numbers are never reused.
 type Op uint32
 
 const (
-	OpHello   Op = 1  // unsigned: server version, time, the identity's catalogue
-	OpLogin   Op = 2  // signed: log in to a remote card with the virtual PIN (in Secret)
-	OpSign    Op = 3  // signed: a signature with a key of a remote card
-	OpDecrypt Op = 4  // signed: a decryption with a key of a remote card
-	OpLogout  Op = 5  // signed: log out of a remote card
-	OpPing    Op = 6  // unsigned: an empty answer (keepalive, round-trip measurement)
-	OpDerive  Op = 7  // signed: a key agreement (ECDH) with a key of a remote card
-	OpAdmin   Op = 16 // signed: owner administration (body defined by the server)
+	OpHello   Op = 1 // unsigned: server version, time, the identity's catalogue
+	OpLogin   Op = 2 // signed: log in to a remote card with the virtual PIN (in Secret)
+	OpSign    Op = 3 // signed: a signature with a key of a remote card
+	OpDecrypt Op = 4 // signed: a decryption with a key of a remote card
+	OpLogout  Op = 5 // signed: log out of a remote card
+	OpPing    Op = 6 // unsigned: an empty answer (keepalive, round-trip measurement)
+	OpDerive  Op = 7 // signed: a key agreement (ECDH) with a key of a remote card
+	// OpSignDocument: signed: a CMS signature (CAdES-BES) of a document's
+	// digest with a key of a remote card.
+	OpSignDocument Op = 8
+	OpAdmin        Op = 16 // signed: owner administration (body defined by the server)
 )
 
 var opNames = map[Op]string{OpHello: "hello", OpLogin: "login", OpSign: "sign", OpDecrypt: "decrypt",
-	OpLogout: "logout", OpDerive: "derive", OpPing: "ping", OpAdmin: "admin"}
+	OpLogout: "logout", OpDerive: "derive", OpPing: "ping", OpAdmin: "admin", OpSignDocument: "sign-document"}
 
 func (o Op) String() string {
 	if s, ok := opNames[o]; ok {
@@ -232,6 +239,48 @@ type SignResponse struct {
 	// Certificate is the DER certificate of the card's key that signed, so
 	// that a signature from a parallel remote card can be verified.
 	Certificate []byte `cbor:"2,keyasint,omitempty"`
+}
+
+// SignDocumentRequest is the body of OpSignDocument. The document never
+// travels: the client sends its digest, the server builds the signed
+// attributes (content-type, message-digest with Digest, signing-time,
+// ESS signing-certificate-v2 of the signing card's certificate, and the
+// delegation notice if the delegation has warranty), the card signs
+// their DER, and the answer is a detached SignedData. For an enveloping
+// signature the client puts the document in (eContent) itself: the
+// signature covers the signed attributes only.
+type SignDocumentRequest struct {
+	Slot uint64 `cbor:"1,keyasint"`
+	Key  uint64 `cbor:"2,keyasint"` // handle of the private key object
+	// Hash is the digest algorithm of Digest and of the signature:
+	// CKM_SHA256, CKM_SHA384 or CKM_SHA512.
+	Hash   uint64 `cbor:"3,keyasint"`
+	Digest []byte `cbor:"4,keyasint"` // the document's digest
+	// Enveloping says that the client will put the document in; the
+	// server's answer is the same, and the flag is evidence in the signed
+	// request.
+	Enveloping bool `cbor:"5,keyasint,omitempty"`
+	// PSS asks an RSA key for RSASSA-PSS (salt of the hash's size)
+	// instead of PKCS #1 v1.5.
+	PSS bool `cbor:"6,keyasint,omitempty"`
+	// Format is the signature format: FormatCAdES (0 or 1). Others (PAdES,
+	// without signing-time) come later; unknown ones are refused with
+	// CodeMechanism.
+	Format uint32 `cbor:"7,keyasint,omitempty"`
+}
+
+// Signature formats of SignDocumentRequest.
+const (
+	FormatCAdES uint32 = 1 // CAdES-BES (ETSI EN 319 122-1); 0 means this too
+)
+
+// SignDocumentResponse is the body of the answer to OpSignDocument.
+type SignDocumentResponse struct {
+	// CMS is the DER ContentInfo of the detached SignedData, with the
+	// signing card's certificate (and its chain, where the server has it).
+	CMS []byte `cbor:"1,keyasint"`
+	// Certificate is the DER certificate of the card's key that signed.
+	Certificate []byte `cbor:"2,keyasint"`
 }
 
 // DecryptRequest is the body of OpDecrypt.

@@ -35,6 +35,9 @@ func TestProtocolDocExamples(t *testing.T) {
 		"DeriveRequest":   func() any { return new(DeriveRequest) },
 		"DeriveResponse":  func() any { return new(DeriveResponse) },
 		"LogoutRequest":   func() any { return new(LogoutRequest) },
+
+		"SignDocumentRequest":  func() any { return new(SignDocumentRequest) },
+		"SignDocumentResponse": func() any { return new(SignDocumentResponse) },
 	}
 	re := regexp.MustCompile("(?s)```cbor-hex (\\w+)\n(.*?)```")
 	matches := re.FindAllSubmatch(doc, -1)

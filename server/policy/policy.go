@@ -8,9 +8,9 @@
 // [Book.Check] answers every request with nil or a *transport.Error whose
 // code names the reason: CodeDenied (no delegation of this delegate for this
 // remote card and operation), CodeRevoked, CodeOutsideWindow,
-// CodeLimitReached, CodeDocumentRefused, CodeLocked. Changes (revocation,
-// new limits) take effect at the next Check, also for sessions that are
-// already open: a Check is made on every request.
+// CodeLimitReached, CodeDocumentRefused, CodeWarrantyRaw, CodeLocked.
+// Changes (revocation, new limits) take effect at the next Check, also for
+// sessions that are already open: a Check is made on every request.
 //
 // # Durable state
 //
@@ -311,6 +311,10 @@ type Request struct {
 	Card     string
 	Op       string // "login", "sign", "decrypt" (decryptions and key agreements)
 	Digest   []byte // for "sign": the digest of the document, if known
+	// Raw, for "sign": a bare signature (PKCS #11 signing of a digest),
+	// which cannot carry the delegation notice; a delegation with
+	// Warranty refuses it (CodeWarrantyRaw) and signs documents only.
+	Raw bool
 }
 
 // Check decides a request: nil, or a *transport.Error naming the reason.
@@ -364,6 +368,9 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	// signatures; the allowed documents concern signatures only.
 	if r.Op != "sign" && r.Op != "decrypt" {
 		return d, nil
+	}
+	if r.Op == "sign" && r.Raw && d.Warranty {
+		return d, transport.Errorf(transport.CodeWarrantyRaw, "delegation %s has warranty: it signs documents only, with the delegation notice", d.ID)
 	}
 	if r.Op == "sign" && len(d.Documents) > 0 && !slices.ContainsFunc(d.Documents, func(doc []byte) bool { return bytes.Equal(doc, r.Digest) }) {
 		return d, transport.Errorf(transport.CodeDocumentRefused, "delegation %s: document not allowed", d.ID)

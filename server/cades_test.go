@@ -1,0 +1,218 @@
+package server_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/cms"
+	"github.com/pscs/pscs/internal/cms/cmstest"
+	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/transport"
+)
+
+// lastRecord is the rig's last audit record.
+func (a *memAudit) last() *server.AuditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.records) == 0 {
+		return nil
+	}
+	return a.records[len(a.records)-1]
+}
+
+// TestCAdES: document signatures from the RSA (PKCS #1 v1.5 and PSS) and
+// ECDSA (P-256, P-384) keys of a simulated PIV card served by pscsd,
+// detached and enveloping, verify in openssl cms against the certificate
+// of the card that signed, without the delegation notice on a delegation
+// without warranty.
+func TestCAdES(t *testing.T) {
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte("Decree 2026/41: the library opens on Sundays.\n")
+	for _, tc := range []struct {
+		key  uint64
+		hash crypto.Hash
+		pss  bool
+		kind string
+	}{
+		{1, crypto.SHA256, false, "ecdsa"},
+		{10, crypto.SHA384, false, "ecdsa"},
+		{4, crypto.SHA256, false, "rsa"},
+		{4, crypto.SHA512, true, "rsa"},
+	} {
+		for _, env := range []bool{false, true} {
+			name := fmt.Sprintf("key %d %v pss=%v enveloping=%v", tc.key, tc.hash, tc.pss, env)
+			sd, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: tc.key, Hash: tc.hash, PSS: tc.pss,
+				Enveloping: env, VPIN: []byte("2718")})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			switch sd.Certificate.PublicKey.(type) {
+			case *ecdsa.PublicKey:
+				if tc.kind != "ecdsa" {
+					t.Fatalf("%s: an EC key", name)
+				}
+			case *rsa.PublicKey:
+				if tc.kind != "rsa" {
+					t.Fatalf("%s: an RSA key", name)
+				}
+			}
+			content := doc
+			if env {
+				content = nil
+			}
+			if out, ok := cmstest.Verify(t, sd.CMS, content, sd.Certificate); !ok {
+				t.Errorf("%s: openssl cms -verify refuses it:\n%s", name, out)
+			}
+			if out, ok := cmstest.Verify(t, sd.CMS, []byte("Decree 2026/41: the library closes on Sundays.\n"), sd.Certificate); ok && !env {
+				t.Errorf("%s: openssl accepts it for another document:\n%s", name, out)
+			}
+			if sd.Notice || strings.Contains(cmstest.Print(t, sd.CMS), cms.Arc) {
+				t.Errorf("%s: the delegation notice on a delegation without warranty", name)
+			}
+			// The record keeps the detached SignedData the server made.
+			if rec := r.audit.last(); rec.Op != "sign-document" || rec.Code != 0 || !env && !bytes.Equal(rec.Result, sd.CMS) {
+				t.Errorf("%s: audit record %s code %v", name, rec.Op, rec.Code)
+			}
+		}
+	}
+	// A key the card wants the PIN for every time wants the vPIN beside
+	// the request, as for a raw signature.
+	_, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 4})
+	if transport.CodeOf(err) != transport.CodeNotLoggedIn {
+		t.Errorf("9C without the vPIN: %v", err)
+	}
+	_, err = c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1, PSS: true})
+	if transport.CodeOf(err) != transport.CodeMechanism {
+		t.Errorf("PSS with an EC key: %v", err)
+	}
+}
+
+// TestWarranty: a delegation with warranty puts the delegation notice in
+// every document signature (openssl shows the attribute; it names the
+// delegate's certificate, the delegation, its window and owner), and
+// refuses raw signatures with CodeWarrantyRaw and an audit record.
+func TestWarranty(t *testing.T) {
+	r := newRig(t, 1)
+	from := time.Now().Add(-time.Hour).Truncate(time.Second)
+	until := from.Add(90 * 24 * time.Hour)
+	r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5,
+		Warranty: true, NotBefore: from, NotAfter: until})
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte("Contract 7: the mayor's delegate signs for the town.\n")
+	sd, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 4, VPIN: []byte("2718")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := cmstest.Verify(t, sd.CMS, doc, sd.Certificate); !ok {
+		t.Errorf("openssl cms -verify refuses it:\n%s", out)
+	}
+	if printed := cmstest.Print(t, sd.CMS); !strings.Contains(printed, "object: undefined ("+cms.Arc+".1)") {
+		t.Errorf("openssl does not show the notice attribute %s.1:\n%s", cms.Arc, printed)
+	}
+	parsed, err := cms.Parse(sd.CMS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := parsed.Signers[0].Notice
+	if n == nil {
+		t.Fatal("no notice")
+	}
+	if n.Delegation != "d-alice" || n.Owner != "mayor" || n.Subject() != "CN=alice" ||
+		n.DelegateCertHash != sha256.Sum256(r.alice.Leaf.Raw) || !n.NotBefore.Equal(from) || !n.NotAfter.Equal(until) {
+		t.Errorf("notice %+v", n)
+	}
+	sum := sha256.Sum256(doc)
+	_, err = c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1041, Data: sum[:]})
+	if transport.CodeOf(err) != transport.CodeWarrantyRaw {
+		t.Errorf("a raw signature under warranty: %v, want code 120", err)
+	}
+	if rec := r.audit.last(); rec.Op != "sign" || rec.Code != transport.CodeWarrantyRaw || rec.Delegation != "d-alice" {
+		t.Errorf("audit record of the refusal: %s %v %s", rec.Op, rec.Code, rec.Delegation)
+	}
+	if _, st, _ := r.book.Get("d-alice"); st.Used != 1 {
+		t.Errorf("signatures counted: %d, want 1 (the refused raw one is not)", st.Used)
+	}
+}
+
+// TestDocumentLimitedCAdES: a delegation for certain documents signs them
+// as CAdES and refuses any other with CodeDocumentRefused, the refusal's
+// audit record keeping the refused document's digest.
+func TestDocumentLimitedCAdES(t *testing.T) {
+	r := newRig(t, 1)
+	doc, other := []byte("the allowed order\n"), []byte("another order\n")
+	sum, otherSum := sha256.Sum256(doc), sha256.Sum256(other)
+	r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5, Documents: [][]byte{sum[:]}})
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1}); err != nil {
+		t.Errorf("the allowed document: %v", err)
+	}
+	_, err := c.SignCAdES(ctx(t), bytes.NewReader(other), client.CAdESOptions{Slot: 7, Key: 1})
+	if transport.CodeOf(err) != transport.CodeDocumentRefused {
+		t.Errorf("another document: %v, want code 107", err)
+	}
+	if rec := r.audit.last(); rec.Code != transport.CodeDocumentRefused || !bytes.Equal(rec.Result, otherSum[:]) {
+		t.Errorf("audit record of the refusal: code %v, result %x, want the digest %x", rec.Code, rec.Result, otherSum)
+	}
+	// The allowed document's SHA-384 digest is another digest: refused.
+	_, err = c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1, Hash: crypto.SHA384})
+	if transport.CodeOf(err) != transport.CodeDocumentRefused {
+		t.Errorf("the allowed document hashed with SHA-384: %v, want code 107", err)
+	}
+}
+
+// TestCAdESPoolOfDifferentKeys: a parallel remote card of three cards
+// holding different keys signs 30 documents; each signature verifies
+// against the certificate it carries, and every card signed some. (The
+// pool gives each request the next free card, not strictly the next card:
+// an even share of 10 each is the pools' work, issue 12 item 5.)
+func TestCAdESPoolOfDifferentKeys(t *testing.T) {
+	r := newRig(t, 3)
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]int{}
+	for i := range 30 {
+		doc := []byte(fmt.Sprintf("document %d\n", i))
+		sd, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := cms.Parse(sd.CMS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := parsed.Signers[0]
+		if err := s.Verify(s.ContentDigest(doc)); err != nil {
+			t.Errorf("document %d: %v", i, err)
+		}
+		by[string(sd.Certificate.Raw)]++
+	}
+	if len(by) != 3 {
+		t.Fatalf("%d certificates signed, want 3", len(by))
+	}
+	var counts []int
+	for _, n := range by {
+		counts = append(counts, n)
+	}
+	t.Logf("signatures by card: %v", counts)
+}
