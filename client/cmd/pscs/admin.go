@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -38,7 +39,7 @@ func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
 				Summary: "register a card's real PIN, sealed under your passphrase and the server's TPM (PSCS_PIN, PSCS_PASSPHRASE, or the terminal)",
 				Run:     run(a.adminRegisterPIN)},
 			{Name: "delegate", Args: "[-config FILE] -card CARD -to NAME [-for DURATION | -until TIME] [-from TIME] [-ops sign,decrypt] " +
-				"[-per-hour N] [-total N] [-days mon,tue,...] [-hours HH:MM-HH:MM] [-document HEX]... [-warranty]",
+				"[-per-hour N] [-total N] [-days mon,tue,...] [-hours HH:MM-HH:MM] [-document HEX]... [-documents FILE]... [-warranty]",
 				Summary: "delegate a remote card; prints the delegation's virtual PIN once (PSCS_PASSPHRASE, or the terminal)",
 				Run:     run(a.adminDelegate)},
 			{Name: "revoke", Args: "[-config FILE] ID", Summary: "revoke a delegation", Run: run(a.adminByID(transport.AdminRevoke))},
@@ -136,6 +137,8 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 	warranty := fs.Bool("warranty", false, "signatures carry a visible delegation notice")
 	var docs multiFlag
 	fs.Var(&docs, "document", "an allowed document digest (hex); repeatable")
+	var docFiles multiFlag
+	fs.Var(&docFiles, "documents", "an allowed document: its SHA-256 is computed here; repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -183,6 +186,14 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 			return fs.Usagef("-document: %v", err)
 		}
 		d.Documents = append(d.Documents, b)
+	}
+	for _, f := range docFiles {
+		sum, err := fileDigest(f, crypto.SHA256)
+		if err != nil {
+			return fs.Usagef("-documents: %v", err)
+		}
+		fmt.Fprintf(a.stderr, "allowed document %s: SHA-256 %x\n", f, sum)
+		d.Documents = append(d.Documents, sum)
 	}
 	pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
 	if err != nil {

@@ -56,7 +56,8 @@ func (a *app) whoami(ctx context.Context, fs *cli.Flags, args []string) error {
 
 // sign signs a file through the server with a key of a remote card: the
 // data is hashed here and only its digest travels. The slot may be left
-// out when the delegate has one remote card.
+// out when the delegate has one remote card. With -cades the signature is
+// a CAdES-BES .p7m (document.go).
 func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
 	slot := fs.Uint64("slot", 0, "remote card (default: the only one)")
@@ -66,6 +67,11 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	out := fs.String("out", "", "file to write the signature to (ECDSA: ASN.1 DER, as OpenSSL reads it)")
 	raw := fs.Bool("raw", false, "write ECDSA signatures as PKCS #11 returns them (r||s)")
 	certOut := fs.String("cert", "", "also write the signing card's certificate (PEM)")
+	cades := fs.Bool("cades", false, "make a CAdES-BES signature (.p7m, enveloping unless -detached) instead of a bare one")
+	detached := fs.Bool("detached", false, "with -cades: leave the document out of the signature")
+	hashName := fs.String("hash", "sha256", "with -cades: sha256, sha384 or sha512")
+	pss := fs.Bool("pss", false, "with -cades and an RSA key: RSASSA-PSS instead of PKCS #1 v1.5")
+	step := fs.Int64("progress", 64, "with -cades: report hashing progress every this many MiB (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,19 +79,32 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Require("in", "out"); err != nil {
 		return err
 	}
+	if !*cades && (*detached || *pss || fs.Given("hash")) {
+		return fs.Usagef("-detached, -hash and -pss go with -cades (a bare signature's -m names its hash)")
+	}
+	if *cades && (fs.Given("m") || *raw || *certOut != "") {
+		return fs.Usagef("-m, -raw and -cert are for bare signatures: a CAdES signature holds its certificate")
+	}
+	docHash, ok := documentHashes[strings.ToLower(*hashName)]
+	if !ok {
+		return fs.Usagef("-hash: unknown hash %q", *hashName)
+	}
+	var digest []byte
 	hm, ok := hashedMechanisms[*mech]
 	if !ok {
 		return fs.Usagef("-m: unknown mechanism %q", *mech)
 	}
-	data, err := os.ReadFile(*in)
-	if err != nil {
-		return err
-	}
-	h := hm.hash.New()
-	h.Write(data)
-	digest := h.Sum(nil)
-	if hm.digestInfo != nil {
-		digest = append(append([]byte{}, hm.digestInfo...), digest...)
+	if !*cades {
+		data, err := os.ReadFile(*in)
+		if err != nil {
+			return err
+		}
+		h := hm.hash.New()
+		h.Write(data)
+		digest = h.Sum(nil)
+		if hm.digestInfo != nil {
+			digest = append(append([]byte{}, hm.digestInfo...), digest...)
+		}
 	}
 	vpin, err := readVPIN(a)
 	if err != nil {
@@ -110,6 +129,9 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", n)
 		}
 		*slot = hello.Catalogue.Slots[0].ID
+	}
+	if *cades {
+		return a.signCAdES(ctx, c, *slot, *key, vpin, docHash, *pss, *detached, *step, *in, *out)
 	}
 	return a.signRemotely(ctx, c, &transport.SignRequest{Slot: *slot, Key: *key, Mechanism: hm.remote, Data: digest}, vpin,
 		!*raw && strings.HasPrefix(*mech, "ecdsa"), *in, *out, *certOut)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pscs/pscs/internal/cms"
+	"github.com/pscs/pscs/internal/cms/cmstest"
 )
 
 // TestDelegateCommands: pscs whoami and pscs sign against pscsd --demo,
@@ -95,5 +101,102 @@ func TestDelegateCommands(t *testing.T) {
 	}
 	if _, stderr, err := runPSCS(t, append(env, "PSCS_VPIN=0"), "sign", "-in", doc, "-out", filepath.Join(dir, "x")); err == nil || !strings.Contains(stderr, "wrong virtual PIN") {
 		t.Errorf("a wrong vPIN: %v %s", err, stderr)
+	}
+	documentSignatures(t, dir, state, env, doc)
+}
+
+// documentSignatures: pscs sign -cades and pscs verify against the demo,
+// judged by openssl cms too; then the owner delegates the "ceo" card with
+// warranty for one document (admin delegate -warranty -documents FILE),
+// and the delegate's signature of it carries the notice (pscs verify says
+// it in words), another document is refused (107), and a bare signature
+// too (120).
+func documentSignatures(t *testing.T, dir, state string, env []string, doc string) {
+	big := filepath.Join(dir, "big.bin")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("0123456789abcdef"), 3<<16), 0o644); err != nil { // 3 MiB
+		t.Fatal(err)
+	}
+	docBytes, _ := os.ReadFile(doc)
+	bigBytes, _ := os.ReadFile(big)
+	for _, tc := range []struct {
+		args    []string
+		in      string
+		content []byte
+	}{
+		{[]string{"-key", "4"}, doc, nil},
+		{[]string{"-key", "1", "-detached", "-hash", "sha384", "-progress", "1"}, big, bigBytes},
+		{[]string{"-key", "4", "-detached", "-pss"}, doc, docBytes},
+	} {
+		p7m := filepath.Join(dir, "doc.p7m")
+		args := append(append([]string{"sign", "-slot", "1", "-cades"}, tc.args...), "-in", tc.in, "-out", p7m)
+		_, stderr, err := runPSCS(t, env, args...)
+		if err != nil {
+			t.Fatalf("pscs %v: %v", args, err)
+		}
+		if tc.in == big && !strings.Contains(stderr, "hashed "+big+": 2 of 3 MiB") {
+			t.Errorf("no progress for a 3 MiB file:\n%s", stderr)
+		}
+		vargs := []string{"verify", "-in", p7m}
+		if tc.content != nil {
+			vargs = append(vargs, "-content", tc.in)
+		}
+		out, _, err := runPSCS(t, env, vargs...)
+		if err != nil || !strings.Contains(out, "result:       valid") || !strings.Contains(out, "notice:       none") ||
+			!strings.Contains(out, "signing time: ") {
+			t.Errorf("pscs %v: %v\n%s", vargs, err, out)
+		}
+		der, _ := os.ReadFile(p7m)
+		sd, err := cms.Parse(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, ok := cmstest.Verify(t, der, tc.content, sd.Signers[0].Certificate); !ok {
+			t.Errorf("openssl cms -verify refuses pscs %v:\n%s", args, out)
+		}
+		if tc.content != nil {
+			if out, _, err := runPSCS(t, env, "verify", "-in", p7m, "-content", big+"x"); err == nil {
+				t.Errorf("pscs verify without the document: %s", out)
+			}
+			other := filepath.Join(dir, "other")
+			os.WriteFile(other, append(tc.content, '!'), 0o644)
+			if out, _, err := runPSCS(t, env, "verify", "-in", p7m, "-content", other); err == nil || !strings.Contains(out, "INVALID") {
+				t.Errorf("pscs verify with another document: %v\n%s", err, out)
+			}
+		}
+	}
+
+	// The owner delegates "ceo" with warranty, for doc alone.
+	owner := []string{"PSCS_CONFIG=" + filepath.Join(state, "demo", "owner", "client.conf"), "PSCS_PIN=123456"}
+	pass, _ := os.ReadFile(filepath.Join(state, "demo", "owner", "passphrase"))
+	owner = append(owner, "PSCS_PASSPHRASE="+strings.TrimSpace(string(pass)))
+	if _, _, err := runPSCS(t, owner, "admin", "register-pin", "-card", "ceo"); err != nil {
+		t.Fatalf("register the ceo card's PIN: %v", err)
+	}
+	out, stderr, err := runPSCS(t, owner, "admin", "delegate", "-card", "ceo", "-to", "demo-delegate", "-for", "24h", "-warranty", "-documents", doc)
+	sum := sha256.Sum256(docBytes)
+	if err != nil || !strings.Contains(stderr, fmt.Sprintf("SHA-256 %x", sum)) {
+		t.Fatalf("admin delegate -warranty -documents: %v\n%s", err, stderr)
+	}
+	vpin := ""
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "virtual PIN "); ok {
+			vpin = v
+		}
+	}
+	ceo := append(append([]string{}, env...), "PSCS_VPIN="+vpin)
+	p7m := filepath.Join(dir, "ceo.p7m")
+	if _, _, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-cades", "-in", doc, "-out", p7m); err != nil {
+		t.Fatalf("sign the allowed document under warranty: %v", err)
+	}
+	out, _, err = runPSCS(t, ceo, "verify", "-in", p7m)
+	if err != nil || !strings.Contains(out, "made by a delegate, not by the owner: delegation") || !strings.Contains(out, `of owner "demo-owner"`) ||
+		!strings.Contains(out, "delegate:    CN=demo-delegate") {
+		t.Errorf("pscs verify of a signature under warranty: %v\n%s", err, out)
+	}
+	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-cades", "-in", big, "-out", p7m); err == nil || !strings.Contains(stderr, "document not allowed") {
+		t.Errorf("another document under a document-limited delegation: %v %s", err, stderr)
+	}
+	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-in", doc, "-out", p7m); err == nil || !strings.Contains(stderr, "(120)") {
+		t.Errorf("a bare signature under warranty: %v %s", err, stderr)
 	}
 }

@@ -8,6 +8,8 @@
 //	pscs [-trace] sim [-vpcd HOST:PORT[,HOST:PORT…]] [-profile piv] [-seed S] [-latency real|none] [-pin P] [-puk P]
 //	pscs slots [-config FILE]
 //	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE
+//	pscs sign [-config FILE] [-slot N] [-key H] -cades [-detached] [-hash sha256|sha384|sha512] [-pss] [-progress MiB] -in FILE -out FILE
+//	pscs verify -in FILE.p7m [-content FILE] [-out FILE]
 //	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
 //	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export [-config FILE] ...
@@ -33,6 +35,15 @@
 // left out when there is one; the session ticket is kept in the user's
 // cache directory so that the next run logs in with 0-RTT. (pscs remote
 // sign, which sent the whole file, is gone: sign does what it did.)
+// With -cades, sign makes a CAdES-BES signature (.p7m, enveloping, or
+// detached with -detached): the file is hashed here as a stream (progress
+// on standard error every -progress MiB), pscsd builds the signed
+// attributes on the signing card's certificate, adds the delegation
+// notice on a delegation with warranty, and answers the SignedData. verify
+// checks such a signature (or any DER CMS SignedData): the document's
+// digest, the signature under the enclosed certificate; it shows the
+// signer, the signing time and the delegation notice in words, and leaves
+// the certificate's chain to openssl cms -verify -CAfile.
 // whoami shows the identity the server sees and the delegate's remote
 // cards.
 //
@@ -128,9 +139,12 @@ the configuration file from -config, PSCS_CONFIG or ~/.config/pscs/client.conf.
 			Run:     run(a.sim)},
 		{Name: "slots", Args: "[-config FILE]", Summary: "list the remote cards you may use (as a delegate)",
 			Run: run(a.slots)},
-		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE",
-			Summary: "sign a file with a key of a remote card: hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
+		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM [-raw] [-cert FILE] | -cades [-detached] [-hash sha256|sha384|sha512] [-pss] [-progress MiB]] -in FILE -out FILE",
+			Summary: "sign a file with a key of a remote card, bare or as CAdES-BES (.p7m): hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
 			Run:     run(a.sign)},
+		{Name: "verify", Args: "-in FILE.p7m [-content FILE] [-out FILE]",
+			Summary: "check a CMS/CAdES signature: the document's digest and the signature under the enclosed certificate; shows signer, signing time and the delegation notice",
+			Run:     run(a.verify)},
 		{Name: "whoami", Args: "[-config FILE]", Summary: "show the identity the server sees and your remote cards",
 			Run: run(a.whoami)},
 		{Name: "audit", Summary: "pscsd's audit log", Commands: []*cli.Command{

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/cli"
+	"github.com/pscs/pscs/internal/cms"
+)
+
+// Document signatures: pscs sign -cades and pscs verify.
+
+// documentHashes are the -hash values of pscs sign -cades.
+var documentHashes = map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384, "sha512": crypto.SHA512}
+
+// progress returns a function that reports on a's stderr, every step
+// bytes, how much of a file of size bytes has been read; nil if the file
+// is not larger than one step.
+func (a *app) progress(what string, size, step int64) func(int64) {
+	if step <= 0 || size <= step {
+		return nil
+	}
+	next := step
+	return func(n int64) {
+		if n >= next {
+			fmt.Fprintf(a.stderr, "%s: %d of %d MiB\n", what, n>>20, size>>20)
+			for next <= n {
+				next += step
+			}
+		}
+	}
+}
+
+// signCAdES signs the file in with key of remote card slot as a CAdES-BES
+// signature (enveloping, or detached), written to out: the file is hashed
+// here, as a stream, and only its digest travels.
+func (a *app) signCAdES(ctx context.Context, c *client.Client, slot, key uint64, vpin []byte, hash crypto.Hash, pss, detached bool, stepMiB int64, in, out string) error {
+	f, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := c.Login(ctx, slot, vpin); err != nil {
+		return err
+	}
+	sd, err := c.SignCAdES(ctx, f, client.CAdESOptions{Slot: slot, Key: key, Hash: hash, PSS: pss, Enveloping: !detached, VPIN: vpin,
+		Progress: a.progress("hashed "+in, st.Size(), stepMiB<<20)})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, sd.CMS, 0o644); err != nil {
+		return err
+	}
+	kind := "enveloping"
+	if detached {
+		kind = "detached"
+	}
+	notice := ""
+	if sd.Notice {
+		notice = ", with the delegation notice"
+	}
+	fmt.Fprintf(a.stderr, "signed %s on remote card %d as CAdES-BES (%s%s) by %s: %d bytes to %s\n", in, slot, kind, notice,
+		sd.Certificate.Subject, len(sd.CMS), out)
+	return c.Logout(ctx, slot)
+}
+
+// verify checks a CMS signature (.p7m): its signers' signatures under the
+// certificates it encloses, and the content's digest; it shows signer,
+// signing time and the delegation notice.
+func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
+	in := fs.String("in", "", "the signature (.p7m: DER, or PEM)")
+	content := fs.String("content", "", "the document, for a detached signature")
+	out := fs.String("out", "", "write the enveloped document here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := fs.Require("in"); err != nil {
+		return err
+	}
+	der, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	if b, _ := pem.Decode(der); b != nil {
+		der = b.Bytes
+	}
+	sd, err := cms.Parse(der)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	kind := "enveloping"
+	switch {
+	case sd.Detached() && *content == "":
+		return fs.Usagef("%s is a detached signature: give the document with -content FILE", *in)
+	case sd.Detached():
+		kind = "detached, document " + *content
+	case *content != "":
+		return fs.Usagef("%s holds its document: -content is for detached signatures", *in)
+	}
+	w := a.stdout
+	fmt.Fprintf(w, "signature:    %s (%s)\n", *in, kind)
+	bad := 0
+	for i, s := range sd.Signers {
+		if len(sd.Signers) > 1 {
+			fmt.Fprintf(w, "signer %d:\n", i+1)
+		}
+		digest := s.ContentDigest(sd.Content)
+		if sd.Detached() {
+			if digest, err = fileDigest(*content, s.Hash); err != nil {
+				return err
+			}
+		}
+		verr := s.Verify(digest)
+		if verr != nil {
+			bad++
+			fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(verr.Error(), "cms: "))
+		} else {
+			fmt.Fprintf(w, "result:       valid: the document is the one signed, and the signature verifies under the signer's certificate\n")
+		}
+		fmt.Fprintf(w, "algorithm:    %v, %s\n", s.Hash, algorithmName(s.SignatureAlgorithm))
+		if c := s.Certificate; c != nil {
+			fmt.Fprintf(w, "signer:       %s\n", c.Subject)
+			fmt.Fprintf(w, "issuer:       %s (serial %s)\n", c.Issuer, c.SerialNumber.Text(16))
+			sum := sha256.Sum256(c.Raw)
+			fmt.Fprintf(w, "certificate:  SHA-256 %x, valid %s to %s\n", sum, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
+		}
+		if !s.SigningTime.IsZero() {
+			fmt.Fprintf(w, "signing time: %s\n", s.SigningTime.UTC().Format(time.RFC3339))
+		}
+		if s.Notice != nil {
+			fmt.Fprintf(w, "notice:       %s\n", s.Notice)
+		} else {
+			fmt.Fprintf(w, "notice:       none (no delegation notice)\n")
+		}
+	}
+	fmt.Fprintln(w, "not checked:  the certificate's chain, validity and revocation (openssl cms -verify -CAfile CA.pem does)")
+	if bad > 0 {
+		return fmt.Errorf("%s: %d of %d signatures invalid", *in, bad, len(sd.Signers))
+	}
+	if *out != "" && !sd.Detached() {
+		return os.WriteFile(*out, sd.Content, 0o644)
+	}
+	return nil
+}
+
+func algorithmName(o cms.OID) string {
+	names := map[string]string{
+		"1.2.840.113549.1.1.1": "RSA PKCS #1 v1.5", "1.2.840.113549.1.1.11": "sha256WithRSAEncryption",
+		"1.2.840.113549.1.1.12": "sha384WithRSAEncryption", "1.2.840.113549.1.1.13": "sha512WithRSAEncryption",
+		"1.2.840.113549.1.1.10": "RSASSA-PSS", "1.2.840.10045.2.1": "ECDSA", "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
+		"1.2.840.10045.4.3.3": "ecdsa-with-SHA384", "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
+	}
+	if n, ok := names[o.String()]; ok {
+		return n
+	}
+	return o.String()
+}
+
+// fileDigest hashes a file as a stream.
+func fileDigest(path string, h crypto.Hash) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	w := h.New()
+	if _, err := io.Copy(w, f); err != nil {
+		return nil, err
+	}
+	return w.Sum(nil), nil
+}
