@@ -322,13 +322,22 @@ func (s *site) admin(req *transport.AdminRequest, sec *transport.AdminSecret) (*
 	return &resp, err
 }
 
-// delegateConf is a delegate's configuration file and virtual PIN.
-type delegateConf struct{ path, vpin string }
+// delegateConf is a delegate's configuration file, virtual PIN and
+// delegation.
+type delegateConf struct{ path, vpin, delegation string }
 
 // delegate has alice issue an identity for name and delegate "mayor" to
-// it; it returns the delegate's client.conf (next to alice's, sharing
-// its CA file) and vPIN.
+// it for a day; it returns the delegate's client.conf (next to alice's,
+// sharing its CA file) and vPIN.
 func (s *site) delegate(t *testing.T, name string) delegateConf {
+	t.Helper()
+	return s.delegateAs(t, name, transport.AdminDelegation{})
+}
+
+// delegateAs is delegate with the delegation's terms in d (warranty,
+// documents, …); its delegate and card are name and "mayor", and it ends
+// in a day unless d says when.
+func (s *site) delegateAs(t *testing.T, name string, d transport.AdminDelegation) delegateConf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -339,8 +348,11 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 	if err != nil {
 		t.Fatalf("issue %s: %v", name, err)
 	}
-	d, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-		Delegate: name, Card: "mayor", NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
+	d.Delegate, d.Card = name, "mayor"
+	if d.NotAfter == 0 {
+		d.NotAfter = time.Now().Add(24 * time.Hour).UnixMilli()
+	}
+	granted, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &d},
 		&transport.AdminSecret{Passphrase: []byte(sitePassphrase)})
 	if err != nil {
 		t.Fatalf("delegate mayor to %s: %v", name, err)
@@ -370,7 +382,7 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 			t.Fatal(err)
 		}
 	}
-	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: d.VPIN}
+	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: granted.VPIN, delegation: granted.ID}
 }
 
 // syncBuffer is a process's output, read while it runs.
