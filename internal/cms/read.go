@@ -124,33 +124,15 @@ func Parse(der []byte) (*SignedData, error) {
 		!sdSeq.ReadASN1(&signerInfos, asn1.SET) || !sdSeq.Empty() {
 		return nil, malformed("SignedData")
 	}
-	for !certs.Empty() {
-		var c cryptobyte.String
-		if !certs.ReadASN1Element(&c, asn1.SEQUENCE) {
-			return nil, malformed("certificates (only X.509 certificates are read)")
-		}
-		if len(sd.Certificates) == MaxCertificates {
-			return nil, fmt.Errorf("cms: more than %d certificates", MaxCertificates)
-		}
-		cert, err := x509.ParseCertificate(c)
-		if err != nil {
-			return nil, fmt.Errorf("cms: certificate %d: %w", len(sd.Certificates)+1, err)
-		}
-		sd.Certificates = append(sd.Certificates, cert)
+	var err error
+	sd.Certificates, err = readEach(certs, "certificate", MaxCertificates, func(c cryptobyte.String) (*x509.Certificate, error) {
+		return x509.ParseCertificate(c)
+	})
+	if err != nil {
+		return nil, err
 	}
-	for !signerInfos.Empty() {
-		var si cryptobyte.String
-		if !signerInfos.ReadASN1(&si, asn1.SEQUENCE) {
-			return nil, malformed("SignerInfo")
-		}
-		if len(sd.Signers) == MaxSigners {
-			return nil, fmt.Errorf("cms: more than %d signers", MaxSigners)
-		}
-		s, err := sd.parseSigner(si)
-		if err != nil {
-			return nil, fmt.Errorf("cms: signer %d: %w", len(sd.Signers)+1, err)
-		}
-		sd.Signers = append(sd.Signers, s)
+	if sd.Signers, err = readEach(signerInfos, "signer", MaxSigners, sd.parseSigner); err != nil {
+		return nil, err
 	}
 	if len(sd.Signers) == 0 {
 		return nil, errors.New("cms: no signer")
@@ -158,7 +140,33 @@ func Parse(der []byte) (*SignedData, error) {
 	return sd, nil
 }
 
-func (sd *SignedData) parseSigner(si cryptobyte.String) (*Signer, error) {
+// readEach reads the SEQUENCEs of a SET OF (the certificates, the
+// signers), at most max, each with parse.
+func readEach[T any](set cryptobyte.String, what string, max int, parse func(cryptobyte.String) (T, error)) ([]T, error) {
+	var out []T
+	for !set.Empty() {
+		var elem cryptobyte.String
+		if !set.ReadASN1Element(&elem, asn1.SEQUENCE) {
+			return nil, malformed(what + " (not a SEQUENCE: only X.509 certificates and SignerInfos are read)")
+		}
+		if len(out) == max {
+			return nil, fmt.Errorf("cms: more than %d %ss", max, what)
+		}
+		v, err := parse(elem)
+		if err != nil {
+			return nil, fmt.Errorf("cms: %s %d: %w", what, len(out)+1, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// parseSigner reads a SignerInfo (its DER, with the SEQUENCE's tag).
+func (sd *SignedData) parseSigner(elem cryptobyte.String) (*Signer, error) {
+	var si cryptobyte.String
+	if !elem.ReadASN1(&si, asn1.SEQUENCE) {
+		return nil, malformed("SignerInfo")
+	}
 	s := &Signer{sd: sd}
 	var v int64
 	if !si.ReadASN1Integer(&v) {

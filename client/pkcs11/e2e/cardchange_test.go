@@ -27,7 +27,6 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
@@ -60,10 +59,7 @@ func TestCardChangesUnderModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	plugged := make(chan struct{})
-	go func() { defer close(plugged); vpcd.Plug(ctx, pcscd.CardAddr(readerChanging), sim) }()
-	t.Cleanup(func() { cancel(); <-plugged })
+	plugCard(t, pcscd, readerChanging, sim)
 
 	site := startSite(t, pscsd, dir, pcscd.Env())
 	conf := site.delegate(t, "bob")

@@ -147,6 +147,18 @@ const (
 	readerWarranty = 2 // TestWarrantyThroughModule
 )
 
+// plugCard plugs card into reader i of pcscd (vpcd) until the test ends.
+func plugCard(t *testing.T, pcscd *pcscdtest.PCSCD, i int, card vpcd.Card) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&vpcd.Server{}).Plug(ctx, pcscd.CardAddr(i), card)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // privatePCSCD starts judgePCSCD, once per test binary.
 func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 	t.Helper()
@@ -177,13 +189,7 @@ func TestOpenSCPINAlways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		(&vpcd.Server{}).Plug(ctx, pcscd.CardAddr(readerOpenSC), card)
-	}()
-	defer func() { cancel(); <-done }()
+	plugCard(t, pcscd, readerOpenSC, card)
 
 	conf := filepath.Join(t.TempDir(), "opensc.conf")
 	// No file caching: simulated cards would share the cache.

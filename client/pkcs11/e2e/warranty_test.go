@@ -15,7 +15,6 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/cms/cmstest"
@@ -40,10 +39,7 @@ func TestWarrantyThroughModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	plugged := make(chan struct{})
-	go func() { defer close(plugged); (&vpcd.Server{}).Plug(ctx, pcscd.CardAddr(readerWarranty), sim) }()
-	t.Cleanup(func() { cancel(); <-plugged })
+	plugCard(t, pcscd, readerWarranty, sim)
 
 	doc, other := []byte("Ordinance 3: the market moves to the square.\n"), []byte("Ordinance 4: the market stays.\n")
 	sum, otherSum := sha256.Sum256(doc), sha256.Sum256(other)
