@@ -14,6 +14,7 @@ import (
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/cms/cmstest"
+	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/transport"
@@ -176,6 +177,31 @@ func TestDocumentLimitedCAdES(t *testing.T) {
 	_, err = c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1, Hash: crypto.SHA384})
 	if transport.CodeOf(err) != transport.CodeDocumentRefused {
 		t.Errorf("the allowed document hashed with SHA-384: %v, want code 107", err)
+	}
+}
+
+// TestCAdESKeyWithoutCertificate: a key whose card holds no certificate
+// for it cannot make a document signature (CodeNoCertificate), and the
+// refusal is audited; its raw signatures still work.
+func TestCAdESKeyWithoutCertificate(t *testing.T) {
+	old := cardSlots
+	cardSlots = map[pivsim.Slot]pivsim.SlotConfig{pivsim.SlotAuthentication: {Algorithm: pivsim.ECCP256, NoCertificate: true}}
+	defer func() { cardSlots = old }()
+	r := newRig(t, 1)
+	c := r.dial(t, r.alice)
+	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.SignCAdES(ctx(t), bytes.NewReader([]byte("doc")), client.CAdESOptions{Slot: 7, Key: 1})
+	if transport.CodeOf(err) != transport.CodeNoCertificate {
+		t.Errorf("CAdES with a key without a certificate: %v, want code 121", err)
+	}
+	if rec := r.audit.last(); rec.Op != "sign-document" || rec.Code != transport.CodeNoCertificate {
+		t.Errorf("audit record %s %v", rec.Op, rec.Code)
+	}
+	sum := sha256.Sum256([]byte("doc"))
+	if _, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: 1, Mechanism: 0x1041, Data: sum[:]}); err != nil {
+		t.Errorf("a raw signature with it: %v", err)
 	}
 }
 

@@ -113,3 +113,29 @@ func TestHoursPastMidnight(t *testing.T) {
 		}
 	}
 }
+
+// TestWarrantyRaw: a delegation with warranty refuses raw signatures
+// (CodeWarrantyRaw) without counting them, and allows document ones; one
+// without warranty allows both.
+func TestWarrantyRaw(t *testing.T) {
+	b := NewBook(nil)
+	b.Grant(Delegation{ID: "w", Owner: "mayor", Delegate: "alice", Card: "mayor", Warranty: true, Total: 1})
+	b.Grant(Delegation{ID: "p", Owner: "mayor", Delegate: "bob", Card: "mayor"})
+	for _, tt := range []struct {
+		name string
+		req  Request
+		want transport.Code
+	}{
+		{"warranty, raw", Request{Delegate: "alice", Card: "mayor", Op: "sign", Raw: true}, transport.CodeWarrantyRaw},
+		{"warranty, login", Request{Delegate: "alice", Card: "mayor", Op: "login"}, transport.CodeOK},
+		{"warranty, document", Request{Delegate: "alice", Card: "mayor", Op: "sign"}, transport.CodeOK},
+		{"without warranty, raw", Request{Delegate: "bob", Card: "mayor", Op: "sign", Raw: true}, transport.CodeOK},
+	} {
+		if _, err := b.Check(tt.req); code(err) != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if _, st, _ := b.Get("w"); st.Used != 1 {
+		t.Errorf("warranty delegation used %d times, want 1: the refused raw signature is not counted", st.Used)
+	}
+}
