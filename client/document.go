@@ -55,9 +55,10 @@ var hashMechanisms = map[crypto.Hash]uint64{crypto.SHA256: p11.CKMSHA256, crypto
 // CAdES-BES signature: it hashes doc here, reading it once as a stream
 // (only the digest travels), has the server sign, checks that the answer
 // signs that digest under the certificate it carries, and, for an
-// enveloping signature, reads doc again (from its start) into the
-// signature. The session must be logged in to o.Slot.
-func (c *Client) SignCAdES(ctx context.Context, doc io.ReadSeeker, o CAdESOptions) (*SignedDocument, error) {
+// enveloping signature, reads doc again into the signature, from where it
+// started: doc must then be an io.Seeker too (a file); a detached
+// signature takes any stream. The session must be logged in to o.Slot.
+func (c *Client) SignCAdES(ctx context.Context, doc io.Reader, o CAdESOptions) (*SignedDocument, error) {
 	if o.Hash == 0 {
 		o.Hash = crypto.SHA256
 	}
@@ -65,9 +66,16 @@ func (c *Client) SignCAdES(ctx context.Context, doc io.ReadSeeker, o CAdESOption
 	if !ok {
 		return nil, fmt.Errorf("client: CAdES with %v: SHA-256, SHA-384 or SHA-512", o.Hash)
 	}
-	start, err := doc.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, err
+	var start int64
+	seeker, _ := doc.(io.Seeker)
+	if o.Enveloping {
+		if seeker == nil {
+			return nil, errors.New("client: an enveloping signature reads the document twice: give an io.ReadSeeker (a file), or sign detached")
+		}
+		var err error
+		if start, err = seeker.Seek(0, io.SeekCurrent); err != nil {
+			return nil, err
+		}
 	}
 	h := o.Hash.New()
 	if _, err := io.Copy(h, &progressReader{r: doc, progress: o.Progress}); err != nil {
@@ -92,7 +100,7 @@ func (c *Client) SignCAdES(ctx context.Context, doc io.ReadSeeker, o CAdESOption
 	}
 	out := &SignedDocument{CMS: resp.CMS, Certificate: s.Certificate, Notice: s.Notice != nil}
 	if o.Enveloping {
-		if _, err := doc.Seek(start, io.SeekStart); err != nil {
+		if _, err := seeker.Seek(start, io.SeekStart); err != nil {
 			return nil, err
 		}
 		content, err := io.ReadAll(doc)

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,16 @@ func TestCAdES(t *testing.T) {
 	_, err = c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: 1, PSS: true})
 	if transport.CodeOf(err) != transport.CodeMechanism {
 		t.Errorf("PSS with an EC key: %v", err)
+	}
+	// A stream that cannot be read twice signs detached, not enveloping.
+	stream := func() io.Reader { return io.MultiReader(bytes.NewReader(doc[:10]), bytes.NewReader(doc[10:])) }
+	if sd, err := c.SignCAdES(ctx(t), stream(), client.CAdESOptions{Slot: 7, Key: 1}); err != nil {
+		t.Errorf("detached from a stream: %v", err)
+	} else if out, ok := cmstest.Verify(t, sd.CMS, doc, sd.Certificate); !ok {
+		t.Errorf("detached from a stream: openssl refuses it:\n%s", out)
+	}
+	if _, err := c.SignCAdES(ctx(t), stream(), client.CAdESOptions{Slot: 7, Key: 1, Enveloping: true}); err == nil || !strings.Contains(err.Error(), "io.ReadSeeker") {
+		t.Errorf("enveloping from a stream: %v", err)
 	}
 }
 
