@@ -15,6 +15,11 @@
 //	  VERIFY with the real PIN, sign, in one transaction, the card reset
 //	  first if it last served another delegate → audit record → answer.
 //
+// SignDocument (a CAdES-BES signature of a document's digest, document.go)
+// takes the same path (signWith): only what the card signs (the hash of
+// the signed attributes, built on the signing card's certificate) and the
+// answer (the SignedData) differ.
+//
 // Every decision is made at every request, so revocation takes effect at
 // once, also on open sessions; revoked delegates' connections also get an
 // event.
