@@ -88,7 +88,7 @@ func (r *rig) wait(i int, present bool) {
 	r.t.Helper()
 	name := daemon.Readers[i]
 	var last any
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		rs, err := r.pc.Readers(context.Background())
 		if err != nil {
 			last = err
@@ -148,18 +148,25 @@ func TestPullUnderLoadThroughPCSCD(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
-	r.pull(2)
-	time.Sleep(500 * time.Millisecond)
-	if n := len(p.Members()); n != 3 {
-		t.Errorf("%d members with one card pulled, want 3", n)
+	// until: polls cond; the deadline is a hang guard.
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("still not %s after 60 s", what)
+			}
+		}
 	}
+	until("signing", func() bool { return ok.Load() >= 16 })
+	r.pull(2)
+	// The pool notices when a request fails on the pulled card.
+	until("down to 3 members with one card pulled", func() bool { return len(p.Members()) == 3 })
 	r.plug(2)
 	back := r.member(2)
 	if err := p.Add(back); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	until("served by the card put back", func() bool { return back.Served() > 0 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d signatures, %d lost; the returned card served %d", ok.Load(), lost.Load(), back.Served())
@@ -276,7 +283,7 @@ func TestManagerFollowsReaders(t *testing.T) {
 
 	members := func(want int) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if len(pool.Members()) == want {
 				return
 			}

@@ -212,7 +212,7 @@ func TestServerRefusals(t *testing.T) {
 		}
 	}
 	r.Pool.Remove(r.Member)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if id, err := m.WaitForSlotEvent(true); err == nil && id == 1 {
 			break
 		}
@@ -220,7 +220,7 @@ func TestServerRefusals(t *testing.T) {
 			t.Fatal("no slot event after the card left")
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		info, err := m.SlotInfo(1)
 		if err == nil && info.Flags&ckfTokenPresent == 0 {
 			break
