@@ -35,7 +35,7 @@ func newServer(t testing.TB, m *Metrics) *httptest.Server {
 	return srv
 }
 
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -329,9 +329,6 @@ func TestHealthz(t *testing.T) {
 func TestHealthzTimeout(t *testing.T) {
 	m := New()
 	srv := newServer(t, m)
-
-	release := make(chan struct{})
-	defer close(release)
 	// Honours ctx.
 	m.AddCheck("slow", func(ctx context.Context) error {
 		select {
@@ -341,13 +338,7 @@ func TestHealthzTimeout(t *testing.T) {
 			return nil
 		}
 	})
-	// Ignores ctx entirely until the test ends.
-	var stuckRuns atomic.Int32
-	m.AddCheck("stuck", func(ctx context.Context) error {
-		stuckRuns.Add(1)
-		<-release
-		return nil
-	})
+	stuckRuns := addStuck(t, m)
 	m.AddCheck("fine", func(ctx context.Context) error { return nil })
 
 	start := time.Now()
@@ -380,27 +371,27 @@ func TestHealthzTimeout(t *testing.T) {
 func BenchmarkHealthzStuck(b *testing.B) {
 	m := New()
 	srv := newServer(b, m)
-	release := make(chan struct{})
-	defer close(release)
-	m.AddCheck("stuck", func(ctx context.Context) error {
-		<-release
-		return nil
-	})
-	getB := func() int {
-		resp, err := http.Get(srv.URL + "/healthz")
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	getB() // starts it, and waits HealthTimeout
+	addStuck(b, m)
+	get(b, srv.URL+"/healthz") // starts it, and waits HealthTimeout
 	for b.Loop() {
-		if code := getB(); code != http.StatusServiceUnavailable {
+		if code, _ := get(b, srv.URL+"/healthz"); code != http.StatusServiceUnavailable {
 			b.Fatalf("status %d, want 503", code)
 		}
 	}
+}
+
+// addStuck adds check "stuck", which ignores ctx entirely until the test
+// ends, and returns the count of its runs.
+func addStuck(t testing.TB, m *Metrics) *atomic.Int32 {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	runs := new(atomic.Int32)
+	m.AddCheck("stuck", func(ctx context.Context) error {
+		runs.Add(1)
+		<-release
+		return nil
+	})
+	return runs
 }
 
 func TestConcurrent(t *testing.T) {

@@ -309,10 +309,10 @@ func (s *memStore) Save(c *transport.Catalogue) error {
 	return nil
 }
 
-// TestUnreachable: with no server answering, metadata calls are answered
-// from the stored catalogue (or find no slot), and the calls that need the
-// server fail with CKR_DEVICE_ERROR after the timeout, never hang.
-func TestUnreachable(t *testing.T) {
+// storedCatalogue starts a rig and returns its client configuration and a
+// store that holds the catalogue a module fetched from it.
+func storedCatalogue(t testing.TB) (client.Config, *memStore) {
+	t.Helper()
 	r := rig.New(t)
 	store := &memStore{}
 	cfg := r.Config
@@ -324,7 +324,14 @@ func TestUnreachable(t *testing.T) {
 	if store.cat == nil {
 		t.Fatal("no catalogue stored")
 	}
+	return cfg, store
+}
 
+// TestUnreachable: with no server answering, metadata calls are answered
+// from the stored catalogue (or find no slot), and the calls that need the
+// server fail with CKR_DEVICE_ERROR after the timeout, never hang.
+func TestUnreachable(t *testing.T) {
+	cfg, store := storedCatalogue(t)
 	d := &dialRecorder{cfg: cfg}
 	d.cfg.Addr = droppingServer(t)
 	const timeout = 500 * time.Millisecond
@@ -337,7 +344,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil || len(slots) != 0 {
 		t.Errorf("SlotList without a stored catalogue: %v %v, want no slot", slots, err)
 	}
-	m = dead(store)
+	m := dead(store)
 	slots, err = m.SlotList(true)
 	if err != nil || len(slots) != 1 {
 		t.Fatalf("SlotList with a stored catalogue: %v %v, want slot 1", slots, err)
@@ -365,14 +372,7 @@ func TestUnreachable(t *testing.T) {
 // CKR_DEVICE_ERROR, with a server that does not answer, a stored catalogue
 // and a timeout of 200 ms.
 func BenchmarkUnreachableLogin(b *testing.B) {
-	r := rig.New(b)
-	store := &memStore{}
-	cfg := r.Config
-	m := New(Options{Store: store, Connect: func(ctx context.Context) (Backend, error) { return client.Dial(ctx, cfg) }})
-	if _, err := m.SlotList(false); err != nil {
-		b.Fatal(err)
-	}
-	m.Finalize()
+	cfg, store := storedCatalogue(b)
 	d := &dialRecorder{cfg: cfg}
 	d.cfg.Addr = droppingServer(b)
 	for b.Loop() {
