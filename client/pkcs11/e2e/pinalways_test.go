@@ -198,9 +198,9 @@ func TestOpenSCPINAlways(t *testing.T) {
 	}
 	defer p.Finalize()
 	var slots []uint
-	for deadline := time.Now().Add(15 * time.Second); len(slots) == 0; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(slots) == 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("OpenSC sees no token within 15 s")
+			t.Fatal("OpenSC sees no token within 60 s")
 		}
 		slots, _ = p.GetSlotList(true)
 	}
