@@ -111,13 +111,13 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 		priv[ckaAlwaysSensitive] = true
 		priv[ckaExtractable] = false
 		priv[ckaNeverExtract] = true
-		priv[ckaSign] = true
+		priv[ckaSign] = !k.NoSign // a decryption-only key (OpenPGP "dec")
 		// The card wants its PIN before every signature with this key:
 		// the delegate gives the virtual PIN with every one.
 		priv[ckaAlwaysAuth] = k.PINPolicy == profiles.PINAlways
 		pub := common(ckoPublicKey)
 		pub[ckaPrivate] = false
-		pub[ckaVerify] = true
+		pub[ckaVerify] = !k.NoSign
 		// A key the profile offers for decryption (profiles.Decrypter):
 		// RSA keys decrypt, EC keys agree keys (ECDH).
 		_, isEC := k.Public.(*ecdsa.PublicKey)
