@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/pscs/pscs/apdu"
@@ -132,7 +133,7 @@ func TestDeriveECDH(t *testing.T) {
 }
 
 func TestSignatureCounterAndPINAlways(t *testing.T) {
-	ctx, _, c := open(t, pgpsim.Config{PW1Single: true, Keys: map[pgpsim.Key]simkit.Alg{pgpsim.KeySign: simkit.ECCP256}})
+	ctx, sim, c := open(t, pgpsim.Config{PW1Single: true, Keys: map[pgpsim.Key]simkit.Alg{pgpsim.KeySign: simkit.ECCP256}})
 	keys, err := c.Keys(ctx)
 	if err != nil || len(keys) != 1 || keys[0].PINPolicy != profiles.PINAlways {
 		t.Fatalf("Keys = %+v, %v; want sig with PIN always", keys, err)
@@ -147,7 +148,7 @@ func TestSignatureCounterAndPINAlways(t *testing.T) {
 		}
 	}
 	info, err := c.Info(ctx)
-	if err != nil || info.Label != "OpenPGP card, 2 signatures" || info.Version != "3.4" {
+	if err != nil || info.Label != "OpenPGP card, 2 signatures" || info.Version != "3.4" || info.Serial != fmt.Sprintf("%08X", sim.Serial()) {
 		t.Errorf("Info = %+v, %v", info, err)
 	}
 }

@@ -181,11 +181,11 @@ func (c *Card) parseAppData(rsp []byte) (caps []byte, err error) {
 	return caps, nil
 }
 
-// Info gives the serial (manufacturer and serial number of the AID, as
-// GnuPG shows them), the application version and, in the label, the
-// signature counter (7A/93).
+// Info gives the serial number of the AID as GnuPG shows it (8 hex
+// digits; a YubiKey's are its decimal serial), the application version
+// and, in the label, the signature counter (7A/93).
 func (c *Card) Info(ctx context.Context) (profiles.Info, error) {
-	info := profiles.Info{Profile: "openpgp", Serial: hex.EncodeToString(c.aid[8:14]),
+	info := profiles.Info{Profile: "openpgp", Serial: fmt.Sprintf("%X", c.aid[10:14]),
 		Version: fmt.Sprintf("%d.%d", c.aid[6], c.aid[7]), Label: "OpenPGP card"}
 	rsp, err := c.getData(ctx, 0x7A)
 	if err != nil {
