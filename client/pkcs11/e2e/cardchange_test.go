@@ -252,10 +252,29 @@ type site struct {
 
 const sitePassphrase = "correct horse battery"
 
+// siteCard is the card a site serves as "mayor": its serial as its
+// profile reports it, and the PINs its owner registers (by
+// profiles.PINInfo.ID; "" is the card's default PIN).
+type siteCard struct {
+	serial string
+	pins   map[string]string
+}
+
+// pivSite is the card of [startSite]: the PIV card of serial 7300, PIN
+// 123456.
+var pivSite = siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
+
 // startSite initialises and starts pscsd with swtpm as its TPM and the
 // pcscd of pcscdEnv, waits until it serves the card, and registers the
 // card's PIN as its owner. The test's end stops it all.
 func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
+	t.Helper()
+	return startSiteWith(t, pscsd, dir, pcscdEnv, pivSite)
+}
+
+// startSiteWith is [startSite] serving card (a card of any profile in the
+// registry), whose PINs it registers.
+func startSiteWith(t *testing.T, pscsd, dir, pcscdEnv string, card siteCard) *site {
 	t.Helper()
 	s := &site{dir: dir, log: &syncBuffer{}}
 	tpm, err := swtpm.New(filepath.Join(dir, "tpm"))
@@ -272,7 +291,7 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 	conf := filepath.Join(dir, "pscsd.json")
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{"7300"}}}})
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{card.serial}}}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -303,9 +322,11 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.conn.Close() })
-	if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
-		&transport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte(sitePassphrase)}); err != nil {
-		t.Fatalf("register-pin: %v", err)
+	for id, pin := range card.pins {
+		if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor", PIN: id},
+			&transport.AdminSecret{PIN: []byte(pin), Passphrase: []byte(sitePassphrase)}); err != nil {
+			t.Fatalf("register-pin %q: %v", id, err)
+		}
 	}
 	return s
 }
@@ -330,6 +351,13 @@ type delegateConf struct{ path, vpin string }
 // its CA file) and vPIN.
 func (s *site) delegate(t *testing.T, name string) delegateConf {
 	t.Helper()
+	return s.delegateOps(t, name)
+}
+
+// delegateOps is [site.delegate] for the operations ops ("sign",
+// "decrypt"; none: sign).
+func (s *site) delegateOps(t *testing.T, name string, ops ...string) delegateConf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +368,7 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 		t.Fatalf("issue %s: %v", name, err)
 	}
 	d, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-		Delegate: name, Card: "mayor", NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
+		Delegate: name, Card: "mayor", Ops: ops, NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
 		&transport.AdminSecret{Passphrase: []byte(sitePassphrase)})
 	if err != nil {
 		t.Fatalf("delegate mayor to %s: %v", name, err)
