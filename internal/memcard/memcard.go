@@ -38,6 +38,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/pscs/pscs/apdu"
@@ -159,13 +160,16 @@ func (c *Card) Public(id string) crypto.PublicKey {
 
 // Profile is the card's profile: its Open returns the card, whatever the
 // Transmitter.
-func (c *Card) Profile() profiles.Profile { return profile{c} }
+func (c *Card) Profile() profiles.Profile { return profile{func() *Card { return c }} }
 
-type profile struct{ c *Card }
+// profile opens the card card returns.
+type profile struct{ card func() *Card }
 
 func (p profile) Name() string { return "memcard" }
 
-func (p profile) Open(context.Context, profiles.Transmitter) (profiles.Card, error) { return p.c, nil }
+func (p profile) Open(context.Context, profiles.Transmitter) (profiles.Card, error) {
+	return p.card(), nil
+}
 
 var (
 	_ profiles.Card      = (*Card)(nil)
@@ -217,7 +221,7 @@ func algorithm(priv crypto.PrivateKey) string {
 		}
 		return "ECCP256"
 	case *ecdsa.PrivateKey:
-		return "ECC" + p.Curve.Params().Name
+		return "ECC" + strings.ReplaceAll(p.Curve.Params().Name, "-", "")
 	}
 	return "unknown"
 }

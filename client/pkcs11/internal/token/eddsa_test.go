@@ -198,3 +198,29 @@ func TestX25519DeriveKey(t *testing.T) {
 		t.Errorf("an Ed25519 key: %v, want CKR_KEY_FUNCTION_NOT_PERMITTED", err)
 	}
 }
+
+// TestCurve25519Params: both forms of CKA_EC_PARAMS PKCS #11 3.0 allows
+// name the curves (the OID pscsd serves, the PrintableString others do);
+// the other curve's name, or no name, does not.
+func TestCurve25519Params(t *testing.T) {
+	point := append([]byte{4, 32}, make([]byte, 31)...)
+	point = append(point, 9)
+	for _, tc := range []struct {
+		keyType uint64
+		params  []byte
+		ok      bool
+	}{
+		{ckkECEdwards, []byte{6, 3, 0x2B, 0x65, 0x70}, true},
+		{ckkECEdwards, append([]byte{0x13, 12}, "edwards25519"...), true},
+		{ckkECMontgomery, []byte{6, 3, 0x2B, 0x65, 0x6E}, true},
+		{ckkECMontgomery, append([]byte{0x13, 10}, "curve25519"...), true},
+		{ckkECEdwards, []byte{6, 3, 0x2B, 0x65, 0x6E}, false},
+		{ckkECMontgomery, append([]byte{0x13, 12}, "edwards25519"...), false},
+		{ckkECEdwards, nil, false},
+	} {
+		pub := publicKey(map[uint64][]byte{ckaKeyType: ulongs(tc.keyType), ckaECParams: tc.params, ckaECPoint: point})
+		if (pub != nil) != tc.ok {
+			t.Errorf("type %#x, CKA_EC_PARAMS %x: key %v, want one: %v", tc.keyType, tc.params, pub, tc.ok)
+		}
+	}
+}
