@@ -38,7 +38,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/pscs/pscs/apdu"
@@ -189,7 +188,7 @@ func (c *Card) Keys(context.Context) ([]profiles.Key, error) {
 		if k.PINPolicy == profiles.PINNever {
 			pin = ""
 		}
-		out = append(out, profiles.Key{ID: k.ID, Label: k.Label, Algorithm: algorithm(k.Private), Decrypt: k.Decrypt,
+		out = append(out, profiles.Key{ID: k.ID, Label: k.Label, Algorithm: profiles.AlgorithmOf(public(k.Private)), Decrypt: k.Decrypt,
 			NoSign: k.NoSign, Public: public(k.Private), PINPolicy: k.PINPolicy, PIN: pin})
 	}
 	return out, nil
@@ -209,21 +208,6 @@ func public(priv crypto.PrivateKey) crypto.PublicKey {
 		return &p.PublicKey
 	}
 	return nil
-}
-
-func algorithm(priv crypto.PrivateKey) string {
-	switch p := priv.(type) {
-	case ed25519.PrivateKey:
-		return "Ed25519"
-	case *ecdh.PrivateKey:
-		if p.Curve() == ecdh.X25519() {
-			return "X25519"
-		}
-		return "ECCP256"
-	case *ecdsa.PrivateKey:
-		return "ECC" + strings.ReplaceAll(p.Curve.Params().Name, "-", "")
-	}
-	return "unknown"
 }
 
 // PINs implements profiles.Card.

@@ -67,23 +67,7 @@ func TestCardChangesUnderModule(t *testing.T) {
 
 	site := startSite(t, pscsd, dir, pcscd.Env())
 	conf := site.delegate(t, "bob")
-	t.Setenv("PSCS_CONFIG", conf.path)
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	t.Setenv("PSCS_TIMEOUT", "20s")
-
-	p := pkcs11.New(so)
-	if p == nil {
-		t.Fatal("miekg/pkcs11 could not load the module")
-	}
-	if err := p.Initialize(); err != nil {
-		t.Fatalf("C_Initialize: %v", err)
-	}
-	defer p.Finalize()
-	slots, err := p.GetSlotList(true)
-	if err != nil || len(slots) != 1 {
-		t.Fatalf("C_GetSlotList: %v %v", slots, err)
-	}
-	slot := slots[0]
+	p, slot := loadModule(t, so, conf, dir)
 	// The events of the first catalogue, before the change.
 	for drained := false; !drained; {
 		drained = (<-p.WaitForSlotEvent(pkcs11.CKF_DONT_BLOCK)).SlotID != slot
@@ -239,6 +223,29 @@ func pivToolNewKey(t *testing.T, dir, env, reader string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// loadModule loads the module so into this process through miekg/pkcs11
+// as the delegate of conf (its cache under dir) and initialises it (it is
+// finalised when the test ends); it returns the one slot it shows.
+func loadModule(t *testing.T, so string, conf delegateConf, dir string) (*pkcs11.Ctx, uint) {
+	t.Helper()
+	t.Setenv("PSCS_CONFIG", conf.path)
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	t.Setenv("PSCS_TIMEOUT", "20s")
+	p := pkcs11.New(so)
+	if p == nil {
+		t.Fatal("miekg/pkcs11 could not load the module")
+	}
+	if err := p.Initialize(); err != nil {
+		t.Fatalf("C_Initialize: %v", err)
+	}
+	t.Cleanup(func() { p.Finalize() })
+	slots, err := p.GetSlotList(true)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("C_GetSlotList: %v %v", slots, err)
+	}
+	return p, slots[0]
 }
 
 // site is pscsd configured as a site, serving the card of serial 7300 in

@@ -107,22 +107,8 @@ func TestEdDSAThroughPscsd(t *testing.T) {
 	}
 
 	// X25519 through miekg/pkcs11 in this process.
-	t.Setenv("PSCS_CONFIG", conf.path)
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	t.Setenv("PSCS_TIMEOUT", "20s")
-	p := pkcs11.New(so)
-	if p == nil {
-		t.Fatal("miekg/pkcs11 could not load the module")
-	}
-	if err := p.Initialize(); err != nil {
-		t.Fatalf("C_Initialize: %v", err)
-	}
-	defer p.Finalize()
-	slots, err := p.GetSlotList(true)
-	if err != nil || len(slots) != 1 {
-		t.Fatalf("C_GetSlotList: %v %v", slots, err)
-	}
-	s, err := p.OpenSession(slots[0], pkcs11.CKF_SERIAL_SESSION)
+	p, slot := loadModule(t, so, conf, dir)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
 	if err != nil {
 		t.Fatal(err)
 	}
