@@ -111,14 +111,8 @@ func Open(ctx context.Context, t profiles.Transmitter) (*Card, error) {
 }
 
 func (c *Card) selectApp(ctx context.Context) error {
-	_, err := c.conn.Do(ctx, apdu.Command{INS: 0xA4, P1: 0x04, Data: AID, Ne: 256})
-	if errors.Is(err, apdu.ErrNotFound) {
-		return fmt.Errorf("openpgp: select: %w (%w)", profiles.ErrNotPresent, err)
-	}
-	if err != nil {
-		return fmt.Errorf("openpgp: select: %w", err)
-	}
-	return nil
+	_, err := profiles.Select(ctx, &c.conn, AID)
+	return wrap("select", err)
 }
 
 func (c *Card) getData(ctx context.Context, tag uint16) ([]byte, error) {
@@ -140,37 +134,34 @@ func (c *Card) parseAppData(rsp []byte) (caps []byte, err error) {
 		return nil, err
 	}
 	c.attrs = make([][]byte, 3)
-	for _, t := range tlvs {
-		switch t.Tag {
+	for i := 0; i < len(tlvs); i++ { // 73's objects are appended to the list
+		switch v := tlvs[i].Value; tlvs[i].Tag {
 		case 0x4F:
-			c.aid = bytes.Clone(t.Value)
+			c.aid = bytes.Clone(v)
 		case 0x5F52: // historical bytes: card capabilities in compact TLV 73
-			if i := bytes.Index(t.Value, []byte{0x73}); len(t.Value) > 0 && t.Value[0] == 0 && i > 0 && i+3 < len(t.Value) && t.Value[i+3]&0x40 != 0 {
+			if j := bytes.IndexByte(v, 0x73); len(v) > 0 && v[0] == 0 && j > 0 && j+3 < len(v) && v[j+3]&0x40 != 0 {
 				c.conn.Extended = true
 			}
 		case 0x73:
-			dd, err := apdu.ParseTLVs(t.Value)
+			dd, err := apdu.ParseTLVs(v)
 			if err != nil {
 				return nil, err
 			}
-			for _, d := range dd {
-				switch d.Tag {
-				case 0xC0:
-					caps = d.Value
-				case 0xC1, 0xC2, 0xC3:
-					c.attrs[d.Tag-0xC1] = bytes.Clone(d.Value)
-				case 0xC4:
-					if len(d.Value) < 7 {
-						return nil, fmt.Errorf("PW status of %d bytes: %w", len(d.Value), apdu.ErrMalformed)
-					}
-					copy(c.pw[:], d.Value)
-				case 0xC5:
-					c.fps = bytes.Clone(d.Value)
-				case 0x7F66: // extended length information: 02 02 <max command> 02 02 <max response>
-					if v := d.Value; len(v) == 8 && c.conn.Extended {
-						c.ne = max(256, int(v[6])<<8|int(v[7]))
-					}
-				}
+			tlvs = append(tlvs, dd...)
+		case 0xC0:
+			caps = v
+		case 0xC1, 0xC2, 0xC3:
+			c.attrs[tlvs[i].Tag-0xC1] = bytes.Clone(v)
+		case 0xC4:
+			if len(v) < 7 {
+				return nil, fmt.Errorf("PW status of %d bytes: %w", len(v), apdu.ErrMalformed)
+			}
+			copy(c.pw[:], v)
+		case 0xC5:
+			c.fps = bytes.Clone(v)
+		case 0x7F66: // extended length information: 02 02 <max command> 02 02 <max response>
+			if len(v) == 8 && c.conn.Extended {
+				c.ne = max(256, int(v[6])<<8|int(v[7]))
 			}
 		}
 	}
@@ -210,22 +201,16 @@ func keyType(attr []byte) profiles.KeyType {
 	if attr[0] == 0x01 {
 		return profiles.KeyRSA
 	}
-	oid := hex.EncodeToString(bytes.TrimSuffix(attr[1:], []byte{0xFF}))
-	switch {
-	case attr[0] != 0x12 && attr[0] != 0x13 && attr[0] != 0x16:
-	case oid == "2a8648ce3d030107":
-		return profiles.KeyP256
-	case oid == "2b81040022":
-		return profiles.KeyP384
-	case oid == "2b81040023":
-		return profiles.KeyP521
-	case oid == "2b06010401da470f01" && attr[0] == 0x16:
-		return profiles.KeyEd25519
-	case oid == "2b060104019755010501":
-		return profiles.KeyX25519
+	t := curves[hex.EncodeToString(bytes.TrimSuffix(attr[1:], []byte{0xFF}))]
+	if (attr[0] != 0x12 && attr[0] != 0x13 && attr[0] != 0x16) || (t == profiles.KeyEd25519) != (attr[0] == 0x16) && t != profiles.KeyX25519 {
+		return 0
 	}
-	return 0
+	return t
 }
+
+// curves are the curve OIDs of algorithm attributes, in hex.
+var curves = map[string]profiles.KeyType{"2a8648ce3d030107": profiles.KeyP256, "2b81040022": profiles.KeyP384,
+	"2b81040023": profiles.KeyP521, "2b06010401da470f01": profiles.KeyEd25519, "2b060104019755010501": profiles.KeyX25519}
 
 // Keys reads the public key of each slot with a fingerprint (GENERATE
 // ASYMMETRIC KEY PAIR, P1 = 81) and its certificate (7F21). The
@@ -446,30 +431,29 @@ func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.S
 	return sig, wrap("sign with "+id, err)
 }
 
-// decipher runs PSO: DECIPHER with the decryption key.
-func (c *Card) decipher(ctx context.Context, id string, data []byte) (profiles.Key, []byte, error) {
+// decKey is key id if it decrypts.
+func (c *Card) decKey(ctx context.Context, id string) (profiles.Key, error) {
 	k, err := c.Key(ctx, id, c.Keys)
-	if err != nil {
-		return k, nil, err
+	if err == nil && !k.Decrypt {
+		err = fmt.Errorf("openpgp: key %s does not decrypt: %w", id, profiles.ErrKeyUsage)
 	}
-	if !k.Decrypt {
-		return k, nil, fmt.Errorf("openpgp: key %s does not decrypt: %w", id, profiles.ErrKeyUsage)
-	}
-	if data == nil {
-		return k, nil, nil
-	}
+	return k, err
+}
+
+// decipher runs PSO: DECIPHER; the card's 6A 80 is a failed decryption.
+func (c *Card) decipher(ctx context.Context, id string, data []byte) ([]byte, error) {
 	out, err := c.conn.Do(ctx, apdu.Command{INS: 0x2A, P1: 0x80, P2: 0x86, Data: data, Ne: c.ne})
 	if errors.Is(err, apdu.ErrWrongData) {
 		err = fmt.Errorf("%w (%w)", profiles.ErrDecryption, err)
 	}
-	return k, out, wrap("decipher with "+id, err)
+	return out, wrap("decipher with "+id, err)
 }
 
 // Decrypt decrypts an RSA PKCS #1 v1.5 ciphertext with the decryption key;
 // the card removes the padding (padding indicator 00). OAEP is refused
 // with profiles.ErrKeyUsage: the card does not do it.
 func (c *Card) Decrypt(ctx context.Context, id string, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	k, _, err := c.decipher(ctx, id, nil)
+	k, err := c.decKey(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -480,33 +464,30 @@ func (c *Card) Decrypt(ctx context.Context, id string, ciphertext []byte, opts c
 	if len(ciphertext) != pub.Size() {
 		return nil, fmt.Errorf("openpgp: ciphertext of %d bytes for a %d-byte key", len(ciphertext), pub.Size())
 	}
-	_, out, err := c.decipher(ctx, id, append([]byte{0}, ciphertext...))
-	return out, err
+	return c.decipher(ctx, id, append([]byte{0}, ciphertext...))
 }
 
 // DeriveECDH agrees a key with peer (an uncompressed point, or the 32-byte
 // X25519 u-coordinate) through PSO: DECIPHER with A6 { 7F49 { 86 peer } }.
 func (c *Card) DeriveECDH(ctx context.Context, id string, peer []byte) ([]byte, error) {
-	k, _, err := c.decipher(ctx, id, nil)
+	k, err := c.decKey(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	size := 32
 	switch pub := k.Public.(type) {
 	case *ecdsa.PublicKey:
-		if _, err := ecdsa.ParseUncompressedPublicKey(pub.Curve, peer); err != nil {
-			return nil, fmt.Errorf("openpgp: peer is not a point of the key's curve: %w", err)
-		}
+		_, err = ecdsa.ParseUncompressedPublicKey(pub.Curve, peer)
 		size = profiles.CurveSize(pub.Curve)
 	case *ecdh.PublicKey:
-		if _, err := ecdh.X25519().NewPublicKey(peer); err != nil {
-			return nil, fmt.Errorf("openpgp: peer: %w", err)
-		}
+		_, err = ecdh.X25519().NewPublicKey(peer)
 	default:
 		return nil, fmt.Errorf("openpgp: key %s does not agree keys: %w", id, profiles.ErrKeyUsage)
 	}
-	tmpl := apdu.AppendTLV(nil, 0xA6, apdu.AppendTLV(nil, 0x7F49, apdu.AppendTLV(nil, 0x86, peer)))
-	_, out, err := c.decipher(ctx, id, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("openpgp: peer is no public key of the key's curve: %w", err)
+	}
+	out, err := c.decipher(ctx, id, apdu.AppendTLV(nil, 0xA6, apdu.AppendTLV(nil, 0x7F49, apdu.AppendTLV(nil, 0x86, peer))))
 	if err == nil && len(out) != size {
 		clear(out)
 		return nil, fmt.Errorf("openpgp: key agreement: %d bytes, want %d: %w", len(out), size, apdu.ErrMalformed)
