@@ -34,12 +34,7 @@ var ErrKDF = errors.New("openpgp: the card's PINs use a KDF (KDF-DO F9), which p
 // Profile is the OpenPGP card profile.
 type Profile struct{}
 
-var (
-	_ profiles.Profile   = Profile{}
-	_ profiles.Redactor  = Profile{}
-	_ profiles.Decrypter = (*Card)(nil)
-	_ profiles.KeyCache  = (*Card)(nil)
-)
+var _, _ = profiles.Redactor(Profile{}), profiles.Decrypter(&Card{})
 
 // Name returns "openpgp".
 func (Profile) Name() string { return "openpgp" }
@@ -56,28 +51,26 @@ func (Profile) Redact(cmd apdu.Command) (bool, bool) { return Redact(cmd) }
 type slot struct {
 	id, label string
 	crt       byte // control reference template of GENERATE ASYMMETRIC KEY PAIR
-	attr      uint32
 	occ       byte // occurrence of its certificate 7F21 (SELECT DATA)
 	pin       string
 }
 
 var slots = []slot{
-	{"sig", "Signature key", 0xB6, 0xC1, 2, PINSign},
-	{"dec", "Decryption key", 0xB8, 0xC2, 1, PIN},
-	{"aut", "Authentication key", 0xA4, 0xC3, 0, PIN},
+	{"sig", "Signature key", 0xB6, 2, PINSign},
+	{"dec", "Decryption key", 0xB8, 1, PIN},
+	{"aut", "Authentication key", 0xA4, 0, PIN},
 }
 
 // Card is an open OpenPGP application. Its Keyring implements
 // profiles.KeyCache.
 type Card struct {
 	profiles.Keyring
-	conn    apdu.Conn
-	aid     []byte
-	ne      int      // Ne of long answers: 256, or the card's maximum with extended length
-	pw      [7]byte  // PW status bytes C4 as Open read them
-	attrs   [][]byte // C1, C2, C3
-	fps     []byte   // C5
-	version uint16   // application version, 0x0304
+	conn  apdu.Conn
+	aid   []byte
+	ne    int      // Ne of long answers: 256, or the card's maximum with extended length
+	pw    [7]byte  // PW status bytes C4 as Open read them
+	attrs [][]byte // C1, C2, C3
+	fps   []byte   // C5
 }
 
 // Open selects the OpenPGP application on the card behind t and reads its
@@ -168,7 +161,6 @@ func (c *Card) parseAppData(rsp []byte) (caps []byte, err error) {
 	if len(c.aid) != 16 || !bytes.HasPrefix(c.aid, AID) || c.pw[4]|c.pw[6] == 0 && c.pw[1] == 0 {
 		return nil, fmt.Errorf("not an OpenPGP card's (AID %X, PW status %X): %w", c.aid, c.pw, apdu.ErrMalformed)
 	}
-	c.version = uint16(c.aid[6])<<8 | uint16(c.aid[7])
 	return caps, nil
 }
 
@@ -255,7 +247,7 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 // DATA on cards of version 3 and later, else the one certificate (of the
 // authentication key). nil when there is none.
 func (c *Card) certificate(ctx context.Context, s slot) (*x509.Certificate, error) {
-	if c.version >= 0x0300 {
+	if c.aid[6] >= 3 {
 		// 60 { 5C 7F21 } with the length byte first that YubiKeys before
 		// 5.4.4 want, as GnuPG sends it; later cards take it too.
 		sel := apdu.Command{INS: 0xA5, P1: s.occ, P2: 0x04, Data: []byte{0x06, 0x60, 0x04, 0x5C, 0x02, 0x7F, 0x21}, Ne: 256}
@@ -294,15 +286,11 @@ func (c *Card) PINs() []profiles.PINInfo {
 
 // pinRef is the VERIFY reference of PIN id, and its counter in C4.
 func pinRef(id string) (ref byte, counter int, err error) {
-	switch id {
-	case PINSign:
-		return 0x81, 4, nil
-	case PIN:
-		return 0x82, 4, nil
-	case PINAdmin:
-		return 0x83, 6, nil
+	r, ok := map[string][2]int{PINSign: {0x81, 4}, PIN: {0x82, 4}, PINAdmin: {0x83, 6}}[id]
+	if !ok {
+		err = fmt.Errorf("openpgp: PIN %q: %w", id, profiles.ErrNoPIN)
 	}
-	return 0, 0, fmt.Errorf("openpgp: PIN %q: %w", id, profiles.ErrNoPIN)
+	return byte(r[0]), r[1], err
 }
 
 // retries reads the tries left of the counter at index i of C4.
@@ -310,9 +298,6 @@ func (c *Card) retries(ctx context.Context, i int) (int, error) {
 	rsp, err := c.getData(ctx, 0xC4)
 	if err != nil {
 		return -1, err
-	}
-	if v, ok, _ := apdu.FindTLV(rsp, 0xC4); ok && len(v) == 7 && len(rsp) != 7 {
-		rsp = v
 	}
 	if len(rsp) != 7 {
 		return -1, fmt.Errorf("openpgp: PW status of %d bytes: %w", len(rsp), apdu.ErrMalformed)
@@ -353,10 +338,7 @@ func (c *Card) VerifyPIN(ctx context.Context, id string, pin []byte) error {
 	if err == nil || !profiles.PINFailed(err) {
 		return wrap("verify "+id, err)
 	}
-	n, rerr := c.retries(ctx, i)
-	if rerr != nil {
-		n = -1
-	}
+	n, _ := c.retries(ctx, i) // -1 if it cannot be read
 	return fmt.Errorf("openpgp: %w", profiles.NewPINError(id, err, n))
 }
 
@@ -364,12 +346,10 @@ func (c *Card) VerifyPIN(ctx context.Context, id string, pin []byte) error {
 // does not know it is selected again, which resets them.
 func (c *Card) Logout(ctx context.Context) error {
 	for _, ref := range []byte{0x81, 0x82, 0x83} {
-		if _, err := c.conn.Do(ctx, apdu.Command{INS: 0x20, P1: 0xFF, P2: ref}); err != nil {
-			var sw apdu.StatusWord
-			if !errors.As(err, &sw) {
-				return wrap("log out", err)
-			}
-			return c.selectApp(ctx)
+		if _, err := c.conn.Do(ctx, apdu.Command{INS: 0x20, P1: 0xFF, P2: ref}); errors.As(err, new(apdu.StatusWord)) {
+			return c.selectApp(ctx) // a card before 3.4
+		} else if err != nil {
+			return wrap("log out", err)
 		}
 	}
 	return nil
