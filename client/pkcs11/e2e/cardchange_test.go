@@ -29,6 +29,7 @@ import (
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/transport"
@@ -252,12 +253,34 @@ type site struct {
 
 const sitePassphrase = "correct horse battery"
 
+// siteCard chooses the card a site serves, when it is not the PIV card
+// of serial 7300 the test plugs itself with PIN 123456 for its default PIN.
+type siteCard struct {
+	serial string            // as the card's profile reports it
+	pins   map[string]string // PIN ID -> PIN, registered by the owner
+	// sim, if set, is plugged into reader of pcscd until the test ends.
+	sim    vpcd.Card
+	pcscd  *pcscdtest.PCSCD
+	reader int
+}
+
 // startSite initialises and starts pscsd with swtpm as its TPM and the
 // pcscd of pcscdEnv, waits until it serves the card, and registers the
-// card's PIN as its owner. The test's end stops it all.
-func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
+// card's PIN (or the PINs of card) as its owner. The test's end stops it
+// all.
+func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *site {
 	t.Helper()
 	s := &site{dir: dir, log: &syncBuffer{}}
+	c := siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
+	if len(card) > 0 {
+		c = card[0]
+	}
+	if c.sim != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		plugged := make(chan struct{})
+		go func() { defer close(plugged); vpcd.Plug(ctx, c.pcscd.CardAddr(c.reader), c.sim) }()
+		t.Cleanup(func() { cancel(); <-plugged })
+	}
 	tpm, err := swtpm.New(filepath.Join(dir, "tpm"))
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +295,7 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 	conf := filepath.Join(dir, "pscsd.json")
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{"7300"}}}})
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{c.serial}}}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -303,9 +326,11 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.conn.Close() })
-	if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
-		&transport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte(sitePassphrase)}); err != nil {
-		t.Fatalf("register-pin: %v", err)
+	for id, pin := range c.pins {
+		if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor", PIN: id},
+			&transport.AdminSecret{PIN: []byte(pin), Passphrase: []byte(sitePassphrase)}); err != nil {
+			t.Fatalf("register-pin %q: %v", id, err)
+		}
 	}
 	return s
 }
@@ -326,9 +351,9 @@ func (s *site) admin(req *transport.AdminRequest, sec *transport.AdminSecret) (*
 type delegateConf struct{ path, vpin string }
 
 // delegate has alice issue an identity for name and delegate "mayor" to
-// it; it returns the delegate's client.conf (next to alice's, sharing
-// its CA file) and vPIN.
-func (s *site) delegate(t *testing.T, name string) delegateConf {
+// it for ops (none: signatures); it returns the delegate's client.conf
+// (next to alice's, sharing its CA file) and vPIN.
+func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -340,7 +365,7 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 		t.Fatalf("issue %s: %v", name, err)
 	}
 	d, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-		Delegate: name, Card: "mayor", NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
+		Delegate: name, Card: "mayor", Ops: ops, NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
 		&transport.AdminSecret{Passphrase: []byte(sitePassphrase)})
 	if err != nil {
 		t.Fatalf("delegate mayor to %s: %v", name, err)
