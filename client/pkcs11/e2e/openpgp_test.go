@@ -4,12 +4,19 @@ package e2e
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/pscs/pscs/profiles/openpgp"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
@@ -94,6 +101,9 @@ func TestOpenPGPDelegate(t *testing.T) {
 			if len(w) == 0 || !bytes.Equal(g, w) {
 				t.Errorf("pkcs11-tool %s gave %x, want %x", args[0], g, w)
 			}
+			if tc.alg == simkit.RSA2048 {
+				cmsDecrypt(t, env, dir, so, both.vpin, sim.PublicKey(pgpsim.KeyDecrypt))
+			}
 			// A delegation without "decrypt": refused with code 100 (denied;
 			// the module's CKR_FUNCTION_REJECTED, after which pkcs11-tool
 			// --decrypt tries C_DecryptUpdate, which the module lacks).
@@ -102,9 +112,45 @@ func TestOpenPGPDelegate(t *testing.T) {
 				t.Fatalf("%s under a sign-only delegation succeeded:\n%s", args[0], out)
 			}
 			op := map[string]string{"--decrypt": "decrypt", "--derive": "derive"}[args[0]]
+			site.log.waitFor(t, `msg="request refused" op=`+op+` identity=carol`) // logged after the answer
 			if !regexp.MustCompile(`msg="request refused" op=` + op + ` identity=carol delegation=\S+ code=denied`).MatchString(site.log.String()) {
 				t.Errorf("pscsd logged no refusal of %s with code 100 (denied):\n%s", op, site.log.String())
 			}
 		})
+	}
+}
+
+// cmsDecrypt: openssl cms -decrypt, through the OpenSSL pkcs11 engine and
+// the module, opens a message encrypted (RSA PKCS #1 v1.5 key transport,
+// what an OpenPGP card decrypts) to a certificate of the card's "dec"
+// key, as a mail client would. The certificate, from a throwaway CA, stays
+// on the recipient's disk: the card holds none.
+func cmsDecrypt(t *testing.T, env []string, dir, so, vpin string, pub crypto.PublicKey) {
+	t.Helper()
+	engines, _ := filepath.Glob("/usr/lib/*/engines-3/pkcs11.so")
+	if len(engines) == 0 {
+		t.Fatalf("no OpenSSL pkcs11 engine: %s", debianPackagesNeeded)
+	}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "the mayor"}, NotBefore: ca.NotBefore,
+		NotAfter: ca.NotAfter, KeyUsage: x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, pub, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, cnf := filepath.Join(dir, "dec.crt"), filepath.Join(dir, "openssl.cnf")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(cnf, []byte("openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n[engine_section]\n"+
+		"pkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = "+engines[0]+"\nMODULE_PATH = "+so+"\ninit = 0\n"), 0o600)
+	msg := []byte("To: the mayor\r\nSubject: budget\r\n\r\nThe council meets at noon.\r\n")
+	in, p7, out := filepath.Join(dir, "mail"), filepath.Join(dir, "mail.p7m"), filepath.Join(dir, "mail.out")
+	os.WriteFile(in, msg, 0o600)
+	run(t, env, "openssl", "cms", "-encrypt", "-binary", "-aes-256-cbc", "-in", in, "-out", p7, "-recip", cert)
+	run(t, append(env, "OPENSSL_CONF="+cnf), "openssl", "cms", "-decrypt", "-binary", "-in", p7, "-out", out, "-recip", cert,
+		"-engine", "pkcs11", "-keyform", "engine", "-inkey", "pkcs11:token=mayor;id=%02;type=private;pin-value="+vpin)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, msg) {
+		t.Errorf("openssl cms -decrypt gave %q, want %q", got, msg)
 	}
 }
