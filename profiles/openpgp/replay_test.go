@@ -334,4 +334,3 @@ func generatedKey(c call) (profiles.Key, bool) {
 	return profiles.Key{ID: id, Public: pub, Algorithm: profiles.AlgorithmOf(pub), PINPolicy: profiles.PINOnce, PIN: pin,
 		Decrypt: id == "dec", NoSign: id == "dec"}, true
 }
-

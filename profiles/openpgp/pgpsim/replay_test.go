@@ -28,7 +28,6 @@ import (
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 )
 
-
 // exactTags are the DOs whose values the simulator must reproduce.
 var exactTags = map[uint32]bool{
 	0x5F52: true, 0x7F74: true, 0xC0: true, 0xC1: true, 0xC2: true, 0xC3: true, 0xDA: true,
