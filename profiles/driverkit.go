@@ -65,6 +65,18 @@ func (t KeyType) Curve() elliptic.Curve {
 	return nil
 }
 
+// Select selects the application aid (SELECT by DF name, ISO 7816-4
+// 11.2.2) and returns the card's answer (an FCI, or nothing). A card
+// without the application gives an error wrapping [ErrNotPresent] and the
+// status word, so that [Detect] tries the next profile.
+func Select(ctx context.Context, conn *apdu.Conn, aid []byte) ([]byte, error) {
+	rsp, err := conn.Do(ctx, apdu.Command{INS: 0xA4, P1: 0x04, Data: aid, Ne: 256})
+	if errors.Is(err, apdu.ErrNotFound) {
+		err = fmt.Errorf("%w (%w)", ErrNotPresent, err)
+	}
+	return rsp, err
+}
+
 // maxRSABits bounds the modulus a template may carry.
 const maxRSABits = 8192
 

@@ -284,3 +284,19 @@ func FuzzECDSAFromRaw(f *testing.F) {
 		}
 	})
 }
+
+// swCard answers every command with one status word.
+type swCard apdu.StatusWord
+
+func (s swCard) Transmit(context.Context, []byte) ([]byte, error) {
+	return []byte{apdu.StatusWord(s).SW1(), apdu.StatusWord(s).SW2()}, nil
+}
+
+func TestSelect(t *testing.T) {
+	for sw, want := range map[apdu.StatusWord]error{apdu.SWFileNotFound: ErrNotPresent, apdu.SWUnknown: apdu.SWUnknown, apdu.SWSuccess: nil} {
+		_, err := Select(context.Background(), &apdu.Conn{T: swCard(sw)}, []byte{0xD2, 0x76})
+		if !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("%v: %v, want %v", sw, err, want)
+		}
+	}
+}

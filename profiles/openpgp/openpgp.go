@@ -34,12 +34,7 @@ var ErrKDF = errors.New("openpgp: the card's PINs use a KDF (KDF-DO F9), which p
 // Profile is the OpenPGP card profile.
 type Profile struct{}
 
-var (
-	_ profiles.Profile   = Profile{}
-	_ profiles.Redactor  = Profile{}
-	_ profiles.Decrypter = (*Card)(nil)
-	_ profiles.KeyCache  = (*Card)(nil)
-)
+var _, _ = profiles.Redactor(Profile{}), profiles.Decrypter(&Card{})
 
 // Name returns "openpgp".
 func (Profile) Name() string { return "openpgp" }
@@ -56,28 +51,26 @@ func (Profile) Redact(cmd apdu.Command) (bool, bool) { return Redact(cmd) }
 type slot struct {
 	id, label string
 	crt       byte // control reference template of GENERATE ASYMMETRIC KEY PAIR
-	attr      uint32
 	occ       byte // occurrence of its certificate 7F21 (SELECT DATA)
 	pin       string
 }
 
 var slots = []slot{
-	{"sig", "Signature key", 0xB6, 0xC1, 2, PINSign},
-	{"dec", "Decryption key", 0xB8, 0xC2, 1, PIN},
-	{"aut", "Authentication key", 0xA4, 0xC3, 0, PIN},
+	{"sig", "Signature key", 0xB6, 2, PINSign},
+	{"dec", "Decryption key", 0xB8, 1, PIN},
+	{"aut", "Authentication key", 0xA4, 0, PIN},
 }
 
 // Card is an open OpenPGP application. Its Keyring implements
 // profiles.KeyCache.
 type Card struct {
 	profiles.Keyring
-	conn    apdu.Conn
-	aid     []byte
-	ne      int      // Ne of long answers: 256, or the card's maximum with extended length
-	pw      [7]byte  // PW status bytes C4 as Open read them
-	attrs   [][]byte // C1, C2, C3
-	fps     []byte   // C5
-	version uint16   // application version, 0x0304
+	conn  apdu.Conn
+	aid   []byte
+	ne    int      // Ne of long answers: 256, or the card's maximum with extended length
+	pw    [7]byte  // PW status bytes C4 as Open read them
+	attrs [][]byte // C1, C2, C3
+	fps   []byte   // C5
 }
 
 // Open selects the OpenPGP application on the card behind t and reads its
@@ -111,14 +104,8 @@ func Open(ctx context.Context, t profiles.Transmitter) (*Card, error) {
 }
 
 func (c *Card) selectApp(ctx context.Context) error {
-	_, err := c.conn.Do(ctx, apdu.Command{INS: 0xA4, P1: 0x04, Data: AID, Ne: 256})
-	if errors.Is(err, apdu.ErrNotFound) {
-		return fmt.Errorf("openpgp: select: %w (%w)", profiles.ErrNotPresent, err)
-	}
-	if err != nil {
-		return fmt.Errorf("openpgp: select: %w", err)
-	}
-	return nil
+	_, err := profiles.Select(ctx, &c.conn, AID)
+	return wrap("select", err)
 }
 
 func (c *Card) getData(ctx context.Context, tag uint16) ([]byte, error) {
@@ -140,44 +127,40 @@ func (c *Card) parseAppData(rsp []byte) (caps []byte, err error) {
 		return nil, err
 	}
 	c.attrs = make([][]byte, 3)
-	for _, t := range tlvs {
-		switch t.Tag {
+	for i := 0; i < len(tlvs); i++ { // 73's objects are appended to the list
+		switch v := tlvs[i].Value; tlvs[i].Tag {
 		case 0x4F:
-			c.aid = bytes.Clone(t.Value)
+			c.aid = bytes.Clone(v)
 		case 0x5F52: // historical bytes: card capabilities in compact TLV 73
-			if i := bytes.Index(t.Value, []byte{0x73}); len(t.Value) > 0 && t.Value[0] == 0 && i > 0 && i+3 < len(t.Value) && t.Value[i+3]&0x40 != 0 {
+			if j := bytes.IndexByte(v, 0x73); len(v) > 0 && v[0] == 0 && j > 0 && j+3 < len(v) && v[j+3]&0x40 != 0 {
 				c.conn.Extended = true
 			}
 		case 0x73:
-			dd, err := apdu.ParseTLVs(t.Value)
+			dd, err := apdu.ParseTLVs(v)
 			if err != nil {
 				return nil, err
 			}
-			for _, d := range dd {
-				switch d.Tag {
-				case 0xC0:
-					caps = d.Value
-				case 0xC1, 0xC2, 0xC3:
-					c.attrs[d.Tag-0xC1] = bytes.Clone(d.Value)
-				case 0xC4:
-					if len(d.Value) < 7 {
-						return nil, fmt.Errorf("PW status of %d bytes: %w", len(d.Value), apdu.ErrMalformed)
-					}
-					copy(c.pw[:], d.Value)
-				case 0xC5:
-					c.fps = bytes.Clone(d.Value)
-				case 0x7F66: // extended length information: 02 02 <max command> 02 02 <max response>
-					if v := d.Value; len(v) == 8 && c.conn.Extended {
-						c.ne = max(256, int(v[6])<<8|int(v[7]))
-					}
-				}
+			tlvs = append(tlvs, dd...)
+		case 0xC0:
+			caps = v
+		case 0xC1, 0xC2, 0xC3:
+			c.attrs[tlvs[i].Tag-0xC1] = bytes.Clone(v)
+		case 0xC4:
+			if len(v) < 7 {
+				return nil, fmt.Errorf("PW status of %d bytes: %w", len(v), apdu.ErrMalformed)
+			}
+			copy(c.pw[:], v)
+		case 0xC5:
+			c.fps = bytes.Clone(v)
+		case 0x7F66: // extended length information: 02 02 <max command> 02 02 <max response>
+			if len(v) == 8 && c.conn.Extended {
+				c.ne = max(256, int(v[6])<<8|int(v[7]))
 			}
 		}
 	}
 	if len(c.aid) != 16 || !bytes.HasPrefix(c.aid, AID) || c.pw[4]|c.pw[6] == 0 && c.pw[1] == 0 {
 		return nil, fmt.Errorf("not an OpenPGP card's (AID %X, PW status %X): %w", c.aid, c.pw, apdu.ErrMalformed)
 	}
-	c.version = uint16(c.aid[6])<<8 | uint16(c.aid[7])
 	return caps, nil
 }
 
@@ -210,22 +193,16 @@ func keyType(attr []byte) profiles.KeyType {
 	if attr[0] == 0x01 {
 		return profiles.KeyRSA
 	}
-	oid := hex.EncodeToString(bytes.TrimSuffix(attr[1:], []byte{0xFF}))
-	switch {
-	case attr[0] != 0x12 && attr[0] != 0x13 && attr[0] != 0x16:
-	case oid == "2a8648ce3d030107":
-		return profiles.KeyP256
-	case oid == "2b81040022":
-		return profiles.KeyP384
-	case oid == "2b81040023":
-		return profiles.KeyP521
-	case oid == "2b06010401da470f01" && attr[0] == 0x16:
-		return profiles.KeyEd25519
-	case oid == "2b060104019755010501":
-		return profiles.KeyX25519
+	t := curves[hex.EncodeToString(bytes.TrimSuffix(attr[1:], []byte{0xFF}))]
+	if (attr[0] != 0x12 && attr[0] != 0x13 && attr[0] != 0x16) || (t == profiles.KeyEd25519) != (attr[0] == 0x16) && t != profiles.KeyX25519 {
+		return 0
 	}
-	return 0
+	return t
 }
+
+// curves are the curve OIDs of algorithm attributes, in hex.
+var curves = map[string]profiles.KeyType{"2a8648ce3d030107": profiles.KeyP256, "2b81040022": profiles.KeyP384,
+	"2b81040023": profiles.KeyP521, "2b06010401da470f01": profiles.KeyEd25519, "2b060104019755010501": profiles.KeyX25519}
 
 // Keys reads the public key of each slot with a fingerprint (GENERATE
 // ASYMMETRIC KEY PAIR, P1 = 81) and its certificate (7F21). The
@@ -270,7 +247,7 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 // DATA on cards of version 3 and later, else the one certificate (of the
 // authentication key). nil when there is none.
 func (c *Card) certificate(ctx context.Context, s slot) (*x509.Certificate, error) {
-	if c.version >= 0x0300 {
+	if c.aid[6] >= 3 {
 		// 60 { 5C 7F21 } with the length byte first that YubiKeys before
 		// 5.4.4 want, as GnuPG sends it; later cards take it too.
 		sel := apdu.Command{INS: 0xA5, P1: s.occ, P2: 0x04, Data: []byte{0x06, 0x60, 0x04, 0x5C, 0x02, 0x7F, 0x21}, Ne: 256}
@@ -309,15 +286,11 @@ func (c *Card) PINs() []profiles.PINInfo {
 
 // pinRef is the VERIFY reference of PIN id, and its counter in C4.
 func pinRef(id string) (ref byte, counter int, err error) {
-	switch id {
-	case PINSign:
-		return 0x81, 4, nil
-	case PIN:
-		return 0x82, 4, nil
-	case PINAdmin:
-		return 0x83, 6, nil
+	r, ok := map[string][2]int{PINSign: {0x81, 4}, PIN: {0x82, 4}, PINAdmin: {0x83, 6}}[id]
+	if !ok {
+		err = fmt.Errorf("openpgp: PIN %q: %w", id, profiles.ErrNoPIN)
 	}
-	return 0, 0, fmt.Errorf("openpgp: PIN %q: %w", id, profiles.ErrNoPIN)
+	return byte(r[0]), r[1], err
 }
 
 // retries reads the tries left of the counter at index i of C4.
@@ -325,9 +298,6 @@ func (c *Card) retries(ctx context.Context, i int) (int, error) {
 	rsp, err := c.getData(ctx, 0xC4)
 	if err != nil {
 		return -1, err
-	}
-	if v, ok, _ := apdu.FindTLV(rsp, 0xC4); ok && len(v) == 7 && len(rsp) != 7 {
-		rsp = v
 	}
 	if len(rsp) != 7 {
 		return -1, fmt.Errorf("openpgp: PW status of %d bytes: %w", len(rsp), apdu.ErrMalformed)
@@ -368,10 +338,7 @@ func (c *Card) VerifyPIN(ctx context.Context, id string, pin []byte) error {
 	if err == nil || !profiles.PINFailed(err) {
 		return wrap("verify "+id, err)
 	}
-	n, rerr := c.retries(ctx, i)
-	if rerr != nil {
-		n = -1
-	}
+	n, _ := c.retries(ctx, i) // -1 if it cannot be read
 	return fmt.Errorf("openpgp: %w", profiles.NewPINError(id, err, n))
 }
 
@@ -379,12 +346,10 @@ func (c *Card) VerifyPIN(ctx context.Context, id string, pin []byte) error {
 // does not know it is selected again, which resets them.
 func (c *Card) Logout(ctx context.Context) error {
 	for _, ref := range []byte{0x81, 0x82, 0x83} {
-		if _, err := c.conn.Do(ctx, apdu.Command{INS: 0x20, P1: 0xFF, P2: ref}); err != nil {
-			var sw apdu.StatusWord
-			if !errors.As(err, &sw) {
-				return wrap("log out", err)
-			}
-			return c.selectApp(ctx)
+		if _, err := c.conn.Do(ctx, apdu.Command{INS: 0x20, P1: 0xFF, P2: ref}); errors.As(err, new(apdu.StatusWord)) {
+			return c.selectApp(ctx) // a card before 3.4
+		} else if err != nil {
+			return wrap("log out", err)
 		}
 	}
 	return nil
@@ -446,30 +411,29 @@ func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.S
 	return sig, wrap("sign with "+id, err)
 }
 
-// decipher runs PSO: DECIPHER with the decryption key.
-func (c *Card) decipher(ctx context.Context, id string, data []byte) (profiles.Key, []byte, error) {
+// decKey is key id if it decrypts.
+func (c *Card) decKey(ctx context.Context, id string) (profiles.Key, error) {
 	k, err := c.Key(ctx, id, c.Keys)
-	if err != nil {
-		return k, nil, err
+	if err == nil && !k.Decrypt {
+		err = fmt.Errorf("openpgp: key %s does not decrypt: %w", id, profiles.ErrKeyUsage)
 	}
-	if !k.Decrypt {
-		return k, nil, fmt.Errorf("openpgp: key %s does not decrypt: %w", id, profiles.ErrKeyUsage)
-	}
-	if data == nil {
-		return k, nil, nil
-	}
+	return k, err
+}
+
+// decipher runs PSO: DECIPHER; the card's 6A 80 is a failed decryption.
+func (c *Card) decipher(ctx context.Context, id string, data []byte) ([]byte, error) {
 	out, err := c.conn.Do(ctx, apdu.Command{INS: 0x2A, P1: 0x80, P2: 0x86, Data: data, Ne: c.ne})
 	if errors.Is(err, apdu.ErrWrongData) {
 		err = fmt.Errorf("%w (%w)", profiles.ErrDecryption, err)
 	}
-	return k, out, wrap("decipher with "+id, err)
+	return out, wrap("decipher with "+id, err)
 }
 
 // Decrypt decrypts an RSA PKCS #1 v1.5 ciphertext with the decryption key;
 // the card removes the padding (padding indicator 00). OAEP is refused
 // with profiles.ErrKeyUsage: the card does not do it.
 func (c *Card) Decrypt(ctx context.Context, id string, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	k, _, err := c.decipher(ctx, id, nil)
+	k, err := c.decKey(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -480,33 +444,30 @@ func (c *Card) Decrypt(ctx context.Context, id string, ciphertext []byte, opts c
 	if len(ciphertext) != pub.Size() {
 		return nil, fmt.Errorf("openpgp: ciphertext of %d bytes for a %d-byte key", len(ciphertext), pub.Size())
 	}
-	_, out, err := c.decipher(ctx, id, append([]byte{0}, ciphertext...))
-	return out, err
+	return c.decipher(ctx, id, append([]byte{0}, ciphertext...))
 }
 
 // DeriveECDH agrees a key with peer (an uncompressed point, or the 32-byte
 // X25519 u-coordinate) through PSO: DECIPHER with A6 { 7F49 { 86 peer } }.
 func (c *Card) DeriveECDH(ctx context.Context, id string, peer []byte) ([]byte, error) {
-	k, _, err := c.decipher(ctx, id, nil)
+	k, err := c.decKey(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	size := 32
 	switch pub := k.Public.(type) {
 	case *ecdsa.PublicKey:
-		if _, err := ecdsa.ParseUncompressedPublicKey(pub.Curve, peer); err != nil {
-			return nil, fmt.Errorf("openpgp: peer is not a point of the key's curve: %w", err)
-		}
+		_, err = ecdsa.ParseUncompressedPublicKey(pub.Curve, peer)
 		size = profiles.CurveSize(pub.Curve)
 	case *ecdh.PublicKey:
-		if _, err := ecdh.X25519().NewPublicKey(peer); err != nil {
-			return nil, fmt.Errorf("openpgp: peer: %w", err)
-		}
+		_, err = ecdh.X25519().NewPublicKey(peer)
 	default:
 		return nil, fmt.Errorf("openpgp: key %s does not agree keys: %w", id, profiles.ErrKeyUsage)
 	}
-	tmpl := apdu.AppendTLV(nil, 0xA6, apdu.AppendTLV(nil, 0x7F49, apdu.AppendTLV(nil, 0x86, peer)))
-	_, out, err := c.decipher(ctx, id, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("openpgp: peer is no public key of the key's curve: %w", err)
+	}
+	out, err := c.decipher(ctx, id, apdu.AppendTLV(nil, 0xA6, apdu.AppendTLV(nil, 0x7F49, apdu.AppendTLV(nil, 0x86, peer))))
 	if err == nil && len(out) != size {
 		clear(out)
 		return nil, fmt.Errorf("openpgp: key agreement: %d bytes, want %d: %w", len(out), size, apdu.ErrMalformed)

@@ -1,37 +1,22 @@
 // Package openpgp is the profile driver of OpenPGP cards (OpenPGP Smart
-// Card Application 3.4; YubiKey 5, Nitrokey, GnuPG's own), built on the
-// driver kit of package profiles; the simulator is pgpsim.
-//
-// # Use
+// Card Application 3.4: YubiKey 5, Nitrokey, …), built on the driver kit
+// of package profiles; its simulator is pgpsim.
 //
 //	card, err := openpgp.Open(ctx, t) // t: any profiles.Transmitter
-//	keys, err := card.Keys(ctx)
 //	err = card.VerifyPIN(ctx, openpgp.PINSign, pin)
 //	sig, err := card.Sign(ctx, "sig", digest, crypto.SHA256)
 //
-// # Conventions
-//
-//   - Keys "sig" (PSO: COMPUTE DIGITAL SIGNATURE, PIN "pw1-sign"), "dec"
-//     (PSO: DECIPHER, PIN "pw1"; it does not sign: Key.NoSign) and "aut"
-//     (INTERNAL AUTHENTICATE, PIN "pw1"); "pw3" is listed for the owner and
-//     needed by no key. A slot without a fingerprint (C5) has no key.
-//   - RSA-2048 to 4096, ECDSA and ECDH on P-256, P-384, P-521, Ed25519 and
-//     X25519. The card pads RSA signatures (PKCS #1 v1.5 of a DigestInfo)
-//     and removes the padding of decryptions: PSS and OAEP are refused with
-//     profiles.ErrKeyUsage. ECDSA signatures come back as DER, Ed25519
-//     signs the message. Every signature is checked under the key's public
-//     key before it is returned.
-//   - When C4's first byte is 00, PW1 is good for one signature: the
-//     signature key's PIN policy is then "always".
-//   - A YubiKey answers a wrong PIN with 69 82, not 63 Cx: the error is a
-//     *profiles.PINError with the tries left read from the PW status bytes
-//     (C4), matching apdu.ErrWrongPIN or apdu.ErrBlocked.
-//   - The signature counter (7A/93) is in Info's label.
-//   - Cards whose PINs go through a KDF (KDF-DO F9) are refused by Open
-//     with [ErrKDF].
-//   - Extended length is used when the historical bytes announce it, up to
-//     the card's maximum (7F66); command chaining and GET RESPONSE
-//     otherwise (apdu.Conn).
+// Keys "sig" (PSO: COMPUTE DIGITAL SIGNATURE, PIN "pw1-sign"), "dec" (PSO:
+// DECIPHER, PIN "pw1", Key.NoSign) and "aut" (INTERNAL AUTHENTICATE, PIN
+// "pw1"); "pw3" is for the owner, no key needs it. RSA 2048 to 4096,
+// ECDSA/ECDH on P-256, P-384, P-521, Ed25519, X25519. The card pads RSA
+// itself (PKCS #1 v1.5): PSS and OAEP are refused with
+// profiles.ErrKeyUsage. Signatures are checked under the key before they
+// are returned. PW1 good for one signature (C4's first byte 00) makes
+// "sig" PIN-always. A wrong PIN (69 82 on a YubiKey) is a
+// *profiles.PINError with the tries read from C4. The signature counter
+// is in Info's label. Cards whose PINs go through a KDF are refused
+// ([ErrKDF]). Extended length when the card announces it, else chaining.
 package openpgp
 
 import (

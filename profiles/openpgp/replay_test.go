@@ -20,12 +20,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/internal/transcript"
+	"github.com/pscs/pscs/internal/transcript/transcripttest"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/openpgp"
 )
@@ -149,15 +149,7 @@ func notMade(c apdu.Command) string {
 }
 
 func TestDriverReplaysYubiKeyTranscripts(t *testing.T) {
-	dir := transcriptDir(t)
-	var files []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && d.Name() == "yk-5.4.3" {
-			files = append(files, p)
-		}
-		return nil
-	})
-	sort.Strings(files)
+	dir, files := transcripttest.Files(t, "openpgp-yubikey-5.4.3", "yk-5.4.3")
 	if len(files) != 57 {
 		t.Errorf("%d transcripts, want 57", len(files))
 	}
@@ -341,29 +333,4 @@ func generatedKey(c call) (profiles.Key, bool) {
 	}
 	return profiles.Key{ID: id, Public: pub, Algorithm: profiles.AlgorithmOf(pub), PINPolicy: profiles.PINOnce, PIN: pin,
 		Decrypt: id == "dec", NoSign: id == "dec"}, true
-}
-
-// transcriptDir finds ../shared/reference/transcripts/openpgp-yubikey-5.4.3
-// beside the repository.
-func transcriptDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if parent := filepath.Dir(dir); parent != dir {
-			dir = parent
-			continue
-		}
-		t.Fatal("no go.mod above the test")
-	}
-	tdir := filepath.Join(dir, "..", "shared", "reference", "transcripts", "openpgp-yubikey-5.4.3")
-	if _, err := os.Stat(tdir); err != nil {
-		t.Skipf("the real-card transcripts are not at %s (they live beside the repository): %v", tdir, err)
-	}
-	return tdir
 }

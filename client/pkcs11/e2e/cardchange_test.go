@@ -29,6 +29,7 @@ import (
 
 	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/transport"
@@ -259,31 +260,34 @@ type site struct {
 
 const sitePassphrase = "correct horse battery"
 
-// siteCard is the card a site serves as "mayor": its serial as its
-// profile reports it, and the PINs its owner registers (by
-// profiles.PINInfo.ID; "" is the card's default PIN).
+// siteCard chooses the card a site serves, when it is not the PIV card
+// of serial 7300 the test plugs itself with PIN 123456 for its default PIN.
 type siteCard struct {
-	serial string
-	pins   map[string]string
+	serial string            // as the card's profile reports it
+	pins   map[string]string // PIN ID -> PIN, registered by the owner
+	// sim, if set, is plugged into reader of pcscd until the test ends.
+	sim    vpcd.Card
+	pcscd  *pcscdtest.PCSCD
+	reader int
 }
-
-// pivSite is the card of [startSite]: the PIV card of serial 7300, PIN
-// 123456.
-var pivSite = siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
 
 // startSite initialises and starts pscsd with swtpm as its TPM and the
 // pcscd of pcscdEnv, waits until it serves the card, and registers the
-// card's PIN as its owner. The test's end stops it all.
-func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
-	t.Helper()
-	return startSiteWith(t, pscsd, dir, pcscdEnv, pivSite)
-}
-
-// startSiteWith is [startSite] serving card (a card of any profile in the
-// registry), whose PINs it registers.
-func startSiteWith(t *testing.T, pscsd, dir, pcscdEnv string, card siteCard) *site {
+// card's PIN (or the PINs of card) as its owner. The test's end stops it
+// all.
+func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *site {
 	t.Helper()
 	s := &site{dir: dir, log: &syncBuffer{}}
+	c := siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
+	if len(card) > 0 {
+		c = card[0]
+	}
+	if c.sim != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		plugged := make(chan struct{})
+		go func() { defer close(plugged); vpcd.Plug(ctx, c.pcscd.CardAddr(c.reader), c.sim) }()
+		t.Cleanup(func() { cancel(); <-plugged })
+	}
 	tpm, err := swtpm.New(filepath.Join(dir, "tpm"))
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +302,7 @@ func startSiteWith(t *testing.T, pscsd, dir, pcscdEnv string, card siteCard) *si
 	conf := filepath.Join(dir, "pscsd.json")
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{card.serial}}}})
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{c.serial}}}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +333,7 @@ func startSiteWith(t *testing.T, pscsd, dir, pcscdEnv string, card siteCard) *si
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.conn.Close() })
-	for id, pin := range card.pins {
+	for id, pin := range c.pins {
 		if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor", PIN: id},
 			&transport.AdminSecret{PIN: []byte(pin), Passphrase: []byte(sitePassphrase)}); err != nil {
 			t.Fatalf("register-pin %q: %v", id, err)
@@ -354,16 +358,9 @@ func (s *site) admin(req *transport.AdminRequest, sec *transport.AdminSecret) (*
 type delegateConf struct{ path, vpin string }
 
 // delegate has alice issue an identity for name and delegate "mayor" to
-// it; it returns the delegate's client.conf (next to alice's, sharing
-// its CA file) and vPIN.
-func (s *site) delegate(t *testing.T, name string) delegateConf {
-	t.Helper()
-	return s.delegateOps(t, name)
-}
-
-// delegateOps is [site.delegate] for the operations ops ("sign",
-// "decrypt"; none: sign).
-func (s *site) delegateOps(t *testing.T, name string, ops ...string) delegateConf {
+// it for ops (none: signatures); it returns the delegate's client.conf
+// (next to alice's, sharing its CA file) and vPIN.
+func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 	"github.com/pscs/pscs/profiles/simkit"
@@ -50,14 +48,9 @@ func TestEdDSAThroughPscsd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	plugged := make(chan struct{})
-	go func() { defer close(plugged); vpcd.Plug(ctx, pcscd.CardAddr(readerEdDSA), sim) }()
-	t.Cleanup(func() { cancel(); <-plugged })
-
-	site := startSiteWith(t, pscsd, dir, pcscd.Env(), siteCard{serial: "0ED25519",
-		pins: map[string]string{"pw1-sign": "123456", "pw1": "123456"}})
-	conf := site.delegateOps(t, "bob", "sign", "decrypt")
+	site := startSite(t, pscsd, dir, pcscd.Env(), siteCard{serial: "0ED25519",
+		pins: map[string]string{"pw1-sign": "123456", "pw1": "123456"}, sim: sim, pcscd: pcscd, reader: readerEdDSA})
+	conf := site.delegate(t, "bob", "sign", "decrypt")
 	env := append(os.Environ(), "PSCS_CONFIG="+conf.path, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"), "PSCS_TIMEOUT=20s")
 
 	// The token shows the keys with the types of PKCS #11 3.0.

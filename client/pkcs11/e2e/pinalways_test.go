@@ -144,7 +144,8 @@ var (
 const (
 	readerOpenSC   = 0 // TestOpenSCPINAlways
 	readerChanging = 1 // TestCardChangesUnderModule
-	readerEdDSA    = 2 // TestEdDSAThroughPscsd
+	readerOpenPGP  = 2 // TestOpenPGPDelegate
+	readerEdDSA    = 3 // TestEdDSAThroughPscsd
 )
 
 // privatePCSCD starts judgePCSCD, once per test binary.
