@@ -40,6 +40,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -443,9 +445,15 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, s.refuse(ctx, call, sess.delegation, err, start)
 	}
 	// The policy sees the document's digest; bytes that are no digest
-	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document.
+	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document. An
+	// EdDSA signature's document is the message itself: the policy sees
+	// its SHA-256.
 	docDigest := digest
-	if opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS {
+	switch {
+	case req.Mechanism == ckmEDDSA:
+		sum := sha256.Sum256(digest)
+		docDigest = sum[:]
+	case opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS:
 		docDigest = nil
 	}
 	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: docDigest})
@@ -471,10 +479,15 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
 	// in the catalogue), opened afresh: the delegate confirms each one.
 	var freshPINs map[string][]byte
-	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
-		if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+	k, ok := card.Pool.Key(idx)
+	if ok {
+		// A key that does not sign, or a mechanism of another key type,
+		// is refused before the card (and the vPIN) is asked.
+		if err := mechanismFits(req.Mechanism, k); err != nil {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
+	}
+	if ok && k.PINPolicy == profiles.PINAlways {
 		if len(call.Secret) == 0 {
 			return nil, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 		}
@@ -505,7 +518,7 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 					"reader", m.Reader, "key", keyID, "delegation", d.ID)
 				return transport.Errorf(transport.CodeKeyGone, "key %s is no longer on the card", keyID)
 			}
-			if err := mechanismFits(req.Mechanism, k.Public); err != nil {
+			if err := mechanismFits(req.Mechanism, k); err != nil {
 				return err
 			}
 			if k.PINPolicy == profiles.PINAlways && freshPINs == nil {
@@ -531,6 +544,14 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 				}
 			}
 			raw, err := c.Sign(ctx, k.ID, digest, opts)
+			if ep, ok := k.Public.(ed25519.PublicKey); ok && err == nil && !ed25519.Verify(ep, digest, raw) {
+				// The server checks what the card signed, as drivers
+				// check their ECDSA and RSA signatures.
+				err = &profiles.BadSignatureError{Key: k.ID, Signature: raw}
+			}
+			if errors.Is(err, profiles.ErrKeyUsage) {
+				return transport.Errorf(transport.CodeMechanism, "key %s does not sign this way", k.ID)
+			}
 			if err != nil && !reread && mayBeStale(err) {
 				// Another program may have changed the key without a
 				// reset that told us: read the card's keys again.

@@ -37,7 +37,7 @@ type Entry struct {
 
 var entries = []Entry{
 	{Name: "piv", Description: "PIV (NIST SP 800-73-4) with the YubiKey extensions", Profile: piv.Profile{}, Redact: piv.Profile{}.Redact},
-	{Name: "openpgp", Description: "OpenPGP card 3.4", Redact: openpgp.Redact},
+	{Name: "openpgp", Description: "OpenPGP card 3.4", Profile: openpgp.Profile{}, Redact: openpgp.Redact},
 	{Name: "esteid", Description: "Estonian ID card (EstEID 2018)", Redact: esteid.Redact},
 }
 

@@ -144,6 +144,8 @@ var (
 const (
 	readerOpenSC   = 0 // TestOpenSCPINAlways
 	readerChanging = 1 // TestCardChangesUnderModule
+	readerOpenPGP  = 2 // TestOpenPGPDelegate
+	readerEdDSA    = 3 // TestEdDSAThroughPscsd
 )
 
 // privatePCSCD starts judgePCSCD, once per test binary.
@@ -156,7 +158,7 @@ func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
-		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{})
+		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 2})
 	})
 	if judgeErr != nil {
 		t.Fatal(judgeErr)
