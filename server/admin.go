@@ -496,9 +496,20 @@ func (s *Server) revokeKept(a *Admin, id string) error {
 	return nil
 }
 
+// maxDelegatedKeys bounds AdminDelegation.Keys.
+const maxDelegatedKeys = 64
+
 func delegationFrom(ad *transport.AdminDelegation) (policy.Delegation, error) {
 	d := policy.Delegation{Delegate: ad.Delegate, Card: ad.Card, Ops: ad.Ops,
-		PerHour: int(ad.PerHour), Total: int(ad.Total), Documents: ad.Documents, Warranty: ad.Warranty}
+		PerHour: int(ad.PerHour), Total: int(ad.Total), Documents: ad.Documents, Warranty: ad.Warranty, Keys: ad.Keys}
+	if len(ad.Keys) > maxDelegatedKeys {
+		return d, transport.Errorf(transport.CodeMalformed, "at most %d keys", maxDelegatedKeys)
+	}
+	for i, k := range ad.Keys {
+		if k == "" || len(k) > 32 || slices.Contains(ad.Keys[:i], k) {
+			return d, transport.Errorf(transport.CodeMalformed, "key IDs are 1 to 32 characters, each named once")
+		}
+	}
 	for _, op := range ad.Ops {
 		if op != "sign" && op != "decrypt" {
 			return d, transport.Errorf(transport.CodeMalformed, "unknown operation %q", op)
@@ -531,7 +542,7 @@ func delegationFrom(ad *transport.AdminDelegation) (policy.Delegation, error) {
 func wireDelegation(d policy.Delegation, st policy.State) transport.AdminDelegation {
 	ad := transport.AdminDelegation{ID: d.ID, Owner: d.Owner, Delegate: d.Delegate, Card: d.Card, Ops: d.Ops,
 		PerHour: uint32(d.PerHour), Total: uint32(d.Total), Documents: d.Documents, Warranty: d.Warranty,
-		Revoked: st.Revoked, Locked: st.Locked, Used: uint32(st.Used)}
+		Revoked: st.Revoked, Locked: st.Locked, Used: uint32(st.Used), Keys: d.Keys}
 	if !d.NotBefore.IsZero() {
 		ad.NotBefore = d.NotBefore.UnixMilli()
 	}

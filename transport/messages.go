@@ -31,7 +31,9 @@ const ALPN = "pscs/1"
 //	2 (2026-12-04): Decrypt served (RSA PKCS #1 v1.5 and OAEP), Derive
 //	  (ECDH key agreement), code 118 (decryption error); the vPIN beside
 //	  Decrypt and Derive as beside Sign.
-const ProtocolVersion = 2
+//	3 (2026-12-05): delegations limited to keys (AdminDelegation 18,
+//	  Keys); code 119 (key not delegated).
+const ProtocolVersion = 3
 
 // Op is an operation. Numbers are never reused.
 type Op uint32
