@@ -29,13 +29,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
+	"strings"
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/profiles"
@@ -112,9 +111,9 @@ var keyInfo = []struct {
 
 // Card is an open EstEID application.
 type Card struct {
-	conn apdu.Conn
-	df   uint16 // the DF the driver last selected
-	keys []profiles.Key
+	profiles.Keyring // implements profiles.KeyCache
+	conn             apdu.Conn
+	df               uint16 // the DF the driver last selected
 }
 
 // Open selects the main application on the card behind t, which logs out
@@ -259,12 +258,11 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 		if cert == nil {
 			continue
 		}
-		pub := cert.PublicKey.(*ecdsa.PublicKey)
-		keys = append(keys, profiles.Key{ID: ki.id, Label: ki.label, Algorithm: fmt.Sprintf("ECCP%d", pub.Curve.Params().BitSize),
-			Decrypt: ki.decrypt, Public: pub, Certificate: cert, PINPolicy: ki.policy, PIN: ki.pin})
+		keys = append(keys, profiles.Key{ID: ki.id, Label: ki.label, Algorithm: profiles.AlgorithmOf(cert.PublicKey),
+			Decrypt: ki.decrypt, Public: cert.PublicKey, Certificate: cert, PINPolicy: ki.policy, PIN: ki.pin})
 	}
-	c.keys = keys
-	return slices.Clone(keys), nil
+	c.UseKeys(keys)
+	return keys, nil
 }
 
 // parseCertificate parses a certificate file, which may have padding after
@@ -279,30 +277,24 @@ func parseCertificate(b []byte) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok || (pub.Curve != elliptic.P256() && pub.Curve != elliptic.P384() && pub.Curve != elliptic.P521()) {
+	if !strings.HasPrefix(profiles.AlgorithmOf(cert.PublicKey), "ECCP") {
 		return nil, fmt.Errorf("key %T is not ECDSA on a NIST curve", cert.PublicKey)
 	}
 	return cert, nil
 }
 
-// UseKeys implements profiles.KeyCache.
-func (c *Card) UseKeys(keys []profiles.Key) { c.keys = slices.Clone(keys) }
-
+// key finds key id with its reference and DF.
 func (c *Card) key(ctx context.Context, id string) (profiles.Key, byte, uint16, error) {
-	if c.keys == nil {
-		if _, err := c.Keys(ctx); err != nil {
-			return profiles.Key{}, 0, 0, err
+	k, err := c.Key(ctx, id, c.Keys)
+	if err != nil {
+		return k, 0, 0, fmt.Errorf("esteid: %w", err)
+	}
+	for _, ki := range keyInfo {
+		if ki.id == id {
+			return k, ki.ref, ki.df, nil
 		}
 	}
-	for _, k := range c.keys {
-		for _, ki := range keyInfo {
-			if k.ID == id && ki.id == id {
-				return k, ki.ref, ki.df, nil
-			}
-		}
-	}
-	return profiles.Key{}, 0, 0, fmt.Errorf("esteid: key %q: %w", id, profiles.ErrNoKey)
+	return k, 0, 0, fmt.Errorf("esteid: key %q: %w", id, profiles.ErrNoKey)
 }
 
 // PINs returns PIN1 and PIN2, PIN1 first.
@@ -321,19 +313,14 @@ func (c *Card) pinDF(ctx context.Context, id string) (byte, error) {
 	return ref, nil
 }
 
-// ErrPINFormat: the PIN is not digits of the PIN's length; it was not
-// sent to the card.
-var ErrPINFormat = errors.New("esteid: a PIN is digits, 4 (PIN1) or 5 (PIN2) to 12")
-
 // VerifyPIN presents PIN pinID, padded with FF to 12 bytes. The PIN never
 // appears in errors.
 func (c *Card) VerifyPIN(ctx context.Context, pinID string, pin []byte) error {
-	info, ok := profiles.FindPIN(pins, pinID)
-	if !ok {
-		return fmt.Errorf("esteid: PIN %q: %w", pinID, profiles.ErrNoPIN)
+	if _, err := profiles.CheckPIN(pins, pinID, pin); err != nil {
+		return fmt.Errorf("esteid: %w", err)
 	}
-	if len(pin) < info.Min || len(pin) > info.Max || bytes.ContainsFunc(pin, func(r rune) bool { return r < '0' || r > '9' }) {
-		return ErrPINFormat
+	if bytes.ContainsFunc(pin, func(r rune) bool { return r < '0' || r > '9' }) {
+		return fmt.Errorf("esteid: a PIN is digits: %w", profiles.ErrPINFormat)
 	}
 	ref, err := c.pinDF(ctx, pinID)
 	if err != nil {
@@ -344,7 +331,7 @@ func (c *Card) VerifyPIN(ctx context.Context, pinID string, pin []byte) error {
 	_, err = c.conn.Do(ctx, apdu.Command{INS: 0x20, P2: ref, Data: padded})
 	clear(padded)
 	if err != nil {
-		return fmt.Errorf("esteid: verify %s: %w", pinID, pinError(err))
+		return fmt.Errorf("esteid: verify: %w", profiles.NewPINError(pinID, err, -1))
 	}
 	return nil
 }
@@ -433,14 +420,8 @@ func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.S
 	if len(digest) == 0 {
 		return nil, fmt.Errorf("esteid: sign with %s: empty digest", id)
 	}
-	pub := k.Public.(*ecdsa.PublicKey)
-	size := (pub.Curve.Params().BitSize + 7) / 8
-	input := make([]byte, size)
-	if len(digest) >= size {
-		copy(input, digest[:size]) // FIPS 186-4 6.4: leftmost bits
-	} else {
-		copy(input[size-len(digest):], digest) // zero-padded, as OpenSC sends
-	}
+	curve := k.Public.(*ecdsa.PublicKey).Curve
+	input := profiles.ECDSADigest(curve, digest) // zero-padded to 48 bytes, as OpenSC sends
 	cmd := apdu.Command{INS: 0x2A, P1: 0x9E, P2: 0x9A, Data: input, Ne: 256}
 	crt, alg := byte(0xB6), byte(0x54)
 	if ref == 0x81 {
@@ -454,12 +435,12 @@ func (c *Card) Sign(ctx context.Context, id string, digest []byte, opts crypto.S
 	if err != nil {
 		return nil, fmt.Errorf("esteid: sign with %s: %w", id, err)
 	}
-	sig, err := ecdsaFromRaw(raw, size)
+	sig, err := profiles.ECDSAFromRaw(raw, profiles.CurveSize(curve))
+	if err == nil {
+		sig, err = profiles.CheckSigned(k, digest, sig, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("esteid: sign with %s: %w", id, err)
-	}
-	if !ecdsa.VerifyASN1(pub, input, sig) {
-		return nil, fmt.Errorf("esteid: sign with %s: %w", id, &profiles.BadSignatureError{Key: id, Signature: sig})
 	}
 	return sig, nil
 }
@@ -502,46 +483,4 @@ func (c *Card) DeriveECDH(ctx context.Context, id string, peer []byte) ([]byte, 
 		return nil, fmt.Errorf("esteid: derive with %s: a shared secret of %d bytes, want %d: %w", id, len(secret), want, apdu.ErrMalformed)
 	}
 	return secret, nil
-}
-
-// ecdsaFromRaw encodes r‖s, each size bytes, as an ASN.1 DER signature.
-func ecdsaFromRaw(raw []byte, size int) ([]byte, error) {
-	if len(raw) != 2*size {
-		return nil, fmt.Errorf("a raw signature of %d bytes, want %d: %w", len(raw), 2*size, apdu.ErrMalformed)
-	}
-	r, s := new(big.Int).SetBytes(raw[:size]), new(big.Int).SetBytes(raw[size:])
-	var b cryptobyte.Builder
-	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1BigInt(r)
-		b.AddASN1BigInt(s)
-	})
-	return b.Bytes()
-}
-
-// PINError is a wrong or blocked PIN. It unwraps to the card's status word.
-type PINError struct {
-	Retries int // tries left; 0: blocked
-	SW      apdu.StatusWord
-}
-
-func (e *PINError) Error() string {
-	if e.Retries == 0 {
-		return "esteid: PIN blocked"
-	}
-	return fmt.Sprintf("esteid: wrong PIN, %d tries left", e.Retries)
-}
-
-func (e *PINError) Unwrap() error { return e.SW }
-
-// Is makes the last wrong try (63 C0) match apdu.ErrBlocked, as 69 83 does.
-func (e *PINError) Is(target error) bool { return target == apdu.ErrBlocked && e.Retries == 0 }
-
-func pinError(err error) error {
-	var sw apdu.StatusWord
-	if errors.As(err, &sw) {
-		if n, ok := sw.Retries(); ok {
-			return &PINError{Retries: n, SW: sw}
-		}
-	}
-	return err
 }

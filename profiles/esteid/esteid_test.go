@@ -118,7 +118,7 @@ func TestPINsCountApart(t *testing.T) {
 		t.Error("PINStatus spent a try")
 	}
 	for _, pin := range []string{"12a4", "123", "1234567890123"} {
-		if err := c.VerifyPIN(ctx, esteid.PIN1, []byte(pin)); !errors.Is(err, esteid.ErrPINFormat) {
+		if err := c.VerifyPIN(ctx, esteid.PIN1, []byte(pin)); !errors.Is(err, profiles.ErrPINFormat) {
 			t.Errorf("PIN1 %q: %v, want ErrPINFormat", pin, err)
 		}
 	}
