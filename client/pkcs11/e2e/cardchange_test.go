@@ -241,8 +241,9 @@ func pivToolNewKey(t *testing.T, dir, env, reader string) *x509.Certificate {
 	return cert
 }
 
-// site is pscsd configured as a site, serving the card of serial 7300 in
-// a pcscd reader as "mayor" (slot 1), owned by alice.
+// site is pscsd configured as a site, serving a card (by default the PIV
+// card of serial 7300) in a pcscd reader as "mayor" (slot 1), owned by
+// alice.
 type site struct {
 	dir   string
 	owner client.Config
@@ -252,10 +253,26 @@ type site struct {
 
 const sitePassphrase = "correct horse battery"
 
+// siteCard is the card a site serves: its serial, and its PINs by PIN ID
+// ("": the card's default PIN) that the owner registers.
+type siteCard struct {
+	serial string
+	pins   map[string]string
+}
+
+// pivSiteCard is the PIV card of serial 7300, PIN 123456.
+var pivSiteCard = siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
+
 // startSite initialises and starts pscsd with swtpm as its TPM and the
 // pcscd of pcscdEnv, waits until it serves the card, and registers the
 // card's PIN as its owner. The test's end stops it all.
 func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
+	t.Helper()
+	return startSiteWith(t, pscsd, dir, pcscdEnv, pivSiteCard)
+}
+
+// startSiteWith is startSite serving card.
+func startSiteWith(t *testing.T, pscsd, dir, pcscdEnv string, card siteCard) *site {
 	t.Helper()
 	s := &site{dir: dir, log: &syncBuffer{}}
 	tpm, err := swtpm.New(filepath.Join(dir, "tpm"))
@@ -272,7 +289,7 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 	conf := filepath.Join(dir, "pscsd.json")
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{"7300"}}}})
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{card.serial}}}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -303,9 +320,11 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.conn.Close() })
-	if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
-		&transport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte(sitePassphrase)}); err != nil {
-		t.Fatalf("register-pin: %v", err)
+	for id, pin := range card.pins {
+		if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor", PIN: id},
+			&transport.AdminSecret{PIN: []byte(pin), Passphrase: []byte(sitePassphrase)}); err != nil {
+			t.Fatalf("register-pin %q: %v", id, err)
+		}
 	}
 	return s
 }
@@ -330,6 +349,13 @@ type delegateConf struct{ path, vpin string }
 // its CA file) and vPIN.
 func (s *site) delegate(t *testing.T, name string) delegateConf {
 	t.Helper()
+	return s.delegateWith(t, name, transport.AdminDelegation{})
+}
+
+// delegateWith is delegate with the delegation's operations and keys
+// (Ops, Keys) from d.
+func (s *site) delegateWith(t *testing.T, name string, d transport.AdminDelegation) delegateConf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -339,8 +365,8 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 	if err != nil {
 		t.Fatalf("issue %s: %v", name, err)
 	}
-	d, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-		Delegate: name, Card: "mayor", NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
+	d.Delegate, d.Card, d.NotAfter = name, "mayor", time.Now().Add(24*time.Hour).UnixMilli()
+	dr, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &d},
 		&transport.AdminSecret{Passphrase: []byte(sitePassphrase)})
 	if err != nil {
 		t.Fatalf("delegate mayor to %s: %v", name, err)
@@ -370,7 +396,7 @@ func (s *site) delegate(t *testing.T, name string) delegateConf {
 			t.Fatal(err)
 		}
 	}
-	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: d.VPIN}
+	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: dr.VPIN}
 }
 
 // syncBuffer is a process's output, read while it runs.

@@ -144,6 +144,7 @@ var (
 const (
 	readerOpenSC   = 0 // TestOpenSCPINAlways
 	readerChanging = 1 // TestCardChangesUnderModule
+	readerEstEID   = 2 // TestEstEIDThroughPSCSD
 )
 
 // privatePCSCD starts judgePCSCD, once per test binary.
@@ -156,7 +157,7 @@ func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
-		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{})
+		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 2})
 	})
 	if judgeErr != nil {
 		t.Fatal(judgeErr)
