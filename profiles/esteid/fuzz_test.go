@@ -9,9 +9,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/pscs/pscs/profiles"
@@ -46,24 +43,15 @@ var writeSeeds = flag.Bool("write-seeds", false, "rewrite testdata/fuzz/FuzzDriv
 // TestWriteFuzzSeeds rewrites the driver's fuzz seeds (conversations with
 // the simulator) with -write-seeds; otherwise it checks they are there.
 func TestWriteFuzzSeeds(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzDriver")
-	if !*writeSeeds {
-		entries, err := os.ReadDir(dir)
-		if err != nil || len(entries) == 0 {
-			t.Fatalf("no seeds in %s (go test ./profiles/esteid -run TestWriteFuzzSeeds -write-seeds): %v", dir, err)
-		}
-		return
-	}
-	os.MkdirAll(dir, 0o755)
+	var cards []profiles.Transmitter
 	for i := range 2 {
 		card, err := eidsim.New(eidsim.Config{Seed: []byte{byte(i)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sim-%d", i)), profiletest.RecordRogueSeed(rogueEnv, card), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		cards = append(cards, card)
 	}
+	profiletest.RogueSeeds(t, "FuzzDriver", *writeSeeds, rogueEnv, cards...)
 }
 
 // FuzzDriver: a rogue card leaves the driver bounded, with errors.

@@ -118,17 +118,7 @@ func TestEstEIDThroughPSCSD(t *testing.T) {
 	}
 	// Asking for key 81 by its handle (bob's catalogue shows it): 119.
 	handle81 := keyHandle(t, bob, "(81)")
-	cfg, err := client.LoadConfig(carol.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer ccancel()
-	c, err := client.Dial(cctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	cctx, c := dialAs(t, carol)
 	if _, err := c.Login(cctx, 1, []byte(carol.vpin)); err != nil {
 		t.Fatal(err)
 	}
@@ -146,17 +136,7 @@ func TestEstEIDThroughPSCSD(t *testing.T) {
 // in the catalogue conf's delegate sees.
 func keyHandle(t *testing.T, conf delegateConf, label string) uint64 {
 	t.Helper()
-	cfg, err := client.LoadConfig(conf.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := dialAs(t, conf)
 	hello, err := c.Hello(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -168,4 +148,22 @@ func keyHandle(t *testing.T, conf delegateConf, label string) uint64 {
 	}
 	t.Fatalf("no private key %s in %s's catalogue", label, conf.path)
 	return 0
+}
+
+// dialAs dials pscsd as conf's delegate, until the test ends; the context
+// bounds the test's requests.
+func dialAs(t *testing.T, conf delegateConf) (context.Context, *client.Client) {
+	t.Helper()
+	cfg, err := client.LoadConfig(conf.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	c, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
 }
