@@ -394,6 +394,19 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	if err != nil {
 		return nil, "", err
 	}
+	// Keys the card in hand does not have are a typo (IDs are
+	// case-sensitive): a delegation of them would show the delegate nothing.
+	if ms := card.Pool.Members(); len(ms) > 0 {
+		var ids []string
+		for _, k := range ms[0].Keys() {
+			ids = append(ids, k.ID)
+		}
+		for _, k := range d.Keys {
+			if !slices.Contains(ids, k) {
+				return nil, "", transport.Errorf(transport.CodeMalformed, "%s has no key %q (its keys: %s)", ad.Card, k, strings.Join(ids, ", "))
+			}
+		}
+	}
 	d.Owner, d.ID = who, "d-"+randomHex(6)
 	vpin := randomDigits(8)
 	n.card = ad.Card
