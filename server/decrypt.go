@@ -163,18 +163,14 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 	if perr != nil {
 		return nil, s.refuse(ctx, call, sess.delegation, perr, start)
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "decrypt"})
+	idx, keyID, ok := s.keyOf(card, op.key)
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "decrypt", Key: keyID})
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
 	n := note{events: policy.EventCounted, anchor: d.Total > 0 || d.PerHour > 0}
 	if d.ID != sess.delegation {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
-	}
-	idx, ok := keyIndex(op.key)
-	var keyID string
-	if ok {
-		keyID, ok = card.Pool.KeyID(idx)
 	}
 	if !ok {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)

@@ -275,14 +275,35 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 			Token: transport.TokenInfo{Label: c.Name, Manufacturer: "pscs", Model: "remote card", Serial: fmt.Sprint(c.Slot),
 				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
 		if len(members) > 0 {
-			keys := members[0].Keys()
-			slot.Objects = objects(keys, c.Pool.Numbers(keys))
+			// A delegation limited to keys shows only those, under the
+			// numbers every delegate sees them by.
+			keys := slices.Clone(members[0].Keys())
+			nums := c.Pool.Numbers(keys)
+			if d, ok := s.cfg.Book.Current(identity, c.Name); ok {
+				for i := len(keys) - 1; i >= 0; i-- {
+					if !d.AllowsKey(keys[i].ID) {
+						keys, nums = slices.Delete(keys, i, i+1), slices.Delete(nums, i, i+1)
+					}
+				}
+			}
+			slot.Objects = objects(keys, nums)
 			slot.Mechanisms = mechanisms(keys)
 		}
 		cat.Slots = append(cat.Slots, slot)
 	}
 	cat.Tag = catalogueTag(cat)
 	return cat
+}
+
+// keyOf finds the key a request names by its object handle (keyIndex):
+// the index and the key's ID on the card, ok false when there is none.
+func (s *Server) keyOf(card Card, key uint64) (int, string, bool) {
+	idx, ok := keyIndex(key)
+	if !ok {
+		return 0, "", false
+	}
+	id, ok := card.Pool.KeyID(idx)
+	return idx, id, ok
 }
 
 // Handle implements transport.Handler.
@@ -310,7 +331,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
 	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
-	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption",
+	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption", transport.CodeKeyNotDelegated: "key_not_delegated",
 }
 
 func (s *Server) handle(ctx context.Context, call *transport.Call) (any, error) {
@@ -456,7 +477,8 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	case opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS:
 		docDigest = nil
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: docDigest})
+	idx, keyID, ok := s.keyOf(card, req.Key)
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: docDigest, Key: keyID})
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
@@ -466,11 +488,6 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	n := note{events: policy.EventCounted, anchor: d.Total > 0 || d.PerHour > 0}
 	if d.ID != sess.delegation {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
-	}
-	idx, ok := keyIndex(req.Key)
-	var keyID string
-	if ok {
-		keyID, ok = card.Pool.KeyID(idx)
 	}
 	if !ok {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)

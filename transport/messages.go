@@ -35,6 +35,8 @@ const ALPN = "pscs/1"
 //	  message (at most MaxEdDSAMessage bytes); the catalogue has
 //	  CKK_EC_EDWARDS and CKK_EC_MONTGOMERY keys; Derive with an X25519
 //	  key (32-byte peer and secret).
+//	  Delegations limited to keys (AdminDelegation 18, Keys); code 119
+//	  (key not delegated).
 const ProtocolVersion = 3
 
 // Op is an operation. Numbers are never reused.

@@ -362,6 +362,13 @@ type delegateConf struct{ path, vpin string }
 // (next to alice's, sharing its CA file) and vPIN.
 func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 	t.Helper()
+	return s.delegateWith(t, name, transport.AdminDelegation{Ops: ops})
+}
+
+// delegateWith is delegate with the delegation's operations and keys
+// (Ops, Keys) from d.
+func (s *site) delegateWith(t *testing.T, name string, d transport.AdminDelegation) delegateConf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -371,8 +378,8 @@ func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 	if err != nil {
 		t.Fatalf("issue %s: %v", name, err)
 	}
-	d, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &transport.AdminDelegation{
-		Delegate: name, Card: "mayor", Ops: ops, NotAfter: time.Now().Add(24 * time.Hour).UnixMilli()}},
+	d.Delegate, d.Card, d.NotAfter = name, "mayor", time.Now().Add(24*time.Hour).UnixMilli()
+	dr, err := s.admin(&transport.AdminRequest{Action: transport.AdminDelegate, Delegation: &d},
 		&transport.AdminSecret{Passphrase: []byte(sitePassphrase)})
 	if err != nil {
 		t.Fatalf("delegate mayor to %s: %v", name, err)
@@ -402,7 +409,7 @@ func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 			t.Fatal(err)
 		}
 	}
-	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: d.VPIN}
+	return delegateConf{path: filepath.Join(aliceDir, name+"-client.conf"), vpin: dr.VPIN}
 }
 
 // syncBuffer is a process's output, read while it runs.

@@ -146,6 +146,7 @@ const (
 	readerChanging = 1 // TestCardChangesUnderModule
 	readerOpenPGP  = 2 // TestOpenPGPDelegate
 	readerEdDSA    = 3 // TestEdDSAThroughPscsd
+	readerEstEID   = 4 // TestEstEIDThroughPSCSD
 )
 
 // privatePCSCD starts judgePCSCD, once per test binary.
@@ -158,7 +159,7 @@ func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
-		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 2})
+		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 3})
 	})
 	if judgeErr != nil {
 		t.Fatal(judgeErr)
