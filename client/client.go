@@ -26,8 +26,21 @@
 // connection failed under it is sent again on the new connection with the
 // same nonce: if the server never saw it, it runs now; if it did, the server
 // refuses the copy as a replay and hands back the first outcome, so nothing
-// runs twice. Refusals of the connection itself (not enrolled, certificate
-// expired) are not retried.
+// runs twice.
+//
+// # Refused connections
+//
+// The server refuses a connection by closing it with a code once the
+// handshake is complete: not enrolled (1), certificate expired (2), too
+// many connections of the identity (21), or its handler's own. [Dial]
+// returns before the handshake completes (so that the first request may
+// ride in 0-RTT), so the refusal reaches the next request: it returns a
+// *transport.Error with the code, and is not sent again. The client
+// reports each refusal once, to one request: the request after it dials a
+// new connection, which succeeds when the cause is gone (a connection of
+// the identity closed, say) and is refused again otherwise. The same holds
+// for a connection the server closes later with a code; only
+// [transport.CodeShutdown] (the server going away) reconnects silently.
 //
 // # Concurrency
 //
@@ -213,8 +226,17 @@ func (c *Client) connection(ctx context.Context) (*link, error) {
 	if c.closed {
 		return nil, net.ErrClosed
 	}
-	if c.conn != nil && c.conn.qc.Context().Err() == nil {
-		return c.conn, nil
+	if l := c.conn; l != nil {
+		if l.qc.Context().Err() == nil {
+			return l, nil
+		}
+		// The server closed the connection: a refusal (its code) is
+		// the next request's answer, once; the request after it dials
+		// again.
+		c.conn = nil
+		if err := refusal(l.qc); err != nil {
+			return nil, err
+		}
 	}
 	qconf := c.cfg.QUICConfig
 	if qconf == nil {
@@ -248,6 +270,20 @@ func (c *Client) replace(l *link, next *quic.Conn) *link {
 		return c.conn
 	}
 	return &link{qc: next}
+}
+
+// refusal returns the *transport.Error of a connection the server closed
+// with a code other than CodeShutdown (after which a new connection is
+// welcome), or nil.
+func refusal(qc *quic.Conn) error {
+	if qc.Context().Err() == nil {
+		return nil
+	}
+	var te *transport.Error
+	if err := classify(context.Cause(qc.Context())); errors.As(err, &te) && te.Remote && te.Code != transport.CodeShutdown && te.Code != transport.CodeOK {
+		return err
+	}
+	return nil
 }
 
 // drop forgets l if it is the current connection.
@@ -384,11 +420,16 @@ func (c *Client) Do(ctx context.Context, op transport.Op, body any, secret []byt
 			resp, err = c.roundTrip(ctx, l, op, rawBody, secret, nonce, when)
 		}
 		if err != nil {
+			var ae *quic.ApplicationError
+			closed := errors.As(err, &ae) && ae.Remote // the whole connection, with a code
 			err = classify(err)
 			lastErr = err
 			if connectionLost(err) && ctx.Err() == nil {
 				c.drop(l)
 				continue
+			}
+			if closed {
+				c.drop(l) // refused: this request reports it, the next one dials
 			}
 			return err
 		}

@@ -27,6 +27,10 @@ import (
 //   - DeriveECDH answers the x coordinate of the shared point (the ECDH
 //     primitive of SEC 1, 3.3.1; PKCS #11 CKM_ECDH1_DERIVE with CKD_NULL)
 //     of the EC key id with peer, an uncompressed point on the key's curve.
+//     For an X25519 key (*ecdh.PublicKey of ecdh.X25519()), peer is the
+//     32-byte u-coordinate (RFC 7748) and the answer the 32-byte shared
+//     secret, as the card computes it: a driver need not refuse an
+//     all-zero secret (a small-order peer), pscsd does.
 //   - Keys that need the PIN need it as for [Card.Sign]: VerifyPIN before,
 //     and before every operation for [PINAlways].
 //   - A key that does not decrypt (or is of the other kind) is refused

@@ -34,6 +34,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -113,8 +114,11 @@ var ErrNoKey = errors.New("profiles: no such key")
 //     the second Sign after one VerifyPIN gives apdu.ErrSecurityStatus too.
 //   - Sign's signature verifies under the key's public key (and its
 //     certificate's) for SHA-256, SHA-384 and SHA-512 digests, and RSA-PSS
-//     for RSA keys. An RSA digest whose length does not match its hash
-//     never reaches the card; an unknown key ID gives [ErrNoKey].
+//     for RSA keys (a card that does only PKCS #1 v1.5 refuses PSS with
+//     [ErrKeyUsage] before any APDU); Ed25519 keys sign the message itself
+//     (opts.HashFunc() zero). An RSA digest whose length does not match its
+//     hash never reaches the card; an unknown key ID gives [ErrNoKey]; a
+//     [Key.NoSign] key gives [ErrKeyUsage] without any APDU.
 //   - VerifyPIN with a wrong PIN gives an error matching apdu.ErrWrongPIN
 //     that unwraps to the card's status word (errors.As to
 //     apdu.StatusWord) and never shows the PIN; the retry count afterwards
@@ -154,8 +158,12 @@ type Card interface {
 	// [ErrNoPIN].
 	VerifyPIN(ctx context.Context, pinID string, pin []byte) error
 	// Sign signs digest with key id. opts.HashFunc() names the hash that
-	// produced digest; *rsa.PSSOptions asks for RSA-PSS. Keys whose policy is
-	// [PINAlways] need VerifyPIN of their PIN immediately before every Sign.
+	// produced digest; *rsa.PSSOptions asks for RSA-PSS. An Ed25519 key
+	// signs the whole message: digest is the message and opts.HashFunc()
+	// is zero (as crypto/ed25519 does), and the signature is the 64 bytes
+	// of RFC 8032. Keys whose policy is [PINAlways] need VerifyPIN of their
+	// PIN immediately before every Sign. A key marked [Key.NoSign] is
+	// refused with an error wrapping [ErrKeyUsage], before any APDU.
 	Sign(ctx context.Context, id string, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 	// Logout resets the card's PIN verification state, of every PIN.
 	Logout(ctx context.Context) error
@@ -232,9 +240,18 @@ func (e *BadSignatureError) Is(target error) bool { return target == ErrBadSigna
 // it, of digest under pub: ECDSA (ASN.1 DER; a digest longer than the
 // curve is cut to its leftmost bits, a shorter one taken as the integer
 // it encodes, as FIPS 186-4 does), RSA PKCS #1 v1.5 (opts.HashFunc() names
-// the DigestInfo; zero: digest is signed as it is) or PSS (*rsa.PSSOptions).
+// the DigestInfo; zero: digest is signed as it is), PSS (*rsa.PSSOptions)
+// or Ed25519 (opts.HashFunc() is zero and digest is the whole message, as
+// crypto/ed25519 signs).
 func VerifySignature(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
 	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		if opts.HashFunc() != 0 {
+			return fmt.Errorf("profiles: verify: Ed25519 signs the message, not a %v digest", opts.HashFunc())
+		}
+		if len(k) == ed25519.PublicKeySize && ed25519.Verify(k, digest, sig) {
+			return nil
+		}
 	case *ecdsa.PublicKey:
 		if ecdsa.VerifyASN1(k, digest, sig) {
 			return nil
@@ -286,11 +303,16 @@ func (p PINPolicy) String() string {
 
 // Key is one private key on a card.
 type Key struct {
-	ID          string            // profile-specific slot name, e.g. "9a"
-	Label       string            // what the slot is for, e.g. "PIV Authentication"
-	Algorithm   string            // "ECCP256", "ECCP384", "RSA2048", …
-	Decrypt     bool              // the key decrypts (RSA) or agrees keys (EC) through [Decrypter]
-	Public      crypto.PublicKey  // *ecdsa.PublicKey or *rsa.PublicKey
+	ID        string // profile-specific slot name, e.g. "9a"
+	Label     string // what the slot is for, e.g. "PIV Authentication"
+	Algorithm string // "ECCP256", "ECCP384", "RSA2048", …
+	Decrypt   bool   // the key decrypts (RSA) or agrees keys (EC) through [Decrypter]
+	// NoSign: the key does not sign (a decryption key, such as OpenPGP's
+	// "dec"): Sign with it fails with [ErrKeyUsage] before any APDU.
+	NoSign bool
+	// Public is an *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey,
+	// or *ecdh.PublicKey (X25519, a NoSign key).
+	Public      crypto.PublicKey
 	Certificate *x509.Certificate // nil if the slot has none
 	PINPolicy   PINPolicy
 	// PIN is the ID of the PIN (one of [Card.PINs]) the key needs; "" for

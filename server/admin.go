@@ -394,6 +394,19 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	if err != nil {
 		return nil, "", err
 	}
+	// Keys the card in hand does not have are a typo (IDs are
+	// case-sensitive): a delegation of them would show the delegate nothing.
+	if ms := card.Pool.Members(); len(ms) > 0 {
+		var ids []string
+		for _, k := range ms[0].Keys() {
+			ids = append(ids, k.ID)
+		}
+		for _, k := range d.Keys {
+			if !slices.Contains(ids, k) {
+				return nil, "", transport.Errorf(transport.CodeMalformed, "%s has no key %q (its keys: %s)", ad.Card, k, strings.Join(ids, ", "))
+			}
+		}
+	}
 	d.Owner, d.ID = who, "d-"+randomHex(6)
 	vpin := randomDigits(8)
 	n.card = ad.Card
@@ -496,9 +509,20 @@ func (s *Server) revokeKept(a *Admin, id string) error {
 	return nil
 }
 
+// maxDelegatedKeys bounds AdminDelegation.Keys.
+const maxDelegatedKeys = 64
+
 func delegationFrom(ad *transport.AdminDelegation) (policy.Delegation, error) {
 	d := policy.Delegation{Delegate: ad.Delegate, Card: ad.Card, Ops: ad.Ops,
-		PerHour: int(ad.PerHour), Total: int(ad.Total), Documents: ad.Documents, Warranty: ad.Warranty}
+		PerHour: int(ad.PerHour), Total: int(ad.Total), Documents: ad.Documents, Warranty: ad.Warranty, Keys: ad.Keys}
+	if len(ad.Keys) > maxDelegatedKeys {
+		return d, transport.Errorf(transport.CodeMalformed, "at most %d keys", maxDelegatedKeys)
+	}
+	for i, k := range ad.Keys {
+		if k == "" || len(k) > 32 || slices.Contains(ad.Keys[:i], k) {
+			return d, transport.Errorf(transport.CodeMalformed, "key IDs are 1 to 32 characters, each named once")
+		}
+	}
 	for _, op := range ad.Ops {
 		if op != "sign" && op != "decrypt" {
 			return d, transport.Errorf(transport.CodeMalformed, "unknown operation %q", op)
@@ -531,7 +555,7 @@ func delegationFrom(ad *transport.AdminDelegation) (policy.Delegation, error) {
 func wireDelegation(d policy.Delegation, st policy.State) transport.AdminDelegation {
 	ad := transport.AdminDelegation{ID: d.ID, Owner: d.Owner, Delegate: d.Delegate, Card: d.Card, Ops: d.Ops,
 		PerHour: uint32(d.PerHour), Total: uint32(d.Total), Documents: d.Documents, Warranty: d.Warranty,
-		Revoked: st.Revoked, Locked: st.Locked, Used: uint32(st.Used)}
+		Revoked: st.Revoked, Locked: st.Locked, Used: uint32(st.Used), Keys: d.Keys}
 	if !d.NotBefore.IsZero() {
 		ad.NotBefore = d.NotBefore.UnixMilli()
 	}

@@ -180,6 +180,10 @@ func TestAdminRefusals(t *testing.T) {
 		// The card now has 2 tries of 3: no PIN is tried on it, not even the right one.
 		{"counter not full", r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}, ptransport.CodePINCheck},
 		{"delegate to an unknown identity", r.owner, del, &ptransport.AdminSecret{Passphrase: pass}, ptransport.CodeUnknown},
+		{"delegate a key the card lacks", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{
+			Delegate: "carol", Card: "mayor", Keys: []string{"9A"}}}, &ptransport.AdminSecret{Passphrase: pass}, ptransport.CodeMalformed},
+		{"delegate a key twice", r.owner, &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{
+			Delegate: "carol", Card: "mayor", Keys: []string{"9a", "9a"}}}, &ptransport.AdminSecret{Passphrase: pass}, ptransport.CodeMalformed},
 	}
 	for _, s := range steps {
 		if _, code := adminDo(t, s.c, s.req, s.sec); code != s.want {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -43,12 +45,14 @@ const (
 	ckaECPoint         = p11.CKAECPoint
 	ckaAlwaysAuth      = p11.CKAAlwaysAuth
 
-	ckoCertificate = p11.CKOCert
-	ckoPublicKey   = p11.CKOPublicKey
-	ckoPrivateKey  = p11.CKOPrivateKey
-	ckkRSA         = p11.CKKRSA
-	ckkEC          = p11.CKKEC
-	ckcX509        = p11.CKCX509
+	ckoCertificate  = p11.CKOCert
+	ckoPublicKey    = p11.CKOPublicKey
+	ckoPrivateKey   = p11.CKOPrivateKey
+	ckkRSA          = p11.CKKRSA
+	ckkEC           = p11.CKKEC
+	ckkECEdwards    = p11.CKKECEdwards
+	ckkECMontgomery = p11.CKKECMontgomery
+	ckcX509         = p11.CKCX509
 
 	ckmRSAPKCS          = p11.CKMRSAPKCS
 	ckmRSAPKCSPSS       = p11.CKMRSAPKCSPSS
@@ -64,6 +68,7 @@ const (
 	ckmECDSASHA512      = p11.CKMECDSASHA512
 	ckmRSAPKCSOAEP      = p11.CKMRSAPKCSOAEP
 	ckmECDH1Derive      = p11.CKMECDH1Derive
+	ckmEDDSA            = p11.CKMEDDSA
 
 	ckfHW                 = p11.CKFHW
 	ckfSign               = p11.CKFSign
@@ -111,18 +116,22 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 		priv[ckaAlwaysSensitive] = true
 		priv[ckaExtractable] = false
 		priv[ckaNeverExtract] = true
-		priv[ckaSign] = true
+		// A decryption-only key (profiles.Key.NoSign) and an X25519 key
+		// do not sign.
+		_, isX25519 := k.Public.(*ecdh.PublicKey)
+		signs := !k.NoSign && !isX25519
+		priv[ckaSign] = signs
 		// The card wants its PIN before every signature with this key:
 		// the delegate gives the virtual PIN with every one.
 		priv[ckaAlwaysAuth] = k.PINPolicy == profiles.PINAlways
 		pub := common(ckoPublicKey)
 		pub[ckaPrivate] = false
-		pub[ckaVerify] = true
+		pub[ckaVerify] = signs
 		// A key the profile offers for decryption (profiles.Decrypter):
-		// RSA keys decrypt, EC keys agree keys (ECDH).
-		_, isEC := k.Public.(*ecdsa.PublicKey)
-		priv[ckaDecrypt] = k.Decrypt && !isEC
-		priv[ckaDerive] = k.Decrypt && isEC
+		// RSA keys decrypt, EC and X25519 keys agree keys (ECDH).
+		_, isRSA := k.Public.(*rsa.PublicKey)
+		priv[ckaDecrypt] = k.Decrypt && isRSA
+		priv[ckaDerive] = k.Decrypt && !isRSA
 		switch p := k.Public.(type) {
 		case *ecdsa.PublicKey:
 			params, point := ecAttributes(p)
@@ -138,6 +147,26 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 				m[ckaPublicExponent] = big.NewInt(int64(p.E)).Bytes()
 				m[ckaModulusBits] = uint64(p.N.BitLen())
 			}
+		case ed25519.PublicKey:
+			// PKCS #11 3.0: CKK_EC_EDWARDS, CKA_EC_PARAMS the curve (the
+			// OID of RFC 8410, see p11.ECParamsEd25519), CKA_EC_POINT
+			// the 32-byte public key in a DER OCTET STRING.
+			point, _ := asn1.Marshal([]byte(p))
+			for _, m := range []map[uint64]any{priv, pub} {
+				m[ckaKeyType] = uint64(ckkECEdwards)
+				m[ckaECParams] = p11.ECParamsEd25519
+			}
+			pub[ckaECPoint] = point
+		case *ecdh.PublicKey:
+			if p.Curve() != ecdh.X25519() {
+				continue
+			}
+			point, _ := asn1.Marshal(p.Bytes())
+			for _, m := range []map[uint64]any{priv, pub} {
+				m[ckaKeyType] = uint64(ckkECMontgomery)
+				m[ckaECParams] = p11.ECParamsX25519
+			}
+			pub[ckaECPoint] = point
 		default:
 			continue
 		}
@@ -178,18 +207,37 @@ func ecAttributes(p *ecdsa.PublicKey) ([]byte, []byte) {
 
 // mechanisms lists what the keys of a card can do.
 func mechanisms(keys []profiles.Key) []transport.Mechanism {
-	var ec, rs, ecdh, decrypt bool
-	var ecMin, ecMax, rsMin, rsMax uint32
+	var ec, rs, derive, decrypt, eddsa bool
+	var ecMin, ecMax, rsMin, rsMax, dhMin, dhMax uint32
+	// agrees notes a key of bits that agrees keys (ECDH, X25519).
+	agrees := func(bits uint32) {
+		if !derive || bits < dhMin {
+			dhMin = bits
+		}
+		dhMax = max(dhMax, bits)
+		derive = true
+	}
 	for _, k := range keys {
 		switch p := k.Public.(type) {
 		case *ecdsa.PublicKey:
-			ecdh = ecdh || k.Decrypt
 			bits := uint32(p.Curve.Params().BitSize)
+			if k.Decrypt {
+				agrees(bits)
+			}
+			if k.NoSign {
+				continue
+			}
 			if !ec || bits < ecMin {
 				ecMin = bits
 			}
 			ecMax = max(ecMax, bits)
 			ec = true
+		case ed25519.PublicKey:
+			eddsa = eddsa || !k.NoSign
+		case *ecdh.PublicKey:
+			if k.Decrypt && p.Curve() == ecdh.X25519() {
+				agrees(p11.Ed25519Bits)
+			}
 		case *rsa.PublicKey:
 			decrypt = decrypt || k.Decrypt
 			bits := uint32(p.N.BitLen())
@@ -205,9 +253,12 @@ func mechanisms(keys []profiles.Key) []transport.Mechanism {
 		for _, m := range []uint64{ckmECDSA, ckmECDSASHA256, ckmECDSASHA384, ckmECDSASHA512} {
 			out = append(out, transport.Mechanism{Type: m, MinKey: ecMin, MaxKey: ecMax, Flags: ckfHW | ckfSign})
 		}
-		if ecdh {
-			out = append(out, transport.Mechanism{Type: ckmECDH1Derive, MinKey: ecMin, MaxKey: ecMax, Flags: ckfHW | ckfDerive})
-		}
+	}
+	if derive {
+		out = append(out, transport.Mechanism{Type: ckmECDH1Derive, MinKey: dhMin, MaxKey: dhMax, Flags: ckfHW | ckfDerive})
+	}
+	if eddsa {
+		out = append(out, transport.Mechanism{Type: ckmEDDSA, MinKey: p11.Ed25519Bits, MaxKey: p11.Ed25519Bits, Flags: ckfHW | ckfSign})
 	}
 	if rs {
 		for _, m := range []uint64{ckmRSAPKCS, ckmSHA256RSAPKCS, ckmSHA384RSAPKCS, ckmSHA512RSAPKCS,
@@ -235,6 +286,17 @@ func signInput(mech uint64, params, data []byte) (digest []byte, opts crypto.Sig
 		return w.Sum(nil)
 	}
 	switch mech {
+	case ckmEDDSA:
+		// EdDSA signs the whole message: it travels, and the card reads
+		// it whole. Pure Ed25519 only: CK_EDDSA_PARAMS asking for
+		// Ed25519ph or a context is not served.
+		if len(params) != 0 {
+			return nil, nil, transport.Errorf(transport.CodeMechanism, "CKM_EDDSA: only pure Ed25519 is served (no prehash, no context)")
+		}
+		if len(data) > transport.MaxEdDSAMessage {
+			return nil, nil, transport.Errorf(transport.CodeTooLarge, "CKM_EDDSA: a message over %d bytes", transport.MaxEdDSAMessage)
+		}
+		return data, crypto.Hash(0), nil
 	case ckmECDSA:
 		return data, crypto.Hash(0), nil
 	case ckmECDSASHA256:
@@ -274,16 +336,25 @@ func signInput(mech uint64, params, data []byte) (digest []byte, opts crypto.Sig
 	return nil, nil, transport.Errorf(transport.CodeMechanism, "mechanism %#x not supported", mech)
 }
 
-// mechanismFits checks that mech is one for pub's key type.
-func mechanismFits(mech uint64, pub crypto.PublicKey) error {
+// mechanismFits checks that mech is one for key k's type, and that k
+// signs.
+func mechanismFits(mech uint64, k profiles.Key) error {
+	if k.NoSign {
+		return transport.Errorf(transport.CodeMechanism, "key %s does not sign", k.ID)
+	}
 	ec := mech == ckmECDSA || mech == ckmECDSASHA256 || mech == ckmECDSASHA384 || mech == ckmECDSASHA512
-	switch pub.(type) {
+	eddsa := mech == ckmEDDSA
+	switch k.Public.(type) {
 	case *ecdsa.PublicKey:
 		if ec {
 			return nil
 		}
 	case *rsa.PublicKey:
-		if !ec {
+		if !ec && !eddsa {
+			return nil
+		}
+	case ed25519.PublicKey:
+		if eddsa {
 			return nil
 		}
 	}
@@ -291,8 +362,14 @@ func mechanismFits(mech uint64, pub crypto.PublicKey) error {
 }
 
 // p11Signature converts a profile's signature to the form PKCS #11
-// returns: raw r||s for ECDSA, unchanged for RSA.
+// returns: raw r||s for ECDSA, unchanged for RSA and Ed25519 (64 bytes).
 func p11Signature(pub crypto.PublicKey, sig []byte) ([]byte, error) {
+	if _, ok := pub.(ed25519.PublicKey); ok {
+		if len(sig) != ed25519.SignatureSize {
+			return nil, transport.Errorf(transport.CodeCardError, "malformed Ed25519 signature from the card")
+		}
+		return sig, nil
+	}
 	p, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
 		return sig, nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -20,8 +21,9 @@ import (
 
 // Decryption and key agreement
 //
-// Decrypt (CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP) and Derive (CKM_ECDH1_DERIVE)
-// run under the same policy as signatures: the delegation must name the
+// Decrypt (CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP) and Derive (CKM_ECDH1_DERIVE,
+// with an EC key or an X25519 key: a 32-byte peer, a 32-byte secret, an
+// all-zero secret refused with CodeDecryption) run under the same policy as signatures: the delegation must name the
 // "decrypt" operation (a delegation without it is refused with
 // CodeDenied), its window, hours and limits apply (each decryption or
 // key agreement counts like a signature), and a key whose card wants the
@@ -36,9 +38,9 @@ import (
 type decryptOp struct {
 	slot, key uint64
 	input     []byte // ciphertext or peer point
-	// fits checks that the request's mechanism suits the key.
+	// fits checks that the request's mechanism and input suit the key.
 	fits func(pub crypto.PublicKey) error
-	run  func(ctx context.Context, d profiles.Decrypter, id string) ([]byte, error)
+	run  func(ctx context.Context, d profiles.Decrypter, k profiles.Key) ([]byte, error)
 }
 
 func (s *Server) decrypt(ctx context.Context, call *transport.Call) (any, error) {
@@ -54,8 +56,8 @@ func (s *Server) decrypt(ctx context.Context, call *transport.Call) (any, error)
 			}
 			return nil
 		},
-		run: func(ctx context.Context, d profiles.Decrypter, id string) ([]byte, error) {
-			return d.Decrypt(ctx, id, req.Data, opts)
+		run: func(ctx context.Context, d profiles.Decrypter, k profiles.Key) ([]byte, error) {
+			return d.Decrypt(ctx, k.ID, req.Data, opts)
 		}})
 	if err != nil {
 		return nil, err
@@ -74,18 +76,48 @@ func (s *Server) derive(ctx context.Context, call *transport.Call) (any, error) 
 	}
 	out, err := s.decrypter(ctx, call, perr, decryptOp{slot: req.Slot, key: req.Key, input: req.Data,
 		fits: func(pub crypto.PublicKey) error {
-			if _, ok := pub.(*ecdsa.PublicKey); !ok {
-				return transport.Errorf(transport.CodeMechanism, "CKM_ECDH1_DERIVE needs an EC key")
+			switch p := pub.(type) {
+			case *ecdsa.PublicKey:
+				return nil
+			case *ecdh.PublicKey:
+				if p.Curve() != ecdh.X25519() {
+					break
+				}
+				// RFC 7748: the peer's key is its 32-byte u-coordinate.
+				if len(req.Data) != x25519Size {
+					return transport.Errorf(transport.CodeDecryption, "an X25519 peer key is %d bytes", x25519Size)
+				}
+				return nil
 			}
-			return nil
+			return transport.Errorf(transport.CodeMechanism, "CKM_ECDH1_DERIVE needs an EC or X25519 key")
 		},
-		run: func(ctx context.Context, d profiles.Decrypter, id string) ([]byte, error) {
-			return d.DeriveECDH(ctx, id, req.Data)
+		run: func(ctx context.Context, d profiles.Decrypter, k profiles.Key) ([]byte, error) {
+			out, err := d.DeriveECDH(ctx, k.ID, req.Data)
+			if _, ok := k.Public.(*ecdh.PublicKey); ok && err == nil && (len(out) != x25519Size || allZero(out)) {
+				// A small-order peer makes every secret zero (RFC 7748,
+				// 6.1): the agreement is refused, as crypto/ecdh does.
+				clear(out)
+				return nil, profiles.ErrDecryption
+			}
+			return out, err
 		}})
 	if err != nil {
 		return nil, err
 	}
 	return &transport.DeriveResponse{Secret: out}, nil
+}
+
+// x25519Size is the size of an X25519 public key and shared secret.
+const x25519Size = 32
+
+// allZero reports whether b is all zeros, in time that depends on its
+// length only.
+func allZero(b []byte) bool {
+	var acc byte
+	for _, c := range b {
+		acc |= c
+	}
+	return acc == 0
 }
 
 // decryptOptions turns a PKCS #11 decryption mechanism into the options of
@@ -131,18 +163,14 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 	if perr != nil {
 		return nil, s.refuse(ctx, call, sess.delegation, perr, start)
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "decrypt"})
+	idx, keyID, ok := s.keyOf(card, op.key)
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "decrypt", Key: keyID})
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
 	}
 	n := note{events: policy.EventCounted, anchor: d.Total > 0 || d.PerHour > 0}
 	if d.ID != sess.delegation {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
-	}
-	idx, ok := keyIndex(op.key)
-	var keyID string
-	if ok {
-		keyID, ok = card.Pool.KeyID(idx)
 	}
 	if !ok {
 		return nil, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
@@ -214,7 +242,7 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 				return cl.fail("verify PIN", err)
 			}
 		}
-		res, err := op.run(ctx, dc, k.ID)
+		res, err := op.run(ctx, dc, k)
 		switch {
 		case errors.Is(err, profiles.ErrDecryption):
 			return transport.Errorf(transport.CodeDecryption, "")

@@ -59,8 +59,11 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 	alg, perr := documentAlgorithm(&req)
 	var attrs []byte // the signed attributes of the card that signs
 	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, docDigest: req.Digest, namesCert: true,
-		fits: func(pub crypto.PublicKey) error {
-			if err := alg.Fits(pub); err != nil {
+		fits: func(k profiles.Key) error {
+			if k.NoSign {
+				return transport.Errorf(transport.CodeMechanism, "key %s does not sign", k.ID)
+			}
+			if err := alg.Fits(k.Public); err != nil {
 				return transport.Errorf(transport.CodeMechanism, "%v", err)
 			}
 			return nil

@@ -46,6 +46,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -279,14 +281,35 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 			Token: transport.TokenInfo{Label: c.Name, Manufacturer: "pscs", Model: "remote card", Serial: fmt.Sprint(c.Slot),
 				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
 		if len(members) > 0 {
-			keys := members[0].Keys()
-			slot.Objects = objects(keys, c.Pool.Numbers(keys))
+			// A delegation limited to keys shows only those, under the
+			// numbers every delegate sees them by.
+			keys := slices.Clone(members[0].Keys())
+			nums := c.Pool.Numbers(keys)
+			if d, ok := s.cfg.Book.Current(identity, c.Name); ok {
+				for i := len(keys) - 1; i >= 0; i-- {
+					if !d.AllowsKey(keys[i].ID) {
+						keys, nums = slices.Delete(keys, i, i+1), slices.Delete(nums, i, i+1)
+					}
+				}
+			}
+			slot.Objects = objects(keys, nums)
 			slot.Mechanisms = mechanisms(keys)
 		}
 		cat.Slots = append(cat.Slots, slot)
 	}
 	cat.Tag = catalogueTag(cat)
 	return cat
+}
+
+// keyOf finds the key a request names by its object handle (keyIndex):
+// the index and the key's ID on the card, ok false when there is none.
+func (s *Server) keyOf(card Card, key uint64) (int, string, bool) {
+	idx, ok := keyIndex(key)
+	if !ok {
+		return 0, "", false
+	}
+	id, ok := card.Pool.KeyID(idx)
+	return idx, id, ok
 }
 
 // Handle implements transport.Handler.
@@ -314,7 +337,7 @@ var refusalReasons = map[transport.Code]string{
 	transport.CodeNotLoggedIn: "not_logged_in", transport.CodeDocumentRefused: "document", transport.CodeNoSuchSlot: "no_such_slot",
 	transport.CodeNoSuchKey: "no_such_key", transport.CodeMechanism: "mechanism", transport.CodeCardUnavailable: "card_unavailable",
 	transport.CodeBusy: "busy", transport.CodeCardError: "card_error", transport.CodeGuessLimit: "guess_limit",
-	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption",
+	transport.CodeKeyGone: "key_gone", transport.CodeDecryption: "decryption", transport.CodeKeyNotDelegated: "key_not_delegated",
 	transport.CodeWarrantyRaw: "warranty_raw", transport.CodeNoCertificate: "no_certificate",
 }
 
@@ -439,13 +462,19 @@ func (s *Server) sign(ctx context.Context, call *transport.Call) (any, error) {
 	}
 	digest, opts, perr := signInput(req.Mechanism, req.Params, req.Data)
 	// The policy sees the document's digest; bytes that are no digest
-	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document.
+	// (CKM_RSA_PKCS without a DigestInfo) match no allowed document. An
+	// EdDSA signature's document is the message itself: the policy sees
+	// its SHA-256.
 	docDigest := digest
-	if perr == nil && opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS {
+	switch {
+	case perr == nil && req.Mechanism == ckmEDDSA:
+		sum := sha256.Sum256(digest)
+		docDigest = sum[:]
+	case perr == nil && opts.HashFunc() == 0 && req.Mechanism == ckmRSAPKCS:
 		docDigest = nil
 	}
 	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, raw: true, docDigest: docDigest,
-		fits: func(pub crypto.PublicKey) error { return mechanismFits(req.Mechanism, pub) },
+		fits: func(k profiles.Key) error { return mechanismFits(req.Mechanism, k) },
 		input: func(policy.Delegation, profiles.Key) ([]byte, crypto.SignerOpts, error) {
 			return digest, opts, nil
 		},
@@ -472,7 +501,7 @@ type signJob struct {
 	// docDigest is the document's digest for the policy; nil: unknown.
 	docDigest []byte
 	// fits checks that the request suits the key's public key.
-	fits func(pub crypto.PublicKey) error
+	fits func(k profiles.Key) error
 	// input returns what the card signs with key k under delegation d;
 	// namesCert: it names k's certificate, so a signature that a changed
 	// key made is made again rather than kept.
@@ -504,7 +533,8 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	if job.perr != nil {
 		return signed{}, s.refuse(ctx, call, sess.delegation, job.perr, start)
 	}
-	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw})
+	idx, keyID, ok := s.keyOf(card, job.key)
+	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw, Key: keyID})
 	if transport.CodeOf(err) == transport.CodeDocumentRefused {
 		return signed{}, s.refuseDocument(ctx, call, d.ID, job.docDigest, err, start)
 	}
@@ -518,11 +548,6 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	if d.ID != sess.delegation {
 		return signed{}, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNotLoggedIn, "log in again"), start)
 	}
-	idx, ok := keyIndex(job.key)
-	var keyID string
-	if ok {
-		keyID, ok = card.Pool.KeyID(idx)
-	}
 	if !ok {
 		return signed{}, s.refuseNoted(ctx, call, d.ID, n, transport.Errorf(transport.CodeNoSuchKey, ""), start)
 	}
@@ -530,10 +555,15 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	// delegate's virtual PIN with every signature (CKA_ALWAYS_AUTHENTICATE
 	// in the catalogue), opened afresh: the delegate confirms each one.
 	var freshPINs map[string][]byte
-	if k, ok := card.Pool.Key(idx); ok && k.PINPolicy == profiles.PINAlways {
-		if err := job.fits(k.Public); err != nil {
+	k, ok := card.Pool.Key(idx)
+	if ok {
+		// A key that does not sign, or a mechanism of another key type,
+		// is refused before the card (and the vPIN) is asked.
+		if err := job.fits(k); err != nil {
 			return signed{}, s.refuseNoted(ctx, call, d.ID, n, err, start)
 		}
+	}
+	if ok && k.PINPolicy == profiles.PINAlways {
 		if len(call.Secret) == 0 {
 			return signed{}, s.refuseNoted(ctx, call, d.ID, n, errPINEveryTime, start)
 		}
@@ -563,7 +593,7 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 					"reader", m.Reader, "key", keyID, "delegation", d.ID)
 				return transport.Errorf(transport.CodeKeyGone, "key %s is no longer on the card", keyID)
 			}
-			if err := job.fits(k.Public); err != nil {
+			if err := job.fits(k); err != nil {
 				return err
 			}
 			digest, opts, err := job.input(d, k)
@@ -593,6 +623,14 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 				}
 			}
 			raw, err := c.Sign(ctx, k.ID, digest, opts)
+			if ep, ok := k.Public.(ed25519.PublicKey); ok && err == nil && !ed25519.Verify(ep, digest, raw) {
+				// The server checks what the card signed, as drivers
+				// check their ECDSA and RSA signatures.
+				err = &profiles.BadSignatureError{Key: k.ID, Signature: raw}
+			}
+			if errors.Is(err, profiles.ErrKeyUsage) {
+				return transport.Errorf(transport.CodeMechanism, "key %s does not sign this way", k.ID)
+			}
 			if err != nil && !reread && mayBeStale(err) {
 				// Another program may have changed the key without a
 				// reset that told us: read the card's keys again.

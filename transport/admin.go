@@ -68,6 +68,9 @@ type AdminDelegation struct {
 	Revoked bool   `cbor:"15,keyasint,omitempty"`
 	Locked  bool   `cbor:"16,keyasint,omitempty"`
 	Used    uint32 `cbor:"17,keyasint,omitempty"`
+	// Keys limits the delegation to these keys of the card (their IDs,
+	// profiles.Key.ID: "9c", "81"); empty: every key. Since version 3.
+	Keys []string `cbor:"18,keyasint,omitempty"`
 }
 
 // AdminResponse is the body of the answer to OpAdmin.

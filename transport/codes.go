@@ -63,6 +63,7 @@ const (
 	CodeGuessLimit      Code = 116 // the TPM's limit on vPIN guesses is reached for now: try later
 	CodeKeyGone         Code = 117 // the key the request names is no longer on the card (another program changed the card)
 	CodeDecryption      Code = 118 // the ciphertext does not decrypt under the key (its padding is wrong), or the peer's point is not on the key's curve
+	CodeKeyNotDelegated Code = 119 // the delegation is limited to other keys of the card (AdminDelegation.Keys)
 	CodeWarrantyRaw     Code = 120 // a delegation with warranty signs documents only (SignDocument): a raw signature cannot carry the delegation notice
 	CodeNoCertificate   Code = 121 // the key has no certificate: it cannot make a document signature
 
@@ -113,6 +114,7 @@ var codeNames = map[Code]string{
 	CodeGuessLimit:         "TPM guess limit reached",
 	CodeKeyGone:            "key no longer on the card",
 	CodeDecryption:         "decryption error",
+	CodeKeyNotDelegated:    "key not delegated",
 	CodeWarrantyRaw:        "raw signature refused under a delegation with warranty",
 	CodeNoCertificate:      "key without a certificate",
 	CodeCardError:          "card error",

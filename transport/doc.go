@@ -12,7 +12,12 @@
 //   - Connection. The client verifies the server's certificate and presents
 //     its own; the server maps it to an enrolled identity ([Enrollment])
 //     or closes the connection with code [CodeNotEnrolled] or
-//     [CodeCertExpired]. Session tickets and 0-RTT are on.
+//     [CodeCertExpired]; over [Limits.ConnectionsPerIdentity],
+//     [CodeTooManyConnections]. A refusal waits for the handshake to
+//     complete, so that the code reaches the client (earlier, QUIC would
+//     carry no code); the identity of a new connection is taken then too,
+//     a resumed one's at once from its ticket. Session tickets and 0-RTT
+//     are on.
 //   - One request per stream. The client opens a bidirectional stream,
 //     writes one CBOR [Request] and ends its side; the server answers one
 //     [Response] (its Status is [CodeOK] or a refusal) and ends its side.

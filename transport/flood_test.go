@@ -127,6 +127,124 @@ func TestConnectionsPerIdentity(t *testing.T) {
 	}
 }
 
+// ticketSink is a TLS session cache that tells when a ticket arrives.
+type ticketSink struct {
+	tls.ClientSessionCache
+	put chan struct{}
+}
+
+func newTicketSink() *ticketSink {
+	return &ticketSink{ClientSessionCache: tls.NewLRUClientSessionCache(8), put: make(chan struct{}, 64)}
+}
+
+func (s *ticketSink) Put(key string, cs *tls.ClientSessionState) {
+	s.ClientSessionCache.Put(key, cs)
+	if cs != nil {
+		select {
+		case s.put <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait returns once the cache has received a ticket since the last wait.
+func (s *ticketSink) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.put:
+	case <-ctxT(t).Done():
+		t.Fatal("no session ticket")
+	}
+}
+
+// TestConnectionsPerIdentityResumed: a connection resumed from a session
+// ticket (identified from the ticket, before its handshake completes, so
+// that 0-RTT requests run at once) counts against the limit like any, and
+// its refusal reaches the client as the code.
+func TestConnectionsPerIdentityResumed(t *testing.T) {
+	e := newEnvWith(t, func(s *transport.Server) { s.Limits.ConnectionsPerIdentity = 2 })
+	cache := newTicketSink()
+	first := e.rawCached(t, e.alice, cache)
+	resp, err := first.try(t, pingRequest)
+	wantStatus(t, "alice's first connection", resp, err, transport.CodeOK)
+	cache.wait(t)
+	second := e.rawCached(t, e.alice, cache)
+	if !second.qc.ConnectionState().TLS.DidResume {
+		t.Fatal("alice's second connection was not resumed")
+	}
+	resp, err = second.try(t, pingRequest)
+	wantStatus(t, "alice's second connection (resumed)", resp, err, transport.CodeOK)
+	if l := e.limit(t, "connections_per_identity"); l.InUse != 2 {
+		t.Fatalf("figures %+v, want 2 connections in use", l)
+	}
+	// The third, resumed too: its Hello rides in 0-RTT where the client
+	// sends early data (not under the race detector, see package client).
+	cfg := e.config(e.alice)
+	cfg.SessionCache = cache
+	c, err := client.Dial(ctxT(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Hello(ctxT(t)); !errors.Is(err, &transport.Error{Code: transport.CodeTooManyConnections}) {
+		t.Fatalf("alice's third connection (resumed): %v, want code 21", err)
+	}
+	if l := e.limit(t, "connections_per_identity"); l.Refused != 1 || l.InUse != 2 {
+		t.Fatalf("figures %+v, want 1 refusal and 2 connections in use", l)
+	}
+	// The resumed second connection holds its slot until it closes.
+	second.qc.CloseWithError(0, "")
+	waitFor(t, "down to 1 connection", func() bool { return e.limit(t, "connections_per_identity").InUse == 1 })
+	if _, err := c.Hello(ctxT(t)); err != nil {
+		t.Fatalf("alice's third connection, once her second closed: %v", err)
+	}
+	if l := e.limit(t, "connections_per_identity"); l.Refused != 1 || l.InUse != 2 {
+		t.Errorf("figures %+v, want 1 refusal and 2 connections in use", l)
+	}
+}
+
+// TestRefusalReportedOnce: the client reports a refused connection's code
+// to one request, without dialing again behind its caller's back; the
+// next request dials anew, refused again while the cause lasts, served
+// once it is gone.
+func TestRefusalReportedOnce(t *testing.T) {
+	e := newEnvWith(t, func(s *transport.Server) { s.Limits.ConnectionsPerIdentity = 1 })
+	holder := e.raw(t, e.alice)
+	resp, err := holder.try(t, pingRequest)
+	wantStatus(t, "alice's first connection", resp, err, transport.CodeOK)
+	// Dial returns before the handshake completes: the refusal comes
+	// later, to the first request.
+	c, err := client.Dial(ctxT(t), e.config(e.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := int64(1); i <= 2; i++ {
+		err := c.Ping(ctxT(t))
+		if !errors.Is(err, &transport.Error{Code: transport.CodeTooManyConnections}) {
+			t.Fatalf("request %d: %v, want code 21", i, err)
+		}
+		// One connection per request: no silent redial (more), no
+		// stale report without a dial (fewer).
+		if got := e.server.Stats().Refused.Load(); got != i {
+			t.Fatalf("after request %d: %d connections refused, want %d", i, got, i)
+		}
+	}
+	holder.qc.CloseWithError(0, "")
+	waitFor(t, "down to 0 connections", func() bool { return e.limit(t, "connections_per_identity").InUse == 0 })
+	for i := range 2 {
+		if err := c.Ping(ctxT(t)); err != nil {
+			t.Fatalf("request %d once alice's other connection closed: %v", 3+i, err)
+		}
+	}
+	if got, want := e.server.Stats().Refused.Load(), int64(2); got != want {
+		t.Errorf("%d connections refused, want %d", got, want)
+	}
+	if got, want := e.server.Stats().Connections.Load(), int64(2); got != want {
+		t.Errorf("%d connections served, want %d (the holder's, then the client's one)", got, want)
+	}
+}
+
 func TestStreamsPerIdentity(t *testing.T) {
 	e := newEnvWith(t, func(s *transport.Server) { s.Limits.StreamsPerIdentity = 4 })
 	a1, a2 := e.raw(t, e.alice), e.raw(t, e.alice)

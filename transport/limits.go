@@ -24,7 +24,8 @@ import (
 type Limits struct {
 	// ConnectionsPerIdentity is how many connections one identity may
 	// have open at once. Zero means 16. One more is closed, once
-	// identified, with CodeTooManyConnections (21).
+	// identified and its handshake complete, with CodeTooManyConnections
+	// (21). A connection resumed from a session ticket counts like any.
 	ConnectionsPerIdentity int
 	// StreamsPerIdentity is how many unfinished requests (streams
 	// accepted and not yet answered) one identity may have, across all

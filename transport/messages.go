@@ -31,7 +31,13 @@ const ALPN = "pscs/1"
 //	2 (2026-12-04): Decrypt served (RSA PKCS #1 v1.5 and OAEP), Derive
 //	  (ECDH key agreement), code 118 (decryption error); the vPIN beside
 //	  Decrypt and Derive as beside Sign.
-//	3 (2026-12-05): SignDocument (op 8): CAdES-BES signatures built by the
+//	3 (2026-12-05): EdDSA (Ed25519): Sign with CKM_EDDSA carries the whole
+//	  message (at most MaxEdDSAMessage bytes); the catalogue has
+//	  CKK_EC_EDWARDS and CKK_EC_MONTGOMERY keys; Derive with an X25519
+//	  key (32-byte peer and secret).
+//	  Delegations limited to keys (AdminDelegation 18, Keys); code 119
+//	  (key not delegated).
+//	  SignDocument (op 8): CAdES-BES signatures built by the
 //	  server from a document's digest, with the delegation notice on
 //	  delegations with warranty; codes 120 (a delegation with warranty
 //	  refuses raw signatures) and 121 (the key has no certificate).
@@ -78,6 +84,10 @@ const (
 	MaxNesting      = cborpolicy.MaxNesting  // CBOR nesting depth
 	MaxElements     = cborpolicy.MaxElements // CBOR array elements / map pairs
 	NonceSize       = 16                     // bytes of a request nonce
+	// MaxEdDSAMessage bounds the message of a Sign with CKM_EDDSA: EdDSA
+	// signs the whole message, not a digest, so the message travels and
+	// the card reads it whole. A longer one is refused with CodeTooLarge.
+	MaxEdDSAMessage = 16 << 10
 )
 
 // Request is what a client writes on a new bidirectional stream, followed
@@ -229,8 +239,13 @@ type SignRequest struct {
 	Slot      uint64 `cbor:"1,keyasint"`
 	Key       uint64 `cbor:"2,keyasint"` // handle of the private key object
 	Mechanism uint64 `cbor:"3,keyasint"` // CKM_*
-	Params    []byte `cbor:"4,keyasint,omitempty"`
-	Data      []byte `cbor:"5,keyasint"`
+	// Params are the mechanism's parameters; none for CKM_EDDSA (pure
+	// Ed25519: Ed25519ph and Ed25519ctx are not served).
+	Params []byte `cbor:"4,keyasint,omitempty"`
+	// Data is what the card signs: a digest (CKM_ECDSA, CKM_RSA_PKCS_PSS),
+	// a DigestInfo (CKM_RSA_PKCS), or, for CKM_EDDSA, the whole message
+	// (at most MaxEdDSAMessage bytes; it may be empty).
+	Data []byte `cbor:"5,keyasint"`
 }
 
 // SignResponse is the body of the answer to OpSign.
@@ -314,12 +329,16 @@ type DeriveRequest struct {
 	Slot      uint64 `cbor:"1,keyasint"`
 	Key       uint64 `cbor:"2,keyasint"` // handle of the private key object
 	Mechanism uint64 `cbor:"3,keyasint"` // CKM_ECDH1_DERIVE
-	Data      []byte `cbor:"4,keyasint"` // the peer's uncompressed public point
+	// Data is the peer's public key: an uncompressed point for a NIST
+	// curve key, the 32-byte u-coordinate for an X25519 key.
+	Data []byte `cbor:"4,keyasint"`
 }
 
 // DeriveResponse is the body of the answer to OpDerive.
 type DeriveResponse struct {
-	Secret []byte `cbor:"1,keyasint"` // the shared point's x coordinate
+	// Secret is the shared point's x coordinate (NIST curves) or the
+	// 32-byte X25519 shared secret.
+	Secret []byte `cbor:"1,keyasint"`
 }
 
 // LogoutRequest is the body of OpLogout.

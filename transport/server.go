@@ -283,7 +283,7 @@ type Server struct {
 // Stats counts what the server did.
 type Stats struct {
 	Connections atomic.Int64 // accepted and identified
-	Refused     atomic.Int64 // connections refused (not enrolled, expired)
+	Refused     atomic.Int64 // connections refused with a code (not enrolled, expired, too many, the ConnHandler's)
 	Requests    atomic.Int64 // requests answered
 	Replays     atomic.Int64 // requests refused as replays
 	Errors      atomic.Int64 // requests answered with an error code
@@ -446,55 +446,55 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 			}
 		}()
 	}
-	// A resumed (0-RTT) connection has the client certificate from its
-	// ticket at once; a new one once the handshake is complete (TLS itself
-	// refuses a client without a certificate: alert certificate_required).
+	// The identity: a resumed connection's at once, from its session
+	// ticket (the client proved the ticket's key with the PSK binder of
+	// its ClientHello), so that its 0-RTT requests run without waiting; a
+	// new connection's only once the handshake is complete. Before that,
+	// TLS may already show the client's certificate while the
+	// CertificateVerify that proves its key is still to come: counted
+	// then, anyone holding alice's (public) certificate could take her
+	// connection slots. (TLS itself refuses a client without a
+	// certificate: alert certificate_required.)
 	state := qc.ConnectionState().TLS
-	if len(state.PeerCertificates) == 0 {
-		select {
-		case <-qc.HandshakeComplete():
-		case <-qc.Context().Done():
-			return
-		case <-ctx.Done():
+	if !state.DidResume {
+		if !handshakeComplete(ctx, qc) {
 			return
 		}
 		state = qc.ConnectionState().TLS
 	}
 	if len(state.PeerCertificates) == 0 {
-		qc.CloseWithError(quic.ApplicationErrorCode(CodeNotEnrolled), "no client certificate")
+		s.refuse(ctx, qc, log, CodeNotEnrolled, "no client certificate")
 		return
 	}
 	cert := state.PeerCertificates[0]
 	now := s.Now()
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		s.stats.Refused.Add(1)
-		log.Info("connection refused: certificate outside its validity", "subject", cert.Subject.String(), "not_after", cert.NotAfter)
-		qc.CloseWithError(quic.ApplicationErrorCode(CodeCertExpired), "client certificate expired or not yet valid")
+		s.refuse(ctx, qc, log, CodeCertExpired, "client certificate expired or not yet valid", "subject", cert.Subject.String(), "not_after", cert.NotAfter)
 		return
 	}
 	id, err := s.Enrollment.Identify(ctx, cert)
 	if err != nil || id == nil {
-		s.stats.Refused.Add(1)
 		code := CodeOf(err)
 		if code == CodeInternal || code == CodeOK {
 			code = CodeNotEnrolled
 		}
-		log.Info("connection refused", "subject", cert.Subject.String(), "code", code, "err", err)
-		qc.CloseWithError(quic.ApplicationErrorCode(code), code.String())
+		s.refuse(ctx, qc, log, code, code.String(), "subject", cert.Subject.String(), "err", err)
 		return
 	}
 	ident, ok := s.lim.connect(id.ID)
 	if !ok {
-		s.stats.Refused.Add(1)
-		log.Info("connection refused: too many connections", "identity", id.ID, "limit", s.lim.l.ConnectionsPerIdentity)
-		qc.CloseWithError(quic.ApplicationErrorCode(CodeTooManyConnections), CodeTooManyConnections.String())
+		s.refuse(ctx, qc, log, CodeTooManyConnections, CodeTooManyConnections.String(), "identity", id.ID, "limit", s.lim.l.ConnectionsPerIdentity)
 		return
 	}
 	defer s.lim.disconnect(ident)
 	c := &Conn{Identity: id, qc: qc, server: s, ident: ident}
 	if ch, ok := s.Handler.(ConnHandler); ok {
 		if err := ch.Connected(c); err != nil {
-			qc.CloseWithError(quic.ApplicationErrorCode(CodeOf(err)), "refused")
+			code := CodeOf(err)
+			if code == CodeOK {
+				code = CodeInternal
+			}
+			s.refuse(ctx, qc, log, code, "refused", "identity", id.ID, "err", err)
 			return
 		}
 		defer ch.Closed(c)
@@ -680,6 +680,31 @@ func (s *Server) answer(ctx context.Context, c *Conn, raw []byte, log *slog.Logg
 	resp.Version = ProtocolVersion // before finish: replays read resp concurrently
 	replay.finish(entry, resp, s.Now())
 	return resp
+}
+
+// refuse closes qc with code, once its handshake is complete. Closed
+// before, the close would also travel in Initial and Handshake packets,
+// where QUIC carries no application code, only a bare APPLICATION_ERROR
+// (RFC 9000, section 10.2.3): the client, reading whichever packet came
+// first, could not tell the refusal from a failed handshake. After it the
+// server holds 1-RTT keys only, and the client reads the code.
+func (s *Server) refuse(ctx context.Context, qc *quic.Conn, log *slog.Logger, code Code, msg string, args ...any) {
+	s.stats.Refused.Add(1)
+	log.Info("connection refused: "+msg, append([]any{"code", code}, args...)...)
+	handshakeComplete(ctx, qc)
+	qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
+// handshakeComplete waits until qc's handshake is complete; false: the
+// connection or ctx ended first.
+func handshakeComplete(ctx context.Context, qc *quic.Conn) bool {
+	select {
+	case <-qc.HandshakeComplete():
+		return true
+	case <-qc.Context().Done():
+	case <-ctx.Done():
+	}
+	return isClosed(qc.HandshakeComplete())
 }
 
 func isClosed(ch <-chan struct{}) bool {

@@ -338,7 +338,13 @@ type raw struct {
 
 func (e *env) raw(t *testing.T, cert tls.Certificate) *raw {
 	t.Helper()
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: e.ca.Pool, NextProtos: []string{transport.ALPN}, ServerName: "127.0.0.1"}
+	return e.rawCached(t, cert, nil)
+}
+
+// rawCached is raw with a TLS session cache, to resume connections.
+func (e *env) rawCached(t *testing.T, cert tls.Certificate, cache tls.ClientSessionCache) *raw {
+	t.Helper()
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: e.ca.Pool, NextProtos: []string{transport.ALPN}, ServerName: "127.0.0.1", ClientSessionCache: cache}
 	qc, err := quic.DialAddr(ctxT(t), e.addr, tc, nil)
 	if err != nil {
 		t.Fatal(err)

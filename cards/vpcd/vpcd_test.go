@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,55 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
+// lineLog is a slog text handler's writer that logs to t and keeps the
+// lines.
+type lineLog struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSuffix(p, []byte("\n")))
+	l.t.Log(line)
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+// count counts the lines that contain every one of subs.
+func (l *lineLog) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// values returns the values of attribute key on every line that has it.
+func (l *lineLog) values(key string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var vs []string
+	for _, line := range l.lines {
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				vs = append(vs, v)
+			}
+		}
+	}
+	return vs
+}
+
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
 	return len(p), nil
@@ -229,7 +279,9 @@ func TestPlugReconnects(t *testing.T) {
 	card := &echoCard{atr: []byte{0x3B, 0x00}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Logger: testLogger(t)}).Plug(ctx, addr, card) }()
+	rec := &lineLog{t: t}
+	log := slog.New(slog.NewTextHandler(rec, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { done <- (&Server{Logger: log}).Plug(ctx, addr, card) }()
 
 	v := accept(t, l)
 	v.send([]byte{ctrlGetATR})
@@ -243,16 +295,24 @@ func TestPlugReconnects(t *testing.T) {
 	// pcscd goes away and comes back on the same port.
 	l.Close()
 	v.conn.Close()
-	time.Sleep(150 * time.Millisecond) // a few failed dials
+	// A few failed dials, enough for the backoff to reach its cap.
+	refused := func() int { return rec.count("vpcd: reconnecting", "connection refused") }
+	for deadline := time.Now().Add(30 * time.Second); refused() < 6; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) { // a hang guard
+			t.Fatalf("%d failed dials logged, want 6", refused())
+		}
+	}
 	l2, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen again on %s: %v", addr, err)
 	}
 	t.Cleanup(func() { l2.Close() })
-	start := time.Now()
 	v = accept(t, l2)
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("reconnect took %v, want at most about the 100 ms backoff", took)
+	// The wait between attempts grows to the 100 ms cap and no further.
+	for _, b := range rec.values("backoff") {
+		if d, err := time.ParseDuration(b); err != nil || d > 100*time.Millisecond {
+			t.Errorf("a backoff of %s, want at most 100 ms", b)
+		}
 	}
 	v.send([]byte{0x00, 0x01, 0x02, 0x03, 0x04})
 	if got, want := v.recv(), []byte{0x04, 0x90, 0x00}; !bytes.Equal(got, want) {

@@ -101,9 +101,20 @@ func list[T ~uint64](ids []T, p *C.CK_ULONG, pCount C.CK_ULONG_PTR) C.CK_RV {
 
 func mechanism(p *C.CK_MECHANISM) token.Mechanism {
 	m := token.Mechanism{Type: uint64(p.mechanism)}
-	if p.pParameter != nil && p.ulParameterLen > 0 {
-		m.Param = C.GoBytes(unsafe.Pointer(p.pParameter), C.int(p.ulParameterLen))
+	if p.pParameter == nil || p.ulParameterLen == 0 {
+		return m
 	}
+	if m.Type == token.CKMEDDSA {
+		// CK_EDDSA_PARAMS holds a pointer: read what the module checks
+		// (a prehash flag, a context's length), never the bytes as they
+		// are. Parameters of another size stay raw, and are refused.
+		if p.ulParameterLen == C.CK_ULONG(unsafe.Sizeof(C.CK_EDDSA_PARAMS{})) {
+			e := (*C.CK_EDDSA_PARAMS)(p.pParameter)
+			m.EdDSA = &token.EdDSAParams{Prehash: e.phFlag != 0, ContextLen: uint64(e.ulContextDataLen)}
+			return m
+		}
+	}
+	m.Param = C.GoBytes(unsafe.Pointer(p.pParameter), C.int(p.ulParameterLen))
 	return m
 }
 

@@ -114,6 +114,13 @@ typedef struct CK_ECDH1_DERIVE_PARAMS {
 	CK_BYTE_PTR pPublicData;
 } CK_ECDH1_DERIVE_PARAMS;
 
+/* PKCS #11 3.0 Current Mechanisms: CKM_EDDSA's optional parameters. */
+typedef struct CK_EDDSA_PARAMS {
+	CK_BBOOL phFlag;
+	CK_ULONG ulContextDataLen;
+	CK_BYTE_PTR pContextData;
+} CK_EDDSA_PARAMS;
+
 typedef struct CK_MECHANISM_INFO {
 	CK_ULONG ulMinKeySize;
 	CK_ULONG ulMaxKeySize;

@@ -160,3 +160,33 @@ const (
 	CKFDecrypt       = 0x0200 // mechanism flag
 	CKFDerive        = 0x80000
 )
+
+// EdDSA and X25519 (PKCS #11 3.0 Base Specification, CKK_EC_EDWARDS and
+// CKK_EC_MONTGOMERY; Current Mechanisms 3.0, the sections on Edwards and
+// Montgomery curves: CKM_EDDSA and CK_EDDSA_PARAMS). The module still
+// announces version 2.40 (C_GetInfo): these values are what 3.0
+// consumers (OpenSC's pkcs11-tool, OpenSSL's pkcs11 providers) send to any
+// module.
+const (
+	CKKECEdwards              = 0x40   // key type of Ed25519 (and Ed448) keys
+	CKKECMontgomery           = 0x41   // key type of X25519 (and X448) keys
+	CKMECEdwardsKeyPairGen    = 0x1055 // mechanism (key generation; pscs generates no keys)
+	CKMECMontgomeryKeyPairGen = 0x1056 // mechanism (key generation; pscs generates no keys)
+	CKMEDDSA                  = 0x1057 // mechanism: EdDSA over the whole message (CK_EDDSA_PARAMS optional)
+	Ed25519Bits               = 255    // CK_MECHANISM_INFO key size of Ed25519 and X25519: the field's bits, as PKCS #11 3.0 says for CKM_EDDSA
+	Ed25519PublicKeySize      = 32     // bytes of an Ed25519 public key and of an X25519 u-coordinate
+	Ed25519SignatureSize      = 64     // bytes of an Ed25519 signature (RFC 8032, 5.1.6)
+	CurveNameEdwards25519     = "edwards25519"
+	CurveNameCurve25519       = "curve25519"
+)
+
+// ECParamsEd25519 and ECParamsX25519 are CKA_EC_PARAMS of Ed25519 and
+// X25519 keys: the DER of the curves' OIDs of RFC 8410 (id-Ed25519
+// 1.3.101.112, id-X25519 1.3.101.110), the form an X.509
+// SubjectPublicKeyInfo of the same key names them with. PKCS #11 3.0 also
+// allows a DER PrintableString ("edwards25519", "curve25519"); pscs
+// serves the OID form and the module reads both.
+var (
+	ECParamsEd25519 = []byte{0x06, 0x03, 0x2B, 0x65, 0x70}
+	ECParamsX25519  = []byte{0x06, 0x03, 0x2B, 0x65, 0x6E}
+)

@@ -30,6 +30,7 @@ import (
 	"github.com/pscs/pscs/cards"
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/testpki"
+	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
@@ -283,9 +284,16 @@ func Member(t testing.TB, id string, card Card, log *slog.Logger) *rsc.Member {
 // pcscd, a card that fails on purpose).
 func MemberOf(t testing.TB, id string, open cards.Opener, log *slog.Logger) *rsc.Member {
 	t.Helper()
+	return ProfileMember(t, id, open, piv.Profile{}, log)
+}
+
+// ProfileMember is [MemberOf] a card of another profile than PIV (an
+// internal/memcard card: cards.Direct(card), card.Profile()).
+func ProfileMember(t testing.TB, id string, open cards.Opener, profile profiles.Profile, log *slog.Logger) *rsc.Member {
+	t.Helper()
 	w := cards.NewWorker(open, log)
 	t.Cleanup(func() { w.Close() })
-	m, err := rsc.NewMember(context.Background(), id, w, piv.Profile{})
+	m, err := rsc.NewMember(context.Background(), id, w, profile)
 	if err != nil {
 		t.Fatal(err)
 	}

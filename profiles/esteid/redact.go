@@ -1,6 +1,3 @@
-// Package esteid is the profile of the Estonian ID card (EstEID 2018,
-// IDEMIA). So far it holds what traces must hide of the card's APDUs
-// ([Redact]); the simulator is eidsim.
 package esteid
 
 import (

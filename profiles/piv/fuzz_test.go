@@ -6,11 +6,9 @@ package piv
 import (
 	"context"
 	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/profiles/profiletest"
 )
@@ -27,24 +25,15 @@ var writeSeeds = flag.Bool("write-seeds", false, "rewrite testdata/fuzz/FuzzDriv
 // the simulator) with -write-seeds; otherwise it checks that the committed
 // seeds are there.
 func TestWriteFuzzSeeds(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzDriver")
-	if !*writeSeeds {
-		entries, err := os.ReadDir(dir)
-		if err != nil || len(entries) == 0 {
-			t.Fatalf("no seeds in %s (go test ./profiles/piv -run TestWriteFuzzSeeds -write-seeds): %v", dir, err)
-		}
-		return
-	}
-	os.MkdirAll(dir, 0o755)
+	var cards []profiles.Transmitter
 	for i, slots := range []map[pivsim.Slot]pivsim.SlotConfig{nil, {pivsim.SlotSignature: {Algorithm: pivsim.ECCP384}}} {
 		card, err := pivsim.New(pivsim.Config{Seed: []byte{byte(i)}, Slots: slots})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sim-%d", i)), profiletest.RecordRogueSeed(rogueEnv, card), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		cards = append(cards, card)
 	}
+	profiletest.RogueSeeds(t, "FuzzDriver", *writeSeeds, rogueEnv, cards...)
 }
 
 // FuzzDriver: a rogue card (profiletest.FuzzRogue) leaves the driver

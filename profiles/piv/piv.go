@@ -277,7 +277,7 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 				k.Public = cert.PublicKey
 				k.Algorithm = algorithmOf(cert.PublicKey)
 				found = true
-			case publicEqual(k.Public, cert.PublicKey):
+			case profiles.PublicEqual(k.Public, cert.PublicKey):
 				k.Certificate = cert
 			default:
 				// A certificate left behind when the key was generated
@@ -302,11 +302,6 @@ func (c *Card) Keys(ctx context.Context) ([]profiles.Key, error) {
 	}
 	c.keys = keys
 	return list, nil
-}
-
-func publicEqual(a, b crypto.PublicKey) bool {
-	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && e.Equal(b)
 }
 
 // UseKeys implements profiles.KeyCache: Sign uses keys instead of reading
@@ -454,41 +449,16 @@ func parseMetadata(rsp []byte) (string, profiles.PINPolicy, crypto.PublicKey, er
 // PAIR and YubiKey metadata: 81 modulus, 82 exponent (RSA) or 86 point (EC).
 // SP 800-73-4 Part 2, 3.3.2.
 func parsePublicKey(alg byte, v []byte) (crypto.PublicKey, error) {
-	tlvs, err := apdu.ParseTLVs(v)
+	t, ok := map[byte]profiles.KeyType{algECCP256: profiles.KeyP256, algECCP384: profiles.KeyP384, algRSA1024: profiles.KeyRSA,
+		algRSA2048: profiles.KeyRSA, algRSA3072: profiles.KeyRSA, algRSA4096: profiles.KeyRSA}[alg]
+	if !ok {
+		return nil, fmt.Errorf("piv: public key: algorithm %#02x: %w", alg, errUnsupportedAlgorithm)
+	}
+	pub, err := profiles.PublicKeyFromTemplate(v, t)
 	if err != nil {
-		return nil, fmt.Errorf("piv: public key: %w", err)
+		return nil, fmt.Errorf("piv: %w", err)
 	}
-	get := func(tag uint32) []byte {
-		for _, t := range tlvs {
-			if t.Tag == tag {
-				return t.Value
-			}
-		}
-		return nil
-	}
-	switch alg {
-	case algECCP256, algECCP384:
-		curve := elliptic.P256()
-		if alg == algECCP384 {
-			curve = elliptic.P384()
-		}
-		pub, err := ecdsa.ParseUncompressedPublicKey(curve, get(0x86))
-		if err != nil {
-			return nil, fmt.Errorf("piv: public key: %w", err)
-		}
-		return pub, nil
-	case algRSA1024, algRSA2048, algRSA3072, algRSA4096:
-		n, e := get(0x81), get(0x82)
-		if len(n) == 0 || len(e) == 0 || len(e) > 4 {
-			return nil, fmt.Errorf("piv: public key: bad RSA template: %w", apdu.ErrMalformed)
-		}
-		ev := int(new(big.Int).SetBytes(e).Int64())
-		if ev < 3 || ev%2 == 0 {
-			return nil, fmt.Errorf("piv: public key: bad RSA exponent: %w", apdu.ErrMalformed)
-		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: ev}, nil
-	}
-	return nil, fmt.Errorf("piv: public key: algorithm %#02x: %w", alg, errUnsupportedAlgorithm)
+	return pub, nil
 }
 
 // errUnsupportedAlgorithm: a slot holds a key of an algorithm this driver

@@ -27,6 +27,12 @@
 // well as those that answer 63 Cx), blocking, Logout, malformed PINs and
 // unknown PIN IDs that never reach the card, and KeyCache. Each PIN test
 // runs for every PIN of the card, on a fresh card.
+//
+// Ed25519 keys sign the message itself (crypto.Hash(0)) where other keys
+// sign a digest; keys marked NoSign must refuse Sign with
+// profiles.ErrKeyUsage before any APDU, and are left out of the signature
+// tests; an RSA key may refuse PSS the same way (OpenPGP cards do PKCS #1
+// v1.5 only).
 package profiletest
 
 import (
@@ -34,6 +40,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -148,11 +155,11 @@ func testKeyCache(t *testing.T, e Env) {
 	}
 	kc, _ := card2.(profiles.KeyCache)
 	kc.UseKeys(ks)
-	d := hashes[0].sum([]byte("cached"))
-	for _, k := range ks {
+	for _, k := range signers(ks) {
+		d, opts := sample(k, []byte("cached"))
 		sent := tx.n
-		sig := signOnce(t, ctx, e, card2, k, d, crypto.SHA256)
-		verify(t, k, d, sig, crypto.SHA256)
+		sig := signOnce(t, ctx, e, card2, k, d, opts)
+		verify(t, k, d, sig, opts)
 		want := 2 // VERIFY, sign
 		if k.PINPolicy == profiles.PINNever {
 			want = 1
@@ -250,6 +257,26 @@ func publicEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
+// signers returns the keys of ks that sign.
+func signers(ks []profiles.Key) []profiles.Key {
+	var out []profiles.Key
+	for _, k := range ks {
+		if !k.NoSign {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sample is what key k signs for a test of msg: the SHA-256 digest, or
+// msg itself for Ed25519.
+func sample(k profiles.Key, msg []byte) ([]byte, crypto.SignerOpts) {
+	if _, ok := k.Public.(ed25519.PublicKey); ok {
+		return msg, crypto.Hash(0)
+	}
+	return hashes[0].sum(msg), crypto.SHA256
+}
+
 type hashCase struct {
 	name string
 	opts crypto.SignerOpts
@@ -272,6 +299,10 @@ func verify(t *testing.T, k profiles.Key, digest, sig []byte, opts crypto.Signer
 	}
 	var err error
 	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		if opts.HashFunc() != 0 || !ed25519.Verify(p, digest, sig) {
+			err = errors.New("Ed25519 signature does not verify")
+		}
 	case *ecdsa.PublicKey:
 		if !ecdsa.VerifyASN1(p, digest, sig) {
 			err = errors.New("ECDSA signature does not verify")
@@ -309,9 +340,16 @@ func signOnce(t *testing.T, ctx context.Context, e Env, card profiles.Card, k pr
 }
 
 func testSign(t *testing.T, e Env) {
-	ctx, card := e.open(t)
+	ctx, card, tx := e.openCounted(t)
 	msg := []byte("pscs conformance: the document to sign")
-	for _, k := range keys(t, ctx, card) {
+	for _, k := range signers(keys(t, ctx, card)) {
+		if _, ok := k.Public.(ed25519.PublicKey); ok {
+			t.Run(k.ID+"/Ed25519", func(t *testing.T) {
+				sig := signOnce(t, ctx, e, card, k, msg, crypto.Hash(0))
+				verify(t, k, msg, sig, crypto.Hash(0))
+			})
+			continue
+		}
 		for _, h := range hashes {
 			t.Run(k.ID+"/"+h.name, func(t *testing.T) {
 				d := h.sum(msg)
@@ -323,6 +361,13 @@ func testSign(t *testing.T, e Env) {
 			t.Run(k.ID+"/PSS", func(t *testing.T) {
 				d := hashes[0].sum(msg)
 				opts := &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}
+				sent := tx.n
+				if _, err := card.Sign(ctx, k.ID, d, opts); errors.Is(err, profiles.ErrKeyUsage) {
+					if tx.n != sent {
+						t.Errorf("PSS refused with ErrKeyUsage after %d APDUs, want none", tx.n-sent)
+					}
+					return // the card does PKCS #1 v1.5 only
+				}
 				sig := signOnce(t, ctx, e, card, k, d, opts)
 				verify(t, k, d, sig, opts)
 			})
@@ -332,9 +377,9 @@ func testSign(t *testing.T, e Env) {
 
 func testPINRequired(t *testing.T, e Env) {
 	ctx, card := e.open(t)
-	d := hashes[0].sum([]byte("no PIN"))
-	for _, k := range keys(t, ctx, card) {
-		_, err := card.Sign(ctx, k.ID, d, crypto.SHA256)
+	for _, k := range signers(keys(t, ctx, card)) {
+		d, opts := sample(k, []byte("no PIN"))
+		_, err := card.Sign(ctx, k.ID, d, opts)
 		switch k.PINPolicy {
 		case profiles.PINNever:
 			if err != nil {
@@ -347,12 +392,13 @@ func testPINRequired(t *testing.T, e Env) {
 		}
 	}
 	// A PIN-always key needs the PIN before every signature.
-	for _, k := range keys(t, ctx, card) {
+	for _, k := range signers(keys(t, ctx, card)) {
 		if k.PINPolicy != profiles.PINAlways {
 			continue
 		}
-		signOnce(t, ctx, e, card, k, d, crypto.SHA256)
-		if _, err := card.Sign(ctx, k.ID, d, crypto.SHA256); !errors.Is(err, apdu.ErrSecurityStatus) {
+		d, opts := sample(k, []byte("always"))
+		signOnce(t, ctx, e, card, k, d, opts)
+		if _, err := card.Sign(ctx, k.ID, d, opts); !errors.Is(err, apdu.ErrSecurityStatus) {
 			t.Errorf("key %s (PIN always): second Sign after one VerifyPIN: got %v, want security status not satisfied", k.ID, err)
 		}
 	}
@@ -425,11 +471,12 @@ func testBlock(t *testing.T, e Env) {
 		if err := card.VerifyPIN(ctx, p.ID, e.pin(p.ID)); !errors.Is(err, apdu.ErrBlocked) {
 			t.Errorf("right PIN when blocked: %v, want blocked", err)
 		}
-		for _, k := range keys(t, ctx, card) {
+		for _, k := range signers(keys(t, ctx, card)) {
 			if k.PINPolicy == profiles.PINNever || k.PIN != p.ID {
 				continue
 			}
-			if _, err := card.Sign(ctx, k.ID, hashes[0].sum([]byte("x")), crypto.SHA256); err == nil {
+			d, opts := sample(k, []byte("x"))
+			if _, err := card.Sign(ctx, k.ID, d, opts); err == nil {
 				t.Errorf("key %s signed with its PIN %s blocked", k.ID, p.ID)
 			}
 		}
@@ -451,11 +498,12 @@ func testLogout(t *testing.T, e Env) {
 			t.Errorf("PINStatus(%s) after Logout = %+v, want unverified", p.ID, st)
 		}
 	}
-	for _, k := range keys(t, ctx, card) {
+	for _, k := range signers(keys(t, ctx, card)) {
 		if k.PINPolicy == profiles.PINNever {
 			continue
 		}
-		if _, err := card.Sign(ctx, k.ID, hashes[0].sum([]byte("x")), crypto.SHA256); !errors.Is(err, apdu.ErrSecurityStatus) {
+		d, opts := sample(k, []byte("x"))
+		if _, err := card.Sign(ctx, k.ID, d, opts); !errors.Is(err, apdu.ErrSecurityStatus) {
 			t.Errorf("key %s: Sign after Logout: %v, want security status not satisfied", k.ID, err)
 		}
 	}
@@ -499,6 +547,17 @@ func testBadInput(t *testing.T, e Env) {
 		}
 	}
 	for _, k := range keys(t, ctx, card) {
+		if k.NoSign {
+			// A key that does not sign says so before the card.
+			sent := tx.n
+			if _, err := card.Sign(ctx, k.ID, make([]byte, 32), crypto.SHA256); !errors.Is(err, profiles.ErrKeyUsage) {
+				t.Errorf("key %s (NoSign): Sign: %v, want profiles.ErrKeyUsage", k.ID, err)
+			}
+			if tx.n != sent {
+				t.Errorf("key %s (NoSign): Sign reached the card", k.ID)
+			}
+			continue
+		}
 		if _, ok := k.Public.(*rsa.PublicKey); ok {
 			// A digest that does not match its hash is refused before the card.
 			sent := tx.n

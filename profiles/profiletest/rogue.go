@@ -44,6 +44,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
@@ -240,6 +242,30 @@ func RecordRogueSeed(e RogueEnv, card profiles.Transmitter) []byte {
 	rec := &RogueRecorder{Card: card}
 	e.exercise(context.Background(), rec, nil)
 	return fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", rec.Script)
+}
+
+// RogueSeeds keeps a profile's rogue-card seeds in testdata/fuzz/<fuzz>
+// (run from the profile's package): with write set it records the
+// conversation with each of cards (simulators) there as sim-<i>
+// ([RecordRogueSeed]); otherwise it fails t when there are none.
+func RogueSeeds(t *testing.T, fuzz string, write bool, e RogueEnv, cards ...profiles.Transmitter) {
+	t.Helper()
+	dir := filepath.Join("testdata", "fuzz", fuzz)
+	if !write {
+		entries, err := os.ReadDir(dir)
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("no seeds in %s (run the test with -write-seeds): %v", dir, err)
+		}
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, card := range cards {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("sim-%d", i)), RecordRogueSeed(e, card), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // FuzzRogue seeds f with the scripts of each kind and fuzzes e's profile

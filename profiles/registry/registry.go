@@ -37,8 +37,8 @@ type Entry struct {
 
 var entries = []Entry{
 	{Name: "piv", Description: "PIV (NIST SP 800-73-4) with the YubiKey extensions", Profile: piv.Profile{}, Redact: piv.Profile{}.Redact},
-	{Name: "openpgp", Description: "OpenPGP card 3.4", Redact: openpgp.Redact},
-	{Name: "esteid", Description: "Estonian ID card (EstEID 2018)", Redact: esteid.Redact},
+	{Name: "openpgp", Description: "OpenPGP card 3.4", Profile: openpgp.Profile{}, Redact: openpgp.Redact},
+	{Name: "esteid", Description: "Estonian ID card (EstEID 2018)", Profile: esteid.Profile{}, Redact: esteid.Redact},
 }
 
 // All returns the registered profiles, in detection order.

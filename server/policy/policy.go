@@ -8,8 +8,9 @@
 // [Book.Check] answers every request with nil or a *transport.Error whose
 // code names the reason: CodeDenied (no delegation of this delegate for this
 // remote card and operation), CodeRevoked, CodeOutsideWindow,
-// CodeLimitReached, CodeDocumentRefused, CodeWarrantyRaw, CodeLocked.
-// Changes (revocation, new limits) take effect at the next Check, also for
+// CodeLimitReached, CodeDocumentRefused, CodeKeyNotDelegated (a key the
+// delegation does not name), CodeWarrantyRaw, CodeLocked. Changes
+// (revocation, new limits) take effect at the next Check, also for
 // sessions that are already open: a Check is made on every request.
 //
 // # Durable state
@@ -100,6 +101,14 @@ type Delegation struct {
 	// MaxWrongVPIN locks the delegation after that many wrong virtual
 	// PINs in a row; zero means 5.
 	MaxWrongVPIN int
+	// Keys, if set, are the IDs of the only keys of the card the delegate
+	// may use (profiles.Key.ID: "9c", "81"); empty: every key.
+	Keys []string
+}
+
+// AllowsKey reports whether the delegation lets its delegate use key id.
+func (d Delegation) AllowsKey(id string) bool {
+	return len(d.Keys) == 0 || slices.Contains(d.Keys, id)
 }
 
 // State is what a delegation has been through.
@@ -311,24 +320,24 @@ type Request struct {
 	Card     string
 	Op       string // "login", "sign", "decrypt" (decryptions and key agreements)
 	Digest   []byte // for "sign": the digest of the document, if known
+	// Key is the ID of the key a "sign" or "decrypt" uses; "" when the
+	// request names no key of the card (refused later as no such key).
+	Key string
 	// Raw, for "sign": a bare signature (PKCS #11 signing of a digest),
 	// which cannot carry the delegation notice; a delegation with
 	// Warranty refuses it (CodeWarrantyRaw) and signs documents only.
 	Raw bool
 }
 
-// Check decides a request: nil, or a *transport.Error naming the reason.
-// It returns the delegation the decision was made under.
-func (b *Book) Check(r Request) (Delegation, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := b.clock()
+// current is the delegation of delegate on card that requests are decided
+// under. b.mu is held.
+func (b *Book) current(delegate, card string) *entry {
 	// The same delegate may hold several delegations on one card (an old,
 	// revoked one and its successor): decide under the first usable one in
 	// ID order, so that the answer never depends on map order.
 	var e *entry
 	for _, x := range b.dels {
-		if x.d.Delegate != r.Delegate || x.d.Card != r.Card {
+		if x.d.Delegate != delegate || x.d.Card != card {
 			continue
 		}
 		switch {
@@ -338,6 +347,27 @@ func (b *Book) Check(r Request) (Delegation, error) {
 			e = x
 		}
 	}
+	return e
+}
+
+// Current returns the delegation of delegate on card that [Book.Check]
+// decides requests under (the first usable one in ID order).
+func (b *Book) Current(delegate, card string) (Delegation, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.current(delegate, card); e != nil {
+		return e.d, true
+	}
+	return Delegation{}, false
+}
+
+// Check decides a request: nil, or a *transport.Error naming the reason.
+// It returns the delegation the decision was made under.
+func (b *Book) Check(r Request) (Delegation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock()
+	e := b.current(r.Delegate, r.Card)
 	if e == nil {
 		return Delegation{}, transport.Errorf(transport.CodeDenied, "no delegation of %s on %s", r.Delegate, r.Card)
 	}
@@ -363,6 +393,9 @@ func (b *Book) Check(r Request) (Delegation, error) {
 	}
 	if !slices.Contains(ops, r.Op) {
 		return d, transport.Errorf(transport.CodeDenied, "delegation %s does not allow %s", d.ID, r.Op)
+	}
+	if r.Key != "" && !d.AllowsKey(r.Key) {
+		return d, transport.Errorf(transport.CodeKeyNotDelegated, "delegation %s does not allow key %s", d.ID, r.Key)
 	}
 	// Decryptions and key agreements count against the same limits as
 	// signatures; the allowed documents concern signatures only.

@@ -139,3 +139,37 @@ func TestWarrantyRaw(t *testing.T) {
 		t.Errorf("warranty delegation used %d times, want 1: the refused raw signature is not counted", st.Used)
 	}
 }
+
+// TestKeys: a delegation limited to keys allows those and refuses the
+// others with CodeKeyNotDelegated, without counting them; Current is the
+// delegation Check decides under (the live one over a revoked one).
+func TestKeys(t *testing.T) {
+	b := NewBook(nil)
+	b.Grant(Delegation{ID: "d1", Delegate: "alice", Card: "eid", Ops: []string{"sign", "decrypt"}, Total: 2})
+	b.Revoke("d1")
+	b.Grant(Delegation{ID: "d2", Delegate: "alice", Card: "eid", Ops: []string{"sign", "decrypt"}, Total: 2, Keys: []string{"9f"}})
+	if d, ok := b.Current("alice", "eid"); !ok || d.ID != "d2" || !d.AllowsKey("9f") || d.AllowsKey("81") {
+		t.Errorf("Current = %+v, %v; want d2 allowing 9f only", d, ok)
+	}
+	if !(Delegation{}).AllowsKey("81") {
+		t.Error("a delegation without keys does not allow every key")
+	}
+	for _, tc := range []struct {
+		op, key string
+		want    transport.Code
+	}{
+		{"sign", "81", transport.CodeKeyNotDelegated},
+		{"decrypt", "81", transport.CodeKeyNotDelegated},
+		{"login", "81", transport.CodeOK}, // login names no key
+		{"sign", "9f", transport.CodeOK},
+		{"sign", "", transport.CodeOK}, // an unknown key: refused later as no such key
+		{"sign", "9f", transport.CodeLimitReached},
+	} {
+		if _, err := b.Check(Request{Delegate: "alice", Card: "eid", Op: tc.op, Key: tc.key}); code(err) != tc.want {
+			t.Errorf("%s with %q: %v, want %v", tc.op, tc.key, err, tc.want)
+		}
+	}
+	if _, ok := b.Current("bob", "eid"); ok {
+		t.Error("Current found a delegation of bob")
+	}
+}

@@ -88,7 +88,7 @@ func (r *rig) wait(i int, present bool) {
 	r.t.Helper()
 	name := daemon.Readers[i]
 	var last any
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		rs, err := r.pc.Readers(context.Background())
 		if err != nil {
 			last = err
@@ -148,6 +148,11 @@ func TestPullUnderLoadThroughPCSCD(t *testing.T) {
 			}
 		}()
 	}
+	// KNOWN GAP: sleeps, not conditions. Plugging card 2 again as soon as
+	// the pool has dropped it and pcscd shows its reader empty hangs this
+	// process's PC/SC context now and then (Readers answers nothing for
+	// a minute, about 1 run in 20 under -race -cpu 1,2). Until that hang
+	// is found, the card goes back after a pause, as it always did.
 	time.Sleep(500 * time.Millisecond)
 	r.pull(2)
 	time.Sleep(500 * time.Millisecond)
@@ -276,7 +281,7 @@ func TestManagerFollowsReaders(t *testing.T) {
 
 	members := func(want int) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if len(pool.Members()) == want {
 				return
 			}

@@ -181,35 +181,95 @@ func TestLastCardGone(t *testing.T) {
 	}
 }
 
+// hold has principal occupy p's card: it returns once the card runs the
+// request, which then waits for release before it calls then (if not
+// nil); done gets its error.
+func hold(t *testing.T, p *rsc.Pool, principal string, then func(ctx context.Context, c profiles.Card) error) (release func(), done <-chan error) {
+	t.Helper()
+	running, free, result := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		result <- p.Do(context.Background(), principal, func(ctx context.Context, c profiles.Card, _ *rsc.Member) error {
+			close(running)
+			<-free
+			if then != nil {
+				return then(ctx, c)
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-running:
+	case err := <-result:
+		t.Fatalf("the request to hold the card: %v", err)
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("the card never ran the request to hold it")
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(free) }) }
+	t.Cleanup(release)
+	return release, result
+}
+
+// waitWaiting waits until n requests wait in p's queue.
+func waitWaiting(t *testing.T, p *rsc.Pool, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); p.Waiting() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) { // a hang guard
+			t.Fatalf("%d requests waiting, want %d", p.Waiting(), n)
+		}
+	}
+}
+
+// recv returns what ch delivers; a hang guard fails the test if nothing
+// comes.
+func recv(t *testing.T, ch <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no answer", what)
+		return nil
+	}
+}
+
 func TestQueueLimitsAndDeadlines(t *testing.T) {
 	// The queue's bound for all principals: alice may fill it alone.
 	p := rsc.NewPool("slow", rsc.Options{QueueSize: 2, PerPrincipal: 2})
 	defer p.Close()
-	p.Add(member(t, "slow", newSim(t, "slow", pivsim.Latency{SignECCP256: 300 * time.Millisecond})))
+	p.Add(member(t, "slow", newSim(t, "slow", pivsim.Latency{})))
 	digest := sha256.Sum256([]byte("x"))
-	results := make(chan error, 8)
-	for range 3 { // one running, two waiting
+	release, held := hold(t, p, "alice", nil) // one running
+	results := make(chan error, 2)
+	for range 2 { // two waiting
 		go func() {
 			_, _, err := sign(context.Background(), p, "alice", digest[:])
 			results <- err
 		}()
-		time.Sleep(20 * time.Millisecond)
 	}
+	waitWaiting(t, p, 2)
 	if _, _, err := sign(context.Background(), p, "bob", digest[:]); !errors.Is(err, rsc.ErrBusy) {
 		t.Errorf("with the queue full: %v, want ErrBusy", err)
 	}
-	for range 3 {
-		if err := <-results; err != nil {
+	release()
+	if err := recv(t, held, "the running request"); err != nil {
+		t.Errorf("running request: %v", err)
+	}
+	for range 2 {
+		if err := recv(t, results, "a queued request"); err != nil {
 			t.Errorf("queued request: %v", err)
 		}
 	}
-	go sign(context.Background(), p, "alice", digest[:]) // occupies the card
-	time.Sleep(20 * time.Millisecond)
+	// The card is busy until carol's deadline has passed: she is answered
+	// at it, in the queue.
+	release, held = hold(t, p, "alice", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, _, err := sign(ctx, p, "carol", digest[:]); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a request whose deadline passes in the queue: %v", err)
 	}
+	release()
+	recv(t, held, "the running request")
 }
 
 // TestPrincipalsIsolated: a delegate who did not verify the PIN never
@@ -253,42 +313,39 @@ func BenchmarkParallelThroughput(b *testing.B) {
 func TestWaitingRequestsEnd(t *testing.T) {
 	p := rsc.NewPool("slow", rsc.Options{})
 	defer p.Close()
-	sim := &flaky{Card: newSim(t, "slow2", pivsim.Latency{SignECCP256: 500 * time.Millisecond})}
+	sim := &flaky{Card: newSim(t, "slow2", pivsim.Latency{})}
 	p.Add(member(t, "slow", sim))
 	digest := sha256.Sum256([]byte("x"))
-	busy := make(chan error, 1)
-	go func() { _, _, err := sign(context.Background(), p, "alice", digest[:]); busy <- err }()
-	time.Sleep(50 * time.Millisecond)
+	// The card stays busy until carol has her answer: had she waited for
+	// the card, she would have none.
+	release, held := hold(t, p, "alice", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	start := time.Now()
-	if _, _, err := sign(ctx, p, "carol", digest[:]); !errors.Is(err, context.DeadlineExceeded) {
+	carol := make(chan error, 1)
+	go func() { _, _, err := sign(ctx, p, "carol", digest[:]); carol <- err }()
+	if err := recv(t, carol, "carol, waiting for a card that stays busy"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("waiting request: %v", err)
 	}
-	if d := time.Since(start); d > 400*time.Millisecond {
-		t.Errorf("the waiting request returned after %v, when the card freed up, not at its deadline", d)
-	}
-	<-busy
-	// The card leaves while requests wait: they fail, none hangs.
-	go func() { _, _, err := sign(context.Background(), p, "alice", digest[:]); busy <- err }()
-	time.Sleep(50 * time.Millisecond)
+	release()
+	recv(t, held, "the running request")
+	// The card leaves while requests wait: they fail, none hangs. The
+	// running request finds it gone.
+	release, held = hold(t, p, "alice", func(ctx context.Context, c profiles.Card) error {
+		return c.VerifyPIN(ctx, piv.PIN, []byte("123456"))
+	})
 	waiting := make(chan error, 3)
 	for range 3 {
 		go func() { _, _, err := sign(context.Background(), p, "bob", digest[:]); waiting <- err }()
 	}
-	time.Sleep(50 * time.Millisecond)
+	waitWaiting(t, p, 3)
 	sim.pulled.Store(true)
+	release()
 	for range 3 {
-		select {
-		case err := <-waiting:
-			if !errors.Is(err, rsc.ErrNoCard) {
-				t.Errorf("a request waiting when the last card left: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a request waits for ever on a pool without cards")
+		if err := recv(t, waiting, "a request waiting when the last card left"); !errors.Is(err, rsc.ErrNoCard) {
+			t.Errorf("a request waiting when the last card left: %v", err)
 		}
 	}
-	<-busy
+	recv(t, held, "the running request")
 }
 
 // throughput has delegates sign b.N times in all on p, a pool of cards
@@ -362,7 +419,8 @@ func TestManagerRefusesImpostor(t *testing.T) {
 			t.Fatal("no card joined")
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The manager admits cards one event after the other: once r2's card
+	// is in, r1's was decided.
 	if got := joined(pool); len(got) != 1 || got[0] != "piv:3333" {
 		t.Errorf("members %v, want only the genuine card piv:3333", got)
 	}

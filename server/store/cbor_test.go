@@ -81,3 +81,22 @@ func unhex(t *testing.T, s string) []byte {
 	}
 	return b
 }
+
+// TestDelegationKeys: a delegation limited to keys keeps them; an old
+// record (without field 14) loads as a delegation of every key.
+func TestDelegationKeys(t *testing.T) {
+	d := goldenDelegation
+	d.Keys = []string{"9f", "81"}
+	b, err := EncodeDelegation(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeDelegation(b)
+	if err != nil || len(got.Keys) != 2 || got.Keys[0] != "9f" || got.Keys[1] != "81" {
+		t.Errorf("keys after a round trip: %v, %v", got.Keys, err)
+	}
+	old, err := DecodeDelegation(readGolden(t))
+	if err != nil || old.Keys != nil || !old.AllowsKey("9c") {
+		t.Errorf("an old record: keys %v, %v", old.Keys, err)
+	}
+}

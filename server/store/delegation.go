@@ -24,6 +24,7 @@ type delegationRecord struct {
 	Documents    [][]byte     `cbor:"11,keyasint,omitempty"`
 	Warranty     bool         `cbor:"12,keyasint,omitempty"`
 	MaxWrongVPIN int          `cbor:"13,keyasint,omitempty"`
+	Keys         []string     `cbor:"14,keyasint,omitempty"` // empty (older records): every key
 }
 
 type hoursRecord struct {
@@ -58,7 +59,7 @@ func fromUnixNano(n int64) time.Time {
 func EncodeDelegation(d policy.Delegation) ([]byte, error) {
 	r := delegationRecord{ID: d.ID, Owner: d.Owner, Delegate: d.Delegate, Card: d.Card, Ops: d.Ops,
 		NotBefore: unixNano(d.NotBefore), NotAfter: unixNano(d.NotAfter), PerHour: d.PerHour, Total: d.Total,
-		Documents: d.Documents, Warranty: d.Warranty, MaxWrongVPIN: d.MaxWrongVPIN}
+		Documents: d.Documents, Warranty: d.Warranty, MaxWrongVPIN: d.MaxWrongVPIN, Keys: d.Keys}
 	if h := d.Hours; h != nil {
 		r.Hours = &hoursRecord{Days: h.Days, From: h.From, To: h.To}
 		if h.Location != nil && h.Location != time.UTC {
@@ -76,7 +77,7 @@ func DecodeDelegation(p []byte) (policy.Delegation, error) {
 	}
 	d := policy.Delegation{ID: r.ID, Owner: r.Owner, Delegate: r.Delegate, Card: r.Card, Ops: r.Ops,
 		NotBefore: fromUnixNano(r.NotBefore), NotAfter: fromUnixNano(r.NotAfter), PerHour: r.PerHour, Total: r.Total,
-		Documents: r.Documents, Warranty: r.Warranty, MaxWrongVPIN: r.MaxWrongVPIN}
+		Documents: r.Documents, Warranty: r.Warranty, MaxWrongVPIN: r.MaxWrongVPIN, Keys: r.Keys}
 	if h := r.Hours; h != nil {
 		d.Hours = &policy.Hours{Days: h.Days, From: h.From, To: h.To}
 		if h.Location != "" {

@@ -135,6 +135,7 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 	days := fs.String("days", "", "week days, e.g. mon,tue,wed,thu,fri")
 	hours := fs.String("hours", "", "daily hours, UTC, e.g. 08:00-18:00 (with -days)")
 	warranty := fs.Bool("warranty", false, "signatures carry a visible delegation notice")
+	keys := fs.String("keys", "", "the only keys of the card the delegate may use, comma-separated key IDs (9c; EstEID 81,9f); default: every key")
 	var docs multiFlag
 	fs.Var(&docs, "document", "an allowed document digest (hex); repeatable")
 	var docFiles multiFlag
@@ -178,6 +179,14 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 		}
 		if d.From, d.To, err = parseHours(*hours); err != nil {
 			return fs.Usagef("%v", err)
+		}
+	}
+	if *keys != "" {
+		for k := range strings.SplitSeq(*keys, ",") {
+			if k = strings.TrimSpace(k); k == "" {
+				return fs.Usagef("-keys: an empty key ID in %q", *keys)
+			}
+			d.Keys = append(d.Keys, k)
 		}
 	}
 	for _, h := range docs {
@@ -270,7 +279,11 @@ func (a *app) adminDo(ctx context.Context, config string, req *transport.AdminRe
 			if d.NotAfter != 0 {
 				until = time.UnixMilli(d.NotAfter).UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\n", d.ID, d.Card, d.Delegate, until, state, d.Used)
+			keys := "all keys"
+			if len(d.Keys) > 0 {
+				keys = "keys " + strings.Join(d.Keys, ",")
+			}
+			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\t%s\n", d.ID, d.Card, d.Delegate, until, state, d.Used, keys)
 		}
 	default:
 		fmt.Fprintf(a.stdout, "%s: done\n", req.Action)

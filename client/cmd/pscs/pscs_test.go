@@ -81,14 +81,14 @@ func startSim(t *testing.T) {
 			t.Errorf("pscs sim: %v", err)
 		}
 		// Wait for pcscd to see the cards go, so the next test starts clean.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if out, _, _ := runPSCS(t, nil, "readers"); !strings.Contains(out, "present") {
 				return
 			}
 		}
 		t.Errorf("the simulated cards did not go away")
 	})
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // a hang guard
 	for {
 		out, _, _ := runPSCS(t, nil, "readers")
 		if strings.Count(out, "present") == 2 {
@@ -296,7 +296,7 @@ func TestSimOpenPGP(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		sim.Wait()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if out, _, _ := runPSCS(t, nil, "readers"); !strings.Contains(out, "present") {
 				return
 			}
@@ -304,7 +304,7 @@ func TestSimOpenPGP(t *testing.T) {
 		t.Errorf("the simulated card did not go away")
 	})
 	var tool string
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		out, _ := exec.Command("openpgp-tool", "-r", "0", "-C").CombinedOutput()
 		if tool = string(out); strings.Contains(tool, "Manufacturer:    Yubico") {
 			break

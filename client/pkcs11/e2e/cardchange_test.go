@@ -27,7 +27,9 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/pscs/pscs/cards/vpcd"
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/transport"
@@ -63,23 +65,7 @@ func TestCardChangesUnderModule(t *testing.T) {
 
 	site := startSite(t, pscsd, dir, pcscd.Env())
 	conf := site.delegate(t, "bob")
-	t.Setenv("PSCS_CONFIG", conf.path)
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	t.Setenv("PSCS_TIMEOUT", "20s")
-
-	p := pkcs11.New(so)
-	if p == nil {
-		t.Fatal("miekg/pkcs11 could not load the module")
-	}
-	if err := p.Initialize(); err != nil {
-		t.Fatalf("C_Initialize: %v", err)
-	}
-	defer p.Finalize()
-	slots, err := p.GetSlotList(true)
-	if err != nil || len(slots) != 1 {
-		t.Fatalf("C_GetSlotList: %v %v", slots, err)
-	}
-	slot := slots[0]
+	p, slot := loadModule(t, so, conf, dir)
 	// The events of the first catalogue, before the change.
 	for drained := false; !drained; {
 		drained = (<-p.WaitForSlotEvent(pkcs11.CKF_DONT_BLOCK)).SlotID != slot
@@ -237,6 +223,29 @@ func pivToolNewKey(t *testing.T, dir, env, reader string) *x509.Certificate {
 	return cert
 }
 
+// loadModule loads the module so into this process through miekg/pkcs11
+// as the delegate of conf (its cache under dir) and initialises it (it is
+// finalised when the test ends); it returns the one slot it shows.
+func loadModule(t *testing.T, so string, conf delegateConf, dir string) (*pkcs11.Ctx, uint) {
+	t.Helper()
+	t.Setenv("PSCS_CONFIG", conf.path)
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	t.Setenv("PSCS_TIMEOUT", "20s")
+	p := pkcs11.New(so)
+	if p == nil {
+		t.Fatal("miekg/pkcs11 could not load the module")
+	}
+	if err := p.Initialize(); err != nil {
+		t.Fatalf("C_Initialize: %v", err)
+	}
+	t.Cleanup(func() { p.Finalize() })
+	slots, err := p.GetSlotList(true)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("C_GetSlotList: %v %v", slots, err)
+	}
+	return p, slots[0]
+}
+
 // site is pscsd configured as a site, serving the card of serial 7300 in
 // a pcscd reader as "mayor" (slot 1), owned by alice.
 type site struct {
@@ -248,12 +257,31 @@ type site struct {
 
 const sitePassphrase = "correct horse battery"
 
+// siteCard chooses the card a site serves, when it is not the PIV card
+// of serial 7300 the test plugs itself with PIN 123456 for its default PIN.
+type siteCard struct {
+	serial string            // as the card's profile reports it
+	pins   map[string]string // PIN ID -> PIN, registered by the owner
+	// sim, if set, is plugged into reader of pcscd until the test ends.
+	sim    vpcd.Card
+	pcscd  *pcscdtest.PCSCD
+	reader int
+}
+
 // startSite initialises and starts pscsd with swtpm as its TPM and the
 // pcscd of pcscdEnv, waits until it serves the card, and registers the
-// card's PIN as its owner. The test's end stops it all.
-func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
+// card's PIN (or the PINs of card) as its owner. The test's end stops it
+// all.
+func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *site {
 	t.Helper()
 	s := &site{dir: dir, log: &syncBuffer{}}
+	c := siteCard{serial: "7300", pins: map[string]string{"": "123456"}}
+	if len(card) > 0 {
+		c = card[0]
+	}
+	if c.sim != nil {
+		plugCard(t, c.pcscd, c.reader, c.sim)
+	}
 	tpm, err := swtpm.New(filepath.Join(dir, "tpm"))
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +296,7 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 	conf := filepath.Join(dir, "pscsd.json")
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{"7300"}}}})
+		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{c.serial}}}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -299,9 +327,11 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.conn.Close() })
-	if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor"},
-		&transport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte(sitePassphrase)}); err != nil {
-		t.Fatalf("register-pin: %v", err)
+	for id, pin := range c.pins {
+		if _, err := s.admin(&transport.AdminRequest{Action: transport.AdminRegisterPIN, Card: "mayor", PIN: id},
+			&transport.AdminSecret{PIN: []byte(pin), Passphrase: []byte(sitePassphrase)}); err != nil {
+			t.Fatalf("register-pin %q: %v", id, err)
+		}
 	}
 	return s
 }
@@ -323,15 +353,15 @@ func (s *site) admin(req *transport.AdminRequest, sec *transport.AdminSecret) (*
 type delegateConf struct{ path, vpin, delegation string }
 
 // delegate has alice issue an identity for name and delegate "mayor" to
-// it for a day; it returns the delegate's client.conf (next to alice's,
-// sharing its CA file) and vPIN.
-func (s *site) delegate(t *testing.T, name string) delegateConf {
+// it for ops (none: signatures) for a day; it returns the delegate's
+// client.conf (next to alice's, sharing its CA file) and vPIN.
+func (s *site) delegate(t *testing.T, name string, ops ...string) delegateConf {
 	t.Helper()
-	return s.delegateAs(t, name, transport.AdminDelegation{})
+	return s.delegateAs(t, name, transport.AdminDelegation{Ops: ops})
 }
 
-// delegateAs is delegate with the delegation's terms in d (warranty,
-// documents, …); its delegate and card are name and "mayor", and it ends
+// delegateAs is delegate with the delegation's terms in d (operations,
+// keys, warranty, documents, …); its delegate and card are name and "mayor", and it ends
 // in a day unless d says when.
 func (s *site) delegateAs(t *testing.T, name string, d transport.AdminDelegation) delegateConf {
 	t.Helper()

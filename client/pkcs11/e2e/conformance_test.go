@@ -24,6 +24,7 @@ const (
 	ckrArgumentsBad          = 0x007
 	ckrFunctionNotParallel   = 0x051
 	ckrFunctionNotSupported  = 0x054
+	ckrObjectHandleInvalid   = 0x082
 	ckrOperationNotInit      = 0x091
 	ckrSessionHandleInvalid  = 0x0B3
 	ckrTokenNotPresent       = 0x0E0
@@ -75,7 +76,7 @@ var checkOrder = map[string]struct {
 	"C_Logout":              {session, ckrUserNotLoggedIn}, // no pointer
 	"C_CreateObject":        {session, ckrFunctionNotSupported},
 	"C_CopyObject":          {session, ckrFunctionNotSupported},
-	"C_DestroyObject":       {session, ckrFunctionNotSupported},
+	"C_DestroyObject":       {session, ckrObjectHandleInvalid}, // only derived keys are destroyed; handle 1 is none
 	"C_GetObjectSize":       {session, ckrArgumentsBad},
 	"C_GetAttributeValue":   {session, ckrArgumentsBad}, // NULL template, ulCount 1
 	"C_SetAttributeValue":   {session, ckrFunctionNotSupported},
@@ -86,8 +87,8 @@ var checkOrder = map[string]struct {
 	"C_Encrypt":             {session, ckrFunctionNotSupported},
 	"C_EncryptUpdate":       {session, ckrFunctionNotSupported},
 	"C_EncryptFinal":        {session, ckrFunctionNotSupported},
-	"C_DecryptInit":         {session, ckrFunctionNotSupported},
-	"C_Decrypt":             {session, ckrFunctionNotSupported},
+	"C_DecryptInit":         {session, ckrArgumentsBad},
+	"C_Decrypt":             {session, ckrArgumentsBad},
 	"C_DecryptUpdate":       {session, ckrFunctionNotSupported},
 	"C_DecryptFinal":        {session, ckrFunctionNotSupported},
 	"C_DigestInit":          {session, ckrArgumentsBad},
@@ -115,7 +116,7 @@ var checkOrder = map[string]struct {
 	"C_GenerateKeyPair":     {session, ckrFunctionNotSupported},
 	"C_WrapKey":             {session, ckrFunctionNotSupported},
 	"C_UnwrapKey":           {session, ckrFunctionNotSupported},
-	"C_DeriveKey":           {session, ckrFunctionNotSupported},
+	"C_DeriveKey":           {session, ckrArgumentsBad},
 	"C_SeedRandom":          {session, ckrArgumentsBad}, // then CKR_RANDOM_SEED_NOT_SUPPORTED (5.15.1)
 	"C_GenerateRandom":      {session, ckrArgumentsBad},
 	// "a legacy function which should simply return the value

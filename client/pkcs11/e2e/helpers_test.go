@@ -272,15 +272,15 @@ func background(t *testing.T, env []string, name string, args ...string) func() 
 	return stop
 }
 
-// waitFor waits up to ten seconds for path to exist.
+// waitFor waits for path to exist; the minute is a hang guard.
 func waitFor(t *testing.T, path string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(path); err == nil {
 			return
 		}
 	}
-	t.Fatalf("no %s after 10 s", path)
+	t.Fatalf("no %s after 60 s", path)
 }
 
 // runIn runs an application with the file stdin as its standard input.

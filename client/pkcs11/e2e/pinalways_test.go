@@ -144,7 +144,10 @@ var (
 const (
 	readerOpenSC   = 0 // TestOpenSCPINAlways
 	readerChanging = 1 // TestCardChangesUnderModule
-	readerWarranty = 2 // TestWarrantyThroughModule
+	readerOpenPGP  = 2 // TestOpenPGPDelegate
+	readerEdDSA    = 3 // TestEdDSAThroughPscsd
+	readerEstEID   = 4 // TestEstEIDThroughPSCSD
+	readerWarranty = 5 // TestWarrantyThroughModule
 )
 
 // plugCard plugs card into reader i of pcscd (vpcd) until the test ends.
@@ -169,7 +172,7 @@ func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
-		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 2})
+		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 3})
 	})
 	if judgeErr != nil {
 		t.Fatal(judgeErr)
@@ -205,9 +208,9 @@ func TestOpenSCPINAlways(t *testing.T) {
 	}
 	defer p.Finalize()
 	var slots []uint
-	for deadline := time.Now().Add(15 * time.Second); len(slots) == 0; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(slots) == 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("OpenSC sees no token within 15 s")
+			t.Fatal("OpenSC sees no token within 60 s")
 		}
 		slots, _ = p.GetSlotList(true)
 	}

@@ -24,33 +24,9 @@ import (
 
 	"github.com/pscs/pscs/apdu"
 	"github.com/pscs/pscs/internal/transcript"
+	"github.com/pscs/pscs/internal/transcript/transcripttest"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
 )
-
-// transcriptDir finds ../shared/reference/transcripts/openpgp-yubikey-5.4.3
-// relative to the repository, or skips saying it is absent.
-func transcriptDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
-	tdir := filepath.Join(dir, "..", "shared", "reference", "transcripts", "openpgp-yubikey-5.4.3")
-	if _, err := os.Stat(tdir); err != nil {
-		t.Skipf("the real-card transcripts are not at %s (they live beside the repository, not in it): %v", tdir, err)
-	}
-	return tdir
-}
 
 // exactTags are the DOs whose values the simulator must reproduce.
 var exactTags = map[uint32]bool{
@@ -151,15 +127,7 @@ func knownDiff(d string) (string, bool) {
 }
 
 func TestReplayYubiKeyTranscripts(t *testing.T) {
-	dir := transcriptDir(t)
-	var files []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && d.Name() == "yk-5.4.3" {
-			files = append(files, p)
-		}
-		return nil
-	})
-	sort.Strings(files)
+	dir, files := transcripttest.Files(t, "openpgp-yubikey-5.4.3", "yk-5.4.3")
 	if len(files) != 57 {
 		t.Errorf("%d transcripts in %s, want 57", len(files), dir)
 	}

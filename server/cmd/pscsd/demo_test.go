@@ -104,7 +104,7 @@ func TestDemoContract(t *testing.T) {
 	}
 	// Metrics count what happened; health is good.
 	var metricsAddr string
-	for deadline := time.Now().Add(10 * time.Second); metricsAddr == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); metricsAddr == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if _, rest, ok := strings.Cut(logText(), "metrics and health: http://"); ok {
 			metricsAddr, _, _ = strings.Cut(rest, "/")
 		}

@@ -269,7 +269,8 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 	const rounds, answersPerRound = 20, 24
 	for round := 1; round <= rounds; round++ {
 		s.start()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		// A hang guard only: the round ends when its work is done.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		owner := s.dial(s.owner)
 
 		// The restored counters: never below what was acknowledged.
@@ -294,13 +295,23 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 			t.Errorf("round %d: the delegation locked after 5 wrong vPINs is not locked after the restart", round)
 		}
 
-		// Eight delegates sign until pscsd has answered enough of them,
-		// while a delegate guesses vPINs, another tries the locked card
-		// and the owner mistypes a passphrase; then pscsd is killed with
-		// signatures in flight.
+		// Eight delegates log in and, once all of them are in, sign until
+		// pscsd has answered enough of them, each stopping at its
+		// delegation's limit, while a delegate guesses vPINs, another
+		// tries the locked card and the owner mistypes a passphrase; then
+		// pscsd is killed with signatures in flight. (Signing while others
+		// still log in, the kill could catch a login; spinning on "limit
+		// reached", delegates at their limit would make the answers the
+		// kill waits for, with no signature in flight.)
 		var mu sync.Mutex
-		answers, target := 0, -1 // the kill comes at answer target
-		enough := make(chan struct{})
+		answers, signing := 0, len(loaders)
+		enough := make(chan struct{}) // at answersPerRound answers, or when no delegate signs any more
+		stopped := func() {           // with mu held
+			if (answers >= answersPerRound || signing == 0) && !isClosed(enough) {
+				close(enough)
+			}
+		}
+		allIn := make(chan struct{})
 		clients := make([]*client.Client, len(loaders))
 		var wg, loggedIn sync.WaitGroup
 		for i, d := range loaders {
@@ -316,32 +327,40 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 				loggedIn.Done()
 				if err != nil {
 					t.Errorf("round %d: %s login: %v", round, d.name, err)
+					mu.Lock()
+					signing--
+					stopped()
+					mu.Unlock()
 					return
 				}
+				<-allIn
 				for {
 					resp, err := c.Sign(ctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")})
 					mu.Lock()
+					atLimit := false
 					switch {
 					case err == nil:
 						acked[d.id]++
 						received[string(resp.Signature)] = true
 					case codeIs(err, transport.CodeLimitReached):
 						refused[d.id] = true
+						atLimit = true
+						signing--
 					default:
 						mu.Unlock()
 						return // pscsd is gone
 					}
-					if answers++; answers == target {
-						close(enough)
-					}
+					answers++
+					stopped()
 					mu.Unlock()
+					if atLimit {
+						return
+					}
 				}
 			}()
 		}
 		loggedIn.Wait()
-		mu.Lock()
-		target = answers + answersPerRound
-		mu.Unlock()
+		close(allIn)
 		checked := make(chan struct{})
 		go func() {
 			defer close(checked)
@@ -351,7 +370,10 @@ func TestPolicyStateSurvivesKill9(t *testing.T) {
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				t.Fatalf("round %d: %d answers, lockouts checked: %v", round, answers, isClosed(checked))
+				mu.Lock()
+				n, left := answers, signing
+				mu.Unlock()
+				t.Fatalf("round %d: %d answers, %d delegates signing, lockouts checked: %v", round, n, left, isClosed(checked))
 			}
 		}
 		owner.Close()

@@ -48,10 +48,9 @@ func TestKill9UnderLoad(t *testing.T) {
 	}
 	cfg.Retries = -1 // no resend: count only what came back
 	l := startLoad(cfg, bytes.TrimSpace(vpin))
-	time.Sleep(1500 * time.Millisecond)
+	l.waitFor(t, 16) // signing, with signatures in flight
 	cmd.Process.Signal(syscall.SIGKILL)
 	killed = true
-	time.Sleep(200 * time.Millisecond)
 	received := l.stop()
 	if len(received) == 0 {
 		t.Fatal("no signature before the kill")
@@ -133,7 +132,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	cfg.Retries = -1 // no resend: count only what came back
 	l := startLoad(cfg, bytes.TrimSpace(vpin))
-	time.Sleep(time.Second)
+	l.waitFor(t, 16)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
@@ -162,6 +161,8 @@ func TestGracefulShutdown(t *testing.T) {
 type load struct {
 	mu       sync.Mutex
 	received [][]byte
+	clients  []*client.Client
+	stopped  bool
 	done     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -172,13 +173,21 @@ func startLoad(cfg client.Config, vpin []byte) *load {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			// A hang guard: stop ends the load, closing the clients.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			c, err := client.Dial(ctx, cfg)
 			if err != nil {
 				return
 			}
 			defer c.Close()
+			l.mu.Lock()
+			l.clients = append(l.clients, c)
+			stopped := l.stopped
+			l.mu.Unlock()
+			if stopped {
+				return
+			}
 			if _, err := c.Login(ctx, 1, vpin); err != nil {
 				return
 			}
@@ -188,9 +197,7 @@ func startLoad(cfg client.Config, vpin []byte) *load {
 					return
 				default:
 				}
-				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second) // the server may be gone
-				resp, err := c.Sign(rctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")})
-				rcancel()
+				resp, err := c.Sign(ctx, &transport.SignRequest{Slot: 1, Key: 10, Mechanism: 0x1045, Data: []byte("load")})
 				if err != nil {
 					return
 				}
@@ -203,9 +210,31 @@ func startLoad(cfg client.Config, vpin []byte) *load {
 	return l
 }
 
+// waitFor waits until the delegates have received n signatures; the
+// deadline is a hang guard.
+func (l *load) waitFor(t *testing.T, n int) {
+	t.Helper()
+	got := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.received)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); got() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d signatures received after 2 minutes, want %d", got(), n)
+		}
+	}
+}
+
 // stop ends the load and returns the signatures the delegates received.
 func (l *load) stop() [][]byte {
 	close(l.done)
+	l.mu.Lock()
+	l.stopped = true
+	for _, c := range l.clients { // a request to a killed server ends now
+		c.Close()
+	}
+	l.mu.Unlock()
 	l.wg.Wait()
 	return l.received
 }

@@ -16,6 +16,8 @@ const (
 	ckkRSA           = p11.CKKRSA
 	ckkEC            = p11.CKKEC
 	ckkGenericSecret = p11.CKKGenericSecret
+	ckkECEdwards     = p11.CKKECEdwards
+	ckkECMontgomery  = p11.CKKECMontgomery
 
 	// Attributes (CKA_*).
 	ckaClass             = p11.CKAClass
@@ -100,6 +102,7 @@ const (
 	ckmECDSASHA512      = p11.CKMECDSASHA512
 	ckmRSAPKCSOAEP      = p11.CKMRSAPKCSOAEP
 	ckmECDH1Derive      = p11.CKMECDH1Derive
+	ckmEDDSA            = p11.CKMEDDSA
 	ckdNull             = p11.CKDNull
 	ckzDataSpecified    = p11.CKZDataSpecified
 

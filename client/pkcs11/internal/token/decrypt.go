@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"errors"
 
@@ -13,8 +14,11 @@ import (
 //
 // C_DecryptInit/C_Decrypt (CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP) and C_DeriveKey
 // (CKM_ECDH1_DERIVE with CKD_NULL) go to the server, one request each, with
-// a private key whose CKA_DECRYPT (RSA) or CKA_DERIVE (EC) the catalogue
-// sets. A derived key is a session object of class CKO_SECRET_KEY and type
+// a private key whose CKA_DECRYPT (RSA) or CKA_DERIVE (EC, X25519) the
+// catalogue sets. With an X25519 key (CKK_EC_MONTGOMERY) the public data is
+// the peer's 32-byte u-coordinate (bare, or in a DER OCTET STRING as
+// CKA_EC_POINT holds it; another size is CKR_MECHANISM_PARAM_INVALID) and
+// the secret is 32 bytes. A derived key is a session object of class CKO_SECRET_KEY and type
 // CKK_GENERIC_SECRET whose CKA_VALUE is the shared secret, readable
 // (CKA_SENSITIVE false, CKA_EXTRACTABLE true), as pkcs11-tool --derive
 // expects; it lives until its session closes. A key that wants the vPIN
@@ -49,6 +53,9 @@ type decryptOp struct {
 	mech   uint64
 	params []byte // transport.OAEPParams in CBOR, for OAEP
 }
+
+// x25519Size is the size of an X25519 public key and shared secret.
+const x25519Size = 32
 
 // derivedBase is the first handle of derived session objects, far above
 // the catalogue's.
@@ -216,18 +223,36 @@ func (m *Module) DeriveKey(h, mech uint64, p *ECDHParams, kh uint64, template []
 	if err != nil {
 		return 0, err
 	}
-	pub, ok := o.pub.(*ecdsa.PublicKey)
-	if o.keyType != ckkEC || !ok {
-		return 0, ErrKeyTypeInconsistent
-	}
-	size := (pub.Curve.Params().BitSize + 7) / 8
+	var size int
 	point := p.Public
-	// Some applications pass the point DER-wrapped in an OCTET STRING (as
-	// CKA_EC_POINT holds it); the card wants the bare point.
-	if len(point) == 2+1+2*size && point[0] == 0x04 && int(point[1]) == 1+2*size {
-		point = point[2:]
-	} else if len(point) == 3+1+2*size && point[0] == 0x04 && point[1] == 0x81 && int(point[2]) == 1+2*size {
-		point = point[3:]
+	switch pub := o.pub.(type) {
+	case *ecdsa.PublicKey:
+		if o.keyType != ckkEC {
+			return 0, ErrKeyTypeInconsistent
+		}
+		size = (pub.Curve.Params().BitSize + 7) / 8
+		// Some applications pass the point DER-wrapped in an OCTET STRING
+		// (as CKA_EC_POINT holds it); the card wants the bare point.
+		if len(point) == 2+1+2*size && point[0] == 0x04 && int(point[1]) == 1+2*size {
+			point = point[2:]
+		} else if len(point) == 3+1+2*size && point[0] == 0x04 && point[1] == 0x81 && int(point[2]) == 1+2*size {
+			point = point[3:]
+		}
+	case *ecdh.PublicKey:
+		// X25519 (CKK_EC_MONTGOMERY): the peer's 32-byte u-coordinate,
+		// bare or in a DER OCTET STRING; the secret is 32 bytes.
+		if o.keyType != ckkECMontgomery {
+			return 0, ErrKeyTypeInconsistent
+		}
+		size = x25519Size
+		if len(point) == 2+x25519Size && point[0] == 0x04 && point[1] == x25519Size {
+			point = point[2:]
+		}
+		if len(point) != x25519Size {
+			return 0, ErrMechanismParamInvalid
+		}
+	default:
+		return 0, ErrKeyTypeInconsistent
 	}
 	// The template: only a generic secret, or no class and type at all.
 	valueLen := size

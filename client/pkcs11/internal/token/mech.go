@@ -11,11 +11,24 @@ import (
 	"github.com/pscs/pscs/transport"
 )
 
-// Mechanism is a CK_MECHANISM: its type and parameter bytes.
+// Mechanism is a CK_MECHANISM: its type and parameter bytes. CKM_EDDSA's
+// CK_EDDSA_PARAMS, which hold a pointer, come read into EdDSA instead.
 type Mechanism struct {
 	Type  uint64
 	Param []byte
+	EdDSA *EdDSAParams
 }
+
+// EdDSAParams is what the module reads of CK_EDDSA_PARAMS: the prehash
+// flag (Ed25519ph) and the length of the context (Ed25519ctx). pscs signs
+// pure Ed25519 only: either is CKR_MECHANISM_PARAM_INVALID.
+type EdDSAParams struct {
+	Prehash    bool
+	ContextLen uint64
+}
+
+// CKMEDDSA is the mechanism whose parameters the cgo layer reads.
+const CKMEDDSA = ckmEDDSA
 
 // MechanismInfo mirrors CK_MECHANISM_INFO.
 type MechanismInfo struct {
@@ -52,6 +65,9 @@ var signMechs = map[uint64]signMech{
 	ckmSHA256RSAPKCSPSS: {ckkRSA, crypto.SHA256, true, ckmRSAPKCSPSS},
 	ckmSHA384RSAPKCSPSS: {ckkRSA, crypto.SHA384, true, ckmRSAPKCSPSS},
 	ckmSHA512RSAPKCSPSS: {ckkRSA, crypto.SHA512, true, ckmRSAPKCSPSS},
+	// EdDSA signs the whole message: it travels to the server (at most
+	// transport.MaxEdDSAMessage bytes, also over C_SignUpdate).
+	ckmEDDSA: {ckkECEdwards, 0, false, ckmEDDSA},
 }
 
 // digestMechs are the digests computed locally (C_Digest*).
@@ -159,8 +175,10 @@ type signOp struct {
 	pssHash crypto.Hash
 }
 
-// maxRawInput bounds what a raw mechanism accumulates over C_SignUpdate.
-const maxRawInput = 16 << 10
+// maxRawInput bounds what a raw mechanism accumulates over C_SignUpdate:
+// the server's bound on an EdDSA message, and more than any digest or
+// DigestInfo.
+const maxRawInput = transport.MaxEdDSAMessage
 
 // newSignOp checks mechanism m against key and starts a signature.
 func newSignOp(m Mechanism, key *object) (*signOp, error) {
@@ -185,6 +203,9 @@ func newSignOp(m Mechanism, key *object) (*signOp, error) {
 		return op, nil
 	} else if len(m.Param) != 0 {
 		return nil, ErrMechanismParamInvalid
+	}
+	if m.EdDSA != nil && (sm.keyType != ckkECEdwards || m.EdDSA.Prehash || m.EdDSA.ContextLen != 0) {
+		return nil, ErrMechanismParamInvalid // Ed25519ph, Ed25519ctx
 	}
 	op := &signOp{mech: sm, key: key}
 	if sm.hash != 0 {
@@ -221,6 +242,8 @@ func (op *signOp) input() ([]byte, error) {
 			return nil, ErrDataLenRange
 		}
 		return digest, nil
+	case op.mech.keyType == ckkECEdwards:
+		return digest, nil // the message, which may be empty
 	case op.mech.keyType == ckkRSA:
 		if op.h != nil {
 			digest = append(append([]byte{}, digestInfoPrefix[op.mech.hash]...), digest...)

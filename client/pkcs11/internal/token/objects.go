@@ -3,7 +3,9 @@ package token
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -13,6 +15,7 @@ import (
 	"math/big"
 	"strconv"
 
+	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -229,13 +232,28 @@ func publicKey(a map[uint64][]byte) crypto.PublicKey {
 		}
 		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(exp.Int64())}
 	}
-	curve := curveOf(a[ckaECParams])
-	if curve == nil {
-		return nil
-	}
 	var raw []byte
 	if rest, err := asn1.Unmarshal(a[ckaECPoint], &raw); err != nil || len(rest) != 0 {
 		raw = a[ckaECPoint] // some tokens put the bare point
+	}
+	switch kt, _ := ULong(a[ckaKeyType]); kt {
+	case ckkECEdwards:
+		if curve25519(a[ckaECParams], p11.ECParamsEd25519, p11.CurveNameEdwards25519) && len(raw) == ed25519.PublicKeySize {
+			return ed25519.PublicKey(raw)
+		}
+		return nil
+	case ckkECMontgomery:
+		if !curve25519(a[ckaECParams], p11.ECParamsX25519, p11.CurveNameCurve25519) {
+			return nil
+		}
+		if pub, err := ecdh.X25519().NewPublicKey(raw); err == nil {
+			return pub
+		}
+		return nil
+	}
+	curve := curveOf(a[ckaECParams])
+	if curve == nil {
+		return nil
 	}
 	pub, err := ecdsa.ParseUncompressedPublicKey(curve, raw)
 	if err != nil {
@@ -267,6 +285,18 @@ func curveOf(params []byte) elliptic.Curve {
 	return nil
 }
 
+// curve25519 reports whether CKA_EC_PARAMS names a curve of 25519: the
+// DER of its OID (what pscsd serves), or of its name as a PrintableString
+// (the other form PKCS #11 3.0 allows).
+func curve25519(params, oid []byte, name string) bool {
+	if bytes.Equal(params, oid) {
+		return true
+	}
+	var s string
+	rest, err := asn1.UnmarshalWithParams(params, &s, "printable")
+	return err == nil && len(rest) == 0 && s == name
+}
+
 // signatureSize is the size of a PKCS #11 signature by key o: r||s for
 // ECDSA, the modulus length for RSA; 0 if unknown.
 func signatureSize(o *object) int {
@@ -275,6 +305,8 @@ func signatureSize(o *object) int {
 		if c := curveOf(o.attrs[ckaECParams]); c != nil {
 			return 2 * ((c.Params().BitSize + 7) / 8)
 		}
+	case ckkECEdwards:
+		return ed25519.SignatureSize
 	case ckkRSA:
 		if n := o.attrs[ckaModulus]; len(n) > 0 {
 			return (new(big.Int).SetBytes(n).BitLen() + 7) / 8

@@ -141,7 +141,7 @@ func remoteError(err error, inSession bool) error {
 		case transport.CodeLocked:
 			rv = ErrPINLocked
 		case transport.CodeDenied, transport.CodeRevoked, transport.CodeOutsideWindow,
-			transport.CodeLimitReached, transport.CodeDocumentRefused, transport.CodeWarrantyRaw:
+			transport.CodeLimitReached, transport.CodeDocumentRefused, transport.CodeKeyNotDelegated, transport.CodeWarrantyRaw:
 			rv = ErrFunctionRejected
 		case transport.CodeNotLoggedIn:
 			rv = ErrUserNotLoggedIn

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,7 +212,7 @@ func TestServerRefusals(t *testing.T) {
 		}
 	}
 	r.Pool.Remove(r.Member)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if id, err := m.WaitForSlotEvent(true); err == nil && id == 1 {
 			break
 		}
@@ -221,7 +220,7 @@ func TestServerRefusals(t *testing.T) {
 			t.Fatal("no slot event after the card left")
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		info, err := m.SlotInfo(1)
 		if err == nil && info.Flags&ckfTokenPresent == 0 {
 			break
@@ -310,10 +309,10 @@ func (s *memStore) Save(c *transport.Catalogue) error {
 	return nil
 }
 
-// TestUnreachable: with no server answering, metadata calls are answered
-// from the stored catalogue (or find no slot), and the calls that need the
-// server fail with CKR_DEVICE_ERROR after the timeout, never hang.
-func TestUnreachable(t *testing.T) {
+// storedCatalogue starts a rig and returns its client configuration and a
+// store that holds the catalogue a module fetched from it.
+func storedCatalogue(t testing.TB) (client.Config, *memStore) {
+	t.Helper()
 	r := rig.New(t)
 	store := &memStore{}
 	cfg := r.Config
@@ -325,25 +324,27 @@ func TestUnreachable(t *testing.T) {
 	if store.cat == nil {
 		t.Fatal("no catalogue stored")
 	}
+	return cfg, store
+}
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0") // swallows every packet
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	cfg.Addr = pc.LocalAddr().String()
+// TestUnreachable: with no server answering, metadata calls are answered
+// from the stored catalogue (or find no slot), and the calls that need the
+// server fail with CKR_DEVICE_ERROR after the timeout, never hang.
+func TestUnreachable(t *testing.T) {
+	cfg, store := storedCatalogue(t)
+	d := &dialRecorder{cfg: cfg}
+	d.cfg.Addr = droppingServer(t)
 	const timeout = 500 * time.Millisecond
 	dead := func(st CatalogueStore) *Module {
-		m := New(Options{Store: st, Timeout: timeout, Connect: func(ctx context.Context) (Backend, error) { return client.Dial(ctx, cfg) }})
+		m := New(Options{Store: st, Timeout: timeout, Connect: d.connect})
 		t.Cleanup(func() { m.Finalize() })
 		return m
 	}
-	start := time.Now()
 	slots, err := dead(nil).SlotList(false)
 	if err != nil || len(slots) != 0 {
 		t.Errorf("SlotList without a stored catalogue: %v %v, want no slot", slots, err)
 	}
-	m = dead(store)
+	m := dead(store)
 	slots, err = m.SlotList(true)
 	if err != nil || len(slots) != 1 {
 		t.Fatalf("SlotList with a stored catalogue: %v %v, want slot 1", slots, err)
@@ -352,9 +353,43 @@ func TestUnreachable(t *testing.T) {
 	if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrDeviceError) {
 		t.Errorf("Login: %v, want CKR_DEVICE_ERROR", err)
 	}
-	if took := time.Since(start); took > 10*timeout {
-		t.Errorf("the calls took %v with a timeout of %v", took, timeout)
+	// Never hang: every attempt to reach the server had a deadline, and
+	// there were at most one per module (its start) and one per call
+	// (SlotList, SlotList, Login). How long the calls take is
+	// BenchmarkUnreachableSlotList's and BenchmarkUnreachableLogin's.
+	got := d.attempts()
+	if len(got) == 0 || len(got) > 2+3 {
+		t.Errorf("%d connection attempts, want 1 to 5", len(got))
 	}
+	for i, dl := range got {
+		if dl.IsZero() {
+			t.Errorf("connection attempt %d has no deadline", i+1)
+		}
+	}
+}
+
+// BenchmarkUnreachableLogin measures C_Login's wait, answered
+// CKR_DEVICE_ERROR, with a server that does not answer, a stored catalogue
+// and a timeout of 200 ms.
+func BenchmarkUnreachableLogin(b *testing.B) {
+	cfg, store := storedCatalogue(b)
+	d := &dialRecorder{cfg: cfg}
+	d.cfg.Addr = droppingServer(b)
+	for b.Loop() {
+		m := New(Options{Store: store, Timeout: 200 * time.Millisecond, Connect: d.connect})
+		if _, err := m.SlotList(true); err != nil {
+			b.Fatal(err)
+		}
+		h, err := m.OpenSession(1, ckfSerialSession)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Login(h, ckuUser, []byte(testVPIN)); !errors.Is(err, ErrDeviceError) {
+			b.Fatalf("Login: %v, want CKR_DEVICE_ERROR", err)
+		}
+		m.Finalize()
+	}
+	b.ReportMetric(float64(len(d.attempts()))/float64(b.N), "dials/op")
 }
 
 // countingBackend counts the logins a Backend sends.

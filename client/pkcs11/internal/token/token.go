@@ -18,6 +18,17 @@
 // catalogue sets (see decrypt.go). A padding the card's answer does not
 // have is CKR_ENCRYPTED_DATA_INVALID.
 //
+// # EdDSA and X25519
+//
+// Ed25519 keys (CKK_EC_EDWARDS) sign with CKM_EDDSA (PKCS #11 3.0), which
+// hashes the message itself: the message travels to the server, not a
+// digest, also when C_SignUpdate gives it in parts (the module keeps it,
+// up to transport.MaxEdDSAMessage bytes; more is CKR_DATA_LEN_RANGE).
+// CK_EDDSA_PARAMS asking for Ed25519ph or a context are
+// CKR_MECHANISM_PARAM_INVALID. X25519 keys (CKK_EC_MONTGOMERY) only agree
+// keys: C_DeriveKey with CKM_ECDH1_DERIVE and the peer's 32-byte
+// u-coordinate. docs/protocol.md, section 11, has the attributes.
+//
 // # Errors
 //
 // Every error is an [RV] or wraps one (see [RVOf]). Refusals of the server

@@ -355,7 +355,7 @@ func TestSlotEvents(t *testing.T) {
 	if id := <-got; id != 3 {
 		t.Errorf("event for slot %d, want 3", id)
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if ids, _ := m.SlotList(true); len(ids) == 0 {
 			break
 		}
@@ -503,7 +503,7 @@ func TestLateConnection(t *testing.T) {
 		}
 	}
 	f.events <- &transport.Event{Kind: transport.EventRevoked, Slot: 3}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if id, err := m.WaitForSlotEvent(true); err == nil && id == 3 {
 			return
 		}
