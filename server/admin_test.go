@@ -260,6 +260,12 @@ func TestAdminRefusals(t *testing.T) {
 	if len(list.Cards) != 1 || list.Cards[0] != "mayor" || len(list.Delegations) != 1 || list.Delegations[0].Used != 1 {
 		t.Errorf("list: %+v", list)
 	}
+	// A second delegation beside a live one is refused: whose keys,
+	// window and limits would decide bob's requests?
+	second := &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor", Keys: []string{"9a"}}}
+	if _, code := adminDo(t, r.owner, second, &ptransport.AdminSecret{Passphrase: pass}); code != ptransport.CodeExists {
+		t.Errorf("a second live delegation: %v, want %v", code, ptransport.CodeExists)
+	}
 	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminRevoke, ID: resp.ID}, nil); code != 0 {
 		t.Fatalf("revoke: %v", code)
 	}

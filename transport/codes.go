@@ -55,7 +55,7 @@ const (
 	CodeNoSuchSlot      Code = 108 // no such remote card for this identity
 	CodeNoSuchKey       Code = 109 // no such key on the remote card
 	CodeNotOwner        Code = 110 // administration of a card or delegation the requester does not own
-	CodeExists          Code = 111 // the name is taken (an identity already enrolled)
+	CodeExists          Code = 111 // the name is taken (an identity already enrolled), or the delegate already holds a live delegation on the card
 	CodeUnknown         Code = 112 // no such identity, remote card or delegation
 	CodeNoPIN           Code = 113 // the owner has not registered the card's PIN
 	CodePINCheck        Code = 114 // the card's PIN was not registered: wrong, or the card's retry counter is not full

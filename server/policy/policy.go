@@ -333,21 +333,58 @@ type Request struct {
 // under. b.mu is held.
 func (b *Book) current(delegate, card string) *entry {
 	// The same delegate may hold several delegations on one card (an old,
-	// revoked one and its successor): decide under the first usable one in
-	// ID order, so that the answer never depends on map order.
+	// revoked or expired one and its successor; the administration grants
+	// no second one while one is live, see [Book.Live]): decide under the
+	// one usable now, else a pending one, else an expired one, else a
+	// revoked one, first in ID order among equals, so that the answer
+	// never depends on map order and an expired grant never shadows its
+	// renewal.
+	now := b.clock()
 	var e *entry
 	for _, x := range b.dels {
 		if x.d.Delegate != delegate || x.d.Card != card {
 			continue
 		}
-		switch {
-		case e == nil,
-			e.s.Revoked && !x.s.Revoked,
-			e.s.Revoked == x.s.Revoked && x.d.ID < e.d.ID:
+		if e == nil || rank(x, now) < rank(e, now) || rank(x, now) == rank(e, now) && x.d.ID < e.d.ID {
 			e = x
 		}
 	}
 	return e
+}
+
+// rank orders delegations for current: usable now, pending, expired,
+// revoked.
+func rank(e *entry, now time.Time) int {
+	switch {
+	case e.s.Revoked:
+		return 3
+	case !e.d.NotAfter.IsZero() && !now.Before(e.d.NotAfter):
+		return 2
+	case !e.d.NotBefore.IsZero() && now.Before(e.d.NotBefore):
+		return 1
+	}
+	return 0
+}
+
+// Live returns a delegation of delegate on card that is neither revoked
+// nor over by from (its NotAfter is zero or later): one a new grant from
+// that time would run beside. The administration refuses such a second
+// grant: two live delegations of one delegate on one card would leave it
+// unclear whose window, limits and keys decide a request.
+func (b *Book) Live(delegate, card string, from time.Time) (Delegation, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now := b.clock(); from.Before(now) {
+		from = now
+	}
+	for _, id := range slices.Sorted(maps.Keys(b.dels)) {
+		x := b.dels[id]
+		if x.d.Delegate == delegate && x.d.Card == card && !x.s.Revoked &&
+			(x.d.NotAfter.IsZero() || x.d.NotAfter.After(from)) {
+			return x.d, true
+		}
+	}
+	return Delegation{}, false
 }
 
 // Current returns the delegation of delegate on card that [Book.Check]

@@ -173,3 +173,43 @@ func TestKeys(t *testing.T) {
 		t.Error("Current found a delegation of bob")
 	}
 }
+
+// TestCurrentPrefersUsable: of one delegate's delegations on a card, an
+// expired or revoked one never shadows a usable one, whatever their IDs;
+// Live finds the one a new grant would run beside.
+func TestCurrentPrefersUsable(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	b := NewBook(func() time.Time { return now })
+	b.Grant(Delegation{ID: "d1", Delegate: "alice", Card: "c", NotAfter: now.Add(-time.Hour)})      // expired
+	b.Grant(Delegation{ID: "d2", Delegate: "alice", Card: "c"})                                     // revoked below
+	b.Grant(Delegation{ID: "d4", Delegate: "alice", Card: "c", NotBefore: now.Add(24 * time.Hour)}) // pending
+	b.Revoke("d2")
+	if d, _ := b.Current("alice", "c"); d.ID != "d4" {
+		t.Errorf("Current = %s, want the pending d4", d.ID)
+	}
+	if _, err := b.Check(Request{Delegate: "alice", Card: "c", Op: "sign"}); code(err) != transport.CodeOutsideWindow {
+		t.Errorf("sign before the pending one starts: %v, want %v", err, transport.CodeOutsideWindow)
+	}
+	b.Grant(Delegation{ID: "d3", Delegate: "alice", Card: "c"})
+	if d, _ := b.Current("alice", "c"); d.ID != "d3" {
+		t.Errorf("Current = %s, want the usable d3", d.ID)
+	}
+	if _, err := b.Check(Request{Delegate: "alice", Card: "c", Op: "sign"}); err != nil {
+		t.Errorf("sign under d3: %v", err)
+	}
+	if d, ok := b.Live("alice", "c", time.Time{}); !ok || d.ID != "d3" {
+		t.Errorf("Live = %s %v, want d3", d.ID, ok)
+	}
+	b.Revoke("d3")
+	b.Revoke("d4")
+	if d, ok := b.Live("alice", "c", time.Time{}); ok {
+		t.Errorf("Live = %s with every delegation revoked or expired", d.ID)
+	}
+	b.Grant(Delegation{ID: "d5", Delegate: "alice", Card: "c", NotAfter: now.Add(time.Hour)})
+	if _, ok := b.Live("alice", "c", now.Add(2*time.Hour)); ok {
+		t.Error("Live: d5 is over before a grant from two hours on")
+	}
+	if _, ok := b.Live("alice", "c", time.Time{}); !ok {
+		t.Error("Live: d5 runs beside a grant from now")
+	}
+}
