@@ -18,8 +18,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -149,39 +147,24 @@ func notMade(c apdu.Command) string {
 }
 
 func TestDriverReplaysYubiKeyTranscripts(t *testing.T) {
-	dir, files := transcripttest.Files(t, "openpgp-yubikey-5.4.3", "yk-5.4.3")
-	if len(files) != 57 {
-		t.Errorf("%d transcripts, want 57", len(files))
-	}
 	made, skipped := map[string]int{}, map[string]int{}
 	extras := map[string]int{}
 	total := 0
-	for _, f := range files {
-		name, _ := filepath.Rel(dir, filepath.Dir(f))
-		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
+	n := transcripttest.Each(t, "openpgp-yubikey-5.4.3", "yk-5.4.3", 57, func(t *testing.T, _ string, tr *transcript.Transcript) {
+		cs := calls(t, tr.Exchanges())
+		total += len(cs)
+		s := &semantic{calls: cs, used: map[int]bool{}}
+		replayDriver(t, s, made)
+		for i, c := range cs {
+			if !s.used[i] {
+				skipped[notMade(c.cmd)]++
 			}
-			tr, err := transcript.Parse(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cs := calls(t, tr.Exchanges())
-			total += len(cs)
-			s := &semantic{calls: cs, used: map[int]bool{}}
-			replayDriver(t, s, made)
-			for i, c := range cs {
-				if !s.used[i] {
-					skipped[notMade(c.cmd)]++
-				}
-			}
-			for _, e := range s.extra {
-				extras[e]++
-			}
-		})
-	}
-	t.Logf("%d recorded calls (GET RESPONSE joined) in %d transcripts", total, len(files))
+		}
+		for _, e := range s.extra {
+			extras[e]++
+		}
+	})
+	t.Logf("%d recorded calls (GET RESPONSE joined) in %d transcripts", total, n)
 	for k, n := range made {
 		t.Logf("driver made %4d × %s", n, k)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+
+	"github.com/pscs/pscs/internal/transcript"
 )
 
 // Files returns the directory of the transcript set (a directory of
@@ -42,4 +44,31 @@ func Files(t testing.TB, set, name string) (dir string, files []string) {
 	})
 	sort.Strings(files)
 	return dir, files
+}
+
+// Each runs f, as a subtest named by the transcript's directory below the
+// set, on every transcript Files finds, parsed. It fails t when the set
+// does not hold want transcripts (0: any number), so that a transcript
+// lost or added is noticed, and returns how many it ran.
+func Each(t *testing.T, set, name string, want int, f func(t *testing.T, name string, tr *transcript.Transcript)) int {
+	t.Helper()
+	dir, files := Files(t, set, name)
+	if want != 0 && len(files) != want {
+		t.Errorf("%d transcripts in %s, want %d", len(files), dir, want)
+	}
+	for _, file := range files {
+		sub, _ := filepath.Rel(dir, filepath.Dir(file))
+		t.Run(sub, func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr, err := transcript.Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f(t, sub, tr)
+		})
+	}
+	return len(files)
 }

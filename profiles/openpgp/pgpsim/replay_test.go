@@ -15,8 +15,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -127,10 +125,6 @@ func knownDiff(d string) (string, bool) {
 }
 
 func TestReplayYubiKeyTranscripts(t *testing.T) {
-	dir, files := transcripttest.Files(t, "openpgp-yubikey-5.4.3", "yk-5.4.3")
-	if len(files) != 57 {
-		t.Errorf("%d transcripts in %s, want 57", len(files), dir)
-	}
 	total := 0
 	summary := map[string][]string{} // transcript -> what differed and why
 	hits := map[string]int{}
@@ -140,79 +134,68 @@ func TestReplayYubiKeyTranscripts(t *testing.T) {
 		defer mu.Unlock()
 		summary[name] = append(summary[name], what)
 	}
-	for _, f := range files {
-		name, _ := filepath.Rel(dir, filepath.Dir(f))
-		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(f)
+	n := transcripttest.Each(t, "openpgp-yubikey-5.4.3", "yk-5.4.3", 57, func(t *testing.T, name string, tr *transcript.Transcript) {
+		card, err := pgpsim.New(pgpsim.Config{Seed: []byte(name), Factory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		afterReset := false
+		var wantBuf, gotBuf []byte
+		var bufCmd []byte
+		for i, ex := range tr.Exchanges() {
+			total++
+			rsp, err := card.Transmit(context.Background(), ex.Command)
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr, err := transcript.Parse(raw)
-			if err != nil {
-				t.Fatal(err)
+			wsw, gsw := ex.Response[len(ex.Response)-2:], rsp[len(rsp)-2:]
+			wd, gd := ex.Response[:len(ex.Response)-2], rsp[:len(rsp)-2]
+			where := fmt.Sprintf("#%d %X", i, ex.Command[:min(len(ex.Command), 8)])
+			if !bytes.Equal(wsw, gsw) {
+				if !afterReset && wsw[0] == 0x61 && gsw[0] == 0x61 {
+					// Before the reset the real card held what earlier
+					// tests left (other attributes): another length.
+					t.Logf("%s: SW %X, the card %X (state before the factory reset)", where, gsw, wsw)
+					note(name, fmt.Sprintf("%s: 61xx with another length before the factory reset (the real card held an earlier test's keys)", where))
+				} else {
+					t.Errorf("%s: SW %X, the card %X", where, gsw, wsw)
+				}
 			}
-			card, err := pgpsim.New(pgpsim.Config{Seed: []byte(name), Factory: true})
-			if err != nil {
-				t.Fatal(err)
+			if ex.Command[1] != 0xC0 {
+				wantBuf, gotBuf, bufCmd = nil, nil, ex.Command
 			}
-			afterReset := false
-			var wantBuf, gotBuf []byte
-			var bufCmd []byte
-			for i, ex := range tr.Exchanges() {
-				total++
-				rsp, err := card.Transmit(context.Background(), ex.Command)
-				if err != nil {
-					t.Fatal(err)
-				}
-				wsw, gsw := ex.Response[len(ex.Response)-2:], rsp[len(rsp)-2:]
-				wd, gd := ex.Response[:len(ex.Response)-2], rsp[:len(rsp)-2]
-				where := fmt.Sprintf("#%d %X", i, ex.Command[:min(len(ex.Command), 8)])
-				if !bytes.Equal(wsw, gsw) {
-					if !afterReset && wsw[0] == 0x61 && gsw[0] == 0x61 {
-						// Before the reset the real card held what earlier
-						// tests left (other attributes): another length.
-						t.Logf("%s: SW %X, the card %X (state before the factory reset)", where, gsw, wsw)
-						note(name, fmt.Sprintf("%s: 61xx with another length before the factory reset (the real card held an earlier test's keys)", where))
-					} else {
-						t.Errorf("%s: SW %X, the card %X", where, gsw, wsw)
-					}
-				}
-				if ex.Command[1] != 0xC0 {
-					wantBuf, gotBuf, bufCmd = nil, nil, ex.Command
-				}
-				wantBuf, gotBuf = append(wantBuf, wd...), append(gotBuf, gd...)
-				if wsw[0] == 0x61 || gsw[0] == 0x61 {
-					continue
-				}
-				switch {
-				case tlvAnswer(bufCmd):
-					for _, d := range compareTLV(fmt.Sprintf("%X", bufCmd[1:4]), wantBuf, gotBuf, afterReset) {
-						if why, ok := knownDiff(d); ok {
-							t.Logf("%s: %s (known: %s)", where, d, why)
-							note(name, fmt.Sprintf("%s: %s", where, d))
-							mu.Lock()
-							for prefix := range known {
-								if strings.HasPrefix(d, prefix) {
-									hits[prefix]++
-								}
+			wantBuf, gotBuf = append(wantBuf, wd...), append(gotBuf, gd...)
+			if wsw[0] == 0x61 || gsw[0] == 0x61 {
+				continue
+			}
+			switch {
+			case tlvAnswer(bufCmd):
+				for _, d := range compareTLV(fmt.Sprintf("%X", bufCmd[1:4]), wantBuf, gotBuf, afterReset) {
+					if why, ok := knownDiff(d); ok {
+						t.Logf("%s: %s (known: %s)", where, d, why)
+						note(name, fmt.Sprintf("%s: %s", where, d))
+						mu.Lock()
+						for prefix := range known {
+							if strings.HasPrefix(d, prefix) {
+								hits[prefix]++
 							}
-							mu.Unlock()
-							continue
 						}
-						t.Errorf("%s: %s", where, d)
+						mu.Unlock()
+						continue
 					}
-				case afterReset && exactRaw(bufCmd) && !bytes.Equal(wantBuf, gotBuf):
-					t.Errorf("%s: %X, the card %X", where, gotBuf, wantBuf)
-				case afterReset && len(wantBuf) != len(gotBuf):
-					t.Errorf("%s: %d bytes, the card %d", where, len(gotBuf), len(wantBuf))
+					t.Errorf("%s: %s", where, d)
 				}
-				if ex.Command[1] == 0x44 && bytes.Equal(wsw, []byte{0x90, 0}) {
-					afterReset = true
-				}
+			case afterReset && exactRaw(bufCmd) && !bytes.Equal(wantBuf, gotBuf):
+				t.Errorf("%s: %X, the card %X", where, gotBuf, wantBuf)
+			case afterReset && len(wantBuf) != len(gotBuf):
+				t.Errorf("%s: %d bytes, the card %d", where, len(gotBuf), len(wantBuf))
 			}
-		})
-	}
-	t.Logf("%d exchanges of %d transcripts replayed", total, len(files))
+			if ex.Command[1] == 0x44 && bytes.Equal(wsw, []byte{0x90, 0}) {
+				afterReset = true
+			}
+		}
+	})
+	t.Logf("%d exchanges of %d transcripts replayed", total, n)
 	var names []string
 	for name := range summary {
 		names = append(names, name)
@@ -221,7 +204,7 @@ func TestReplayYubiKeyTranscripts(t *testing.T) {
 	for _, name := range names {
 		t.Logf("%s differs in:\n  %s", name, strings.Join(summary[name], "\n  "))
 	}
-	t.Logf("%d of %d transcripts match in every status word and structure, the others only where listed", len(files)-len(names), len(files))
+	t.Logf("%d of %d transcripts match in every status word and structure, the others only where listed", n-len(names), n)
 	for prefix, why := range known {
 		if hits[prefix] == 0 {
 			t.Errorf("known difference %q (%s) no longer occurs: remove it", prefix, why)
