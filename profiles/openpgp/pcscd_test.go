@@ -8,10 +8,8 @@ package openpgp_test
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
-	"github.com/pscs/pscs/cards/pcsc"
 	"github.com/pscs/pscs/internal/pcscdtest"
 	"github.com/pscs/pscs/profiles"
 	"github.com/pscs/pscs/profiles/openpgp/pgpsim"
@@ -24,43 +22,16 @@ func TestMain(m *testing.M) {
 	pcscdtest.Main(m, pcscdtest.Options{Entries: 3}, func(p *pcscdtest.PCSCD) { daemon = p })
 }
 
-var (
-	pcOnce sync.Once
-	pc     *pcsc.Context
-	pcErr  error
-)
-
-func pcscContext(t testing.TB) *pcsc.Context {
-	t.Helper()
-	if daemon == nil {
-		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
-	}
-	pcOnce.Do(func() { pc, pcErr = pcsc.Open() })
-	if pcErr != nil {
-		t.Fatal(pcErr)
-	}
-	return pc
-}
-
 // TestConformanceThroughPCSCD runs the profile suite on three layouts with
 // the driver on PC/SC and the simulator behind pcscd and vpcd, cycling
 // through the daemon's readers.
 func TestConformanceThroughPCSCD(t *testing.T) {
-	c := pcscContext(t)
+	c := daemon.Context(t)
 	next := 0
 	plugged := func(t *testing.T, cfg pgpsim.Config) profiles.Transmitter {
 		reader := next % len(daemon.Readers)
 		next++
-		daemon.Plug(t, reader, newSim(t, cfg), pcscdtest.PlugOptions{Logger: slog.New(slog.DiscardHandler),
-			Probe: func(ctx context.Context, i int) ([]byte, error) {
-				rs, err := c.Readers(ctx)
-				for _, r := range rs {
-					if r.Name == daemon.Readers[i] && r.Present {
-						return r.ATR, nil
-					}
-				}
-				return nil, err
-			}})
+		daemon.Plug(t, reader, newSim(t, cfg), pcscdtest.PlugOptions{Logger: slog.New(slog.DiscardHandler), Probe: daemon.ContextProbe(c)})
 		k, err := c.Connect(context.Background(), daemon.Readers[reader])
 		if err != nil {
 			t.Fatal(err)

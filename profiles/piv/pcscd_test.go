@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,38 +40,14 @@ const (
 
 var conformanceReaders = []int{0, 1, 2}
 
-var (
-	pcOnce sync.Once
-	pc     *pcsc.Context
-	pcErr  error
-)
-
-func pcscContext(t testing.TB) *pcsc.Context {
-	t.Helper()
-	if daemon == nil {
-		t.Skip("no private pcscd (" + pcscdtest.SkipEnv + "=1)")
-	}
-	pcOnce.Do(func() { pc, pcErr = pcsc.Open() })
-	if pcErr != nil {
-		t.Fatal(pcErr)
-	}
-	return pc
-}
+func pcscContext(t testing.TB) *pcsc.Context { return daemon.Context(t) }
 
 // plug keeps card in reader until the test ends (or pull is called), and
 // waits until pcscd sees it.
 func plug(t testing.TB, reader int, card *pivsim.Card) (pull func()) {
 	t.Helper()
 	c := pcscContext(t)
-	return daemon.Plug(t, reader, card, pcscdtest.PlugOptions{Logger: slog.New(slog.DiscardHandler), Probe: func(ctx context.Context, i int) ([]byte, error) {
-		rs, err := c.Readers(ctx)
-		for _, r := range rs {
-			if r.Name == daemon.Readers[i] && r.Present {
-				return r.ATR, nil
-			}
-		}
-		return nil, err
-	}})
+	return daemon.Plug(t, reader, card, pcscdtest.PlugOptions{Logger: slog.New(slog.DiscardHandler), Probe: daemon.ContextProbe(c)})
 }
 
 func connect(t testing.TB, reader int) *pcsc.Card {
