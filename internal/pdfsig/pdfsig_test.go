@@ -1,0 +1,252 @@
+package pdfsig_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/internal/cms"
+	"github.com/pscs/pscs/internal/pdfsig"
+)
+
+// makePDF has ghostscript write a one-page PDF (classic cross-reference
+// table) from a tiny PostScript program; with xrefStream, qpdf rewrites it
+// with object streams and a cross-reference stream.
+func makePDF(t testing.TB, xrefStream bool) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	ps := filepath.Join(dir, "in.ps")
+	if err := os.WriteFile(ps, []byte("%!PS\n/Helvetica findfont 24 scalefont setfont\n72 700 moveto (pscs PAdES test) show\nshowpage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "gs.pdf")
+	if b, err := exec.Command("gs", "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=pdfwrite", "-sOutputFile="+out, ps).CombinedOutput(); err != nil {
+		t.Fatalf("gs: %v\n%s", err, b)
+	}
+	if xrefStream {
+		qout := filepath.Join(dir, "qpdf.pdf")
+		if b, err := exec.Command("qpdf", "--object-streams=generate", out, qout).CombinedOutput(); err != nil {
+			t.Fatalf("qpdf: %v\n%s", err, b)
+		}
+		out = qout
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type signer struct {
+	key  *ecdsa.PrivateKey
+	cert *x509.Certificate
+}
+
+func newSigner(t testing.TB, name string) signer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer{key, cert}
+}
+
+// sign adds a PAdES signature by s to pdf as pscs does it: the update,
+// its digest, signed attributes without signing-time, the CMS.
+func (s signer) sign(t testing.TB, pdf []byte) []byte {
+	t.Helper()
+	doc, err := pdfsig.Read(bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := doc.Prepare(pdfsig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := u.Digest(sha256.New(), bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := cms.SignedAttributes(cms.Params{Hash: crypto.SHA256, Digest: digest, Certificate: s.cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(attrs)
+	sig, err := s.key.Sign(rand.Reader, h[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := cms.Assemble(s.cert, nil, cms.Algorithm{Hash: crypto.SHA256}, attrs, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Embed(der); err != nil {
+		t.Fatal(err)
+	}
+	return append(bytes.Clone(pdf), u.Tail...)
+}
+
+// check has qpdf check the file's structure and pdfsig its signatures:
+// each valid, with its signer's name.
+func check(t testing.TB, pdf []byte, names ...string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "signed.pdf")
+	if err := os.WriteFile(p, pdf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qpdf", "--check", p).CombinedOutput(); err != nil || !strings.Contains(string(out), "No syntax or stream encoding errors found") {
+		t.Fatalf("qpdf --check: %v\n%s", err, out)
+	}
+	out, _ := exec.Command("pdfsig", p).CombinedOutput()
+	if got := regexp.MustCompile(`Signature #\d+:`).FindAllString(string(out), -1); len(got) != len(names) {
+		t.Fatalf("pdfsig shows %d signatures, want %d:\n%s", len(got), len(names), out)
+	}
+	if n := strings.Count(string(out), "Signature Validation: Signature is Valid."); n != len(names) {
+		t.Fatalf("pdfsig: %d of %d signatures valid:\n%s", n, len(names), out)
+	}
+	for _, name := range names {
+		if !strings.Contains(string(out), "Signer Certificate Common Name: "+name) {
+			t.Fatalf("pdfsig does not name %s:\n%s", name, out)
+		}
+	}
+	// And this package reads them back: each CMS verifies against the
+	// digest of its byte range.
+	doc, err := pdfsig.Read(bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sigs) != len(names) {
+		t.Fatalf("Signatures: %d, want %d", len(sigs), len(names))
+	}
+	for i, s := range sigs {
+		sd, err := cms.Parse(s.Contents)
+		if err != nil {
+			t.Fatalf("signature %d: %v", i, err)
+		}
+		d, err := s.Digest(bytes.NewReader(pdf), sd.Signers[0].Hash.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sd.Signers[0].Verify(d); err != nil {
+			t.Fatalf("signature %d (%s): %v", i, s.Field, err)
+		}
+		if sd.Signers[0].Certificate.Subject.CommonName != names[i] || s.SubFilter != "ETSI.CAdES.detached" || !sd.Signers[0].SigningTime.IsZero() {
+			t.Fatalf("signature %d: %s, %s, signing-time %v", i, sd.Signers[0].Certificate.Subject, s.SubFilter, sd.Signers[0].SigningTime)
+		}
+		if s.Whole() != (i == len(sigs)-1) {
+			t.Fatalf("signature %d covers the whole file: %v", i, s.Whole())
+		}
+	}
+}
+
+// TestSign signs ghostscript's PDF (cross-reference table) and qpdf's
+// rewrite of it (object streams, cross-reference stream), once and twice:
+// qpdf finds the files well formed, pdfsig finds every signature valid.
+func TestSign(t *testing.T) {
+	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
+	for _, tc := range []struct {
+		name       string
+		xrefStream bool
+	}{{"xref table", false}, {"xref stream", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pdf := makePDF(t, tc.xrefStream)
+			once := alice.sign(t, pdf)
+			if !bytes.HasPrefix(once, pdf) {
+				t.Fatal("the signed file does not start with the original")
+			}
+			check(t, once, "Alice Signer")
+			twice := bob.sign(t, once)
+			if !bytes.HasPrefix(twice, once) {
+				t.Fatal("the second signature changed the first revision")
+			}
+			check(t, twice, "Alice Signer", "Bob Signer")
+		})
+	}
+}
+
+// TestTampered: a byte changed in a signed file fails the digest.
+func TestTampered(t *testing.T) {
+	pdf := newSigner(t, "Alice Signer").sign(t, makePDF(t, false))
+	// A digit of the creation date in ghostscript's /Info.
+	i := bytes.Index(pdf, []byte("/CreationDate(D:"))
+	if i < 0 {
+		t.Fatalf("ghostscript wrote no /CreationDate:\n%s", pdf)
+	}
+	bad := bytes.Clone(pdf)
+	bad[i+len("/CreationDate(D:")] ^= 1
+	doc, err := pdfsig.Read(bytes.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil || len(sigs) != 1 {
+		t.Fatal(len(sigs), err)
+	}
+	sd, err := cms.Parse(sigs[0].Contents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sigs[0].Digest(bytes.NewReader(bad), sha256.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Signers[0].Verify(d); err == nil {
+		t.Fatal("a changed file verifies")
+	}
+}
+
+// TestNotPDF: what is no PDF gets ErrNotPDF.
+func TestNotPDF(t *testing.T) {
+	pdf := makePDF(t, false)
+	for name, b := range map[string][]byte{
+		"empty": nil, "text": []byte("hello, world\n"), "truncated": pdf[:len(pdf)/2],
+	} {
+		if _, err := pdfsig.Read(bytes.NewReader(b)); !errors.Is(err, pdfsig.ErrNotPDF) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestEmbedTooLarge: a CMS larger than the room reserved is refused.
+func TestEmbedTooLarge(t *testing.T) {
+	doc, err := pdfsig.Read(bytes.NewReader(makePDF(t, false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := doc.Prepare(pdfsig.Options{Reserve: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Embed(make([]byte, 101)); err == nil {
+		t.Fatal("a CMS of 101 bytes fits in 100")
+	}
+}
