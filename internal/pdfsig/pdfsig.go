@@ -604,9 +604,16 @@ func (u *Update) Digest(h hash.Hash, original io.Reader) ([]byte, error) {
 	if n != u.base {
 		return nil, fmt.Errorf("pdfsig: the file has %d bytes, not the %d it had when read", n, u.base)
 	}
+	return u.Sum(h), nil
+}
+
+// Sum returns the digest of what the signature covers from h, which has
+// hashed the original file and nothing else: it adds the tail around the
+// placeholder.
+func (u *Update) Sum(h hash.Hash) []byte {
 	h.Write(u.Tail[:u.contents-1])
 	h.Write(u.Tail[u.contents+2*u.reserve+1:])
-	return h.Sum(nil), nil
+	return h.Sum(nil)
 }
 
 // Embed writes the CMS into the placeholder.

@@ -11,45 +11,13 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/pdfsig"
+	"github.com/pscs/pscs/internal/pdfsig/pdfsigtest"
 )
-
-// makePDF has ghostscript write a one-page PDF (classic cross-reference
-// table) from a tiny PostScript program; with xrefStream, qpdf rewrites it
-// with object streams and a cross-reference stream.
-func makePDF(t testing.TB, xrefStream bool) []byte {
-	t.Helper()
-	dir := t.TempDir()
-	ps := filepath.Join(dir, "in.ps")
-	if err := os.WriteFile(ps, []byte("%!PS\n/Helvetica findfont 24 scalefont setfont\n72 700 moveto (pscs PAdES test) show\nshowpage\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "gs.pdf")
-	if b, err := exec.Command("gs", "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=pdfwrite", "-sOutputFile="+out, ps).CombinedOutput(); err != nil {
-		t.Fatalf("gs: %v\n%s", err, b)
-	}
-	if xrefStream {
-		qout := filepath.Join(dir, "qpdf.pdf")
-		if b, err := exec.Command("qpdf", "--object-streams=generate", out, qout).CombinedOutput(); err != nil {
-			t.Fatalf("qpdf: %v\n%s", err, b)
-		}
-		out = qout
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 type signer struct {
 	key  *ecdsa.PrivateKey
@@ -111,31 +79,12 @@ func (s signer) sign(t testing.TB, pdf []byte) []byte {
 	return append(bytes.Clone(pdf), u.Tail...)
 }
 
-// check has qpdf check the file's structure and pdfsig its signatures:
-// each valid, with its signer's name.
+// check has qpdf and pdfsig judge pdf (pdfsigtest.Check), then reads
+// its signatures back here: each CMS verifies against the digest of its
+// byte range.
 func check(t testing.TB, pdf []byte, names ...string) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "signed.pdf")
-	if err := os.WriteFile(p, pdf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("qpdf", "--check", p).CombinedOutput(); err != nil || !strings.Contains(string(out), "No syntax or stream encoding errors found") {
-		t.Fatalf("qpdf --check: %v\n%s", err, out)
-	}
-	out, _ := exec.Command("pdfsig", p).CombinedOutput()
-	if got := regexp.MustCompile(`Signature #\d+:`).FindAllString(string(out), -1); len(got) != len(names) {
-		t.Fatalf("pdfsig shows %d signatures, want %d:\n%s", len(got), len(names), out)
-	}
-	if n := strings.Count(string(out), "Signature Validation: Signature is Valid."); n != len(names) {
-		t.Fatalf("pdfsig: %d of %d signatures valid:\n%s", n, len(names), out)
-	}
-	for _, name := range names {
-		if !strings.Contains(string(out), "Signer Certificate Common Name: "+name) {
-			t.Fatalf("pdfsig does not name %s:\n%s", name, out)
-		}
-	}
-	// And this package reads them back: each CMS verifies against the
-	// digest of its byte range.
+	pdfsigtest.Check(t, pdf, names...)
 	doc, err := pdfsig.Read(bytes.NewReader(pdf))
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +127,7 @@ func TestSign(t *testing.T) {
 		xrefStream bool
 	}{{"xref table", false}, {"xref stream", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			pdf := makePDF(t, tc.xrefStream)
+			pdf := pdfsigtest.MakePDF(t, tc.xrefStream)
 			once := alice.sign(t, pdf)
 			if !bytes.HasPrefix(once, pdf) {
 				t.Fatal("the signed file does not start with the original")
@@ -195,7 +144,7 @@ func TestSign(t *testing.T) {
 
 // TestTampered: a byte changed in a signed file fails the digest.
 func TestTampered(t *testing.T) {
-	pdf := newSigner(t, "Alice Signer").sign(t, makePDF(t, false))
+	pdf := newSigner(t, "Alice Signer").sign(t, pdfsigtest.MakePDF(t, false))
 	// A digit of the creation date in ghostscript's /Info.
 	i := bytes.Index(pdf, []byte("/CreationDate(D:"))
 	if i < 0 {
@@ -226,7 +175,7 @@ func TestTampered(t *testing.T) {
 
 // TestNotPDF: what is no PDF gets ErrNotPDF.
 func TestNotPDF(t *testing.T) {
-	pdf := makePDF(t, false)
+	pdf := pdfsigtest.MakePDF(t, false)
 	for name, b := range map[string][]byte{
 		"empty": nil, "text": []byte("hello, world\n"), "truncated": pdf[:len(pdf)/2],
 	} {
@@ -238,7 +187,7 @@ func TestNotPDF(t *testing.T) {
 
 // TestEmbedTooLarge: a CMS larger than the room reserved is refused.
 func TestEmbedTooLarge(t *testing.T) {
-	doc, err := pdfsig.Read(bytes.NewReader(makePDF(t, false)))
+	doc, err := pdfsig.Read(bytes.NewReader(pdfsigtest.MakePDF(t, false)))
 	if err != nil {
 		t.Fatal(err)
 	}
