@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,6 +78,7 @@ var ErrNotPDF = errors.New("pdfsig: not a PDF file that can be signed")
 
 // Document is a parsed PDF file.
 type Document struct {
+	r          io.ReadSeeker
 	ctx        *model.Context
 	size       int64 // of the file
 	startxref  int64 // offset of its last cross-reference section
@@ -104,7 +106,7 @@ func Read(r io.ReadSeeker) (doc *Document, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotPDF, err)
 	}
-	d := &Document{ctx: ctx, size: size}
+	d := &Document{r: r, ctx: ctx, size: size}
 	if ctx.Read.RepairOffset != 0 {
 		return nil, fmt.Errorf("%w: its objects are not where its cross-reference table says", ErrNotPDF)
 	}
@@ -136,10 +138,18 @@ func Read(r io.ReadSeeker) (doc *Document, err error) {
 		return nil, err
 	}
 	m, _ := io.ReadFull(r, head)
-	d.xrefStream = !bytes.HasPrefix(bytes.TrimLeft(head[:m], " \t\r\n\f\x00"), []byte("xref"))
+	head = bytes.TrimLeft(head[:m], " \t\r\n\f\x00")
+	d.xrefStream = !bytes.HasPrefix(head, []byte("xref"))
+	if d.xrefStream && !xrefObject.Match(head) {
+		return nil, fmt.Errorf("%w: startxref %d points to no cross-reference section", ErrNotPDF, d.startxref)
+	}
 	d.endsInEOL = tail[n-1] == '\n' || tail[n-1] == '\r'
 	return d, nil
 }
+
+// xrefObject is the start of an indirect object (a cross-reference
+// stream).
+var xrefObject = regexp.MustCompile(`^\d+\s+\d+\s+obj\b`)
 
 // Encrypted reports whether the file is encrypted (such files are not
 // signed here).
@@ -440,7 +450,12 @@ func (d *Document) Prepare(o Options) (u *Update, err error) {
 		off      int64
 	}
 	var entries []entry
+	written := map[int]bool{}
 	begin := func(r types.IndirectRef) {
+		if written[r.ObjectNumber.Value()] {
+			err = fmt.Errorf("%w: object %d is both %s", ErrNotPDF, r.ObjectNumber.Value(), "the first page and the catalog or the form")
+		}
+		written[r.ObjectNumber.Value()] = true
 		entries = append(entries, entry{r.ObjectNumber.Value(), r.GenerationNumber.Value(), d.size + int64(buf.Len())})
 		fmt.Fprintf(&buf, "%d %d obj\n", r.ObjectNumber.Value(), r.GenerationNumber.Value())
 	}
@@ -563,13 +578,85 @@ func (d *Document) Prepare(o Options) (u *Update, err error) {
 		trailer["Size"] = types.Integer(next)
 		fmt.Fprintf(&buf, "trailer\n%s\nstartxref\n%d\n%%%%EOF\n", trailer.PDFString(), off)
 	}
+	if err != nil {
+		return nil, err
+	}
 	u.Tail = buf.Bytes()
 	// Around the string: '<' is at contents-1, '>' at contents+2*Reserve.
 	after := d.size + int64(u.contents+2*o.Reserve+1)
 	u.ByteRange = [4]int64{0, d.size + int64(u.contents-1), after, d.size + int64(len(u.Tail)) - after}
 	br := fmt.Sprintf("%d %d %d", u.ByteRange[1], u.ByteRange[2], u.ByteRange[3])
 	copy(u.Tail[brAt:], br)
+	if err := d.readBack(u); err != nil {
+		return nil, err
+	}
 	return u, nil
+}
+
+// readBack parses the file with the update appended and checks that it
+// has the new signature, with its byte range: a file whose structure the
+// parser had to repair (an offset that points elsewhere, say) may read
+// differently once updated, and is refused rather than signed.
+func (d *Document) readBack(u *Update) error {
+	again, err := Read(&concat{a: d.r, size: d.size, b: u.Tail})
+	if err != nil {
+		return fmt.Errorf("%w: the file as updated does not parse (%v): repair it first (qpdf in.pdf out.pdf)", ErrNotPDF, err)
+	}
+	sigs, err := again.Signatures()
+	if err != nil {
+		return fmt.Errorf("%w: the file as updated: %v", ErrNotPDF, err)
+	}
+	for _, s := range sigs {
+		if s.Field == u.Field && slices.Equal(s.ByteRange, u.ByteRange[:]) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the file as updated does not show the new signature: repair it first (qpdf in.pdf out.pdf)", ErrNotPDF)
+}
+
+// concat reads a (size bytes) followed by b.
+type concat struct {
+	a    io.ReadSeeker
+	size int64
+	b    []byte
+	off  int64
+}
+
+func (c *concat) Read(p []byte) (int, error) {
+	if c.off < c.size {
+		if _, err := c.a.Seek(c.off, io.SeekStart); err != nil {
+			return 0, err
+		}
+		n, err := c.a.Read(p[:min(int64(len(p)), c.size-c.off)])
+		c.off += int64(n)
+		if err == io.EOF && c.off < c.size {
+			err = io.ErrUnexpectedEOF
+		} else if err == io.EOF {
+			err = nil
+		}
+		return n, err
+	}
+	i := c.off - c.size
+	if i >= int64(len(c.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, c.b[i:])
+	c.off += int64(n)
+	return n, nil
+}
+
+func (c *concat) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		off += c.off
+	case io.SeekEnd:
+		off += c.size + int64(len(c.b))
+	}
+	if off < 0 {
+		return 0, errors.New("pdfsig: seek before the start")
+	}
+	c.off = off
+	return off, nil
 }
 
 // subsections returns the /Index of sorted entries: first number and
