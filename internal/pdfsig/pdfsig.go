@@ -165,7 +165,7 @@ type Signature struct {
 	Name      string   // /Name, "" if absent
 	Reason    string   // /Reason, "" if absent
 	size      int64    // of the file
-	_         struct{} // keyed literals only
+	hexLen    int      // digits of the /Contents hex string; -1: not a hex string
 }
 
 // Whole reports whether the signature covers the whole file but its
@@ -194,7 +194,7 @@ func (s *Signature) Digest(r io.ReaderAt, h hash.Hash) ([]byte, error) {
 	if _, err := r.ReadAt(gt[:], br[2]-1); err != nil {
 		return nil, err
 	}
-	if lt[0] != '<' || gt[0] != '>' {
+	if lt[0] != '<' || gt[0] != '>' || br[2]-br[1] != int64(s.hexLen)+2 {
 		return nil, fmt.Errorf("pdfsig: field %s: /ByteRange leaves out more than the /Contents string", s.Field)
 	}
 	h.Reset()
@@ -299,8 +299,10 @@ func (d *Document) signature(v types.Dict, field string) (Signature, error) {
 	if err != nil {
 		return s, fmt.Errorf("%w: field %s: /Contents: %v", ErrNotPDF, field, err)
 	}
+	s.hexLen = -1
 	switch c := c.(type) {
 	case types.HexLiteral:
+		s.hexLen = len(c.Value())
 		s.Contents, err = c.Bytes()
 	case types.StringLiteral:
 		s.Contents, err = types.Unescape(c.Value())

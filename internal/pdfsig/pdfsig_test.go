@@ -11,6 +11,9 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -182,6 +185,30 @@ func TestNotPDF(t *testing.T) {
 		if _, err := pdfsig.Read(bytes.NewReader(b)); !errors.Is(err, pdfsig.ErrNotPDF) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestEncrypted: an encrypted PDF (qpdf, AES-256, empty user password)
+// is not signed.
+func TestEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.pdf"), filepath.Join(dir, "enc.pdf")
+	if err := os.WriteFile(in, pdfsigtest.MakePDF(t, false), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("qpdf", "--encrypt", "", "owner", "256", "--", in, out).CombinedOutput(); err != nil {
+		t.Fatalf("qpdf --encrypt: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := pdfsig.Read(bytes.NewReader(b))
+	if err == nil {
+		_, err = doc.Prepare(pdfsig.Options{})
+	}
+	if !errors.Is(err, pdfsig.ErrNotPDF) {
+		t.Fatalf("an encrypted PDF: %v, want ErrNotPDF", err)
 	}
 }
 
