@@ -9,11 +9,14 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,6 +145,43 @@ func TestSign(t *testing.T) {
 			}
 			check(t, twice, "Alice Signer", "Bob Signer")
 		})
+	}
+}
+
+// TestSignAnnotated: a page with annotations (a text field's widget, a
+// link) keeps them, the signature's widget added to its /Annots.
+func TestSignAnnotated(t *testing.T) {
+	alice := newSigner(t, "Alice Signer")
+	for _, xs := range []bool{false, true} {
+		pdf := pdfsigtest.MakePDFFrom(t, pdfsigtest.Annotated, xs)
+		signed := alice.sign(t, alice.sign(t, pdf))
+		check(t, signed, "Alice Signer", "Alice Signer")
+		p := filepath.Join(t.TempDir(), "signed.pdf")
+		if err := os.WriteFile(p, signed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("qpdf", "--json", "--json-key=pages", p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j struct {
+			Pages []struct{ Object string } `json:"pages"`
+		}
+		if err := json.Unmarshal(out, &j); err != nil || len(j.Pages) != 1 {
+			t.Fatalf("qpdf --json: %v\n%s", err, out)
+		}
+		num, _, _ := strings.Cut(j.Pages[0].Object, " ")
+		page, err := exec.Command("qpdf", "--show-object="+num, p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		annots := regexp.MustCompile(`/Annots \[([^]]*)\]`).FindSubmatch(page)
+		if annots == nil {
+			t.Fatalf("qpdf shows no /Annots in the page:\n%s", page)
+		}
+		if n := bytes.Count(annots[1], []byte(" R")); n != 4 {
+			t.Errorf("the page has %d annotations, want 4 (2 of its own, 2 signatures):\n%s", n, page)
+		}
 	}
 }
 

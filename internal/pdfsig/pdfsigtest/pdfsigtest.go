@@ -17,9 +17,25 @@ import (
 // qpdf rewrites it with object streams and a cross-reference stream.
 func MakePDF(t testing.TB, xrefStream bool) []byte {
 	t.Helper()
+	return MakePDFFrom(t, "%!PS\n/Helvetica findfont 24 scalefont setfont\n72 700 moveto (pscs PAdES test) show\nshowpage\n", xrefStream)
+}
+
+// Annotated is a PostScript program of a page with two annotations, a
+// text field's widget and a link (pdfmark), for MakePDFFrom.
+const Annotated = `%!PS
+/Helvetica findfont 24 scalefont setfont
+72 700 moveto (pscs PAdES form) show
+[ /Rect [72 600 300 620] /Subtype /Widget /FT /Tx /T (name) /V (x) /F 4 /ANN pdfmark
+[ /Rect [72 500 300 520] /Subtype /Link /Border [0 0 1] /Action << /Subtype /URI /URI (https://example.org/) >> /ANN pdfmark
+showpage
+`
+
+// MakePDFFrom is MakePDF of the PostScript program program.
+func MakePDFFrom(t testing.TB, program string, xrefStream bool) []byte {
+	t.Helper()
 	dir := t.TempDir()
 	ps := filepath.Join(dir, "in.ps")
-	if err := os.WriteFile(ps, []byte("%!PS\n/Helvetica findfont 24 scalefont setfont\n72 700 moveto (pscs PAdES test) show\nshowpage\n"), 0o600); err != nil {
+	if err := os.WriteFile(ps, []byte(program), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "gs.pdf")
