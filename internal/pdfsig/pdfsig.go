@@ -157,15 +157,15 @@ func (d *Document) Encrypted() bool { return d.ctx.XRefTable.Encrypt != nil }
 
 // Signature is a signature field's signature dictionary.
 type Signature struct {
-	Field     string   // the field's full name
-	SubFilter string   // e.g. ETSI.CAdES.detached, adbe.pkcs7.detached
-	ByteRange []int64  // pairs of offset and length
-	Contents  []byte   // the CMS (DER, padding cut off)
-	Time      string   // /M as written, "" if absent
-	Name      string   // /Name, "" if absent
-	Reason    string   // /Reason, "" if absent
-	size      int64    // of the file
-	hexLen    int      // digits of the /Contents hex string; -1: not a hex string
+	Field     string  // the field's full name
+	SubFilter string  // e.g. ETSI.CAdES.detached, adbe.pkcs7.detached
+	ByteRange []int64 // pairs of offset and length
+	Contents  []byte  // the CMS (DER, padding cut off)
+	Time      string  // /M as written, "" if absent
+	Name      string  // /Name, "" if absent
+	Reason    string  // /Reason, "" if absent
+	size      int64   // of the file
+	hexLen    int     // digits of the /Contents hex string; -1: not a hex string
 }
 
 // Whole reports whether the signature covers the whole file but its
