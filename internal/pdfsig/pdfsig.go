@@ -15,7 +15,12 @@
 // catalog; then a cross-reference section for these objects, a table or a
 // stream as the file's last one was, whose trailer points back (/Prev) to
 // the file's last one. Nothing before the end of the file changes, so
-// the signatures already in it stay valid.
+// the signatures already in it stay valid. Before answering, Prepare
+// parses the file with the update appended and checks that the new
+// signature is there with its /ByteRange: a damaged file that the parser
+// repaired on the fly (an offset pointing elsewhere) could read otherwise
+// once updated, and is refused (repair it first, e.g. with qpdf). So are
+// encrypted files.
 //
 // The signature covers the whole new file but the /Contents string
 // (/ByteRange): [Update.Digest] hashes the original file (a stream) and
@@ -39,9 +44,11 @@
 // cross-reference tables, cross-reference streams and object streams
 // (PDF 1.5 and later, as ghostscript, qpdf and office suites write
 // them), incremental updates (/Prev chains) and hybrid files, builds
-// with Go 1.26 (its go.mod says 1.25) and needs no cgo. Its
-// github.com/digitorus/pdf rival is a reader only, untagged, with a
-// smaller following. pdfcpu's own writer rewrites a whole file, which
+// with Go 1.26 (its go.mod says 1.25) and needs no cgo. The other
+// candidate, github.com/digitorus/pdf (the reader under
+// digitorus/pdfsign), is not served by the module proxy here (pdfsign
+// only as an untagged pseudo-version); github.com/klippa-app/go-pdfium
+// wraps a C library. pdfcpu's own writer rewrites a whole file, which
 // would break the signatures in it, so the incremental update is written
 // here: a few objects and one cross-reference section, in the syntax of
 // ISO 32000-1, 7.5.6 and 7.5.8. pdfcpu's configuration directory is
@@ -86,7 +93,8 @@ type Document struct {
 	endsInEOL  bool  // the file ends with an end-of-line
 }
 
-// Read parses the PDF file r of size bytes.
+// Read parses the PDF file r. The Document keeps r: Prepare reads it
+// again.
 func Read(r io.ReadSeeker) (doc *Document, err error) {
 	defer func() {
 		if p := recover(); p != nil {
