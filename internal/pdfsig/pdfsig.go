@@ -48,9 +48,9 @@
 // candidate, github.com/digitorus/pdf (the reader under
 // digitorus/pdfsign), is not served by the module proxy here (pdfsign
 // only as an untagged pseudo-version); github.com/klippa-app/go-pdfium
-// wraps PDFium (C++) through cgo or WebAssembly. pdfcpu's own writer rewrites a whole file, which
-// would break the signatures in it, so the incremental update is written
-// here: a few objects and one cross-reference section, in the syntax of
+// wraps PDFium (C++) through cgo or WebAssembly. pdfcpu's own writer
+// rewrites a whole file, which would break the signatures in it, so the
+// incremental update is written here: a few objects and one cross-reference section, in the syntax of
 // ISO 32000-1, 7.5.6 and 7.5.8. pdfcpu's configuration directory is
 // disabled (no files under the user's home). Its panics on malformed
 // input are caught and returned as errors; FuzzRead feeds it.
