@@ -148,6 +148,23 @@ func TestSign(t *testing.T) {
 	}
 }
 
+// debianSample is a PDF that Debian ships (package shared-mime-info, in
+// .ci/deps): the specification, several pages, object streams and a
+// cross-reference stream, link annotations, written by pdfTeX (LaTeX
+// with hyperref).
+const debianSample = "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"
+
+// TestSignDebianSample signs Debian's sample PDF twice: pdfsig finds both
+// signatures valid, qpdf the file well formed.
+func TestSignDebianSample(t *testing.T) {
+	pdf, err := os.ReadFile(debianSample)
+	if err != nil {
+		t.Fatalf("%v (install shared-mime-info: bash .ci/deps)", err)
+	}
+	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
+	check(t, bob.sign(t, alice.sign(t, pdf)), "Alice Signer", "Bob Signer")
+}
+
 // TestSignAnnotated: a page with annotations (a text field's widget, a
 // link) keeps them, the signature's widget added to its /Annots.
 func TestSignAnnotated(t *testing.T) {
