@@ -38,7 +38,7 @@ var documentHashes = map[uint64]crypto.Hash{p11.CKMSHA256: crypto.SHA256, p11.CK
 
 // documentAlgorithm checks a request's format, hash and digest.
 func documentAlgorithm(req *transport.SignDocumentRequest) (cms.Algorithm, error) {
-	if req.Format != 0 && req.Format != transport.FormatCAdES {
+	if req.Format != 0 && req.Format != transport.FormatCAdES && req.Format != transport.FormatPAdES {
 		return cms.Algorithm{}, transport.Errorf(transport.CodeMechanism, "signature format %d not served", req.Format)
 	}
 	h, ok := documentHashes[req.Hash]
@@ -58,7 +58,11 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 	}
 	alg, perr := documentAlgorithm(&req)
 	var attrs []byte // the signed attributes of the card that signs
-	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, docDigest: req.Digest, namesCert: true,
+	var refusal string
+	if req.Format == transport.FormatPAdES {
+		refusal = pdfRefusal
+	}
+	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, docDigest: req.Digest, namesCert: true, refusal: refusal,
 		fits: func(k profiles.Key) error {
 			if k.NoSign {
 				return transport.Errorf(transport.CodeMechanism, "key %s does not sign", k.ID)
@@ -73,6 +77,9 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 				return nil, nil, transport.Errorf(transport.CodeNoCertificate, "key %s has no certificate", k.ID)
 			}
 			p := cms.Params{Hash: alg.Hash, Digest: req.Digest, SigningTime: time.Now(), Certificate: k.Certificate}
+			if req.Format == transport.FormatPAdES {
+				p.SigningTime = time.Time{} // PAdES-B-B: the time is the signature dictionary's /M
+			}
 			if d.Warranty {
 				a, err := s.notice(call, d)
 				if err != nil {
@@ -101,6 +108,15 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 	}
 	return &transport.SignDocumentResponse{CMS: out.answer, Certificate: out.cert}, nil
 }
+
+// pdfRefusal explains the refusal of a PDF signature on a
+// document-limited delegation. The policy checks the digest the CMS signs
+// (message-digest); for PAdES it is the digest of the new revision's
+// /ByteRange, which holds the signing time and the new objects, so no
+// list of file digests holds it. A digest of the original file that the
+// client sent beside it would prove nothing: the server never sees the
+// PDF, so it cannot tell that the byte range extends that file.
+const pdfRefusal = " (a PDF signature signs the digest of the signed revision's /ByteRange, not of the file listed: a delegation limited to documents signs them as CAdES)"
 
 // notice is the delegation notice of a signature by call's delegate
 // under d.

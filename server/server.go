@@ -500,6 +500,8 @@ type signJob struct {
 	raw bool
 	// docDigest is the document's digest for the policy; nil: unknown.
 	docDigest []byte
+	// refusal is added to the message of a document refused.
+	refusal string
 	// fits checks that the request suits the key's public key.
 	fits func(k profiles.Key) error
 	// input returns what the card signs with key k under delegation d;
@@ -536,6 +538,10 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	idx, keyID, ok := s.keyOf(card, job.key)
 	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw, Key: keyID})
 	if transport.CodeOf(err) == transport.CodeDocumentRefused {
+		var te *transport.Error
+		if job.refusal != "" && errors.As(err, &te) {
+			err = transport.Errorf(transport.CodeDocumentRefused, "%s%s", te.Message, job.refusal)
+		}
 		return signed{}, s.refuseDocument(ctx, call, d.ID, job.docDigest, err, start)
 	}
 	if err != nil {

@@ -278,15 +278,18 @@ type SignDocumentRequest struct {
 	// PSS asks an RSA key for RSASSA-PSS (salt of the hash's size)
 	// instead of PKCS #1 v1.5.
 	PSS bool `cbor:"6,keyasint,omitempty"`
-	// Format is the signature format: FormatCAdES (0 or 1). Others (PAdES,
-	// without signing-time) come later; unknown ones are refused with
-	// CodeMechanism.
+	// Format is the signature format: FormatCAdES (0 or 1) or
+	// FormatPAdES; unknown ones are refused with CodeMechanism.
 	Format uint32 `cbor:"7,keyasint,omitempty"`
 }
 
 // Signature formats of SignDocumentRequest.
 const (
 	FormatCAdES uint32 = 1 // CAdES-BES (ETSI EN 319 122-1); 0 means this too
+	// FormatPAdES: the CMS of a PAdES-B-B signature (ETSI EN 319 142-1):
+	// Digest is that of the PDF's /ByteRange, and the signed attributes
+	// have no signing-time (the time is the signature dictionary's /M).
+	FormatPAdES uint32 = 2
 )
 
 // SignDocumentResponse is the body of the answer to OpSignDocument.

@@ -57,7 +57,8 @@ func (a *app) whoami(ctx context.Context, fs *cli.Flags, args []string) error {
 // sign signs a file through the server with a key of a remote card: the
 // data is hashed here and only its digest travels. The slot may be left
 // out when the delegate has one remote card. With -cades the signature is
-// a CAdES-BES .p7m (document.go).
+// a CAdES-BES .p7m, with -pades a PAdES-B-B signature added to a PDF
+// (document.go).
 func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	conf := fs.String("config", "", "configuration file (default $"+client.ConfigEnv+" or ~/.config/pscs/client.conf)")
 	slot := fs.Uint64("slot", 0, "remote card (default: the only one)")
@@ -68,10 +69,11 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	raw := fs.Bool("raw", false, "write ECDSA signatures as PKCS #11 returns them (r||s)")
 	certOut := fs.String("cert", "", "also write the signing card's certificate (PEM)")
 	cades := fs.Bool("cades", false, "make a CAdES-BES signature (.p7m, enveloping unless -detached) instead of a bare one")
+	pades := fs.Bool("pades", false, "sign a PDF file as PAdES-B-B: -out is the PDF with the signature added (an incremental update)")
 	detached := fs.Bool("detached", false, "with -cades: leave the document out of the signature")
-	hashName := fs.String("hash", "sha256", "with -cades: sha256, sha384 or sha512")
-	pss := fs.Bool("pss", false, "with -cades and an RSA key: RSASSA-PSS instead of PKCS #1 v1.5")
-	step := fs.Int64("progress", 64, "with -cades: report hashing progress every this many MiB (0: never)")
+	hashName := fs.String("hash", "sha256", "with -cades or -pades: sha256, sha384 or sha512")
+	pss := fs.Bool("pss", false, "with -cades or -pades and an RSA key: RSASSA-PSS instead of PKCS #1 v1.5")
+	step := fs.Int64("progress", 64, "with -cades or -pades: report hashing progress every this many MiB (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,11 +81,18 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Require("in", "out"); err != nil {
 		return err
 	}
-	if !*cades && (*detached || *pss || fs.Given("hash")) {
-		return fs.Usagef("-detached, -hash and -pss go with -cades (a bare signature's -m names its hash)")
+	if *cades && *pades {
+		return fs.Usagef("-cades or -pades, not both")
 	}
-	if *cades && (fs.Given("m") || *raw || *certOut != "") {
-		return fs.Usagef("-m, -raw and -cert are for bare signatures: a CAdES signature holds its certificate")
+	if *pades && *detached {
+		return fs.Usagef("-detached goes with -cades: a PAdES signature is in the PDF")
+	}
+	document := *cades || *pades
+	if !document && (*detached || *pss || fs.Given("hash")) {
+		return fs.Usagef("-detached, -hash and -pss go with -cades or -pades (a bare signature's -m names its hash)")
+	}
+	if document && (fs.Given("m") || *raw || *certOut != "") {
+		return fs.Usagef("-m, -raw and -cert are for bare signatures: a CAdES or PAdES signature holds its certificate")
 	}
 	docHash, ok := documentHashes[strings.ToLower(*hashName)]
 	if !ok {
@@ -94,7 +103,7 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 	if !ok {
 		return fs.Usagef("-m: unknown mechanism %q", *mech)
 	}
-	if !*cades {
+	if !document {
 		data, err := os.ReadFile(*in)
 		if err != nil {
 			return err
@@ -129,6 +138,9 @@ func (a *app) sign(ctx context.Context, fs *cli.Flags, args []string) error {
 			return fmt.Errorf("sign: you have %d remote cards: choose one with -slot (pscs whoami lists them)", n)
 		}
 		*slot = hello.Catalogue.Slots[0].ID
+	}
+	if *pades {
+		return a.signPAdES(ctx, c, *slot, *key, vpin, docHash, *pss, *step, *in, *out)
 	}
 	if *cades {
 		return a.signCAdES(ctx, c, *slot, *key, vpin, docHash, *pss, *detached, *step, *in, *out)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/cms/cmstest"
+	"github.com/pscs/pscs/internal/pdfsig/pdfsigtest"
 )
 
 // TestDelegateCommands: pscs whoami and pscs sign against pscsd --demo,
@@ -103,6 +104,7 @@ func TestDelegateCommands(t *testing.T) {
 		t.Errorf("a wrong vPIN: %v %s", err, stderr)
 	}
 	documentSignatures(t, dir, state, env, doc)
+	pdfSignatures(t, dir, env)
 }
 
 // documentSignatures: pscs sign -cades and pscs verify against the demo,
@@ -198,5 +200,61 @@ func documentSignatures(t *testing.T, dir, state string, env []string, doc strin
 	}
 	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-in", doc, "-out", p7m); err == nil || !strings.Contains(stderr, "(120)") {
 		t.Errorf("a bare signature under warranty: %v %s", err, stderr)
+	}
+	// A document-limited delegation refuses PDF signatures, saying why.
+	pdf := filepath.Join(dir, "ceo.pdf")
+	os.WriteFile(pdf, pdfsigtest.MakePDF(t, false), 0o644)
+	signedPDF := filepath.Join(dir, "ceo-signed.pdf")
+	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-pades", "-in", pdf, "-out", signedPDF); err == nil ||
+		!strings.Contains(stderr, "document not allowed") || !strings.Contains(stderr, "/ByteRange") {
+		t.Errorf("a PDF under a document-limited delegation: %v %s", err, stderr)
+	}
+	if _, err := os.Stat(signedPDF); err == nil {
+		t.Error("a refused PDF signature left a file")
+	}
+}
+
+// pdfSignatures: pscs sign -pades on a ghostscript PDF with a cross-
+// reference stream, twice (two keys); pdfsig finds both valid, by the
+// certificates of the keys, and pscs verify lists and checks both; a
+// changed byte makes pscs verify say INVALID.
+func pdfSignatures(t *testing.T, dir string, env []string) {
+	pdf := filepath.Join(dir, "doc.pdf")
+	if err := os.WriteFile(pdf, pdfsigtest.MakePDF(t, true), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	once, twice := filepath.Join(dir, "doc-1.pdf"), filepath.Join(dir, "doc-2.pdf")
+	if _, stderr, err := runPSCS(t, env, "sign", "-slot", "1", "-key", "4", "-pades", "-in", pdf, "-out", once); err != nil ||
+		!strings.Contains(stderr, "as PAdES-B-B by") {
+		t.Fatalf("pscs sign -pades: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := runPSCS(t, env, "sign", "-slot", "1", "-key", "1", "-pades", "-hash", "sha384", "-in", once, "-out", twice); err != nil {
+		t.Fatalf("pscs sign -pades of a signed PDF: %v\n%s", err, stderr)
+	}
+	if _, _, err := runPSCS(t, env, "sign", "-slot", "1", "-pades", "-detached", "-in", pdf, "-out", once); err == nil {
+		t.Error("-pades -detached accepted")
+	}
+	out, _, err := runPSCS(t, env, "verify", "-in", twice)
+	if err != nil || strings.Count(out, "result:       valid") != 2 || !strings.Contains(out, "signature 2:  field Signature2, ETSI.CAdES.detached") ||
+		!strings.Contains(out, "covers:       an earlier revision") || !strings.Contains(out, "covers:       the whole file") {
+		t.Fatalf("pscs verify of a twice-signed PDF: %v\n%s", err, out)
+	}
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "signer:       "); ok {
+			cn, _ := strings.CutPrefix(v, "CN=")
+			cn, _, _ = strings.Cut(cn, ",")
+			names = append(names, cn)
+		}
+	}
+	b, _ := os.ReadFile(twice)
+	pdfsigtest.Check(t, b, names...)
+	// A byte of the first revision changed: both invalid.
+	i := bytes.Index(b, []byte("/Type/Sig"))
+	b[i+1] = 't'
+	bad := filepath.Join(dir, "bad.pdf")
+	os.WriteFile(bad, b, 0o644)
+	if out, _, err := runPSCS(t, env, "verify", "-in", bad); err == nil || !strings.Contains(out, "INVALID") {
+		t.Errorf("pscs verify of a changed PDF: %v\n%s", err, out)
 	}
 }

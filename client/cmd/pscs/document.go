@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -8,15 +9,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cli"
 	"github.com/pscs/pscs/internal/cms"
+	"github.com/pscs/pscs/internal/pdfsig"
 )
 
-// Document signatures: pscs sign -cades and pscs verify.
+// Document signatures: pscs sign -cades, pscs sign -pades and pscs verify.
 
 // documentHashes are the -hash values of pscs sign -cades.
 var documentHashes = map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384, "sha512": crypto.SHA512}
@@ -76,6 +79,54 @@ func (a *app) signCAdES(ctx context.Context, c *client.Client, slot, key uint64,
 	return c.Logout(ctx, slot)
 }
 
+// signPAdES signs the PDF file in with key of remote card slot as a
+// PAdES-B-B signature; the signed PDF goes to out, written beside it
+// under a temporary name and renamed when complete, so that a failure
+// leaves out (even when it is in) as it was.
+func (a *app) signPAdES(ctx context.Context, c *client.Client, slot, key uint64, vpin []byte, hash crypto.Hash, pss bool, stepMiB int64, in, out string) error {
+	f, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".pscs-pades-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing
+	defer tmp.Close()
+	if _, err := c.Login(ctx, slot, vpin); err != nil {
+		return err
+	}
+	sd, err := c.SignPAdES(ctx, f, tmp, client.PAdESOptions{Slot: slot, Key: key, Hash: hash, PSS: pss, VPIN: vpin,
+		Progress: a.progress("hashed "+in, st.Size(), stepMiB<<20)})
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return err
+	}
+	notice := ""
+	if sd.Notice {
+		notice = ", with the delegation notice"
+	}
+	fmt.Fprintf(a.stderr, "signed %s on remote card %d as PAdES-B-B%s by %s: %s\n", in, slot, notice, sd.Certificate.Subject, out)
+	return c.Logout(ctx, slot)
+}
+
 // verify checks a CMS signature (.p7m): its signers' signatures under the
 // certificates it encloses, and the content's digest; it shows signer,
 // signing time and the delegation notice.
@@ -92,6 +143,12 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	der, err := os.ReadFile(*in)
 	if err != nil {
 		return err
+	}
+	if bytes.HasPrefix(der, []byte("%PDF-")) {
+		if *content != "" || *out != "" {
+			return fs.Usagef("%s is a PDF file: its signatures are in it (no -content, no -out)", *in)
+		}
+		return a.verifyPDF(*in, der)
 	}
 	if b, _ := pem.Decode(der); b != nil {
 		der = b.Bytes
@@ -122,27 +179,8 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 				return err
 			}
 		}
-		verr := s.Verify(digest)
-		if verr != nil {
+		if !a.showSigner(s, s.Verify(digest)) {
 			bad++
-			fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(verr.Error(), "cms: "))
-		} else {
-			fmt.Fprintf(w, "result:       valid: the document is the one signed, and the signature verifies under the signer's certificate\n")
-		}
-		fmt.Fprintf(w, "algorithm:    %v, %s\n", s.Hash, algorithmName(s.SignatureAlgorithm))
-		if c := s.Certificate; c != nil {
-			fmt.Fprintf(w, "signer:       %s\n", c.Subject)
-			fmt.Fprintf(w, "issuer:       %s (serial %s)\n", c.Issuer, c.SerialNumber.Text(16))
-			sum := sha256.Sum256(c.Raw)
-			fmt.Fprintf(w, "certificate:  SHA-256 %x, valid %s to %s\n", sum, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
-		}
-		if !s.SigningTime.IsZero() {
-			fmt.Fprintf(w, "signing time: %s\n", s.SigningTime.UTC().Format(time.RFC3339))
-		}
-		if s.Notice != nil {
-			fmt.Fprintf(w, "notice:       %s\n", s.Notice)
-		} else {
-			fmt.Fprintf(w, "notice:       none (no delegation notice)\n")
 		}
 	}
 	fmt.Fprintln(w, "not checked:  the certificate's chain, validity and revocation (openssl cms -verify -CAfile CA.pem does)")
@@ -151,6 +189,89 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	}
 	if *out != "" && !sd.Detached() {
 		return os.WriteFile(*out, sd.Content, 0o644)
+	}
+	return nil
+}
+
+// showSigner writes what a signer is and the result of its check verr;
+// it reports whether the signature is valid.
+func (a *app) showSigner(s *cms.Signer, verr error) bool {
+	w := a.stdout
+	if verr != nil {
+		fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(verr.Error(), "cms: "))
+	} else {
+		fmt.Fprintf(w, "result:       valid: the document is the one signed, and the signature verifies under the signer's certificate\n")
+	}
+	fmt.Fprintf(w, "algorithm:    %v, %s\n", s.Hash, algorithmName(s.SignatureAlgorithm))
+	if c := s.Certificate; c != nil {
+		fmt.Fprintf(w, "signer:       %s\n", c.Subject)
+		fmt.Fprintf(w, "issuer:       %s (serial %s)\n", c.Issuer, c.SerialNumber.Text(16))
+		sum := sha256.Sum256(c.Raw)
+		fmt.Fprintf(w, "certificate:  SHA-256 %x, valid %s to %s\n", sum, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
+	}
+	if !s.SigningTime.IsZero() {
+		fmt.Fprintf(w, "signing time: %s\n", s.SigningTime.UTC().Format(time.RFC3339))
+	}
+	if s.Notice != nil {
+		fmt.Fprintf(w, "notice:       %s\n", s.Notice)
+	} else {
+		fmt.Fprintf(w, "notice:       none (no delegation notice)\n")
+	}
+	return verr == nil
+}
+
+// verifyPDF lists the signatures of the PDF file in (its bytes b) and
+// checks each: its CMS against the digest of the bytes its /ByteRange
+// covers.
+func (a *app) verifyPDF(in string, b []byte) error {
+	doc, err := pdfsig.Read(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	if len(sigs) == 0 {
+		return fmt.Errorf("%s: the PDF has no signatures", in)
+	}
+	w := a.stdout
+	fmt.Fprintf(w, "document:     %s (PDF, %d signatures)\n", in, len(sigs))
+	bad := 0
+	for i, ps := range sigs {
+		fmt.Fprintf(w, "signature %d:  field %s, %s\n", i+1, ps.Field, ps.SubFilter)
+		if ps.Time != "" {
+			fmt.Fprintf(w, "time (/M):    %s (as the signer's computer said)\n", ps.Time)
+		}
+		cover := "the whole file"
+		if !ps.Whole() {
+			cover = "an earlier revision (what was added after it is not under this signature)"
+		}
+		if len(ps.ByteRange) == 4 {
+			cover = fmt.Sprintf("%s: bytes 0 to %d and %d to %d", cover, ps.ByteRange[1], ps.ByteRange[2], ps.ByteRange[2]+ps.ByteRange[3])
+		}
+		fmt.Fprintf(w, "covers:       %s\n", cover)
+		sd, err := cms.Parse(ps.Contents)
+		if err == nil && len(sd.Signers) != 1 {
+			err = fmt.Errorf("%d signers, not one", len(sd.Signers))
+		}
+		if err != nil {
+			bad++
+			fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(err.Error(), "cms: "))
+			continue
+		}
+		s := sd.Signers[0]
+		digest, verr := ps.Digest(bytes.NewReader(b), s.Hash.New())
+		if verr == nil {
+			verr = s.Verify(digest)
+		}
+		if !a.showSigner(s, verr) {
+			bad++
+		}
+	}
+	fmt.Fprintln(w, "not checked:  the certificate's chain, validity and revocation (pdfsig with an NSS database does)")
+	if bad > 0 {
+		return fmt.Errorf("%s: %d of %d signatures invalid", in, bad, len(sigs))
 	}
 	return nil
 }

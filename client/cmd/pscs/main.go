@@ -9,7 +9,9 @@
 //	pscs slots [-config FILE]
 //	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE
 //	pscs sign [-config FILE] [-slot N] [-key H] -cades [-detached] [-hash sha256|sha384|sha512] [-pss] [-progress MiB] -in FILE -out FILE
+//	pscs sign [-config FILE] [-slot N] [-key H] -pades [-hash sha256|sha384|sha512] [-pss] [-progress MiB] -in FILE.pdf -out FILE.pdf
 //	pscs verify -in FILE.p7m [-content FILE] [-out FILE]
+//	pscs verify -in FILE.pdf
 //	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
 //	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export [-config FILE] ...
@@ -43,7 +45,14 @@
 // checks such a signature (or any DER CMS SignedData): the document's
 // digest, the signature under the enclosed certificate; it shows the
 // signer, the signing time and the delegation notice in words, and leaves
-// the certificate's chain to openssl cms -verify -CAfile.
+// the certificate's chain to openssl cms -verify -CAfile. With -pades,
+// sign adds a PAdES-B-B signature to a PDF file as an incremental update
+// (the signature dictionary and an invisible signature field; earlier
+// signatures stay valid): the file's byte range is hashed here, pscsd
+// answers the CMS (without signing-time: the time is the dictionary's /M),
+// and -out is the signed PDF. verify -in FILE.pdf lists the PDF's
+// signatures and checks each as it checks a .p7m, against the bytes its
+// /ByteRange covers.
 // whoami shows the identity the server sees and the delegate's remote
 // cards.
 //
@@ -139,11 +148,11 @@ the configuration file from -config, PSCS_CONFIG or ~/.config/pscs/client.conf.
 			Run:     run(a.sim)},
 		{Name: "slots", Args: "[-config FILE]", Summary: "list the remote cards you may use (as a delegate)",
 			Run: run(a.slots)},
-		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM [-raw] [-cert FILE] | -cades [-detached] [-hash sha256|sha384|sha512] [-pss] [-progress MiB]] -in FILE -out FILE",
-			Summary: "sign a file with a key of a remote card, bare or as CAdES-BES (.p7m): hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
+		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM [-raw] [-cert FILE] | -cades [-detached] | -pades] [-hash sha256|sha384|sha512] [-pss] [-progress MiB]] -in FILE -out FILE",
+			Summary: "sign a file with a key of a remote card, bare, as CAdES-BES (.p7m) or as PAdES-B-B (in the PDF): hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
 			Run:     run(a.sign)},
-		{Name: "verify", Args: "-in FILE.p7m [-content FILE] [-out FILE]",
-			Summary: "check a CMS/CAdES signature: the document's digest and the signature under the enclosed certificate; shows signer, signing time and the delegation notice",
+		{Name: "verify", Args: "-in FILE.p7m|FILE.pdf [-content FILE] [-out FILE]",
+			Summary: "check a CMS/CAdES signature, or the signatures in a PDF: the document's digest and the signature under the enclosed certificate; shows signer, signing time and the delegation notice",
 			Run:     run(a.verify)},
 		{Name: "whoami", Args: "[-config FILE]", Summary: "show the identity the server sees and your remote cards",
 			Run: run(a.whoami)},

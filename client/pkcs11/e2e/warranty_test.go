@@ -18,6 +18,8 @@ import (
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/cms/cmstest"
+	"github.com/pscs/pscs/internal/pdfsig"
+	"github.com/pscs/pscs/internal/pdfsig/pdfsigtest"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/transport"
 )
@@ -29,7 +31,7 @@ import (
 // (CKR_FUNCTION_REJECTED; pscsd logs the refusal, code 120); the delegate's CAdES
 // signature of the document (the Go client) verifies in openssl cms and
 // carries the notice; another document is refused with 107, and pscsd
-// logs its digest.
+// logs its digest. Then PDF signatures (padesThroughSite).
 func TestWarrantyThroughModule(t *testing.T) {
 	need(t, "swtpm", "openssl")
 	pcscd := privatePCSCD(t)
@@ -110,4 +112,62 @@ func TestWarrantyThroughModule(t *testing.T) {
 		t.Errorf("CAdES of another document: %v, want code 107", err)
 	}
 	site.log.waitFor(t, `code="`+transport.CodeDocumentRefused.String()+`" digest=`+hex.EncodeToString(otherSum[:]))
+
+	padesThroughSite(t, site, c, cctx)
+}
+
+// padesThroughSite: PAdES through the site of TestWarrantyThroughModule.
+// carol's delegation is limited to one document: her PDF signature is
+// refused (107, the reason given). dave's has warranty alone: his PDF
+// signature of a ghostscript PDF, then a second one on the signed file,
+// are valid in pdfsig, and the CMS in the file, as openssl prints it,
+// has the delegation notice naming dave.
+func padesThroughSite(t *testing.T, site *site, carol *client.Client, cctx context.Context) {
+	pdf := pdfsigtest.MakePDF(t, true)
+	var out bytes.Buffer
+	_, err := carol.SignPAdES(cctx, bytes.NewReader(pdf), &out, client.PAdESOptions{Slot: 1, Key: 1})
+	if transport.CodeOf(err) != transport.CodeDocumentRefused || !strings.Contains(err.Error(), "/ByteRange") || out.Len() != 0 {
+		t.Errorf("PAdES under a document-limited delegation: %v (%d bytes written), want code 107 with the reason", err, out.Len())
+	}
+	conf := site.delegateAs(t, "dave", transport.AdminDelegation{Warranty: true})
+	cfg, err := client.LoadConfig(conf.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dave, err := client.Dial(cctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dave.Close()
+	if _, err := dave.Login(cctx, 1, []byte(conf.vpin)); err != nil {
+		t.Fatal(err)
+	}
+	signed := pdf
+	var names []string
+	for _, key := range []uint64{1, 1} {
+		var out bytes.Buffer
+		sd, err := dave.SignPAdES(cctx, bytes.NewReader(signed), &out, client.PAdESOptions{Slot: 1, Key: key})
+		if err != nil {
+			t.Fatalf("PAdES under warranty: %v", err)
+		}
+		if !sd.Notice {
+			t.Error("no notice under warranty")
+		}
+		signed = out.Bytes()
+		names = append(names, sd.Certificate.Subject.CommonName)
+	}
+	pdfsigtest.Check(t, signed, names...)
+	doc, err := pdfsig.Read(bytes.NewReader(signed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil || len(sigs) != 2 {
+		t.Fatalf("signatures in the file: %d, %v", len(sigs), err)
+	}
+	for _, s := range sigs {
+		if printed := cmstest.Print(t, s.Contents); !strings.Contains(printed, "("+cms.Arc+".1)") || !strings.Contains(printed, ":dave") {
+			t.Errorf("openssl shows no delegation notice naming dave in %s:\n%s", s.Field, printed)
+		}
+	}
 }

@@ -1,0 +1,730 @@
+// Package pdfsig reads the signatures of a PDF file and adds one as an
+// incremental update: the PAdES-B-B signature (ETSI EN 319 142-1) that
+// pscs sign -pades makes, whose CMS pscsd builds from a digest.
+//
+// # Adding a signature
+//
+// [Read] parses the file; [Document.Prepare] returns the bytes to append
+// to it ([Update.Tail]): a signature dictionary (/Type /Sig, /Filter
+// /Adobe.PPKLite, /SubFilter /ETSI.CAdES.detached, /M, /ByteRange, and
+// /Contents, a hex string of zeros where the CMS will go), an invisible
+// signature field that is also the widget annotation on the first page, a
+// new version of that page (its /Annots list the widget), a new version of
+// the interactive form (/AcroForm: its old /Fields and the new one,
+// /SigFlags 3) and, where the form was not an object of its own, of the
+// catalog; then a cross-reference section for these objects, a table or a
+// stream as the file's last one was, whose trailer points back (/Prev) to
+// the file's last one. Nothing before the end of the file changes, so
+// the signatures already in it stay valid. Before answering, Prepare
+// parses the file with the update appended and checks that the new
+// signature is there with its /ByteRange: a damaged file that the parser
+// repaired on the fly (an offset pointing elsewhere) could read otherwise
+// once updated, and is refused (repair it first, e.g. with qpdf). So are
+// encrypted files.
+//
+// The signature covers the whole new file but the /Contents string
+// (/ByteRange): [Update.Digest] hashes the original file (a stream) and
+// the tail around the placeholder; the CMS of that digest, signed
+// attributes and all, is made elsewhere, and [Update.Embed] writes it into
+// the placeholder. The original followed by the tail is the signed file.
+//
+// # Reading signatures
+//
+// [Document.Signatures] lists the signature fields of the form that hold a
+// signature dictionary (fields nested under /Kids too), with their
+// /ByteRange and the DER of /Contents (its zero padding cut off);
+// [Signature.Digest] hashes the bytes a signature covers and checks that
+// what it leaves out is its own /Contents string. Judging the CMS is
+// package cms's.
+//
+// # The PDF library
+//
+// Parsing is github.com/pdfcpu/pdfcpu's (v0.15.0; Apache-2.0): a
+// maintained PDF processor in pure Go whose reader handles classic
+// cross-reference tables, cross-reference streams and object streams
+// (PDF 1.5 and later, as ghostscript, qpdf and office suites write
+// them), incremental updates (/Prev chains) and hybrid files, builds
+// with Go 1.26 (its go.mod says 1.25) and needs no cgo. The other
+// candidate, github.com/digitorus/pdf (the reader under
+// digitorus/pdfsign), is not served by the module proxy here (pdfsign
+// only as an untagged pseudo-version); github.com/klippa-app/go-pdfium
+// wraps PDFium (C++) through cgo or WebAssembly. pdfcpu's own writer
+// rewrites a whole file, which would break the signatures in it, so the
+// incremental update is written here: a few objects and one cross-reference section, in the syntax of
+// ISO 32000-1, 7.5.6 and 7.5.8. pdfcpu's configuration directory is
+// disabled (no files under the user's home). Its panics on malformed
+// input are caught and returned as errors; FuzzRead feeds it.
+package pdfsig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
+)
+
+func init() {
+	// Read nothing from, and write nothing to, a configuration directory.
+	model.ConfigPath = "disable"
+}
+
+// ErrNotPDF wraps the reasons a file cannot be read or updated.
+var ErrNotPDF = errors.New("pdfsig: not a PDF file that can be signed")
+
+// Document is a parsed PDF file.
+type Document struct {
+	r          io.ReadSeeker
+	ctx        *model.Context
+	size       int64 // of the file
+	startxref  int64 // offset of its last cross-reference section
+	xrefStream bool  // that section is a stream
+	endsInEOL  bool  // the file ends with an end-of-line
+}
+
+// Read parses the PDF file r. The Document keeps r: Prepare reads it
+// again.
+func Read(r io.ReadSeeker) (doc *Document, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			doc, err = nil, fmt.Errorf("%w: the PDF parser failed: %v", ErrNotPDF, p)
+		}
+	}()
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	ctx, err := pdfcpu.Read(r, conf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotPDF, err)
+	}
+	d := &Document{r: r, ctx: ctx, size: size}
+	if ctx.Read.RepairOffset != 0 {
+		return nil, fmt.Errorf("%w: its objects are not where its cross-reference table says", ErrNotPDF)
+	}
+	if ctx.XRefTable.Root == nil {
+		return nil, fmt.Errorf("%w: no catalog (/Root)", ErrNotPDF)
+	}
+	// The tail: where the last cross-reference section starts.
+	n := min(size, 2048)
+	tail := make([]byte, n)
+	if _, err := r.Seek(size-n, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(r, tail); err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndex(tail, []byte("startxref"))
+	if i < 0 {
+		return nil, fmt.Errorf("%w: no startxref at its end", ErrNotPDF)
+	}
+	f := strings.Fields(string(tail[i+len("startxref"):]))
+	if len(f) == 0 {
+		return nil, fmt.Errorf("%w: no offset after startxref", ErrNotPDF)
+	}
+	if d.startxref, err = strconv.ParseInt(f[0], 10, 64); err != nil || d.startxref <= 0 || d.startxref >= size {
+		return nil, fmt.Errorf("%w: startxref %q is not an offset in the file", ErrNotPDF, f[0])
+	}
+	head := make([]byte, 16)
+	if _, err := r.Seek(d.startxref, io.SeekStart); err != nil {
+		return nil, err
+	}
+	m, _ := io.ReadFull(r, head)
+	head = bytes.TrimLeft(head[:m], " \t\r\n\f\x00")
+	d.xrefStream = !bytes.HasPrefix(head, []byte("xref"))
+	if d.xrefStream && !xrefObject.Match(head) {
+		return nil, fmt.Errorf("%w: startxref %d points to no cross-reference section", ErrNotPDF, d.startxref)
+	}
+	d.endsInEOL = tail[n-1] == '\n' || tail[n-1] == '\r'
+	return d, nil
+}
+
+// xrefObject is the start of an indirect object (a cross-reference
+// stream).
+var xrefObject = regexp.MustCompile(`^\d+\s+\d+\s+obj\b`)
+
+// Encrypted reports whether the file is encrypted (such files are not
+// signed here).
+func (d *Document) Encrypted() bool { return d.ctx.XRefTable.Encrypt != nil }
+
+// Signature is a signature field's signature dictionary.
+type Signature struct {
+	Field     string  // the field's full name
+	SubFilter string  // e.g. ETSI.CAdES.detached, adbe.pkcs7.detached
+	ByteRange []int64 // pairs of offset and length
+	Contents  []byte  // the CMS (DER, padding cut off)
+	Time      string  // /M as written, "" if absent
+	Name      string  // /Name, "" if absent
+	Reason    string  // /Reason, "" if absent
+	size      int64   // of the file
+	hexLen    int     // digits of the /Contents hex string; -1: not a hex string
+}
+
+// Whole reports whether the signature covers the whole file but its
+// /Contents; a signature of an earlier revision covers less (the bytes
+// appended since are not under it).
+func (s *Signature) Whole() bool {
+	if len(s.ByteRange) != 4 {
+		return false
+	}
+	return s.ByteRange[0] == 0 && s.ByteRange[2]+s.ByteRange[3] == s.size
+}
+
+// Digest hashes the bytes of r (the file) that s covers, after checking
+// that its /ByteRange is two ranges, the first from the start of the
+// file, in order, within the file, and that the gap between them is the
+// /Contents hex string.
+func (s *Signature) Digest(r io.ReaderAt, h hash.Hash) ([]byte, error) {
+	br := s.ByteRange
+	if len(br) != 4 || br[0] != 0 || br[1] < 0 || br[2] <= br[1]+1 || br[3] < 0 || br[2]+br[3] > s.size {
+		return nil, fmt.Errorf("pdfsig: field %s: /ByteRange %v is not the file around /Contents", s.Field, br)
+	}
+	var lt, gt [1]byte
+	if _, err := r.ReadAt(lt[:], br[1]); err != nil {
+		return nil, err
+	}
+	if _, err := r.ReadAt(gt[:], br[2]-1); err != nil {
+		return nil, err
+	}
+	if lt[0] != '<' || gt[0] != '>' || br[2]-br[1] != int64(s.hexLen)+2 {
+		return nil, fmt.Errorf("pdfsig: field %s: /ByteRange leaves out more than the /Contents string", s.Field)
+	}
+	h.Reset()
+	for i := 0; i < 4; i += 2 {
+		if _, err := io.Copy(h, io.NewSectionReader(r, br[i], br[i+1])); err != nil {
+			return nil, err
+		}
+	}
+	return h.Sum(nil), nil
+}
+
+// Signatures returns the signatures in the form, in the order of its
+// fields.
+func (d *Document) Signatures() (sigs []Signature, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sigs, err = nil, fmt.Errorf("%w: the PDF parser failed: %v", ErrNotPDF, p)
+		}
+	}()
+	x := d.ctx.XRefTable
+	_, form, err := d.form()
+	if err != nil || form == nil {
+		return nil, err
+	}
+	fields, err := x.DereferenceArray(form["Fields"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: /AcroForm /Fields: %v", ErrNotPDF, err)
+	}
+	seen := map[int]bool{}
+	var walk func(fields types.Array, parent, ft string, depth int) error
+	walk = func(fields types.Array, parent, ft string, depth int) error {
+		if depth > 32 {
+			return fmt.Errorf("%w: fields nested too deep", ErrNotPDF)
+		}
+		for _, o := range fields {
+			if ref, ok := o.(types.IndirectRef); ok {
+				if seen[ref.ObjectNumber.Value()] {
+					continue
+				}
+				seen[ref.ObjectNumber.Value()] = true
+			}
+			f, err := x.DereferenceDict(o)
+			if err != nil || f == nil {
+				continue
+			}
+			name := parent
+			if t, err := x.DereferenceStringOrHexLiteral(f["T"], model.V10, nil); err == nil && t != "" {
+				if name != "" {
+					name += "."
+				}
+				name += t
+			}
+			fft := ft
+			if n := f.NameEntry("FT"); n != nil {
+				fft = *n
+			}
+			if kids, err := x.DereferenceArray(f["Kids"]); err == nil && len(kids) > 0 {
+				if err := walk(kids, name, fft, depth+1); err != nil {
+					return err
+				}
+			}
+			if fft != "Sig" {
+				continue
+			}
+			v, err := x.DereferenceDict(f["V"])
+			if err != nil || v == nil {
+				continue // an empty signature field
+			}
+			s, err := d.signature(v, name)
+			if err != nil {
+				return err
+			}
+			sigs = append(sigs, s)
+		}
+		return nil
+	}
+	if err := walk(fields, "", "", 0); err != nil {
+		return nil, err
+	}
+	return sigs, nil
+}
+
+// signature reads a signature dictionary.
+func (d *Document) signature(v types.Dict, field string) (Signature, error) {
+	x := d.ctx.XRefTable
+	s := Signature{Field: field, size: d.size}
+	if n := v.NameEntry("SubFilter"); n != nil {
+		s.SubFilter = *n
+	}
+	br, err := x.DereferenceArray(v["ByteRange"])
+	if err != nil || len(br) == 0 {
+		return s, fmt.Errorf("%w: field %s: the signature has no /ByteRange", ErrNotPDF, field)
+	}
+	for _, o := range br {
+		i, err := x.DereferenceInteger(o)
+		if err != nil || i == nil {
+			return s, fmt.Errorf("%w: field %s: /ByteRange holds %v", ErrNotPDF, field, o)
+		}
+		s.ByteRange = append(s.ByteRange, int64(i.Value()))
+	}
+	c, err := x.Dereference(v["Contents"])
+	if err != nil {
+		return s, fmt.Errorf("%w: field %s: /Contents: %v", ErrNotPDF, field, err)
+	}
+	s.hexLen = -1
+	switch c := c.(type) {
+	case types.HexLiteral:
+		s.hexLen = len(c.Value())
+		s.Contents, err = c.Bytes()
+	case types.StringLiteral:
+		s.Contents, err = types.Unescape(c.Value())
+	default:
+		err = errors.New("not a string")
+	}
+	if err != nil {
+		return s, fmt.Errorf("%w: field %s: /Contents: %v", ErrNotPDF, field, err)
+	}
+	// The CMS is followed by the placeholder's zeros: keep its DER.
+	in := cryptobyte.String(s.Contents)
+	var el cryptobyte.String
+	if in.ReadASN1Element(&el, asn1.SEQUENCE) {
+		s.Contents = el
+	}
+	str := func(k string) string {
+		t, err := x.DereferenceStringOrHexLiteral(v[k], model.V10, nil)
+		if err != nil {
+			return ""
+		}
+		return t
+	}
+	s.Time, s.Name, s.Reason = str("M"), str("Name"), str("Reason")
+	return s, nil
+}
+
+// form returns the interactive form and its reference (nil if it is in
+// the catalog itself); nil if there is none.
+func (d *Document) form() (*types.IndirectRef, types.Dict, error) {
+	x := d.ctx.XRefTable
+	cat, err := x.Catalog()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: catalog: %v", ErrNotPDF, err)
+	}
+	o, ok := cat.Find("AcroForm")
+	if !ok || o == nil {
+		return nil, nil, nil
+	}
+	var ref *types.IndirectRef
+	if r, ok := o.(types.IndirectRef); ok {
+		ref = &r
+	}
+	form, err := x.DereferenceDict(o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: /AcroForm: %v", ErrNotPDF, err)
+	}
+	return ref, form, nil
+}
+
+// Options are the options of Prepare.
+type Options struct {
+	// Time is the signing time for /M; zero: now.
+	Time time.Time
+	// Reserve is the room for the CMS in bytes; zero: DefaultReserve.
+	Reserve int
+}
+
+// DefaultReserve is the room for the CMS: a certificate chain of a few
+// certificates, an RSA-4096 signature and the signed attributes with the
+// delegation notice fit with room to spare.
+const DefaultReserve = 16384
+
+// Update is an incremental update with a signature to be embedded.
+type Update struct {
+	// Tail is what to append to the file (placeholder until Embed).
+	Tail []byte
+	// Field is the name of the new signature field.
+	Field string
+	// ByteRange is the new signature's.
+	ByteRange [4]int64
+	base      int64 // the original file's size
+	contents  int   // offset in Tail of the /Contents hex digits
+	reserve   int
+}
+
+// Prepare returns the incremental update that adds a signature field and
+// its signature dictionary, with room for the CMS.
+func (d *Document) Prepare(o Options) (u *Update, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			u, err = nil, fmt.Errorf("%w: the PDF parser failed: %v", ErrNotPDF, p)
+		}
+	}()
+	if d.Encrypted() {
+		return nil, fmt.Errorf("%w: it is encrypted", ErrNotPDF)
+	}
+	if o.Time.IsZero() {
+		o.Time = time.Now()
+	}
+	if o.Reserve <= 0 {
+		o.Reserve = DefaultReserve
+	}
+	x := d.ctx.XRefTable
+	cat, err := x.Catalog()
+	if err != nil {
+		return nil, fmt.Errorf("%w: catalog: %v", ErrNotPDF, err)
+	}
+	pageRef, err := x.PageDictIndRef(1)
+	if err != nil || pageRef == nil {
+		return nil, fmt.Errorf("%w: no first page: %v", ErrNotPDF, err)
+	}
+	page, err := x.DereferenceDict(*pageRef)
+	if err != nil || page == nil {
+		return nil, fmt.Errorf("%w: the first page: %v", ErrNotPDF, err)
+	}
+	formRef, form, err := d.form()
+	if err != nil {
+		return nil, err
+	}
+	var fields types.Array
+	if form != nil {
+		if fields, err = x.DereferenceArray(form["Fields"]); err != nil {
+			return nil, fmt.Errorf("%w: /AcroForm /Fields: %v", ErrNotPDF, err)
+		}
+	}
+	// A field name the form does not have yet.
+	names := map[string]bool{}
+	for _, f := range fields {
+		if fd, err := x.DereferenceDict(f); err == nil && fd != nil {
+			if t, err := x.DereferenceStringOrHexLiteral(fd["T"], model.V10, nil); err == nil {
+				names[t] = true
+			}
+		}
+	}
+	field := ""
+	for i := 1; ; i++ {
+		if field = "Signature" + strconv.Itoa(i); !names[field] {
+			break
+		}
+	}
+
+	next := *x.Size
+	newObj := func() types.IndirectRef {
+		r := *types.NewIndirectRef(next, 0)
+		next++
+		return r
+	}
+	sigRef, fieldRef := newObj(), newObj()
+
+	u = &Update{Field: field, base: d.size, reserve: o.Reserve}
+	var buf bytes.Buffer
+	if !d.endsInEOL {
+		buf.WriteByte('\n')
+	}
+	type entry struct {
+		num, gen int
+		off      int64
+	}
+	var entries []entry
+	written := map[int]bool{}
+	begin := func(r types.IndirectRef) {
+		if written[r.ObjectNumber.Value()] {
+			err = fmt.Errorf("%w: object %d is both %s", ErrNotPDF, r.ObjectNumber.Value(), "the first page and the catalog or the form")
+		}
+		written[r.ObjectNumber.Value()] = true
+		entries = append(entries, entry{r.ObjectNumber.Value(), r.GenerationNumber.Value(), d.size + int64(buf.Len())})
+		fmt.Fprintf(&buf, "%d %d obj\n", r.ObjectNumber.Value(), r.GenerationNumber.Value())
+	}
+	end := func() { buf.WriteString("\nendobj\n") }
+
+	// The signature dictionary; /ByteRange is filled in below, in its
+	// fixed width.
+	begin(sigRef)
+	fmt.Fprintf(&buf, "<</Type/Sig/Filter/Adobe.PPKLite/SubFilter/ETSI.CAdES.detached/M%s/ByteRange[0 ", pdfDate(o.Time))
+	brAt := buf.Len()
+	buf.WriteString(strings.Repeat(" ", 3*21))
+	buf.WriteString("]/Contents<")
+	u.contents = buf.Len()
+	buf.WriteString(strings.Repeat("0", 2*o.Reserve))
+	buf.WriteString(">>>")
+	end()
+
+	// The field, merged with its widget: invisible, printed, locked.
+	begin(fieldRef)
+	fmt.Fprintf(&buf, "<</Type/Annot/Subtype/Widget/FT/Sig/T(%s)/V %s/F 132/Rect[0 0 0 0]/P %s>>", field, sigRef.PDFString(), pageRef.PDFString())
+	end()
+
+	// The page lists the widget.
+	switch a := page["Annots"].(type) {
+	case types.IndirectRef:
+		arr, err := x.DereferenceArray(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: the first page's /Annots: %v", ErrNotPDF, err)
+		}
+		begin(a)
+		buf.WriteString(append(slices.Clone(arr), fieldRef).PDFString())
+		end()
+	default:
+		arr, err := x.DereferenceArray(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: the first page's /Annots: %v", ErrNotPDF, err)
+		}
+		p := page.Clone().(types.Dict)
+		p["Annots"] = append(slices.Clone(arr), fieldRef)
+		begin(*pageRef)
+		buf.WriteString(p.PDFString())
+		end()
+	}
+
+	// The form lists the field; it says that the file has signatures
+	// and must be updated incrementally (SigFlags 3).
+	nf := types.Dict{}
+	if form != nil {
+		nf = form.Clone().(types.Dict)
+	}
+	nf["Fields"] = append(slices.Clone(fields), fieldRef)
+	nf["SigFlags"] = types.Integer(3)
+	if formRef != nil {
+		begin(*formRef)
+		buf.WriteString(nf.PDFString())
+		end()
+	} else {
+		r := newObj()
+		begin(r)
+		buf.WriteString(nf.PDFString())
+		end()
+		c := cat.Clone().(types.Dict)
+		c["AcroForm"] = r
+		begin(*x.Root)
+		buf.WriteString(c.PDFString())
+		end()
+	}
+
+	// The cross-reference section and trailer.
+	trailer := types.Dict{"Root": *x.Root, "Prev": types.Integer(d.startxref)}
+	if x.Info != nil {
+		trailer["Info"] = *x.Info
+	}
+	if len(x.ID) > 0 {
+		trailer["ID"] = x.ID
+	}
+	if d.xrefStream {
+		r := newObj()
+		off := d.size + int64(buf.Len())
+		entries = append(entries, entry{r.ObjectNumber.Value(), 0, off})
+		w := 1
+		for ; w < 8 && off>>(8*w) > 0; w++ {
+		}
+		slices.SortFunc(entries, func(a, b entry) int { return a.num - b.num })
+		var data []byte
+		for _, e := range entries {
+			data = append(data, 1)
+			for i := w - 1; i >= 0; i-- {
+				data = append(data, byte(e.off>>(8*i)))
+			}
+			data = append(data, byte(e.gen>>8), byte(e.gen))
+		}
+		trailer["Type"] = types.Name("XRef")
+		trailer["Size"] = types.Integer(next)
+		trailer["W"] = types.Array{types.Integer(1), types.Integer(w), types.Integer(2)}
+		trailer["Index"] = subsections(entries, func(e entry) int { return e.num })
+		trailer["Length"] = types.Integer(len(data))
+		begin(r)
+		buf.WriteString(trailer.PDFString())
+		buf.WriteString("\nstream\r\n")
+		buf.Write(data)
+		buf.WriteString("\r\nendstream")
+		end()
+		fmt.Fprintf(&buf, "startxref\n%d\n%%%%EOF\n", off)
+	} else {
+		off := d.size + int64(buf.Len())
+		slices.SortFunc(entries, func(a, b entry) int { return a.num - b.num })
+		buf.WriteString("xref\n")
+		for i := 0; i < len(entries); {
+			j := i + 1
+			for j < len(entries) && entries[j].num == entries[j-1].num+1 {
+				j++
+			}
+			fmt.Fprintf(&buf, "%d %d\n", entries[i].num, j-i)
+			for _, e := range entries[i:j] {
+				fmt.Fprintf(&buf, "%010d %05d n\r\n", e.off, e.gen)
+			}
+			i = j
+		}
+		trailer["Size"] = types.Integer(next)
+		fmt.Fprintf(&buf, "trailer\n%s\nstartxref\n%d\n%%%%EOF\n", trailer.PDFString(), off)
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.Tail = buf.Bytes()
+	// Around the string: '<' is at contents-1, '>' at contents+2*Reserve.
+	after := d.size + int64(u.contents+2*o.Reserve+1)
+	u.ByteRange = [4]int64{0, d.size + int64(u.contents-1), after, d.size + int64(len(u.Tail)) - after}
+	br := fmt.Sprintf("%d %d %d", u.ByteRange[1], u.ByteRange[2], u.ByteRange[3])
+	copy(u.Tail[brAt:], br)
+	if err := d.readBack(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// readBack parses the file with the update appended and checks that it
+// has the new signature, with its byte range: a file whose structure the
+// parser had to repair (an offset that points elsewhere, say) may read
+// differently once updated, and is refused rather than signed.
+func (d *Document) readBack(u *Update) error {
+	again, err := Read(&concat{a: d.r, size: d.size, b: u.Tail})
+	if err != nil {
+		return fmt.Errorf("%w: the file as updated does not parse (%v): repair it first (qpdf in.pdf out.pdf)", ErrNotPDF, err)
+	}
+	sigs, err := again.Signatures()
+	if err != nil {
+		return fmt.Errorf("%w: the file as updated: %v", ErrNotPDF, err)
+	}
+	for _, s := range sigs {
+		if s.Field == u.Field && slices.Equal(s.ByteRange, u.ByteRange[:]) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the file as updated does not show the new signature: repair it first (qpdf in.pdf out.pdf)", ErrNotPDF)
+}
+
+// concat reads a (size bytes) followed by b.
+type concat struct {
+	a    io.ReadSeeker
+	size int64
+	b    []byte
+	off  int64
+}
+
+func (c *concat) Read(p []byte) (int, error) {
+	if c.off < c.size {
+		if _, err := c.a.Seek(c.off, io.SeekStart); err != nil {
+			return 0, err
+		}
+		n, err := c.a.Read(p[:min(int64(len(p)), c.size-c.off)])
+		c.off += int64(n)
+		if err == io.EOF && c.off < c.size {
+			err = io.ErrUnexpectedEOF
+		} else if err == io.EOF {
+			err = nil
+		}
+		return n, err
+	}
+	i := c.off - c.size
+	if i >= int64(len(c.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, c.b[i:])
+	c.off += int64(n)
+	return n, nil
+}
+
+func (c *concat) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		off += c.off
+	case io.SeekEnd:
+		off += c.size + int64(len(c.b))
+	}
+	if off < 0 {
+		return 0, errors.New("pdfsig: seek before the start")
+	}
+	c.off = off
+	return off, nil
+}
+
+// subsections returns the /Index of sorted entries: first number and
+// count of each run of consecutive numbers.
+func subsections[E any](entries []E, num func(E) int) types.Array {
+	var idx types.Array
+	for i := 0; i < len(entries); {
+		j := i + 1
+		for j < len(entries) && num(entries[j]) == num(entries[j-1])+1 {
+			j++
+		}
+		idx = append(idx, types.Integer(num(entries[i])), types.Integer(j-i))
+		i = j
+	}
+	return idx
+}
+
+// pdfDate is t as a PDF date string (ISO 32000-1, 7.9.4), in UTC.
+func pdfDate(t time.Time) string {
+	return "(D:" + t.UTC().Format("20060102150405") + "+00'00')"
+}
+
+// Digest hashes what the signature will cover: original (the file the
+// update was prepared for, as a stream) and the tail around the
+// placeholder.
+func (u *Update) Digest(h hash.Hash, original io.Reader) ([]byte, error) {
+	h.Reset()
+	n, err := io.Copy(h, original)
+	if err != nil {
+		return nil, err
+	}
+	if n != u.base {
+		return nil, fmt.Errorf("pdfsig: the file has %d bytes, not the %d it had when read", n, u.base)
+	}
+	return u.Sum(h), nil
+}
+
+// Sum returns the digest of what the signature covers from h, which has
+// hashed the original file and nothing else: it adds the tail around the
+// placeholder.
+func (u *Update) Sum(h hash.Hash) []byte {
+	h.Write(u.Tail[:u.contents-1])
+	h.Write(u.Tail[u.contents+2*u.reserve+1:])
+	return h.Sum(nil)
+}
+
+// Embed writes the CMS into the placeholder.
+func (u *Update) Embed(cms []byte) error {
+	if 2*len(cms) > 2*u.reserve {
+		return fmt.Errorf("pdfsig: the signature has %d bytes, and the room reserved for it %d", len(cms), u.reserve)
+	}
+	const hexdigits = "0123456789ABCDEF"
+	p := u.Tail[u.contents:]
+	for i, c := range cms {
+		p[2*i], p[2*i+1] = hexdigits[c>>4], hexdigits[c&15]
+	}
+	for i := 2 * len(cms); i < 2*u.reserve; i++ {
+		p[i] = '0'
+	}
+	return nil
+}

@@ -1,0 +1,285 @@
+package pdfsig_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pscs/pscs/internal/cms"
+	"github.com/pscs/pscs/internal/pdfsig"
+	"github.com/pscs/pscs/internal/pdfsig/pdfsigtest"
+)
+
+type signer struct {
+	key  *ecdsa.PrivateKey
+	cert *x509.Certificate
+}
+
+func newSigner(t testing.TB, name string) signer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer{key, cert}
+}
+
+// sign adds a PAdES signature by s to pdf as pscs does it: the update,
+// its digest, signed attributes without signing-time, the CMS.
+func (s signer) sign(t testing.TB, pdf []byte) []byte {
+	t.Helper()
+	doc, err := pdfsig.Read(bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := doc.Prepare(pdfsig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := u.Digest(sha256.New(), bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := cms.SignedAttributes(cms.Params{Hash: crypto.SHA256, Digest: digest, Certificate: s.cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(attrs)
+	sig, err := s.key.Sign(rand.Reader, h[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := cms.Assemble(s.cert, nil, cms.Algorithm{Hash: crypto.SHA256}, attrs, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Embed(der); err != nil {
+		t.Fatal(err)
+	}
+	return append(bytes.Clone(pdf), u.Tail...)
+}
+
+// check has qpdf and pdfsig judge pdf (pdfsigtest.Check), then reads
+// its signatures back here: each CMS verifies against the digest of its
+// byte range.
+func check(t testing.TB, pdf []byte, names ...string) {
+	t.Helper()
+	pdfsigtest.Check(t, pdf, names...)
+	doc, err := pdfsig.Read(bytes.NewReader(pdf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sigs) != len(names) {
+		t.Fatalf("Signatures: %d, want %d", len(sigs), len(names))
+	}
+	for i, s := range sigs {
+		sd, err := cms.Parse(s.Contents)
+		if err != nil {
+			t.Fatalf("signature %d: %v", i, err)
+		}
+		d, err := s.Digest(bytes.NewReader(pdf), sd.Signers[0].Hash.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sd.Signers[0].Verify(d); err != nil {
+			t.Fatalf("signature %d (%s): %v", i, s.Field, err)
+		}
+		if sd.Signers[0].Certificate.Subject.CommonName != names[i] || s.SubFilter != "ETSI.CAdES.detached" || !sd.Signers[0].SigningTime.IsZero() {
+			t.Fatalf("signature %d: %s, %s, signing-time %v", i, sd.Signers[0].Certificate.Subject, s.SubFilter, sd.Signers[0].SigningTime)
+		}
+		if s.Whole() != (i == len(sigs)-1) {
+			t.Fatalf("signature %d covers the whole file: %v", i, s.Whole())
+		}
+	}
+}
+
+// TestSign signs ghostscript's PDF (cross-reference table) and qpdf's
+// rewrite of it (object streams, cross-reference stream), once and twice:
+// qpdf finds the files well formed, pdfsig finds every signature valid.
+func TestSign(t *testing.T) {
+	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
+	for _, tc := range []struct {
+		name       string
+		xrefStream bool
+	}{{"xref table", false}, {"xref stream", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pdf := pdfsigtest.MakePDF(t, tc.xrefStream)
+			once := alice.sign(t, pdf)
+			if !bytes.HasPrefix(once, pdf) {
+				t.Fatal("the signed file does not start with the original")
+			}
+			check(t, once, "Alice Signer")
+			twice := bob.sign(t, once)
+			if !bytes.HasPrefix(twice, once) {
+				t.Fatal("the second signature changed the first revision")
+			}
+			check(t, twice, "Alice Signer", "Bob Signer")
+		})
+	}
+}
+
+// debianSample is a PDF that Debian ships (package shared-mime-info, in
+// .ci/deps): the specification, several pages, object streams and a
+// cross-reference stream, link annotations, written by pdfTeX (LaTeX
+// with hyperref).
+const debianSample = "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"
+
+// TestSignDebianSample signs Debian's sample PDF twice: pdfsig finds both
+// signatures valid, qpdf the file well formed.
+func TestSignDebianSample(t *testing.T) {
+	pdf, err := os.ReadFile(debianSample)
+	if err != nil {
+		t.Fatalf("%v (install shared-mime-info: bash .ci/deps)", err)
+	}
+	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
+	check(t, bob.sign(t, alice.sign(t, pdf)), "Alice Signer", "Bob Signer")
+}
+
+// TestSignAnnotated: a page with annotations (a text field's widget, a
+// link) keeps them, the signature's widget added to its /Annots.
+func TestSignAnnotated(t *testing.T) {
+	alice := newSigner(t, "Alice Signer")
+	for _, xs := range []bool{false, true} {
+		pdf := pdfsigtest.MakePDFFrom(t, pdfsigtest.Annotated, xs)
+		signed := alice.sign(t, alice.sign(t, pdf))
+		check(t, signed, "Alice Signer", "Alice Signer")
+		p := filepath.Join(t.TempDir(), "signed.pdf")
+		if err := os.WriteFile(p, signed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("qpdf", "--json", "--json-key=pages", p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j struct {
+			Pages []struct{ Object string } `json:"pages"`
+		}
+		if err := json.Unmarshal(out, &j); err != nil || len(j.Pages) != 1 {
+			t.Fatalf("qpdf --json: %v\n%s", err, out)
+		}
+		num, _, _ := strings.Cut(j.Pages[0].Object, " ")
+		page, err := exec.Command("qpdf", "--show-object="+num, p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		annots := regexp.MustCompile(`/Annots \[([^]]*)\]`).FindSubmatch(page)
+		if annots == nil {
+			t.Fatalf("qpdf shows no /Annots in the page:\n%s", page)
+		}
+		if n := bytes.Count(annots[1], []byte(" R")); n != 4 {
+			t.Errorf("the page has %d annotations, want 4 (2 of its own, 2 signatures):\n%s", n, page)
+		}
+	}
+}
+
+// TestTampered: a byte changed in a signed file fails the digest.
+func TestTampered(t *testing.T) {
+	pdf := newSigner(t, "Alice Signer").sign(t, pdfsigtest.MakePDF(t, false))
+	// A digit of the creation date in ghostscript's /Info.
+	i := bytes.Index(pdf, []byte("/CreationDate(D:"))
+	if i < 0 {
+		t.Fatalf("ghostscript wrote no /CreationDate:\n%s", pdf)
+	}
+	bad := bytes.Clone(pdf)
+	bad[i+len("/CreationDate(D:")] ^= 1
+	doc, err := pdfsig.Read(bytes.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := doc.Signatures()
+	if err != nil || len(sigs) != 1 {
+		t.Fatal(len(sigs), err)
+	}
+	sd, err := cms.Parse(sigs[0].Contents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sigs[0].Digest(bytes.NewReader(bad), sha256.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Signers[0].Verify(d); err == nil {
+		t.Fatal("a changed file verifies")
+	}
+}
+
+// TestNotPDF: what is no PDF gets ErrNotPDF.
+func TestNotPDF(t *testing.T) {
+	pdf := pdfsigtest.MakePDF(t, false)
+	for name, b := range map[string][]byte{
+		"empty": nil, "text": []byte("hello, world\n"), "truncated": pdf[:len(pdf)/2],
+	} {
+		if _, err := pdfsig.Read(bytes.NewReader(b)); !errors.Is(err, pdfsig.ErrNotPDF) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestEncrypted: an encrypted PDF (qpdf, AES-256, empty user password)
+// is not signed.
+func TestEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.pdf"), filepath.Join(dir, "enc.pdf")
+	if err := os.WriteFile(in, pdfsigtest.MakePDF(t, false), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("qpdf", "--encrypt", "", "owner", "256", "--", in, out).CombinedOutput(); err != nil {
+		t.Fatalf("qpdf --encrypt: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := pdfsig.Read(bytes.NewReader(b))
+	if err == nil {
+		_, err = doc.Prepare(pdfsig.Options{})
+	}
+	if !errors.Is(err, pdfsig.ErrNotPDF) {
+		t.Fatalf("an encrypted PDF: %v, want ErrNotPDF", err)
+	}
+}
+
+// TestEmbedTooLarge: a CMS larger than the room reserved is refused.
+func TestEmbedTooLarge(t *testing.T) {
+	doc, err := pdfsig.Read(bytes.NewReader(pdfsigtest.MakePDF(t, false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := doc.Prepare(pdfsig.Options{Reserve: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Embed(make([]byte, 101)); err == nil {
+		t.Fatal("a CMS of 101 bytes fits in 100")
+	}
+}
