@@ -170,6 +170,10 @@ func remote(ctx context.Context, work string) error {
 	if err := show(ctx, owner, pscs, "audit", "verify", "-ca", filepath.Join(state, "demo", "owner", "ca.pem"), filepath.Join(work, "mayor-audit.jsonl")); err != nil {
 		return err
 	}
+	say("The owner also has a web console; `pscs admin console` prints a one-time link to it (open it while the demo runs):")
+	if err := show(ctx, owner, pscs, "admin", "console"); err != nil {
+		return err
+	}
 	say("Done: a delegate signed with the mayor's card from afar, the signature verifies, and the owner holds the record.")
 	return nil
 }
