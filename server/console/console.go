@@ -62,6 +62,8 @@ type Config struct {
 	// PINEvery is how often the cards' PIN counters are read (a card
 	// transaction each, which spends no try); default 30 seconds.
 	PINEvery time.Duration
+	// Now is the console's clock; nil: time.Now. (Tests.)
+	Now func() time.Time
 }
 
 // Wrong one-time tokens from one client address: after MaxBadTokens in a
@@ -126,6 +128,9 @@ func New(cfg Config) *Console {
 	if cfg.SampleEvery == 0 {
 		cfg.SampleEvery = 2 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.PINEvery == 0 {
 		cfg.PINEvery = 30 * time.Second
 	}
@@ -157,7 +162,7 @@ func (c *Console) Link(_ context.Context, owner string) (string, time.Time, erro
 		return "", time.Time{}, errors.New("console: not serving")
 	}
 	t := randomToken()
-	exp := time.Now().Add(c.cfg.TokenTTL)
+	exp := c.cfg.Now().Add(c.cfg.TokenTTL)
 	c.tokens[digest(t)] = token{owner: owner, expires: exp}
 	return c.base + "/login?token=" + url.QueryEscape(t), exp, nil
 }
@@ -213,7 +218,7 @@ func (c *Console) Serve(ctx context.Context, ln net.Listener) error {
 // login consumes a one-time token and makes a session.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	ip := clientIP(r)
-	now := time.Now()
+	now := c.cfg.Now()
 	c.mu.Lock()
 	b := c.bad[ip]
 	if b != nil && now.Before(b.until) {
@@ -262,7 +267,7 @@ func clientIP(r *http.Request) string {
 func (c *Console) startSession(w http.ResponseWriter, owner, how string) *session {
 	id := randomToken()
 	d := digest(id)
-	now := time.Now()
+	now := c.cfg.Now()
 	s := &session{owner: owner, tag: hex.EncodeToString(d[:4]), csrf: randomToken(), created: now, lastSeen: now}
 	c.mu.Lock()
 	c.sessions[d] = s
@@ -278,7 +283,7 @@ func (c *Console) startSession(w http.ResponseWriter, owner, how string) *sessio
 func (c *Console) sessionOf(w http.ResponseWriter, r *http.Request) *session {
 	if ck, err := r.Cookie(CookieName); err == nil {
 		d := digest(ck.Value)
-		now := time.Now()
+		now := c.cfg.Now()
 		c.mu.Lock()
 		s := c.sessions[d]
 		if s != nil && (now.Sub(s.lastSeen) > c.cfg.IdleTimeout || now.Sub(s.created) > c.cfg.MaxSession) {
@@ -321,8 +326,12 @@ func (c *Console) checkPost(r *http.Request, s *session) error {
 	if r.Method != http.MethodPost {
 		return errors.New("a change is a POST")
 	}
-	want := c.URL()
-	if o := r.Header.Get("Origin"); o != want {
+	// The Origin header names the page's origin; under Referrer-Policy
+	// no-referrer browsers send "null" instead, and then Sec-Fetch-Site,
+	// which no page can set, says whether the form is the console's own.
+	o := r.Header.Get("Origin")
+	sameSite := r.Header.Get("Sec-Fetch-Site") == "same-origin"
+	if o != c.URL() && !((o == "null" || o == "") && sameSite) {
 		return fmt.Errorf("origin %q is not the console's", o)
 	}
 	if err := r.ParseMultipartForm(8 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
@@ -338,7 +347,7 @@ func (c *Console) checkPost(r *http.Request, s *session) error {
 func (c *Console) newNonce() string {
 	n := randomToken()
 	c.mu.Lock()
-	c.nonces[digest(n)] = time.Now()
+	c.nonces[digest(n)] = c.cfg.Now()
 	c.mu.Unlock()
 	return n
 }

@@ -27,6 +27,7 @@ type live struct {
 	pins    map[string][]profiles.PINInfo // PIN labels, by card/member
 	counts  map[string]map[string]int     // PIN tries left by card/member, PIN ID; -1 unknown
 	sampled time.Time
+	newPool bool // a pool was tracked since the PIN counters were read
 	subs    map[chan struct{}]bool // audit pages
 	cards   map[chan struct{}]bool // cards pages
 }
@@ -65,6 +66,9 @@ func (l *live) track(cards []server.Card) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, c := range cards {
+		if _, ok := l.pools[c.Name]; !ok {
+			l.newPool = true
+		}
 		l.pools[c.Name] = c.Pool
 	}
 }
@@ -74,12 +78,16 @@ func (l *live) run(ctx context.Context) {
 	defer t.Stop()
 	var lastPINs time.Time
 	for {
-		if time.Since(lastPINs) >= l.c.cfg.PINEvery {
+		l.mu.Lock()
+		newPool := l.newPool
+		l.newPool = false
+		l.mu.Unlock()
+		if newPool || time.Since(lastPINs) >= l.c.cfg.PINEvery {
 			l.readPINs(ctx)
 			lastPINs = time.Now()
 		}
 		l.sample(time.Now())
-		l.c.sweep(time.Now())
+		l.c.sweep(l.c.cfg.Now())
 		l.notify(l.cards)
 		select {
 		case <-ctx.Done():
