@@ -21,7 +21,8 @@ func WithVia(ctx context.Context, via string) context.Context {
 	return context.WithValue(ctx, viaKey{}, via)
 }
 
-func viaOf(ctx context.Context) string {
+// ViaOf returns what WithVia marked ctx with, or "".
+func ViaOf(ctx context.Context) string {
 	v, _ := ctx.Value(viaKey{}).(string)
 	return v
 }

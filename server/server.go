@@ -856,7 +856,7 @@ func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegati
 	}
 	rec := &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: op,
 		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result,
-		Anchor: n.anchor || n.events&anchoring != 0, Via: viaOf(ctx)}
+		Anchor: n.anchor || n.events&anchoring != 0, Via: ViaOf(ctx)}
 	if m, ok := s.cfg.Book.Mark(delegation, n.card); ok {
 		m.Events = n.events
 		rec.Policy = &m

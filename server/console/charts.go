@@ -33,10 +33,8 @@ func barChart(id, title, desc, yLabel string, labels []string, ss []series, form
 			maxV = math.Max(maxV, v)
 		}
 	}
-	if maxV == 0 {
-		maxV = 1
-	}
-	maxV = niceCeil(maxV)
+	// At least 4: the 4 grid steps of a count are whole numbers.
+	maxV = 4 * math.Ceil(niceCeil(max(maxV, 4))/4)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" role="img" aria-labelledby="%s-t %s-d" xmlns="http://www.w3.org/2000/svg">`, w, h, id, id)
 	fmt.Fprintf(&b, `<title id="%s-t">%s</title><desc id="%s-d">%s</desc>`, id, html.EscapeString(title), id, html.EscapeString(desc))

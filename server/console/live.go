@@ -27,7 +27,7 @@ type live struct {
 	pins    map[string][]profiles.PINInfo // PIN labels, by card/member
 	counts  map[string]map[string]int     // PIN tries left by card/member, PIN ID; -1 unknown
 	sampled time.Time
-	newPool bool // a pool was tracked since the PIN counters were read
+	newPool bool                   // a pool was tracked since the PIN counters were read
 	subs    map[chan struct{}]bool // audit pages
 	cards   map[chan struct{}]bool // cards pages
 }
