@@ -73,6 +73,9 @@ const (
 	BadTokenLockout = 5 * time.Minute
 )
 
+// maxForm bounds a form's body (documents to digest included).
+const maxForm = 64 << 20
+
 // CookieName is the session cookie's name.
 const CookieName = "__Host-pscs-session"
 
@@ -334,6 +337,7 @@ func (c *Console) checkPost(r *http.Request, s *session) error {
 	if o != c.URL() && !((o == "null" || o == "") && sameSite) {
 		return fmt.Errorf("origin %q is not the console's", o)
 	}
+	r.Body = http.MaxBytesReader(nil, r.Body, maxForm)
 	if err := r.ParseMultipartForm(8 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
 		return fmt.Errorf("form: %w", err)
 	}

@@ -812,6 +812,4 @@ func (c *Console) chartsPage(w http.ResponseWriter, r *http.Request, s *session)
 	c.render(w, r, http.StatusOK, "charts", s, data)
 }
 
-var _ = url.QueryEscape
-
 func urlEscape(s string) string { return url.QueryEscape(s) }

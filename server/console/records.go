@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pscs/pscs/server/audit"
@@ -331,12 +332,21 @@ func (c *Console) writeExport(w io.Writer, e *export, f filter, format string) e
 			}
 			continue
 		}
-		cw.Write([]string{strconv.FormatUint(row.Seq, 10), row.Time, row.Identity, row.Op, row.Delegation, row.Card, row.Member,
-			strconv.FormatUint(uint64(row.Decision), 10), row.Outcome, strconv.FormatInt(row.TookUS, 10), row.Via, strconv.FormatBool(row.Signed)})
+		cw.Write([]string{strconv.FormatUint(row.Seq, 10), row.Time, cell(row.Identity), cell(row.Op), cell(row.Delegation), cell(row.Card), cell(row.Member),
+			strconv.FormatUint(uint64(row.Decision), 10), row.Outcome, strconv.FormatInt(row.TookUS, 10), cell(row.Via), strconv.FormatBool(row.Signed)})
 	}
 	if cw != nil {
 		cw.Flush()
 		return cw.Error()
 	}
 	return nil
+}
+
+// cell keeps a text cell from reading as a formula in a spreadsheet: one
+// that starts with = + - @ gets a leading apostrophe.
+func cell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
