@@ -1,13 +1,16 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -336,5 +339,38 @@ func TestClientCertificateLogin(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// TestDelegationFormDocuments: uploaded documents become their SHA-256
+// digests, with the digests typed in; week days and hours are read.
+func TestDelegationFormDocuments(t *testing.T) {
+	var body strings.Builder
+	w := multipart.NewWriter(&body)
+	for k, v := range map[string]string{"card": "mayor", "delegate": "bob", "ops": "sign", "days": "1", "hours_from": "08:00",
+		"hours_to": "18:30", "per_hour": "5", "total": "9", "warranty": "on", "not_after": "2027-01-05T08:00",
+		"digests": strings.Repeat("ab", 32) + "\n"} {
+		w.WriteField(k, v)
+	}
+	w.WriteField("days", "5")
+	fw, _ := w.CreateFormFile("documents", "order.txt")
+	fw.Write([]byte("Order 2026/117"))
+	w.Close()
+	r, _ := http.NewRequest(http.MethodPost, "https://console.test/delegations", strings.NewReader(body.String()))
+	r.Header.Set("Content-Type", w.FormDataContentType())
+	if err := r.ParseMultipartForm(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := delegationForm(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("Order 2026/117"))
+	if len(d.Documents) != 2 || !bytes.Equal(d.Documents[1], sum[:]) || d.Documents[0][0] != 0xab {
+		t.Errorf("documents %x", d.Documents)
+	}
+	if d.Days != 1<<1|1<<5 || d.From != 8*60 || d.To != 18*60+30 || d.PerHour != 5 || d.Total != 9 || !d.Warranty ||
+		d.NotAfter != time.Date(2027, 1, 5, 8, 0, 0, 0, time.UTC).UnixMilli() {
+		t.Errorf("delegation %+v", d)
 	}
 }

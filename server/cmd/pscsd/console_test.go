@@ -356,6 +356,12 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("owner B's cards page shows A's cards: %s", s)
 	}
 	shot("9-owner-b")
+
+	// No secret in pscsd's log: neither the vPIN, nor the passphrase, nor
+	// a one-time link (checked at cleanup too).
+	if l := d.log(); strings.Contains(l, vpin) || strings.Contains(l, strings.TrimSpace(string(pass))) {
+		t.Errorf("pscsd's log holds the vPIN or the owner's passphrase")
+	}
 }
 
 // findChromium returns Debian's chromium; without it the test fails when
@@ -403,6 +409,7 @@ const axeVersion = "4.10.3"
 
 type consoleDemo struct {
 	state, udp string
+	log        func() string // pscsd's log so far
 }
 
 // startConsoleDemo runs pscsd --demo (simulated cards at no latency) until the
@@ -448,7 +455,7 @@ func startConsoleDemo(t *testing.T) *consoleDemo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &consoleDemo{state: state, udp: cfg.Addr}
+	return &consoleDemo{state: state, udp: cfg.Addr, log: func() string { mu.Lock(); defer mu.Unlock(); return log.String() }}
 }
 
 // consoleLink asks for a one-time link as `pscs admin console` does.
