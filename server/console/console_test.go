@@ -369,6 +369,15 @@ func TestDelegationFormDocuments(t *testing.T) {
 	if len(d.Documents) != 2 || !bytes.Equal(d.Documents[1], sum[:]) || d.Documents[0][0] != 0xab {
 		t.Errorf("documents %x", d.Documents)
 	}
+	r2, _ := http.NewRequest(http.MethodPost, "https://console.test/delegations",
+		strings.NewReader("card=mayor&delegate=bob&ops=sign&not_before=2027-01-01T00:00&for=30d"))
+	r2.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r2.ParseForm()
+	if d2, _, err := delegationForm(r2); err != nil {
+		t.Errorf("for=30d: %v", err)
+	} else if d2.NotAfter != time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC).UnixMilli() {
+		t.Errorf("for=30d: ends %d", d2.NotAfter)
+	}
 	if d.Days != 1<<1|1<<5 || d.From != 8*60 || d.To != 18*60+30 || d.PerHour != 5 || d.Total != 9 || !d.Warranty ||
 		d.NotAfter != time.Date(2027, 1, 5, 8, 0, 0, 0, time.UTC).UnixMilli() {
 		t.Errorf("delegation %+v", d)

@@ -390,6 +390,20 @@ func delegationForm(r *http.Request) (*transport.AdminDelegation, []byte, error)
 			*p.v = t.UnixMilli()
 		}
 	}
+	if s := strings.TrimSpace(f.Get("for")); s != "" {
+		if d.NotAfter != 0 {
+			return nil, nil, errors.New("give an end or a duration, not both")
+		}
+		dur, err := parseLasts(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		begin := time.Now()
+		if d.NotBefore != 0 {
+			begin = time.UnixMilli(d.NotBefore)
+		}
+		d.NotAfter = begin.Add(dur).UnixMilli()
+	}
 	if days := f["days"]; len(days) > 0 {
 		for _, s := range days {
 			i, err := strconv.Atoi(s)
@@ -452,6 +466,23 @@ func delegationForm(r *http.Request) (*transport.AdminDelegation, []byte, error)
 		}
 	}
 	return d, []byte(f.Get("passphrase")), nil
+}
+
+// parseLasts reads a delegation's duration: "30d", "12h", "1h30m".
+func parseLasts(s string) (time.Duration, error) {
+	bad := fmt.Errorf("lasts: %q is no duration (30d, 12h, 90m)", s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseUint(n, 10, 16)
+		if err != nil || days == 0 {
+			return 0, bad
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, bad
+	}
+	return d, nil
 }
 
 func (c *Console) createDelegation(w http.ResponseWriter, r *http.Request, s *session) {
