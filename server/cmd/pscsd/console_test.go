@@ -220,6 +220,7 @@ func TestConsoleBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#card"), "mayor"),
 		chromedp.SendKeys(chromedp.CSS("#delegate"), "web-delegate"),
 		chromedp.SendKeys(chromedp.CSS("#keys"), "9a"),
+		chromedp.SendKeys(chromedp.CSS("#for"), "30d"),
 		chromedp.SendKeys(chromedp.CSS("#per_hour"), "100"),
 		chromedp.SendKeys(chromedp.CSS("#total"), "50"),
 		chromedp.SendKeys(chromedp.CSS("#passphrase"), strings.TrimSpace(string(pass))),
