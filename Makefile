@@ -47,6 +47,9 @@ install: build
 # The 0-RTT tests run again without the race detector: with it, the client
 # sends no early data (quic-go issue 4303, a race inside quic-go). So does
 # the load test, with 1,000 connections (200 under the race detector).
+# The console's browser test (chromium, from .ci/deps) must run: without
+# chromium it fails instead of skipping.
+test: export PSCS_REQUIRE_BROWSER = 1
 test: vet
 	$(GO) build -o bin/testreport ./internal/testreport
 	set -o pipefail; { $(GO) test -race -count=1 -timeout 20m -json ./...; r1=$$?; \

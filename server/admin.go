@@ -57,6 +57,9 @@ type Admin struct {
 	// Head, if set, gives the store's head after a change, for the change's
 	// audit record: a later start refuses a store older than the log says.
 	Head func() []byte
+	// Console, if set, makes a one-time link to the owners' web console
+	// for owner (action "console"), valid until expires.
+	Console func(ctx context.Context, owner string) (url string, expires time.Time, err error)
 	// PINTries is a full PIN retry counter: register-pin tries the PIN
 	// only on a card whose counter shows at least this; zero: 3.
 	PINTries int
@@ -107,7 +110,7 @@ func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
 		return nil, s.refuseAs(ctx, call, op, delegation, n, err, start)
 	}
 	var head []byte
-	if req.Action != transport.AdminList && req.Action != transport.AdminExport {
+	if req.Action != transport.AdminList && req.Action != transport.AdminExport && req.Action != transport.AdminConsole {
 		n.anchor = true
 		if a.Head != nil {
 			head = a.Head()
@@ -182,6 +185,15 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 	case transport.AdminExport:
 		resp, err := s.export(ctx, a, who, req.From, req.Until)
 		return resp, "", err
+	case transport.AdminConsole:
+		if a.Console == nil {
+			return nil, "", transport.Errorf(transport.CodeUnsupported, "this server has no web console")
+		}
+		u, exp, err := a.Console(ctx, who)
+		if err != nil {
+			return nil, "", s.internal("console", err)
+		}
+		return &transport.AdminResponse{ConsoleURL: u, ConsoleExpires: exp.UnixMilli()}, "", nil
 	}
 	return nil, "", transport.Errorf(transport.CodeUnsupported, "unknown administration action %q", req.Action)
 }

@@ -25,7 +25,7 @@ func (a AuditLog) Record(ctx context.Context, r *AuditRecord) error {
 		Time: r.Time.UnixMilli(), Identity: r.Identity, Op: r.Op, Evidence: r.Evidence,
 		Decision: uint32(r.Code), Card: r.Card, Result: r.Result, Delegation: r.Delegation,
 		Timings: map[string]int64{"total_us": r.Took.Microseconds()},
-		Policy:  auditPolicy(r.Policy), Anchor: r.Anchor,
+		Policy:  auditPolicy(r.Policy), Anchor: r.Anchor, Via: r.Via,
 	})
 	return err
 }

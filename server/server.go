@@ -112,6 +112,8 @@ type AuditRecord struct {
 	// administration change, a signature counted against a limit); the
 	// Auditor should anchor it before returning, as well as write it.
 	Anchor bool
+	// Via is how an administration without Evidence came (see WithVia).
+	Via string
 }
 
 // Card is a remote card the server offers.
@@ -860,7 +862,7 @@ func (s *Server) auditAs(ctx context.Context, call *transport.Call, op, delegati
 	}
 	rec := &AuditRecord{Time: start, Identity: call.Conn.Identity.ID, Op: op,
 		Evidence: call.Evidence, Delegation: delegation, Code: code, Card: card, Result: result,
-		Anchor: n.anchor || n.events&anchoring != 0}
+		Anchor: n.anchor || n.events&anchoring != 0, Via: ViaOf(ctx)}
 	if m, ok := s.cfg.Book.Mark(delegation, n.card); ok {
 		m.Events = n.events
 		rec.Policy = &m

@@ -18,6 +18,10 @@ const (
 	AdminUnlock      = "unlock"       // unlock delegation ID after too many wrong virtual PINs
 	AdminList        = "list"         // the requester's cards and the delegations on them
 	AdminExport      = "export"       // the audit records of the requester's cards, from sequence From
+	// AdminConsole asks for a one-time link to the owners' web console
+	// (server/console), bound to the requester; the answer holds it in
+	// ConsoleURL. Since version 4.
+	AdminConsole = "console"
 )
 
 // AdminRequest is the body of OpAdmin.
@@ -101,4 +105,9 @@ type AdminResponse struct {
 	// requester, Until and the sequence numbers of every record the export
 	// shows: leaving a shown record out of the export is detected.
 	Manifest []byte `cbor:"14,keyasint,omitempty"`
+	// ConsoleURL, for console: the one-time link that opens a console
+	// session of the requester; it works once, until ConsoleExpires (Unix
+	// ms). Since version 4.
+	ConsoleURL     string `cbor:"15,keyasint,omitempty"`
+	ConsoleExpires int64  `cbor:"16,keyasint,omitempty"`
 }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/pscs/pscs/internal/pcscdtest"
 )
@@ -169,6 +172,15 @@ func remote(ctx context.Context, work string) error {
 	say("Anyone with the export and pscsd's CA certificate checks it offline: the hash chain, the server's checkpoints, what it shows:")
 	if err := show(ctx, owner, pscs, "audit", "verify", "-ca", filepath.Join(state, "demo", "owner", "ca.pem"), filepath.Join(work, "mayor-audit.jsonl")); err != nil {
 		return err
+	}
+	say("The owner also has a web console; `pscs admin console` prints a one-time link to it:")
+	if err := show(ctx, owner, pscs, "admin", "console"); err != nil {
+		return err
+	}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		// pscsd stops with the demo: give the owner time to open the link.
+		fmt.Print("\nOpen the link in a browser (it works once, for 2 minutes); press Enter to end the demo. ")
+		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 	say("Done: a delegate signed with the mayor's card from afar, the signature verifies, and the owner holds the record.")
 	return nil

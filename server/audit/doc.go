@@ -105,6 +105,8 @@
 //	12  Delegation text (optional) the delegation the decision was made under
 //	13  Policy   map (optional)   the state of refusals the request left, below
 //	14–19        reserved         anchors and checkpoints
+//	20  Via      text (optional)  how an unsigned administration came: "console" and the
+//	                              session's tag for the owners' web console
 //
 // Policy (key 13) is a map with unsigned integer keys, each optional but 1
 // and 2: what a later refusal depends on, as the request left it. pscsd

@@ -73,6 +73,11 @@ type Record struct {
 	// here verifies offline with the key's certificate.
 	Checkpoint []byte `cbor:"15,keyasint,omitempty"`
 
+	// Via says how an unsigned administration request reached pscsd: "console
+	// <session>" for the owners' web console (server/console), whose
+	// requests carry no Evidence; empty for the protocol.
+	Via string `cbor:"20,keyasint,omitempty"`
+
 	// Anchor asks Append not to return before the record is anchored
 	// outside the file (in the TPM), as well as durable: set it on records
 	// that a later refusal depends on (a wrong vPIN, a lock, a revocation,
@@ -113,7 +118,7 @@ var (
 
 // validate reports text a reader would refuse: CBOR text must be UTF-8.
 func (r *Record) validate() error {
-	texts := []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}}
+	texts := []struct{ name, v string }{{"Identity", r.Identity}, {"Op", r.Op}, {"Card", r.Card}, {"Via", r.Via}}
 	if r.Policy != nil {
 		texts = append(texts, struct{ name, v string }{"Policy.Card", r.Policy.Card})
 	}

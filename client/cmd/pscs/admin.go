@@ -49,6 +49,9 @@ func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
 			{Name: "export", Args: "[-config FILE] -out FILE",
 				Summary: "export the audit records of your cards as JSON lines, every signed request and checkpoint checked",
 				Run:     run(a.adminExport)},
+			{Name: "console", Args: "[-config FILE]",
+				Summary: "print a one-time link that opens your session of the owners' web console (it works once, for 2 minutes)",
+				Run:     run(a.adminConsole)},
 		}}
 }
 
@@ -285,10 +288,22 @@ func (a *app) adminDo(ctx context.Context, config string, req *transport.AdminRe
 			}
 			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\t%s\n", d.ID, d.Card, d.Delegate, until, state, d.Used, keys)
 		}
+	case transport.AdminConsole:
+		fmt.Fprintln(a.stdout, resp.ConsoleURL)
+		fmt.Fprintf(a.stderr, "open it in your browser before %s; it works once\n",
+			time.UnixMilli(resp.ConsoleExpires).UTC().Format("15:04:05 UTC"))
 	default:
 		fmt.Fprintf(a.stdout, "%s: done\n", req.Action)
 	}
 	return nil
+}
+
+func (a *app) adminConsole(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminConsole}, nil)
 }
 
 type multiFlag []string

@@ -14,7 +14,7 @@
 //	pscs verify -in FILE.pdf
 //	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
-//	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export [-config FILE] ...
+//	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export|console [-config FILE] ...
 //	pscs version (or pscs --version)
 //
 // Every command and subcommand prints its usage and flags with -h (to

@@ -79,6 +79,39 @@ type Config struct {
 	Log          LogConfig    `json:"log"`
 	Limits       LimitsConfig `json:"limits"`
 	Cards        []CardConfig `json:"cards"`
+	// Console is the owners' web console; nil (absent): none.
+	Console *ConsoleConfig `json:"console"`
+}
+
+// ConsoleConfig configures the owners' web console (server/console),
+// served over HTTPS with pscsd's server certificate:
+//
+//	"console": {"listen": "127.0.0.1:9443", "host": "pscs.example",
+//	            "link_seconds": 120, "idle_minutes": 15, "session_hours": 8}
+type ConsoleConfig struct {
+	// Listen is the TCP address; default 127.0.0.1:9443 (loopback only).
+	Listen string `json:"listen"`
+	// Host is the name one-time links use, one the server certificate
+	// carries; default the listen address's host.
+	Host string `json:"host"`
+	// LinkSeconds is how long a one-time link works; default 120.
+	LinkSeconds int `json:"link_seconds"`
+	// IdleMinutes ends a session without requests; default 15.
+	IdleMinutes int `json:"idle_minutes"`
+	// SessionHours ends any session; default 8.
+	SessionHours int `json:"session_hours"`
+}
+
+const defaultConsoleListen = "127.0.0.1:9443"
+
+func (cc *ConsoleConfig) check() error {
+	if cc.LinkSeconds < 0 || cc.IdleMinutes < 0 || cc.SessionHours < 0 {
+		return fmt.Errorf("console: durations are positive")
+	}
+	if cc.LinkSeconds > 3600 {
+		return fmt.Errorf("console: link_seconds: at most 3600 (a one-time link is short-lived)")
+	}
+	return nil
 }
 
 // TPMDAConfig configures the TPM's dictionary-attack protection, which
@@ -230,6 +263,9 @@ func LoadConfig(path string) (*Config, error) {
 	if c.PINTries == 0 {
 		c.PINTries = 3
 	}
+	if c.Console != nil && c.Console.Listen == "" {
+		c.Console.Listen = defaultConsoleListen
+	}
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -245,6 +281,11 @@ func (c *Config) check() error {
 	}
 	if err := c.TPMDA.vaultDA().Validate(); err != nil {
 		return fmt.Errorf("tpm_da: %w", err)
+	}
+	if c.Console != nil {
+		if err := c.Console.check(); err != nil {
+			return err
+		}
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -79,3 +79,31 @@ func TestLimitsConfig(t *testing.T) {
 		t.Error("an unknown limit was accepted")
 	}
 }
+
+// TestConfigConsole: "console" is off when absent, listens on loopback by
+// default, and refuses long-lived links and negative durations.
+func TestConfigConsole(t *testing.T) {
+	load := func(t *testing.T, extra string) (*Config, error) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "pscsd.conf")
+		if err := os.WriteFile(path, []byte(`{"state": "s"`+extra+`}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(path)
+	}
+	if c, err := load(t, ``); err != nil || c.Console != nil {
+		t.Errorf("no console key: %+v, %v", c.Console, err)
+	}
+	if c, err := load(t, `, "console": {}`); err != nil || c.Console.Listen != "127.0.0.1:9443" {
+		t.Errorf("an empty console: %+v, %v", c.Console, err)
+	}
+	c, err := load(t, `, "console": {"listen": "127.0.0.1:0", "host": "pscs.example", "link_seconds": 60, "idle_minutes": 5, "session_hours": 1}`)
+	if err != nil || *c.Console != (ConsoleConfig{Listen: "127.0.0.1:0", Host: "pscs.example", LinkSeconds: 60, IdleMinutes: 5, SessionHours: 1}) {
+		t.Errorf("console fields: %+v, %v", c.Console, err)
+	}
+	for _, bad := range []string{`{"link_seconds": 7200}`, `{"idle_minutes": -1}`, `{"port": 1}`} {
+		if _, err := load(t, `, "console": `+bad); err == nil {
+			t.Errorf("console %s accepted", bad)
+		}
+	}
+}

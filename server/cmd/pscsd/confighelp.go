@@ -53,6 +53,12 @@ var configHelp = map[string]string{
 	"cards[].queue":                     "requests waiting for a card, all delegates; default 256; more: code 18",
 	"cards[].queue_per_delegate":        "requests waiting of one delegate; default queue/4; more: code 18",
 	"cards[].same_keys":                 "members must hold the same keys; default true",
+	"console":                           "the owners' web console over HTTPS (server/console); absent: none",
+	"console.listen":                    "its TCP address; default 127.0.0.1:9443 (loopback only)",
+	"console.host":                      "the host name one-time links use (one the server certificate carries); default the listen host",
+	"console.link_seconds":              "how long a one-time link (pscs admin console) works; default 120, at most 3600",
+	"console.idle_minutes":              "a session ends after this many minutes without a request; default 15",
+	"console.session_hours":             "a session ends this many hours after login; default 8",
 }
 
 // configFields lists the JSON paths and types of the fields of t, a

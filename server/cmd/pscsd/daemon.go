@@ -28,6 +28,7 @@ import (
 	"github.com/pscs/pscs/server"
 	tpmanchor "github.com/pscs/pscs/server/anchor"
 	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/console"
 	"github.com/pscs/pscs/server/metrics"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
@@ -333,7 +334,24 @@ type serveOptions struct {
 	certificate tls.Certificate
 	pinTries    int
 	limits      ptransport.Limits
+	console     *ConsoleConfig                             // nil: no console
 	ready       func(udp net.Addr, metrics net.Addr) error // called once serving
+	// consoleReady, if set, gets the console once it listens.
+	consoleReady func(*console.Console)
+}
+
+// notifying is an Auditor that tells the console of each record written.
+type notifying struct {
+	server.Auditor
+	after func()
+}
+
+func (n notifying) Record(ctx context.Context, r *server.AuditRecord) error {
+	err := n.Auditor.Record(ctx, r)
+	if err == nil {
+		n.after()
+	}
+	return err
 }
 
 // serve runs the server on st until ctx ends.
@@ -368,12 +386,42 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		go hs.Serve(ln)
 		defer hs.Close()
 	}
+	var auditor server.Auditor = server.AuditLog{Log: st.audit}
+	adm := &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
+		Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
+		AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
+		Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}
+	var con *console.Console
+	if o.console != nil {
+		cc := o.console
+		con = console.New(console.Config{AuditFile: adm.AuditFile, CA: st.ca.Cert, Enrollment: enroll, Logger: log.With("part", "console"),
+			TokenTTL: time.Duration(cc.LinkSeconds) * time.Second, IdleTimeout: time.Duration(cc.IdleMinutes) * time.Minute,
+			MaxSession: time.Duration(cc.SessionHours) * time.Hour})
+		auditor = notifying{Auditor: auditor, after: con.Appended}
+		adm.Console = con.Link
+	}
 	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: o.name,
-		Audit: server.AuditLog{Log: st.audit}, Metrics: met, Cards: o.cards,
-		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
-			Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
-			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
-			Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}})
+		Audit: auditor, Metrics: met, Cards: o.cards, Admin: adm})
+	if con != nil {
+		con.SetServer(srv)
+		ln, err := con.Listen(o.console.Listen, o.console.Host, o.certificate)
+		if err != nil {
+			return err
+		}
+		cctx, stopConsole := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := con.Serve(cctx, ln); err != nil {
+				log.Error("console stopped", "err", err)
+			}
+		}()
+		defer func() { stopConsole(); <-done }()
+		log.Info("owners' console serving", "url", con.URL())
+		if o.consoleReady != nil {
+			o.consoleReady(con)
+		}
+	}
 	if o.changes != nil {
 		o.changes.srv.Store(srv)
 	}
@@ -481,7 +529,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	defer func() { stopMgr(); <-mgrDone }()
 
 	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, changes: ch, listen: cfg.Listen, metrics: cfg.Metrics,
-		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(),
+		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(), console: cfg.Console,
 		ready: func(udp, met net.Addr) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil

@@ -24,6 +24,7 @@ import (
 	"github.com/pscs/pscs/profiles/piv"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/console"
 	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/server/store"
 	"github.com/pscs/pscs/transport"
@@ -50,7 +51,12 @@ const demoWarning = `
 // to DIR/demo/owner. All state lives in DIR: started again on the same DIR,
 // the demo resumes at the same address, and the delegate's configuration
 // and vPIN still work. It serves until ctx ends.
-func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin string, realLatency bool, limits transport.Limits) error {
+//
+// A fifth simulated card, "clerk" (slot 3), belongs to a second owner,
+// demo-clerk (DIR/demo/clerk), so that the console's per-owner scoping has
+// someone to keep out. With consoleAddr not empty the owners' web console
+// listens there (HTTPS, pscsd's server certificate).
+func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin, consoleAddr string, realLatency bool, limits transport.Limits) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(stateDir, "demo")
 	if err := os.MkdirAll(filepath.Join(demoDir, "owner"), 0o700); err != nil {
@@ -75,12 +81,17 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	ch := &changes{}
 	mayor := rsc.NewPool("mayor", rsc.Options{SameKeys: true, Logger: log, OnChange: ch.hook("mayor")})
 	ceo := rsc.NewPool("ceo", rsc.Options{Logger: log, OnChange: ch.hook("ceo")})
+	clerk := rsc.NewPool("clerk", rsc.Options{Logger: log, OnChange: ch.hook("clerk")})
 	defer mayor.Close()
 	defer ceo.Close()
-	for i := range 4 {
+	defer clerk.Close()
+	for i := range 5 {
 		seed, pool := "demo mayor", mayor
-		if i == 3 {
+		switch i {
+		case 3:
 			seed, pool = "demo ceo", ceo
+		case 4:
+			seed, pool = "demo clerk", clerk
 		}
 		lat := pivsim.Latency{}
 		if realLatency {
@@ -108,16 +119,14 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 			return err
 		}
 	}
-	if fresh {
-		// Enrollment on the server's own machine, as pscsd init does.
-		for _, name := range []string{demoOwner, demoDelegate} {
-			dir := demoDir
-			if name == demoOwner {
-				dir = filepath.Join(demoDir, "owner")
-			}
-			if err := enrollLocal(st, name, dir); err != nil {
-				return err
-			}
+	// Enrollment on the server's own machine, as pscsd init does (the
+	// clerk also in a demo begun before it existed).
+	for name, dir := range map[string]string{demoOwner: filepath.Join(demoDir, "owner"), demoDelegate: demoDir, demoClerk: filepath.Join(demoDir, "clerk")} {
+		if _, err := st.store.Get(store.KindIdentity, name); err == nil && !fresh {
+			continue
+		}
+		if err := enrollLocal(st, name, dir); err != nil {
+			return err
 		}
 	}
 	cert, err := st.ca.IssueServer([]string{"localhost", "127.0.0.1", "::1"})
@@ -128,10 +137,21 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	if addr, err := st.store.Get(store.KindConfig, "listen"); err == nil && listen == "127.0.0.1:0" {
 		listen = string(addr)
 	}
+	var con *ConsoleConfig
+	if consoleAddr != "" {
+		con = &ConsoleConfig{Listen: consoleAddr}
+	}
+	var consoleURL string
 	return serve(ctx, log, st, serveOptions{name: "pscsd demo", changes: ch, listen: listen, metrics: admin, pinTries: 3, certificate: cert, limits: limits,
-		cards: []server.Card{{Name: "mayor", Slot: 1, Owner: demoOwner, Pool: mayor}, {Name: "ceo", Slot: 2, Owner: demoOwner, Pool: ceo}},
+		console: con, consoleReady: func(c *console.Console) { consoleURL = c.URL() },
+		cards: []server.Card{{Name: "mayor", Slot: 1, Owner: demoOwner, Pool: mayor}, {Name: "ceo", Slot: 2, Owner: demoOwner, Pool: ceo},
+			{Name: "clerk", Slot: 3, Owner: demoClerk, Pool: clerk}},
 		ready: func(udp, met net.Addr) error {
 			if err := st.store.Put(store.KindConfig, "listen", []byte(udp.String())); err != nil {
+				return err
+			}
+			// The clerk's configuration, now that the address is known.
+			if err := writeClientConf(filepath.Join(demoDir, "clerk", "client.conf"), udp.String(), "127.0.0.1"); err != nil {
 				return err
 			}
 			go func() {
@@ -142,21 +162,32 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 				}
 				conf := filepath.Join(demoDir, "client.conf")
 				fmt.Fprintf(os.Stderr, `pscsd demo serving on %s (metrics and health: http://%s/metrics, /healthz)
-  remote cards: 1 "mayor" (parallel: 3 cards, one key pair), 2 "ceo" (1 card), owned by %s
+  remote cards: 1 "mayor" (parallel: 3 cards, one key pair), 2 "ceo" (1 card), owned by %s;
+                3 "clerk" (1 card), owned by %s (%s)
   delegation:   "mayor" to %s for 30 days
-  virtual PIN:  %s  (also in %s)
+  virtual PIN:  %s  (also in %s)%s
 next:
   PSCS_CONFIG=%s bin/pscs slots
   PSCS_CONFIG=%s PSCS_VPIN=%s bin/pscs sign -slot 1 -in FILE -out FILE.sig -cert signer.pem
   PSCS_CONFIG=%s bin/pscs admin list          (the owner)
-`, udp, met, demoOwner, demoDelegate, vpin, filepath.Join(demoDir, "vpin"), conf, conf, vpin,
+`, udp, met, demoOwner, demoClerk, filepath.Join(demoDir, "clerk", "client.conf"), demoDelegate, vpin, filepath.Join(demoDir, "vpin"),
+					consoleLine(consoleURL, filepath.Join(demoDir, "owner", "client.conf")), conf, conf, vpin,
 					filepath.Join(demoDir, "owner", "client.conf"))
 			}()
 			return nil
 		}})
 }
 
+// consoleLine is the demo banner's line about the console.
+func consoleLine(url, ownerConf string) string {
+	if url == "" {
+		return ""
+	}
+	return fmt.Sprintf("\n  console:      %s  (the owner's one-time link: PSCS_CONFIG=%s bin/pscs admin console)", url, ownerConf)
+}
+
 const (
+	demoClerk    = "demo-clerk"
 	demoOwner    = "demo-owner"
 	demoDelegate = "demo-delegate"
 	demoPIN      = "123456" // the simulated cards' PIN

@@ -3,7 +3,7 @@
 // Usage:
 //
 //	pscsd -config FILE [-trace] [-json]
-//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--console ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]
 //	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
@@ -143,7 +143,7 @@ func stopped(log *slog.Logger, err error) error {
 }
 
 // demoFlags are the flags of --demo; serve refuses them without it.
-var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency"}
+var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency", "console"}
 
 // serveCmd is pscsd -config FILE, and pscsd --demo.
 func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
@@ -154,6 +154,7 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:0", "--demo: the UDP address `ADDR` to serve on")
 	admin := fs.String("admin", "127.0.0.1:0", "--demo: the TCP address `ADDR` of the metrics and health endpoints")
 	limitsFile := fs.String("limits", "", "--demo: a JSON `FILE` of resource limits, as a configuration's \"limits\"")
+	consoleAddr := fs.String("console", "127.0.0.1:0", "--demo: the TCP address `ADDR` of the owners' web console (HTTPS); \"off\": none")
 	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -191,7 +192,10 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 		}
 	}
 	log := lf.logger(nil)
-	err := runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport())
+	if *consoleAddr == "off" {
+		*consoleAddr = ""
+	}
+	err := runDemo(ctx, log, *state, *listen, *admin, *consoleAddr, *cardLatency == "real", limits.transport())
 	if ctx.Err() != nil {
 		err = nil
 	}
