@@ -39,11 +39,11 @@ import (
 // Object identifiers of EnvelopedData (RFC 5652, RFC 3565, RFC 4055, RFC
 // 5753, SEC 1).
 var (
-	OIDEnvelopedData  = MustOID("1.2.840.113549.1.7.3")
-	oidAES256CBC      = MustOID("2.16.840.1.101.3.4.1.42")
-	oidAES256Wrap     = MustOID("2.16.840.1.101.3.4.1.45")
-	oidRSAESOAEP      = MustOID("1.2.840.113549.1.1.7")
-	oidECDHSHA256KDF  = MustOID("1.3.132.1.11.1") // dhSinglePass-stdDH-sha256kdf-scheme
+	OIDEnvelopedData = MustOID("1.2.840.113549.1.7.3")
+	oidAES256CBC     = MustOID("2.16.840.1.101.3.4.1.42")
+	oidAES256Wrap    = MustOID("2.16.840.1.101.3.4.1.45")
+	oidRSAESOAEP     = MustOID("1.2.840.113549.1.1.7")
+	oidECDHSHA256KDF = MustOID("1.3.132.1.11.1") // dhSinglePass-stdDH-sha256kdf-scheme
 )
 
 // MaxRecipients bounds the recipients an EnvelopedData may name.
