@@ -18,6 +18,9 @@ const (
 	AdminUnlock      = "unlock"       // unlock delegation ID after too many wrong virtual PINs
 	AdminList        = "list"         // the requester's cards and the delegations on them
 	AdminExport      = "export"       // the audit records of the requester's cards, from sequence From
+	// AdminBackup makes a backup now and mails it to the configured
+	// owners (server/backup); the answer holds its digest and who got it.
+	AdminBackup = "backup"
 )
 
 // AdminRequest is the body of OpAdmin.
@@ -101,4 +104,8 @@ type AdminResponse struct {
 	// requester, Until and the sequence numbers of every record the export
 	// shows: leaving a shown record out of the export is detected.
 	Manifest []byte `cbor:"14,keyasint,omitempty"`
+	// Backup: the SHA-256 of the backup's archive (server/backup.Digest),
+	// and the addresses the mail server accepted it for. Since version 4.
+	BackupDigest []byte   `cbor:"17,keyasint,omitempty"`
+	BackupSentTo []string `cbor:"18,keyasint,omitempty"`
 }

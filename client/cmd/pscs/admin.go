@@ -49,6 +49,9 @@ func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
 			{Name: "export", Args: "[-config FILE] -out FILE",
 				Summary: "export the audit records of your cards as JSON lines, every signed request and checkpoint checked",
 				Run:     run(a.adminExport)},
+			{Name: "backup", Args: "[-config FILE]",
+				Summary: "have pscsd make a backup now and mail it, signed and encrypted, to the owners its configuration names",
+				Run:     run(a.adminBackup)},
 		}}
 }
 
@@ -237,6 +240,14 @@ func (a *app) adminList(ctx context.Context, fs *cli.Flags, args []string) error
 	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminList}, nil)
 }
 
+func (a *app) adminBackup(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminBackup}, nil)
+}
+
 func (a *app) adminExport(ctx context.Context, fs *cli.Flags, args []string) error {
 	config := configFlag(fs)
 	out := fs.String("out", "", "the `FILE` to write the records to")
@@ -285,6 +296,8 @@ func (a *app) adminDo(ctx context.Context, config string, req *transport.AdminRe
 			}
 			fmt.Fprintf(a.stdout, "%s\t%s\tto %s\tuntil %s\t%s\tused %d\t%s\n", d.ID, d.Card, d.Delegate, until, state, d.Used, keys)
 		}
+	case transport.AdminBackup:
+		fmt.Fprintf(a.stdout, "backup sha256 %x\nsent to %s\n", resp.BackupDigest, strings.Join(resp.BackupSentTo, ", "))
 	default:
 		fmt.Fprintf(a.stdout, "%s: done\n", req.Action)
 	}

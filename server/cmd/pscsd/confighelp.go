@@ -53,6 +53,15 @@ var configHelp = map[string]string{
 	"cards[].queue":                     "requests waiting for a card, all delegates; default 256; more: code 18",
 	"cards[].queue_per_delegate":        "requests waiting of one delegate; default queue/4; more: code 18",
 	"cards[].same_keys":                 "members must hold the same keys; default true",
+	// Backups (docs/backup.md).
+	"backup":           "signed and encrypted backups of the state, mailed to owners (docs/backup.md); absent: none",
+	"backup.interval":  `periodic backups every this long (Go duration: "24h"); absent: only on demand (pscs admin backup)`,
+	"backup.retry":     `the first wait after a failed backup, doubling up to interval (or 1h); default "1m"`,
+	"backup.smtp":      "required: the mail server, host:port; it must offer STARTTLS (nothing is sent in clear)",
+	"backup.smtp_name": "the name the mail server's certificate must hold; default: smtp's host",
+	"backup.ca":        "CA certificates (PEM) that verify the mail server's certificate; default: the system's",
+	"backup.from":      "required: the sender's e-mail address (also in the backup signing certificate)",
+	"backup.owners":    `required: who gets backups: {"identity": "address"}; "": the address in the owner's certificate`,
 }
 
 // configFields lists the JSON paths and types of the fields of t, a

@@ -334,6 +334,7 @@ type serveOptions struct {
 	pinTries    int
 	limits      ptransport.Limits
 	ready       func(udp net.Addr, metrics net.Addr) error // called once serving
+	backup      *BackupConfig                              // nil: no backups
 }
 
 // serve runs the server on st until ctx ends.
@@ -368,14 +369,29 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		go hs.Serve(ln)
 		defer hs.Close()
 	}
+	admin := &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
+		Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
+		AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
+		Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}
+	var bk *backups
+	if o.backup != nil {
+		var err error
+		if bk, err = newBackups(o.backup, st, log, met); err != nil {
+			return err
+		}
+		admin.Backup = bk.now
+	}
 	srv := server.New(server.Config{Book: book, Vault: pins, Logger: log, Name: o.name,
 		Audit: server.AuditLog{Log: st.audit}, Metrics: met, Cards: o.cards,
-		Admin: &server.Admin{Store: st.store, Enrollment: enroll, Pins: pins, CA: st.ca,
-			Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
-			AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
-			Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}})
+		Admin: admin})
 	if o.changes != nil {
 		o.changes.srv.Store(srv)
+	}
+	if bk != nil {
+		bctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); bk.loop(bctx) }()
+		defer func() { stop(); <-done }()
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
@@ -481,7 +497,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	defer func() { stopMgr(); <-mgrDone }()
 
 	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, changes: ch, listen: cfg.Listen, metrics: cfg.Metrics,
-		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(),
+		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(), backup: cfg.Backup,
 		ready: func(udp, met net.Addr) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil

@@ -50,7 +50,7 @@ const demoWarning = `
 // to DIR/demo/owner. All state lives in DIR: started again on the same DIR,
 // the demo resumes at the same address, and the delegate's configuration
 // and vPIN still work. It serves until ctx ends.
-func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin string, realLatency bool, limits transport.Limits) error {
+func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin string, realLatency bool, limits transport.Limits, bk *BackupConfig) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(stateDir, "demo")
 	if err := os.MkdirAll(filepath.Join(demoDir, "owner"), 0o700); err != nil {
@@ -128,7 +128,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin stri
 	if addr, err := st.store.Get(store.KindConfig, "listen"); err == nil && listen == "127.0.0.1:0" {
 		listen = string(addr)
 	}
-	return serve(ctx, log, st, serveOptions{name: "pscsd demo", changes: ch, listen: listen, metrics: admin, pinTries: 3, certificate: cert, limits: limits,
+	return serve(ctx, log, st, serveOptions{name: "pscsd demo", changes: ch, listen: listen, metrics: admin, pinTries: 3, certificate: cert, limits: limits, backup: bk,
 		cards: []server.Card{{Name: "mayor", Slot: 1, Owner: demoOwner, Pool: mayor}, {Name: "ceo", Slot: 2, Owner: demoOwner, Pool: ceo}},
 		ready: func(udp, met net.Addr) error {
 			if err := st.store.Put(store.KindConfig, "listen", []byte(udp.String())); err != nil {

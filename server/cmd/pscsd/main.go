@@ -3,7 +3,7 @@
 // Usage:
 //
 //	pscsd -config FILE [-trace] [-json]
-//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [--backup FILE] [-trace] [-json]
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]
 //	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]
 //	pscsd inventory [-trace] [-json]
@@ -86,7 +86,7 @@ func program() *cli.Program {
 	return &cli.Program{Name: "pscsd", Summary: "the Proxy Smart Card System server",
 		Default: &cli.Command{
 			Args: "-config FILE [-trace] [-json]\n" +
-				"--demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]",
+				"--demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [--backup FILE] [-trace] [-json]",
 			Summary: "serve the remote cards a configuration describes from the PC/SC readers; " +
 				"or, with --demo, the whole system on simulated cards and a simulated TPM (not for production)",
 			Run: serveCmd},
@@ -143,7 +143,7 @@ func stopped(log *slog.Logger, err error) error {
 }
 
 // demoFlags are the flags of --demo; serve refuses them without it.
-var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency"}
+var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency", "backup"}
 
 // serveCmd is pscsd -config FILE, and pscsd --demo.
 func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
@@ -155,6 +155,7 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 	admin := fs.String("admin", "127.0.0.1:0", "--demo: the TCP address `ADDR` of the metrics and health endpoints")
 	limitsFile := fs.String("limits", "", "--demo: a JSON `FILE` of resource limits, as a configuration's \"limits\"")
 	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
+	backupFile := fs.String("backup", "", "--demo: a JSON `FILE` of backup settings, as a configuration's \"backup\"")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -190,8 +191,15 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 			return err
 		}
 	}
+	var bk *BackupConfig
+	if *backupFile != "" {
+		var err error
+		if bk, err = loadBackupConfig(*backupFile); err != nil {
+			return err
+		}
+	}
 	log := lf.logger(nil)
-	err := runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport())
+	err := runDemo(ctx, log, *state, *listen, *admin, *cardLatency == "real", limits.transport(), bk)
 	if ctx.Err() != nil {
 		err = nil
 	}
