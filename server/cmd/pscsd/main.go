@@ -6,6 +6,7 @@
 //	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [--backup FILE] [-trace] [-json]
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]
 //	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]
+//	pscsd restore (-config FILE | --demo --state DIR) -ca FILE [-key FILE] -reason TEXT [-trace] [-json] BACKUP
 //	pscsd inventory [-trace] [-json]
 //	pscsd config-help
 //	pscsd version (or pscsd --version)
@@ -62,6 +63,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +99,9 @@ func program() *cli.Program {
 			{Name: "recover", Args: "(-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]",
 				Summary: "accept a known loss of state (a restored backup), record it in the audit log, re-anchor, and exit",
 				Run:     recoverCmd},
+			{Name: "restore", Args: "(-config FILE | --demo --state DIR) -ca FILE [-key FILE] -reason TEXT [-trace] [-json] BACKUP",
+				Summary: "restore a backup (the mail as delivered, with the owner's -key; or what openssl cms -decrypt made of it) on this TPM, record it in the audit log, re-anchor, and exit",
+				Run:     restoreCmd},
 			{Name: "inventory", Args: "[-trace] [-json]",
 				Summary: "watch the readers and log every card's profile, keys and PIN state until interrupted (serves nothing)",
 				Run:     inventoryCmd},
@@ -253,6 +258,55 @@ func recoverCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 	}
 	log := lf.logger(cfg)
 	return stopped(log, recoverState(log, cfg, *state, rec))
+}
+
+// restoreCmd is pscsd restore.
+func restoreCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	config := fs.String("config", "", "the configuration `FILE`")
+	demo := fs.Bool("demo", false, "restore the demo's state (with --state)")
+	state := fs.String("state", "", "--demo: the state directory `DIR`")
+	caFile := fs.String("ca", "", "pscsd's CA certificate (PEM `FILE`, the ca.pem of an owner's credentials): the backup's signer must chain to it")
+	keyFile := fs.String("key", "", "the owner's private key (PEM `FILE`) that decrypts the mail; not needed for what openssl cms -decrypt wrote")
+	reason := fs.String("reason", "", "why (recorded in the audit log)")
+	pos, err := fs.ParseArgs(args, "BACKUP")
+	if err != nil {
+		return err
+	}
+	if (*config != "") == (*demo || *state != "") || *demo != (*state != "") {
+		return fs.Usagef("give -config FILE, or --demo --state DIR")
+	}
+	if err := fs.Require("ca", "reason"); err != nil {
+		return err
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return fs.Usagef("say why with -reason (it goes into the audit log)")
+	}
+	req := restoreRequest{reason: *reason}
+	if req.input, err = os.ReadFile(pos[0]); err != nil {
+		return err
+	}
+	if *keyFile != "" {
+		if req.key, err = readPrivateKey(*keyFile); err != nil {
+			return err
+		}
+	}
+	caPEM, err := os.ReadFile(*caFile)
+	if err != nil {
+		return err
+	}
+	req.roots = x509.NewCertPool()
+	if !req.roots.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("%s holds no PEM certificate", *caFile)
+	}
+	var cfg *Config
+	if *config != "" {
+		if cfg, err = LoadConfig(*config); err != nil {
+			return err
+		}
+	}
+	log := lf.logger(cfg)
+	return stopped(log, restoreState(log, cfg, *state, req))
 }
 
 // inventoryCmd is pscsd inventory.
