@@ -28,7 +28,7 @@ import (
 
 // restoreRequest is what pscsd restore was given.
 type restoreRequest struct {
-	input  []byte           // the mail, or openssl's decrypted signed entity
+	input  []byte            // the mail, or openssl's decrypted signed entity
 	key    crypto.PrivateKey // the owner's key; nil: input is not encrypted
 	roots  *x509.CertPool    // pscsd's CA
 	reason string
