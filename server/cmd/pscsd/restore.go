@@ -188,7 +188,7 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 	ctx := context.Background()
 	what := fmt.Sprintf("%s; replaced files (%s) kept in %s; the replaced log ended at record %d",
 		why, strings.Join(moved, ", "), aside, currentSeq)
-	_, err = st.audit.Append(ctx, &audit.Record{Identity: "pscsd restore", Op: "restore", Result: []byte(what), Anchor: true})
+	_, err = st.audit.Append(ctx, &audit.Record{Identity: audit.Identity, Op: "restore", Result: []byte(what), Anchor: true})
 	// What the replaced log knew that the backup does not: newer use
 	// counts, lockouts, revocations. Carried forward, newest wins.
 	var notes []string
@@ -207,7 +207,7 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 			continue
 		}
 		p := *cur.Policy
-		_, err = st.audit.Append(ctx, &audit.Record{Identity: "pscsd restore", Op: "restore:policy", Delegation: cur.Delegation,
+		_, err = st.audit.Append(ctx, &audit.Record{Identity: audit.Identity, Op: "restore:policy", Delegation: cur.Delegation,
 			Card: cur.Card, Policy: &p, Anchor: true})
 		name := cur.Delegation
 		if name == "" {
