@@ -148,6 +148,32 @@ func oaepParams(b *cryptobyte.Builder) {
 	})
 }
 
+// sha256AlgID reads an AlgorithmIdentifier of SHA-256, parameters absent
+// or NULL (RFC 5754 allows both).
+func sha256AlgID(s *cryptobyte.String) bool {
+	var alg, oid cryptobyte.String
+	if !s.ReadASN1(&alg, asn1.SEQUENCE) || !alg.ReadASN1(&oid, asn1.OBJECT_IDENTIFIER) || !OID(oid).Equal(oidSHA256) {
+		return false
+	}
+	var null cryptobyte.String
+	return alg.Empty() || alg.ReadASN1(&null, asn1.NULL) && len(null) == 0 && alg.Empty()
+}
+
+// oaepSHA256 reports whether params (the RSAES-OAEP-params SEQUENCE,
+// with its tag) say SHA-256, MGF1 with SHA-256 and the default, empty
+// label.
+func oaepSHA256(params cryptobyte.String) bool {
+	var seq, h, m, mgf, mgfOID cryptobyte.String
+	if !params.ReadASN1(&seq, asn1.SEQUENCE) || !params.Empty() ||
+		!seq.ReadASN1(&h, asn1.Tag(0).Constructed().ContextSpecific()) || !sha256AlgID(&h) || !h.Empty() ||
+		!seq.ReadASN1(&m, asn1.Tag(1).Constructed().ContextSpecific()) || !seq.Empty() ||
+		!m.ReadASN1(&mgf, asn1.SEQUENCE) || !m.Empty() ||
+		!mgf.ReadASN1(&mgfOID, asn1.OBJECT_IDENTIFIER) || !OID(mgfOID).Equal(oidMGF1) || !sha256AlgID(&mgf) || !mgf.Empty() {
+		return false
+	}
+	return true
+}
+
 // keyTrans is a KeyTransRecipientInfo (version 0) giving cek to c.
 func keyTrans(c *x509.Certificate, pub *rsa.PublicKey, cek []byte) ([]byte, error) {
 	ek, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
@@ -353,8 +379,7 @@ type Enveloped struct {
 // Recipient is one RecipientInfo: key transport (RSA) or key agreement
 // (EC), naming its recipient by issuer and serial number.
 type Recipient struct {
-	Agree     bool   // key agreement (EC); else key transport (RSA)
-	OAEP      bool   // key transport: RSAES-OAEP-SHA256; else PKCS #1 v1.5
+	Agree     bool   // key agreement (EC); else key transport (RSA-OAEP)
 	Issuer    []byte // DER Name
 	Serial    []byte // the serial number's INTEGER contents
 	Ephemeral []byte // key agreement: the originator's public point
@@ -362,8 +387,9 @@ type Recipient struct {
 }
 
 // ParseEnveloped reads an EnvelopedData (a ContentInfo, DER) that uses
-// AES-256-CBC and the recipient kinds Encrypt makes (RSA key transport
-// also with PKCS #1 v1.5).
+// AES-256-CBC and the recipient kinds Encrypt makes (RSA PKCS #1 v1.5 key
+// transport is refused: its padding oracle is not worth the
+// compatibility).
 func ParseEnveloped(der []byte) (*Enveloped, error) {
 	in := cryptobyte.String(der)
 	var ci, explicit, ed cryptobyte.String
@@ -454,18 +480,11 @@ func parseRecipient(s *cryptobyte.String) (*Recipient, error) {
 		}
 		switch {
 		case OID(algOID).Equal(oidRSAEncryption):
+			return nil, errors.New("cms: RSA PKCS #1 v1.5 key transport is not accepted (RSAES-OAEP only)")
 		case OID(algOID).Equal(oidRSAESOAEP):
-			var want cryptobyte.Builder
-			oaepParams(&want)
-			got := cryptobyte.NewBuilder(nil)
-			got.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1(asn1.OBJECT_IDENTIFIER, func(b *cryptobyte.Builder) { b.AddBytes(algOID) })
-				b.AddBytes(alg)
-			})
-			if !bytes.Equal(want.BytesOrPanic(), got.BytesOrPanic()) {
+			if !oaepSHA256(alg) {
 				return nil, errors.New("cms: RSAES-OAEP with other parameters than SHA-256 and MGF1-SHA-256")
 			}
-			r.OAEP = true
 		default:
 			return nil, fmt.Errorf("cms: key transport %v, not RSA", OID(algOID))
 		}
@@ -502,15 +521,7 @@ func (r *Recipient) open(key crypto.PrivateKey) ([]byte, error) {
 		if r.Agree {
 			return nil, ErrNotRecipient
 		}
-		var cek []byte
-		var err error
-		if r.OAEP {
-			cek, err = rsa.DecryptOAEP(sha256.New(), nil, k, r.Key, nil)
-		} else {
-			cek = make([]byte, 32)
-			rand.Read(cek)
-			err = rsa.DecryptPKCS1v15SessionKey(nil, k, r.Key, cek)
-		}
+		cek, err := rsa.DecryptOAEP(sha256.New(), nil, k, r.Key, nil)
 		if err != nil || len(cek) != 32 {
 			return nil, ErrNotRecipient
 		}

@@ -32,8 +32,8 @@ func writeKey(t *testing.T, dir, name string, key crypto.Signer, cert *x509.Cert
 // TestEnvelopedOpenSSL: an EnvelopedData for an RSA, a P-256 and a P-384
 // recipient at once opens in openssl cms -decrypt with each key and in
 // Decrypt with each; another key opens nothing; and what openssl cms
-// -encrypt makes (AES-256-CBC, RSA PKCS #1 v1.5, and ECDH) opens in
-// Decrypt.
+// -encrypt makes (AES-256-CBC, RSA-OAEP-SHA256, and ECDH with the SHA-256
+// KDF) opens in Decrypt.
 func TestEnvelopedOpenSSL(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatal("openssl is needed (bash .ci/deps)")
@@ -69,6 +69,8 @@ func TestEnvelopedOpenSSL(t *testing.T) {
 		args := []string{"cms", "-encrypt", "-aes256", "-binary", "-outform", "DER", "-recip", f[1]}
 		if name != "rsa" {
 			args = append(args, "-keyopt", "ecdh_kdf_md:sha256")
+		} else {
+			args = append(args, "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256")
 		}
 		cmd := exec.Command("openssl", args...)
 		cmd.Stdin = bytes.NewReader(content)
