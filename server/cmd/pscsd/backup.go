@@ -236,6 +236,7 @@ func (b *backups) loop(ctx context.Context) {
 		if t, ok := b.lastSuccess(); ok {
 			next = t.Add(b.cfg.interval)
 		}
+		b.log.Info("periodic backups", "interval", b.cfg.interval.String(), "next", next.UTC().Format(time.RFC3339))
 	}
 	for {
 		var timer <-chan time.Time

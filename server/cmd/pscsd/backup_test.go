@@ -325,6 +325,17 @@ func TestBackupByMail(t *testing.T) {
 		}
 	}
 
+	// On another TPM (a new demo directory: a new swtpm) the backup is
+	// refused: its keys are sealed to the TPM that made it.
+	elsewhere := filepath.Join(dir, "elsewhere")
+	cmd = exec.Command(bin, "restore", "--demo", "--state", elsewhere, "-ca", ca, "-reason", "test", "-key", filepath.Join(owner, "identity.key"), mails[0])
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "does not open on this TPM") {
+		t.Errorf("restore on another TPM: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "store")); err == nil {
+		t.Error("a refused restore on another TPM wrote a store")
+	}
+
 	// The genuine mail restores.
 	out, err = restore("-key", filepath.Join(owner, "identity.key"), mails[0])
 	if err != nil || !strings.Contains(out, "restored backup sha256") || !strings.Contains(out, "carried forward from the replaced log") {
@@ -399,6 +410,21 @@ func TestBackupPeriodic(t *testing.T) {
 		}
 	}
 	r.log.waitFor(t, regexp.MustCompile(`backup sent.*by="pscsd \(periodic\)"`), 2)
+	r.stop(t)
+
+	// Started again with an interval of an hour: the next backup is an
+	// hour after the last one (kept in the store), not at start.
+	cfg := mail.backupConfig(t, "1h")
+	r = startDemo(t, bin, state, "--backup", cfg)
+	r.log.waitFor(t, serving, 1)
+	m := regexp.MustCompile(`periodic backups.*next=(\S+)`).FindStringSubmatch(r.log.String())
+	if m == nil {
+		t.Fatalf("no schedule in the log:\n%s", r.log.String())
+	}
+	next, err := time.Parse(time.RFC3339, m[1])
+	if err != nil || next.Before(time.Now().Add(50*time.Minute)) {
+		t.Errorf("after a restart the next backup is at %s (%v): not an hour after the last", m[1], err)
+	}
 	r.stop(t)
 }
 
