@@ -48,6 +48,20 @@
 // accepts, records each in the audit log with the reason, re-anchors the
 // state, and exits; pscsd then starts.
 //
+// restore puts a backup back (see docs/backup.md): the mail as delivered,
+// decrypted with an owner's -key, or the signed entity openssl cms
+// -decrypt writes. It verifies pscsd's signature (chained to -ca), the
+// archive's digests and, with the TPM, the store's and log's MACs and the
+// log's checkpoints, before it changes anything; then it moves the files it
+// replaces to DIR/replaced-TIME, accepts the rollback as recover does,
+// records the restore, carries forward the policy state the replaced log
+// knew that the backup does not, and exits. It must run on the TPM that
+// made the backup, with pscsd stopped.
+//
+// With "backup" in the configuration (--demo: --backup FILE holding that
+// object), pscsd mails signed and encrypted backups to the owners it names,
+// every interval and on pscs admin backup.
+//
 // --limits FILE sets the demo's resource limits from a JSON file holding
 // what a configuration's "limits" holds (see Config); without it, the
 // defaults.
