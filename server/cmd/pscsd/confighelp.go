@@ -104,6 +104,8 @@ func jsonType(t reflect.Type) string {
 		return "number"
 	case reflect.Slice:
 		return "list of " + jsonType(t.Elem()) + "s"
+	case reflect.Map:
+		return "object of " + jsonType(t.Elem()) + "s"
 	}
 	return t.String()
 }
