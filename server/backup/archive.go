@@ -28,7 +28,7 @@ const MaxArchive = 1 << 30
 var Files = []string{"store", "audit.log", "checkpoint.pem", "vault/vault-key", "vault/checkpoint.key"}
 
 // Required are the files without which an archive restores nothing.
-var Required = []string{"store", "audit.log", "vault/vault-key"}
+var Required = []string{"store", "audit.log", "checkpoint.pem", "vault/vault-key"}
 
 // File is one file of an archive.
 type File struct {

@@ -446,6 +446,12 @@ func TestBackupNoSTARTTLS(t *testing.T) {
 	if m := mail.mails(t); len(m) != 0 {
 		t.Fatalf("%d mails delivered without TLS", len(m))
 	}
+	// The failure is retried on the schedule (after 200 ms, then 400 ms...),
+	// and fails again the same way.
+	r.log.waitFor(t, regexp.MustCompile(`backup failed.*by="pscsd \(periodic\)".*does not offer STARTTLS`), 2)
+	if m := mail.mails(t); len(m) != 0 {
+		t.Fatalf("%d mails delivered without TLS", len(m))
+	}
 	met := regexp.MustCompile(`metrics and health: http://([^/]+)/metrics`).FindStringSubmatch(r.log.String())
 	if met == nil {
 		t.Fatalf("no metrics address in:\n%s", r.log.String())
