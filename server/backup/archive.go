@@ -41,10 +41,10 @@ type File struct {
 type Archive struct {
 	Created int64  `cbor:"1,keyasint"` // Unix ms
 	Server  string `cbor:"2,keyasint"` // the server's name (its CA's subject)
-	// LogSeq and LogHash are the audit log's head the archive holds;
-	// StoreVersion the store's version.
+	// LogSeq is the audit log's checkpoint made for the backup (records
+	// after it may follow, appended while the backup was copied);
+	// StoreVersion the store's version. (Key 4 is not used.)
 	LogSeq       uint64 `cbor:"3,keyasint"`
-	LogHash      []byte `cbor:"4,keyasint,omitempty"`
 	StoreVersion uint64 `cbor:"5,keyasint"`
 	Files        []File `cbor:"6,keyasint"`
 }

@@ -173,17 +173,16 @@ func buildPSCS(t *testing.T) string {
 	return bin
 }
 
-// usedOf returns the use count pscs admin list shows for the demo's
-// delegation.
-func usedOf(t *testing.T, list string) int {
+// delegationIn returns the state (active, revoked, locked) and use count
+// pscs admin list shows for delegation id.
+func delegationIn(t *testing.T, list, id string) (state string, used int) {
 	t.Helper()
-	m := regexp.MustCompile(`\tmayor\tto demo-delegate\t.*\tused (\d+)`).FindStringSubmatch(list)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `\t.*\t(active|revoked|locked)\tused (\d+)`).FindStringSubmatch(list)
 	if m == nil {
-		t.Fatalf("no demo delegation in:\n%s", list)
+		t.Fatalf("no delegation %s in:\n%s", id, list)
 	}
-	var n int
-	fmt.Sscan(m[1], &n)
-	return n
+	fmt.Sscan(m[2], &used)
+	return m[1], used
 }
 
 // TestBackupByMail: pscs admin backup mails the backup over STARTTLS to
@@ -209,15 +208,34 @@ func TestBackupByMail(t *testing.T) {
 		return string(out), err
 	}
 	signN(t, state, 3)
-	out, err := pscs("admin", "backup")
-	if err != nil || !strings.Contains(out, "sent to owner@localhost") {
-		t.Fatalf("pscs admin backup: %v\n%s", err, out)
-	}
 	list, err := pscs("admin", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
-	usedAtBackup := usedOf(t, list)
+	first := regexp.MustCompile(`(?m)^(\S+)\tmayor\tto demo-delegate`).FindStringSubmatch(list)
+	if first == nil {
+		t.Fatalf("no demo delegation in:\n%s", list)
+	}
+	demoID := first[1]
+	// A second delegation, revoked after the backup: it must stay revoked.
+	passphrase, _ := os.ReadFile(filepath.Join(owner, "passphrase"))
+	cmd := exec.Command(pscsBin, "admin", "delegate", "-card", "mayor", "-to", demoDelegate, "-for", "1h")
+	cmd.Env = append(os.Environ(), "PSCS_CONFIG="+ownerConf, "PSCS_PASSPHRASE="+strings.TrimSpace(string(passphrase)))
+	dout, err := cmd.CombinedOutput()
+	second := regexp.MustCompile(`delegation (\S+)`).FindSubmatch(dout)
+	if err != nil || second == nil {
+		t.Fatalf("pscs admin delegate: %v\n%s", err, dout)
+	}
+	secondID := string(second[1])
+	out, err := pscs("admin", "backup")
+	if err != nil || !strings.Contains(out, "sent to owner@localhost") {
+		t.Fatalf("pscs admin backup: %v\n%s", err, out)
+	}
+	list, err = pscs("admin", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, usedAtBackup := delegationIn(t, list, demoID)
 	if usedAtBackup < 3 {
 		t.Fatalf("used %d after 3 signatures", usedAtBackup)
 	}
@@ -232,7 +250,7 @@ func TestBackupByMail(t *testing.T) {
 
 	// openssl: decrypt with the owner's key, verify with pscsd's CA.
 	inner := filepath.Join(dir, "inner.eml")
-	cmd := exec.Command("openssl", "cms", "-decrypt", "-in", mails[0], "-inkey", filepath.Join(owner, "identity.key"),
+	cmd = exec.Command("openssl", "cms", "-decrypt", "-in", mails[0], "-inkey", filepath.Join(owner, "identity.key"),
 		"-recip", filepath.Join(owner, "identity.pem"), "-out", inner)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("openssl cms -decrypt: %v\n%s", err, out)
@@ -256,8 +274,11 @@ func TestBackupByMail(t *testing.T) {
 
 	// Uses after the backup: the restore must not give them back.
 	signN(t, state, 2)
+	if out, err := pscs("admin", "revoke", secondID); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
 	list, _ = pscs("admin", "list")
-	usedBefore := usedOf(t, list)
+	_, usedBefore := delegationIn(t, list, demoID)
 	r.stop(t)
 
 	restore := func(args ...string) (string, error) {
@@ -347,7 +368,10 @@ func TestBackupByMail(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list after the restore: %v\n%s", err, list)
 	}
-	if used := usedOf(t, list); used < usedBefore {
+	if st, _ := delegationIn(t, list, secondID); st != "revoked" {
+		t.Errorf("the delegation revoked after the backup is %s after the restore", st)
+	}
+	if _, used := delegationIn(t, list, demoID); used < usedBefore {
 		t.Errorf("after the restore the delegation shows %d uses; %d were made (%d at the backup): the restore gave uses back", used, usedBefore, usedAtBackup)
 	}
 	signN(t, state, 1) // the delegate still signs with its vPIN: the sealed PIN restored on this TPM
