@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,13 +43,18 @@ type smtpd struct {
 // startSMTPD starts the mail server, with STARTTLS required (tls) or
 // without TLS, and stops it at the test's end.
 func startSMTPD(t *testing.T, tls bool) *smtpd {
+	return startSMTPDWith(t, tls, "0", testpki.NewCA("smtp test CA"))
+}
+
+// startSMTPDWith is startSMTPD on a given port ("0": any), with a
+// certificate from ca.
+func startSMTPDWith(t *testing.T, tls bool, port string, ca *testpki.CA) *smtpd {
 	t.Helper()
 	py := "/usr/bin/python3"
 	if out, err := exec.Command(py, "-c", "import aiosmtpd").CombinedOutput(); err != nil {
 		t.Fatalf("python3-aiosmtpd is needed (bash .ci/deps): %v\n%s", err, out)
 	}
 	dir := t.TempDir()
-	ca := testpki.NewCA("smtp test CA")
 	c := ca.Issue("127.0.0.1", testpki.Options{Server: true})
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
 	s := &smtpd{maildir: filepath.Join(dir, "maildir"), ca: filepath.Join(dir, "ca.pem")}
@@ -59,7 +65,7 @@ func startSMTPD(t *testing.T, tls bool) *smtpd {
 	if tls {
 		mode = "starttls"
 	}
-	cmd := exec.Command(py, "testdata/smtpd.py", mode, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), s.maildir)
+	cmd := exec.Command(py, "testdata/smtpd.py", mode, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), s.maildir, port)
 	var stderr logBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -70,11 +76,11 @@ func startSMTPD(t *testing.T, tls bool) *smtpd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	port, err := bufio.NewReader(out).ReadString('\n')
+	got, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		t.Fatalf("smtpd did not start: %v\n%s", err, stderr.String())
 	}
-	s.addr = "127.0.0.1:" + strings.TrimSpace(port)
+	s.addr = "127.0.0.1:" + strings.TrimSpace(got)
 	return s
 }
 
@@ -217,10 +223,18 @@ func TestBackupByMail(t *testing.T) {
 		t.Fatalf("no demo delegation in:\n%s", list)
 	}
 	demoID := first[1]
-	// A second delegation, revoked after the backup: it must stay revoked.
+	// A second delegation (of the other card, so that the delegate's
+	// login on the mayor stays unambiguous), revoked after the backup: it
+	// must stay revoked.
 	passphrase, _ := os.ReadFile(filepath.Join(owner, "passphrase"))
-	cmd := exec.Command(pscsBin, "admin", "delegate", "-card", "mayor", "-to", demoDelegate, "-for", "1h")
-	cmd.Env = append(os.Environ(), "PSCS_CONFIG="+ownerConf, "PSCS_PASSPHRASE="+strings.TrimSpace(string(passphrase)))
+	ownerEnv := append(os.Environ(), "PSCS_CONFIG="+ownerConf, "PSCS_PASSPHRASE="+strings.TrimSpace(string(passphrase)), "PSCS_PIN="+demoPIN)
+	cmd := exec.Command(pscsBin, "admin", "register-pin", "-card", "ceo")
+	cmd.Env = ownerEnv
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pscs admin register-pin: %v\n%s", err, out)
+	}
+	cmd = exec.Command(pscsBin, "admin", "delegate", "-card", "ceo", "-to", demoDelegate, "-for", "1h")
+	cmd.Env = ownerEnv
 	dout, err := cmd.CombinedOutput()
 	second := regexp.MustCompile(`delegation (\S+)`).FindSubmatch(dout)
 	if err != nil || second == nil {
@@ -529,4 +543,67 @@ func (f newlineFilter) Read(p []byte) (int, error) {
 		}
 	}
 	return j, err
+}
+
+// metricsOf reads pscsd's /metrics and the status of /healthz.
+func metricsOf(t *testing.T, log string) (metrics string, health int) {
+	t.Helper()
+	m := regexp.MustCompile(`metrics and health: http://([^/]+)/metrics`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no metrics address in:\n%s", log)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp, err = http.Get("http://" + m[1] + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return string(body), resp.StatusCode
+}
+
+// TestBackupRetry: with the mail server down, a backup on demand fails
+// (code 128) and /healthz says so; pscsd retries on its schedule, and the
+// backup reaches the owner once the server is up, without anyone asking
+// again; then the metrics count the mail and /healthz is well.
+func TestBackupRetry(t *testing.T) {
+	bin, pscsBin := buildPSCSD(t), buildPSCS(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close() // nothing listens there now
+	ca := testpki.NewCA("smtp test CA")
+	down := &smtpd{addr: "127.0.0.1:" + port, ca: filepath.Join(t.TempDir(), "ca.pem")}
+	os.WriteFile(down.ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600)
+	state := filepath.Join(t.TempDir(), "state")
+	r := startDemo(t, bin, state, "--backup", down.backupConfig(t, ""))
+	r.log.waitFor(t, serving, 1)
+	cmd := exec.Command(pscsBin, "admin", "backup")
+	cmd.Env = append(os.Environ(), "PSCS_CONFIG="+filepath.Join(state, "demo", "owner", "client.conf"))
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "128") {
+		t.Fatalf("pscs admin backup with the mail server down: %v\n%s", err, out)
+	}
+	r.log.waitFor(t, regexp.MustCompile(`backup failed.*by="pscsd \(periodic\)"`), 1)
+	if _, health := metricsOf(t, r.log.String()); health == http.StatusOK {
+		t.Error("/healthz is well while backups fail")
+	}
+	// The mail server comes up on that port, with a certificate of the
+	// configured CA: a retry delivers.
+	up := startSMTPDWith(t, true, port, ca)
+	if up.addr != down.addr {
+		t.Fatalf("smtpd on %s, want %s", up.addr, down.addr)
+	}
+	up.waitMails(t, 1)
+	r.log.waitFor(t, regexp.MustCompile(`backup sent.*by="pscsd \(periodic\)"`), 1)
+	met, health := metricsOf(t, r.log.String())
+	if !regexp.MustCompile(`(?m)^pscs_backup_sent_total 1$`).MatchString(met) || health != http.StatusOK {
+		t.Errorf("after the backup was sent: health %d, metrics:\n%s", health, met)
+	}
+	r.stop(t)
 }
