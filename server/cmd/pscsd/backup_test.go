@@ -282,6 +282,7 @@ func TestBackupByMail(t *testing.T) {
 	if a.File("store") == nil || a.File("audit.log") == nil || bytes.Contains(raw, []byte(demoPIN)) {
 		t.Fatalf("the archive: files %d, holds the PIN in clear: %v", len(a.Files), bytes.Contains(raw, []byte(demoPIN)))
 	}
+	t.Logf("backup of the demo after %d signatures: archive %d bytes, mail %d bytes", usedAtBackup, len(raw), len(msg))
 	if out := r.log.String(); !strings.Contains(out, "backup sent") {
 		t.Errorf("pscsd did not log the backup:\n%s", out)
 	}
