@@ -63,6 +63,10 @@ type Admin struct {
 	// PINTries is a full PIN retry counter: register-pin tries the PIN
 	// only on a card whose counter shows at least this; zero: 3.
 	PINTries int
+	// Backup, if set, makes a backup now and mails it (action backup):
+	// the archive's digest and the addresses it went to. nil: the server
+	// makes no backups (the action is refused as unsupported).
+	Backup func(ctx context.Context, who string) (digest []byte, sentTo []string, err error)
 }
 
 // Keys of administration records in the store.
@@ -194,6 +198,15 @@ func (s *Server) adminAction(ctx context.Context, a *Admin, who string, req *tra
 			return nil, "", s.internal("console", err)
 		}
 		return &transport.AdminResponse{ConsoleURL: u, ConsoleExpires: exp.UnixMilli()}, "", nil
+	case transport.AdminBackup:
+		if a.Backup == nil {
+			return nil, "", transport.Errorf(transport.CodeUnsupported, "this server makes no backups (no \"backup\" in its configuration)")
+		}
+		digest, sent, err := a.Backup(ctx, who)
+		if err != nil {
+			return nil, "", transport.Errorf(transport.CodeBackupFailed, "backup: %v", err)
+		}
+		return &transport.AdminResponse{BackupDigest: digest, BackupSentTo: sent}, "", nil
 	}
 	return nil, "", transport.Errorf(transport.CodeUnsupported, "unknown administration action %q", req.Action)
 }

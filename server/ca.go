@@ -82,6 +82,27 @@ func (ca *CA) IssueCheckpoint(pub crypto.PublicKey) (*x509.Certificate, error) {
 	return ca.create(tmpl, pub)
 }
 
+// IssueBackupSigner makes the certificate, with a new key, that signs
+// pscsd's backups (server/backup): S/MIME signing (e-mail protection) for
+// the address the backups come from.
+func (ca *CA) IssueBackupSigner(from string) (*x509.Certificate, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "pscsd backup"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(ca.validity()),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}
+	if from != "" {
+		tmpl.EmailAddresses = []string{from}
+	}
+	cert, err := ca.create(tmpl, key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
 // IssueServer makes the server's TLS certificate, with a new key, for the
 // given host names and addresses.
 func (ca *CA) IssueServer(hosts []string) (tls.Certificate, error) {

@@ -22,6 +22,9 @@ const (
 	// (server/console), bound to the requester; the answer holds it in
 	// ConsoleURL. Since version 4.
 	AdminConsole = "console"
+	// AdminBackup makes a backup now and mails it to the configured
+	// owners (server/backup); the answer holds its digest and who got it.
+	AdminBackup = "backup"
 )
 
 // AdminRequest is the body of OpAdmin.
@@ -110,4 +113,8 @@ type AdminResponse struct {
 	// ms). Since version 4.
 	ConsoleURL     string `cbor:"15,keyasint,omitempty"`
 	ConsoleExpires int64  `cbor:"16,keyasint,omitempty"`
+	// Backup: the SHA-256 of the backup's archive (server/backup.Digest),
+	// and the addresses the mail server accepted it for. Since version 4.
+	BackupDigest []byte   `cbor:"17,keyasint,omitempty"`
+	BackupSentTo []string `cbor:"18,keyasint,omitempty"`
 }

@@ -66,6 +66,8 @@ const (
 	CodeKeyNotDelegated Code = 119 // the delegation is limited to other keys of the card (AdminDelegation.Keys)
 	CodeWarrantyRaw     Code = 120 // a delegation with warranty signs documents only (SignDocument): a raw signature cannot carry the delegation notice
 	CodeNoCertificate   Code = 121 // the key has no certificate: it cannot make a document signature
+	// Backups (the backup helper's 128-129).
+	CodeBackupFailed Code = 128 // the backup was not made or not accepted by the mail server for every owner (see pscsd's log)
 
 	// The card: 200–299.
 	CodeCardError       Code = 200 // the card answered with an error status
@@ -117,6 +119,7 @@ var codeNames = map[Code]string{
 	CodeKeyNotDelegated:    "key not delegated",
 	CodeWarrantyRaw:        "raw signature refused under a delegation with warranty",
 	CodeNoCertificate:      "key without a certificate",
+	CodeBackupFailed:       "backup failed",
 	CodeCardError:          "card error",
 	CodeCardUnavailable:    "card unavailable",
 	CodeMechanism:          "mechanism not supported",

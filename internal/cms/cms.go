@@ -29,6 +29,14 @@
 // key. It does not judge the certificate (chain, validity, revocation):
 // that is the relying party's (openssl cms -verify -CAfile).
 //
+// # Encryption
+//
+// [Encrypt] makes an EnvelopedData (AES-256-CBC; RSAES-OAEP key transport
+// for RSA recipients, ECDH key agreement with the SHA-256 KDF and AES key
+// wrap for EC ones), [Decrypt] opens one with a recipient's key, and
+// [ParseEnveloped] reads one (fuzzed: FuzzParseEnveloped). pscsd's backups
+// use them (server/backup); openssl cms -decrypt reads what Encrypt makes.
+//
 // # Why written here
 //
 // The Go CMS libraries were weighed and not taken: go.mozilla.org/pkcs7

@@ -52,6 +52,9 @@ func (a *app) adminCommand(run func(runFunc) runFunc) *cli.Command {
 			{Name: "console", Args: "[-config FILE]",
 				Summary: "print a one-time link that opens your session of the owners' web console (it works once, for 2 minutes)",
 				Run:     run(a.adminConsole)},
+			{Name: "backup", Args: "[-config FILE]",
+				Summary: "have pscsd make a backup now and mail it, signed and encrypted, to the owners its configuration names",
+				Run:     run(a.adminBackup)},
 		}}
 }
 
@@ -240,6 +243,14 @@ func (a *app) adminList(ctx context.Context, fs *cli.Flags, args []string) error
 	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminList}, nil)
 }
 
+func (a *app) adminBackup(ctx context.Context, fs *cli.Flags, args []string) error {
+	config := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return a.adminDo(ctx, *config, &transport.AdminRequest{Action: transport.AdminBackup}, nil)
+}
+
 func (a *app) adminExport(ctx context.Context, fs *cli.Flags, args []string) error {
 	config := configFlag(fs)
 	out := fs.String("out", "", "the `FILE` to write the records to")
@@ -292,6 +303,8 @@ func (a *app) adminDo(ctx context.Context, config string, req *transport.AdminRe
 		fmt.Fprintln(a.stdout, resp.ConsoleURL)
 		fmt.Fprintf(a.stderr, "open it in your browser before %s; it works once\n",
 			time.UnixMilli(resp.ConsoleExpires).UTC().Format("15:04:05 UTC"))
+	case transport.AdminBackup:
+		fmt.Fprintf(a.stdout, "backup sha256 %x\nsent to %s\n", resp.BackupDigest, strings.Join(resp.BackupSentTo, ", "))
 	default:
 		fmt.Fprintf(a.stdout, "%s: done\n", req.Action)
 	}

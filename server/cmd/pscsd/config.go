@@ -78,7 +78,9 @@ type Config struct {
 	RequireProof bool         `json:"require_proof"`
 	Log          LogConfig    `json:"log"`
 	Limits       LimitsConfig `json:"limits"`
-	Cards        []CardConfig `json:"cards"`
+	// Backup: signed and encrypted backups by mail (backupconfig.go).
+	Backup *BackupConfig `json:"backup"`
+	Cards  []CardConfig  `json:"cards"`
 	// Console is the owners' web console; nil (absent): none.
 	Console *ConsoleConfig `json:"console"`
 }
@@ -268,6 +270,11 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if c.Backup != nil {
+		if err := c.Backup.prepare(dir); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	return &c, nil
 }

@@ -59,6 +59,15 @@ var configHelp = map[string]string{
 	"console.link_seconds":              "how long a one-time link (pscs admin console) works; default 120, at most 3600",
 	"console.idle_minutes":              "a session ends after this many minutes without a request; default 15",
 	"console.session_hours":             "a session ends this many hours after login; default 8",
+	// Backups (docs/backup.md).
+	"backup":           "signed and encrypted backups of the state, mailed to owners (docs/backup.md); absent: none",
+	"backup.interval":  `periodic backups every this long (Go duration: "24h"); absent: only on demand (pscs admin backup)`,
+	"backup.retry":     `the first wait after a failed backup, doubling up to interval (or 1h); default "1m"`,
+	"backup.smtp":      "required: the mail server, host:port; it must offer STARTTLS (nothing is sent in clear)",
+	"backup.smtp_name": "the name the mail server's certificate must hold; default: smtp's host",
+	"backup.ca":        "CA certificates (PEM) that verify the mail server's certificate; default: the system's",
+	"backup.from":      "required: the sender's e-mail address (also in the backup signing certificate)",
+	"backup.owners":    `required: who gets backups: {"identity": "address"}; "": the address in the owner's certificate`,
 }
 
 // configFields lists the JSON paths and types of the fields of t, a
@@ -101,6 +110,8 @@ func jsonType(t reflect.Type) string {
 		return "number"
 	case reflect.Slice:
 		return "list of " + jsonType(t.Elem()) + "s"
+	case reflect.Map:
+		return "object of " + jsonType(t.Elem()) + "s"
 	}
 	return t.String()
 }

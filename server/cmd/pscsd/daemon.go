@@ -335,6 +335,7 @@ type serveOptions struct {
 	pinTries    int
 	limits      ptransport.Limits
 	console     *ConsoleConfig                             // nil: no console
+	backup      *BackupConfig                              // nil: no backups
 	ready       func(udp net.Addr, metrics net.Addr) error // called once serving
 	// consoleReady, if set, gets the console once it listens.
 	consoleReady func(*console.Console)
@@ -391,6 +392,14 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 		Head:      func() []byte { b, _ := st.store.Head().MarshalBinary(); return b },
 		AuditFile: filepath.Join(st.dir, "audit.log"), PINTries: o.pinTries,
 		Checkpoint: st.audit.Checkpoint, CheckpointCertificate: st.checkpoint.Raw, SignManifest: st.checkpointKey.SignDigest}
+	var bk *backups
+	if o.backup != nil {
+		var err error
+		if bk, err = newBackups(o.backup, st, log, met); err != nil {
+			return err
+		}
+		adm.Backup = bk.now
+	}
 	var con *console.Console
 	if o.console != nil {
 		cc := o.console
@@ -424,6 +433,12 @@ func serve(ctx context.Context, log *slog.Logger, st *state, o serveOptions) err
 	}
 	if o.changes != nil {
 		o.changes.srv.Store(srv)
+	}
+	if bk != nil {
+		bctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); bk.loop(bctx) }()
+		defer func() { stop(); <-done }()
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
@@ -529,7 +544,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 	defer func() { stopMgr(); <-mgrDone }()
 
 	return serve(ctx, log, st, serveOptions{name: "pscsd", cards: cardsOut, changes: ch, listen: cfg.Listen, metrics: cfg.Metrics,
-		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(), console: cfg.Console,
+		certificate: cert, pinTries: cfg.PINTries, limits: cfg.Limits.transport(), console: cfg.Console, backup: cfg.Backup,
 		ready: func(udp, met net.Addr) error {
 			log.Info("pscsd serving", "addr", udp.String(), "metrics", fmt.Sprint(met), "cards", len(cardsOut))
 			return nil

@@ -55,8 +55,9 @@ const demoWarning = `
 // A fifth simulated card, "clerk" (slot 3), belongs to a second owner,
 // demo-clerk (DIR/demo/clerk), so that the console's per-owner scoping has
 // someone to keep out. With consoleAddr not empty the owners' web console
-// listens there (HTTPS, pscsd's server certificate).
-func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin, consoleAddr string, realLatency bool, limits transport.Limits) error {
+// listens there (HTTPS, pscsd's server certificate). With bk, pscsd makes
+// backups as a configured one does.
+func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin, consoleAddr string, realLatency bool, limits transport.Limits, bk *BackupConfig) error {
 	fmt.Fprint(os.Stderr, demoWarning)
 	demoDir := filepath.Join(stateDir, "demo")
 	if err := os.MkdirAll(filepath.Join(demoDir, "owner"), 0o700); err != nil {
@@ -143,7 +144,7 @@ func runDemo(ctx context.Context, log *slog.Logger, stateDir, listen, admin, con
 	}
 	var consoleURL string
 	return serve(ctx, log, st, serveOptions{name: "pscsd demo", changes: ch, listen: listen, metrics: admin, pinTries: 3, certificate: cert, limits: limits,
-		console: con, consoleReady: func(c *console.Console) { consoleURL = c.URL() },
+		console: con, consoleReady: func(c *console.Console) { consoleURL = c.URL() }, backup: bk,
 		cards: []server.Card{{Name: "mayor", Slot: 1, Owner: demoOwner, Pool: mayor}, {Name: "ceo", Slot: 2, Owner: demoOwner, Pool: ceo},
 			{Name: "clerk", Slot: 3, Owner: demoClerk, Pool: clerk}},
 		ready: func(udp, met net.Addr) error {

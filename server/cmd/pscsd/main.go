@@ -3,9 +3,10 @@
 // Usage:
 //
 //	pscsd -config FILE [-trace] [-json]
-//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--console ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]
+//	pscsd --demo --state DIR [--listen ADDR] [--admin ADDR] [--console ADDR] [--card-latency real|none] [--limits FILE] [--backup FILE] [-trace] [-json]
 //	pscsd init -config FILE -owner NAME -out DIR [-server HOST:PORT] [-trace] [-json]
 //	pscsd recover (-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]
+//	pscsd restore (-config FILE | --demo --state DIR) -ca FILE [-key FILE] -reason TEXT [-trace] [-json] BACKUP
 //	pscsd inventory [-trace] [-json]
 //	pscsd config-help
 //	pscsd version (or pscsd --version)
@@ -47,6 +48,20 @@
 // accepts, records each in the audit log with the reason, re-anchors the
 // state, and exits; pscsd then starts.
 //
+// restore puts a backup back (see docs/backup.md): the mail as delivered,
+// decrypted with an owner's -key, or the signed entity openssl cms
+// -decrypt writes. It verifies pscsd's signature (chained to -ca), the
+// archive's digests and, with the TPM, the store's and log's MACs and the
+// log's checkpoints, before it changes anything; then it moves the files it
+// replaces to DIR/replaced-TIME, accepts the rollback as recover does,
+// records the restore, carries forward the policy state the replaced log
+// knew that the backup does not, and exits. It must run on the TPM that
+// made the backup, with pscsd stopped.
+//
+// With "backup" in the configuration (--demo: --backup FILE holding that
+// object), pscsd mails signed and encrypted backups to the owners it names,
+// every interval and on pscs admin backup.
+//
 // --limits FILE sets the demo's resource limits from a JSON file holding
 // what a configuration's "limits" holds (see Config); without it, the
 // defaults.
@@ -62,6 +77,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,7 +102,7 @@ func program() *cli.Program {
 	return &cli.Program{Name: "pscsd", Summary: "the Proxy Smart Card System server",
 		Default: &cli.Command{
 			Args: "-config FILE [-trace] [-json]\n" +
-				"--demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [-trace] [-json]",
+				"--demo --state DIR [--listen ADDR] [--admin ADDR] [--card-latency real|none] [--limits FILE] [--backup FILE] [-trace] [-json]",
 			Summary: "serve the remote cards a configuration describes from the PC/SC readers; " +
 				"or, with --demo, the whole system on simulated cards and a simulated TPM (not for production)",
 			Run: serveCmd},
@@ -97,6 +113,9 @@ func program() *cli.Program {
 			{Name: "recover", Args: "(-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]",
 				Summary: "accept a known loss of state (a restored backup), record it in the audit log, re-anchor, and exit",
 				Run:     recoverCmd},
+			{Name: "restore", Args: "(-config FILE | --demo --state DIR) -ca FILE [-key FILE] -reason TEXT [-trace] [-json] BACKUP",
+				Summary: "restore a backup (the mail as delivered, with the owner's -key; or what openssl cms -decrypt made of it) on this TPM, record it in the audit log, re-anchor, and exit",
+				Run:     restoreCmd},
 			{Name: "inventory", Args: "[-trace] [-json]",
 				Summary: "watch the readers and log every card's profile, keys and PIN state until interrupted (serves nothing)",
 				Run:     inventoryCmd},
@@ -143,7 +162,7 @@ func stopped(log *slog.Logger, err error) error {
 }
 
 // demoFlags are the flags of --demo; serve refuses them without it.
-var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency", "console"}
+var demoFlags = []string{"state", "listen", "admin", "limits", "card-latency", "console", "backup"}
 
 // serveCmd is pscsd -config FILE, and pscsd --demo.
 func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
@@ -156,6 +175,7 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 	limitsFile := fs.String("limits", "", "--demo: a JSON `FILE` of resource limits, as a configuration's \"limits\"")
 	consoleAddr := fs.String("console", "127.0.0.1:0", "--demo: the TCP address `ADDR` of the owners' web console (HTTPS); \"off\": none")
 	cardLatency := fs.String("card-latency", "real", "--demo: the simulated cards' speed: real (ECDSA P-256 76 ms, RSA-2048 300 ms) or none")
+	backupFile := fs.String("backup", "", "--demo: a JSON `FILE` of backup settings, as a configuration's \"backup\"")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -191,11 +211,18 @@ func serveCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 			return err
 		}
 	}
+	var bk *BackupConfig
+	if *backupFile != "" {
+		var err error
+		if bk, err = loadBackupConfig(*backupFile); err != nil {
+			return err
+		}
+	}
 	log := lf.logger(nil)
 	if *consoleAddr == "off" {
 		*consoleAddr = ""
 	}
-	err := runDemo(ctx, log, *state, *listen, *admin, *consoleAddr, *cardLatency == "real", limits.transport())
+	err := runDemo(ctx, log, *state, *listen, *admin, *consoleAddr, *cardLatency == "real", limits.transport(), bk)
 	if ctx.Err() != nil {
 		err = nil
 	}
@@ -249,6 +276,55 @@ func recoverCmd(ctx context.Context, fs *cli.Flags, args []string) error {
 	}
 	log := lf.logger(cfg)
 	return stopped(log, recoverState(log, cfg, *state, rec))
+}
+
+// restoreCmd is pscsd restore.
+func restoreCmd(ctx context.Context, fs *cli.Flags, args []string) error {
+	lf := declareLogFlags(fs)
+	config := fs.String("config", "", "the configuration `FILE`")
+	demo := fs.Bool("demo", false, "restore the demo's state (with --state)")
+	state := fs.String("state", "", "--demo: the state directory `DIR`")
+	caFile := fs.String("ca", "", "pscsd's CA certificate (PEM `FILE`, the ca.pem of an owner's credentials): the backup's signer must chain to it")
+	keyFile := fs.String("key", "", "the owner's private key (PEM `FILE`) that decrypts the mail; not needed for what openssl cms -decrypt wrote")
+	reason := fs.String("reason", "", "why (recorded in the audit log)")
+	pos, err := fs.ParseArgs(args, "BACKUP")
+	if err != nil {
+		return err
+	}
+	if (*config != "") == (*demo || *state != "") || *demo != (*state != "") {
+		return fs.Usagef("give -config FILE, or --demo --state DIR")
+	}
+	if err := fs.Require("ca", "reason"); err != nil {
+		return err
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return fs.Usagef("say why with -reason (it goes into the audit log)")
+	}
+	req := restoreRequest{reason: *reason}
+	if req.input, err = os.ReadFile(pos[0]); err != nil {
+		return err
+	}
+	if *keyFile != "" {
+		if req.key, err = readPrivateKey(*keyFile); err != nil {
+			return err
+		}
+	}
+	caPEM, err := os.ReadFile(*caFile)
+	if err != nil {
+		return err
+	}
+	req.roots = x509.NewCertPool()
+	if !req.roots.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("%s holds no PEM certificate", *caFile)
+	}
+	var cfg *Config
+	if *config != "" {
+		if cfg, err = LoadConfig(*config); err != nil {
+			return err
+		}
+	}
+	log := lf.logger(cfg)
+	return stopped(log, restoreState(log, cfg, *state, req))
 }
 
 // inventoryCmd is pscsd inventory.
