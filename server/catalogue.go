@@ -13,6 +13,7 @@ import (
 
 	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -185,6 +186,31 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 		}
 	}
 	return out
+}
+
+// shownObjects describes the keys a remote card shows (rsc.Pool.Shown) as
+// PKCS #11 objects, and their mechanisms. A key of one card of a remote
+// card whose cards hold different keys has objects of its own (its number
+// gives their handles and CKA_ID), labelled with the card's ID before
+// the key's label: "<card>: <label> (<key ID>)".
+func shownObjects(shown []rsc.NumberedKey) ([]transport.Object, []transport.Mechanism) {
+	keys := make([]profiles.Key, len(shown))
+	nums := make([]int, len(shown))
+	card := map[int]string{}
+	for i, k := range shown {
+		keys[i], nums[i] = k.Key, k.Number
+		if k.Card != "" {
+			card[k.Number] = k.Card
+		}
+	}
+	objs := objects(keys, nums)
+	for _, o := range objs {
+		i, _ := keyIndex(o.Handle - (o.Handle-1)%3)
+		if c, ok := card[i]; ok {
+			o.Attributes[ckaLabel] = c + ": " + o.Attributes[ckaLabel].(string)
+		}
+	}
+	return objs, mechanisms(keys)
 }
 
 // ecAttributes returns CKA_EC_PARAMS (the curve's OID, DER) and

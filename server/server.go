@@ -282,18 +282,14 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
 		if len(members) > 0 {
 			// A delegation limited to keys shows only those, under the
-			// numbers every delegate sees them by.
-			keys := slices.Clone(members[0].Keys())
-			nums := c.Pool.Numbers(keys)
+			// numbers every delegate sees them by. A remote card of
+			// cards with different keys shows every card's (see
+			// shownObjects).
+			shown := c.Pool.Shown()
 			if d, ok := s.cfg.Book.Current(identity, c.Name); ok {
-				for i := len(keys) - 1; i >= 0; i-- {
-					if !d.AllowsKey(keys[i].ID) {
-						keys, nums = slices.Delete(keys, i, i+1), slices.Delete(nums, i, i+1)
-					}
-				}
+				shown = slices.DeleteFunc(shown, func(k rsc.NumberedKey) bool { return !d.AllowsKey(k.ID) })
 			}
-			slot.Objects = objects(keys, nums)
-			slot.Mechanisms = mechanisms(keys)
+			slot.Objects, slot.Mechanisms = shownObjects(shown)
 		}
 		cat.Slots = append(cat.Slots, slot)
 	}
@@ -302,14 +298,16 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 }
 
 // keyOf finds the key a request names by its object handle (keyIndex):
-// the index and the key's ID on the card, ok false when there is none.
-func (s *Server) keyOf(card Card, key uint64) (int, string, bool) {
+// the index and the key (its ID on the card, and in a remote card of
+// cards with different keys the card holding it), ok false when there is
+// none.
+func (s *Server) keyOf(card Card, key uint64) (int, rsc.KeyRef, bool) {
 	idx, ok := keyIndex(key)
 	if !ok {
-		return 0, "", false
+		return 0, rsc.KeyRef{}, false
 	}
-	id, ok := card.Pool.KeyID(idx)
-	return idx, id, ok
+	ref, ok := card.Pool.KeyRef(idx)
+	return idx, ref, ok
 }
 
 // Handle implements transport.Handler.
@@ -512,6 +510,26 @@ type signJob struct {
 	output func(k profiles.Key, sig []byte) ([]byte, error)
 }
 
+// cards returns the cards of a remote card that may run the job with key
+// ref (for rsc.Pool.DoOn). In a remote card whose cards share their keys,
+// every card (nil). In one of cards with different keys, a raw signature
+// goes to the card holding ref, whose certificate the application read;
+// a document signature, which carries the certificate of the card that
+// made it, goes to any card with a key of ref's ID that suits the request
+// and has a certificate, in turn.
+func (job signJob) cards(ref rsc.KeyRef) func(m *rsc.Member) bool {
+	switch {
+	case ref.Card == "":
+		return nil
+	case job.raw:
+		return rsc.Holds(ref)
+	}
+	return func(m *rsc.Member) bool {
+		k, ok := m.Key(ref.ID)
+		return ok && k.Certificate != nil && job.fits(k) == nil
+	}
+}
+
 // signed is what a signJob gave.
 type signed struct {
 	answer []byte // output's
@@ -533,7 +551,8 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	if job.perr != nil {
 		return signed{}, s.refuse(ctx, call, sess.delegation, job.perr, start)
 	}
-	idx, keyID, ok := s.keyOf(card, job.key)
+	idx, ref, ok := s.keyOf(card, job.key)
+	keyID := ref.ID
 	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw, Key: keyID})
 	if transport.CodeOf(err) == transport.CodeDocumentRefused {
 		return signed{}, s.refuseDocument(ctx, call, d.ID, job.docDigest, err, start)
@@ -577,7 +596,7 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	}
 	var out signed
 	var cardLocked atomic.Bool
-	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+	err = card.Pool.DoOn(ctx, who, job.cards(ref), func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
 		loggedIn := sess.pins != nil
