@@ -365,9 +365,9 @@ type job struct {
 	fn        func(ctx context.Context, card profiles.Card, m *Member) error
 	// on reports whether a member may run the request (one holding the
 	// key it names); nil: any member.
-	on        func(m *Member) bool
-	result    chan error
-	claimed   atomic.Bool // taken by a member, or given up by its caller
+	on      func(m *Member) bool
+	result  chan error
+	claimed atomic.Bool // taken by a member, or given up by its caller
 
 	// Under Pool.mu:
 	tag, seq uint64
