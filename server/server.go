@@ -510,23 +510,24 @@ type signJob struct {
 	output func(k profiles.Key, sig []byte) ([]byte, error)
 }
 
-// cards returns the cards of a remote card that may run the job with key
+// cards returns the cards of remote card p that may run the job with key
 // ref (for rsc.Pool.DoOn). In a remote card whose cards share their keys,
 // every card (nil). In one of cards with different keys, a raw signature
 // goes to the card holding ref, whose certificate the application read;
 // a document signature, which carries the certificate of the card that
 // made it, goes to any card with a key of ref's ID that suits the request
-// and has a certificate, in turn.
-func (job signJob) cards(ref rsc.KeyRef) func(m *rsc.Member) bool {
+// (and has a certificate, when one of them has), in turn.
+func (job signJob) cards(p *rsc.Pool, ref rsc.KeyRef) func(m *rsc.Member) bool {
 	switch {
 	case ref.Card == "":
 		return nil
 	case job.raw:
 		return rsc.Holds(ref)
 	}
+	certified := slices.ContainsFunc(p.Members(), func(m *rsc.Member) bool { return m.Certificate(ref.ID) != nil })
 	return func(m *rsc.Member) bool {
 		k, ok := m.Key(ref.ID)
-		return ok && k.Certificate != nil && job.fits(k) == nil
+		return ok && (k.Certificate != nil || !certified) && job.fits(k) == nil
 	}
 }
 
@@ -596,7 +597,7 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	}
 	var out signed
 	var cardLocked atomic.Bool
-	err = card.Pool.DoOn(ctx, who, job.cards(ref), func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+	err = card.Pool.DoOn(ctx, who, job.cards(card.Pool, ref), func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
 		loggedIn := sess.pins != nil

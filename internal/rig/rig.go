@@ -59,6 +59,8 @@ type Delegate struct {
 type Options struct {
 	Cards   int    // simulated PIV cards in the remote card (0: none, the test adds its own)
 	Seed    string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
+	// OneSeed gives every card Seed: the same keys (for SameKeys).
+	OneSeed bool
 	Serial  uint32 // the first card's serial (0: pivsim's own)
 	Latency pivsim.Latency
 	Slots   map[pivsim.Slot]pivsim.SlotConfig // nil: pivsim.DefaultSlots
@@ -138,7 +140,7 @@ func Start(t testing.TB, o Options) *Rig {
 	t.Cleanup(r.Pool.Close)
 	for i := range o.Cards {
 		seed := o.Seed
-		if i > 0 {
+		if i > 0 && !o.OneSeed {
 			seed = fmt.Sprint(o.Seed, i)
 		}
 		var serial uint32
