@@ -48,6 +48,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,6 +121,12 @@ type Card struct {
 	Owner string // the identity that administers it and its delegations
 	Slot  uint64 // its slot id on the wire, stable across restarts
 	Pool  *rsc.Pool
+	// Chain holds the certificates of the CAs that issued the cards'
+	// certificates (intermediates, as the owner configured them): a
+	// document signature carries the path from the signing card's
+	// certificate up to, not including, a self-signed root (see
+	// chainOf).
+	Chain []*x509.Certificate
 }
 
 // Config configures a Server.

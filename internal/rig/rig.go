@@ -66,6 +66,8 @@ type Options struct {
 	Slots   map[pivsim.Slot]pivsim.SlotConfig // nil: pivsim.DefaultSlots
 	// SameKeys makes the remote card a parallel one (rsc.Options.SameKeys).
 	SameKeys bool
+	// Chain is the remote card's server.Card.Chain.
+	Chain []*x509.Certificate
 	Slot     uint64 // the remote card's slot
 	// Delegates are enrolled and granted in order; the first is the
 	// rig's Config.
@@ -167,7 +169,7 @@ func Start(t testing.TB, o Options) *Rig {
 		r.Delegate(d)
 	}
 	r.config = server.Config{Book: r.Book, Vault: r.Vault, Audit: o.Audit, Logger: log,
-		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool}}}
+		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool, Chain: o.Chain}}}
 	r.Server = server.New(r.config)
 	srv.Store(r.Server)
 	r.tls = serverTLS(r.CA)
