@@ -68,7 +68,7 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 	}
 	alg, perr := documentAlgorithm(&req)
 	card, _ := s.card(req.Slot) // none: signWith refuses
-	var attrs []byte // the signed attributes of the card that signs
+	var attrs []byte            // the signed attributes of the card that signs
 	out, err := s.signWith(ctx, call, signJob{slot: req.Slot, key: req.Key, perr: perr, docDigest: req.Digest, namesCert: true,
 		fits: func(k profiles.Key) error {
 			if k.NoSign {

@@ -57,8 +57,8 @@ type Delegate struct {
 // Options shape a rig from [Start]. The zero value is no card, slot 0,
 // no delegates and the real clock; [New] uses [Default].
 type Options struct {
-	Cards   int    // simulated PIV cards in the remote card (0: none, the test adds its own)
-	Seed    string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
+	Cards int    // simulated PIV cards in the remote card (0: none, the test adds its own)
+	Seed  string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
 	// OneSeed gives every card Seed: the same keys (for SameKeys).
 	OneSeed bool
 	Serial  uint32 // the first card's serial (0: pivsim's own)
@@ -68,7 +68,7 @@ type Options struct {
 	SameKeys bool
 	// Chain is the remote card's server.Card.Chain.
 	Chain []*x509.Certificate
-	Slot     uint64 // the remote card's slot
+	Slot  uint64 // the remote card's slot
 	// Delegates are enrolled and granted in order; the first is the
 	// rig's Config.
 	Delegates []Delegate
