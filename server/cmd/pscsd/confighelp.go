@@ -52,7 +52,8 @@ var configHelp = map[string]string{
 	"cards[].serials":                   "required: the serials of the cards that serve it: one card, or several with the same keys (parallel)",
 	"cards[].queue":                     "requests waiting for a card, all delegates; default 256; more: code 18",
 	"cards[].queue_per_delegate":        "requests waiting of one delegate; default queue/4; more: code 18",
-	"cards[].same_keys":                 "members must hold the same keys; default true",
+	"cards[].same_keys":                 "members must hold the same keys; default true; false: each card shows its own keys, document signatures go to the cards in turn",
+	"cards[].chain":                     "PEM files of CA certificates (intermediates) that document signatures carry up to the root; relative to this file",
 }
 
 // configFields lists the JSON paths and types of the fields of t, a
