@@ -11,9 +11,20 @@
 //	  delegation) → the session keeps the real PIN in memory until logout
 //	  or disconnection, when it is zeroed.
 //	Sign(slot, key, mechanism, data): policy allows this signature (window,
-//	  limits, document) → the next free card of the remote card: select,
+//	  limits, document) → the next card of the remote card in turn: select,
 //	  VERIFY with the real PIN, sign, in one transaction, the card reset
 //	  first if it last served another delegate → audit record → answer.
+//
+// # Remote cards of cards with different keys
+//
+// A remote card whose pool is not rsc.Options.SameKeys shows every card's
+// keys (rsc.Pool.Shown), each under a number of its own and a label that
+// names its card. A raw signature, decryption or key agreement with one
+// goes to the card holding it (rsc.Holds): only that card makes a result
+// that fits the certificate the application read. A document signature
+// carries its card's certificate, so it goes to every card with a key of
+// the same ID that suits it, in turn (signJob.cards). See
+// docs/protocol.md §13.
 //
 // SignDocument (a CAdES-BES signature of a document's digest, document.go)
 // takes the same path (signWith): only what the card signs (the hash of
