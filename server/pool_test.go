@@ -173,3 +173,79 @@ func TestPoolOfDifferentKeysRaw(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolOfDifferentKeysLimitedDelegation: a delegation limited to key
+// ID "aut" on a remote card of two cards, each with keys "sig" and "aut"
+// of its own, shows both cards' "aut" keys and no "sig" key; raw
+// signatures with each card's "aut" key are made by that card, a "sig"
+// key is refused with 119, and document signatures with "aut" go to
+// both cards in turn.
+func TestPoolOfDifferentKeysLimitedDelegation(t *testing.T) {
+	ca := testpki.NewCA("limited CA")
+	r := testrig.Start(t, testrig.Options{Slot: 7, Audit: &memAudit{},
+		Delegates: []testrig.Delegate{{Name: "alice", VPIN: "2718", Delegation: policy.Delegation{ID: "d-alice", MaxWrongVPIN: 5, Keys: []string{"aut"}}}}})
+	sims := map[string]*memcard.Card{}
+	for _, id := range []string{"card-a", "card-b"} {
+		var keys []memcard.Key
+		for _, kid := range []string{"sig", "aut"} {
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, memcard.Key{ID: kid, Label: kid, Private: key, Certificate: ca.Issue(kid+" on "+id, testpki.Options{Key: key}).Leaf})
+		}
+		sims[id] = memcard.New(memcard.Config{Serial: id, Keys: keys})
+		if err := r.Pool.Add(testrig.ProfileMember(t, id, cards.Direct(sims[id]), sims[id].Profile(), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := r.Dial(t, r.Certs["alice"])
+	login, err := c.Login(ctx(t), 7, []byte("2718"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auts []uint64
+	for _, o := range login.Catalogue.Slots[0].Objects {
+		label := o.Attributes[p11.CKALabel].(string)
+		if !strings.HasSuffix(label, "(aut)") {
+			t.Errorf("object %q shown under a delegation limited to aut", label)
+		}
+		if o.Attributes[p11.CKAClass] == uint64(p11.CKOPrivateKey) {
+			auts = append(auts, o.Handle)
+		}
+	}
+	if len(auts) != 2 {
+		t.Fatalf("%d private keys shown, want both cards' aut", len(auts))
+	}
+	for _, h := range auts {
+		resp, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: h, Mechanism: p11.CKMECDSASHA256, Data: []byte("raw")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(resp.Certificate)
+		if !strings.HasPrefix(cert.Subject.CommonName, "aut on ") {
+			t.Errorf("raw signature under %q", cert.Subject.CommonName)
+		}
+	}
+	// The sig keys' numbers (the handles the slot does not show).
+	for _, k := range r.Pool.Shown() {
+		if k.ID != "sig" {
+			continue
+		}
+		_, err := c.Sign(ctx(t), &transport.SignRequest{Slot: 7, Key: uint64(3*k.Number + 1), Mechanism: p11.CKMECDSASHA256, Data: []byte("raw")})
+		if transport.CodeOf(err) != transport.CodeKeyNotDelegated {
+			t.Errorf("card %s's sig key: %v, want code %d", k.Card, err, transport.CodeKeyNotDelegated)
+		}
+	}
+	by := map[string]int{}
+	for i := range 4 {
+		sd, err := c.SignCAdES(ctx(t), bytes.NewReader([]byte(fmt.Sprint("doc ", i))), client.CAdESOptions{Slot: 7, Key: auts[0]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		by[sd.Certificate.Subject.CommonName]++
+	}
+	if by["aut on card-a"] != 2 || by["aut on card-b"] != 2 {
+		t.Errorf("documents by certificate %v, want 2 for each card's aut", by)
+	}
+}
