@@ -95,9 +95,8 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 			if attrs, err = cms.SignedAttributes(p); err != nil {
 				return nil, nil, s.documentFailed("signed attributes", err)
 			}
-			h := alg.Hash.New()
-			h.Write(attrs)
-			return h.Sum(nil), alg.SignerOpts(), nil
+			msg, opts := alg.ToSign(k.Public, attrs)
+			return msg, opts, nil
 		},
 		output: func(k profiles.Key, sig []byte) ([]byte, error) {
 			der, err := cms.Assemble(k.Certificate, chainOf(k.Certificate, card.Chain), alg, attrs, sig)
