@@ -984,9 +984,9 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 }
 
-// Do runs fn on the next free card of the pool, for principal, inside one
-// transaction, with the card's profile opened. fn's error is returned as it
-// is. Do returns ErrBusy at once when principal has [Options.PerPrincipal]
+// Do runs fn on the next card of the pool in turn (see "Round robin"),
+// for principal, inside one transaction, with the card's profile opened.
+// fn's error is returned as it is. Do returns ErrBusy at once when principal has [Options.PerPrincipal]
 // requests waiting, or the pool [Options.QueueSize], ctx's error when ctx
 // ends before a card takes the request, and ErrNoCard when every card
 // that could run it left or failed it (see the package documentation): fn
