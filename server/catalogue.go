@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/asn1"
+	"encoding/binary"
 	"math/big"
 
 	"github.com/pscs/pscs/internal/p11"
@@ -99,6 +100,20 @@ func keyIndex(h uint64) (int, bool) {
 	return int((h - 1) / 3), true
 }
 
+// ckaIDOf is the CKA_ID of key number i: i+1 in one byte, or, from 255
+// on (a remote card of different keys that has seen many cards), in the
+// fewest big-endian bytes, at least two, so that no two keys share one.
+func ckaIDOf(i int) []byte {
+	if i+1 <= 0xff {
+		return []byte{byte(i + 1)}
+	}
+	b := binary.BigEndian.AppendUint64(nil, uint64(i+1))
+	for len(b) > 2 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
+
 // objects describes a card's keys as PKCS #11 objects; nums are the keys'
 // numbers in their remote card (rsc.Pool.Numbers), which their handles and
 // CKA_ID follow.
@@ -106,7 +121,7 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 	var out []transport.Object
 	for j, k := range keys {
 		i := nums[j]
-		id := []byte{byte(i + 1)}
+		id := ckaIDOf(i)
 		label := k.Label + " (" + k.ID + ")"
 		common := func(class uint64) map[uint64]any {
 			return map[uint64]any{ckaClass: class, ckaToken: true, ckaID: id, ckaLabel: label}

@@ -38,3 +38,19 @@ func TestChainOf(t *testing.T) {
 		t.Errorf("a self-signed certificate's chain: %d certificates", len(got))
 	}
 }
+
+// TestCKAIDsDistinct: key numbers give distinct CKA_IDs, one byte up to
+// 254 as before, more beyond.
+func TestCKAIDsDistinct(t *testing.T) {
+	seen := map[string]int{}
+	for i := range 70000 {
+		id := string(ckaIDOf(i))
+		if j, dup := seen[id]; dup {
+			t.Fatalf("keys %d and %d share CKA_ID %x", j, i, id)
+		}
+		seen[id] = i
+		if i < 255 && (len(id) != 1 || id[0] != byte(i+1)) {
+			t.Fatalf("key %d: CKA_ID %x, want %02x", i, id, i+1)
+		}
+	}
+}
