@@ -272,6 +272,8 @@ type siteCard struct {
 	// one of cards with different keys (same_keys false).
 	others        []string
 	differentKeys bool
+	// chain are PEM files for the remote card's cards[].chain.
+	chain []string
 }
 
 // startSite initialises and starts pscsd with swtpm as its TPM and the
@@ -303,6 +305,9 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *sit
 	mayor := map[string]any{"name": "mayor", "slot": 1, "owner": "alice", "serials": append([]string{c.serial}, c.others...)}
 	if c.differentKeys {
 		mayor["same_keys"] = false
+	}
+	if c.chain != nil {
+		mayor["chain"] = c.chain
 	}
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},

@@ -5,8 +5,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +21,7 @@ import (
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cms/cmstest"
 	"github.com/pscs/pscs/internal/p11"
+	"github.com/pscs/pscs/internal/testpki"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 )
 
@@ -29,13 +34,23 @@ import (
 // openssl under the certificate of the same CKA_ID. Then the delegate
 // signs 30 documents (CAdES, the Go client) with 9A: the cards sign in
 // turn, exactly 10 each, and each SignedData verifies in openssl cms
-// against the certificate it carries, that of the card that signed.
+// against the certificate it carries, that of the card that signed, and
+// trusting the root CA alone: yubico-piv-tool imported into each card's
+// 9A a certificate that an intermediate CA issued, which pscsd's
+// cards[].chain lists and the SignedData carries.
 func TestPoolOfDifferentKeysThroughPCSCD(t *testing.T) {
-	need(t, "swtpm", "openssl", "pkcs11-tool")
+	need(t, "swtpm", "openssl", "pkcs11-tool", "yubico-piv-tool")
 	pcscd := privatePCSCD(t)
 	so, pscsd := binaries(t)
 	dir := t.TempDir()
 	serials := []string{"7401", "7402", "7403"}
+	root := testpki.NewCA("city root CA")
+	issuing := root.Intermediate("city issuing CA")
+	chain := filepath.Join(dir, "chain.pem")
+	if err := os.WriteFile(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issuing.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var sims []*pivsim.Card
 	for i := range serials {
 		sim, err := pivsim.New(pivsim.Config{Seed: []byte(t.Name() + serials[i]), Serial: uint32(7401 + i), Slots: map[pivsim.Slot]pivsim.SlotConfig{
 			pivsim.SlotAuthentication: {Algorithm: pivsim.ECCP256},
@@ -45,9 +60,27 @@ func TestPoolOfDifferentKeysThroughPCSCD(t *testing.T) {
 			t.Fatal(err)
 		}
 		plugCard(t, pcscd, readerPool+i, sim)
+		sims = append(sims, sim)
 	}
 	site := startSite(t, pscsd, dir, pcscd.Env(), siteCard{serial: serials[0], others: serials[1:], differentKeys: true,
-		pins: map[string]string{"": "123456"}})
+		pins: map[string]string{"": "123456"}, chain: []string{chain}})
+	for i, sim := range sims {
+		// 9A's certificate from the issuing CA, as an administrator
+		// imports it while pscsd serves the card; pscsd reads it.
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(100 + i)), Subject: pkix.Name{CommonName: "signer on " + serials[i]},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, issuing.Cert, sim.PublicKey(pivsim.SlotAuthentication), issuing.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile := filepath.Join(dir, serials[i]+".pem")
+		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run(t, append(os.Environ(), pcscd.Env()), "yubico-piv-tool", "-r", pcscd.Readers[readerPool+i],
+			"--key=010203040506070801020304050607080102030405060708", "-a", "import-certificate", "-s", "9a", "-i", certFile)
+		site.log.waitFor(t, `read again" rsc=mayor card=piv:`+serials[i]+" ")
+	}
 	conf := site.delegate(t, "dora")
 	env := append(os.Environ(), "PSCS_CONFIG="+conf.path, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"), "HOME="+dir, "PSCS_TIMEOUT=20s")
 	p11tool := func(args ...string) string {
@@ -141,6 +174,9 @@ func TestPoolOfDifferentKeysThroughPCSCD(t *testing.T) {
 		}
 		if out, ok := cmstest.Verify(t, sd.CMS, doc, sd.Certificate); !ok {
 			t.Errorf("document %d: openssl cms -verify against the certificate it carries:\n%s", i, out)
+		}
+		if out, ok := cmstest.VerifyChain(t, sd.CMS, doc, root.Cert); !ok {
+			t.Errorf("document %d: openssl cms -verify trusting the root CA alone:\n%s", i, out)
 		}
 		card, ok := certs[string(sd.Certificate.Raw)]
 		if !ok {
