@@ -9,10 +9,12 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/asn1"
+	"encoding/binary"
 	"math/big"
 
 	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/profiles"
+	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -98,6 +100,20 @@ func keyIndex(h uint64) (int, bool) {
 	return int((h - 1) / 3), true
 }
 
+// ckaIDOf is the CKA_ID of key number i: i+1 in one byte, or, from 255
+// on (a remote card of different keys that has seen many cards), in the
+// fewest big-endian bytes, at least two, so that no two keys share one.
+func ckaIDOf(i int) []byte {
+	if i+1 <= 0xff {
+		return []byte{byte(i + 1)}
+	}
+	b := binary.BigEndian.AppendUint64(nil, uint64(i+1))
+	for len(b) > 2 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
+
 // objects describes a card's keys as PKCS #11 objects; nums are the keys'
 // numbers in their remote card (rsc.Pool.Numbers), which their handles and
 // CKA_ID follow.
@@ -105,7 +121,7 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 	var out []transport.Object
 	for j, k := range keys {
 		i := nums[j]
-		id := []byte{byte(i + 1)}
+		id := ckaIDOf(i)
 		label := k.Label + " (" + k.ID + ")"
 		common := func(class uint64) map[uint64]any {
 			return map[uint64]any{ckaClass: class, ckaToken: true, ckaID: id, ckaLabel: label}
@@ -185,6 +201,31 @@ func objects(keys []profiles.Key, nums []int) []transport.Object {
 		}
 	}
 	return out
+}
+
+// shownObjects describes the keys a remote card shows (rsc.Pool.Shown) as
+// PKCS #11 objects, and their mechanisms. A key of one card of a remote
+// card whose cards hold different keys has objects of its own (its number
+// gives their handles and CKA_ID), labelled with the card's ID before
+// the key's label: "<card>: <label> (<key ID>)".
+func shownObjects(shown []rsc.NumberedKey) ([]transport.Object, []transport.Mechanism) {
+	keys := make([]profiles.Key, len(shown))
+	nums := make([]int, len(shown))
+	card := map[int]string{}
+	for i, k := range shown {
+		keys[i], nums[i] = k.Key, k.Number
+		if k.Card != "" {
+			card[k.Number] = k.Card
+		}
+	}
+	objs := objects(keys, nums)
+	for _, o := range objs {
+		i, _ := keyIndex(o.Handle - (o.Handle-1)%3)
+		if c, ok := card[i]; ok {
+			o.Attributes[ckaLabel] = c + ": " + o.Attributes[ckaLabel].(string)
+		}
+	}
+	return objs, mechanisms(keys)
 }
 
 // ecAttributes returns CKA_EC_PARAMS (the curve's OID, DER) and

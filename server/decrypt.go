@@ -163,7 +163,8 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 	if perr != nil {
 		return nil, s.refuse(ctx, call, sess.delegation, perr, start)
 	}
-	idx, keyID, ok := s.keyOf(card, op.key)
+	idx, ref, ok := s.keyOf(card, op.key)
+	keyID := ref.ID
 	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "decrypt", Key: keyID})
 	if err != nil {
 		return nil, s.refuse(ctx, call, d.ID, err, start)
@@ -202,7 +203,13 @@ func (s *Server) decrypter(ctx context.Context, call *transport.Call, perr error
 	var out []byte
 	var by string
 	var cardLocked atomic.Bool
-	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+	// In a remote card of cards with different keys, to the card that
+	// holds the key (nil: any card, they share their keys).
+	var on func(m *rsc.Member) bool
+	if ref.Card != "" {
+		on = rsc.Holds(ref)
+	}
+	err = card.Pool.DoOn(ctx, who, on, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
 		loggedIn := sess.pins != nil

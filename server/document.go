@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/pscs/pscs/internal/cms"
@@ -32,6 +35,13 @@ import (
 // refuses raw signatures (OpSign) with CodeWarrantyRaw, since they cannot
 // carry it. The audit record of a document signature keeps the SignedData
 // as its result.
+//
+// The SignedData carries the signing card's certificate and, after it,
+// its chain as far as pscsd has it: the certificates of [Card].Chain
+// (pscsd's cards[].chain) that issued it, each the issuer of the one
+// before, up to a self-signed root, which is left out (a verifier must
+// trust the root on its own). Cards keep no chain pscsd reads: PIV has no
+// standard place for intermediate certificates, nor has EstEID.
 
 // documentHashes are the digest algorithms of SignDocumentRequest.Hash.
 var documentHashes = map[uint64]crypto.Hash{p11.CKMSHA256: crypto.SHA256, p11.CKMSHA384: crypto.SHA384, p11.CKMSHA512: crypto.SHA512}
@@ -57,7 +67,8 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 		return nil, err
 	}
 	alg, perr := documentAlgorithm(&req)
-	var attrs []byte // the signed attributes of the card that signs
+	card, _ := s.card(req.Slot) // none: signWith refuses
+	var attrs []byte            // the signed attributes of the card that signs
 	var refusal string
 	if req.Format == transport.FormatPAdES {
 		refusal = pdfRefusal
@@ -91,12 +102,11 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 			if attrs, err = cms.SignedAttributes(p); err != nil {
 				return nil, nil, s.documentFailed("signed attributes", err)
 			}
-			h := alg.Hash.New()
-			h.Write(attrs)
-			return h.Sum(nil), alg.SignerOpts(), nil
+			msg, opts := alg.ToSign(k.Public, attrs)
+			return msg, opts, nil
 		},
 		output: func(k profiles.Key, sig []byte) ([]byte, error) {
-			der, err := cms.Assemble(k.Certificate, nil, alg, attrs, sig)
+			der, err := cms.Assemble(k.Certificate, chainOf(k.Certificate, card.Chain), alg, attrs, sig)
 			if err != nil {
 				return nil, s.documentFailed("SignedData", err)
 			}
@@ -117,6 +127,30 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 // client sent beside it would prove nothing: the server never sees the
 // PDF, so it cannot tell that the byte range extends that file.
 const pdfRefusal = " (a PDF signature signs the digest of the signed revision's /ByteRange, not of the file listed: a delegation limited to documents signs them as CAdES)"
+// chainOf returns the certificates of pool that lead from cert towards
+// its root: cert's issuer, then that one's, as long as pool holds the next
+// one and its signature checks, leaving out a self-signed root.
+func chainOf(cert *x509.Certificate, pool []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for cur := cert; len(out) < len(pool); {
+		i := slices.IndexFunc(pool, func(c *x509.Certificate) bool {
+			return bytes.Equal(c.RawSubject, cur.RawIssuer) && cur.CheckSignatureFrom(c) == nil
+		})
+		if i < 0 {
+			break
+		}
+		next := pool[i]
+		if bytes.Equal(next.RawSubject, next.RawIssuer) && next.CheckSignatureFrom(next) == nil {
+			break // the root
+		}
+		if slices.Contains(out, next) || next.Equal(cert) {
+			break // a loop
+		}
+		out = append(out, next)
+		cur = next
+	}
+	return out
+}
 
 // notice is the delegation notice of a signature by call's delegate
 // under d.

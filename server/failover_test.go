@@ -34,11 +34,13 @@ func (c *pulledMidSignature) Transmit(ctx context.Context, cmd []byte) ([]byte, 
 // TestCardPulledMidSignatureMovesRequest: through pscsd, whose request
 // function turns a card's errors into wire codes, a card pulled in the
 // middle of a signature still hands the request to another card of the
-// remote card, and the delegate gets that card's signature.
+// parallel remote card (its cards hold the same keys: in a remote card
+// of different keys, a raw signature goes to the card holding its key
+// only), and the delegate gets that card's signature.
 func TestCardPulledMidSignatureMovesRequest(t *testing.T) {
-	r := newRig(t, 1)
+	r := newSameKeysRig(t, 1)
 	other := r.pool.Members()[0]
-	sim, err := pivsim.New(pivsim.Config{Seed: []byte("pulled mid-signature")})
+	sim, err := pivsim.New(pivsim.Config{Seed: []byte("server"), Slots: cardSlots})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,10 @@ func TestCardPulledMidSignatureMovesRequest(t *testing.T) {
 		t.Fatal("the card was not pulled")
 	}
 	if want := other.Certificate("9a").Raw; !bytes.Equal(resp.Certificate, want) {
-		t.Error("the signature does not come with the other card's certificate")
+		t.Error("the signature does not come with the remote card's certificate")
+	}
+	if rec := r.audit.last(); rec.Card != other.ID {
+		t.Errorf("signed by %q, want the other card %q", rec.Card, other.ID)
 	}
 	verifyRaw(t, resp.Certificate, digest[:], resp.Signature)
 	for _, id := range r.pool.Members() {

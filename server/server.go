@@ -11,9 +11,20 @@
 //	  delegation) → the session keeps the real PIN in memory until logout
 //	  or disconnection, when it is zeroed.
 //	Sign(slot, key, mechanism, data): policy allows this signature (window,
-//	  limits, document) → the next free card of the remote card: select,
+//	  limits, document) → the next card of the remote card in turn: select,
 //	  VERIFY with the real PIN, sign, in one transaction, the card reset
 //	  first if it last served another delegate → audit record → answer.
+//
+// # Remote cards of cards with different keys
+//
+// A remote card whose pool is not rsc.Options.SameKeys shows every card's
+// keys (rsc.Pool.Shown), each under a number of its own and a label that
+// names its card. A raw signature, decryption or key agreement with one
+// goes to the card holding it (rsc.Holds): only that card makes a result
+// that fits the certificate the application read. A document signature
+// carries its card's certificate, so it goes to every card with a key of
+// the same ID that suits it, in turn (signJob.cards). See
+// docs/protocol.md §14.
 //
 // SignDocument (a CAdES-BES signature of a document's digest, document.go)
 // takes the same path (signWith): only what the card signs (the hash of
@@ -48,6 +59,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,6 +134,12 @@ type Card struct {
 	Owner string // the identity that administers it and its delegations
 	Slot  uint64 // its slot id on the wire, stable across restarts
 	Pool  *rsc.Pool
+	// Chain holds the certificates of the CAs that issued the cards'
+	// certificates (intermediates, as the owner configured them): a
+	// document signature carries the path from the signing card's
+	// certificate up to, not including, a self-signed root (see
+	// chainOf).
+	Chain []*x509.Certificate
 }
 
 // Config configures a Server.
@@ -284,18 +302,14 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 				Flags: ckfLoginRequired | ckfUserPINInitialized | ckfTokenInitialized, MinPIN: 4, MaxPIN: 64}}
 		if len(members) > 0 {
 			// A delegation limited to keys shows only those, under the
-			// numbers every delegate sees them by.
-			keys := slices.Clone(members[0].Keys())
-			nums := c.Pool.Numbers(keys)
+			// numbers every delegate sees them by. A remote card of
+			// cards with different keys shows every card's (see
+			// shownObjects).
+			shown := c.Pool.Shown()
 			if d, ok := s.cfg.Book.Current(identity, c.Name); ok {
-				for i := len(keys) - 1; i >= 0; i-- {
-					if !d.AllowsKey(keys[i].ID) {
-						keys, nums = slices.Delete(keys, i, i+1), slices.Delete(nums, i, i+1)
-					}
-				}
+				shown = slices.DeleteFunc(shown, func(k rsc.NumberedKey) bool { return !d.AllowsKey(k.ID) })
 			}
-			slot.Objects = objects(keys, nums)
-			slot.Mechanisms = mechanisms(keys)
+			slot.Objects, slot.Mechanisms = shownObjects(shown)
 		}
 		cat.Slots = append(cat.Slots, slot)
 	}
@@ -304,14 +318,16 @@ func (s *Server) Catalogue(identity string) *transport.Catalogue {
 }
 
 // keyOf finds the key a request names by its object handle (keyIndex):
-// the index and the key's ID on the card, ok false when there is none.
-func (s *Server) keyOf(card Card, key uint64) (int, string, bool) {
+// the index and the key (its ID on the card, and in a remote card of
+// cards with different keys the card holding it), ok false when there is
+// none.
+func (s *Server) keyOf(card Card, key uint64) (int, rsc.KeyRef, bool) {
 	idx, ok := keyIndex(key)
 	if !ok {
-		return 0, "", false
+		return 0, rsc.KeyRef{}, false
 	}
-	id, ok := card.Pool.KeyID(idx)
-	return idx, id, ok
+	ref, ok := card.Pool.KeyRef(idx)
+	return idx, ref, ok
 }
 
 // Handle implements transport.Handler.
@@ -516,6 +532,27 @@ type signJob struct {
 	output func(k profiles.Key, sig []byte) ([]byte, error)
 }
 
+// cards returns the cards of remote card p that may run the job with key
+// ref (for rsc.Pool.DoOn). In a remote card whose cards share their keys,
+// every card (nil). In one of cards with different keys, a raw signature
+// goes to the card holding ref, whose certificate the application read;
+// a document signature, which carries the certificate of the card that
+// made it, goes to any card with a key of ref's ID that suits the request
+// (and has a certificate, when one of them has), in turn.
+func (job signJob) cards(p *rsc.Pool, ref rsc.KeyRef) func(m *rsc.Member) bool {
+	switch {
+	case ref.Card == "":
+		return nil
+	case job.raw:
+		return rsc.Holds(ref)
+	}
+	certified := slices.ContainsFunc(p.Members(), func(m *rsc.Member) bool { return m.Certificate(ref.ID) != nil })
+	return func(m *rsc.Member) bool {
+		k, ok := m.Key(ref.ID)
+		return ok && (k.Certificate != nil || !certified) && job.fits(k) == nil
+	}
+}
+
 // signed is what a signJob gave.
 type signed struct {
 	answer []byte // output's
@@ -537,7 +574,8 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	if job.perr != nil {
 		return signed{}, s.refuse(ctx, call, sess.delegation, job.perr, start)
 	}
-	idx, keyID, ok := s.keyOf(card, job.key)
+	idx, ref, ok := s.keyOf(card, job.key)
+	keyID := ref.ID
 	d, err := s.cfg.Book.Check(policy.Request{Delegate: who, Card: card.Name, Op: "sign", Digest: job.docDigest, Raw: job.raw, Key: keyID})
 	if transport.CodeOf(err) == transport.CodeDocumentRefused {
 		var te *transport.Error
@@ -585,7 +623,7 @@ func (s *Server) signWith(ctx context.Context, call *transport.Call, job signJob
 	}
 	var out signed
 	var cardLocked atomic.Bool
-	err = card.Pool.Do(ctx, who, func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
+	err = card.Pool.DoOn(ctx, who, job.cards(card.Pool, ref), func(ctx context.Context, c profiles.Card, m *rsc.Member) error {
 		onCard := time.Now()
 		sess.mu.Lock()
 		loggedIn := sess.pins != nil

@@ -78,12 +78,25 @@ var (
 // signature), on the shared test rig.
 func newRig(t testing.TB, cards int, aud ...server.Auditor) *rig {
 	t.Helper()
+	return startRig(t, cards, false, aud...)
+}
+
+// newSameKeysRig is newRig of a parallel remote card whose cards hold the
+// same keys (rsc.Options.SameKeys: the cards are simulated with one seed).
+func newSameKeysRig(t testing.TB, cards int) *rig {
+	t.Helper()
+	return startRig(t, cards, true)
+}
+
+func startRig(t testing.TB, cards int, sameKeys bool, aud ...server.Auditor) *rig {
+	t.Helper()
 	r := &rig{audit: &memAudit{}}
 	var auditor server.Auditor = r.audit
 	if len(aud) > 0 {
 		auditor = aud[0]
 	}
 	s := testrig.Start(t, testrig.Options{Cards: cards, Seed: "server", Latency: cardLatency, Slots: cardSlots, Slot: 7, Audit: auditor,
+		SameKeys: sameKeys, OneSeed: sameKeys,
 		Delegates: []testrig.Delegate{
 			{Name: "alice", VPIN: "2718", Delegation: policy.Delegation{ID: "d-alice", MaxWrongVPIN: 5}},
 			{Name: "bob", VPIN: "3141", Delegation: policy.Delegation{ID: "d-bob", Total: 1}},

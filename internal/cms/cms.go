@@ -58,6 +58,7 @@ package cms
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -121,6 +122,9 @@ var (
 	oidECDSASHA256   = MustOID("1.2.840.10045.4.3.2")
 	oidECDSASHA384   = MustOID("1.2.840.10045.4.3.3")
 	oidECDSASHA512   = MustOID("1.2.840.10045.4.3.4")
+	// id-Ed25519 (RFC 8410), the signatureAlgorithm of Ed25519 in CMS
+	// (RFC 8419), parameters absent.
+	oidEd25519 = MustOID("1.3.101.112")
 )
 
 var hashOIDs = []struct {
@@ -291,12 +295,33 @@ func (a Algorithm) SignerOpts() crypto.SignerOpts {
 	return a.Hash
 }
 
-// Fits checks that the algorithm suits a public key.
+// ToSign returns what a key pub signs for signed attributes attrs (DER)
+// and how: their hash under a.Hash with SignerOpts, or, for Ed25519 (pure
+// EdDSA, RFC 8419), attrs themselves with no hash.
+func (a Algorithm) ToSign(pub crypto.PublicKey, attrs []byte) ([]byte, crypto.SignerOpts) {
+	if _, ok := pub.(ed25519.PublicKey); ok {
+		return attrs, crypto.Hash(0)
+	}
+	h := a.Hash.New()
+	h.Write(attrs)
+	return h.Sum(nil), a.SignerOpts()
+}
+
+// Fits checks that the algorithm suits a public key. Ed25519 wants
+// SHA-512 for the message-digest (RFC 8419, 3.1).
 func (a Algorithm) Fits(pub crypto.PublicKey) error {
 	if err := checkHash(a.Hash, make([]byte, a.Hash.Size())); err != nil {
 		return err
 	}
 	switch pub.(type) {
+	case ed25519.PublicKey:
+		if a.PSS {
+			return errors.New("cms: RSASSA-PSS needs an RSA key")
+		}
+		if a.Hash != crypto.SHA512 {
+			return errors.New("cms: Ed25519 signs with SHA-512 as the digest algorithm (RFC 8419)")
+		}
+		return nil
 	case *rsa.PublicKey:
 		return nil
 	case *ecdsa.PublicKey:
@@ -335,6 +360,8 @@ func (a Algorithm) signatureAlgorithm(b *cryptobyte.Builder, pub crypto.PublicKe
 	case *ecdsa.PublicKey:
 		oid = map[crypto.Hash]OID{crypto.SHA256: oidECDSASHA256, crypto.SHA384: oidECDSASHA384, crypto.SHA512: oidECDSASHA512}[a.Hash]
 		algID(b, oid, false) // RFC 5758, 3.2: parameters absent
+	case ed25519.PublicKey:
+		algID(b, oidEd25519, false) // RFC 8419, 2.3: parameters absent
 	default:
 		return fmt.Errorf("cms: keys of type %T do not sign CMS here", pub)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
@@ -417,6 +418,15 @@ func (s *Signer) verifySignature() error {
 			}
 		}
 		if rsa.VerifyPKCS1v15(pub, h, hashed(h), s.signature) != nil {
+			return errBadSignature
+		}
+		return nil
+	case ed25519.PublicKey:
+		// RFC 8419: pure Ed25519 over the signed attributes' DER.
+		if !alg.Equal(oidEd25519) || len(s.sigParams) != 0 {
+			return fmt.Errorf("cms: signature algorithm %v with an Ed25519 key", alg)
+		}
+		if !ed25519.Verify(pub, s.signedAttrs, s.signature) {
 			return errBadSignature
 		}
 		return nil

@@ -36,6 +36,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -64,6 +65,8 @@ type Key struct {
 	// Faulty makes the card's signatures with this key wrong (one bit
 	// flipped): a broken card, or a key that changed behind pscsd.
 	Faulty bool
+	// Certificate is the key's certificate on the card; nil: none.
+	Certificate *x509.Certificate
 }
 
 // Config makes a card.
@@ -189,7 +192,7 @@ func (c *Card) Keys(context.Context) ([]profiles.Key, error) {
 			pin = ""
 		}
 		out = append(out, profiles.Key{ID: k.ID, Label: k.Label, Algorithm: profiles.AlgorithmOf(public(k.Private)), Decrypt: k.Decrypt,
-			NoSign: k.NoSign, Public: public(k.Private), PINPolicy: k.PINPolicy, PIN: pin})
+			NoSign: k.NoSign, Public: public(k.Private), PINPolicy: k.PINPolicy, PIN: pin, Certificate: k.Certificate})
 	}
 	return out, nil
 }

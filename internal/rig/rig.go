@@ -57,14 +57,18 @@ type Delegate struct {
 // Options shape a rig from [Start]. The zero value is no card, slot 0,
 // no delegates and the real clock; [New] uses [Default].
 type Options struct {
-	Cards   int    // simulated PIV cards in the remote card (0: none, the test adds its own)
-	Seed    string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
+	Cards int    // simulated PIV cards in the remote card (0: none, the test adds its own)
+	Seed  string // the cards' seeds: Seed, then Seed+"1", Seed+"2", …
+	// OneSeed gives every card Seed: the same keys (for SameKeys).
+	OneSeed bool
 	Serial  uint32 // the first card's serial (0: pivsim's own)
 	Latency pivsim.Latency
 	Slots   map[pivsim.Slot]pivsim.SlotConfig // nil: pivsim.DefaultSlots
 	// SameKeys makes the remote card a parallel one (rsc.Options.SameKeys).
 	SameKeys bool
-	Slot     uint64 // the remote card's slot
+	// Chain is the remote card's server.Card.Chain.
+	Chain []*x509.Certificate
+	Slot  uint64 // the remote card's slot
 	// Delegates are enrolled and granted in order; the first is the
 	// rig's Config.
 	Delegates []Delegate
@@ -138,7 +142,7 @@ func Start(t testing.TB, o Options) *Rig {
 	t.Cleanup(r.Pool.Close)
 	for i := range o.Cards {
 		seed := o.Seed
-		if i > 0 {
+		if i > 0 && !o.OneSeed {
 			seed = fmt.Sprint(o.Seed, i)
 		}
 		var serial uint32
@@ -165,7 +169,7 @@ func Start(t testing.TB, o Options) *Rig {
 		r.Delegate(d)
 	}
 	r.config = server.Config{Book: r.Book, Vault: r.Vault, Audit: o.Audit, Logger: log,
-		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool}}}
+		Cards: []server.Card{{Name: "mayor", Slot: o.Slot, Pool: r.Pool, Chain: o.Chain}}}
 	r.Server = server.New(r.config)
 	srv.Store(r.Server)
 	r.tls = serverTLS(r.CA)

@@ -51,6 +51,25 @@ func NewCA(name string) *CA {
 	return &CA{Cert: cert, Key: key, Pool: pool}
 }
 
+// Intermediate makes a CA (P-256) whose certificate ca issues.
+func (ca *CA) Intermediate(name string) *CA {
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial.Add(1)),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key))
+	cert := must(x509.ParseCertificate(der))
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &CA{Cert: cert, Key: key, Pool: pool}
+}
+
 // Options for Issue.
 type Options struct {
 	NotBefore, NotAfter time.Time // zero: valid from an hour ago for a day

@@ -1,14 +1,34 @@
 // Package rsc serves remote smart cards: a single remote card is one
-// physical card, a parallel remote card is a pool of cards served to the
-// next free one, so that throughput grows with the number of cards.
+// physical card, a parallel remote card is a pool of cards that take
+// requests in turn, so that throughput grows with the number of cards and
+// every card does its share.
 //
 // # Pools
 //
 // A [Pool] holds members ([Member]): each is one card with its own owner
 // goroutine (cards.Worker) and its profile. Requests ([Pool.Do]) wait for
-// a card; every member takes the next request as soon as it is free, so a
+// a card; a member takes the next request as soon as it is free, so a
 // pool of n cards serves n requests at a time. A request waits at most
 // until its context ends.
+//
+// # Round robin
+//
+// When several cards are free, the request goes to the one that took a
+// request longest ago (of cards that never took one, the first by ID): the
+// pool counts the requests it gives out, and each member keeps the count
+// at its last. So requests that come one after the other on idle cards go
+// to the cards in turn, and n·k of them on n cards give each card exactly
+// k. A busy card is skipped, never waited for, so throughput is kept; it
+// keeps its old place, and takes the next request once free. A member is
+// free again before the caller of its request has the answer, so a caller
+// that makes its next request at once finds the card free. Under
+// concurrency the share is as even as the cards' speeds allow: a card that
+// is slower, or held longer by its requests, serves fewer.
+//
+// A request may be for some cards only ([Pool.DoOn]: a key that one card
+// of a pool of different keys holds): it goes to those in turn, waits for
+// one of them when all are busy, and does not keep the other requests,
+// even its principal's later ones, from the other cards.
 //
 // # Fairness between principals
 //
@@ -73,9 +93,17 @@
 // signature to verify under it. Without it, members may hold different
 // keys, and each result travels with the [Member] that made it.
 //
-// Keys are numbered ([Pool.Key]) in the order the pool first saw their IDs,
-// and a number stays with its ID (a card's slot) while the pool lives: when
-// a card's keys change, no number comes to name another key.
+// Keys are numbered ([Pool.Key]) in the order the pool first saw them, and
+// a number stays with its key while the pool lives: when a card's keys
+// change, or a card leaves and comes back, no number comes to name another
+// key. In a pool with SameKeys a key is its ID (a card's slot, "9c"), the
+// same on every card; in a pool of different keys it is a card's key
+// ([KeyRef]: the member's ID and the key's ID), so three cards each with a
+// key in slot 9c have three numbers, and [Pool.Shown] lists every card's
+// keys. A request with one of them goes to its card ([Holds], DoOn); one
+// that any card with a key of that ID may serve (a document signature,
+// which carries the certificate of the card that made it) goes to those
+// cards in turn.
 //
 // # Cards that change
 //
@@ -99,6 +127,7 @@
 package rsc
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -277,9 +306,9 @@ type Pool struct {
 	mu      sync.Mutex
 	members map[string]*memberRun
 	keys    []crypto.PublicKey // the pool's keys, with SameKeys
-	// ids are the IDs of the keys the pool's cards had, in the order it
-	// first saw them: a key's number (see Key).
-	ids    []string
+	// ids are the keys the pool's cards had, in the order it first saw
+	// them: a key's number (see Key).
+	ids    []KeyRef
 	closed bool
 	// principals are the principals with requests waiting (in their
 	// queue, or in retries), and those remembered for their tag (idle of
@@ -291,12 +320,11 @@ type Pool struct {
 	seq        uint64 // requests admitted, for their order of arrival
 	// retries are the requests a card failed, served before the queues.
 	retries []*job
-	// wake is closed (and replaced) when a member waiting for work may
-	// find some: a request came, one was retried, a member left;
-	// sleepers is the number of members that may wait on it.
-	wake     chan struct{}
-	sleepers int
-	waiting  atomic.Int64 // total, for Waiting without the lock
+	// turns counts the requests given to members: a member's turn is the
+	// count when it last took one, and the free member with the oldest
+	// turn takes the next (see dispatchLocked).
+	turns   uint64
+	waiting atomic.Int64 // total, for Waiting without the lock
 
 	// stopCheck ends the loop of Options.CheckEvery, which closes
 	// checked; both nil without it.
@@ -317,21 +345,47 @@ type memberRun struct {
 	m    *Member
 	stop chan struct{}
 	done chan struct{}
-	last string // the principal it served last, under Pool.mu
+	// signal tells the member's goroutine that assigned is set.
+	signal chan struct{}
+
+	// Under Pool.mu:
+	last     string // the principal it served last
+	busy     bool   // given a request it has not finished
+	turn     uint64 // Pool.turns when it took its last request; 0: none yet
+	assigned *job   // the request it is to run next, not yet started
+}
+
+func newRun(m *Member) *memberRun {
+	return &memberRun{m: m, stop: make(chan struct{}), done: make(chan struct{}), signal: make(chan struct{}, 1)}
 }
 
 type job struct {
 	ctx       context.Context
 	principal string
 	fn        func(ctx context.Context, card profiles.Card, m *Member) error
-	result    chan error
-	claimed   atomic.Bool // taken by a member, or given up by its caller
+	// on reports whether a member may run the request (one holding the
+	// key it names); nil: any member.
+	on      func(m *Member) bool
+	result  chan error
+	claimed atomic.Bool // taken by a member, or given up by its caller
 
 	// Under Pool.mu:
 	tag, seq uint64
 	tried    []*memberRun // the members whose card failed it, in order
 	lastErr  error        // the last one's error
 }
+
+// failed is err for j, wrapping the last card failure if a card failed
+// it.
+func (j *job) failed(err error) error {
+	if j.lastErr == nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, j.lastErr)
+}
+
+// may reports whether r may run j.
+func (j *job) may(r *memberRun) bool { return j.on == nil || j.on(r.m) }
 
 // MaxAttempts bounds the runs of one request on cards that fail it.
 const MaxAttempts = 4
@@ -351,7 +405,6 @@ func NewPool(name string, opts Options) *Pool {
 	}
 	p := &Pool{
 		name: name, opts: opts, log: log.With("rsc", name),
-		wake:       make(chan struct{}),
 		members:    map[string]*memberRun{},
 		principals: map[string]*principal{},
 	}
@@ -438,14 +491,15 @@ func (p *Pool) Add(m *Member) error {
 			return fmt.Errorf("%w: card %s in %s", ErrMixedKeys, m.ID, p.name)
 		}
 	}
-	p.numberLocked(keys)
+	p.numberLocked(m.ID, keys)
 	m.pool.Store(p)
 	if old := p.members[m.ID]; old != nil {
-		close(old.stop)
+		p.stopLocked(old)
 	}
-	r := &memberRun{m: m, stop: make(chan struct{}), done: make(chan struct{})}
+	r := newRun(m)
 	p.members[m.ID] = r
 	go p.serve(r)
+	p.dispatchLocked()
 	n := len(p.members)
 	p.mu.Unlock()
 	p.log.Info("card joined", "card", m.ID, "members", n)
@@ -497,32 +551,127 @@ func (p *Pool) removeRun(r *memberRun) {
 // the members that tried a request waiting for r may now take it again.
 func (p *Pool) leaveLocked(r *memberRun) {
 	delete(p.members, r.m.ID)
-	close(r.stop)
+	p.stopLocked(r)
 	if len(p.members) == 0 {
 		p.failWaitingLocked(ErrNoCard)
 		// The next card to join sets the pool's keys, as at start: a
 		// card whose keys were changed while it was out is served again.
 		p.keys = nil
 	} else {
-		p.wakeLocked()
+		p.failUnservableLocked()
+		p.dispatchLocked()
 	}
 }
 
-// wakeLocked tells the members waiting for work to look again.
-func (p *Pool) wakeLocked() {
-	if p.sleepers == 0 {
+// servableLocked reports whether a member of the pool may run j.
+func (p *Pool) servableLocked(j *job) bool {
+	if j.on == nil {
+		return len(p.members) > 0
+	}
+	for _, r := range p.members {
+		if j.on(r.m) {
+			return true
+		}
+	}
+	return false
+}
+
+// stopLocked stops r's goroutine after its request in progress; a request
+// given to r that it has not started waits again, before all others
+// (unless its caller gave up on it meanwhile).
+func (p *Pool) stopLocked(r *memberRun) {
+	close(r.stop)
+	j := r.assigned
+	r.assigned = nil
+	if j != nil && !j.claimed.Load() {
+		p.retries = slices.Insert(p.retries, 0, j)
+		p.principalLocked(j.principal).retried++
+		p.addWaitingLocked(1)
+	}
+}
+
+// dispatchLocked gives waiting requests to free members. Free members
+// take them in turn: the one that took a request longest ago first (of
+// those that never took one, by ID), each the request it would take
+// (takeRetryLocked, then takeQueuedLocked). So when cards are idle,
+// requests go to them in turn, each card taking one request of every n;
+// a busy card is skipped, and takes its next request once it is free
+// again, with its old turn, so that it catches up.
+func (p *Pool) dispatchLocked() {
+	if p.closed || p.total == 0 {
 		return
 	}
-	close(p.wake)
-	p.wake = make(chan struct{})
-	p.sleepers = 0
+	free := make([]*memberRun, 0, len(p.members))
+	for _, r := range p.members {
+		if !r.busy {
+			free = append(free, r)
+		}
+	}
+	slices.SortFunc(free, func(a, b *memberRun) int {
+		if c := cmp.Compare(a.turn, b.turn); c != 0 {
+			return c
+		}
+		return strings.Compare(a.m.ID, b.m.ID)
+	})
+	for _, r := range free {
+		if p.total == 0 {
+			return
+		}
+		j := p.takeRetryLocked(r)
+		if j == nil {
+			j = p.takeQueuedLocked(r)
+		}
+		if j == nil {
+			continue // none it may run
+		}
+		p.turns++
+		r.turn, r.busy, r.last, r.assigned = p.turns, true, j.principal, j
+		select {
+		case r.signal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// failUnservableLocked fails the waiting requests that no member may run
+// (those for a card that left) with ErrNoCard.
+func (p *Pool) failUnservableLocked() {
+	servable := p.servableLocked
+	p.retries = slices.DeleteFunc(p.retries, func(j *job) bool {
+		if servable(j) {
+			return false
+		}
+		j.result <- j.failed(ErrNoCard)
+		p.addWaitingLocked(-1)
+		pr := p.principals[j.principal]
+		pr.retried--
+		p.settleLocked(pr)
+		return true
+	})
+	for _, pr := range p.principals {
+		n := len(pr.queue)
+		pr.queue = slices.DeleteFunc(pr.queue, func(j *job) bool {
+			if servable(j) {
+				return false
+			}
+			j.result <- ErrNoCard
+			return true
+		})
+		if d := n - len(pr.queue); d > 0 {
+			if len(pr.queue) == 0 {
+				pr.queue = nil
+			}
+			p.addWaitingLocked(-d)
+			p.settleLocked(pr)
+		}
+	}
 }
 
 // failWaitingLocked fails every request still waiting, err wrapping the
 // last card failure of those that were tried.
 func (p *Pool) failWaitingLocked(err error) {
 	for _, j := range p.retries {
-		j.result <- fmt.Errorf("%w: %w", err, j.lastErr)
+		j.result <- j.failed(err)
 	}
 	clear(p.retries)
 	p.retries = p.retries[:0]
@@ -602,58 +751,126 @@ func (p *Pool) Members() []*Member {
 	return out
 }
 
-// Key is the key numbered idx of the pool's first card (by ID; with
-// SameKeys, every card's), without copying the member list: for the
-// request path. Keys are numbered in the order the pool first saw their
-// IDs (a card's keys in the order its profile lists them), and a number
-// stays with its key ID while the pool lives, so that a number a delegate
-// holds never comes to name another key when a card's keys change: ok is
-// false when the first card has no key with the number's ID now (see
-// KeyID).
+// KeyRef names a key of a pool by its ID on the card (a PIV slot, an
+// OpenPGP key reference). In a pool with [Options.SameKeys] every card
+// holds it, and Card is ""; in a pool of cards with different keys, Card
+// is the ID of the member that holds it.
+type KeyRef struct {
+	Card string
+	ID   string
+}
+
+// refLocked is the reference of key id of member card.
+func (p *Pool) refLocked(card, id string) KeyRef {
+	if p.opts.SameKeys {
+		return KeyRef{ID: id}
+	}
+	return KeyRef{Card: card, ID: id}
+}
+
+// Key is the key numbered idx, without copying the member list: for the
+// request path. In a pool with SameKeys it is the key of the pool's first
+// card (by ID), every card's; in a pool of cards with different keys, the
+// key of the card that holds it. Keys are numbered in the order the pool
+// first saw them (a card's keys in the order its profile lists them), and
+// a number stays with its key (its ID, and in a pool of different keys
+// its card's ID) while the pool lives, so that a number a delegate holds
+// never comes to name another key when a card's keys change or a card
+// leaves and comes back: ok is false when no card of the pool has the
+// number's key now (see KeyRef).
 func (p *Pool) Key(idx int) (profiles.Key, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if idx < 0 || idx >= len(p.ids) {
+		return profiles.Key{}, false
+	}
+	ref := p.ids[idx]
+	if ref.Card != "" {
+		r := p.members[ref.Card]
+		if r == nil {
+			return profiles.Key{}, false
+		}
+		return r.m.Key(ref.ID)
+	}
 	var first *Member
 	for _, r := range p.members {
 		if first == nil || r.m.ID < first.ID {
 			first = r.m
 		}
 	}
-	if first == nil || idx < 0 || idx >= len(p.ids) {
+	if first == nil {
 		return profiles.Key{}, false
 	}
-	return first.Key(p.ids[idx])
+	return first.Key(ref.ID)
 }
 
-// KeyID returns the ID of the key numbered idx: ok is false when no card
-// of the pool ever had a key with that number.
-func (p *Pool) KeyID(idx int) (string, bool) {
+// KeyRef returns the key numbered idx: ok is false when no card of the
+// pool ever had a key with that number.
+func (p *Pool) KeyRef(idx int) (KeyRef, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if idx < 0 || idx >= len(p.ids) {
-		return "", false
+		return KeyRef{}, false
 	}
 	return p.ids[idx], true
 }
 
-// Numbers returns the number of each of keys (see Key), numbering keys
-// the pool has not seen yet.
-func (p *Pool) Numbers(keys []profiles.Key) []int {
+// KeyID returns the ID on the card of the key numbered idx (KeyRef's ID).
+func (p *Pool) KeyID(idx int) (string, bool) {
+	ref, ok := p.KeyRef(idx)
+	return ref.ID, ok
+}
+
+// Holds returns a function for [Pool.DoOn] that accepts the members
+// holding ref: in a pool with SameKeys, every member with a key of ref's
+// ID; otherwise ref's card.
+func Holds(ref KeyRef) func(m *Member) bool {
+	return func(m *Member) bool {
+		if ref.Card != "" && m.ID != ref.Card {
+			return false
+		}
+		_, ok := m.Key(ref.ID)
+		return ok
+	}
+}
+
+// NumberedKey is a key a remote card shows, with its number (see
+// [Pool.Key]) and the card that holds it (in a pool with SameKeys, "").
+type NumberedKey struct {
+	Number int
+	Card   string
+	profiles.Key
+}
+
+// Shown returns the keys a remote card shows, each under its number: in a
+// pool with SameKeys the first card's (by ID), every card's; in a pool of
+// cards with different keys every card's, each a key of its own, in
+// Members order. Numbers of keys the pool had not seen are made.
+func (p *Pool) Shown() []NumberedKey {
+	ms := p.Members()
+	if p.opts.SameKeys && len(ms) > 1 {
+		ms = ms[:1]
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.numberLocked(keys)
-	out := make([]int, len(keys))
-	for i, k := range keys {
-		out[i] = slices.Index(p.ids, k.ID)
+	var out []NumberedKey
+	for _, m := range ms {
+		keys := m.Keys()
+		p.numberLocked(m.ID, keys)
+		for _, k := range keys {
+			ref := p.refLocked(m.ID, k.ID)
+			card := ref.Card
+			out = append(out, NumberedKey{Number: slices.Index(p.ids, ref), Card: card, Key: k})
+		}
 	}
 	return out
 }
 
-// numberLocked numbers the keys the pool has not seen yet.
-func (p *Pool) numberLocked(keys []profiles.Key) {
+// numberLocked numbers the keys of member card the pool has not seen yet.
+func (p *Pool) numberLocked(card string, keys []profiles.Key) {
 	for _, k := range keys {
-		if !slices.Contains(p.ids, k.ID) {
-			p.ids = append(p.ids, k.ID)
+		if ref := p.refLocked(card, k.ID); !slices.Contains(p.ids, ref) {
+			p.ids = append(p.ids, ref)
 		}
 	}
 }
@@ -676,7 +893,11 @@ func (p *Pool) rekey(m *Member, old, keys []profiles.Key, conn uint64) error {
 		}
 	}
 	m.setKeys(keys, conn)
-	p.numberLocked(keys)
+	p.numberLocked(m.ID, keys)
+	// Requests for a key the card no longer holds fail, and another card
+	// may now take others.
+	p.failUnservableLocked()
+	p.dispatchLocked()
 	n := len(p.members)
 	p.mu.Unlock()
 	p.log.Warn("card's keys changed: read again", "card", m.ID, "reader", m.Reader,
@@ -747,7 +968,7 @@ func (p *Pool) Close() {
 	}
 	runs := make([]*memberRun, 0, len(p.members))
 	for id, r := range p.members {
-		close(r.stop)
+		p.stopLocked(r)
 		runs = append(runs, r)
 		delete(p.members, id)
 	}
@@ -763,15 +984,27 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 }
 
-// Do runs fn on the next free card of the pool, for principal, inside one
-// transaction, with the card's profile opened. fn's error is returned as it
-// is. Do returns ErrBusy at once when principal has [Options.PerPrincipal]
+// Do runs fn on the next card of the pool in turn (see "Round robin"),
+// for principal, inside one transaction, with the card's profile opened.
+// fn's error is returned as it is. Do returns ErrBusy at once when principal has [Options.PerPrincipal]
 // requests waiting, or the pool [Options.QueueSize], ctx's error when ctx
 // ends before a card takes the request, and ErrNoCard when every card
 // that could run it left or failed it (see the package documentation): fn
 // may then have run up to [MaxAttempts] times, each time from its start on
 // a card that failed before it answered.
 func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Context, card profiles.Card, m *Member) error) error {
+	return p.DoOn(ctx, principal, nil, fn)
+}
+
+// DoOn is [Pool.Do] on the cards that on accepts only: those holding the
+// key a request names, in a pool whose cards hold different keys (see
+// [Pool.Holds]). on is called with the pool locked, and must only look
+// at the member (its ID, its keys). A request that no card of the pool
+// may run fails with ErrNoCard, at once, or when the last card that may
+// run it leaves. Requests go to the cards on accepts in turn, as [Pool.Do]'s
+// go to every card; a request waiting for a busy card it may run does not
+// keep others from the cards that are free.
+func (p *Pool) DoOn(ctx context.Context, principal string, on func(m *Member) bool, fn func(ctx context.Context, card profiles.Card, m *Member) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -795,7 +1028,11 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 		p.mu.Unlock()
 		return ErrBusy
 	}
-	j := &job{ctx: ctx, principal: principal, fn: fn, result: make(chan error, 1)}
+	if on != nil && !p.servableLocked(&job{on: on}) {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: none of its cards holds the key", ErrNoCard)
+	}
+	j := &job{ctx: ctx, principal: principal, fn: fn, on: on, result: make(chan error, 1)}
 	pr := p.principalLocked(principal)
 	j.tag = max(pr.next, p.vtime)
 	pr.next = j.tag + 1
@@ -803,7 +1040,7 @@ func (p *Pool) Do(ctx context.Context, principal string, fn func(ctx context.Con
 	j.seq = p.seq
 	pr.queue = append(pr.queue, j)
 	p.addWaitingLocked(1)
-	p.wakeLocked()
+	p.dispatchLocked()
 	p.mu.Unlock()
 	select {
 	case err := <-j.result:
@@ -860,7 +1097,10 @@ func gone(err error) bool {
 		errors.Is(err, cards.ErrClosed)
 }
 
-// serve is a member's loop: take the next request, retries first.
+// serve is a member's loop: run the requests dispatchLocked gives it.
+// A member is free again, and may be given the next request, before the
+// caller of the request it ran has the answer: a caller that makes its
+// next request at once finds the card free.
 func (p *Pool) serve(r *memberRun) {
 	defer close(r.done)
 	for {
@@ -868,21 +1108,30 @@ func (p *Pool) serve(r *memberRun) {
 		if j == nil {
 			return
 		}
-		if !j.claimed.CompareAndSwap(false, true) {
-			continue // its caller gave up while it waited
+		// The caller may have given up while it waited.
+		ran := j.claimed.CompareAndSwap(false, true)
+		var err error
+		if ran {
+			err = p.run(r.m, j)
 		}
-		err := p.run(r.m, j)
 		left := err != nil && (gone(err) || errors.Is(err, ErrMixedKeys))
 		if left {
 			p.log.Warn("card gone during a request", "card", r.m.ID, "err", err)
 			p.removeRun(r)
 		}
-		if err != nil && (left || errors.Is(err, cards.ErrCardFailed)) {
-			if !left {
-				p.log.Warn("card failed a request; another card takes it", "card", r.m.ID, "err", err)
-			}
-			p.requeue(j, r, err)
+		retry := err != nil && (left || errors.Is(err, cards.ErrCardFailed))
+		if retry && !left {
+			p.log.Warn("card failed a request; another card takes it", "card", r.m.ID, "err", err)
+		}
+		p.mu.Lock()
+		r.busy = false
+		if retry {
+			p.requeueLocked(j, r, err)
 		} else {
+			p.dispatchLocked()
+		}
+		p.mu.Unlock()
+		if ran && !retry {
 			j.result <- err
 		}
 		if left {
@@ -891,9 +1140,8 @@ func (p *Pool) serve(r *memberRun) {
 	}
 }
 
-// next waits for the request r is to serve: first a request a card failed
-// that r may take (see takeRetryLocked), then the next in fair order (see
-// takeQueuedLocked). It returns nil once r is stopped.
+// next waits for the request dispatchLocked gives r. It returns nil once
+// r is stopped (a request given meanwhile went back: stopLocked).
 func (p *Pool) next(r *memberRun) *job {
 	for {
 		p.mu.Lock()
@@ -903,22 +1151,16 @@ func (p *Pool) next(r *memberRun) *job {
 			return nil
 		default:
 		}
-		j := p.takeRetryLocked(r)
-		if j == nil {
-			j = p.takeQueuedLocked(r)
-		}
-		if j != nil {
-			r.last = j.principal
+		if j := r.assigned; j != nil {
+			r.assigned = nil
 			p.mu.Unlock()
 			return j
 		}
-		wake := p.wake
-		p.sleepers++
 		p.mu.Unlock()
 		select {
 		case <-r.stop:
 			return nil
-		case <-wake:
+		case <-r.signal:
 		}
 	}
 }
@@ -929,6 +1171,7 @@ func (p *Pool) next(r *memberRun) *job {
 // callers gave up are dropped.
 func (p *Pool) takeQueuedLocked(r *memberRun) *job {
 	var best *principal
+	var bi int // the index of best's request r takes
 	for _, pr := range p.principals {
 		if len(pr.queue) > 0 && pr.queue[0].claimed.Load() {
 			// Given up (drop, which its caller is about to call, will
@@ -942,16 +1185,18 @@ func (p *Pool) takeQueuedLocked(r *memberRun) *job {
 			})
 			p.settleLocked(pr)
 		}
-		if len(pr.queue) > 0 && (best == nil || p.before(r, pr, best)) {
-			best = pr
+		// Its first request r may run: one for another card waits
+		// for that card, and does not hold back the principal's others.
+		i := slices.IndexFunc(pr.queue, func(j *job) bool { return j.may(r) && !j.claimed.Load() })
+		if i >= 0 && (best == nil || p.before(r, pr, pr.queue[i], best, best.queue[bi])) {
+			best, bi = pr, i
 		}
 	}
 	if best == nil {
 		return nil
 	}
-	j := best.queue[0]
-	best.queue[0] = nil
-	best.queue = best.queue[1:]
+	j := best.queue[bi]
+	best.queue = slices.Delete(best.queue, bi, bi+1)
 	if len(best.queue) == 0 {
 		best.queue = nil // let go of the array
 	}
@@ -964,9 +1209,8 @@ func (p *Pool) takeQueuedLocked(r *memberRun) *job {
 	return j
 }
 
-// before reports whether a's next request goes before b's, for r.
-func (p *Pool) before(r *memberRun, a, b *principal) bool {
-	ja, jb := a.queue[0], b.queue[0]
+// before reports whether request ja of a goes before jb of b, for r.
+func (p *Pool) before(r *memberRun, a *principal, ja *job, b *principal, jb *job) bool {
 	switch {
 	case ja.tag != jb.tag:
 		return ja.tag < jb.tag
@@ -987,6 +1231,9 @@ func (p *Pool) takeRetryLocked(r *memberRun) *job {
 		if j.claimed.Load() {
 			continue // drop, which its caller is about to call, takes it out
 		}
+		if !j.may(r) {
+			continue
+		}
 		if slices.Contains(j.tried, r) && p.untriedLocked(j) {
 			continue // another card first
 		}
@@ -1000,22 +1247,21 @@ func (p *Pool) takeRetryLocked(r *memberRun) *job {
 	return nil
 }
 
-// untriedLocked reports whether a member of the pool has not tried j.
+// untriedLocked reports whether a member of the pool that may run j has
+// not tried it.
 func (p *Pool) untriedLocked(j *job) bool {
 	for _, m := range p.members {
-		if !slices.Contains(j.tried, m) {
+		if j.may(m) && !slices.Contains(j.tried, m) {
 			return true
 		}
 	}
 	return false
 }
 
-// requeue hands j, which r's card failed with err, to the next member that
-// may take it, or fails it when it ran MaxAttempts times or no member is
-// left.
-func (p *Pool) requeue(j *job, r *memberRun, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// requeueLocked hands j, which r's card failed with err, to the next
+// member that may take it, or fails it when it ran MaxAttempts times or
+// no member that may run it is left.
+func (p *Pool) requeueLocked(j *job, r *memberRun, err error) {
 	j.tried = append(j.tried, r)
 	j.lastErr = err
 	switch {
@@ -1024,15 +1270,15 @@ func (p *Pool) requeue(j *job, r *memberRun, err error) {
 		j.result <- fmt.Errorf("%w: %w", j.ctx.Err(), err)
 	case p.closed:
 		j.result <- fmt.Errorf("%w: %w", ErrClosed, err)
-	case len(p.members) == 0, len(j.tried) >= MaxAttempts:
+	case len(p.members) == 0, len(j.tried) >= MaxAttempts, !p.servableLocked(j):
 		j.result <- fmt.Errorf("%w: %w", ErrNoCard, err)
 	default:
 		j.claimed.Store(false) // up for grabs again
 		p.retries = append(p.retries, j)
 		p.principalLocked(j.principal).retried++
 		p.addWaitingLocked(1)
-		p.wakeLocked()
 	}
+	p.dispatchLocked()
 }
 
 func (p *Pool) run(m *Member, j *job) error {

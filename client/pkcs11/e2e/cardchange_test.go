@@ -14,6 +14,7 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -266,6 +267,13 @@ type siteCard struct {
 	sim    vpcd.Card
 	pcscd  *pcscdtest.PCSCD
 	reader int
+	// others are the serials of the remote card's further cards (a
+	// parallel remote card), plugged by the test; differentKeys makes it
+	// one of cards with different keys (same_keys false).
+	others        []string
+	differentKeys bool
+	// chain are PEM files for the remote card's cards[].chain.
+	chain []string
 }
 
 // startSite initialises and starts pscsd with swtpm as its TPM and the
@@ -294,9 +302,16 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *sit
 	listen := pc.LocalAddr().String()
 	pc.Close()
 	conf := filepath.Join(dir, "pscsd.json")
+	mayor := map[string]any{"name": "mayor", "slot": 1, "owner": "alice", "serials": append([]string{c.serial}, c.others...)}
+	if c.differentKeys {
+		mayor["same_keys"] = false
+	}
+	if c.chain != nil {
+		mayor["chain"] = c.chain
+	}
 	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
-		"cards":        []map[string]any{{"name": "mayor", "slot": 1, "owner": "alice", "serials": []string{c.serial}}}})
+		"cards":        []map[string]any{mayor}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +333,7 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *sit
 			t.Logf("pscsd said:\n%s", s.log.String())
 		}
 	})
-	for _, line := range []string{"card joined", "pscsd serving"} {
+	for _, line := range []string{"card joined", "pscsd serving", fmt.Sprintf("members=%d", 1+len(c.others))} {
 		s.log.waitFor(t, line)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -148,6 +148,7 @@ const (
 	readerEdDSA    = 3 // TestEdDSAThroughPscsd
 	readerEstEID   = 4 // TestEstEIDThroughPSCSD
 	readerWarranty = 5 // TestWarrantyThroughModule
+	readerPool     = 6 // TestPoolOfDifferentKeysThroughPCSCD: 6, 7 and 8
 )
 
 // plugCard plugs card into reader i of pcscd (vpcd) until the test ends.
@@ -172,7 +173,7 @@ func privatePCSCD(t *testing.T) *pcscdtest.PCSCD {
 		t.Fatalf("no private pcscd: %v (make deps, or %s=1 to skip)", err, pcscdtest.SkipEnv)
 	}
 	judgeOnce.Do(func() {
-		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 3})
+		judgePCSCD, judgeErr = pcscdtest.Start(context.Background(), pcscdtest.Options{Entries: 5})
 	})
 	if judgeErr != nil {
 		t.Fatal(judgeErr)

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +65,11 @@ import (
 //	                                         // all delegates; more: code 18
 //	     "queue_per_delegate": 64,           // of one delegate (default
 //	                                         // queue/4); more: code 18
-//	     "same_keys": true}                  // members must hold the same keys
+//	     "same_keys": true,                  // members must hold the same keys
+//	                                         // (false: each card its own,
+//	                                         // see docs/protocol.md)
+//	     "chain": ["issuing-ca.pem"]}        // CA certificates (PEM) that
+//	                                         // document signatures carry
 //	  ]
 //	}
 type Config struct {
@@ -217,6 +224,11 @@ type CardConfig struct {
 	// QueuePerDelegate is rsc.Options.PerPrincipal.
 	QueuePerDelegate int   `json:"queue_per_delegate"`
 	SameKeys         *bool `json:"same_keys"`
+	// Chain names PEM files of the certificates of the CAs that issued
+	// the cards' certificates (server.Card.Chain); relative to the
+	// configuration file's directory. LoadConfig reads them into chain.
+	Chain []string `json:"chain"`
+	chain []*x509.Certificate
 }
 
 // Defaults.
@@ -276,7 +288,57 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
+	for i := range c.Cards {
+		cc := &c.Cards[i]
+		for _, p := range cc.Chain {
+			rel(&p)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil, fmt.Errorf("%s: cards[%d] %s: chain: %w", path, i, cc.Name, err)
+			}
+			certs, err := parseCertificates(b)
+			if err != nil {
+				return nil, fmt.Errorf("%s: cards[%d] %s: chain: %s: %w", path, i, cc.Name, p, err)
+			}
+			cc.chain = append(cc.chain, certs...)
+		}
+	}
 	return &c, nil
+}
+
+// maxChain bounds the certificates of one PEM file of cards[].chain.
+const maxChain = 64
+
+// parseCertificates reads the CERTIFICATE blocks of a PEM file: at least
+// one, at most maxChain, every block a certificate, nothing else but
+// whitespace (and text before a block, as openssl writes) in the file.
+func parseCertificates(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for n := 1; ; n++ {
+		block, rest := pem.Decode(b)
+		if block == nil {
+			if len(bytes.TrimSpace(b)) != 0 {
+				return nil, fmt.Errorf("after certificate %d: not PEM", n-1)
+			}
+			break
+		}
+		b = rest
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("block %d is %q, not CERTIFICATE", n, block.Type)
+		}
+		if len(out) == maxChain {
+			return nil, fmt.Errorf("more than %d certificates", maxChain)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", n, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return out, nil
 }
 
 func (c *Config) check() error {

@@ -497,7 +497,7 @@ func runConfigured(ctx context.Context, log *slog.Logger, cfg *Config) error {
 		for _, s := range cc.Serials {
 			bySerial[s] = cc.Name
 		}
-		cardsOut = append(cardsOut, server.Card{Name: cc.Name, Slot: cc.Slot, Owner: cc.Owner, Pool: p})
+		cardsOut = append(cardsOut, server.Card{Name: cc.Name, Slot: cc.Slot, Owner: cc.Owner, Pool: p, Chain: cc.chain})
 	}
 	pc, err := pcsc.Open()
 	if err != nil {
