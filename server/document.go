@@ -127,6 +127,7 @@ func (s *Server) signDocument(ctx context.Context, call *transport.Call) (any, e
 // client sent beside it would prove nothing: the server never sees the
 // PDF, so it cannot tell that the byte range extends that file.
 const pdfRefusal = " (a PDF signature signs the digest of the signed revision's /ByteRange, not of the file listed: a delegation limited to documents signs them as CAdES)"
+
 // chainOf returns the certificates of pool that lead from cert towards
 // its root: cert's issuer, then that one's, as long as pool holds the next
 // one and its signature checks, leaving out a self-signed root.
