@@ -438,10 +438,6 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 	mu, _ := s.passphrases.LoadOrStore(ad.Card, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	// Under the card's lock, so that two grants at once cannot both pass.
-	if old, ok := s.cfg.Book.Live(ad.Delegate, ad.Card, d.NotBefore); ok {
-		return nil, "", transport.Errorf(transport.CodeExists, "%s already holds delegation %s on %s: revoke it first", ad.Delegate, old.ID, ad.Card)
-	}
 	if s.cfg.Book.PassphraseLocked(ad.Card) {
 		return nil, "", transport.Errorf(transport.CodeLocked, "too many wrong passphrases for %s: register its PIN again", ad.Card)
 	}
@@ -462,6 +458,13 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 		return nil, "", transport.Errorf(transport.CodeGuessLimit, "")
 	case err != nil:
 		return nil, "", s.internal("vault", err)
+	}
+	// After the passphrase (a wrong one counts towards the lockout whatever
+	// the grant) and under the card's lock, so that two grants at once
+	// cannot both pass.
+	if old, ok := s.cfg.Book.Live(ad.Delegate, ad.Card, d.NotBefore); ok {
+		a.Pins.Forget(d.ID)
+		return nil, "", transport.Errorf(transport.CodeExists, "%s already holds delegation %s on %s: revoke it first", ad.Delegate, old.ID, ad.Card)
 	}
 	sealed := map[string][]byte{}
 	for name, e := range a.Pins.Entries(d.ID) {
