@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,7 +148,7 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 	var docs multiFlag
 	fs.Var(&docs, "document", "an allowed document digest (hex); repeatable")
 	var docFiles multiFlag
-	fs.Var(&docFiles, "documents", "an allowed document: its SHA-256 is computed here; repeatable")
+	fs.Var(&docFiles, "documents", "an allowed document: its SHA-256, SHA-384 and SHA-512 are computed here, so it may be signed with any; repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -203,12 +206,12 @@ func (a *app) adminDelegate(ctx context.Context, fs *cli.Flags, args []string) e
 		d.Documents = append(d.Documents, b)
 	}
 	for _, f := range docFiles {
-		sum, err := fileDigest(f, crypto.SHA256)
+		sums, err := documentDigests(f)
 		if err != nil {
 			return fs.Usagef("-documents: %v", err)
 		}
-		fmt.Fprintf(a.stderr, "allowed document %s: SHA-256 %x\n", f, sum)
-		d.Documents = append(d.Documents, sum)
+		fmt.Fprintf(a.stderr, "allowed document %s: SHA-256 %x (and its SHA-384 and SHA-512)\n", f, sums[0])
+		d.Documents = append(d.Documents, sums...)
 	}
 	pass, err := readSecret(a, "PSCS_PASSPHRASE", "owner passphrase")
 	if err != nil {
@@ -587,4 +590,25 @@ func (a *app) export(ctx context.Context, config, out string) error {
 		return fmt.Errorf("export: %d signed requests do not verify", bad)
 	}
 	return nil
+}
+
+// documentDigests hashes a file once, as a stream, with each digest a
+// document signature may use (SHA-256, SHA-384, SHA-512, in that order):
+// the server sees only the digest the delegate chose, so a document
+// allowed by file is allowed whichever the delegate picks.
+func documentDigests(path string) ([][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	hs := []hash.Hash{sha256.New(), sha512.New384(), sha512.New()}
+	if _, err := io.Copy(io.MultiWriter(hs[0], hs[1], hs[2]), f); err != nil {
+		return nil, err
+	}
+	sums := make([][]byte, len(hs))
+	for i, h := range hs {
+		sums[i] = h.Sum(nil)
+	}
+	return sums, nil
 }

@@ -195,6 +195,11 @@ func documentSignatures(t *testing.T, dir, state string, env []string, doc strin
 		!strings.Contains(out, "delegate:    CN=demo-delegate") {
 		t.Errorf("pscs verify of a signature under warranty: %v\n%s", err, out)
 	}
+	// Allowed by file, the document may be signed with another digest
+	// algorithm than SHA-256.
+	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-cades", "-hash", "sha384", "-in", doc, "-out", filepath.Join(dir, "ceo384.p7m")); err != nil {
+		t.Errorf("sign the allowed document with SHA-384: %v\n%s", err, stderr)
+	}
 	if _, stderr, err := runPSCS(t, ceo, "sign", "-slot", "2", "-key", "1", "-cades", "-in", big, "-out", p7m); err == nil || !strings.Contains(stderr, "document not allowed") {
 		t.Errorf("another document under a document-limited delegation: %v %s", err, stderr)
 	}
