@@ -80,8 +80,29 @@ func init() {
 	model.ConfigPath = "disable"
 }
 
-// ErrNotPDF wraps the reasons a file cannot be read or updated.
-var ErrNotPDF = errors.New("pdfsig: not a PDF file that can be signed")
+// The errors of this package: every error it returns about a file wraps
+// one of them.
+var (
+	// ErrNotPDF wraps the reasons a file cannot be read or updated.
+	ErrNotPDF = errors.New("pdfsig: not a PDF file that can be signed")
+	// ErrEncrypted: the file is encrypted (/Encrypt in its trailer).
+	ErrEncrypted = errors.New("pdfsig: the PDF file is encrypted")
+	// ErrTooLarge: the file has more than MaxSize bytes.
+	ErrTooLarge = errors.New("pdfsig: the PDF file is too large")
+	// ErrCertified: the file is certified (DocMDP) with permission 1,
+	// which allows no change, not even a signature.
+	ErrCertified = errors.New("pdfsig: the PDF file is certified and allows no change")
+	// ErrByteRange: a signature's /ByteRange is not the file around its
+	// /Contents hex string.
+	ErrByteRange = errors.New("pdfsig: a signature's /ByteRange is not the file around its /Contents")
+	// ErrReserve: the CMS is larger than the room reserved for it.
+	ErrReserve = errors.New("pdfsig: the signature does not fit in the room reserved for it")
+)
+
+// MaxSize is the size of the largest PDF file read or signed, 256 MiB:
+// the PDF parser holds the file's objects in memory. The size is read
+// (Seek) before anything else.
+const MaxSize = 256 << 20
 
 // Document is a parsed PDF file.
 type Document struct {
@@ -105,14 +126,26 @@ func Read(r io.ReadSeeker) (doc *Document, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if size > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, more than the %d MiB that pscs reads", ErrTooLarge, size, MaxSize>>20)
+	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
+	// pdfcpu refuses an encrypted file for this command before it tries
+	// a password (pdfcpu.ErrEncrypted) rather than decrypt its objects.
+	conf.Cmd = model.ADDSIGNATURE
 	ctx, err := pdfcpu.Read(r, conf)
+	if errors.Is(err, pdfcpu.ErrEncrypted) {
+		return nil, errEncrypted
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotPDF, err)
+	}
+	if ctx.XRefTable.Encrypt != nil {
+		return nil, errEncrypted
 	}
 	d := &Document{r: r, ctx: ctx, size: size}
 	if ctx.Read.RepairOffset != 0 {
@@ -152,7 +185,43 @@ func Read(r io.ReadSeeker) (doc *Document, err error) {
 		return nil, fmt.Errorf("%w: startxref %d points to no cross-reference section", ErrNotPDF, d.startxref)
 	}
 	d.endsInEOL = tail[n-1] == '\n' || tail[n-1] == '\r'
+	// An /Encrypt that pdfcpu does not take (a direct dictionary rather
+	// than a reference) in the last trailer, or in the dictionary of the
+	// last cross-reference stream.
+	trailer := tail[i:]
+	if j := bytes.LastIndex(tail[:i], []byte("trailer")); j >= 0 && !d.xrefStream {
+		trailer = tail[j:i]
+	}
+	if d.xrefStream {
+		dict := make([]byte, 4096)
+		m, _ := io.ReadFull(io.NewSectionReader(readerAt{r}, d.startxref, size-d.startxref), dict)
+		trailer, _, _ = bytes.Cut(dict[:m], []byte("stream"))
+	}
+	if encryptKey.Match(trailer) {
+		return nil, errEncrypted
+	}
 	return d, nil
+}
+
+// encryptKey is the /Encrypt key of a trailer, not /EncryptMetadata.
+var encryptKey = regexp.MustCompile(`/Encrypt[\s/<\[(0-9]`)
+
+// errEncrypted says how to sign an encrypted file.
+var errEncrypted = fmt.Errorf("%w (/Encrypt in its trailer): pscs neither signs nor reads encrypted PDFs; "+
+	"decrypt it first: qpdf --decrypt in.pdf out.pdf (--password=PASSWORD if it has one; the signatures already in it do not survive)", ErrEncrypted)
+
+// readerAt reads r with Seek and Read; it is not safe for concurrent use.
+type readerAt struct{ r io.ReadSeeker }
+
+func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
+	if _, err := r.r.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := io.ReadFull(r.r, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // xrefObject is the start of an indirect object (a cross-reference
@@ -172,39 +241,116 @@ type Signature struct {
 	Time      string  // /M as written, "" if absent
 	Name      string  // /Name, "" if absent
 	Reason    string  // /Reason, "" if absent
-	size      int64   // of the file
-	hexLen    int     // digits of the /Contents hex string; -1: not a hex string
+	// DocMDP is the permission (/P) of a certification signature (ISO
+	// 32000-1, 12.8.2.2): 1 no change, 2 form filling and signatures, 3
+	// also annotations; 0 for an approval signature.
+	DocMDP int
+	size   int64  // of the file
+	raw    []byte // /Contents decoded, padding and all
+	hex    bool   // /Contents is a hex string
+}
+
+// Unsigned returns how many bytes of the file follow the bytes s
+// covers: those of the incremental updates appended after it, which it
+// does not sign (0 for a signature of the whole file). It is -1 when the
+// /ByteRange is not two ranges in the file ([Signature.Check] says why).
+func (s *Signature) Unsigned() int64 {
+	br := s.ByteRange
+	if len(br) != 4 || br[2] < 0 || br[3] < 0 || br[2] > s.size || br[3] > s.size-br[2] {
+		return -1
+	}
+	return s.size - (br[2] + br[3])
 }
 
 // Whole reports whether the signature covers the whole file but its
 // /Contents; a signature of an earlier revision covers less (the bytes
 // appended since are not under it).
 func (s *Signature) Whole() bool {
-	if len(s.ByteRange) != 4 {
-		return false
+	return len(s.ByteRange) == 4 && s.ByteRange[0] == 0 && s.Unsigned() == 0
+}
+
+// Check checks the /ByteRange of s against r, the file: four
+// non-negative integers, two ranges, the first from the start of the
+// file, the second after it and ending within the file; and the gap
+// between them exactly the /Contents hex string, '<', the hex digits of
+// /Contents, '>', and nothing else. Errors wrap [ErrByteRange].
+func (s *Signature) Check(r io.ReaderAt) error {
+	br := s.ByteRange
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: field %s: /ByteRange %v: %s", ErrByteRange, s.Field, br, fmt.Sprintf(format, a...))
 	}
-	return s.ByteRange[0] == 0 && s.ByteRange[2]+s.ByteRange[3] == s.size
+	switch {
+	case len(br) != 4:
+		return bad("%d numbers, not 4 (two ranges)", len(br))
+	case slices.ContainsFunc(br, func(v int64) bool { return v < 0 }):
+		return bad("a negative number")
+	case br[0] != 0:
+		return bad("the first range starts at %d, not at the start of the file", br[0])
+	case br[1] > s.size || br[2] > s.size || br[3] > s.size-br[2]:
+		return bad("beyond the end of the file (%d bytes)", s.size)
+	case br[2] < br[1]+2:
+		return bad("the second range does not start after the first and a gap for the /Contents string")
+	case !s.hex:
+		return bad("/Contents is not a hex string")
+	case br[2]-br[1] != int64(2*len(s.raw))+2:
+		return bad("the gap between the ranges has %d bytes, and the /Contents string %d", br[2]-br[1], 2*len(s.raw)+2)
+	}
+	// The gap, read in pieces: '<', the digits of s.raw, '>'.
+	gap := io.NewSectionReader(r, br[1], br[2]-br[1])
+	buf := make([]byte, 32<<10)
+	var at int64
+	for at < gap.Size() {
+		n, err := gap.ReadAt(buf[:min(int64(len(buf)), gap.Size()-at)], at)
+		if n == 0 && err != nil {
+			return fmt.Errorf("%w: field %s: reading the gap: %v", ErrByteRange, s.Field, err)
+		}
+		for i, c := range buf[:n] {
+			off := at + int64(i) // in the gap
+			switch {
+			case off == 0:
+				if c != '<' {
+					return bad("the gap does not start with '<'")
+				}
+			case off == gap.Size()-1:
+				if c != '>' {
+					return bad("the gap does not end with '>'")
+				}
+			default:
+				v, ok := unhex(c)
+				d := s.raw[(off-1)/2]
+				if off%2 == 1 {
+					d >>= 4
+				}
+				if !ok || v != d&15 {
+					return bad("byte %d of the gap (offset %d) is %q, not the /Contents hex string's", off, br[1]+off, c)
+				}
+			}
+		}
+		at += int64(n)
+	}
+	return nil
+}
+
+// unhex is the value of a hex digit.
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // Digest hashes the bytes of r (the file) that s covers, after checking
-// that its /ByteRange is two ranges, the first from the start of the
-// file, in order, within the file, and that the gap between them is the
-// /Contents hex string.
+// its /ByteRange ([Signature.Check]).
 func (s *Signature) Digest(r io.ReaderAt, h hash.Hash) ([]byte, error) {
+	if err := s.Check(r); err != nil {
+		return nil, err
+	}
 	br := s.ByteRange
-	if len(br) != 4 || br[0] != 0 || br[1] < 0 || br[2] <= br[1]+1 || br[3] < 0 || br[2]+br[3] > s.size {
-		return nil, fmt.Errorf("pdfsig: field %s: /ByteRange %v is not the file around /Contents", s.Field, br)
-	}
-	var lt, gt [1]byte
-	if _, err := r.ReadAt(lt[:], br[1]); err != nil {
-		return nil, err
-	}
-	if _, err := r.ReadAt(gt[:], br[2]-1); err != nil {
-		return nil, err
-	}
-	if lt[0] != '<' || gt[0] != '>' || br[2]-br[1] != int64(s.hexLen)+2 {
-		return nil, fmt.Errorf("pdfsig: field %s: /ByteRange leaves out more than the /Contents string", s.Field)
-	}
 	h.Reset()
 	for i := 0; i < 4; i += 2 {
 		if _, err := io.Copy(h, io.NewSectionReader(r, br[i], br[i+1])); err != nil {
@@ -307,19 +453,19 @@ func (d *Document) signature(v types.Dict, field string) (Signature, error) {
 	if err != nil {
 		return s, fmt.Errorf("%w: field %s: /Contents: %v", ErrNotPDF, field, err)
 	}
-	s.hexLen = -1
 	switch c := c.(type) {
 	case types.HexLiteral:
-		s.hexLen = len(c.Value())
-		s.Contents, err = c.Bytes()
+		s.hex = true
+		s.raw, err = c.Bytes()
 	case types.StringLiteral:
-		s.Contents, err = types.Unescape(c.Value())
+		s.raw, err = types.Unescape(c.Value())
 	default:
 		err = errors.New("not a string")
 	}
 	if err != nil {
 		return s, fmt.Errorf("%w: field %s: /Contents: %v", ErrNotPDF, field, err)
 	}
+	s.Contents = s.raw
 	// The CMS is followed by the placeholder's zeros: keep its DER.
 	in := cryptobyte.String(s.Contents)
 	var el cryptobyte.String
@@ -334,7 +480,60 @@ func (d *Document) signature(v types.Dict, field string) (Signature, error) {
 		return t
 	}
 	s.Time, s.Name, s.Reason = str("M"), str("Name"), str("Reason")
+	s.DocMDP, _ = docMDP(x, v)
 	return s, nil
+}
+
+// docMDP returns the permission of the DocMDP transform in the
+// signature dictionary v's /Reference (2 if /P is absent), and whether
+// it has one.
+func docMDP(x *model.XRefTable, v types.Dict) (int, bool) {
+	refs, err := x.DereferenceArray(v["Reference"])
+	if err != nil {
+		return 0, false
+	}
+	for _, o := range refs {
+		r, err := x.DereferenceDict(o)
+		if err != nil || r == nil {
+			continue
+		}
+		if m := r.NameEntry("TransformMethod"); m == nil || *m != "DocMDP" {
+			continue
+		}
+		params, err := x.DereferenceDict(r["TransformParams"])
+		if err != nil || params == nil || params["P"] == nil {
+			return 2, true
+		}
+		p, err := x.DereferenceInteger(params["P"])
+		if err != nil || p == nil || p.Value() < 1 || p.Value() > 3 {
+			return -1, true // not a permission: as strict as 1
+		}
+		return p.Value(), true
+	}
+	return 0, false
+}
+
+// certification returns the DocMDP permission the file is certified
+// with, from the signature that the catalog's /Perms /DocMDP names or a
+// signature of the form with a DocMDP transform; 0 if it is not
+// certified.
+func (d *Document) certification(sigs []Signature) int {
+	x := d.ctx.XRefTable
+	if cat, err := x.Catalog(); err == nil {
+		if perms, err := x.DereferenceDict(cat["Perms"]); err == nil && perms != nil {
+			if v, err := x.DereferenceDict(perms["DocMDP"]); err == nil && v != nil {
+				if p, ok := docMDP(x, v); ok {
+					return p
+				}
+			}
+		}
+	}
+	for _, s := range sigs {
+		if s.DocMDP != 0 {
+			return s.DocMDP
+		}
+	}
+	return 0
 }
 
 // form returns the interactive form and its reference (nil if it is in
@@ -395,7 +594,23 @@ func (d *Document) Prepare(o Options) (u *Update, err error) {
 		}
 	}()
 	if d.Encrypted() {
-		return nil, fmt.Errorf("%w: it is encrypted", ErrNotPDF)
+		return nil, errEncrypted
+	}
+	// The signatures already in the file: a certification that allows no
+	// change, and byte ranges that are not what they should be, refuse
+	// the file.
+	sigs, err := d.Signatures()
+	if err != nil {
+		return nil, err
+	}
+	if p := d.certification(sigs); p == 1 || p < 0 {
+		return nil, fmt.Errorf("%w: its certification signature (DocMDP, permission %s) forbids any change, "+
+			"and a signature added would invalidate it", ErrCertified, permission(p))
+	}
+	for _, s := range sigs {
+		if err := s.Check(readerAt{d.r}); err != nil {
+			return nil, fmt.Errorf("the signature already in the file is malformed, and the file is not signed: %w", err)
+		}
 	}
 	if o.Time.IsZero() {
 		o.Time = time.Now()
@@ -603,6 +818,14 @@ func (d *Document) Prepare(o Options) (u *Update, err error) {
 	return u, nil
 }
 
+// permission names a DocMDP permission.
+func permission(p int) string {
+	if p < 0 {
+		return "not 1, 2 or 3"
+	}
+	return "P=" + strconv.Itoa(p)
+}
+
 // readBack parses the file with the update appended and checks that it
 // has the new signature, with its byte range: a file whose structure the
 // parser had to repair (an offset that points elsewhere, say) may read
@@ -618,6 +841,9 @@ func (d *Document) readBack(u *Update) error {
 	}
 	for _, s := range sigs {
 		if s.Field == u.Field && slices.Equal(s.ByteRange, u.ByteRange[:]) {
+			if err := s.Check(readerAt{&concat{a: d.r, size: d.size, b: u.Tail}}); err != nil {
+				return fmt.Errorf("%w: the file as updated: %v", ErrNotPDF, err)
+			}
 			return nil
 		}
 	}
@@ -715,8 +941,9 @@ func (u *Update) Sum(h hash.Hash) []byte {
 
 // Embed writes the CMS into the placeholder.
 func (u *Update) Embed(cms []byte) error {
-	if 2*len(cms) > 2*u.reserve {
-		return fmt.Errorf("pdfsig: the signature has %d bytes, and the room reserved for it %d", len(cms), u.reserve)
+	if len(cms) > u.reserve {
+		return fmt.Errorf("%w: the CMS has %d bytes, the room reserved for it in the file %d: "+
+			"sign again with a larger reserve (Options.Reserve)", ErrReserve, len(cms), u.reserve)
 	}
 	const hexdigits = "0123456789ABCDEF"
 	p := u.Tail[u.contents:]

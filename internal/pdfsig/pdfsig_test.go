@@ -2,88 +2,24 @@ package pdfsig_test
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/pdfsig"
 	"github.com/pscs/pscs/internal/pdfsig/pdfsigtest"
 )
 
-type signer struct {
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
-}
-
-func newSigner(t testing.TB, name string) signer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signer{key, cert}
-}
-
-// sign adds a PAdES signature by s to pdf as pscs does it: the update,
-// its digest, signed attributes without signing-time, the CMS.
-func (s signer) sign(t testing.TB, pdf []byte) []byte {
-	t.Helper()
-	doc, err := pdfsig.Read(bytes.NewReader(pdf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := doc.Prepare(pdfsig.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest, err := u.Digest(sha256.New(), bytes.NewReader(pdf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	attrs, err := cms.SignedAttributes(cms.Params{Hash: crypto.SHA256, Digest: digest, Certificate: s.cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.Sum256(attrs)
-	sig, err := s.key.Sign(rand.Reader, h[:], crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := cms.Assemble(s.cert, nil, cms.Algorithm{Hash: crypto.SHA256}, attrs, sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := u.Embed(der); err != nil {
-		t.Fatal(err)
-	}
-	return append(bytes.Clone(pdf), u.Tail...)
-}
+// newSigner returns a signer of its own key and certificate (common
+// name name).
+func newSigner(t testing.TB, name string) pdfsigtest.Signer { return pdfsigtest.NewSigner(t, name) }
 
 // check has qpdf and pdfsig judge pdf (pdfsigtest.Check), then reads
 // its signatures back here: each CMS verifies against the digest of its
@@ -134,12 +70,12 @@ func TestSign(t *testing.T) {
 	}{{"xref table", false}, {"xref stream", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			pdf := pdfsigtest.MakePDF(t, tc.xrefStream)
-			once := alice.sign(t, pdf)
+			once := alice.Sign(t, pdf)
 			if !bytes.HasPrefix(once, pdf) {
 				t.Fatal("the signed file does not start with the original")
 			}
 			check(t, once, "Alice Signer")
-			twice := bob.sign(t, once)
+			twice := bob.Sign(t, once)
 			if !bytes.HasPrefix(twice, once) {
 				t.Fatal("the second signature changed the first revision")
 			}
@@ -162,7 +98,7 @@ func TestSignDebianSample(t *testing.T) {
 		t.Fatalf("%v (install shared-mime-info: bash .ci/deps)", err)
 	}
 	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
-	check(t, bob.sign(t, alice.sign(t, pdf)), "Alice Signer", "Bob Signer")
+	check(t, bob.Sign(t, alice.Sign(t, pdf)), "Alice Signer", "Bob Signer")
 }
 
 // TestSignAnnotated: a page with annotations (a text field's widget, a
@@ -171,7 +107,7 @@ func TestSignAnnotated(t *testing.T) {
 	alice := newSigner(t, "Alice Signer")
 	for _, xs := range []bool{false, true} {
 		pdf := pdfsigtest.MakePDFFrom(t, pdfsigtest.Annotated, xs)
-		signed := alice.sign(t, alice.sign(t, pdf))
+		signed := alice.Sign(t, alice.Sign(t, pdf))
 		check(t, signed, "Alice Signer", "Alice Signer")
 		p := filepath.Join(t.TempDir(), "signed.pdf")
 		if err := os.WriteFile(p, signed, 0o600); err != nil {
@@ -204,7 +140,7 @@ func TestSignAnnotated(t *testing.T) {
 
 // TestTampered: a byte changed in a signed file fails the digest.
 func TestTampered(t *testing.T) {
-	pdf := newSigner(t, "Alice Signer").sign(t, pdfsigtest.MakePDF(t, false))
+	pdf := newSigner(t, "Alice Signer").Sign(t, pdfsigtest.MakePDF(t, false))
 	// A digit of the creation date in ghostscript's /Info.
 	i := bytes.Index(pdf, []byte("/CreationDate(D:"))
 	if i < 0 {
@@ -264,8 +200,8 @@ func TestEncrypted(t *testing.T) {
 	if err == nil {
 		_, err = doc.Prepare(pdfsig.Options{})
 	}
-	if !errors.Is(err, pdfsig.ErrNotPDF) {
-		t.Fatalf("an encrypted PDF: %v, want ErrNotPDF", err)
+	if !errors.Is(err, pdfsig.ErrEncrypted) {
+		t.Fatalf("an encrypted PDF: %v, want ErrEncrypted", err)
 	}
 }
 
