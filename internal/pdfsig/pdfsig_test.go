@@ -181,30 +181,6 @@ func TestNotPDF(t *testing.T) {
 	}
 }
 
-// TestEncrypted: an encrypted PDF (qpdf, AES-256, empty user password)
-// is not signed.
-func TestEncrypted(t *testing.T) {
-	dir := t.TempDir()
-	in, out := filepath.Join(dir, "in.pdf"), filepath.Join(dir, "enc.pdf")
-	if err := os.WriteFile(in, pdfsigtest.MakePDF(t, false), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("qpdf", "--encrypt", "", "owner", "256", "--", in, out).CombinedOutput(); err != nil {
-		t.Fatalf("qpdf --encrypt: %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := pdfsig.Read(bytes.NewReader(b))
-	if err == nil {
-		_, err = doc.Prepare(pdfsig.Options{})
-	}
-	if !errors.Is(err, pdfsig.ErrEncrypted) {
-		t.Fatalf("an encrypted PDF: %v, want ErrEncrypted", err)
-	}
-}
-
 // TestEmbedTooLarge: a CMS larger than the room reserved is refused.
 func TestEmbedTooLarge(t *testing.T) {
 	doc, err := pdfsig.Read(bytes.NewReader(pdfsigtest.MakePDF(t, false)))
