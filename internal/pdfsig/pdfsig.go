@@ -567,10 +567,13 @@ type Options struct {
 	Reserve int
 }
 
-// DefaultReserve is the room for the CMS: a certificate chain of a few
-// certificates, an RSA-4096 signature and the signed attributes with the
-// delegation notice fit with room to spare.
-const DefaultReserve = 16384
+// DefaultReserve is the room for the CMS, in bytes of DER (the
+// /Contents hex string has twice as many digits): the largest CMS pscsd
+// makes, an RSA-4096 signature (RSASSA-PSS, SHA-512) with the delegation
+// notice and a chain of three intermediate CAs whose certificates are as
+// long as qualified CAs write them, has about 12.4 KB (TestReserveFits),
+// and fits with half the room to spare.
+const DefaultReserve = 24576
 
 // Update is an incremental update with a signature to be embedded.
 type Update struct {
