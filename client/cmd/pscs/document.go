@@ -140,7 +140,7 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	if err := fs.Require("in"); err != nil {
 		return err
 	}
-	der, err := os.ReadFile(*in)
+	der, err := readSignature(*in)
 	if err != nil {
 		return err
 	}
@@ -251,6 +251,7 @@ func (a *app) verifyPDF(in string, b []byte) error {
 			cover = fmt.Sprintf("%s: bytes 0 to %d and %d to %d", cover, ps.ByteRange[1], ps.ByteRange[2], ps.ByteRange[2]+ps.ByteRange[3])
 		}
 		fmt.Fprintf(w, "covers:       %s\n", cover)
+		fmt.Fprintf(w, "changed:      %s\n", changed(ps.Unsigned()))
 		sd, err := cms.Parse(ps.Contents)
 		if err == nil && len(sd.Signers) != 1 {
 			err = fmt.Errorf("%d signers, not one", len(sd.Signers))
@@ -274,6 +275,41 @@ func (a *app) verifyPDF(in string, b []byte) error {
 		return fmt.Errorf("%s: %d of %d signatures invalid", in, bad, len(sigs))
 	}
 	return nil
+}
+
+// changed says whether a PDF was changed after a signature that leaves
+// out its n last bytes (Signature.Unsigned).
+func changed(n int64) string {
+	switch {
+	case n < 0:
+		return "unknown (the /ByteRange is not the file around the signature)"
+	case n == 0:
+		return "no"
+	}
+	return fmt.Sprintf("YES: %d bytes were appended after this signature (incremental updates that it does not cover)", n)
+}
+
+// readSignature reads the file that pscs verify checks: a PDF larger
+// than pdfsig.MaxSize is refused before it is read.
+func readSignature(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, 5)
+	n, _ := io.ReadFull(f, head)
+	if string(head[:n]) == "%PDF-" && st.Size() > pdfsig.MaxSize {
+		return nil, fmt.Errorf("%s: %w: %d bytes, more than the %d MiB that pscs reads", path, pdfsig.ErrTooLarge, st.Size(), pdfsig.MaxSize>>20)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
 }
 
 func algorithmName(o cms.OID) string {
