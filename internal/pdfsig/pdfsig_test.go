@@ -195,3 +195,45 @@ func TestEmbedTooLarge(t *testing.T) {
 		t.Fatal("a CMS of 101 bytes fits in 100")
 	}
 }
+
+// TestSignTransformed: PDFs as other tools rewrite them are signed twice,
+// and pdfsig finds both signatures valid, qpdf the file well formed:
+// qpdf's linearized files (hint streams; the last startxref points to
+// the first page's cross-reference section near the start), with object
+// streams and cross-reference streams or not, its QDF form, and cairo's
+// rewrite (pdftocairo, poppler-utils), of a page with annotations.
+func TestSignTransformed(t *testing.T) {
+	alice, bob := newSigner(t, "Alice Signer"), newSigner(t, "Bob Signer")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.pdf")
+	if err := os.WriteFile(in, pdfsigtest.MakePDFFrom(t, pdfsigtest.Annotated, false), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  []string
+	}{
+		{"qpdf linearize", []string{"qpdf", "--linearize", in}},
+		{"qpdf linearize object streams", []string{"qpdf", "--linearize", "--object-streams=generate", in}},
+		{"qpdf object streams", []string{"qpdf", "--object-streams=generate", "--compress-streams=y", in}},
+		{"qpdf qdf", []string{"qpdf", "--qdf", in}},
+		{"qpdf newline-before-endstream", []string{"qpdf", "--newline-before-endstream", "--object-streams=disable", in}},
+		{"pdftocairo", []string{"pdftocairo", "-pdf", in}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.pdf")
+			if b, err := exec.Command(tc.cmd[0], append(tc.cmd[1:], out)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", strings.Join(tc.cmd, " "), err, b)
+			}
+			pdf, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			twice := bob.Sign(t, alice.Sign(t, pdf))
+			if !bytes.HasPrefix(twice, pdf) {
+				t.Fatal("the signed file does not start with the original")
+			}
+			check(t, twice, "Alice Signer", "Bob Signer")
+		})
+	}
+}
