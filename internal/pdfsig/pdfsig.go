@@ -815,7 +815,7 @@ func (d *Document) Prepare(o Options) (u *Update, err error) {
 	u.ByteRange = [4]int64{0, d.size + int64(u.contents-1), after, d.size + int64(len(u.Tail)) - after}
 	br := fmt.Sprintf("%d %d %d", u.ByteRange[1], u.ByteRange[2], u.ByteRange[3])
 	copy(u.Tail[brAt:], br)
-	if err := d.readBack(u); err != nil {
+	if err := d.readBack(u, sigs); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -830,21 +830,35 @@ func permission(p int) string {
 }
 
 // readBack parses the file with the update appended and checks that it
-// has the new signature, with its byte range: a file whose structure the
-// parser had to repair (an offset that points elsewhere, say) may read
-// differently once updated, and is refused rather than signed.
-func (d *Document) readBack(u *Update) error {
-	again, err := Read(&concat{a: d.r, size: d.size, b: u.Tail})
+// reads as the file did, with the new signature: the signatures that
+// were there (field and byte range), no other but the new one with its
+// byte range, and the same certification. A file whose structure the
+// parser had to repair (an offset that points elsewhere, an object that
+// does not end where it should, say) may read differently once updated,
+// and show a signature or a certification that Prepare did not see: it
+// is refused rather than signed.
+func (d *Document) readBack(u *Update, before []Signature) error {
+	updated := &concat{a: d.r, size: d.size, b: u.Tail}
+	again, err := Read(updated)
 	if err != nil {
 		return fmt.Errorf("%w: the file as updated does not parse (%v): repair it first (qpdf in.pdf out.pdf)", ErrNotPDF, err)
 	}
-	sigs, err := again.Signatures()
+	after, err := again.Signatures()
 	if err != nil {
 		return fmt.Errorf("%w: the file as updated: %v", ErrNotPDF, err)
 	}
-	for _, s := range sigs {
+	same := func(a, b Signature) bool { return a.Field == b.Field && slices.Equal(a.ByteRange, b.ByteRange) }
+	differs := len(after) != len(before)+1 || again.certification(after) != d.certification(before)
+	for _, s := range before {
+		differs = differs || !slices.ContainsFunc(after, func(t Signature) bool { return same(s, t) })
+	}
+	if differs {
+		return fmt.Errorf("%w: the file as updated reads differently (%d signatures before, %d after, the new one included): "+
+			"repair it first (qpdf in.pdf out.pdf)", ErrNotPDF, len(before), len(after))
+	}
+	for _, s := range after {
 		if s.Field == u.Field && slices.Equal(s.ByteRange, u.ByteRange[:]) {
-			if err := s.Check(readerAt{&concat{a: d.r, size: d.size, b: u.Tail}}); err != nil {
+			if err := s.Check(readerAt{updated}); err != nil {
 				return fmt.Errorf("%w: the file as updated: %v", ErrNotPDF, err)
 			}
 			return nil
