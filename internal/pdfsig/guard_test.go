@@ -156,3 +156,26 @@ func TestEncryptedMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestHiddenCertification: a certification that pdfcpu does not see
+// before the update but sees after it (FuzzRead found it: the field
+// object's endobj is damaged, so the parser skips the field until the
+// update brings an endobj after it) is refused all the same: the file
+// reads differently once updated.
+func TestHiddenCertification(t *testing.T) {
+	certified := certify(t, pdfsigtest.MakePDF(t, false), "/P 1", true)
+	i := bytes.LastIndex(certified, []byte("endobj\nxref"))
+	damaged := replaceAt(certified, i+3, `\`)
+	doc, err := pdfsig.Read(bytes.NewReader(damaged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigs, err := doc.Signatures(); err != nil || len(sigs) != 0 {
+		t.Fatalf("the damaged field is read: %d signatures, %v", len(sigs), err)
+	}
+	if _, err := doc.Prepare(pdfsig.Options{}); !errors.Is(err, pdfsig.ErrNotPDF) && !errors.Is(err, pdfsig.ErrCertified) {
+		t.Fatalf("Prepare: %v, want a refusal", err)
+	} else {
+		t.Log(err)
+	}
+}
