@@ -16,11 +16,21 @@
 // stream as the file's last one was, whose trailer points back (/Prev) to
 // the file's last one. Nothing before the end of the file changes, so
 // the signatures already in it stay valid. Before answering, Prepare
-// parses the file with the update appended and checks that the new
-// signature is there with its /ByteRange: a damaged file that the parser
-// repaired on the fly (an offset pointing elsewhere) could read otherwise
-// once updated, and is refused (repair it first, e.g. with qpdf). So are
-// encrypted files.
+// parses the file with the update appended and checks that it reads as
+// before with the new signature and its /ByteRange: a damaged file that
+// the parser repaired on the fly (an offset pointing elsewhere, an object
+// that does not end where it should) could read otherwise once updated,
+// and is refused (repair it first, e.g. with qpdf).
+//
+// # Files refused
+//
+// Read refuses files of more than [MaxSize] bytes before reading them
+// ([ErrTooLarge]) and encrypted files ([ErrEncrypted]: /Encrypt in the
+// trailer; the message says to run qpdf --decrypt first). Prepare refuses
+// a file certified with DocMDP permission 1 ([ErrCertified]: a signature
+// added would invalidate the certification; permissions 2 and 3 allow
+// signatures), and a file whose signatures already in it have a
+// /ByteRange that [Signature.Check] refuses ([ErrByteRange]).
 //
 // The signature covers the whole new file but the /Contents string
 // (/ByteRange): [Update.Digest] hashes the original file (a stream) and
@@ -33,9 +43,12 @@
 // [Document.Signatures] lists the signature fields of the form that hold a
 // signature dictionary (fields nested under /Kids too), with their
 // /ByteRange and the DER of /Contents (its zero padding cut off);
-// [Signature.Digest] hashes the bytes a signature covers and checks that
-// what it leaves out is its own /Contents string. Judging the CMS is
-// package cms's.
+// [Signature.Digest] hashes the bytes a signature covers after
+// [Signature.Check] has checked that its /ByteRange is two ranges from the
+// start of the file, in order, within it, and that what it leaves out is
+// exactly its own /Contents hex string ('<', hex digits, '>');
+// [Signature.Unsigned] counts the bytes appended after it (later
+// incremental updates). Judging the CMS is package cms's.
 //
 // # The PDF library
 //
@@ -228,8 +241,8 @@ func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
 // stream).
 var xrefObject = regexp.MustCompile(`^\d+\s+\d+\s+obj\b`)
 
-// Encrypted reports whether the file is encrypted (such files are not
-// signed here).
+// Encrypted reports whether the file is encrypted; Read refuses such
+// files, so it is false for a Document it returned.
 func (d *Document) Encrypted() bool { return d.ctx.XRefTable.Encrypt != nil }
 
 // Signature is a signature field's signature dictionary.
