@@ -117,6 +117,14 @@ var (
 // (Seek) before anything else.
 const MaxSize = 256 << 20
 
+// MaxDecode is the most bytes one stream of a PDF file inflates to when
+// it is read (object streams and cross-reference streams: the page
+// contents are not read): 32 MiB, far more than the object streams that
+// office suites, pdfTeX and qpdf write hold (qpdf puts 100 objects in
+// each), while 32 KB of Flate data inflate to that much. A stream
+// beyond it refuses the file (ErrNotPDF).
+const MaxDecode = 32 << 20
+
 // Document is a parsed PDF file.
 type Document struct {
 	r          io.ReadSeeker
@@ -147,6 +155,9 @@ func Read(r io.ReadSeeker) (doc *Document, err error) {
 	}
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
+	// A stream inflates to MaxDecode bytes at most (pdfcpu's default:
+	// 512 MiB, which a 500 KB file reaches).
+	conf.Limits.MaxDecodeBytes = MaxDecode
 	// pdfcpu refuses an encrypted file for this command before it tries
 	// a password (pdfcpu.ErrEncrypted) rather than decrypt its objects.
 	conf.Cmd = model.ADDSIGNATURE
