@@ -125,7 +125,8 @@ const MaxSize = 256 << 20
 // beyond it refuses the file (ErrNotPDF).
 const MaxDecode = 32 << 20
 
-// Document is a parsed PDF file.
+// Document is a parsed PDF file. It is not safe for concurrent use: its
+// methods read the file through its one io.ReadSeeker.
 type Document struct {
 	r          io.ReadSeeker
 	ctx        *model.Context
