@@ -110,6 +110,8 @@ var (
 	OIDSigningCertificate   = MustOID("1.2.840.113549.1.9.16.2.12")
 	OIDSigningCertificateV2 = MustOID("1.2.840.113549.1.9.16.2.47")
 
+	oidCountersignature = MustOID("1.2.840.113549.1.9.6")
+
 	oidSHA1   = MustOID("1.3.14.3.2.26")
 	oidSHA256 = MustOID("2.16.840.1.101.3.4.2.1")
 	oidSHA384 = MustOID("2.16.840.1.101.3.4.2.2")

@@ -292,6 +292,9 @@ func (s *Signer) parseAttributes() error {
 			return fmt.Errorf("%w: attribute %v twice", ErrMalformed, typ)
 		}
 		seen[string(typ)] = true
+		if typ.Equal(oidCountersignature) {
+			return fmt.Errorf("%w: a countersignature among the signed attributes (RFC 5652, 11.4: it is an unsigned attribute)", ErrMalformed)
+		}
 		var value cryptobyte.String
 		if !values.ReadAnyASN1Element(&value, new(asn1.Tag)) {
 			return fmt.Errorf("%w: attribute %v without a value", ErrMalformed, typ)
