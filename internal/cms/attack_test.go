@@ -299,7 +299,7 @@ func TestAttacks(t *testing.T) {
 				return forgedSD{certs: []*x509.Certificate{cert}, signers: []forgedSigner{{cert: cert, attrs: a, signature: signAttrs(t, key, a)}}}.der()
 			}(), signers: []result{{verify: cms.ErrDigest}}},
 		{name: "enveloped content changed", content: nil,
-			der: forgedSD{content: other, certs: []*x509.Certificate{cert}, signers: []forgedSigner{genuine}}.der(),
+			der:     forgedSD{content: other, certs: []*x509.Certificate{cert}, signers: []forgedSigner{genuine}}.der(),
 			signers: []result{{verify: cms.ErrDigest}}},
 		{name: "signed attributes altered after signing", content: doc,
 			der: func() []byte {
