@@ -325,7 +325,11 @@ func (a *app) showSigner(s *cms.Signer, verr error, roots *x509.CertPool) verdic
 		fmt.Fprintf(w, "certificate:  SHA-256 %x, valid %s to %s\n", sum, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
 	}
 	if !s.SigningTime.IsZero() {
-		fmt.Fprintf(w, "signing time: %s\n", s.SigningTime.UTC().Format(time.RFC3339))
+		claim := "as the signer says: no time-stamp"
+		if s.SigningTime.After(time.Now()) {
+			claim = "IN THE FUTURE: " + claim
+		}
+		fmt.Fprintf(w, "signing time: %s (%s)\n", s.SigningTime.UTC().Format(time.RFC3339), claim)
 	}
 	switch {
 	case s.Notice == nil:

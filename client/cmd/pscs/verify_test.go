@@ -175,7 +175,7 @@ func TestVerifyTrust(t *testing.T) {
 		{"expired, signed after it", []string{"-CAfile", anchors, "-in", late, "-content", doc}, 1, cms.ErrUntrusted,
 			[]string{"UNTRUSTED", "expired", "(checked at now"}, nil},
 		{"signing time in the future", []string{"-CAfile", anchors, "-in", future, "-content", doc}, 0, nil,
-			[]string{"trusted", "(checked at now"}, nil},
+			[]string{"trusted", "(checked at now", "(IN THE FUTURE: as the signer says"}, nil},
 		{"anchors not PEM", []string{"-CAfile", notPEM, "-in", good, "-content", doc}, 1, nil,
 			nil, []string{"result:"}},
 	} {
