@@ -398,6 +398,12 @@ func TestAttacks(t *testing.T) {
 				s.digestAlg = cms.MustOID("1.2.3.4.5")
 				return forgedSD{certs: []*x509.Certificate{cert}, signers: []forgedSigner{s}}.der()
 			}()},
+		{name: "digest algorithm swapped to SHA-512", content: doc,
+			der: func() []byte {
+				s := genuine
+				s.digestAlg = cms.MustOID("2.16.840.1.101.3.4.2.3")
+				return forgedSD{certs: []*x509.Certificate{cert}, signers: []forgedSigner{s}}.der()
+			}(), signers: []result{{verify: cms.ErrDigest}}},
 		{name: "MD5 digest algorithm", content: doc, parse: cms.ErrUnsupported,
 			der: func() []byte {
 				s := genuine
