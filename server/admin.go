@@ -497,8 +497,18 @@ func (s *Server) delegate(a *Admin, who string, ad *transport.AdminDelegation, p
 }
 
 // CardChanged tells the delegates of the remote card named name that it
-// changed (a card joined or left): an EventSlot on their connections.
+// changed (a card joined or left): an EventSlot on their connections; and
+// sets its pscs_cards_present at once, which requests otherwise refresh
+// (a card pulled out of an idle remote card would show as present until
+// the next request).
 func (s *Server) CardChanged(name string) {
+	if m := s.cfg.Metrics; m != nil {
+		for _, c := range s.cfg.Cards {
+			if c.Name == name {
+				m.CardsPresent(c.Name, c.Pool.Len())
+			}
+		}
+	}
 	slot := s.slotOf(name)
 	ds, ss := s.cfg.Book.All()
 	for i, d := range ds {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
 	"fmt"
@@ -31,64 +32,101 @@ func (a *memAudit) last() *server.AuditRecord {
 	return a.records[len(a.records)-1]
 }
 
-// TestCAdES: document signatures from the RSA (PKCS #1 v1.5 and PSS) and
-// ECDSA (P-256, P-384) keys of a simulated PIV card served by pscsd,
-// detached and enveloping, verify in openssl cms against the certificate
-// of the card that signed, without the delegation notice on a delegation
-// without warranty.
+// keyType names a public key exactly: RSA-<bits>, the curve's name, or
+// Ed25519.
+func keyType(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+// TestCAdES: document signatures from each key type of a simulated PIV
+// card served by pscsd (9A P-256, 9C RSA-2048 with PKCS #1 v1.5 and PSS,
+// 9E P-384; pivsim has no Ed25519, TestCAdESEd25519 covers it),
+// detached and enveloping, verify in openssl cms -verify -binary against
+// the certificate of the card's slot that signed: the answer's
+// certificate is that slot's, of exactly the key type asked for, and the
+// SignedData's signature algorithm is that key's. openssl cms -cmsout
+// -print shows the delegation notice attribute on a delegation with
+// warranty, for every key type, and not on one without.
 func TestCAdES(t *testing.T) {
+	doc := []byte("Decree 2026/41: the library opens on Sundays.\n")
+	cases := []struct {
+		key     uint64
+		slot    pivsim.Slot
+		hash    crypto.Hash
+		pss     bool
+		keyType string
+		sigAlg  string
+	}{
+		{1, pivsim.SlotAuthentication, crypto.SHA256, false, "P-256", "1.2.840.10045.4.3.2"},
+		{10, pivsim.SlotCardAuthentication, crypto.SHA384, false, "P-384", "1.2.840.10045.4.3.3"},
+		{4, pivsim.SlotSignature, crypto.SHA256, false, "RSA-2048", "1.2.840.113549.1.1.11"},
+		{4, pivsim.SlotSignature, crypto.SHA512, true, "RSA-2048", "1.2.840.113549.1.1.10"},
+	}
+	for _, warranty := range []bool{false, true} {
+		r := newRig(t, 1)
+		if warranty {
+			r.book.Grant(policy.Delegation{ID: "d-alice", Owner: "mayor", Delegate: "alice", Card: "mayor", MaxWrongVPIN: 5, Warranty: true,
+				NotBefore: time.Now().Add(-time.Hour)})
+		}
+		c := r.dial(t, r.alice)
+		if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range cases {
+			for _, env := range []bool{false, true} {
+				name := fmt.Sprintf("%s key %d %v pss=%v enveloping=%v warranty=%v", tc.keyType, tc.key, tc.hash, tc.pss, env, warranty)
+				sd, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: tc.key, Hash: tc.hash, PSS: tc.pss,
+					Enveloping: env, VPIN: []byte("2718")})
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if got := keyType(sd.Certificate.PublicKey); got != tc.keyType {
+					t.Errorf("%s: signed with a %s key", name, got)
+				}
+				if want := r.sims[0].Certificate(tc.slot); want == nil || !sd.Certificate.Equal(want) {
+					t.Errorf("%s: the answer's certificate is not the one of the card's slot %v", name, tc.slot)
+				}
+				parsed, err := cms.Parse(sd.CMS)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				s := parsed.Signers[0]
+				if s.SignatureAlgorithm.String() != tc.sigAlg || s.Hash != tc.hash || !s.Certificate.Equal(sd.Certificate) {
+					t.Errorf("%s: signature algorithm %v, digest %v, signer %v", name, s.SignatureAlgorithm, s.Hash, s.Certificate.Subject)
+				}
+				content := doc
+				if env {
+					content = nil
+				}
+				if out, ok := cmstest.Verify(t, sd.CMS, content, sd.Certificate); !ok {
+					t.Errorf("%s: openssl cms -verify -binary refuses it:\n%s", name, out)
+				}
+				if out, ok := cmstest.Verify(t, sd.CMS, []byte("Decree 2026/41: the library closes on Sundays.\n"), sd.Certificate); ok && !env {
+					t.Errorf("%s: openssl accepts it for another document:\n%s", name, out)
+				}
+				printed := cmstest.Print(t, sd.CMS)
+				if got := strings.Contains(printed, "object: undefined ("+cms.Arc+".1)"); got != warranty || sd.Notice != warranty || (s.Notice != nil) != warranty {
+					t.Errorf("%s: openssl shows the notice attribute: %v, the answer says %v, want %v", name, got, sd.Notice, warranty)
+				}
+				// The record keeps the detached SignedData the server made.
+				if rec := r.audit.last(); rec.Op != "sign-document" || rec.Code != 0 || !env && !bytes.Equal(rec.Result, sd.CMS) {
+					t.Errorf("%s: audit record %s code %v", name, rec.Op, rec.Code)
+				}
+			}
+		}
+	}
 	r := newRig(t, 1)
 	c := r.dial(t, r.alice)
 	if _, err := c.Login(ctx(t), 7, []byte("2718")); err != nil {
 		t.Fatal(err)
-	}
-	doc := []byte("Decree 2026/41: the library opens on Sundays.\n")
-	for _, tc := range []struct {
-		key  uint64
-		hash crypto.Hash
-		pss  bool
-		kind string
-	}{
-		{1, crypto.SHA256, false, "ecdsa"},
-		{10, crypto.SHA384, false, "ecdsa"},
-		{4, crypto.SHA256, false, "rsa"},
-		{4, crypto.SHA512, true, "rsa"},
-	} {
-		for _, env := range []bool{false, true} {
-			name := fmt.Sprintf("key %d %v pss=%v enveloping=%v", tc.key, tc.hash, tc.pss, env)
-			sd, err := c.SignCAdES(ctx(t), bytes.NewReader(doc), client.CAdESOptions{Slot: 7, Key: tc.key, Hash: tc.hash, PSS: tc.pss,
-				Enveloping: env, VPIN: []byte("2718")})
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			switch sd.Certificate.PublicKey.(type) {
-			case *ecdsa.PublicKey:
-				if tc.kind != "ecdsa" {
-					t.Fatalf("%s: an EC key", name)
-				}
-			case *rsa.PublicKey:
-				if tc.kind != "rsa" {
-					t.Fatalf("%s: an RSA key", name)
-				}
-			}
-			content := doc
-			if env {
-				content = nil
-			}
-			if out, ok := cmstest.Verify(t, sd.CMS, content, sd.Certificate); !ok {
-				t.Errorf("%s: openssl cms -verify refuses it:\n%s", name, out)
-			}
-			if out, ok := cmstest.Verify(t, sd.CMS, []byte("Decree 2026/41: the library closes on Sundays.\n"), sd.Certificate); ok && !env {
-				t.Errorf("%s: openssl accepts it for another document:\n%s", name, out)
-			}
-			if sd.Notice || strings.Contains(cmstest.Print(t, sd.CMS), cms.Arc) {
-				t.Errorf("%s: the delegation notice on a delegation without warranty", name)
-			}
-			// The record keeps the detached SignedData the server made.
-			if rec := r.audit.last(); rec.Op != "sign-document" || rec.Code != 0 || !env && !bytes.Equal(rec.Result, sd.CMS) {
-				t.Errorf("%s: audit record %s code %v", name, rec.Op, rec.Code)
-			}
-		}
 	}
 	// A key the card wants the PIN for every time wants the vPIN beside
 	// the request, as for a raw signature.

@@ -25,9 +25,12 @@
 // error), and [Signer.Verify] checks one signer: its certificate among
 // those enclosed, content-type, message-digest against the content's
 // digest, signing-certificate(-v2) against the certificate, and the
-// signature (RSA PKCS #1 v1.5, RSASSA-PSS, ECDSA) under the certificate's
-// key. It does not judge the certificate (chain, validity, revocation):
-// that is the relying party's (openssl cms -verify -CAfile).
+// signature under the certificate's key (RSA PKCS #1 v1.5, RSASSA-PSS,
+// ECDSA, Ed25519). That proves only that the enclosed certificate's key
+// signed: [Signer.VerifyChain] judges who that is, the certificate's
+// chain to trust anchors (at the signing time if it lies within the
+// certificate's validity, else now; not revocation). Errors unwrap to the sentinels [ErrMalformed] and the
+// others beside it. Unsigned attributes are skipped, never read.
 //
 // # Encryption
 //
@@ -106,6 +109,8 @@ var (
 	OIDSigningTime          = MustOID("1.2.840.113549.1.9.5")
 	OIDSigningCertificate   = MustOID("1.2.840.113549.1.9.16.2.12")
 	OIDSigningCertificateV2 = MustOID("1.2.840.113549.1.9.16.2.47")
+
+	oidCountersignature = MustOID("1.2.840.113549.1.9.6")
 
 	oidSHA1   = MustOID("1.3.14.3.2.26")
 	oidSHA256 = MustOID("2.16.840.1.101.3.4.2.1")

@@ -84,12 +84,12 @@ func ParseNotice(der []byte) (*Notice, error) {
 	in := cryptobyte.String(der)
 	var seq, del, subject, hash, win, id, owner cryptobyte.String
 	var v int64
-	bad := errors.New("cms: malformed delegation notice")
+	bad := fmt.Errorf("%w delegation notice", ErrMalformed)
 	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !in.Empty() || !seq.ReadASN1Integer(&v) {
 		return nil, bad
 	}
 	if v != 1 {
-		return nil, fmt.Errorf("cms: delegation notice version %d (this reader knows 1)", v)
+		return nil, fmt.Errorf("%w: delegation notice version %d (this reader knows 1)", ErrUnsupported, v)
 	}
 	n := &Notice{}
 	if !seq.ReadASN1(&del, cbasn1.SEQUENCE) || !del.ReadASN1Element(&subject, cbasn1.SEQUENCE) ||

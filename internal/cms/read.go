@@ -60,10 +60,29 @@ type Signer struct {
 	essCertHash []byte // signing-certificate(-v2)'s hash of the signer's certificate
 }
 
-var errTrailing = errors.New("cms: trailing bytes")
+// Errors of reading and verifying. Every error of [Parse],
+// [Signer.Verify] and [Signer.VerifyChain] wraps one of these (or
+// [ErrHash]), so that callers can tell a forged or changed signature
+// ([ErrDigest], [ErrBadSignature], [ErrContentType],
+// [ErrSigningCertificate]) from an unknown signer ([ErrUntrusted]) and
+// from input that is not a SignedData this reader takes ([ErrMalformed],
+// [ErrUnsupported], [ErrMissingAttribute], [ErrNoCertificate]).
+var (
+	ErrMalformed          = errors.New("cms: malformed")
+	ErrUnsupported        = errors.New("cms: not supported")
+	ErrMissingAttribute   = errors.New("cms: a signed attribute CAdES needs is missing")
+	ErrNoCertificate      = errors.New("cms: the signer's certificate is not enclosed")
+	ErrDigest             = errors.New("cms: the content is not what was signed (message-digest differs)")
+	ErrContentType        = errors.New("cms: the content-type attribute differs from the content's type")
+	ErrSigningCertificate = errors.New("cms: signing-certificate names another certificate than the enclosed one")
+	ErrBadSignature       = errors.New("cms: the signature does not verify under the signer's certificate")
+	ErrUntrusted          = errors.New("cms: the signer's certificate does not chain to a trust anchor")
+)
+
+var errTrailing = fmt.Errorf("%w: trailing bytes", ErrMalformed)
 
 func malformed(what string) error {
-	return fmt.Errorf("cms: malformed %s (the reader takes DER only)", what)
+	return fmt.Errorf("%w %s (the reader takes DER only)", ErrMalformed, what)
 }
 
 // Parse reads a ContentInfo holding a SignedData, in DER.
@@ -81,7 +100,7 @@ func Parse(der []byte) (*SignedData, error) {
 		return nil, malformed("ContentInfo")
 	}
 	if !ctype.Equal(OIDSignedData) {
-		return nil, fmt.Errorf("cms: content type %v, not SignedData", ctype)
+		return nil, fmt.Errorf("%w: content type %v, not SignedData", ErrUnsupported, ctype)
 	}
 	if !ci.ReadASN1(&explicit, asn1.Tag(0).Constructed().ContextSpecific()) || !ci.Empty() ||
 		!explicit.ReadASN1(&sdSeq, asn1.SEQUENCE) || !explicit.Empty() {
@@ -97,7 +116,7 @@ func Parse(der []byte) (*SignedData, error) {
 		return nil, malformed("SignedData version")
 	}
 	if v < 1 || v > 5 {
-		return nil, fmt.Errorf("cms: SignedData version %d", v)
+		return nil, fmt.Errorf("%w: SignedData version %d", ErrUnsupported, v)
 	}
 	if !sdSeq.ReadASN1Element(&digestAlgs, asn1.SET) || !sdSeq.ReadASN1(&eci, asn1.SEQUENCE) {
 		return nil, malformed("SignedData")
@@ -127,7 +146,11 @@ func Parse(der []byte) (*SignedData, error) {
 	}
 	var err error
 	sd.Certificates, err = readEach(certs, "certificate", MaxCertificates, func(c cryptobyte.String) (*x509.Certificate, error) {
-		return x509.ParseCertificate(c)
+		c509, err := x509.ParseCertificate(c)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		return c509, nil
 	})
 	if err != nil {
 		return nil, err
@@ -136,7 +159,7 @@ func Parse(der []byte) (*SignedData, error) {
 		return nil, err
 	}
 	if len(sd.Signers) == 0 {
-		return nil, errors.New("cms: no signer")
+		return nil, fmt.Errorf("%w: no signer", ErrMalformed)
 	}
 	return sd, nil
 }
@@ -151,7 +174,7 @@ func readEach[T any](set cryptobyte.String, what string, max int, parse func(cry
 			return nil, malformed(what + " (not a SEQUENCE: only X.509 certificates and SignerInfos are read)")
 		}
 		if len(out) == max {
-			return nil, fmt.Errorf("cms: more than %d %ss", max, what)
+			return nil, fmt.Errorf("%w: more than %d %ss", ErrUnsupported, max, what)
 		}
 		v, err := parse(elem)
 		if err != nil {
@@ -199,7 +222,7 @@ func (sd *SignedData) parseSigner(elem cryptobyte.String) (*Signer, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("cms: SignerInfo version %d with a signer identifier of another kind", v)
+		return nil, fmt.Errorf("%w: SignerInfo version %d with a signer identifier of another kind", ErrUnsupported, v)
 	}
 	var digestAlg OID
 	if _, err := readAlgorithm(&si, &digestAlg); err != nil {
@@ -207,12 +230,12 @@ func (sd *SignedData) parseSigner(elem cryptobyte.String) (*Signer, error) {
 	}
 	h, ok := hashOf(digestAlg)
 	if !ok || h == crypto.SHA1 {
-		return nil, fmt.Errorf("cms: digest algorithm %v not taken", digestAlg)
+		return nil, fmt.Errorf("%w: digest algorithm %v", ErrUnsupported, digestAlg)
 	}
 	s.Hash = h
 	tag0 := asn1.Tag(0).Constructed().ContextSpecific()
 	if !si.PeekASN1Tag(tag0) {
-		return nil, errors.New("cms: no signed attributes (CAdES needs them)")
+		return nil, fmt.Errorf("%w: no signed attributes at all", ErrMissingAttribute)
 	}
 	var attrsElem cryptobyte.String
 	if !si.ReadASN1Element(&attrsElem, tag0) {
@@ -263,15 +286,18 @@ func (s *Signer) parseAttributes() error {
 			return malformed("attribute")
 		}
 		if len(s.Attributes) == MaxAttributes {
-			return fmt.Errorf("cms: more than %d signed attributes", MaxAttributes)
+			return fmt.Errorf("%w: more than %d signed attributes", ErrUnsupported, MaxAttributes)
 		}
 		if seen[string(typ)] {
-			return fmt.Errorf("cms: attribute %v twice", typ)
+			return fmt.Errorf("%w: attribute %v twice", ErrMalformed, typ)
 		}
 		seen[string(typ)] = true
+		if typ.Equal(oidCountersignature) {
+			return fmt.Errorf("%w: a countersignature among the signed attributes (RFC 5652, 11.4: it is an unsigned attribute)", ErrMalformed)
+		}
 		var value cryptobyte.String
 		if !values.ReadAnyASN1Element(&value, new(asn1.Tag)) {
-			return fmt.Errorf("cms: attribute %v without a value", typ)
+			return fmt.Errorf("%w: attribute %v without a value", ErrMalformed, typ)
 		}
 		single := values.Empty()
 		s.Attributes = append(s.Attributes, Attribute{Type: typ, Value: value})
@@ -302,11 +328,11 @@ func (s *Signer) parseAttributes() error {
 			known, ok = false, true
 		}
 		if known && (!ok || !value.Empty() || !single) {
-			return fmt.Errorf("cms: malformed attribute %v", typ)
+			return fmt.Errorf("%w attribute %v", ErrMalformed, typ)
 		}
 	}
 	if s.ContentType == nil || s.MessageDigest == nil {
-		return errors.New("cms: the signed attributes lack content-type or message-digest")
+		return fmt.Errorf("%w: content-type or message-digest", ErrMissingAttribute)
 	}
 	return nil
 }
@@ -340,7 +366,7 @@ func (s *Signer) parseESS(v *cryptobyte.String, v2 bool) bool {
 // message-digest attribute.
 func (s *Signer) checkDigest(digest []byte) error {
 	if !bytes.Equal(digest, s.MessageDigest) {
-		return errors.New("cms: the content is not what was signed (message-digest differs)")
+		return ErrDigest
 	}
 	return nil
 }
@@ -349,10 +375,10 @@ func (s *Signer) checkDigest(digest []byte) error {
 // under s.Hash (of sd.Content, or of the detached document).
 func (s *Signer) Verify(contentDigest []byte) error {
 	if s.Certificate == nil {
-		return errors.New("cms: the signer's certificate is not enclosed")
+		return ErrNoCertificate
 	}
 	if !s.ContentType.Equal(s.sd.ContentType) {
-		return errors.New("cms: the content-type attribute differs from the content's type")
+		return ErrContentType
 	}
 	if err := s.checkDigest(contentDigest); err != nil {
 		return err
@@ -368,10 +394,52 @@ func (s *Signer) Verify(contentDigest []byte) error {
 			sum = h.Sum(nil)
 		}
 		if !bytes.Equal(sum, s.essCertHash) {
-			return errors.New("cms: signing-certificate names another certificate than the enclosed one")
+			return ErrSigningCertificate
 		}
 	}
 	return s.verifySignature()
+}
+
+// VerifyChain checks who the signer is: that its certificate chains to
+// one of roots (trust anchors), with the SignedData's other certificates
+// as intermediates, for any extended key usage, and that its key usage,
+// if the certificate restricts it, allows signatures (digitalSignature or
+// nonRepudiation). [Signer.Verify] only proves that the enclosed
+// certificate's key signed; anyone can make a certificate with any name,
+// so without VerifyChain a signer's name proves nothing.
+//
+// The chain is checked at the signing time when the signed attributes
+// hold one that is no later than now and within the signer certificate's
+// validity, and at now otherwise (PAdES signatures hold no signing-time);
+// at reports which. The signing time is the signer's own claim, not a
+// time-stamp: a signature dated inside the validity of a certificate that
+// has since expired passes, as it would have when it was made.
+// Revocation is not checked. Errors wrap [ErrUntrusted] (or
+// [ErrNoCertificate]).
+func (s *Signer) VerifyChain(roots *x509.CertPool, now time.Time) (at time.Time, chains [][]*x509.Certificate, err error) {
+	c := s.Certificate
+	if c == nil {
+		return now, nil, ErrNoCertificate
+	}
+	at = now
+	if t := s.SigningTime; !t.IsZero() && !t.After(now) && !t.Before(c.NotBefore) && !t.After(c.NotAfter) {
+		at = t
+	}
+	if c.KeyUsage != 0 && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return at, nil, fmt.Errorf("%w: its key usage allows neither digitalSignature nor nonRepudiation", ErrUntrusted)
+	}
+	inter := x509.NewCertPool()
+	for _, o := range s.sd.Certificates {
+		if o != c {
+			inter.AddCert(o)
+		}
+	}
+	chains, err = c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return at, nil, fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
+	return at, chains, nil
 }
 
 // ContentDigest returns the digest of content under the signer's hash.
@@ -380,8 +448,6 @@ func (s *Signer) ContentDigest(content []byte) []byte {
 	h.Write(content)
 	return h.Sum(nil)
 }
-
-var errBadSignature = errors.New("cms: the signature does not verify under the signer's certificate")
 
 func (s *Signer) verifySignature() error {
 	alg := s.SignatureAlgorithm
@@ -407,27 +473,27 @@ func (s *Signer) verifySignature() error {
 				return err
 			}
 			if rsa.VerifyPSS(pub, opts.Hash, hashed(opts.Hash), s.signature, opts) != nil {
-				return errBadSignature
+				return ErrBadSignature
 			}
 			return nil
 		}
 		if !alg.Equal(oidRSAEncryption) {
 			var ok bool
 			if h, ok = implied(map[crypto.Hash]OID{crypto.SHA256: oidSHA256WithRSA, crypto.SHA384: oidSHA384WithRSA, crypto.SHA512: oidSHA512WithRSA}); !ok {
-				return fmt.Errorf("cms: signature algorithm %v with an RSA key", alg)
+				return fmt.Errorf("%w: signature algorithm %v with an RSA key", ErrUnsupported, alg)
 			}
 		}
 		if rsa.VerifyPKCS1v15(pub, h, hashed(h), s.signature) != nil {
-			return errBadSignature
+			return ErrBadSignature
 		}
 		return nil
 	case ed25519.PublicKey:
 		// RFC 8419: pure Ed25519 over the signed attributes' DER.
 		if !alg.Equal(oidEd25519) || len(s.sigParams) != 0 {
-			return fmt.Errorf("cms: signature algorithm %v with an Ed25519 key", alg)
+			return fmt.Errorf("%w: signature algorithm %v with an Ed25519 key", ErrUnsupported, alg)
 		}
 		if !ed25519.Verify(pub, s.signedAttrs, s.signature) {
-			return errBadSignature
+			return ErrBadSignature
 		}
 		return nil
 	case *ecdsa.PublicKey:
@@ -435,15 +501,15 @@ func (s *Signer) verifySignature() error {
 		if !alg.Equal(oidECPublicKey) {
 			var ok bool
 			if h, ok = implied(map[crypto.Hash]OID{crypto.SHA256: oidECDSASHA256, crypto.SHA384: oidECDSASHA384, crypto.SHA512: oidECDSASHA512}); !ok {
-				return fmt.Errorf("cms: signature algorithm %v with an EC key", alg)
+				return fmt.Errorf("%w: signature algorithm %v with an EC key", ErrUnsupported, alg)
 			}
 		}
 		if !ecdsa.VerifyASN1(pub, hashed(h), s.signature) {
-			return errBadSignature
+			return ErrBadSignature
 		}
 		return nil
 	}
-	return fmt.Errorf("cms: certificate keys of type %T are not verified here", s.Certificate.PublicKey)
+	return fmt.Errorf("%w: certificate keys of type %T", ErrUnsupported, s.Certificate.PublicKey)
 }
 
 // pssParams reads RSASSA-PSS-params (RFC 8017, A.2.3); MGF1 must use the
@@ -468,7 +534,7 @@ func pssParams(der []byte) (*rsa.PSSOptions, error) {
 		}
 		h, ok := hashOf(o)
 		if !ok {
-			return nil, fmt.Errorf("cms: RSASSA-PSS hash %v", o)
+			return nil, fmt.Errorf("%w: RSASSA-PSS hash %v", ErrUnsupported, o)
 		}
 		opts.Hash = h
 	}
@@ -483,26 +549,26 @@ func pssParams(der []byte) (*rsa.PSSOptions, error) {
 		}
 		pin := cryptobyte.String(params)
 		if !o.Equal(oidMGF1) {
-			return nil, fmt.Errorf("cms: RSASSA-PSS mask generation %v", o)
+			return nil, fmt.Errorf("%w: RSASSA-PSS mask generation %v", ErrUnsupported, o)
 		}
 		if _, err := readAlgorithm(&pin, &ho); err != nil {
 			return nil, err
 		}
 		h, ok := hashOf(ho)
 		if !ok {
-			return nil, fmt.Errorf("cms: MGF1 hash %v", ho)
+			return nil, fmt.Errorf("%w: MGF1 hash %v", ErrUnsupported, ho)
 		}
 		mgfHash = h
 	}
 	if mgfHash != opts.Hash {
-		return nil, errors.New("cms: RSASSA-PSS with MGF1 over another hash is not verified here")
+		return nil, fmt.Errorf("%w: RSASSA-PSS with MGF1 over another hash", ErrUnsupported)
 	}
 	var salt int64 = 20
 	if !p.ReadOptionalASN1Integer(&salt, asn1.Tag(2).Constructed().ContextSpecific(), int64(20)) {
 		return nil, malformed("RSASSA-PSS saltLength")
 	}
 	if salt < 0 || salt > 1024 {
-		return nil, fmt.Errorf("cms: RSASSA-PSS salt length %d", salt)
+		return nil, fmt.Errorf("%w: RSASSA-PSS salt length %d", ErrUnsupported, salt)
 	}
 	opts.SaltLength = int(salt)
 	var trailer int64 = 1

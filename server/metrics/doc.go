@@ -54,7 +54,8 @@
 //	    Operations waiting for a remote (pooled) card. Set by QueueDepth.
 //	pscs_cards_present{card}                    gauge
 //	    Physical cards currently present behind a remote card. Set by
-//	    CardsPresent.
+//	    CardsPresent (pscsd: at each request, and as soon as a card
+//	    joins or leaves).
 //	pscs_card_seconds{card, member}             histogram
 //	    Latency of one operation on one physical card (member) of a
 //	    remote card. Recorded by CardOp.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -128,17 +129,30 @@ func (a *app) signPAdES(ctx context.Context, c *client.Client, slot, key uint64,
 }
 
 // verify checks a CMS signature (.p7m): its signers' signatures under the
-// certificates it encloses, and the content's digest; it shows signer,
-// signing time and the delegation notice.
+// certificates it encloses, and the content's digest; with -CAfile, each
+// signer's certificate chain to those trust anchors. It shows signer,
+// signing time and the delegation notice, the notice only once what
+// vouches for it has been checked.
 func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	in := fs.String("in", "", "the signature (.p7m: DER, or PEM)")
 	content := fs.String("content", "", "the document, for a detached signature")
 	out := fs.String("out", "", "write the enveloped document here")
+	caFile := fs.String("CAfile", "", "trust anchors (PEM, one or more certificates): each signer's certificate must chain to one of them, "+
+		"through the certificates the signature carries, for any extended key usage, checked at the signing time if the "+
+		"signature has one within the certificate's validity and not in the future, else now (a PDF's: now); revocation is not checked. "+
+		"Without it the signer is NOT verified against a trust anchor: the signature proves only that the enclosed certificate's key signed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := fs.Require("in"); err != nil {
 		return err
+	}
+	var roots *x509.CertPool
+	if *caFile != "" {
+		var err error
+		if roots, err = loadAnchors(*caFile); err != nil {
+			return err
+		}
 	}
 	der, err := readSignature(*in)
 	if err != nil {
@@ -148,7 +162,7 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 		if *content != "" || *out != "" {
 			return fs.Usagef("%s is a PDF file: its signatures are in it (no -content, no -out)", *in)
 		}
-		return a.verifyPDF(*in, der)
+		return a.verifyPDF(*in, der, roots)
 	}
 	if b, _ := pem.Decode(der); b != nil {
 		der = b.Bytes
@@ -168,7 +182,7 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	}
 	w := a.stdout
 	fmt.Fprintf(w, "signature:    %s (%s)\n", *in, kind)
-	bad := 0
+	var tally verdicts
 	for i, s := range sd.Signers {
 		if len(sd.Signers) > 1 {
 			fmt.Fprintf(w, "signer %d:\n", i+1)
@@ -179,13 +193,11 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 				return err
 			}
 		}
-		if !a.showSigner(s, s.Verify(digest)) {
-			bad++
-		}
+		tally.add(a.showSigner(s, s.Verify(digest), roots))
 	}
-	fmt.Fprintln(w, "not checked:  the certificate's chain, validity and revocation (openssl cms -verify -CAfile CA.pem does)")
-	if bad > 0 {
-		return fmt.Errorf("%s: %d of %d signatures invalid", *in, bad, len(sd.Signers))
+	a.notChecked(roots, "openssl cms -verify -CAfile CA.pem")
+	if err := tally.err(*in, len(sd.Signers)); err != nil {
+		return err
 	}
 	if *out != "" && !sd.Detached() {
 		return os.WriteFile(*out, sd.Content, 0o644)
@@ -193,37 +205,149 @@ func (a *app) verify(ctx context.Context, fs *cli.Flags, args []string) error {
 	return nil
 }
 
-// showSigner writes what a signer is and the result of its check verr;
-// it reports whether the signature is valid.
-func (a *app) showSigner(s *cms.Signer, verr error) bool {
+// loadAnchors reads a PEM bundle of trust anchors (-CAfile).
+func loadAnchors(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate (-CAfile wants trust anchors in PEM)", path)
+	}
+	return pool, nil
+}
+
+// verdict is what showSigner made of a signer.
+type verdict int
+
+const (
+	verdictValid     verdict = iota // the signature verifies (and, with anchors, the chain)
+	verdictInvalid                  // the signature does not verify
+	verdictUntrusted                // the signature verifies, the chain to the anchors does not
+)
+
+// verdicts counts the verdicts of a file's signers.
+type verdicts struct{ invalid, untrusted int }
+
+func (v *verdicts) add(x verdict) {
+	switch x {
+	case verdictInvalid:
+		v.invalid++
+	case verdictUntrusted:
+		v.untrusted++
+	}
+}
+
+// err is the command's error for a file of n signatures: invalid ones
+// first (wrapping cms.ErrBadSignature), then untrusted ones
+// (cms.ErrUntrusted); nil if every one is valid.
+func (v verdicts) err(in string, n int) error {
+	switch {
+	case v.invalid > 0 && v.untrusted > 0:
+		return fmt.Errorf("%s: %d of %d signatures invalid, %d untrusted: %w", in, v.invalid, n, v.untrusted, cms.ErrBadSignature)
+	case v.invalid > 0:
+		return fmt.Errorf("%s: %d of %d signatures invalid: %w", in, v.invalid, n, cms.ErrBadSignature)
+	case v.untrusted > 0:
+		return fmt.Errorf("%s: %d of %d signatures UNTRUSTED: %w", in, v.untrusted, n, cms.ErrUntrusted)
+	}
+	return nil
+}
+
+// notChecked writes what verify did not check: the signer's identity
+// without anchors, revocation always.
+func (a *app) notChecked(roots *x509.CertPool, judge string) {
+	if roots == nil {
+		fmt.Fprintf(a.stdout, "not checked:  the signer's identity: NOT verified against a trust anchor (give -CAfile FILE, or %s), nor revocation\n", judge)
+		return
+	}
+	fmt.Fprintln(a.stdout, "not checked:  revocation (CRL, OCSP)")
+}
+
+// showSigner writes what a signer is and the result of its check verr
+// and, with roots, of its certificate's chain to them. The delegation
+// notice is shown as what the signature says only when the signature
+// verifies and, with roots, the chain does; otherwise it is withheld.
+func (a *app) showSigner(s *cms.Signer, verr error, roots *x509.CertPool) verdict {
 	w := a.stdout
+	v := verdictValid
 	if verr != nil {
+		v = verdictInvalid
 		fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(verr.Error(), "cms: "))
 	} else {
 		fmt.Fprintf(w, "result:       valid: the document is the one signed, and the signature verifies under the signer's certificate\n")
 	}
+	switch {
+	case roots == nil:
+		fmt.Fprintf(w, "trust:        NOT verified against a trust anchor (no -CAfile): the signature alone proves nothing about who the signer is\n")
+	case v == verdictInvalid:
+		fmt.Fprintf(w, "trust:        not checked: the signature is invalid\n")
+	default:
+		at, chains, err := s.VerifyChain(roots, time.Now())
+		when := "now"
+		if at.Equal(s.SigningTime) {
+			when = "the signing time"
+		}
+		if err != nil {
+			v = verdictUntrusted
+			fmt.Fprintf(w, "trust:        UNTRUSTED: %v (checked at %s, %s)\n", strings.TrimPrefix(err.Error(), "cms: "), when, at.UTC().Format(time.RFC3339))
+		} else {
+			chain := chains[0]
+			fmt.Fprintf(w, "trust:        trusted: chain of %d to the anchor %s (checked at %s, %s)\n", len(chain), chain[len(chain)-1].Subject,
+				when, at.UTC().Format(time.RFC3339))
+		}
+	}
 	fmt.Fprintf(w, "algorithm:    %v, %s\n", s.Hash, algorithmName(s.SignatureAlgorithm))
 	if c := s.Certificate; c != nil {
-		fmt.Fprintf(w, "signer:       %s\n", c.Subject)
+		claimed := ""
+		if v != verdictValid || roots == nil {
+			claimed = " (as its certificate says: not verified)"
+		}
+		fmt.Fprintf(w, "signer:       %s%s\n", c.Subject, claimed)
 		fmt.Fprintf(w, "issuer:       %s (serial %s)\n", c.Issuer, c.SerialNumber.Text(16))
 		sum := sha256.Sum256(c.Raw)
 		fmt.Fprintf(w, "certificate:  SHA-256 %x, valid %s to %s\n", sum, c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
 	}
 	if !s.SigningTime.IsZero() {
-		fmt.Fprintf(w, "signing time: %s\n", s.SigningTime.UTC().Format(time.RFC3339))
+		claim := "as the signer says: no time-stamp"
+		if s.SigningTime.After(time.Now()) {
+			claim = "IN THE FUTURE: " + claim
+		}
+		fmt.Fprintf(w, "signing time: %s (%s)\n", s.SigningTime.UTC().Format(time.RFC3339), claim)
 	}
-	if s.Notice != nil {
-		fmt.Fprintf(w, "notice:       %s\n", s.Notice)
-	} else {
+	switch {
+	case s.Notice == nil:
 		fmt.Fprintf(w, "notice:       none (no delegation notice)\n")
+	case v == verdictInvalid:
+		fmt.Fprintf(w, "notice:       withheld: the signature is invalid, so nothing vouches for the delegation notice it holds\n")
+	case v == verdictUntrusted:
+		fmt.Fprintf(w, "notice:       withheld: the signer is untrusted, so nothing vouches for the delegation notice it holds\n")
+	default:
+		fmt.Fprintf(w, "notice:       %s\n", s.Notice)
 	}
-	return verr == nil
+	return v
 }
 
 // verifyPDF lists the signatures of the PDF file in (its bytes b) and
 // checks each: its CMS against the digest of the bytes its /ByteRange
-// covers.
-func (a *app) verifyPDF(in string, b []byte) error {
+// covers, and with roots its signer's chain (cms.Signer.VerifyChain).
+func (a *app) verifyPDF(in string, b []byte, roots *x509.CertPool) error {
 	doc, err := pdfsig.Read(bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
@@ -237,7 +361,7 @@ func (a *app) verifyPDF(in string, b []byte) error {
 	}
 	w := a.stdout
 	fmt.Fprintf(w, "document:     %s (PDF, %d signatures)\n", in, len(sigs))
-	bad := 0
+	var tally verdicts
 	for i, ps := range sigs {
 		fmt.Fprintf(w, "signature %d:  field %s, %s\n", i+1, ps.Field, ps.SubFilter)
 		if ps.Time != "" {
@@ -257,7 +381,7 @@ func (a *app) verifyPDF(in string, b []byte) error {
 			err = fmt.Errorf("%d signers, not one", len(sd.Signers))
 		}
 		if err != nil {
-			bad++
+			tally.add(verdictInvalid)
 			fmt.Fprintf(w, "result:       INVALID: %v\n", strings.TrimPrefix(err.Error(), "cms: "))
 			continue
 		}
@@ -266,15 +390,10 @@ func (a *app) verifyPDF(in string, b []byte) error {
 		if verr == nil {
 			verr = s.Verify(digest)
 		}
-		if !a.showSigner(s, verr) {
-			bad++
-		}
+		tally.add(a.showSigner(s, verr, roots))
 	}
-	fmt.Fprintln(w, "not checked:  the certificate's chain, validity and revocation (pdfsig with an NSS database does)")
-	if bad > 0 {
-		return fmt.Errorf("%s: %d of %d signatures invalid", in, bad, len(sigs))
-	}
-	return nil
+	a.notChecked(roots, "pdfsig with an NSS database")
+	return tally.err(in, len(sigs))
 }
 
 // changed says whether a PDF was changed after a signature that leaves

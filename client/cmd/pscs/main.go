@@ -10,8 +10,8 @@
 //	pscs sign [-config FILE] [-slot N] [-key H] [-m MECHANISM] [-raw] [-cert FILE] -in FILE -out FILE
 //	pscs sign [-config FILE] [-slot N] [-key H] -cades [-detached] [-hash sha256|sha384|sha512] [-pss] [-progress MiB] -in FILE -out FILE
 //	pscs sign [-config FILE] [-slot N] [-key H] -pades [-hash sha256|sha384|sha512] [-pss] [-progress MiB] -in FILE.pdf -out FILE.pdf
-//	pscs verify -in FILE.p7m [-content FILE] [-out FILE]
-//	pscs verify -in FILE.pdf
+//	pscs verify [-CAfile FILE] -in FILE.p7m [-content FILE] [-out FILE]
+//	pscs verify [-CAfile FILE] -in FILE.pdf
 //	pscs whoami [-config FILE]
 //	pscs audit verify [-certs DIR] [-anchor SEQ:HASH] [-checkpoint-cert PEM] [-ca PEM] LOG|EXPORT
 //	pscs admin enroll|issue|register-pin|delegate|revoke|unlock|list|export|console [-config FILE] ...
@@ -43,9 +43,14 @@
 // attributes on the signing card's certificate, adds the delegation
 // notice on a delegation with warranty, and answers the SignedData. verify
 // checks such a signature (or any DER CMS SignedData): the document's
-// digest, the signature under the enclosed certificate; it shows the
-// signer, the signing time and the delegation notice in words, and leaves
-// the certificate's chain to openssl cms -verify -CAfile. With -pades,
+// digest, the signature under the enclosed certificate, and with -CAfile
+// (trust anchors, PEM) the signer certificate's chain to them, through
+// the certificates the signature carries, at the signing time if there is
+// one within the certificate's validity, else now (UNTRUSTED and exit 1
+// when it does not verify); without -CAfile it says that the signer is
+// NOT verified against a trust anchor. It shows the signer, the signing
+// time and the delegation notice in words, the notice only when the
+// signature (and, with -CAfile, the chain) verifies. With -pades,
 // sign adds a PAdES-B-B signature to a PDF file as an incremental update
 // (the signature dictionary and an invisible signature field; earlier
 // signatures stay valid): the file's byte range is hashed here, pscsd
@@ -151,8 +156,8 @@ the configuration file from -config, PSCS_CONFIG or ~/.config/pscs/client.conf.
 		{Name: "sign", Args: "[-config FILE] [-slot N] [-key H] [-m MECHANISM [-raw] [-cert FILE] | -cades [-detached] | -pades] [-hash sha256|sha384|sha512] [-pss] [-progress MiB]] -in FILE -out FILE",
 			Summary: "sign a file with a key of a remote card, bare, as CAdES-BES (.p7m) or as PAdES-B-B (in the PDF): hashed here, only the digest travels (vPIN from PSCS_VPIN or the terminal)",
 			Run:     run(a.sign)},
-		{Name: "verify", Args: "-in FILE.p7m|FILE.pdf [-content FILE] [-out FILE]",
-			Summary: "check a CMS/CAdES signature, or the signatures in a PDF: the document's digest and the signature under the enclosed certificate; shows signer, signing time and the delegation notice",
+		{Name: "verify", Args: "[-CAfile FILE] -in FILE.p7m|FILE.pdf [-content FILE] [-out FILE]",
+			Summary: "check a CMS/CAdES signature, or the signatures in a PDF: the document's digest, the signature under the enclosed certificate, and with -CAfile the signer's chain to those anchors; shows signer, signing time and the delegation notice",
 			Run:     run(a.verify)},
 		{Name: "whoami", Args: "[-config FILE]", Summary: "show the identity the server sees and your remote cards",
 			Run: run(a.whoami)},

@@ -274,6 +274,9 @@ type siteCard struct {
 	differentKeys bool
 	// chain are PEM files for the remote card's cards[].chain.
 	chain []string
+	// metrics, if set, is pscsd's metrics address (HOST:PORT); none
+	// otherwise.
+	metrics string
 }
 
 // startSite initialises and starts pscsd with swtpm as its TPM and the
@@ -309,7 +312,11 @@ func startSite(t *testing.T, pscsd, dir, pcscdEnv string, card ...siteCard) *sit
 	if c.chain != nil {
 		mayor["chain"] = c.chain
 	}
-	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": "off", "tpm": "unix:" + tpm.SocketPath(),
+	metrics := "off"
+	if c.metrics != "" {
+		metrics = c.metrics
+	}
+	b, _ := json.Marshal(map[string]any{"state": "state", "listen": listen, "metrics": metrics, "tpm": "unix:" + tpm.SocketPath(),
 		"server_names": []string{"127.0.0.1"},
 		"cards":        []map[string]any{mayor}})
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
