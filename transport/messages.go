@@ -41,7 +41,11 @@ const ALPN = "pscs/1"
 //	  server from a document's digest, with the delegation notice on
 //	  delegations with warranty; codes 120 (a delegation with warranty
 //	  refuses raw signatures) and 121 (the key has no certificate).
-const ProtocolVersion = 3
+//	4 (2026-12-05): SignDocument format 2 (PAdES-B-B); Ed25519 in
+//	  SignDocument; the signer's chain in the SignedData; remote cards
+//	  of different keys; admin actions console and backup (code 128);
+//	  code 111 also refuses a second live delegation.
+const ProtocolVersion = 4
 
 // Op is an operation. Numbers are never reused.
 type Op uint32
