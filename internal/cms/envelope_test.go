@@ -132,3 +132,93 @@ func FuzzParseEnveloped(f *testing.F) {
 		}
 	})
 }
+
+// TestEnvelopedPKCS1v15SMIME: an EnvelopedData with RSAES-PKCS1-v1_5 key
+// transport opens in openssl smime -decrypt (OpenSSL's PKCS #7 code) and
+// in Decrypt; one with RSA-OAEP (the default) opens in openssl cms
+// -decrypt but not in openssl smime -decrypt, which is why the choice
+// exists; what openssl smime -encrypt makes opens in Decrypt; another RSA
+// key never yields the content.
+func TestEnvelopedPKCS1v15SMIME(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is needed (bash .ci/deps)")
+	}
+	dir := t.TempDir()
+	ca := testpki.NewCA("recipients")
+	rk := keys(t)["rsa"]
+	c := ca.Issue("rsa owner", testpki.Options{Key: rk}).Leaf
+	keyFile, certFile := writeKey(t, dir, "rsa", rk, c)
+	content := []byte("Content-Type: text/plain\r\n\r\nthe backup\x00\xff binary\r\n")
+	smimeDecrypt := func(der []byte) ([]byte, error) {
+		in := filepath.Join(dir, "env.der")
+		os.WriteFile(in, der, 0o600)
+		return exec.Command("openssl", "smime", "-decrypt", "-binary", "-inform", "DER", "-in", in, "-inkey", keyFile, "-recip", certFile).Output()
+	}
+	v15, err := cms.EncryptWith(content, []*x509.Certificate{c}, cms.KeyTransportPKCS1v15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := cms.ParseEnveloped(v15)
+	if err != nil || len(env.Recipients) != 1 || env.Recipients[0].Transport != cms.KeyTransportPKCS1v15 {
+		t.Fatalf("ParseEnveloped of PKCS #1 v1.5: %v", err)
+	}
+	if out, err := smimeDecrypt(v15); err != nil || !bytes.Equal(out, content) {
+		t.Errorf("openssl smime -decrypt of PKCS #1 v1.5: %v: %q", err, out)
+	}
+	if got, err := cms.Decrypt(v15, rk); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("Decrypt of PKCS #1 v1.5: %v", err)
+	}
+	oaep, err := cms.EncryptWith(content, []*x509.Certificate{c}, cms.KeyTransportOAEP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env, err := cms.ParseEnveloped(oaep); err != nil || env.Recipients[0].Transport != cms.KeyTransportOAEP {
+		t.Fatalf("ParseEnveloped of OAEP: %v", err)
+	}
+	if out, err := smimeDecrypt(oaep); err == nil && bytes.Equal(out, content) {
+		t.Log("openssl smime -decrypt now reads RSA-OAEP too")
+	}
+	in := filepath.Join(dir, "oaep.der")
+	os.WriteFile(in, oaep, 0o600)
+	if out, err := exec.Command("openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", in, "-inkey", keyFile, "-recip", certFile).Output(); err != nil || !bytes.Equal(out, content) {
+		t.Errorf("openssl cms -decrypt of OAEP: %v: %q", err, out)
+	}
+	// openssl smime -encrypt (PKCS #1 v1.5, its only RSA key transport).
+	cmd := exec.Command("openssl", "smime", "-encrypt", "-aes256", "-binary", "-outform", "DER", certFile)
+	cmd.Stdin = bytes.NewReader(content)
+	theirs, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openssl smime -encrypt: %v", err)
+	}
+	if got, err := cms.Decrypt(theirs, rk); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("Decrypt of openssl smime's EnvelopedData: %v", err)
+	}
+	// Another RSA key: ErrNotRecipient, or (once in about 256, no padding
+	// oracle) other bytes; never the content.
+	other := keys(t)["rsa"]
+	for range 4 {
+		if got, err := cms.Decrypt(v15, other); err == nil && bytes.Equal(got, content) || err != nil && !errors.Is(err, cms.ErrNotRecipient) {
+			t.Errorf("another RSA key: %v", err)
+		}
+	}
+	// A changed encrypted key never yields the content either.
+	bad := bytes.Clone(v15)
+	i := bytes.Index(bad, env.Recipients[0].Key)
+	bad[i+10] ^= 1
+	if got, err := cms.Decrypt(bad, rk); err == nil && bytes.Equal(got, content) {
+		t.Error("a changed encrypted key gave the content")
+	}
+	if *writeSeeds {
+		seedEnv(t, "pkcs1v15", v15)
+		seedEnv(t, "openssl-smime", theirs)
+	}
+	for _, name := range []string{"oaep", "pkcs1v15", ""} {
+		kt, err := cms.ParseKeyTransport(name)
+		if err != nil || name != "" && kt.String() != name {
+			t.Errorf("ParseKeyTransport(%q) = %v, %v", name, kt, err)
+		}
+	}
+	if _, err := cms.ParseKeyTransport("rsa"); err == nil {
+		t.Error("ParseKeyTransport(rsa) accepted")
+	}
+}
