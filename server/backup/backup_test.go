@@ -185,3 +185,46 @@ func FuzzOpen(f *testing.F) {
 }
 
 func encode(b []byte) string { return base64.StdEncoding.EncodeToString(b) + "\r\n" }
+
+// TestForeignSignerSameCA: a backup signed by another certificate of
+// pscsd's CA than a backup signer (an owner's client certificate, whose
+// key the owner holds; the checkpoint certificate, which names no extended
+// key usage, which Go otherwise takes as any; the TLS server's) is
+// refused, while pscsd's own signer (the control) is accepted.
+func TestForeignSignerSameCA(t *testing.T) {
+	ca, signer, owners := pki(t)
+	raw, _ := sampleArchive().Marshal()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	seal := func(s *backup.Signer) []byte {
+		t.Helper()
+		env, err := backup.Seal(raw, s, []*x509.Certificate{owners[1].cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return backup.Mail("pscsd@example", "owner@example", "pscsd backup", time.Now(), env)
+	}
+	if _, err := backup.Open(seal(signer), owners[1].key, roots); err != nil {
+		t.Fatalf("pscsd's own signer: %v", err)
+	}
+	cpKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cp, err := ca.IssueCheckpoint(cpKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCert, err := ca.IssueServer([]string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []*x509.Certificate{ca.Cert}
+	for name, s := range map[string]*backup.Signer{
+		"an owner's client certificate": {Key: owners[1].key, Certificate: owners[1].cert, Chain: chain},
+		"the checkpoint certificate":    {Key: cpKey, Certificate: cp, Chain: chain},
+		"the TLS server certificate":    {Key: tlsCert.PrivateKey.(crypto.Signer), Certificate: tlsCert.Leaf, Chain: chain},
+		"the CA itself":                 {Key: ca.Key, Certificate: ca.Cert},
+	} {
+		if _, err := backup.Open(seal(s), owners[1].key, roots); !errors.Is(err, backup.ErrSignature) || !strings.Contains(err.Error(), "is not pscsd's") {
+			t.Errorf("signed with %s: %v", name, err)
+		}
+	}
+}
