@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/testpki"
 )
 
@@ -37,6 +38,12 @@ func TestConfigBackup(t *testing.T) {
 	if c, err := load(`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}}`); err != nil || c.Backup.interval != 0 || c.Backup.maxRetry() != time.Hour {
 		t.Errorf("on demand only: %v", err)
 	}
+	if b.kt != cms.KeyTransportOAEP {
+		t.Errorf("key transport by default %v, want oaep", b.kt)
+	}
+	if c, err := load(`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "key_transport": "pkcs1v15"}`); err != nil || c.Backup.kt != cms.KeyTransportPKCS1v15 {
+		t.Errorf("key_transport pkcs1v15: %v", err)
+	}
 	if c, err := load(`null`); err != nil || c.Backup != nil {
 		t.Errorf("no backup: %v", err)
 	}
@@ -51,6 +58,8 @@ func TestConfigBackup(t *testing.T) {
 		{`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "ca": "missing.pem"}`, "backup.ca"},
 		{`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "ca": "empty.pem"}`, "backup.ca"},
 		{`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "cc": "x"}`, "unknown field"},
+		{`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "key_transport": "rsa"}`, `backup.key_transport: "rsa" is neither "oaep" nor "pkcs1v15"`},
+		{`{"smtp": "m:25", "from": "a@b", "owners": {"a": ""}, "key_transport": "PKCS1v15"}`, "backup.key_transport"},
 	} {
 		if _, err := load(tc.json); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.json, err, tc.want)
