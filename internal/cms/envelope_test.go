@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
+	encasn1 "encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/pscs/pscs/internal/cms"
 	"github.com/pscs/pscs/internal/testpki"
@@ -220,5 +224,129 @@ func TestEnvelopedPKCS1v15SMIME(t *testing.T) {
 	}
 	if _, err := cms.ParseKeyTransport("rsa"); err == nil {
 		t.Error("ParseKeyTransport(rsa) accepted")
+	}
+}
+
+// envelopedOf rebuilds an EnvelopedData of version v from recipient infos
+// and an EncryptedContentInfo (each with its tag).
+func envelopedOf(v int64, ris [][]byte, eci []byte) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(encasn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3})
+		b.AddASN1(asn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1Int64(v)
+				b.AddASN1(asn1.SET, func(b *cryptobyte.Builder) {
+					for _, ri := range ris {
+						b.AddBytes(ri)
+					}
+				})
+				b.AddBytes(eci)
+			})
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// envelopedParts takes an EnvelopedData apart: its recipient infos and its
+// EncryptedContentInfo, each with its tag.
+func envelopedParts(t *testing.T, der []byte) (ris [][]byte, eci []byte) {
+	t.Helper()
+	in := cryptobyte.String(der)
+	var ci, ex, ed, set, e cryptobyte.String
+	var v int64
+	if !in.ReadASN1(&ci, asn1.SEQUENCE) || !ci.SkipASN1(asn1.OBJECT_IDENTIFIER) ||
+		!ci.ReadASN1(&ex, asn1.Tag(0).Constructed().ContextSpecific()) || !ex.ReadASN1(&ed, asn1.SEQUENCE) ||
+		!ed.ReadASN1Integer(&v) || !ed.ReadASN1(&set, asn1.SET) || !ed.ReadASN1Element(&e, asn1.SEQUENCE) {
+		t.Fatal("not an EnvelopedData")
+	}
+	for !set.Empty() {
+		var ri cryptobyte.String
+		var tag asn1.Tag
+		if !set.ReadAnyASN1Element(&ri, &tag) {
+			t.Fatal("a recipient info")
+		}
+		ris = append(ris, ri)
+	}
+	return ris, e
+}
+
+// TestParseEnvelopedHostile: ParseEnveloped refuses what pscs never makes
+// and what an attacker might send: too many or no recipients, other
+// parameters for OAEP, PKCS #1 v1.5 or the KDF, another cipher, another
+// version, unknown recipient kinds, BER (constructed) content, trailing or
+// missing bytes. With -seeds they become seeds of FuzzParseEnveloped.
+func TestParseEnvelopedHostile(t *testing.T) {
+	ca := testpki.NewCA("recipients")
+	ks := keys(t)
+	rsaCert := ca.Issue("rsa", testpki.Options{Key: ks["rsa"]}).Leaf
+	ecCert := ca.Issue("p256", testpki.Options{Key: ks["p256"]}).Leaf
+	content := []byte("content")
+	oaep, _ := cms.EncryptWith(content, []*x509.Certificate{rsaCert}, cms.KeyTransportOAEP)
+	v15, _ := cms.EncryptWith(content, []*x509.Certificate{rsaCert}, cms.KeyTransportPKCS1v15)
+	kari, _ := cms.Encrypt(content, []*x509.Certificate{ecCert})
+	ris, eci := envelopedParts(t, oaep)
+	kariRIs, kariECI := envelopedParts(t, kari)
+	replace := func(der []byte, old, new string) []byte {
+		t.Helper()
+		o, n := []byte(old), []byte(new)
+		if !bytes.Contains(der, o) || len(o) != len(n) {
+			t.Fatalf("no %x to replace", o)
+		}
+		return bytes.Replace(der, o, n, 1)
+	}
+	const (
+		sha256OID = "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01"
+		rsaEnc    = "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x05\x00"
+		kdfOID    = "\x06\x06\x2b\x81\x04\x01\x0b\x01"
+		aes256CBC = "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2a"
+	)
+	var constructed cryptobyte.Builder // the content in [0] constructed, as BER streaming writes it
+	{
+		s := cryptobyte.String(eci)
+		var body, ctype, alg, enc cryptobyte.String
+		s.ReadASN1(&body, asn1.SEQUENCE)
+		body.ReadASN1Element(&ctype, asn1.OBJECT_IDENTIFIER)
+		body.ReadASN1Element(&alg, asn1.SEQUENCE)
+		body.ReadASN1(&enc, asn1.Tag(0).ContextSpecific())
+		constructed.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddBytes(ctype)
+			b.AddBytes(alg)
+			b.AddASN1(asn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString(enc) })
+		})
+	}
+	many := make([][]byte, cms.MaxRecipients+1)
+	for i := range many {
+		many[i] = ris[0]
+	}
+	kek := []byte{0xa2, 0x03, 0x02, 0x01, 0x04} // [2] KEKRecipientInfo
+	hostile := map[string][]byte{
+		"too-many-recipients": envelopedOf(0, many, eci),
+		"no-recipient":        envelopedOf(0, nil, eci),
+		"oaep-sha384":         replace(oaep, sha256OID, "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x02"),
+		"pkcs1v15-params":     replace(v15, rsaEnc, "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x04\x00"),
+		"rsa-pss-transport":   replace(v15, rsaEnc, "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0a\x05\x00"),
+		"kdf-sha384":          replace(kari, kdfOID, "\x06\x06\x2b\x81\x04\x01\x0b\x02"),
+		"aes128-cbc":          replace(oaep, aes256CBC, "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x02"),
+		"version-3":           envelopedOf(3, ris, eci),
+		"kek-recipient":       envelopedOf(0, [][]byte{kek}, eci),
+		"constructed-content": envelopedOf(0, ris, constructed.BytesOrPanic()),
+		"trailing":            append(bytes.Clone(oaep), 0),
+		"truncated":           oaep[:len(oaep)-1],
+	}
+	for name, der := range hostile {
+		if _, err := cms.ParseEnveloped(der); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if *writeSeeds {
+			seedEnv(t, name, der)
+		}
+	}
+	// The controls: rebuilt, the genuine parts parse.
+	if _, err := cms.ParseEnveloped(envelopedOf(0, ris, eci)); err != nil {
+		t.Errorf("rebuilt genuine: %v", err)
+	}
+	if got, err := cms.Decrypt(envelopedOf(2, [][]byte{kariRIs[0], ris[0]}, kariECI), ks["p256"]); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("rebuilt key agreement: %v", err)
 	}
 }

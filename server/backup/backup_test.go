@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,9 @@ func FuzzParseArchive(f *testing.F) {
 	})
 }
 
-// FuzzOpen: Open never panics on a mail, with or without a key.
+// FuzzOpen: Open never panics on a mail, with or without a key, and what
+// it accepts was signed by a backup signer of pscsd's CA (e-mail
+// protection, no CA) over an archive that reads back.
 func FuzzOpen(f *testing.F) {
 	ca, signer, owners := pki(f)
 	raw, _ := sampleArchive().Marshal()
@@ -179,8 +182,18 @@ func FuzzOpen(f *testing.F) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		backup.Open(msg, owners[1].key, roots)
-		backup.Open(msg, nil, roots)
+		for _, key := range []crypto.PrivateKey{owners[1].key, nil} {
+			got, err := backup.Open(msg, key, roots)
+			if err != nil {
+				continue
+			}
+			if !slices.Contains(got.Signer.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) || got.Signer.IsCA {
+				t.Fatalf("accepted a signer %s without e-mail protection", got.Signer.Subject)
+			}
+			if _, err := backup.ParseArchive(got.Raw); err != nil {
+				t.Fatalf("accepted an archive that does not read: %v", err)
+			}
+		}
 	})
 }
 

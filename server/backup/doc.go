@@ -20,7 +20,11 @@
 // server, the audit log's last record and the store's version at the
 // backup, and the files, each with its SHA-256. [ParseArchive] refuses
 // unknown, repeated or missing files and a file whose digest does not
-// match; it is fuzzed (FuzzParseArchive), as is [Open] (FuzzOpen).
+// match; it is fuzzed (FuzzParseArchive), as are [Open] (FuzzOpen) and
+// the S/MIME entity reader under it (FuzzReadEntity), from seeds in
+// testdata/fuzz, genuine and hostile (deep or huge CBOR, duplicate keys,
+// path traversal, nested envelopes, a foreign signer, a bare archive,
+// other transfer encodings), which TestFuzzSeeds writes with -seeds.
 //
 // # Trust
 //
