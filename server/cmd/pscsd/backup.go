@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,6 +132,11 @@ func (b *backups) recipient(name string) (recipient, error) {
 			return recipient{}, errors.New("no address configured and none in the certificate")
 		}
 		addr = cert.EmailAddresses[0]
+		// The certificate is the owner's to choose (pscs admin enroll): its
+		// address goes into a header and RCPT TO only if it is one.
+		if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr || strings.ContainsAny(addr, "\r\n<>") {
+			return recipient{}, fmt.Errorf("the certificate's address %q is not a bare e-mail address", addr)
+		}
 	}
 	return recipient{name: name, addr: addr, cert: cert}, nil
 }
