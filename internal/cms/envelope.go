@@ -424,10 +424,20 @@ func Decrypt(der []byte, key crypto.PrivateKey) ([]byte, error) {
 }
 
 // decryptContent decrypts ct (whole blocks) with AES-256-CBC and removes
-// the PKCS #7 padding; false if the padding is wrong.
+// the PKCS #7 padding; false if the padding is wrong. The last block is
+// checked first, so that a wrong key costs one block, not the content.
 func decryptContent(cek, iv, ct []byte) ([]byte, bool) {
 	block, err := aes.NewCipher(cek)
 	if err != nil {
+		return nil, false
+	}
+	prev := iv
+	if len(ct) > aes.BlockSize {
+		prev = ct[len(ct)-2*aes.BlockSize : len(ct)-aes.BlockSize]
+	}
+	last := make([]byte, aes.BlockSize)
+	cipher.NewCBCDecrypter(block, prev).CryptBlocks(last, ct[len(ct)-aes.BlockSize:])
+	if n := int(last[aes.BlockSize-1]); n == 0 || n > aes.BlockSize || !bytes.Equal(last[aes.BlockSize-n:], bytes.Repeat([]byte{byte(n)}, n)) {
 		return nil, false
 	}
 	out := make([]byte, len(ct))
