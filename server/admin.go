@@ -743,3 +743,33 @@ func randomDigits(n int) string {
 	}
 	return fmt.Sprintf("%0*d", n, v)
 }
+
+// RevokeInStore keeps delegation id's revocation in st and destroys every
+// sealed PIN copy st holds for it, as an owner's revocation does. pscsd
+// restore calls it for the delegations revoked after the backup it puts
+// back: the restored store then neither grants them nor holds a copy of
+// the card's PIN that their vPIN opens.
+func RevokeInStore(st *store.Store, id string, when time.Time) error {
+	t, _ := when.UTC().MarshalText()
+	if err := st.Put(store.KindConfig, revokedKey+id, t); err != nil {
+		return err
+	}
+	keys, err := st.List(store.KindVault)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if did, _ := SplitPINName(k); did == id && !strings.HasPrefix(k, ownerPINKey) {
+			if err := st.Delete(store.KindVault, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Revoked reports whether st keeps delegation id's revocation.
+func Revoked(st *store.Store, id string) bool {
+	_, err := st.Get(store.KindConfig, revokedKey+id)
+	return err == nil
+}

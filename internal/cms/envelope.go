@@ -5,15 +5,16 @@ package cms
 // recipient by its certificate's key:
 //
 //   - RSA: key transport (KeyTransRecipientInfo) with RSAES-OAEP, SHA-256
-//     and MGF1-SHA-256 (RFC 8017, RFC 4055);
+//     and MGF1-SHA-256 (RFC 8017, RFC 4055), or, when asked for
+//     ([KeyTransportPKCS1v15]), RSAES-PKCS1-v1_5;
 //   - EC (P-256, P-384, P-521): key agreement (KeyAgreeRecipientInfo,
 //     RFC 5753) with an ephemeral-static ECDH, the ANSI X9.63 KDF over
 //     SHA-256 (dhSinglePass-stdDH-sha256kdf-scheme) and AES-256 key wrap
 //     (RFC 3394).
 //
-// openssl cms -decrypt reads both; openssl smime -decrypt (the older PKCS
-// #7 code) reads neither OAEP nor key agreement, so pscs's documents name
-// openssl cms.
+// openssl cms -decrypt reads all three; openssl smime -decrypt (the older
+// PKCS #7 code) reads only RSAES-PKCS1-v1_5, which is why it can be asked
+// for.
 
 import (
 	"bytes"
@@ -53,9 +54,57 @@ const MaxRecipients = 64
 // EnvelopedData opens with the key.
 var ErrNotRecipient = errors.New("cms: the key is not one of the EnvelopedData's recipients (or the message was altered)")
 
+// KeyTransport is how the content-encryption key is given to an RSA
+// recipient. The zero value is RSAES-OAEP.
+type KeyTransport int
+
+const (
+	// KeyTransportOAEP is RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC
+	// 8017, RFC 4055): the default.
+	KeyTransportOAEP KeyTransport = iota
+	// KeyTransportPKCS1v15 is RSAES-PKCS1-v1_5 (rsaEncryption), the only
+	// RSA key transport openssl smime -decrypt (and older S/MIME clients)
+	// read. Its decryption is a padding oracle (Bleichenbacher) wherever
+	// an attacker can submit ciphertexts and observe the outcome; a key
+	// that decrypts offline, on its owner's request only, offers none.
+	KeyTransportPKCS1v15
+)
+
+// String is the name the configuration uses: "oaep" or "pkcs1v15".
+func (kt KeyTransport) String() string {
+	switch kt {
+	case KeyTransportOAEP:
+		return "oaep"
+	case KeyTransportPKCS1v15:
+		return "pkcs1v15"
+	}
+	return fmt.Sprintf("KeyTransport(%d)", int(kt))
+}
+
+// ParseKeyTransport reads a KeyTransport's name; "" is OAEP.
+func ParseKeyTransport(s string) (KeyTransport, error) {
+	switch s {
+	case "", "oaep":
+		return KeyTransportOAEP, nil
+	case "pkcs1v15":
+		return KeyTransportPKCS1v15, nil
+	}
+	return 0, fmt.Errorf("cms: key transport %q: oaep or pkcs1v15", s)
+}
+
 // Encrypt returns an EnvelopedData (a ContentInfo, DER) of content (id-data)
-// for the recipients' certificates (RSA or EC keys).
+// for the recipients' certificates (RSA or EC keys), with RSA-OAEP for RSA
+// keys.
 func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
+	return EncryptWith(content, recipients, KeyTransportOAEP)
+}
+
+// EncryptWith is Encrypt with RSA recipients given the key by kt (EC
+// recipients always by key agreement).
+func EncryptWith(content []byte, recipients []*x509.Certificate, kt KeyTransport) ([]byte, error) {
+	if kt != KeyTransportOAEP && kt != KeyTransportPKCS1v15 {
+		return nil, fmt.Errorf("cms: unknown key transport %d", int(kt))
+	}
 	if len(recipients) == 0 || len(recipients) > MaxRecipients {
 		return nil, fmt.Errorf("cms: %d recipients (1 to %d)", len(recipients), MaxRecipients)
 	}
@@ -71,7 +120,7 @@ func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
 		var err error
 		switch pub := c.PublicKey.(type) {
 		case *rsa.PublicKey:
-			ri, err = keyTrans(c, pub, cek)
+			ri, err = keyTrans(c, pub, cek, kt)
 		case *ecdsa.PublicKey:
 			ri, err = keyAgree(c, pub, cek)
 			version = 2
@@ -174,9 +223,15 @@ func oaepSHA256(params cryptobyte.String) bool {
 	return true
 }
 
-// keyTrans is a KeyTransRecipientInfo (version 0) giving cek to c.
-func keyTrans(c *x509.Certificate, pub *rsa.PublicKey, cek []byte) ([]byte, error) {
-	ek, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
+// keyTrans is a KeyTransRecipientInfo (version 0) giving cek to c by kt.
+func keyTrans(c *x509.Certificate, pub *rsa.PublicKey, cek []byte, kt KeyTransport) ([]byte, error) {
+	var ek []byte
+	var err error
+	if kt == KeyTransportPKCS1v15 {
+		ek, err = rsa.EncryptPKCS1v15(rand.Reader, pub, cek)
+	} else {
+		ek, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cms: encrypting to %s: %w", c.Subject, err)
 	}
@@ -184,7 +239,11 @@ func keyTrans(c *x509.Certificate, pub *rsa.PublicKey, cek []byte) ([]byte, erro
 	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1Int64(0)
 		issuerAndSerial(b, c)
-		oaepParams(b)
+		if kt == KeyTransportPKCS1v15 {
+			algID(b, oidRSAEncryption, true) // parameters NULL (RFC 3370, 4.2.1)
+		} else {
+			oaepParams(b)
+		}
 		b.AddASN1OctetString(ek)
 	})
 	return b.Bytes()
@@ -336,37 +395,58 @@ func unwrapKey(kek, wrapped []byte) ([]byte, error) {
 // recipients. A key that is no recipient's, or a recipient's whose
 // encrypted key or content was altered, gives ErrNotRecipient or an error
 // about the padding; the content's integrity is the signature's business
-// (backups are SignedData inside).
+// (backups are SignedData inside). With RSAES-PKCS1-v1_5 a wrong key or
+// altered key yields a random content key rather than an error (no
+// padding oracle), so such a recipient is known wrong only by the
+// content's padding: about once in 256 times a wrong key gives garbage
+// instead of ErrNotRecipient, which the signature inside then refuses.
 func Decrypt(der []byte, key crypto.PrivateKey) ([]byte, error) {
 	env, err := ParseEnveloped(der)
 	if err != nil {
 		return nil, err
 	}
-	var cek []byte
-	for _, r := range env.Recipients {
-		if cek, err = r.open(key); err == nil {
-			break
-		}
-	}
-	if cek == nil {
-		return nil, ErrNotRecipient
-	}
-	defer clear(cek)
-	block, err := aes.NewCipher(cek)
-	if err != nil {
-		return nil, ErrNotRecipient
-	}
 	ct := env.Encrypted
 	if len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
 		return nil, malformed("encrypted content (not whole AES blocks)")
 	}
+	for _, r := range env.Recipients {
+		cek, err := r.open(key)
+		if err != nil {
+			continue
+		}
+		out, ok := decryptContent(cek, env.IV, ct)
+		clear(cek)
+		if ok {
+			return out, nil
+		}
+	}
+	return nil, ErrNotRecipient
+}
+
+// decryptContent decrypts ct (whole blocks) with AES-256-CBC and removes
+// the PKCS #7 padding; false if the padding is wrong. The last block is
+// checked first, so that a wrong key costs one block, not the content.
+func decryptContent(cek, iv, ct []byte) ([]byte, bool) {
+	block, err := aes.NewCipher(cek)
+	if err != nil {
+		return nil, false
+	}
+	prev := iv
+	if len(ct) > aes.BlockSize {
+		prev = ct[len(ct)-2*aes.BlockSize : len(ct)-aes.BlockSize]
+	}
+	last := make([]byte, aes.BlockSize)
+	cipher.NewCBCDecrypter(block, prev).CryptBlocks(last, ct[len(ct)-aes.BlockSize:])
+	if n := int(last[aes.BlockSize-1]); n == 0 || n > aes.BlockSize || !bytes.Equal(last[aes.BlockSize-n:], bytes.Repeat([]byte{byte(n)}, n)) {
+		return nil, false
+	}
 	out := make([]byte, len(ct))
-	cipher.NewCBCDecrypter(block, env.IV).CryptBlocks(out, ct)
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(out, ct)
 	n := int(out[len(out)-1])
 	if n == 0 || n > aes.BlockSize || !bytes.Equal(out[len(out)-n:], bytes.Repeat([]byte{byte(n)}, n)) {
-		return nil, ErrNotRecipient
+		return nil, false
 	}
-	return out[:len(out)-n], nil
+	return out[:len(out)-n], true
 }
 
 // Enveloped is a parsed EnvelopedData.
@@ -379,17 +459,17 @@ type Enveloped struct {
 // Recipient is one RecipientInfo: key transport (RSA) or key agreement
 // (EC), naming its recipient by issuer and serial number.
 type Recipient struct {
-	Agree     bool   // key agreement (EC); else key transport (RSA-OAEP)
-	Issuer    []byte // DER Name
-	Serial    []byte // the serial number's INTEGER contents
-	Ephemeral []byte // key agreement: the originator's public point
-	Key       []byte // the encrypted or wrapped key
+	Agree     bool         // key agreement (EC); else key transport (RSA)
+	Transport KeyTransport // key transport: how the key is encrypted
+	Issuer    []byte       // DER Name
+	Serial    []byte       // the serial number's INTEGER contents
+	Ephemeral []byte       // key agreement: the originator's public point
+	Key       []byte       // the encrypted or wrapped key
 }
 
 // ParseEnveloped reads an EnvelopedData (a ContentInfo, DER) that uses
-// AES-256-CBC and the recipient kinds Encrypt makes (RSA PKCS #1 v1.5 key
-// transport is refused: its padding oracle is not worth the
-// compatibility).
+// AES-256-CBC and the recipient kinds EncryptWith makes: RSA key transport
+// with RSAES-OAEP (SHA-256) or RSAES-PKCS1-v1_5, EC key agreement.
 func ParseEnveloped(der []byte) (*Enveloped, error) {
 	in := cryptobyte.String(der)
 	var ci, explicit, ed cryptobyte.String
@@ -480,7 +560,11 @@ func parseRecipient(s *cryptobyte.String) (*Recipient, error) {
 		}
 		switch {
 		case OID(algOID).Equal(oidRSAEncryption):
-			return nil, errors.New("cms: RSA PKCS #1 v1.5 key transport is not accepted (RSAES-OAEP only)")
+			var null cryptobyte.String
+			if !alg.Empty() && (!alg.ReadASN1(&null, asn1.NULL) || len(null) != 0 || !alg.Empty()) {
+				return nil, malformed("rsaEncryption parameters (NULL or absent)")
+			}
+			r.Transport = KeyTransportPKCS1v15
 		case OID(algOID).Equal(oidRSAESOAEP):
 			if !oaepSHA256(alg) {
 				return nil, errors.New("cms: RSAES-OAEP with other parameters than SHA-256 and MGF1-SHA-256")
@@ -520,6 +604,18 @@ func (r *Recipient) open(key crypto.PrivateKey) ([]byte, error) {
 	case *rsa.PrivateKey:
 		if r.Agree {
 			return nil, ErrNotRecipient
+		}
+		if r.Transport == KeyTransportPKCS1v15 {
+			// A random key stands in for a bad padding, in constant time
+			// (RFC 3218, 2.3.2): a wrong key or altered ciphertext then
+			// fails at the content's padding or, past it, at the
+			// signature, never earlier and differently.
+			cek := make([]byte, 32)
+			rand.Read(cek)
+			if err := rsa.DecryptPKCS1v15SessionKey(nil, k, r.Key, cek); err != nil {
+				return nil, ErrNotRecipient // the key's size, not the padding
+			}
+			return cek, nil
 		}
 		cek, err := rsa.DecryptOAEP(sha256.New(), nil, k, r.Key, nil)
 		if err != nil || len(cek) != 32 {

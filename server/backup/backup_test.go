@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,9 @@ func FuzzParseArchive(f *testing.F) {
 	})
 }
 
-// FuzzOpen: Open never panics on a mail, with or without a key.
+// FuzzOpen: Open never panics on a mail, with or without a key, and what
+// it accepts was signed by a backup signer of pscsd's CA (e-mail
+// protection, no CA) over an archive that reads back.
 func FuzzOpen(f *testing.F) {
 	ca, signer, owners := pki(f)
 	raw, _ := sampleArchive().Marshal()
@@ -179,9 +182,62 @@ func FuzzOpen(f *testing.F) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		backup.Open(msg, owners[1].key, roots)
-		backup.Open(msg, nil, roots)
+		for _, key := range []crypto.PrivateKey{owners[1].key, nil} {
+			got, err := backup.Open(msg, key, roots)
+			if err != nil {
+				continue
+			}
+			if !slices.Contains(got.Signer.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) || got.Signer.IsCA {
+				t.Fatalf("accepted a signer %s without e-mail protection", got.Signer.Subject)
+			}
+			if _, err := backup.ParseArchive(got.Raw); err != nil {
+				t.Fatalf("accepted an archive that does not read: %v", err)
+			}
+		}
 	})
 }
 
 func encode(b []byte) string { return base64.StdEncoding.EncodeToString(b) + "\r\n" }
+
+// TestForeignSignerSameCA: a backup signed by another certificate of
+// pscsd's CA than a backup signer (an owner's client certificate, whose
+// key the owner holds; the checkpoint certificate, which names no extended
+// key usage, which Go otherwise takes as any; the TLS server's) is
+// refused, while pscsd's own signer (the control) is accepted.
+func TestForeignSignerSameCA(t *testing.T) {
+	ca, signer, owners := pki(t)
+	raw, _ := sampleArchive().Marshal()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	seal := func(s *backup.Signer) []byte {
+		t.Helper()
+		env, err := backup.Seal(raw, s, []*x509.Certificate{owners[1].cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return backup.Mail("pscsd@example", "owner@example", "pscsd backup", time.Now(), env)
+	}
+	if _, err := backup.Open(seal(signer), owners[1].key, roots); err != nil {
+		t.Fatalf("pscsd's own signer: %v", err)
+	}
+	cpKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cp, err := ca.IssueCheckpoint(cpKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCert, err := ca.IssueServer([]string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []*x509.Certificate{ca.Cert}
+	for name, s := range map[string]*backup.Signer{
+		"an owner's client certificate": {Key: owners[1].key, Certificate: owners[1].cert, Chain: chain},
+		"the checkpoint certificate":    {Key: cpKey, Certificate: cp, Chain: chain},
+		"the TLS server certificate":    {Key: tlsCert.PrivateKey.(crypto.Signer), Certificate: tlsCert.Leaf, Chain: chain},
+		"the CA itself":                 {Key: ca.Key, Certificate: ca.Cert},
+	} {
+		if _, err := backup.Open(seal(s), owners[1].key, roots); !errors.Is(err, backup.ErrSignature) || !strings.Contains(err.Error(), "is not pscsd's") {
+			t.Errorf("signed with %s: %v", name, err)
+		}
+	}
+}

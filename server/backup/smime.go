@@ -13,6 +13,7 @@ import (
 	"io"
 	"mime"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,13 +72,33 @@ func entity(smimeType string, der []byte, extra string) []byte {
 }
 
 // Seal signs the archive with s and encrypts the signed entity to the
-// recipients' certificates: the enveloped-data the mail carries (DER).
+// recipients' certificates (RSA keys by RSA-OAEP): the enveloped-data the
+// mail carries (DER).
 func Seal(archive []byte, s *Signer, recipients []*x509.Certificate) ([]byte, error) {
+	signed, err := s.SignedEntity(archive)
+	if err != nil {
+		return nil, err
+	}
+	return SealEntity(signed, recipients, cms.KeyTransportOAEP)
+}
+
+// SignedEntity is the archive signed by s, as the MIME entity
+// (application/pkcs7-mime, signed-data) that the encryption carries: what
+// openssl smime -decrypt and openssl cms -decrypt write.
+func (s *Signer) SignedEntity(archive []byte) ([]byte, error) {
 	sd, err := s.Sign(archive)
 	if err != nil {
 		return nil, err
 	}
-	return cms.Encrypt(entity(typeSigned, sd, ""), recipients)
+	return entity(typeSigned, sd, ""), nil
+}
+
+// SealEntity encrypts a signed entity (SignedEntity) to the recipients'
+// certificates, RSA keys by kt: the enveloped-data the mail carries (DER).
+// pscsd seals for each owner on their own, so that no owner's mail names
+// the others.
+func SealEntity(signed []byte, recipients []*x509.Certificate, kt cms.KeyTransport) ([]byte, error) {
+	return cms.EncryptWith(signed, recipients, kt)
 }
 
 // Mail is the S/MIME message (RFC 5322, CRLF line ends) carrying the
@@ -157,6 +178,12 @@ func Open(input []byte, key crypto.PrivateKey, roots *x509.CertPool) (*Opened, e
 	inter := x509.NewCertPool()
 	for _, c := range sd.Certificates {
 		inter.AddCert(c)
+	}
+	// Go takes a certificate without extended key usages as good for any
+	// (the checkpoint key's has none): pscsd's backup signer names
+	// e-mail protection, and is no CA.
+	if !slices.Contains(s.Certificate.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) || s.Certificate.IsCA {
+		return nil, fmt.Errorf("%w: the signer %s is not pscsd's: not a certificate for e-mail protection", ErrSignature, s.Certificate.Subject)
 	}
 	if _, err := s.Certificate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.SigningTime,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,9 +95,9 @@ type recipient struct {
 }
 
 // recipients are the configured owners, with their certificates from the
-// store and their addresses.
-func (b *backups) recipients() ([]recipient, error) {
-	var out []recipient
+// store and their addresses; an owner without either is a failure of that
+// owner alone.
+func (b *backups) recipients() (out []recipient, failures []string) {
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for n := range b.cfg.Owners {
 			if !yield(n) {
@@ -104,24 +105,40 @@ func (b *backups) recipients() ([]recipient, error) {
 			}
 		}
 	}) {
-		der, err := b.st.store.Get(store.KindIdentity, name)
+		r, err := b.recipient(name)
 		if err != nil {
-			return nil, fmt.Errorf("owner %s: %w", name, err)
+			b.log.Warn("backup not delivered", "owner", name, "err", err)
+			failures = append(failures, fmt.Sprintf("%s: %v", name, err))
+			continue
 		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("owner %s: %w", name, err)
-		}
-		addr := b.cfg.Owners[name]
-		if addr == "" {
-			if len(cert.EmailAddresses) == 0 {
-				return nil, fmt.Errorf("owner %s: no address configured and none in the certificate", name)
-			}
-			addr = cert.EmailAddresses[0]
-		}
-		out = append(out, recipient{name: name, addr: addr, cert: cert})
+		out = append(out, r)
 	}
-	return out, nil
+	return out, failures
+}
+
+// recipient is the configured owner name.
+func (b *backups) recipient(name string) (recipient, error) {
+	der, err := b.st.store.Get(store.KindIdentity, name)
+	if err != nil {
+		return recipient{}, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return recipient{}, err
+	}
+	addr := b.cfg.Owners[name]
+	if addr == "" {
+		if len(cert.EmailAddresses) == 0 {
+			return recipient{}, errors.New("no address configured and none in the certificate")
+		}
+		addr = cert.EmailAddresses[0]
+		// The certificate is the owner's to choose (pscs admin enroll): its
+		// address goes into a header and RCPT TO only if it is one.
+		if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr || strings.ContainsAny(addr, "\r\n<>") {
+			return recipient{}, fmt.Errorf("the certificate's address %q is not a bare e-mail address", addr)
+		}
+	}
+	return recipient{name: name, addr: addr, cert: cert}, nil
 }
 
 // snapshot makes the archive of the state as it is now: a checkpoint of
@@ -162,30 +179,26 @@ func (b *backups) run(ctx context.Context, who string) (digest []byte, sentTo []
 			b.log.Warn("backup failed", "by", who, "err", err)
 		}
 	}()
-	rs, err := b.recipients()
-	if err != nil {
-		return nil, nil, err
+	rs, failures := b.recipients()
+	if len(rs) == 0 {
+		return nil, nil, fmt.Errorf("no owner to send to: %s", strings.Join(failures, "; "))
 	}
 	a, raw, err := b.snapshot(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	d := backup.Digest(raw)
-	var certs []*x509.Certificate
-	for _, r := range rs {
-		certs = append(certs, r.cert)
-	}
-	env, err := backup.Seal(raw, b.signer, certs)
+	signed, err := b.signer.SignedEntity(raw)
 	if err != nil {
 		return nil, nil, err
 	}
 	subject := fmt.Sprintf("pscsd backup %s (log %d)", a.Time().UTC().Format(time.RFC3339), a.LogSeq)
-	var failures []string
+	// Each owner gets their own envelope and mail, naming no other owner;
+	// one owner's failure does not keep the others from theirs.
 	for _, r := range rs {
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := b.smtp.Send(sctx, b.cfg.From, r.addr, backup.Mail(b.cfg.From, r.addr, subject, time.Now(), env))
-		cancel()
+		err := b.sendTo(ctx, r, signed, subject)
 		if err != nil {
+			b.log.Warn("backup not delivered", "by", who, "owner", r.name, "to", r.addr, "err", err)
 			failures = append(failures, fmt.Sprintf("%s <%s>: %v", r.name, r.addr, err))
 			continue
 		}
@@ -200,7 +213,8 @@ func (b *backups) run(ctx context.Context, who string) (digest []byte, sentTo []
 		return d[:], sentTo, fmt.Errorf("audit log: %w", aerr)
 	}
 	if len(failures) > 0 {
-		return d[:], sentTo, fmt.Errorf("not sent to %s", strings.Join(failures, "; "))
+		return d[:], sentTo, fmt.Errorf("not sent to %s (sent to %d of %d owners: %s)", strings.Join(failures, "; "),
+			len(sentTo), len(b.cfg.Owners), strings.Join(sentTo, ", "))
 	}
 	now := time.Now()
 	if err := b.st.store.Put(store.KindConfig, lastBackupKey, []byte(strconv.FormatInt(now.UnixMilli(), 10))); err != nil {
@@ -209,6 +223,17 @@ func (b *backups) run(ctx context.Context, who string) (digest []byte, sentTo []
 	b.last.Set(float64(now.Unix()))
 	b.log.Info("backup sent", "by", who, "sha256", fmt.Sprintf("%x", d), "bytes", len(raw), "to", strings.Join(sentTo, ","))
 	return d[:], sentTo, nil
+}
+
+// sendTo encrypts the signed entity to r alone and mails it to r.
+func (b *backups) sendTo(ctx context.Context, r recipient, signed []byte, subject string) error {
+	env, err := backup.SealEntity(signed, []*x509.Certificate{r.cert}, b.cfg.kt)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return b.smtp.Send(ctx, b.cfg.From, r.addr, backup.Mail(b.cfg.From, r.addr, subject, time.Now(), env))
 }
 
 // now is server.Admin.Backup: a backup on demand. A failure is answered,

@@ -377,6 +377,14 @@ func TestBackupByMail(t *testing.T) {
 	if err != nil || !strings.Contains(out, "restored backup sha256") || !strings.Contains(out, "carried forward from the replaced log") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
+	// The revocation after the backup is in the restored store too (the
+	// backup's store knew nothing of it).
+	if a.File("store") != nil && bytes.Contains(a.File("store"), []byte("revoked:"+secondID)) {
+		t.Fatal("the backup's store already holds the revocation made after it")
+	}
+	if st, _ := os.ReadFile(filepath.Join(state, "store")); !bytes.Contains(st, []byte("revoked:"+secondID)) {
+		t.Error("the restored store does not keep the revocation made after the backup")
+	}
 	r = startDemo(t, bin, state)
 	r.log.waitFor(t, serving, 1)
 	list, err = pscs("admin", "list")

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pscs/pscs/internal/cms"
 )
 
 // BackupConfig is the configuration's "backup": pscsd mails signed and
@@ -25,6 +27,7 @@ import (
 //	  "owners": {"alice": "alice@example", "bob": ""}
 //	                                  // who gets backups, by identity; "": the e-mail
 //	                                  // address in the owner's certificate
+//	  "key_transport": "oaep"         // RSA owners: "oaep" (default) or "pkcs1v15" (openssl smime)
 //	}
 type BackupConfig struct {
 	Interval string            `json:"interval"`
@@ -34,8 +37,12 @@ type BackupConfig struct {
 	CA       string            `json:"ca"`
 	From     string            `json:"from"`
 	Owners   map[string]string `json:"owners"`
+	// KeyTransport is how an RSA owner's key receives the content key:
+	// "oaep" (the default) or "pkcs1v15" (docs/backup.md).
+	KeyTransport string `json:"key_transport"`
 
 	interval, retry time.Duration
+	kt              cms.KeyTransport
 	roots           *x509.CertPool
 }
 
@@ -89,6 +96,9 @@ func (c *BackupConfig) prepare(dir string) error {
 		if a, err := mail.ParseAddress(addr); err != nil || a.Address != addr {
 			return fmt.Errorf("backup.owners.%s: %q is not a bare e-mail address", name, addr)
 		}
+	}
+	if c.kt, err = cms.ParseKeyTransport(c.KeyTransport); err != nil {
+		return fmt.Errorf("backup.key_transport: %q is neither \"oaep\" nor \"pkcs1v15\"", c.KeyTransport)
 	}
 	if c.CA != "" {
 		if !filepath.IsAbs(c.CA) {

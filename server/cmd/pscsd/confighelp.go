@@ -61,14 +61,15 @@ var configHelp = map[string]string{
 	"console.idle_minutes":              "a session ends after this many minutes without a request; default 15",
 	"console.session_hours":             "a session ends this many hours after login; default 8",
 	// Backups (docs/backup.md).
-	"backup":           "signed and encrypted backups of the state, mailed to owners (docs/backup.md); absent: none",
-	"backup.interval":  `periodic backups every this long (Go duration: "24h"); absent: only on demand (pscs admin backup)`,
-	"backup.retry":     `the first wait after a failed backup, doubling up to interval (or 1h); default "1m"`,
-	"backup.smtp":      "required: the mail server, host:port; it must offer STARTTLS (nothing is sent in clear)",
-	"backup.smtp_name": "the name the mail server's certificate must hold; default: smtp's host",
-	"backup.ca":        "CA certificates (PEM) that verify the mail server's certificate; default: the system's",
-	"backup.from":      "required: the sender's e-mail address (also in the backup signing certificate)",
-	"backup.owners":    `required: who gets backups: {"identity": "address"}; "": the address in the owner's certificate`,
+	"backup":               "signed and encrypted backups of the state, mailed to owners (docs/backup.md); absent: none",
+	"backup.interval":      `periodic backups every this long (Go duration: "24h"); absent: only on demand (pscs admin backup)`,
+	"backup.retry":         `the first wait after a failed backup, doubling up to interval (or 1h); default "1m"`,
+	"backup.smtp":          "required: the mail server, host:port; it must offer STARTTLS (nothing is sent in clear)",
+	"backup.smtp_name":     "the name the mail server's certificate must hold; default: smtp's host",
+	"backup.ca":            "CA certificates (PEM) that verify the mail server's certificate; default: the system's",
+	"backup.from":          "required: the sender's e-mail address (also in the backup signing certificate)",
+	"backup.owners":        `required: who gets backups: {"identity": "address"}; "": the address in the owner's certificate`,
+	"backup.key_transport": `how an RSA owner's certificate gets the key: "oaep" (RSAES-OAEP, SHA-256; openssl cms -decrypt) or "pkcs1v15" (openssl smime -decrypt and older S/MIME clients; docs/backup.md); default "oaep"`,
 }
 
 // configFields lists the JSON paths and types of the fields of t, a

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/pscs/pscs/internal/durable"
 	"github.com/pscs/pscs/internal/swtpm"
 	"github.com/pscs/pscs/server"
+	tpmanchor "github.com/pscs/pscs/server/anchor"
 	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/server/backup"
 	"github.com/pscs/pscs/server/store"
@@ -84,6 +86,37 @@ func (m marks) add(r *audit.Record) {
 	}
 }
 
+// newest returns the newest state of delegation (if not "") or, with
+// delegation "", of card (any record naming it carries the card's state):
+// nil if the marks have none.
+func (m marks) newest(delegation, card string) *audit.Policy {
+	var p *audit.Policy
+	for _, r := range m {
+		if (delegation != "" && r.Delegation == delegation || delegation == "" && r.Policy.Card == card) &&
+			(p == nil || r.Policy.Serial > p.Serial) {
+			p = r.Policy
+		}
+	}
+	return p
+}
+
+// newer is the newer of two states (nil: none).
+func newer(a, b *audit.Policy) *audit.Policy {
+	if a == nil || b != nil && b.Serial > a.Serial {
+		return b
+	}
+	return a
+}
+
+// maxSerial is the highest policy serial the marks hold.
+func (m marks) maxSerial() uint64 {
+	var n uint64
+	for _, r := range m {
+		n = max(n, r.Policy.Serial)
+	}
+	return n
+}
+
 // restoreState restores a backup into the state directory of cfg (or the
 // demo's): see docs/backup.md. Nothing in the state directory changes
 // until the backup has been decrypted, its signature, its digests, and
@@ -140,10 +173,11 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 			return err
 		}
 	}
-	restored, current, currentSeq, err := checkStaged(log, open, staging, dir, da, a, req.roots)
+	sc, err := checkStaged(log, open, staging, dir, da, a, req.roots)
 	if err != nil {
 		return err
 	}
+	restored, current, currentSeq := sc.restored, sc.current, sc.currentSeq
 
 	// Replace: the files the backup holds move aside, the restored ones in.
 	aside := filepath.Join(dir, "replaced-"+time.Now().UTC().Format("20060102T150405Z"))
@@ -216,6 +250,61 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 		notes = append(notes, fmt.Sprintf("%s: used %d, wrong vPINs %d, locked %v, revoked %v (newer than the backup: kept)",
 			name, p.Used, p.WrongVPIN, p.Locked, p.Revoked))
 	}
+	// Revocations after the backup are kept in the restored store too
+	// (its sealed PIN copies of them destroyed). When the TPM's counter
+	// says that anchored events (revocations, uses against a limit, wrong
+	// vPINs, locks) happened after everything the logs at hand hold, they
+	// are unknown: every delegation not revoked is then revoked, for an
+	// old copy of the files must not resurrect one (docs/backup.md).
+	revoke := map[string]bool{}
+	for _, cur := range current {
+		if cur.Delegation != "" && cur.Policy.Revoked && !server.Revoked(st.store, cur.Delegation) {
+			revoke[cur.Delegation] = true
+		}
+	}
+	var forced []string
+	if err == nil && sc.unknown() {
+		serial := max(restored.maxSerial(), current.maxSerial())
+		var ids []string
+		if ids, err = st.store.List(store.KindDelegation); err != nil {
+			ids = nil
+		}
+		for _, id := range ids {
+			if err != nil {
+				break
+			}
+			db, gerr := st.store.Get(store.KindDelegation, id)
+			d, derr := store.DecodeDelegation(db)
+			if gerr != nil || derr != nil {
+				err = errors.Join(gerr, derr)
+				break
+			}
+			last := newer(restored.newest(id, ""), current.newest(id, ""))
+			if last != nil && last.Revoked || server.Revoked(st.store, id) {
+				continue
+			}
+			serial++
+			p := audit.Policy{Serial: serial, Time: time.Now().UnixMilli(), Card: d.Card, Revoked: true}
+			if last != nil {
+				p.Used, p.WrongVPIN, p.Locked = last.Used, last.WrongVPIN, last.Locked
+			}
+			// The card's own state (its lock, wrong passphrases) rides on
+			// every mark of it: the newest known goes on.
+			if c := newer(restored.newest("", d.Card), current.newest("", d.Card)); c != nil {
+				p.CardLock, p.WrongPassphrase = c.CardLock, c.WrongPassphrase
+			}
+			_, err = st.audit.Append(ctx, &audit.Record{Identity: audit.Identity, Op: "restore:policy", Delegation: id,
+				Policy: &p, Result: []byte("revoked by the restore: what happened after the backup is unknown"), Anchor: true})
+			revoke[id] = true
+			forced = append(forced, id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(revoke)) {
+		if err != nil {
+			break
+		}
+		err = server.RevokeInStore(st.store, id, time.Now())
+	}
 	if cerr := st.close(); err == nil {
 		err = cerr
 	}
@@ -231,21 +320,50 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 	for _, n := range notes {
 		fmt.Fprintln(os.Stderr, "pscsd restore: carried forward from the replaced log:", n)
 	}
-	if current == nil {
-		fmt.Fprintln(os.Stderr, "pscsd restore: the replaced audit log was missing or unreadable: use counts, lockouts and "+
-			"revocations after the backup are lost; revoke delegations you are unsure of (pscs admin revoke)")
+	if sc.unknown() {
+		fmt.Fprintf(os.Stderr, "pscsd restore: the TPM's counter (%d) is ahead of every audit log at hand (anchored up to %d): "+
+			"what happened after the backup (uses, revocations, locks) is unknown, so every delegation was revoked: %s; "+
+			"the owners delegate again (pscs admin delegate)\n", sc.counter, sc.anchored, strings.Join(forced, ", "))
+	} else if current == nil {
+		fmt.Fprintln(os.Stderr, "pscsd restore: the replaced audit log was missing or unreadable; the TPM's counter says nothing happened after the backup")
 	}
 	return nil
 }
+
+// staged is what checkStaged found.
+type staged struct {
+	restored, current marks  // the policy states in the backup's log and in the replaced one (nil: none)
+	currentSeq        uint64 // where the replaced log ends
+	// anchored is the highest TPM counter value an anchor record of
+	// either log holds; counter the TPM counter's value.
+	anchored, counter uint64
+}
+
+// unknown reports whether anchored events happened after both logs: the
+// replaced log is missing, cut, or an older copy, and the backup older
+// still.
+func (s *staged) unknown() bool { return s.counter > s.anchored }
 
 // checkStaged verifies the staged state with the TPM: the vault key is this
 // TPM's, the audit log's MACs, chain and checkpoints (certified by roots)
 // hold, and the store's MACs hold and it is not older than the log says.
 // It reads the current state's log too, for what it knows that the backup
 // does not (nil if it has none or it is unreadable), and returns the policy
-// marks of both and where the current log ends.
+// marks of both, where the current log ends, and how far the logs and the
+// TPM's counter reach.
 func checkStaged(log *slog.Logger, open func() (transport.TPMCloser, error), staging, dir string, da vault.DA,
-	a *backup.Archive, roots *x509.CertPool) (restored, current marks, currentSeq uint64, err error) {
+	a *backup.Archive, roots *x509.CertPool) (*staged, error) {
+	sc := &staged{}
+	restored, current, currentSeq, err := checkStagedLogs(log, open, staging, dir, da, a, roots, sc)
+	if err != nil {
+		return nil, err
+	}
+	sc.restored, sc.current, sc.currentSeq = restored, current, currentSeq
+	return sc, nil
+}
+
+func checkStagedLogs(log *slog.Logger, open func() (transport.TPMCloser, error), staging, dir string, da vault.DA,
+	a *backup.Archive, roots *x509.CertPool, sc *staged) (restored, current marks, currentSeq uint64, err error) {
 	tpm, err := open()
 	if err != nil {
 		return nil, nil, 0, err
@@ -256,6 +374,13 @@ func checkStaged(log *slog.Logger, open func() (transport.TPMCloser, error), sta
 		return nil, nil, 0, fmt.Errorf("the backup's vault key does not open on this TPM (a backup restores only on the TPM that made it; docs/backup.md): %w", err)
 	}
 	defer v.Close()
+	counter, err := tpmanchor.OpenCounter(v.WithTPM, tpmanchor.CounterHandle(v.KeyID()))
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("the TPM's anchor counter: %w", err)
+	}
+	if sc.counter, _, err = counter.Read(context.Background()); err != nil {
+		return nil, nil, 0, fmt.Errorf("the TPM's anchor counter: %w", err)
+	}
 	mac, err := server.NewTPMKeyedMAC(v)
 	if err != nil {
 		return nil, nil, 0, err
@@ -279,6 +404,7 @@ func checkStaged(log *slog.Logger, open func() (transport.TPMCloser, error), sta
 	var stats audit.CheckpointStats
 	_, err = audit.Verify(bytes.NewReader(a.File("audit.log")), mac, func(r *audit.Record) error {
 		restored.add(r)
+		sc.anchored = max(sc.anchored, r.Counter)
 		if storeHead(r) && anchor.UnmarshalBinary(r.Result) == nil {
 			found = true
 		}
@@ -309,6 +435,7 @@ func checkStaged(log *slog.Logger, open func() (transport.TPMCloser, error), sta
 	current = marks{}
 	n, err := audit.Verify(f, mac, func(r *audit.Record) error {
 		current.add(r)
+		sc.anchored = max(sc.anchored, r.Counter)
 		currentSeq = r.Seq
 		return nil
 	})
