@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -342,8 +343,8 @@ func TestClientCertificateLogin(t *testing.T) {
 	}
 }
 
-// TestDelegationFormDocuments: uploaded documents become their SHA-256
-// digests, with the digests typed in; week days and hours are read.
+// TestDelegationFormDocuments: uploaded documents become their SHA-256,
+// SHA-384 and SHA-512 digests, after the digests typed in; week days and hours are read.
 func TestDelegationFormDocuments(t *testing.T) {
 	var body strings.Builder
 	w := multipart.NewWriter(&body)
@@ -365,9 +366,10 @@ func TestDelegationFormDocuments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte("Order 2026/117"))
-	if len(d.Documents) != 2 || !bytes.Equal(d.Documents[1], sum[:]) || d.Documents[0][0] != 0xab {
-		t.Errorf("documents %x", d.Documents)
+	sum, sum384, sum512 := sha256.Sum256([]byte("Order 2026/117")), sha512.Sum384([]byte("Order 2026/117")), sha512.Sum512([]byte("Order 2026/117"))
+	if len(d.Documents) != 4 || d.Documents[0][0] != 0xab || !bytes.Equal(d.Documents[1], sum[:]) ||
+		!bytes.Equal(d.Documents[2], sum384[:]) || !bytes.Equal(d.Documents[3], sum512[:]) {
+		t.Errorf("documents %x, want the digest typed in, then the file's SHA-256, SHA-384 and SHA-512", d.Documents)
 	}
 	r2, _ := http.NewRequest(http.MethodPost, "https://console.test/delegations",
 		strings.NewReader("card=mayor&delegate=bob&ops=sign&not_before=2027-01-01T00:00&for=30d"))

@@ -3,7 +3,6 @@ package console
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"embed"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pscs/pscs/internal/docdigest"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/transport"
 )
@@ -452,17 +452,18 @@ func delegationForm(r *http.Request) (*transport.AdminDelegation, []byte, error)
 	}
 	if r.MultipartForm != nil {
 		for _, fh := range r.MultipartForm.File["documents"] {
+			// Each digest a document signature may use, as
+			// `pscs admin delegate -documents` allows a file.
 			file, err := fh.Open()
 			if err != nil {
 				return nil, nil, err
 			}
-			h := sha256.New()
-			_, err = io.Copy(h, file)
+			sums, err := docdigest.Of(file)
 			file.Close()
 			if err != nil {
 				return nil, nil, err
 			}
-			d.Documents = append(d.Documents, h.Sum(nil))
+			d.Documents = append(d.Documents, sums...)
 		}
 	}
 	return d, []byte(f.Get("passphrase")), nil
