@@ -9,7 +9,7 @@
     "live": "Live: this page follows changes as they happen.",
     "reconnecting": "Reconnecting…",
     "ended": "Session ended: nothing more appears here. Open a new one-time link (pscs admin console).",
-    "too-many": "Too many open pages: this session follows only a few live pages at once. Close another console page, then reload this one."
+    "too-many": "Too many open pages: this session follows only a few live pages at once. Close another console page; this one then goes live by itself."
   };
   function show(el, state) {
     el.setAttribute("data-live", state === "live" ? "on" : state);
@@ -31,12 +31,14 @@
         show(el, "reconnecting");
         return;
       }
-      show(el, "reconnecting");
+      if (el.getAttribute("data-live") !== "too-many") show(el, "reconnecting");
       fetch("/events/check", { credentials: "same-origin", cache: "no-store" }).then(function (r) {
         if (r.status === 401) {
           show(el, "ended");
         } else if (r.status === 429) {
+          // Live again once another page of the session closes.
           show(el, "too-many");
+          setTimeout(function () { follow(el, handle); }, 10000);
         } else {
           setTimeout(function () { follow(el, handle); }, 5000);
         }
