@@ -811,3 +811,32 @@ func TestStreamKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestExportNotCrossSite: an export (an audited administration) is not
+// started by another site's page, whatever the cookie does.
+func TestExportNotCrossSite(t *testing.T) {
+	s := newSite(t)
+	c := s.loggedIn(t, "alice")
+	for _, tc := range []struct {
+		fetchSite string
+		want      int
+	}{{"cross-site", 403}, {"same-site", 403}, {"same-origin", 200}, {"none", 200}, {"", 200}} {
+		for _, f := range []string{"jsonl", "csv"} {
+			req, _ := http.NewRequest(http.MethodGet, s.base+"/audit/export."+f, nil)
+			if tc.fetchSite != "" {
+				req.Header.Set("Sec-Fetch-Site", tc.fetchSite)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("export.%s with Sec-Fetch-Site %q: %d, want %d", f, tc.fetchSite, resp.StatusCode, tc.want)
+			}
+		}
+	}
+	if n := len(s.srv.actions()); n != 6 {
+		t.Errorf("%d exports reached the server, want 6: %v", n, s.srv.actions())
+	}
+}

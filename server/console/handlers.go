@@ -739,6 +739,15 @@ func (c *Console) viaCtx(ctx context.Context, s *session) context.Context {
 
 func (c *Console) exportFile(format string) sessionHandler {
 	return func(w http.ResponseWriter, r *http.Request, s *session) {
+		// An export is an audited administration (it adds a record): a
+		// GET, for the browser's download, but not one another site's
+		// page starts (besides the SameSite cookie, Sec-Fetch-Site, which
+		// no page can set; "none" is an address typed in).
+		if fs := r.Header.Get("Sec-Fetch-Site"); fs == "cross-site" || fs == "same-site" {
+			c.log.Warn("console: export refused", "owner", s.owner, "session", s.tag, "sec-fetch-site", fs)
+			c.errorPage(w, r, http.StatusForbidden, "Refused: an export is started from the console's own pages.")
+			return
+		}
 		f, err := parseFilter(r.URL.Query())
 		if err != nil {
 			c.errorPage(w, r, http.StatusBadRequest, err.Error())
