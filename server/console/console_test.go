@@ -392,11 +392,19 @@ func TestLoginCSRF(t *testing.T) {
 	if resp := s.postLogin(t, attacker, url.Values{"token": {tok}, "csrf": {csrf}}, s.base); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("the link's own form afterwards: %d, want 303", resp.StatusCode)
 	}
-	// GET /login only shows the form: it logs nobody in.
+	// GET /login only shows the form: it logs nobody in; the form's
+	// cookie is the session cookie's kind.
 	c := s.client()
-	if resp, page := get(t, c, s.link(t, "alice")); resp.StatusCode != http.StatusOK || resp.Header.Get("Set-Cookie") == "" ||
-		strings.Contains(resp.Header.Get("Set-Cookie"), CookieName+"=") || !strings.Contains(page, `action="/login"`) {
-		t.Errorf("GET of a link: %d, cookie %q", resp.StatusCode, resp.Header.Get("Set-Cookie"))
+	resp, page := get(t, c, s.link(t, "alice"))
+	sc := resp.Header.Get("Set-Cookie")
+	if resp.StatusCode != http.StatusOK || len(resp.Header.Values("Set-Cookie")) != 1 || !strings.HasPrefix(sc, LoginCookieName+"=") ||
+		!strings.Contains(page, `action="/login"`) {
+		t.Errorf("GET of a link: %d, cookies %q", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+	for _, want := range []string{"Path=/", "HttpOnly", "Secure", "SameSite=Strict"} {
+		if !strings.Contains(sc, want) {
+			t.Errorf("login cookie %q lacks %s", sc, want)
+		}
 	}
 	if resp, _ := get(t, c, s.base+"/cards"); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("after only opening a link: %d, want 401", resp.StatusCode)
