@@ -111,6 +111,13 @@ func (s *Server) admin(ctx context.Context, call *transport.Call) (any, error) {
 	}
 	resp, delegation, err := s.adminAction(ctx, a, who, &req, &sec, &n)
 	if err != nil {
+		if transport.CodeOf(err) == transport.CodeNotOwner {
+			// Refused as another's: the record names and keeps nothing
+			// of the other owner's card or delegation (no policy mark,
+			// which a restart would read back, and nothing the caller's
+			// export would show of them).
+			delegation, n = "", note{}
+		}
 		return nil, s.refuseAs(ctx, call, op, delegation, n, err, start)
 	}
 	var head []byte

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +39,13 @@ func (s *memStore) Put(kind, key string, v []byte) error {
 	defer s.mu.Unlock()
 	s.m[kind+"\x00"+key] = append([]byte(nil), v...)
 	return nil
+}
+
+// snapshot copies every entry.
+func (s *memStore) snapshot() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
 }
 
 func (s *memStore) Delete(kind, key string) error {
@@ -406,5 +415,94 @@ func TestParallelWrongPassphrases(t *testing.T) {
 	wg.Wait()
 	if codes[ptransport.CodeWrongPIN] != 5 || codes[ptransport.CodeLocked] != 7 {
 		t.Fatalf("answers %v, want 5 wrong passphrases and 7 locked", codes)
+	}
+}
+
+// TestNotOwnerRefusalKeepsNoPolicyState: another owner's administrations
+// of alice's card and delegation (wrong passphrases past the lockout, a
+// wrong card PIN, revoke, unlock, a grant) are refused as not theirs and
+// change nothing of alice's: no passphrase count or lock, no try of the
+// card's PIN, no delegation or store entry, and their records name and
+// keep no state of alice's card or delegation (a restart reads those
+// back, and carol's export shows her own records).
+func TestNotOwnerRefusalKeepsNoPolicyState(t *testing.T) {
+	r := newAdminRig(t)
+	pass := []byte("owner passphrase")
+	reg := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}
+	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration: %v", code)
+	}
+	bob := r.ca.Issue("bob", testpki.Options{})
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
+		t.Fatalf("enroll: %v", code)
+	}
+	del := func(to string) *ptransport.AdminRequest {
+		return &ptransport.AdminRequest{Action: ptransport.AdminDelegate, Delegation: &ptransport.AdminDelegation{Delegate: to, Card: "mayor"}}
+	}
+	granted, code := adminDo(t, r.owner, del("bob"), &ptransport.AdminSecret{Passphrase: pass})
+	if code != 0 {
+		t.Fatalf("delegation: %v", code)
+	}
+	id := granted.ID
+	before, _ := r.book.Mark(id, "")
+	storeBefore := r.st.snapshot()
+	r.audit.mu.Lock()
+	n0 := len(r.audit.records)
+	r.audit.mu.Unlock()
+
+	type attempt struct {
+		name string
+		req  *ptransport.AdminRequest
+		sec  *ptransport.AdminSecret
+	}
+	var attempts []attempt
+	for i := range policy.MaxWrongPassphrases + 1 {
+		attempts = append(attempts, attempt{fmt.Sprintf("wrong passphrase %d", i), del("carol"), &ptransport.AdminSecret{Passphrase: []byte("not the passphrase")}})
+	}
+	attempts = append(attempts,
+		attempt{"register-pin with a wrong PIN", reg, &ptransport.AdminSecret{PIN: []byte("654321"), Passphrase: []byte("another passphrase")}},
+		attempt{"register-pin with the right PIN", reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: []byte("another passphrase")}},
+		attempt{"revoke", &ptransport.AdminRequest{Action: ptransport.AdminRevoke, ID: id}, nil},
+		attempt{"unlock", &ptransport.AdminRequest{Action: ptransport.AdminUnlock, ID: id}, nil},
+		attempt{"grant with the right passphrase", del("carol"), &ptransport.AdminSecret{Passphrase: pass}},
+	)
+	for _, a := range attempts {
+		if _, code := adminDo(t, r.other, a.req, a.sec); code != ptransport.CodeNotOwner {
+			t.Errorf("carol's %s: %v, want %v", a.name, code, ptransport.CodeNotOwner)
+		}
+	}
+
+	after, _ := r.book.Mark(id, "")
+	before.Time, after.Time = time.Time{}, time.Time{}
+	if after != before {
+		t.Errorf("alice's delegation after carol's attempts: %+v, want %+v", after, before)
+	}
+	if r.book.PassphraseLocked("mayor") || after.WrongPassphrase != 0 {
+		t.Errorf("carol's wrong passphrases count for alice's card: locked %v, %d wrong", r.book.PassphraseLocked("mayor"), after.WrongPassphrase)
+	}
+	if got := r.sim.PINRetries(); got != 3 {
+		t.Errorf("the card's PIN tries: %d, want 3 (carol's PIN never tried)", got)
+	}
+	if ds, _ := r.book.All(); len(ds) != 1 {
+		t.Errorf("%d delegations, want alice's one", len(ds))
+	}
+	if got := r.st.snapshot(); !maps.EqualFunc(got, storeBefore, bytes.Equal) {
+		t.Errorf("the store changed: %d entries, had %d", len(got), len(storeBefore))
+	}
+	r.audit.mu.Lock()
+	recs := slices.Clone(r.audit.records[n0:])
+	r.audit.mu.Unlock()
+	if len(recs) != len(attempts) {
+		t.Fatalf("%d records of carol's attempts, want %d", len(recs), len(attempts))
+	}
+	for i, rec := range recs {
+		if rec.Identity != "carol" || rec.Code != ptransport.CodeNotOwner || rec.Delegation != "" || rec.Policy != nil || rec.Anchor {
+			t.Errorf("record of carol's %s: identity %s, code %v, delegation %q, policy %+v, anchor %v; want carol's refusal naming nothing of alice's",
+				attempts[i].name, rec.Identity, rec.Code, rec.Delegation, rec.Policy, rec.Anchor)
+		}
+	}
+	// alice's own grant still goes through: her card is not locked.
+	if resp, code := adminDo(t, r.owner, del("carol"), &ptransport.AdminSecret{Passphrase: pass}); code != 0 || resp.VPIN == "" {
+		t.Errorf("alice's grant after carol's attempts: %v", code)
 	}
 }

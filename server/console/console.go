@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,15 +63,35 @@ type Config struct {
 	// PINEvery is how often the cards' PIN counters are read (a card
 	// transaction each, which spends no try); default 30 seconds.
 	PINEvery time.Duration
+	// KeepAlive is how often an idle event stream gets a comment, so that
+	// proxies and browsers keep it open; default 20 seconds.
+	KeepAlive time.Duration
 	// Now is the console's clock; nil: time.Now. (Tests.)
 	Now func() time.Time
 }
 
-// Wrong one-time tokens from one client address: after MaxBadTokens in a
-// row, the address is refused for BadTokenLockout.
+// Wrong one-time tokens from one client address: the MaxBadTokens-th
+// within BadTokenWindow has the address refused for BadTokenLockout. Only
+// wrong tokens (unknown, used or expired) count; a good one neither
+// counts nor clears the count, so that an owner's own links do not let
+// them guess on.
 const (
 	MaxBadTokens    = 5
+	BadTokenWindow  = 15 * time.Minute
 	BadTokenLockout = 5 * time.Minute
+)
+
+// Bounds of what one session or owner holds.
+const (
+	// MaxNonces bounds a session's unused one-time form nonces: a new one
+	// past it forgets the oldest (whose form is then refused as sent).
+	MaxNonces = 32
+	// MaxStreams bounds a session's open event streams (live pages): one
+	// more is refused with 429.
+	MaxStreams = 6
+	// MaxSessionsPerOwner bounds an owner's sessions: a new one past it
+	// ends the oldest.
+	MaxSessionsPerOwner = 16
 )
 
 // maxForm bounds a form's body (documents to digest included).
@@ -78,6 +99,10 @@ const maxForm = 64 << 20
 
 // CookieName is the session cookie's name.
 const CookieName = "__Host-pscs-session"
+
+// LoginCookieName is the cookie of the login form's CSRF token, set by
+// the page a one-time link opens.
+const LoginCookieName = "__Host-pscs-login"
 
 // Console is the web console. Make it with New; it is safe for concurrent
 // use.
@@ -87,11 +112,10 @@ type Console struct {
 	base string // https://host:port, once serving
 
 	mu       sync.Mutex
-	tokens   map[[32]byte]token     // by SHA-256 of the token
-	sessions map[[32]byte]*session  // by SHA-256 of the session ID
-	bad      map[string]*badTokens  // by client IP
-	nonces   map[[32]byte]time.Time // unused one-time form nonces, by SHA-256: when made
-	enrolled map[string][]string    // owner -> identities enrolled or issued through the console
+	tokens   map[[32]byte]token    // by SHA-256 of the token
+	sessions map[[32]byte]*session // by SHA-256 of the session ID
+	bad      map[string]*badTokens // by client IP
+	enrolled map[string][]string   // owner -> identities enrolled or issued through the console
 
 	live *live
 }
@@ -107,11 +131,14 @@ type session struct {
 	csrf     string
 	created  time.Time
 	lastSeen time.Time
+	nonces   [][32]byte    // unused one-time form nonces, by SHA-256, oldest first
+	streams  int           // open event streams
+	ended    chan struct{} // closed when the session ends: its streams end
 }
 
 type badTokens struct {
-	n     int
-	until time.Time
+	times []time.Time // wrong tokens within BadTokenWindow, oldest first
+	until time.Time   // refused until then
 }
 
 // New makes a Console.
@@ -137,8 +164,11 @@ func New(cfg Config) *Console {
 	if cfg.PINEvery == 0 {
 		cfg.PINEvery = 30 * time.Second
 	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 20 * time.Second
+	}
 	c := &Console{cfg: cfg, log: cfg.Logger, tokens: map[[32]byte]token{}, sessions: map[[32]byte]*session{},
-		bad: map[string]*badTokens{}, nonces: map[[32]byte]time.Time{}, enrolled: map[string][]string{}}
+		bad: map[string]*badTokens{}, enrolled: map[string][]string{}}
 	c.live = newLive(c)
 	return c
 }
@@ -218,8 +248,59 @@ func (c *Console) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// login consumes a one-time token and makes a session.
+// loginPage answers a one-time link: a page with the form that logs in
+// (POST /login). Opening the link uses nothing, so that a mail scanner
+// fetching it does not spend it, and a page of another site cannot log a
+// browser into a session of the attacker's (login CSRF): the form carries
+// a token that only the console's own page has, beside its cookie.
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	t := r.URL.Query().Get("token")
+	tok, ok := c.checkToken(w, r, t, false)
+	if !ok {
+		return
+	}
+	lc := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: LoginCookieName, Value: lc, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(c.cfg.TokenTTL.Seconds()) + 1})
+	c.render(w, r, http.StatusOK, "login", nil, &loginData{Owner: tok.owner, Token: t, CSRF: lc})
+}
+
+type loginData struct {
+	Owner, Token, CSRF string
+}
+
+// login consumes a one-time token and makes a session: the form of
+// loginPage, from the console's own origin, with its CSRF token.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	err := c.sameOrigin(r)
+	if err == nil {
+		err = r.ParseForm()
+	}
+	if err == nil {
+		ck, cerr := r.Cookie(LoginCookieName)
+		if cerr != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(ck.Value)) != 1 {
+			err = errors.New("missing or wrong login CSRF token")
+		}
+	}
+	if err != nil {
+		c.log.Warn("console: login refused", "addr", clientIP(r), "why", err.Error())
+		c.errorPage(w, r, http.StatusForbidden, "Refused: "+err.Error()+". Open your one-time link again.")
+		return
+	}
+	tok, ok := c.checkToken(w, r, r.PostFormValue("token"), true)
+	if !ok {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: LoginCookieName, Value: "", Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	c.startSession(w, tok.owner, "link")
+	http.Redirect(w, r, "/cards", http.StatusSeeOther)
+}
+
+// checkToken looks t up, and uses it if use; a wrong token counts
+// towards the address's lockout, and answers the refusal.
+func (c *Console) checkToken(w http.ResponseWriter, r *http.Request, t string, use bool) (token, bool) {
 	ip := clientIP(r)
 	now := c.cfg.Now()
 	c.mu.Lock()
@@ -228,20 +309,21 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		c.log.Warn("console: login refused: too many wrong links from this address", "addr", ip)
 		c.errorPage(w, r, http.StatusTooManyRequests, "Too many wrong links from your address: try again later.")
-		return
+		return token{}, false
 	}
-	t := r.URL.Query().Get("token")
 	d := digest(t)
 	tok, ok := c.tokens[d]
-	delete(c.tokens, d) // once, whatever follows
+	if use {
+		delete(c.tokens, d) // once, whatever follows
+	}
 	if !ok || now.After(tok.expires) {
-		if b == nil || now.After(b.until) && !b.until.IsZero() {
+		if b == nil {
 			b = &badTokens{}
 			c.bad[ip] = b
 		}
-		b.n++
-		if b.n >= MaxBadTokens {
-			b.until, b.n = now.Add(BadTokenLockout), 0
+		b.times = append(recentBad(b.times, now), now)
+		if len(b.times) >= MaxBadTokens {
+			b.until, b.times = now.Add(BadTokenLockout), nil
 		}
 		c.mu.Unlock()
 		reason := "unknown or already used"
@@ -250,12 +332,18 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		}
 		c.log.Warn("console: one-time link refused", "reason", reason, "addr", ip)
 		c.errorPage(w, r, http.StatusForbidden, "This link is "+reason+". Ask for a new one with: pscs admin console")
-		return
+		return token{}, false
 	}
-	delete(c.bad, ip)
 	c.mu.Unlock()
-	c.startSession(w, tok.owner, "link")
-	http.Redirect(w, r, "/cards", http.StatusSeeOther)
+	return tok, true
+}
+
+// recentBad drops the times before BadTokenWindow.
+func recentBad(times []time.Time, now time.Time) []time.Time {
+	for len(times) > 0 && now.Sub(times[0]) > BadTokenWindow {
+		times = times[1:]
+	}
+	return times
 }
 
 func clientIP(r *http.Request) string {
@@ -271,8 +359,27 @@ func (c *Console) startSession(w http.ResponseWriter, owner, how string) *sessio
 	id := randomToken()
 	d := digest(id)
 	now := c.cfg.Now()
-	s := &session{owner: owner, tag: hex.EncodeToString(d[:4]), csrf: randomToken(), created: now, lastSeen: now}
+	s := &session{owner: owner, tag: hex.EncodeToString(d[:4]), csrf: randomToken(), created: now, lastSeen: now, ended: make(chan struct{})}
 	c.mu.Lock()
+	for {
+		var oldest [32]byte
+		var first *session
+		n := 0
+		for k, x := range c.sessions {
+			if x.owner != owner {
+				continue
+			}
+			n++
+			if first == nil || x.created.Before(first.created) {
+				oldest, first = k, x
+			}
+		}
+		if n < MaxSessionsPerOwner {
+			break
+		}
+		c.endLocked(oldest)
+		c.log.Info("console: session ended: the owner opened too many", "owner", owner, "session", first.tag, "max", MaxSessionsPerOwner)
+	}
 	c.sessions[d] = s
 	c.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: id, Path: "/", Secure: true, HttpOnly: true,
@@ -290,7 +397,7 @@ func (c *Console) sessionOf(w http.ResponseWriter, r *http.Request) *session {
 		c.mu.Lock()
 		s := c.sessions[d]
 		if s != nil && (now.Sub(s.lastSeen) > c.cfg.IdleTimeout || now.Sub(s.created) > c.cfg.MaxSession) {
-			delete(c.sessions, d)
+			c.endLocked(d)
 			s = nil
 		}
 		if s != nil {
@@ -310,11 +417,19 @@ func (c *Console) sessionOf(w http.ResponseWriter, r *http.Request) *session {
 	return nil
 }
 
+// endLocked ends the session of digest d, if any, and its event streams.
+func (c *Console) endLocked(d [32]byte) {
+	if s, ok := c.sessions[d]; ok {
+		delete(c.sessions, d)
+		close(s.ended)
+	}
+}
+
 // logout ends the request's session.
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	if ck, err := r.Cookie(CookieName); err == nil {
 		c.mu.Lock()
-		delete(c.sessions, digest(ck.Value))
+		c.endLocked(digest(ck.Value))
 		c.mu.Unlock()
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", Secure: true, HttpOnly: true,
@@ -323,9 +438,9 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	c.render(w, r, http.StatusOK, "loggedout", nil, nil)
 }
 
-// checkPost checks a state change: a POST, from the console's own origin,
-// with the session's CSRF token.
-func (c *Console) checkPost(r *http.Request, s *session) error {
+// sameOrigin checks that a POST comes from a page of the console's own
+// origin.
+func (c *Console) sameOrigin(r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return errors.New("a change is a POST")
 	}
@@ -337,6 +452,15 @@ func (c *Console) checkPost(r *http.Request, s *session) error {
 	if o != c.URL() && !((o == "null" || o == "") && sameSite) {
 		return fmt.Errorf("origin %q is not the console's", o)
 	}
+	return nil
+}
+
+// checkPost checks a state change: a POST, from the console's own origin,
+// with the session's CSRF token.
+func (c *Console) checkPost(r *http.Request, s *session) error {
+	if err := c.sameOrigin(r); err != nil {
+		return err
+	}
 	r.Body = http.MaxBytesReader(nil, r.Body, maxForm)
 	if err := r.ParseMultipartForm(8 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
 		return fmt.Errorf("form: %w", err)
@@ -347,23 +471,48 @@ func (c *Console) checkPost(r *http.Request, s *session) error {
 	return nil
 }
 
-// newNonce makes a one-time form nonce.
-func (c *Console) newNonce() string {
+// newNonce makes a one-time form nonce of s; past MaxNonces, the oldest
+// is forgotten.
+func (c *Console) newNonce(s *session) string {
 	n := randomToken()
 	c.mu.Lock()
-	c.nonces[digest(n)] = c.cfg.Now()
+	s.nonces = append(s.nonces, digest(n))
+	if len(s.nonces) > MaxNonces {
+		s.nonces = slices.Delete(s.nonces, 0, len(s.nonces)-MaxNonces)
+	}
 	c.mu.Unlock()
 	return n
 }
 
-// useNonce reports whether n is an unused form nonce, and uses it.
-func (c *Console) useNonce(n string) bool {
+// useNonce reports whether n is an unused form nonce of s, and uses it.
+func (c *Console) useNonce(s *session, n string) bool {
 	d := digest(n)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.nonces[d]
-	delete(c.nonces, d)
-	return ok
+	i := slices.Index(s.nonces, d)
+	if i < 0 {
+		return false
+	}
+	s.nonces = slices.Delete(s.nonces, i, i+1)
+	return true
+}
+
+// openStream counts an event stream of s, or reports that s has
+// MaxStreams open already (or ended); closeStream uncounts it.
+func (c *Console) openStream(s *session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.streams >= MaxStreams {
+		return false
+	}
+	s.streams++
+	return true
+}
+
+func (c *Console) closeStream(s *session) {
+	c.mu.Lock()
+	s.streams--
+	c.mu.Unlock()
 }
 
 // noteEnrolled remembers an identity owner enrolled through the console.
@@ -390,16 +539,11 @@ func (c *Console) sweep(now time.Time) {
 	}
 	for d, s := range c.sessions {
 		if now.Sub(s.lastSeen) > c.cfg.IdleTimeout || now.Sub(s.created) > c.cfg.MaxSession {
-			delete(c.sessions, d)
-		}
-	}
-	for d, t := range c.nonces {
-		if now.Sub(t) > c.cfg.MaxSession {
-			delete(c.nonces, d)
+			c.endLocked(d)
 		}
 	}
 	for ip, b := range c.bad {
-		if !b.until.IsZero() && now.After(b.until) {
+		if b.times = recentBad(b.times, now); len(b.times) == 0 && !now.Before(b.until) {
 			delete(c.bad, ip)
 		}
 	}

@@ -11,11 +11,17 @@
 //   - a one-time link, which `pscs admin console` asks for with a signed
 //     administration request (action "console"): the link holds a random
 //     token, valid once and for [Config.TokenTTL] (2 minutes by default),
-//     bound to that owner. Opening it sets a session cookie and redirects
-//     to a page whose address holds no secret; a second use, an expired
-//     or unknown token is refused. Wrong tokens are counted per client
-//     address: after [MaxBadTokens] in a row the address is refused for
-//     [BadTokenLockout].
+//     bound to that owner. Opening it shows a page with one button, a
+//     form that posts the token (POST /login) with a CSRF token of that
+//     page's own (beside the cookie [LoginCookieName]), from the
+//     console's origin: a link fetched by a mail scanner is not spent, and
+//     another site cannot log a browser into a session of its choosing
+//     (login CSRF). The form sets the session cookie and redirects to a
+//     page whose address holds no secret; a second use, an expired or
+//     unknown token is refused. Wrong tokens, and only they, are counted
+//     per client address: the [MaxBadTokens]-th within [BadTokenWindow]
+//     has the address refused for [BadTokenLockout]. Good links neither
+//     count nor clear the count.
 //   - the owner's client certificate (the one their client.conf names),
 //     which the listener asks for but does not require: a certificate
 //     issued by pscsd's CA and enrolled to an owner logs in directly.
@@ -24,7 +30,11 @@
 // default) and [Config.MaxSession] in all (8 hours). Its cookie is
 // "__Host-pscs-session": Secure, HttpOnly, SameSite=Strict, Path=/.
 // Tokens and session identifiers are kept only as SHA-256 digests, in
-// memory: a restart of pscsd ends every session.
+// memory: a restart of pscsd ends every session. An owner has
+// [MaxSessionsPerOwner] sessions at most (a new one ends the oldest), a
+// session [MaxNonces] unused form nonces (a new one forgets the oldest)
+// and [MaxStreams] live pages' event streams (one more is refused with
+// 429).
 //
 // # Administration
 //
@@ -53,6 +63,11 @@
 // The cards page and the audit page follow server-sent events
 // (/events/cards, /events/audit): the cards' state every
 // [Config.SampleEvery], and each new audit record as it is written
-// (pscsd calls [Console.Appended]). The script is plain JavaScript
-// embedded in pscsd; nothing is fetched from elsewhere.
+// (pscsd calls [Console.Appended]); an idle stream gets a comment every
+// [Config.KeepAlive] (20 seconds) so that proxies keep it open, and a
+// stream ends with its session. The page's status line says whether it
+// is live, reconnecting, or ended: the session ended, or it has too many
+// live pages open (the script asks /events/check why a stream failed).
+// The script is plain JavaScript embedded in pscsd; nothing is fetched
+// from elsewhere.
 package console

@@ -3,7 +3,6 @@ package console
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"embed"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pscs/pscs/internal/docdigest"
 	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/transport"
 )
@@ -106,7 +106,8 @@ func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "web/static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /login", c.login)
+	mux.HandleFunc("GET /login", c.loginPage)
+	mux.HandleFunc("POST /login", c.login)
 	mux.HandleFunc("GET /{$}", c.auth(func(w http.ResponseWriter, r *http.Request, s *session) {
 		http.Redirect(w, r, "/cards", http.StatusSeeOther)
 	}))
@@ -125,6 +126,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /charts", c.auth(c.chartsPage))
 	mux.HandleFunc("GET /events/cards", c.auth(c.cardEvents))
 	mux.HandleFunc("GET /events/audit", c.auth(c.auditEvents))
+	mux.HandleFunc("GET /events/check", c.auth(c.eventsCheck))
 	mux.HandleFunc("POST /logout", c.auth(c.post(c.logout)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
@@ -198,7 +200,7 @@ func (c *Console) renderMsg(w http.ResponseWriter, r *http.Request, status int, 
 	w.Write(b.Bytes())
 }
 
-var titles = map[string]string{"cards": "Cards", "delegations": "Delegations", "delegates": "Delegates", "audit": "Audit log",
+var titles = map[string]string{"login": "Log in", "cards": "Cards", "delegations": "Delegations", "delegates": "Delegates", "audit": "Audit log",
 	"charts": "Charts", "error": "Console", "loggedout": "Logged out", "granted": "Delegation granted", "issued": "Certificate issued",
 	"verified": "Audit log verification"}
 
@@ -246,17 +248,51 @@ func (c *Console) cardsPage(w http.ResponseWriter, r *http.Request, s *session) 
 	c.render(w, r, http.StatusOK, "cards", s, c.live.view(c.cfg.Server.CardsOf(s.owner)))
 }
 
-// sse starts an event stream.
-func sse(w http.ResponseWriter) (http.Flusher, bool) {
-	f, ok := w.(http.Flusher)
+// tooManyStreams is the answer to an event stream past MaxStreams.
+var tooManyStreams = fmt.Sprintf("Too many open pages: this session follows %d live pages at most. Close one, then reload this page.", MaxStreams)
+
+// sse starts an event stream of s, counted against MaxStreams until
+// done is called.
+func (c *Console) sse(w http.ResponseWriter, s *session) (f http.Flusher, done func(), ok bool) {
+	f, ok = w.(http.Flusher)
 	if !ok {
-		return nil, false
+		http.Error(w, "no streaming", http.StatusInternalServerError)
+		return nil, nil, false
+	}
+	if !c.openStream(s) {
+		c.log.Info("console: event stream refused: too many open", "owner", s.owner, "session", s.tag)
+		http.Error(w, tooManyStreams, http.StatusTooManyRequests)
+		return nil, nil, false
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	f.Flush()
-	return f, true
+	return f, func() { c.closeStream(s) }, true
+}
+
+// eventsCheck says why a live page's stream failed (its script asks;
+// EventSource does not tell the status): 401 (by auth) when the session
+// ended, 429 when it has MaxStreams open, 204 otherwise.
+func (c *Console) eventsCheck(w http.ResponseWriter, r *http.Request, s *session) {
+	c.mu.Lock()
+	full := s.streams >= MaxStreams
+	c.mu.Unlock()
+	if full {
+		http.Error(w, tooManyStreams, http.StatusTooManyRequests)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// keepAlive sends an SSE comment, which EventSource ignores, so that an
+// idle stream is not dropped by a proxy.
+func keepAlive(w io.Writer, f http.Flusher) error {
+	if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+		return err
+	}
+	f.Flush()
+	return nil
 }
 
 // sendEvent sends one server-sent event whose data is HTML on one line.
@@ -275,12 +311,15 @@ func sendEvent(w io.Writer, f http.Flusher, name, id string, data []byte) error 
 }
 
 func (c *Console) cardEvents(w http.ResponseWriter, r *http.Request, s *session) {
-	f, ok := sse(w)
+	f, done, ok := c.sse(w, s)
 	if !ok {
 		return
 	}
+	defer done()
 	ch, stop := c.live.subscribe(func(l *live) map[chan struct{}]bool { return l.cards })
 	defer stop()
+	ka := time.NewTicker(c.cfg.KeepAlive)
+	defer ka.Stop()
 	t := pages["cards"]
 	for {
 		var b bytes.Buffer
@@ -290,27 +329,35 @@ func (c *Console) cardEvents(w http.ResponseWriter, r *http.Request, s *session)
 		if sendEvent(w, f, "cards", "", b.Bytes()) != nil {
 			return
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-ch:
-		}
-		if c.sessionGone(s) {
+		if !c.wait(r.Context(), w, f, ch, ka.C, s) {
 			return
 		}
 	}
 }
 
-// sessionGone reports whether s ended (logged out or expired).
-func (c *Console) sessionGone(s *session) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, x := range c.sessions {
-		if x == s {
+// wait waits for ch, sending a keep-alive comment at each tick of ka; it
+// reports false when the stream is to end (the request's context ended,
+// the client is gone, or s ended).
+func (c *Console) wait(ctx context.Context, w io.Writer, f http.Flusher, ch <-chan struct{}, ka <-chan time.Time, s *session) bool {
+	for {
+		select {
+		case <-ctx.Done():
 			return false
+		case <-s.ended:
+			return false
+		case <-ch:
+			select {
+			case <-s.ended:
+				return false
+			default:
+				return true
+			}
+		case <-ka:
+			if keepAlive(w, f) != nil {
+				return false
+			}
 		}
 	}
-	return true
 }
 
 // The delegations page.
@@ -330,7 +377,7 @@ type cardKeys struct {
 }
 
 func (c *Console) delegationsData(s *session) *delegationsData {
-	d := &delegationsData{Delegations: c.cfg.Server.DelegationsOf(s.owner), Nonce: c.newNonce(), Known: c.known(s.owner)}
+	d := &delegationsData{Delegations: c.cfg.Server.DelegationsOf(s.owner), Nonce: c.newNonce(s), Known: c.known(s.owner)}
 	for _, card := range c.cfg.Server.CardsOf(s.owner) {
 		ck := cardKeys{Name: card.Name}
 		if ms := card.Pool.Members(); len(ms) > 0 {
@@ -452,17 +499,18 @@ func delegationForm(r *http.Request) (*transport.AdminDelegation, []byte, error)
 	}
 	if r.MultipartForm != nil {
 		for _, fh := range r.MultipartForm.File["documents"] {
+			// Each digest a document signature may use, as
+			// `pscs admin delegate -documents` allows a file.
 			file, err := fh.Open()
 			if err != nil {
 				return nil, nil, err
 			}
-			h := sha256.New()
-			_, err = io.Copy(h, file)
+			sums, err := docdigest.Of(file)
 			file.Close()
 			if err != nil {
 				return nil, nil, err
 			}
-			d.Documents = append(d.Documents, h.Sum(nil))
+			d.Documents = append(d.Documents, sums...)
 		}
 	}
 	return d, []byte(f.Get("passphrase")), nil
@@ -486,7 +534,7 @@ func parseLasts(s string) (time.Duration, error) {
 }
 
 func (c *Console) createDelegation(w http.ResponseWriter, r *http.Request, s *session) {
-	if !c.useNonce(r.PostFormValue("nonce")) {
+	if !c.useNonce(s, r.PostFormValue("nonce")) {
 		c.renderMsg(w, r, http.StatusConflict, "delegations", s, c.delegationsData(s),
 			"This form was sent already (a reload?): nothing was granted again, and a virtual PIN is shown only once.", "")
 		return
@@ -691,6 +739,15 @@ func (c *Console) viaCtx(ctx context.Context, s *session) context.Context {
 
 func (c *Console) exportFile(format string) sessionHandler {
 	return func(w http.ResponseWriter, r *http.Request, s *session) {
+		// An export is an audited administration (it adds a record): a
+		// GET, for the browser's download, but not one another site's
+		// page starts (besides the SameSite cookie, Sec-Fetch-Site, which
+		// no page can set; "none" is an address typed in).
+		if fs := r.Header.Get("Sec-Fetch-Site"); fs == "cross-site" || fs == "same-site" {
+			c.log.Warn("console: export refused", "owner", s.owner, "session", s.tag, "sec-fetch-site", fs)
+			c.errorPage(w, r, http.StatusForbidden, "Refused: an export is started from the console's own pages.")
+			return
+		}
 		f, err := parseFilter(r.URL.Query())
 		if err != nil {
 			c.errorPage(w, r, http.StatusBadRequest, err.Error())
@@ -723,12 +780,15 @@ func (c *Console) auditEvents(w http.ResponseWriter, r *http.Request, s *session
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		after, _ = strconv.ParseUint(id, 10, 64)
 	}
-	ch, stop := c.live.subscribe(func(l *live) map[chan struct{}]bool { return l.subs })
-	defer stop()
-	fl, ok := sse(w)
+	fl, done, ok := c.sse(w, s)
 	if !ok {
 		return
 	}
+	defer done()
+	ch, stop := c.live.subscribe(func(l *live) map[chan struct{}]bool { return l.subs })
+	defer stop()
+	ka := time.NewTicker(c.cfg.KeepAlive)
+	defer ka.Stop()
 	t := pages["audit"]
 	for {
 		var rows []row
@@ -752,12 +812,7 @@ func (c *Console) auditEvents(w http.ResponseWriter, r *http.Request, s *session
 				return
 			}
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-ch:
-		}
-		if c.sessionGone(s) {
+		if !c.wait(r.Context(), w, fl, ch, ka.C, s) {
 			return
 		}
 	}

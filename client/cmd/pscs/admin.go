@@ -5,15 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"hash"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +19,7 @@ import (
 
 	"github.com/pscs/pscs/client"
 	"github.com/pscs/pscs/internal/cli"
+	"github.com/pscs/pscs/internal/docdigest"
 	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/transport"
 )
@@ -592,23 +589,13 @@ func (a *app) export(ctx context.Context, config, out string) error {
 	return nil
 }
 
-// documentDigests hashes a file once, as a stream, with each digest a
-// document signature may use (SHA-256, SHA-384, SHA-512, in that order):
-// the server sees only the digest the delegate chose, so a document
-// allowed by file is allowed whichever the delegate picks.
+// documentDigests is the file's SHA-256, SHA-384 and SHA-512
+// (docdigest.Of).
 func documentDigests(path string) ([][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	hs := []hash.Hash{sha256.New(), sha512.New384(), sha512.New()}
-	if _, err := io.Copy(io.MultiWriter(hs[0], hs[1], hs[2]), f); err != nil {
-		return nil, err
-	}
-	sums := make([][]byte, len(hs))
-	for i, h := range hs {
-		sums[i] = h.Sum(nil)
-	}
-	return sums, nil
+	return docdigest.Of(f)
 }

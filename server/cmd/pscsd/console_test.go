@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,7 +15,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"html"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -29,6 +33,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/pscs/pscs/client"
+	"github.com/pscs/pscs/internal/p11"
 	"github.com/pscs/pscs/transport"
 )
 
@@ -41,14 +46,20 @@ import (
 // delegate's next request is refused. Owner B (the demo's clerk) sees none
 // of it and can do none of it, also by crafted requests; changes without
 // the CSRF token are refused; axe-core finds no serious or critical
-// accessibility violation on any page. Screenshots of every page go to
-// $PSCS_ARTIFACTS/console (else a temporary directory).
+// accessibility violation on any page. A session's seventh live page
+// says "too many open pages", and a live page says its session ended at
+// logout. Screenshots of every page are kept in $PSCS_ARTIFACTS/console
+// (make test sets bin/artifacts; else bin/artifacts of the module).
 func TestConsoleBrowser(t *testing.T) {
 	browser := findChromium(t)
 	axe := axeSource(t)
 	artifacts := os.Getenv("PSCS_ARTIFACTS")
 	if artifacts == "" {
-		artifacts = t.TempDir()
+		artifacts = filepath.Join("..", "..", "..", "bin", "artifacts")
+	}
+	artifacts, err := filepath.Abs(artifacts)
+	if err != nil {
+		t.Fatal(err)
 	}
 	artifacts = filepath.Join(artifacts, "console")
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {
@@ -56,7 +67,7 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 
 	d := startConsoleDemo(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ownerConf := filepath.Join(d.state, "demo", "owner", "client.conf")
 	clerkConf := filepath.Join(d.state, "demo", "clerk", "client.conf")
@@ -87,9 +98,9 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("starting chromium: %v", err)
 	}
 
-	shot := func(name string) {
+	shotIn := func(tab context.Context, name string) {
 		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
@@ -99,6 +110,7 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 		t.Logf("screenshot: %s", p)
 	}
+	shot := func(name string) { t.Helper(); shotIn(bctx, name) }
 	a11y := func(page string) {
 		t.Helper()
 		_, err := chromedp.Run(bctx, chromedp.Evaluate[chromedp.Void](axe, chromedp.EvalIgnoreExceptions))
@@ -171,8 +183,15 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 	}
 
-	// The one-time link logs in and leaves no token in the address.
-	run("login", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#owner")))
+	// The one-time link opens a page whose form logs in and leaves no
+	// token in the address.
+	run("link", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#login-button")))
+	if got := text("#login-owner"); got != demoOwner {
+		t.Errorf("the link's page names %q", got)
+	}
+	shot("0-login")
+	a11y("login")
+	run("login", chromedp.Click(chromedp.CSS("#login-button")), chromedp.WaitVisible(chromedp.CSS("#owner")))
 	if u := location(); u != base+"/cards" || strings.Contains(u, "token") {
 		t.Errorf("after login the browser is at %s, want %s/cards", u, base)
 	}
@@ -320,10 +339,14 @@ func TestConsoleBrowser(t *testing.T) {
 		"passphrase": {"whatever-passphrase"}}, base, true); code != http.StatusForbidden {
 		t.Errorf("owner B delegating A's card: %d, want 403", code)
 	}
-	// B's audit page now holds B's own refused attempts (they name A's
-	// delegation, as B did), and nothing of A's.
+	// B's audit page now holds B's own refused attempts (naming nothing
+	// of A's), and nothing of A's, also filtered on A's card.
+	if code, page := b.get("/audit"); code != http.StatusOK || strings.Contains(page, demoOwner) || strings.Contains(page, "web-delegate") ||
+		strings.Contains(page, id) || strings.Contains(page, "mayor") || !strings.Contains(page, "admin:revoke") {
+		t.Errorf("owner B's audit page after the crafted requests: %d, %.3000s", code, page)
+	}
 	if code, page := b.get("/audit?card=mayor"); code != http.StatusOK || strings.Contains(page, demoOwner) || strings.Contains(page, "web-delegate") ||
-		!strings.Contains(page, "admin:revoke") {
+		strings.Contains(page, id) {
 		t.Errorf("owner B filtering on A's card: %d, %.3000s", code, page)
 	}
 	// None of it changed anything: the delegate still signs.
@@ -350,13 +373,65 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("the owner's records lack the console's administrations: %.600s", s)
 	}
 
+	// A session's live pages are bounded: with six event streams open in
+	// this tab (the audit page's and five more), a seventh live page, in a
+	// second tab, says so on its status line, and goes live once they
+	// close; at logout it says that the session ended.
+	run("six streams", chromedp.Navigate(base+"/audit"), chromedp.WaitVisible(chromedp.CSS("#records")),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#records").getAttribute("data-live") === "on"`, chromedp.WithPollingTimeout(30*time.Second)),
+		chromedp.Evaluate[chromedp.Void](`window.extra = []; for (let i = 0; i < 5; i++) window.extra.push(new EventSource("/events/cards"));`),
+		// (One refused while the server had not yet seen a former page's
+		// stream closed is opened again.)
+		chromedp.Poll[chromedp.Void](`(window.extra = window.extra.map(e => e.readyState === EventSource.CLOSED ? new EventSource("/events/cards") : e)).every(e => e.readyState === EventSource.OPEN)`,
+			chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(500*time.Millisecond)))
+	tab2, closeTab2 := chromedp.NewContext(bctx)
+	defer closeTab2()
+	// The tab opens with its first run, and lives as long as its context:
+	// this one, without a timeout of its own.
+	if err := chromedp.Do(tab2); err != nil {
+		t.Fatalf("a second tab: %v", err)
+	}
+	inTab2 := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(tab2, 90*time.Second)
+		defer scancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			page, _ := chromedp.Run(tab2, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+			t.Fatalf("second tab, %s: %v (showing:\n%.2000s)", what, err, page)
+		}
+	}
+	status := func(state string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector("#live-status").getAttribute("data-state") === %q`, state),
+			chromedp.WithPollingTimeout(60*time.Second))
+	}
+	inTab2("a seventh live page", chromedp.Navigate(base+"/cards"), chromedp.WaitVisible(chromedp.CSS("#cards")), status("too-many"))
+	statusText := func() string {
+		sctx, scancel := context.WithTimeout(tab2, 30*time.Second)
+		defer scancel()
+		s, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`document.querySelector("#live-status").textContent`))
+		return s
+	}
+	if s := statusText(); !strings.Contains(s, "Too many open pages") {
+		t.Errorf("the seventh page's status line: %q", s)
+	}
+	shotIn(tab2, "9-too-many-pages")
+	run("close five streams", chromedp.Evaluate[chromedp.Void](`window.extra.forEach(e => e.close())`))
+	inTab2("the seventh page, live", status("live"))
+
 	// Owner B in the browser, after A logs out.
 	run("logout", chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitNotPresent(chromedp.CSS("#owner")))
-	run("login B", chromedp.Navigate(consoleLink(ctx, t, clerkConf)), chromedp.WaitVisible(chromedp.CSS("#present-clerk")))
+	inTab2("the session ended", status("ended"))
+	if s := statusText(); !strings.Contains(s, "Session ended") {
+		t.Errorf("the live page's status line after logout: %q", s)
+	}
+	shotIn(tab2, "10-session-ended")
+	closeTab2()
+	run("login B", chromedp.Navigate(consoleLink(ctx, t, clerkConf)), chromedp.WaitVisible(chromedp.CSS("#login-button")),
+		chromedp.Click(chromedp.CSS("#login-button")), chromedp.WaitVisible(chromedp.CSS("#present-clerk")))
 	if s := text("#cards"); strings.Contains(s, "mayor") || strings.Contains(s, "ceo") {
 		t.Errorf("owner B's cards page shows A's cards: %s", s)
 	}
-	shot("9-owner-b")
+	shot("11-owner-b")
 
 	// No secret in pscsd's log: neither the vPIN, nor the passphrase, nor
 	// a one-time link (checked at cleanup too).
@@ -551,20 +626,27 @@ type httpSession struct {
 	csrf string
 }
 
+var (
+	tokenField = regexp.MustCompile(`name="token" value="([^"]+)"`)
+	csrfField  = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+)
+
+// newSession logs in with a one-time link as a browser does: the page the
+// link opens, then its form.
 func newSession(ctx context.Context, t *testing.T, conf string) *httpSession {
 	link := consoleLink(ctx, t, conf)
 	jar, _ := cookiejar.New(nil)
 	s := &httpSession{t: t, base: link[:strings.Index(link, "/login")], c: insecureClient(jar)}
-	resp, err := s.c.Get(link)
-	if err != nil {
-		t.Fatal(err)
+	code, page := s.get(strings.TrimPrefix(link, s.base))
+	tok, csrf := tokenField.FindStringSubmatch(page), csrfField.FindStringSubmatch(page)
+	if code != http.StatusOK || tok == nil || csrf == nil {
+		t.Fatalf("the link: %d, no login form", code)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login: %d", resp.StatusCode)
+	if code := s.post("/login", url.Values{"token": {html.UnescapeString(tok[1])}, "csrf": {html.UnescapeString(csrf[1])}}, s.base, false); code != http.StatusSeeOther {
+		t.Fatalf("login: %d", code)
 	}
-	_, page := s.get("/cards")
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	_, page = s.get("/cards")
+	m := csrfField.FindStringSubmatch(page)
 	if m == nil {
 		t.Fatal("no CSRF token on the cards page")
 	}
@@ -606,4 +688,186 @@ func (s *httpSession) post(path string, form url.Values, origin string, withCSRF
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestConsoleTwoOwners runs the console of `pscsd --demo` without a
+// browser: owner A grants, in the console's form, a delegation with an
+// uploaded document, which its delegate then signs with SHA-384 (and
+// SHA-512), another document being refused; owner B (the demo's clerk)
+// sees nothing of A's cards, delegations or records through the pages,
+// the exports (filtered on A's card and delegate or not) and the event
+// streams, and A's delegation's ID, A's card or A's form nonce get B
+// nothing but refusals, which change nothing.
+func TestConsoleTwoOwners(t *testing.T) {
+	d := startConsoleDemo(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a := newSession(ctx, t, filepath.Join(d.state, "demo", "owner", "client.conf"))
+	b := newSession(ctx, t, filepath.Join(d.state, "demo", "clerk", "client.conf"))
+	pass, err := os.ReadFile(filepath.Join(d.state, "demo", "owner", "passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A issues a certificate to a new delegate and grants it a
+	// delegation of the document.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(key.Public())
+	code, page := a.postForm("/delegates/issue", map[string]string{"name": "doc-delegate",
+		"public_key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}, nil)
+	certOut := regexp.MustCompile(`(?s)id="cert-out"[^>]*>(.*?)</textarea>`).FindStringSubmatch(page)
+	caOut := regexp.MustCompile(`(?s)id="ca-out"[^>]*>(.*?)</textarea>`).FindStringSubmatch(page)
+	if code != http.StatusOK || certOut == nil || caOut == nil {
+		t.Fatalf("issue: %d\n%.2000s", code, page)
+	}
+	delegateConf := writeIdentity(t, key, html.UnescapeString(certOut[1]), html.UnescapeString(caOut[1]), d.udp)
+	doc := []byte("Order 2026/117: ten reams of paper\n")
+	code, page = a.postForm("/delegations", map[string]string{"nonce": a.nonce(), "card": "mayor", "delegate": "doc-delegate", "ops": "sign",
+		"keys": "9a", "for": "1d", "passphrase": strings.TrimSpace(string(pass))}, map[string][]byte{"order.txt": doc})
+	vpin := regexp.MustCompile(`<output id="vpin">(\d{8})</output>`).FindStringSubmatch(page)
+	id := regexp.MustCompile(`<code id="granted-id">(d-[0-9a-f]+)</code>`).FindStringSubmatch(page)
+	if code != http.StatusOK || vpin == nil || id == nil {
+		t.Fatalf("grant: %d\n%.2000s", code, page)
+	}
+
+	dc := dialAs(ctx, t, delegateConf)
+	if _, err := dc.Login(ctx, 1, []byte(vpin[1])); err != nil {
+		t.Fatal(err)
+	}
+	sign := func(h crypto.Hash, data []byte) error {
+		hh := h.New()
+		hh.Write(data)
+		mech := map[crypto.Hash]uint64{crypto.SHA256: p11.CKMSHA256, crypto.SHA384: p11.CKMSHA384, crypto.SHA512: p11.CKMSHA512}[h]
+		_, err := dc.SignDocument(ctx, &transport.SignDocumentRequest{Slot: 1, Key: 1, Hash: mech, Digest: hh.Sum(nil)}, nil)
+		return err
+	}
+	for _, h := range []crypto.Hash{crypto.SHA384, crypto.SHA512, crypto.SHA256} {
+		if err := sign(h, doc); err != nil {
+			t.Errorf("the document allowed in the console, signed with %v: %v", h, err)
+		}
+	}
+	if err := sign(crypto.SHA384, []byte("another order")); transport.CodeOf(err) != transport.CodeDocumentRefused {
+		t.Errorf("another document, SHA-384: %v, want code %d", err, transport.CodeDocumentRefused)
+	}
+
+	// B's crafted requests with A's IDs: refused, and nothing changes.
+	for _, p := range []string{"/delegations/revoke", "/delegations/unlock"} {
+		if code := b.post(p, url.Values{"id": {id[1]}}, b.base, true); code != http.StatusForbidden {
+			t.Errorf("owner B's %s of A's delegation: %d, want 403", p, code)
+		}
+	}
+	if code, _ := b.postForm("/delegations", map[string]string{"nonce": b.nonce(), "card": "mayor", "delegate": "doc-delegate", "ops": "sign",
+		"passphrase": strings.TrimSpace(string(pass))}, map[string][]byte{"order.txt": doc}); code != http.StatusForbidden {
+		t.Errorf("owner B granting A's card (with A's passphrase): %d, want 403", code)
+	}
+	if code, _ := b.postForm("/delegations", map[string]string{"nonce": a.nonce(), "card": "clerk", "delegate": "doc-delegate", "ops": "sign",
+		"passphrase": "whatever passphrase"}, nil); code != http.StatusConflict {
+		t.Errorf("owner B with a form nonce of A's: %d, want 409", code)
+	}
+	if err := sign(crypto.SHA384, doc); err != nil {
+		t.Errorf("after owner B's attempts, A's delegate: %v", err)
+	}
+
+	// What B sees: pages, exports and streams, filtered on A's card and
+	// delegate or not; B's own refused attempts are there, naming
+	// nothing of A's.
+	leaks := func(s string) bool {
+		return strings.Contains(s, id[1]) || strings.Contains(s, "doc-delegate") || strings.Contains(s, demoOwner) || strings.Contains(s, "mayor")
+	}
+	for _, p := range []string{"/cards", "/delegations", "/delegates", "/charts", "/audit", "/audit/export.jsonl", "/audit/export.csv",
+		"/audit/export.jsonl?card=mayor", "/audit/export.csv?delegate=doc-delegate", "/audit/export.jsonl?delegate=" + demoOwner} {
+		code, page := b.get(p)
+		if code != http.StatusOK || leaks(page) {
+			t.Errorf("owner B's %s (%d) shows something of owner A's:\n%.3000s", p, code, page)
+		}
+		if p == "/audit" && !strings.Contains(page, "admin:revoke") {
+			t.Errorf("owner B's audit page lacks B's own refused revoke")
+		}
+	}
+	for _, p := range []string{"/audit?card=mayor", "/audit?delegate=doc-delegate"} {
+		code, page := b.get(p)
+		if code != http.StatusOK || strings.Contains(page, id[1]) || strings.Contains(page, "<td>doc-delegate") || strings.Contains(page, "admin:delegate") {
+			t.Errorf("owner B's %s (%d) shows A's records:\n%.3000s", p, code, page)
+		}
+	}
+	// The audit stream from the start: every record B may see, up to
+	// B's own refused unlock (the last of B's attempts before it).
+	events := b.stream(ctx, "/events/audit?after=0")
+	for {
+		line, err := events.ReadString('\n')
+		if err != nil {
+			t.Fatalf("owner B's audit stream ended before B's own records: %v", err)
+		}
+		if leaks(line) {
+			t.Errorf("owner B's audit stream shows owner A's: %.500s", line)
+		}
+		if strings.Contains(line, "admin:unlock") {
+			break
+		}
+	}
+	cards := b.stream(ctx, "/events/cards")
+	for {
+		line, err := cards.ReadString('\n')
+		if err != nil {
+			t.Fatalf("owner B's cards stream: %v", err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			if leaks(line) || !strings.Contains(line, "clerk") {
+				t.Errorf("owner B's cards stream: %.500s", line)
+			}
+			break
+		}
+	}
+	// A sees B's attempts on nothing of A's, and A's own records.
+	if code, page := a.get("/audit/export.jsonl?delegate=doc-delegate"); code != http.StatusOK || !strings.Contains(page, id[1]) {
+		t.Errorf("owner A's export lacks A's delegate's signatures: %d", code)
+	}
+}
+
+// postForm posts a multipart form (fields, and files by name in the
+// field "documents") with the CSRF token, from the console's origin, and
+// returns the status and page.
+func (s *httpSession) postForm(path string, fields map[string]string, files map[string][]byte) (int, string) {
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	for k, v := range fields {
+		w.WriteField(k, v)
+	}
+	w.WriteField("csrf", s.csrf)
+	for name, data := range files {
+		fw, _ := w.CreateFormFile("documents", name)
+		fw.Write(data)
+	}
+	w.Close()
+	req, _ := http.NewRequest(http.MethodPost, s.base+path, &body)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	req.Header.Set("Origin", s.base)
+	resp, err := s.c.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// stream opens an event stream, closed when the test ends.
+func (s *httpSession) stream(ctx context.Context, path string) *bufio.Reader {
+	ctx, cancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
+	c := *s.c
+	c.Timeout = 0 // a stream lasts; ctx ends it
+	resp, err := c.Do(req)
+	if err != nil {
+		cancel()
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cancel(); resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		s.t.Fatalf("%s: %d", path, resp.StatusCode)
+	}
+	return bufio.NewReader(resp.Body)
 }
