@@ -228,6 +228,7 @@ func keyTrans(c *x509.Certificate, pub *rsa.PublicKey, cek []byte, kt KeyTranspo
 	var ek []byte
 	var err error
 	if kt == KeyTransportPKCS1v15 {
+		//lint:ignore SA1019 openssl smime (PKCS #7) reads no other RSA key transport; chosen by configuration, OAEP by default
 		ek, err = rsa.EncryptPKCS1v15(rand.Reader, pub, cek)
 	} else {
 		ek, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
@@ -612,6 +613,7 @@ func (r *Recipient) open(key crypto.PrivateKey) ([]byte, error) {
 			// signature, never earlier and differently.
 			cek := make([]byte, 32)
 			rand.Read(cek)
+			//lint:ignore SA1019 envelopes made for openssl smime; no oracle: a bad padding yields a random key
 			if err := rsa.DecryptPKCS1v15SessionKey(nil, k, r.Key, cek); err != nil {
 				return nil, ErrNotRecipient // the key's size, not the padding
 			}

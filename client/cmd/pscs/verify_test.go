@@ -26,15 +26,15 @@ import (
 )
 
 // runVerify runs pscs verify in process with args; it returns standard
-// output, the error and the exit code.
-func runVerify(t *testing.T, args ...string) (string, error, int) {
+// output, the exit code and the error.
+func runVerify(t *testing.T, args ...string) (string, int, error) {
 	t.Helper()
 	p := program()
 	var out, errOut bytes.Buffer
 	p.Stdout, p.Stderr = &out, &errOut
 	err := p.Run(context.Background(), append([]string{"verify"}, args...))
 	t.Logf("$ pscs verify %s\n%s%s(err %v)", strings.Join(args, " "), out.String(), errOut.String(), err)
-	return out.String(), err, p.Exit(err)
+	return out.String(), p.Exit(err), err
 }
 
 // cadesBy signs doc (detached) with key under cert, the SignedData
@@ -180,7 +180,7 @@ func TestVerifyTrust(t *testing.T) {
 			nil, []string{"result:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err, code := runVerify(t, tc.args...)
+			out, code, err := runVerify(t, tc.args...)
 			if code != tc.code {
 				t.Errorf("exit %d (%v), want %d", code, err, tc.code)
 			}
@@ -234,15 +234,15 @@ func TestVerifyTrust(t *testing.T) {
 			return write(cert.SerialNumber.String()+fmt.Sprint(len(cert.Raw))+".pdf", append(bytes.Clone(pdf), u.Tail...))
 		}
 		genuine, fake := sign(key, leaf), sign(impKey, impCert)
-		out, err, code := runVerify(t, "-CAfile", anchors, "-in", genuine)
+		out, code, err := runVerify(t, "-CAfile", anchors, "-in", genuine)
 		if code != 0 || !strings.Contains(out, "trusted: chain of 3") || !strings.Contains(out, "(checked at now") || !strings.Contains(out, noticeText) {
 			t.Errorf("a genuine PDF signature with -CAfile: exit %d (%v)", code, err)
 		}
-		out, _, code = runVerify(t, "-in", genuine)
+		out, code, _ = runVerify(t, "-in", genuine)
 		if code != 0 || !strings.Contains(out, "NOT verified against a trust anchor") {
 			t.Errorf("a genuine PDF signature without -CAfile: exit %d", code)
 		}
-		out, err, code = runVerify(t, "-CAfile", anchors, "-in", fake)
+		out, code, err = runVerify(t, "-CAfile", anchors, "-in", fake)
 		if code != 1 || !errors.Is(err, cms.ErrUntrusted) || !strings.Contains(out, "UNTRUSTED") || strings.Contains(out, noticeText) {
 			t.Errorf("an impostor's PDF signature with -CAfile: exit %d (%v)", code, err)
 		}

@@ -207,12 +207,7 @@ func TestBackupByMail(t *testing.T) {
 	r.log.waitFor(t, serving, 1)
 	owner := filepath.Join(state, "demo", "owner")
 	ownerConf, ca := filepath.Join(owner, "client.conf"), filepath.Join(owner, "ca.pem")
-	pscs := func(args ...string) (string, error) {
-		cmd := exec.Command(pscsBin, args...)
-		cmd.Env = append(os.Environ(), "PSCS_CONFIG="+ownerConf)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	pscs := pscsAs(pscsBin, ownerConf)
 	signN(t, state, 3)
 	list, err := pscs("admin", "list")
 	if err != nil {
@@ -633,4 +628,15 @@ func TestBackupRetry(t *testing.T) {
 		t.Errorf("after the backup was sent: health %d, metrics:\n%s", health, met)
 	}
 	r.stop(t)
+}
+
+// pscsAs runs the pscs command pscsBin with the client configuration conf and
+// returns what it printed.
+func pscsAs(pscsBin, conf string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		cmd := exec.Command(pscsBin, args...)
+		cmd.Env = append(os.Environ(), "PSCS_CONFIG="+conf)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
 }

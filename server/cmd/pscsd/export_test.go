@@ -159,12 +159,7 @@ func TestExportVerifiesOffline(t *testing.T) {
 	ownerConf := filepath.Join(state, "demo", "owner", "client.conf")
 	ca := filepath.Join(state, "demo", "owner", "ca.pem")
 	export := filepath.Join(dir, "export.jsonl")
-	pscs := func(args ...string) (string, error) {
-		cmd := exec.Command(pscsBin, args...)
-		cmd.Env = append(os.Environ(), "PSCS_CONFIG="+ownerConf)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	pscs := pscsAs(pscsBin, ownerConf)
 	out, err := pscs("admin", "export", "-out", export)
 	if err != nil || !regexp.MustCompile(`0 signed requests that do not verify; hash chain and [1-9][0-9]* checkpoints verified`).MatchString(out) {
 		t.Fatalf("export: %v\n%s", err, out)

@@ -44,12 +44,7 @@ func TestRestoreOlderBackup(t *testing.T) {
 	r.log.waitFor(t, serving, 1)
 	owner := filepath.Join(state, "demo", "owner")
 	ca := filepath.Join(owner, "ca.pem")
-	pscs := func(args ...string) (string, error) {
-		cmd := exec.Command(pscsBin, args...)
-		cmd.Env = append(os.Environ(), "PSCS_CONFIG="+filepath.Join(owner, "client.conf"))
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	pscs := pscsAs(pscsBin, filepath.Join(owner, "client.conf"))
 	signN(t, state, 1)
 	if out, err := pscs("admin", "backup"); err != nil {
 		t.Fatalf("pscs admin backup: %v\n%s", err, out)

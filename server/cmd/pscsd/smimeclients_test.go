@@ -68,12 +68,7 @@ func TestMailForSMIMEClients(t *testing.T) {
 	r.log.waitFor(t, serving, 1)
 	owner := filepath.Join(state, "demo", "owner")
 	ca := filepath.Join(owner, "ca.pem")
-	pscs := func(args ...string) (string, error) {
-		cmd := exec.Command(pscsBin, args...)
-		cmd.Env = append(os.Environ(), "PSCS_CONFIG="+filepath.Join(owner, "client.conf"))
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	pscs := pscsAs(pscsBin, filepath.Join(owner, "client.conf"))
 	// The RSA owner: their key, certified by pscsd's CA; the lost owner.
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
