@@ -117,7 +117,8 @@ func rebuilt(t *testing.T, b []byte, edit func([]*audit.Record) []*audit.Record)
 // log that was tampered with or rolled back, each time saying what it
 // found; the state from before a revocation never lets the revoked
 // delegate sign; a torn last record is still recovered; and the owner's
-// pscsd recover accepts a named loss and records it in the log.
+// pscsd recover accepts a named loss, records it in the log, and revokes
+// every delegation, since what happened after the copy is unknown.
 func TestAuditRollbackRefused(t *testing.T) {
 	bin := buildPSCSD(t)
 	state := filepath.Join(t.TempDir(), "state")
@@ -230,20 +231,35 @@ func TestAuditRollbackRefused(t *testing.T) {
 	if !strings.Contains(string(out), "recorded in the audit log") {
 		t.Fatalf("pscsd recover said:\n%s", out)
 	}
+	// The copy predates the revocation, and what came after it is
+	// unknown: every delegation is revoked, and the revoked one stays so.
+	revokedID := list.Delegations[0].ID
+	if !strings.Contains(string(out), "every delegation was revoked: "+revokedID) {
+		t.Errorf("pscsd recover did not revoke the delegation it cannot vouch for:\n%s", out)
+	}
 	r = startDemo(t, bin, state)
 	r.log.waitFor(t, serving, 1)
+	if err := tryLogin(t, state); err == nil {
+		t.Error("the delegation revoked after the old copy was made logs in again after pscsd recover")
+	}
 	r.stop(t)
 	b, _ := os.ReadFile(logPath)
-	found := false
+	found, revokedRecord := false, false
 	audit.ReadAll(bytes.NewReader(b), func(rec *audit.Record) error {
 		if rec.Op == "recover:log" && strings.Contains(string(rec.Result), "restored the backup of Monday") &&
 			strings.Contains(string(rec.Result), "older than its anchor") {
 			found = true
 		}
+		if rec.Op == "recover:policy" && rec.Delegation == revokedID && rec.Policy != nil && rec.Policy.Revoked {
+			revokedRecord = true
+		}
 		return nil
 	})
 	if !found {
 		t.Fatal("the accepted loss is not in the log")
+	}
+	if !revokedRecord {
+		t.Error("no recover:policy record revokes the delegation")
 	}
 	// Without -accept, recover refuses to guess.
 	if out, err := exec.Command(bin, "recover", "--demo", "--state", state, "-reason", "x").CombinedOutput(); err == nil {

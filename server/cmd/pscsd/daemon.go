@@ -107,12 +107,14 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 	// The policy state (use counts, lockouts, locks) is rebuilt from the
 	// same read: each record keeps the state its request left.
 	s.policy = &policy.Rebuild{Since: time.Now().Add(-time.Hour)}
+	known := &knownMarks{last: map[string]policy.Mark{}} // for a recovery
 	scan := func(r *audit.Record) {
 		if storeHead(r) && anchor.UnmarshalBinary(r.Result) == nil {
 			found = true
 		}
 		if m, ok := server.PolicyMark(r); ok {
 			s.policy.Add(m)
+			known.add(m)
 		}
 	}
 	counter, err := tpmanchor.OpenCounter(s.vault.WithTPM, tpmanchor.CounterHandle(s.vault.KeyID()))
@@ -153,6 +155,13 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err) // an altered or rolled-back store is reported, not used
+	}
+	if rec != nil && rec.revoke && s.audit.Accepted() != nil {
+		// What happened after the log's end is unknown: no revocation
+		// made then may come back to life.
+		if err := rec.revokeUnknown(s.audit, s.store, known, s.policy.Add); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
+		}
 	}
 	if s.ca, err = loadOrMakeCA(s.store, s.vault); err != nil {
 		return nil, err

@@ -111,7 +111,7 @@ func program() *cli.Program {
 				Summary: "enroll an owner on the server's machine, before the server runs: key, certificate, CA and client.conf to DIR",
 				Run:     initCmd},
 			{Name: "recover", Args: "(-config FILE | --demo --state DIR) -accept log[,store] -reason TEXT [-trace] [-json]",
-				Summary: "accept a known loss of state (a restored backup), record it in the audit log, re-anchor, and exit",
+				Summary: "accept a known loss of state (a restored backup), record it in the audit log, re-anchor, and exit; a lost log revokes every delegation",
 				Run:     recoverCmd},
 			{Name: "restore", Args: "(-config FILE | --demo --state DIR) -ca FILE [-key FILE] -reason TEXT [-trace] [-json] BACKUP",
 				Summary: "restore a backup (the mail as delivered, with the owner's -key; or what openssl cms -decrypt made of it) on this TPM, record it in the audit log, re-anchor, and exit",

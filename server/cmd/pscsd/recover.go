@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/pscs/pscs/server"
 	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/store"
 )
 
 // Losses an owner can accept with pscsd recover.
@@ -22,15 +27,26 @@ const (
 // on: pscsd recover. Each accepted loss becomes a record of the new log
 // (Op "recover:log" or "recover:store", Identity "pscsd recover"), with
 // what was found and the owner's reason, anchored before pscsd goes on.
+//
+// A lost log (cut, deleted, emptied, an older copy) leaves unknown what
+// happened after its end: revocations, uses against a limit, wrong vPINs,
+// locks. An old copy of the files must not resurrect a revoked delegation,
+// so accepting it revokes every delegation the store does not already keep
+// revoked (a "recover:policy" record each, then the store's revocation);
+// the owners delegate again, their registered PINs stay.
 type recovery struct {
 	accept []string
 	reason string
 	done   []string // what was accepted, for the operator
+	// revoke: a lost log revokes every delegation (pscsd recover).
+	// pscsd restore leaves it false and decides itself, with the log
+	// it replaces at hand.
+	revoke bool
 }
 
 // parseRecovery reads -accept (a comma-separated list of losses).
 func parseRecovery(accept, reason string) (*recovery, error) {
-	r := &recovery{reason: reason}
+	r := &recovery{reason: reason, revoke: true}
 	for _, a := range strings.Split(accept, ",") {
 		switch a = strings.TrimSpace(a); a {
 		case lossLog, lossStore:
@@ -73,4 +89,69 @@ func (r *recovery) recordStore(l *audit.Log, found error) error {
 	_, err := l.Append(context.Background(), &audit.Record{Identity: "pscsd recover", Op: "recover:" + lossStore,
 		Result: []byte(what), Anchor: true})
 	return err
+}
+
+// knownMarks is what the log that is read holds of each delegation's policy
+// state: its newest mark, and the newest change number of all.
+type knownMarks struct {
+	serial uint64
+	last   map[string]policy.Mark
+}
+
+func (k *knownMarks) add(m policy.Mark) {
+	k.serial = max(k.serial, m.Serial)
+	if m.Delegation == "" {
+		return
+	}
+	if o, ok := k.last[m.Delegation]; !ok || m.Serial >= o.Serial {
+		k.last[m.Delegation] = m
+	}
+}
+
+// revokeUnknown revokes, after an accepted loss of the log, every
+// delegation st holds and does not keep revoked: first a record of the
+// revocation into l (anchored, with the newest state known beside it; add
+// takes its mark, for the policy rebuilt at this start), then the
+// revocation in the store. A crash between the two leaves the record,
+// which every later start reads.
+func (r *recovery) revokeUnknown(l *audit.Log, st *store.Store, known *knownMarks, add func(policy.Mark)) error {
+	ids, err := st.List(store.KindDelegation)
+	if err != nil {
+		return err
+	}
+	var revoked []string
+	serial := known.serial
+	for _, id := range ids {
+		if server.Revoked(st, id) {
+			continue
+		}
+		db, gerr := st.Get(store.KindDelegation, id)
+		d, derr := store.DecodeDelegation(db)
+		if err := errors.Join(gerr, derr); err != nil {
+			return fmt.Errorf("delegation %s: %w", id, err)
+		}
+		serial++
+		now := time.Now()
+		p := audit.Policy{Serial: serial, Time: now.UnixMilli(), Card: d.Card, Revoked: true}
+		if m, ok := known.last[id]; ok {
+			p.Used, p.WrongVPIN, p.Locked = uint64(max(m.Used, 0)), uint64(max(m.WrongVPIN, 0)), m.Locked
+		}
+		rec := &audit.Record{Identity: "pscsd recover", Op: "recover:policy", Delegation: id, Card: d.Card, Policy: &p,
+			Result: []byte("revoked by the recovery: what happened after the log's end is unknown"), Anchor: true}
+		if _, err := l.Append(context.Background(), rec); err != nil {
+			return err
+		}
+		if m, ok := server.PolicyMark(rec); ok {
+			add(m)
+		}
+		if err := server.RevokeInStore(st, id, now); err != nil {
+			return err
+		}
+		revoked = append(revoked, id)
+	}
+	if len(revoked) > 0 {
+		r.done = append(r.done, fmt.Sprintf("what happened after the log's end is unknown, so every delegation was revoked: %s; "+
+			"the owners delegate again (pscs admin delegate)", strings.Join(revoked, ", ")))
+	}
+	return nil
 }
