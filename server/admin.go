@@ -643,16 +643,7 @@ func (s *Server) export(ctx context.Context, a *Admin, who string, from, until u
 	if a.AuditFile == "" {
 		return nil, transport.Errorf(transport.CodeUnsupported, "this server keeps no audit log")
 	}
-	mine := map[string]bool{}
-	ds, _ := s.cfg.Book.All()
-	for _, d := range ds {
-		if s.owns(who, d.Card) {
-			mine[d.ID] = true
-		}
-	}
-	isShown := func(r *audit.Record) bool {
-		return mine[r.Delegation] || r.Identity == who || r.Identity == audit.Identity
-	}
+	isShown := s.ShownTo(who)
 	errFull, errDone := errors.New("page full"), errors.New("done")
 	var manifest []byte
 	if until == 0 && a.Checkpoint != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/pscs/pscs/internal/testpki"
 	"github.com/pscs/pscs/profiles/piv/pivsim"
 	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/audit"
 	"github.com/pscs/pscs/server/policy"
 	"github.com/pscs/pscs/server/rsc"
 	"github.com/pscs/pscs/server/store"
@@ -504,5 +505,52 @@ func TestNotOwnerRefusalKeepsNoPolicyState(t *testing.T) {
 	// alice's own grant still goes through: her card is not locked.
 	if resp, code := adminDo(t, r.owner, del("carol"), &ptransport.AdminSecret{Passphrase: pass}); code != 0 || resp.VPIN == "" {
 		t.Errorf("alice's grant after carol's attempts: %v", code)
+	}
+}
+
+// TestShownToRestoreRecords: pscsd restore writes, as pscsd, the state of
+// each delegation and card it carries forward or revokes (restore:policy);
+// an owner's export and console show those of their own cards only, and
+// pscsd's records that name no delegation or card (anchors, checkpoints)
+// to every owner.
+func TestShownToRestoreRecords(t *testing.T) {
+	r := newAdminRig(t)
+	pass := []byte("owner passphrase")
+	reg := &ptransport.AdminRequest{Action: ptransport.AdminRegisterPIN, Card: "mayor"}
+	if _, code := adminDo(t, r.owner, reg, &ptransport.AdminSecret{PIN: []byte("123456"), Passphrase: pass}); code != 0 {
+		t.Fatalf("registration: %v", code)
+	}
+	bob := r.ca.Issue("bob", testpki.Options{})
+	if _, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminEnroll, Name: "bob", Certificate: bob.Leaf.Raw}, nil); code != 0 {
+		t.Fatalf("enroll: %v", code)
+	}
+	granted, code := adminDo(t, r.owner, &ptransport.AdminRequest{Action: ptransport.AdminDelegate,
+		Delegation: &ptransport.AdminDelegation{Delegate: "bob", Card: "mayor"}}, &ptransport.AdminSecret{Passphrase: pass})
+	if code != 0 {
+		t.Fatalf("delegation: %v", code)
+	}
+	srv := r.srv.Load()
+	alice, carol := srv.ShownTo("alice"), srv.ShownTo("carol")
+	for _, c := range []struct {
+		name         string
+		rec          audit.Record
+		alice, carol bool
+	}{
+		{"restore:policy of alice's delegation", audit.Record{Identity: audit.Identity, Op: "restore:policy", Delegation: granted.ID,
+			Policy: &audit.Policy{Serial: 9, Card: "mayor", Used: 3, Revoked: true}}, true, false},
+		{"restore:policy of alice's card", audit.Record{Identity: audit.Identity, Op: "restore:policy", Card: "mayor-1",
+			Policy: &audit.Policy{Serial: 9, Card: "mayor", CardLock: 1}}, true, false},
+		{"restore:policy of a delegation no longer in the book", audit.Record{Identity: audit.Identity, Op: "restore:policy", Delegation: "gone",
+			Policy: &audit.Policy{Serial: 9, Card: "mayor", Revoked: true}}, false, false},
+		{"an anchor", audit.Record{Identity: audit.Identity, Op: audit.OpAnchor}, true, true},
+		{"the restore", audit.Record{Identity: audit.Identity, Op: "restore", Result: []byte("restore of backup ...")}, true, true},
+		{"carol's own request", audit.Record{Identity: "carol", Op: "admin:list"}, false, true},
+	} {
+		if got := alice(&c.rec); got != c.alice {
+			t.Errorf("%s shown to alice: %v, want %v", c.name, got, c.alice)
+		}
+		if got := carol(&c.rec); got != c.carol {
+			t.Errorf("%s shown to carol: %v, want %v", c.name, got, c.carol)
+		}
 	}
 }

@@ -74,9 +74,12 @@ func (s *Server) DelegationsOf(owner string) []transport.AdminDelegation {
 	return s.list(owner).Delegations
 }
 
-// ShownTo returns what owner's export shows of the audit log: the records
-// made under delegations on owner's cards, owner's own requests, and
-// pscsd's records (anchors, checkpoints, store heads). The delegations are
+// ShownTo returns what owner's export (and console) shows of the audit
+// log: the records made under delegations on owner's cards, owner's own
+// requests, and pscsd's records (anchors, checkpoints, store heads) that
+// name no delegation or card of another owner's: pscsd restore writes,
+// as pscsd, the state of every delegation and card it carries forward or
+// revokes (restore:policy), which is theirs alone. The delegations are
 // those of now.
 func (s *Server) ShownTo(owner string) func(*audit.Record) bool {
 	mine := map[string]bool{}
@@ -87,7 +90,17 @@ func (s *Server) ShownTo(owner string) func(*audit.Record) bool {
 		}
 	}
 	return func(r *audit.Record) bool {
-		return mine[r.Delegation] || r.Identity == owner || r.Identity == audit.Identity
+		switch {
+		case mine[r.Delegation] || r.Identity == owner:
+			return true
+		case r.Identity != audit.Identity:
+			return false
+		case r.Delegation != "":
+			return false // another owner's, or no longer anyone's
+		case r.Policy != nil && r.Policy.Card != "" && !s.owns(owner, r.Policy.Card):
+			return false
+		}
+		return true
 	}
 }
 
