@@ -408,13 +408,28 @@ func (c *Console) sessionOf(w http.ResponseWriter, r *http.Request) *session {
 			return s
 		}
 	}
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && c.cfg.Enrollment != nil {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && c.cfg.Enrollment != nil && certMayOpen(r) {
 		id, err := c.cfg.Enrollment.Identify(r.Context(), r.TLS.PeerCertificates[0])
 		if err == nil && c.cfg.Server.IsOwner(id.ID) {
 			return c.startSession(w, id.ID, "client certificate")
 		}
 	}
 	return nil
+}
+
+// certMayOpen reports whether a request with an owner's client
+// certificate and no session may open one: a page of the console's own
+// (or an address typed in), or a top-level navigation. A browser presents
+// the certificate it was told to use for the console on every request to
+// it, those another site's page starts too (an image, a frame, a fetch),
+// which must not open sessions: each would end the owner's oldest past
+// MaxSessionsPerOwner.
+func certMayOpen(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "none", "same-origin":
+		return true
+	}
+	return r.Header.Get("Sec-Fetch-Dest") == "document" && r.Header.Get("Sec-Fetch-Mode") == "navigate"
 }
 
 // endLocked ends the session of digest d, if any, and its event streams.

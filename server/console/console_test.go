@@ -848,3 +848,76 @@ func TestExportNotCrossSite(t *testing.T) {
 		t.Errorf("%d exports reached the server, want 6: %v", n, s.srv.actions())
 	}
 }
+
+// TestClientCertificateCrossSite: requests that another site's page makes
+// to the console (images, frames, fetches; the browser presents the
+// owner's client certificate on them too) open no session, so that they
+// do not end the owner's sessions past MaxSessionsPerOwner; a top-level
+// navigation from another site (a link in a mail) opens one.
+func TestClientCertificateCrossSite(t *testing.T) {
+	ca, err := server.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, _ := ca.IssueServer([]string{"127.0.0.1"})
+	enroll := transport.NewStaticEnrollment()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := ca.IssueClient("alice", key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll.Add("alice", cert)
+	alice := tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	c := New(Config{Server: &fakeServer{}, CA: ca.Cert, Enrollment: enroll, AuditFile: emptyAuditLog(t), SampleEvery: time.Hour})
+	ln, err := c.Listen("127.0.0.1:0", "", srvCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Serve(ctx, ln)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{alice}}}
+	defer tr.CloseIdleConnections()
+	do := func(cookie *http.Cookie, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, c.URL()+"/cards", nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := do(nil, map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"})
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == CookieName {
+			session = ck
+		}
+	}
+	if resp.StatusCode != 200 || session == nil {
+		t.Fatalf("the owner's page: %d, session cookie %v", resp.StatusCode, session)
+	}
+	for i := range 2 * MaxSessionsPerOwner {
+		dest := []string{"image", "iframe", "empty"}[i%3]
+		r := do(nil, map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": dest})
+		if r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("another site's %s request: %d, want 401", dest, r.StatusCode)
+		}
+	}
+	// The session is still open: it answers, and no new one is opened.
+	if r := do(session, map[string]string{"Sec-Fetch-Site": "same-origin"}); r.StatusCode != 200 || len(r.Cookies()) != 0 {
+		t.Errorf("the owner's session after another site's requests: %d, cookies %v; want 200 and no new session", r.StatusCode, r.Cookies())
+	}
+	if r := do(nil, map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}); r.StatusCode != 200 {
+		t.Errorf("a link from another site: %d, want 200", r.StatusCode)
+	}
+}
