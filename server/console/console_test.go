@@ -921,3 +921,37 @@ func TestClientCertificateCrossSite(t *testing.T) {
 		t.Errorf("a link from another site: %d, want 200", r.StatusCode)
 	}
 }
+
+// growingServer grants a delegation to a new delegate between any two
+// readings of the delegations, as another session or pscs admin may.
+type growingServer struct {
+	fakeServer
+	n int
+}
+
+func (g *growingServer) DelegationsOf(owner string) []transport.AdminDelegation {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n++
+	var ds []transport.AdminDelegation
+	for i := range g.n {
+		ds = append(ds, transport.AdminDelegation{ID: fmt.Sprintf("%s-%d", owner, i), Card: "mayor", Delegate: fmt.Sprintf("d%d", i)})
+	}
+	return ds
+}
+
+// TestDelegatesPageGrantedMeanwhile: the delegates page counts the
+// delegations of one reading (it read them twice, and a delegate granted
+// in between was no entry of the first: a nil dereference).
+func TestDelegatesPageGrantedMeanwhile(t *testing.T) {
+	c := New(Config{Server: &growingServer{}, AuditFile: emptyAuditLog(t), SampleEvery: time.Hour})
+	dd := c.delegatesData(&session{owner: "alice"})
+	if len(dd.Delegates) == 0 {
+		t.Fatal("no delegates")
+	}
+	for _, d := range dd.Delegates {
+		if d.Delegations != 1 || d.Active != 1 {
+			t.Errorf("%s: %d delegations, %d active; want 1 and 1", d.Name, d.Delegations, d.Active)
+		}
+	}
+}

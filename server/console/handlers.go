@@ -584,11 +584,20 @@ type delegatesData struct {
 }
 
 func (c *Console) delegatesData(s *session) *delegatesData {
+	// One reading of the delegations: one granted meanwhile (by another
+	// session, or pscs admin) names a delegate the first did not know.
+	ds := c.cfg.Server.DelegationsOf(s.owner)
 	counts := map[string]*delegateView{}
-	for _, n := range c.known(s.owner) {
+	names := c.enrolledBy(s.owner)
+	for _, d := range ds {
+		names = append(names, d.Delegate)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	for _, n := range names {
 		counts[n] = &delegateView{Name: n}
 	}
-	for _, d := range c.cfg.Server.DelegationsOf(s.owner) {
+	for _, d := range ds {
 		v := counts[d.Delegate]
 		v.Delegations++
 		if !d.Revoked {
@@ -596,7 +605,7 @@ func (c *Console) delegatesData(s *session) *delegatesData {
 		}
 	}
 	dd := &delegatesData{}
-	for _, n := range c.known(s.owner) {
+	for _, n := range names {
 		dd.Delegates = append(dd.Delegates, *counts[n])
 	}
 	return dd
