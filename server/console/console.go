@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
@@ -79,6 +80,13 @@ const (
 	MaxBadTokens    = 5
 	BadTokenWindow  = 15 * time.Minute
 	BadTokenLockout = 5 * time.Minute
+	// MaxBadAddrs bounds the client addresses whose wrong tokens are
+	// counted (an IPv6 address counts by its /64): past it, a new
+	// address's wrong tokens are refused but not counted, so that a
+	// client of many addresses does not grow the console without end
+	// (links are 256-bit random: the lockout slows nobody who could
+	// guess one).
+	MaxBadAddrs = 4096
 )
 
 // Bounds of what one session or owner holds.
@@ -302,9 +310,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 // towards the address's lockout, and answers the refusal.
 func (c *Console) checkToken(w http.ResponseWriter, r *http.Request, t string, use bool) (token, bool) {
 	ip := clientIP(r)
+	addr := badKey(ip)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	b := c.bad[ip]
+	b := c.bad[addr]
 	if b != nil && now.Before(b.until) {
 		c.mu.Unlock()
 		c.log.Warn("console: login refused: too many wrong links from this address", "addr", ip)
@@ -317,13 +326,15 @@ func (c *Console) checkToken(w http.ResponseWriter, r *http.Request, t string, u
 		delete(c.tokens, d) // once, whatever follows
 	}
 	if !ok || now.After(tok.expires) {
-		if b == nil {
+		if b == nil && len(c.bad) < MaxBadAddrs {
 			b = &badTokens{}
-			c.bad[ip] = b
+			c.bad[addr] = b
 		}
-		b.times = append(recentBad(b.times, now), now)
-		if len(b.times) >= MaxBadTokens {
-			b.until, b.times = now.Add(BadTokenLockout), nil
+		if b != nil {
+			b.times = append(recentBad(b.times, now), now)
+			if len(b.times) >= MaxBadTokens {
+				b.until, b.times = now.Add(BadTokenLockout), nil
+			}
 		}
 		c.mu.Unlock()
 		reason := "unknown or already used"
@@ -344,6 +355,17 @@ func recentBad(times []time.Time, now time.Time) []time.Time {
 		times = times[1:]
 	}
 	return times
+}
+
+// badKey is the key of an address's wrong tokens: an IPv6 address's /64
+// (one host has all of it), an IPv4 address itself.
+func badKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Unmap().Is4() {
+		return ip
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 func clientIP(r *http.Request) string {

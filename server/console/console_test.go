@@ -16,8 +16,10 @@ import (
 	"html"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -953,5 +955,40 @@ func TestDelegatesPageGrantedMeanwhile(t *testing.T) {
 		if d.Delegations != 1 || d.Active != 1 {
 			t.Errorf("%s: %d delegations, %d active; want 1 and 1", d.Name, d.Delegations, d.Active)
 		}
+	}
+}
+
+// TestWrongTokensManyAddresses: wrong tokens from the addresses of one
+// IPv6 /64 count together (one host has all of them), and a client of
+// many addresses does not grow what the console keeps past MaxBadAddrs.
+func TestWrongTokensManyAddresses(t *testing.T) {
+	s := newSite(t)
+	try := func(addr string) int {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, "/login?token=wrong", nil)
+		r.RemoteAddr = net.JoinHostPort(addr, "443")
+		w := httptest.NewRecorder()
+		s.c.checkToken(w, r, "wrong", false)
+		return w.Code
+	}
+	for i := range MaxBadTokens {
+		if code := try(fmt.Sprintf("2001:db8::%x", i+1)); code != http.StatusForbidden {
+			t.Fatalf("wrong token %d: %d", i, code)
+		}
+	}
+	if code := try("2001:db8::ffff:1"); code != http.StatusTooManyRequests {
+		t.Errorf("another address of the /64 after %d wrong tokens: %d, want 429", MaxBadTokens, code)
+	}
+	if code := try("2001:db8:0:1::1"); code != http.StatusForbidden {
+		t.Errorf("another /64: %d, want 403", code)
+	}
+	for i := range MaxBadAddrs + 100 {
+		try(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+	}
+	s.c.mu.Lock()
+	n := len(s.c.bad)
+	s.c.mu.Unlock()
+	if n > MaxBadAddrs {
+		t.Errorf("%d addresses kept, want at most %d", n, MaxBadAddrs)
 	}
 }
