@@ -37,7 +37,9 @@ type backups struct {
 	smtp   *backup.SMTP
 	signer *backup.Signer
 
-	mu      sync.Mutex    // one backup at a time
+	mu      sync.Mutex // one backup at a time
+	askedMu sync.Mutex
+	asked   time.Time     // the last backup on demand was asked for
 	kick    chan struct{} // a failed backup on demand: retry on the schedule
 	failing atomic.Bool   // the last attempt failed
 
@@ -236,9 +238,27 @@ func (b *backups) sendTo(ctx context.Context, r recipient, signed []byte, subjec
 	return b.smtp.Send(ctx, b.cfg.From, r.addr, backup.Mail(b.cfg.From, r.addr, subject, time.Now(), env))
 }
 
-// now is server.Admin.Backup: a backup on demand. A failure is answered,
-// and retried on the schedule.
+// onDemandGap is the least time between two backups on demand: any owner
+// may ask for one, and each copies the whole state, has the TPM sign a
+// checkpoint, and mails every owner.
+const onDemandGap = time.Minute
+
+// errTooSoon refuses a backup on demand within onDemandGap of the last.
+var errTooSoon = errors.New("a backup on demand was asked for less than a minute ago")
+
+// now is server.Admin.Backup: a backup on demand, one per onDemandGap at
+// most. A failure is answered, and retried on the schedule.
 func (b *backups) now(ctx context.Context, who string) ([]byte, []string, error) {
+	b.askedMu.Lock()
+	t := time.Now()
+	if !b.asked.IsZero() && t.Sub(b.asked) < onDemandGap {
+		next := b.asked.Add(onDemandGap)
+		b.askedMu.Unlock()
+		b.log.Warn("backup on demand refused: too soon", "by", who, "next", next.UTC().Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("%w: ask again from %s", errTooSoon, next.UTC().Format(time.RFC3339))
+	}
+	b.asked = t
+	b.askedMu.Unlock()
 	d, sent, err := b.run(ctx, who)
 	if err != nil {
 		select {
