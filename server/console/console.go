@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,7 +222,7 @@ func (c *Console) Listen(addr, host string, cert tls.Certificate) (net.Listener,
 		host, _, _ = net.SplitHostPort(ln.Addr().String())
 	}
 	c.mu.Lock()
-	c.base = "https://" + net.JoinHostPort(host, port)
+	c.base = origin(host, port)
 	c.mu.Unlock()
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	if c.cfg.CA != nil {
@@ -230,6 +231,20 @@ func (c *Console) Listen(addr, host string, cert tls.Certificate) (net.Listener,
 		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
 	}
 	return tls.NewListener(ln, tc), nil
+}
+
+// origin is the console's origin (RFC 6454) at host and port, as browsers
+// serialize it in the Origin header of its pages' forms: the host in lower
+// case, and no port when it is HTTPS's default, 443.
+func origin(host, port string) string {
+	host = strings.ToLower(host)
+	if port == "443" {
+		if strings.Contains(host, ":") {
+			return "https://[" + host + "]"
+		}
+		return "https://" + host
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
 
 // URL is the console's address, once Listen was called.

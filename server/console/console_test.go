@@ -992,3 +992,31 @@ func TestWrongTokensManyAddresses(t *testing.T) {
 		t.Errorf("%d addresses kept, want at most %d", n, MaxBadAddrs)
 	}
 }
+
+// TestOriginDefaultPort: a console on port 443 (or named in capitals) takes
+// its own pages' forms: browsers send Origin https://host, without :443
+// and in lower case, and that must be the console's origin, or every
+// POST, logging in included, is refused as another site's.
+func TestOriginDefaultPort(t *testing.T) {
+	c := New(Config{Server: &fakeServer{}, AuditFile: emptyAuditLog(t), SampleEvery: time.Hour})
+	for _, tc := range []struct{ host, port, browser string }{
+		{"pscs.example", "443", "https://pscs.example"},
+		{"PSCS.Example", "443", "https://pscs.example"},
+		{"pscs.example", "9443", "https://pscs.example:9443"},
+		{"::1", "443", "https://[::1]"},
+		{"::1", "9443", "https://[::1]:9443"},
+	} {
+		c.mu.Lock()
+		c.base = origin(tc.host, tc.port)
+		c.mu.Unlock()
+		r := httptest.NewRequest(http.MethodPost, "/login", nil)
+		r.Header.Set("Origin", tc.browser)
+		if err := c.sameOrigin(r); err != nil {
+			t.Errorf("console on %s port %s, a form of its page (Origin %s): %v", tc.host, tc.port, tc.browser, err)
+		}
+		r.Header.Set("Origin", "https://evil.example")
+		if err := c.sameOrigin(r); err == nil {
+			t.Errorf("console on %s port %s: another site's form taken", tc.host, tc.port)
+		}
+	}
+}
