@@ -220,6 +220,22 @@ func TestAuditRollbackRefused(t *testing.T) {
 		})
 	}
 
+	// The store alone from before the revocation, its loss accepted: the
+	// revocation the log holds goes to the store again (and the sealed
+	// PIN copy it destroyed with it), as pscsd restore does.
+	revokedID := list.Delegations[0].ID
+	os.WriteFile(logPath, goodLog, 0o600)
+	os.WriteFile(storePath, beforeStore, 0o600)
+	if bytes.Contains(beforeStore, []byte("revoked:"+revokedID)) {
+		t.Fatal("the store from before the revocation holds it")
+	}
+	if out, err := exec.Command(bin, "recover", "--demo", "--state", state, "-accept", "store", "-reason", "the store of Monday").CombinedOutput(); err != nil {
+		t.Fatalf("pscsd recover -accept store: %v\n%s", err, out)
+	}
+	if st, _ := os.ReadFile(storePath); !bytes.Contains(st, []byte("revoked:"+revokedID)) {
+		t.Error("after pscsd recover -accept store, the store does not keep the revocation the log holds")
+	}
+
 	// The owner restores the state from before the revocation on purpose
 	// and accepts the loss; the loss is in the new log, and pscsd starts.
 	os.WriteFile(logPath, beforeLog, 0o600)
@@ -233,7 +249,6 @@ func TestAuditRollbackRefused(t *testing.T) {
 	}
 	// The copy predates the revocation, and what came after it is
 	// unknown: every delegation is revoked, and the revoked one stays so.
-	revokedID := list.Delegations[0].ID
 	if !strings.Contains(string(out), "every delegation was revoked: "+revokedID) {
 		t.Errorf("pscsd recover did not revoke the delegation it cannot vouch for:\n%s", out)
 	}

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -146,15 +148,35 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 		sopts = append(sopts, store.WithAnchor(anchor))
 	}
 	s.store, err = store.Open(filepath.Join(dir, "store"), mac, sopts...)
+	storeLost := false
 	if err != nil && found && rec != nil && rec.accepts(lossStore) {
 		// The owner accepts the store as it is: its head goes into the
 		// log below, after the loss is recorded.
+		if s.store != nil {
+			// Open answers a rolled-back store with the store and the
+			// error: it holds the store's lock, which the new Open takes.
+			s.store.Close()
+			s.store = nil
+		}
 		if err = rec.recordStore(s.audit, err); err == nil {
 			s.store, err = store.Open(filepath.Join(dir, "store"), mac)
+			storeLost = true
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err) // an altered or rolled-back store is reported, not used
+	}
+	if storeLost {
+		// An older store lacks the revocations made since (and holds the
+		// sealed PIN copies they destroyed): those the log knows go to
+		// the store again, as pscsd restore does.
+		for _, id := range slices.Sorted(maps.Keys(known.last)) {
+			if m := known.last[id]; m.Revoked && !server.Revoked(s.store, id) {
+				if err := server.RevokeInStore(s.store, id, m.Time); err != nil {
+					return nil, fmt.Errorf("recover: %w", err)
+				}
+			}
+		}
 	}
 	if rec != nil && rec.revoke && s.audit.Accepted() != nil {
 		// What happened after the log's end is unknown: no revocation
