@@ -19,12 +19,17 @@
 //     (login CSRF). The form sets the session cookie and redirects to a
 //     page whose address holds no secret; a second use, an expired or
 //     unknown token is refused. Wrong tokens, and only they, are counted
-//     per client address: the [MaxBadTokens]-th within [BadTokenWindow]
+//     per client address (an IPv6 address by its /64, [MaxBadAddrs]
+//     addresses at most): the [MaxBadTokens]-th within [BadTokenWindow]
 //     has the address refused for [BadTokenLockout]. Good links neither
 //     count nor clear the count.
 //   - the owner's client certificate (the one their client.conf names),
 //     which the listener asks for but does not require: a certificate
-//     issued by pscsd's CA and enrolled to an owner logs in directly.
+//     issued by pscsd's CA and enrolled to an owner logs in directly, on
+//     a page of the console's own, an address typed in, or a link
+//     followed from another site; not on what another site's page loads
+//     (images, frames, fetches), which would end the owner's sessions
+//     past [MaxSessionsPerOwner].
 //
 // A session lasts [Config.IdleTimeout] without a request (15 minutes by
 // default) and [Config.MaxSession] in all (8 hours). Its cookie is
