@@ -180,7 +180,8 @@ func (c *Context) Readers(ctx context.Context) ([]Reader, error) {
 		}
 		out = make([]Reader, len(rs))
 		for i, r := range rs {
-			out[i] = Reader{Name: r.Reader, Present: r.EventState&low16&scard.StatePresent != 0}
+			out[i] = Reader{Name: r.Reader, Present: r.EventState&low16&scard.StatePresent != 0,
+				Events: uint16(uint32(r.EventState) >> 16)}
 			if out[i].Present {
 				out[i].ATR = bytes.Clone(r.Atr)
 			}
