@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -409,6 +410,64 @@ func TestReaderEvents(t *testing.T) {
 	pull() // returns once the counter moved again
 	if out, err := readerState(c, reader); err != nil || out.Present || out.Events == in.Events {
 		t.Errorf("card pulled: %+v, %v; want empty, event counter moved from %d", out, err, in.Events)
+	}
+}
+
+// TestCallsHonourContext: with pcscd stopped (SIGSTOP: libpcsclite waits
+// for its answer without a timeout), Readers and Connect return when their
+// ctx ends; once pcscd goes on, the same Context works again.
+func TestCallsHonourContext(t *testing.T) {
+	c := setup(t)
+	if _, err := c.Readers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	pid := srv.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	// call runs f with a ctx that ends soon, by when f is most likely
+	// waiting for pcscd (if not, it returns ctx's error all the same), and
+	// fails the test if f does not return within timeout of that.
+	call := func(what string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- f(ctx) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s with pcscd stopped = %v, want its ctx's end", what, err)
+			}
+		case <-time.After(timeout):
+			resume()
+			t.Fatalf("%s with pcscd stopped: no return within %v of ctx's end", what, timeout)
+		}
+	}
+	// The first Readers reaches pcscd before its ctx ends, or not: either
+	// way it returns; the second waits for the first, left to finish.
+	call("Readers", func(ctx context.Context) error { _, err := c.Readers(ctx); return err })
+	call("Readers after an abandoned Readers", func(ctx context.Context) error { _, err := c.Readers(ctx); return err })
+	call("Connect", func(ctx context.Context) error {
+		k, err := c.Connect(ctx, srv.Readers[readerTransmit])
+		if err == nil {
+			k.Close()
+		}
+		return err
+	})
+	resume()
+	if _, err := c.Readers(t.Context()); err != nil {
+		t.Fatalf("Readers once pcscd goes on: %v", err)
 	}
 }
 

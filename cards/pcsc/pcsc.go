@@ -34,7 +34,10 @@
 // are used in parallel, and [Context.Watch] waits on its own context too.
 // SCardTransmit and SCardBeginTransaction cannot be interrupted: a ctx is
 // checked before them, not during them (SCardCancel only interrupts
-// SCardGetStatusChange).
+// SCardGetStatusChange). The calls of a [Context] ([Context.Readers],
+// [Context.Connect]) return when their ctx ends even if pcscd does not
+// answer (libpcsclite would wait for ever): the PC/SC call finishes in the
+// background.
 package pcsc
 
 import (
