@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,14 +99,48 @@ func insert(t testing.TB, c *pcsc.Context, reader int, card vpcd.Card, plug bool
 			return
 		}
 		pulled = true
+		in, _ := readerState(c, srv.Readers[reader])
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("vpcd serve of reader %d: %v", reader, err)
 		}
 		waitPresent(t, c, srv.Readers[reader], false)
+		if in.Present {
+			waitEvents(t, c, srv.Readers[reader], in.Events)
+		}
 	}
 	t.Cleanup(pull)
 	return pull
+}
+
+// readerState returns reader's state from c.Readers.
+func readerState(c *pcsc.Context, reader string) (pcsc.Reader, error) {
+	rs, err := c.Readers(context.Background())
+	if err != nil {
+		return pcsc.Reader{}, err
+	}
+	i := slices.IndexFunc(rs, func(r pcsc.Reader) bool { return r.Name == reader })
+	if i < 0 {
+		return pcsc.Reader{}, fmt.Errorf("reader %q not listed", reader)
+	}
+	return rs[i], nil
+}
+
+// waitEvents polls Readers until reader's event counter differs from old:
+// pcscd's reader thread saw a card go in or out (see Reader.Events).
+func waitEvents(t testing.TB, c *pcsc.Context, reader string, old uint16) pcsc.Reader {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := readerState(c, reader)
+		if err == nil && r.Events != old {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reader %q: event counter still %d after %v (last: %+v, %v)", reader, old, timeout, r, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitPresent polls Readers until reader holds a card (or not).
@@ -339,6 +375,100 @@ func TestWatchInitialState(t *testing.T) {
 	waitPresent(t, c, reader, true)
 	events := watch(t, c)
 	expectEvent(t, events, reader, pcsc.Inserted)
+}
+
+// TestReaderEvents: pcscd's event counter of a reader (Reader.Events)
+// moves when a card goes in, and again when it goes out, and not while it
+// stays.
+func TestReaderEvents(t *testing.T) {
+	c := setup(t)
+	reader := srv.Readers[readerRemoved]
+	before, err := readerState(c, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Present {
+		t.Fatalf("reader %q holds a card", reader)
+	}
+	pull := insert(t, c, readerRemoved, newEchoCard(), false)
+	waitPresent(t, c, reader, true)
+	in, err := readerState(c, reader)
+	if err != nil || !in.Present || in.Events == before.Events {
+		t.Fatalf("card inserted: %+v, %v; want present, event counter moved from %d", in, err, before.Events)
+	}
+	k, err := c.Connect(t.Context(), reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if _, err := k.Transmit(t.Context(), []byte{0, 0xB0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if still, err := readerState(c, reader); err != nil || still.Events != in.Events {
+		t.Errorf("card in use: %+v, %v; want event counter %d still", still, err, in.Events)
+	}
+	pull() // returns once the counter moved again
+	if out, err := readerState(c, reader); err != nil || out.Present || out.Events == in.Events {
+		t.Errorf("card pulled: %+v, %v; want empty, event counter moved from %d", out, err, in.Events)
+	}
+}
+
+// TestCallsHonourContext: with pcscd stopped (SIGSTOP: libpcsclite waits
+// for its answer without a timeout), Readers and Connect return when their
+// ctx ends; once pcscd goes on, the same Context works again.
+func TestCallsHonourContext(t *testing.T) {
+	c := setup(t)
+	if _, err := c.Readers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	pid := srv.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	// call runs f with a ctx that ends soon, by when f is most likely
+	// waiting for pcscd (if not, it returns ctx's error all the same), and
+	// fails the test if f does not return within timeout of that.
+	call := func(what string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- f(ctx) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s with pcscd stopped = %v, want its ctx's end", what, err)
+			}
+		case <-time.After(timeout):
+			resume()
+			t.Fatalf("%s with pcscd stopped: no return within %v of ctx's end", what, timeout)
+		}
+	}
+	// The first Readers reaches pcscd before its ctx ends, or not: either
+	// way it returns; the second waits for the first, left to finish.
+	call("Readers", func(ctx context.Context) error { _, err := c.Readers(ctx); return err })
+	call("Readers after an abandoned Readers", func(ctx context.Context) error { _, err := c.Readers(ctx); return err })
+	call("Connect", func(ctx context.Context) error {
+		k, err := c.Connect(ctx, srv.Readers[readerTransmit])
+		if err == nil {
+			k.Close()
+		}
+		return err
+	})
+	resume()
+	if _, err := c.Readers(t.Context()); err != nil {
+		t.Fatalf("Readers once pcscd goes on: %v", err)
+	}
 }
 
 // TestRemovedCard: Transmit to a pulled card fails with ErrCardRemoved or

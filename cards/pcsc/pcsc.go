@@ -34,7 +34,10 @@
 // are used in parallel, and [Context.Watch] waits on its own context too.
 // SCardTransmit and SCardBeginTransaction cannot be interrupted: a ctx is
 // checked before them, not during them (SCardCancel only interrupts
-// SCardGetStatusChange).
+// SCardGetStatusChange). The calls of a [Context] ([Context.Readers],
+// [Context.Connect]) return when their ctx ends even if pcscd does not
+// answer (libpcsclite would wait for ever): the PC/SC call finishes in the
+// background.
 package pcsc
 
 import (
@@ -48,6 +51,21 @@ type Reader struct {
 	Name    string
 	Present bool   // a card is in the reader
 	ATR     []byte // the card's ATR when Present
+	// Events is pcsc-lite's event counter of the reader (the high 16
+	// bits of its event state, wrapping): pcscd's reader thread adds one
+	// each time it sees a card inserted or removed, and only then.
+	//
+	// A reader shown empty with the counter it had while the card was in
+	// may not be empty for pcscd yet: pcscd (1.9.9) marks the reader empty
+	// in its shared state when a reset or an exchange finds the card
+	// gone, without telling its reader thread, which goes on believing
+	// the card in until its next poll (every 400 ms) finds the slot
+	// empty. A card inserted before that poll is never reported (the
+	// thread sees "present" as before), and the reader stays empty for
+	// every client until that card is removed again. A client that
+	// inserts a card itself (a test with vpcd) waits for the counter to
+	// move first.
+	Events uint16
 }
 
 // EventKind is what happened in a reader.

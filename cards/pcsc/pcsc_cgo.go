@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ebfe/scard"
@@ -78,8 +77,16 @@ func isServiceLost(err error) bool {
 
 // Context is a connection to the PC/SC service. Its methods are safe for
 // concurrent use; calls other than Watch and Connect are serialized.
+//
+// Every method that may block honours its ctx: libpcsclite waits for
+// pcscd without a timeout, so a PC/SC call runs on a goroutine of its
+// own, and the method returns ctx's error when ctx ends first. A call so
+// left finishes in the background: the Context's next call waits for it
+// (honouring its own ctx), a card connected too late is disconnected.
 type Context struct {
-	mu     sync.Mutex
+	// sem, held (one value in it) by the call using sc, serializes
+	// the calls and guards sc and closed.
+	sem    chan struct{}
 	sc     *scard.Context // nil: establish on next use
 	closed bool
 
@@ -91,8 +98,8 @@ type Context struct {
 // [cards.ErrServiceUnavailable] if pcscd is not running.
 func Open() (*Context, error) {
 	closing, cancel := context.WithCancel(context.Background())
-	c := &Context{closing: closing, close: cancel}
-	if err := c.do(func(*scard.Context) error { return nil }); err != nil {
+	c := &Context{sem: make(chan struct{}, 1), closing: closing, close: cancel}
+	if err := c.do(context.Background(), func(*scard.Context) error { return nil }); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -102,8 +109,8 @@ func Open() (*Context, error) {
 // Close releases the PC/SC context and ends running Watch calls. Cards from
 // Connect stay connected: close them separately. Close is idempotent.
 func (c *Context) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.sem <- struct{}{}
+	defer func() { <-c.sem }()
 	if c.closed {
 		return nil
 	}
@@ -121,10 +128,30 @@ func (c *Context) Close() error {
 
 // do runs f on the PC/SC context, establishing one first if needed. If f
 // fails because the service was restarted, do establishes a new context and
-// runs f once more. f returns errors from mapErr.
-func (c *Context) do(f func(*scard.Context) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// runs f once more. f returns errors from mapErr. When ctx ends first, do
+// returns its error and f goes on in the background, holding the Context
+// until it returns: the caller must then not read what f writes.
+func (c *Context) do(ctx context.Context, f func(*scard.Context) error) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-c.sem }()
+		done <- c.run(f)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run is do holding sem.
+func (c *Context) run(f func(*scard.Context) error) error {
 	if c.closed {
 		return fmt.Errorf("pcsc: context: %w", cards.ErrClosed)
 	}
@@ -159,13 +186,14 @@ func listReaders(sc *scard.Context) ([]string, error) {
 // event counter in the high 16 bits.
 const low16 = 0xFFFF
 
-// Readers returns the readers and whether each holds a card.
+// Readers returns the readers and whether each holds a card, or ctx's
+// error if ctx ends first.
 func (c *Context) Readers(ctx context.Context) ([]Reader, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var out []Reader
-	err := c.do(func(sc *scard.Context) error {
+	err := c.do(ctx, func(sc *scard.Context) error {
 		names, err := listReaders(sc)
 		if err != nil || len(names) == 0 {
 			out = nil
@@ -180,14 +208,18 @@ func (c *Context) Readers(ctx context.Context) ([]Reader, error) {
 		}
 		out = make([]Reader, len(rs))
 		for i, r := range rs {
-			out[i] = Reader{Name: r.Reader, Present: r.EventState&low16&scard.StatePresent != 0}
+			out[i] = Reader{Name: r.Reader, Present: r.EventState&low16&scard.StatePresent != 0,
+				Events: uint16(uint32(r.EventState) >> 16)}
 			if out[i].Present {
 				out[i].ATR = bytes.Clone(r.Atr)
 			}
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err // out may still be written by an abandoned call
+	}
+	return out, nil
 }
 
 // pnpReader is pcsc-lite's pseudo reader whose state changes when a reader
@@ -404,22 +436,47 @@ func (w *watcher) list(ctx context.Context, sc *scard.Context, old []scard.Reade
 }
 
 // Connect connects to the card in reader, shared with other PC/SC clients,
-// with T=0 or T=1. The Card has a PC/SC context of its own.
+// with T=0 or T=1. The Card has a PC/SC context of its own. If ctx ends
+// first, Connect returns its error, and a connection made after that is
+// closed.
 func (c *Context) Connect(ctx context.Context, reader string) (*Card, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	closed := c.closed
-	c.mu.Unlock()
+	<-c.sem
 	if closed {
 		return nil, fmt.Errorf("pcsc: context: %w", cards.ErrClosed)
 	}
-	k := &Card{reader: reader}
-	if err := k.connect(); err != nil {
-		return nil, err
+	type result struct {
+		k   *Card
+		err error
 	}
-	return k, nil
+	done := make(chan result, 1)
+	go func() {
+		k := &Card{reader: reader}
+		err := k.connect()
+		done <- result{k, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.k, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.err == nil {
+				r.k.Close() // connected after the caller gave up
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // Card is a connection to the card in one reader. A Card is NOT safe for

@@ -75,6 +75,12 @@ type Options struct {
 	// LogAPDUs runs pcscd with -a, which logs every APDU in clear, PINs
 	// included. Off unless the environment variable PSCS_PCSCD_APDUS is 1:
 	// for debugging a card conversation, never by default.
+	//
+	// The environment variable PSCS_PCSCD_DEBUG=1 adds -d: pcscd's debug
+	// log (its reader threads' polls, every client command), about 1 MB a
+	// minute, kept with the log when a test fails. It shows, for example,
+	// whether pcscd's reader thread saw a card go ("Card Removed From")
+	// or only a client's failed reset did ("Error resetting card").
 	LogAPDUs bool
 }
 
@@ -323,6 +329,9 @@ func (p *PCSCD) launch(ctx context.Context) error {
 	flags := "-f"
 	if p.apdus {
 		flags = "-f -a" // logs every APDU, PINs included: for debugging only
+	}
+	if os.Getenv("PSCS_PCSCD_DEBUG") == "1" {
+		flags += " -d"
 	}
 	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
 		`mount --bind "$1" /run/pcscd && exec "$2" $3 -c "$4"`,

@@ -73,8 +73,23 @@ type PlugOptions struct {
 // Plug inserts card into reader (an index into Readers) until the test
 // ends or pull is called, and returns once PC/SC clients see it; pull
 // returns once they see the reader empty, so that the next card plugged in
-// the same reader is not mistaken for this one. A nil p skips the test:
-// [Main] ran without pcscd ([SkipEnv]).
+// the same reader is not mistaken for this one, and once pcscd's reader
+// thread has seen it empty too, so that the next card is seen at all.
+// A nil p skips the test: [Main] ran without pcscd ([SkipEnv]).
+//
+// The second condition is pcscd's, not the probe's: when an exchange or a
+// reset finds the card gone, pcscd (1.9.9) marks the reader empty for its
+// clients at once, but its reader thread believes the card in until its
+// next poll (every 400 ms, later under load) finds the vpcd slot empty. A
+// card plugged before that poll is taken by that thread for the card it
+// knew: no insertion is recorded, and the reader stays empty for every
+// client until that card is pulled again. pull therefore waits, after the
+// probe shows the reader empty, until pcscd's event counter of the reader
+// (see cards/pcsc.Reader.Events: the reader thread alone moves it) differs
+// from its value while the card was in. It can only when the process's
+// cards/pcsc context talks to p (Main, or SetEnv before any PC/SC call)
+// and cgo is on; otherwise pull cannot tell, and a card plugged again at
+// once into the same reader may go unseen.
 func (p *PCSCD) Plug(t testing.TB, reader int, card vpcd.Card, opts PlugOptions) (pull func()) {
 	t.Helper()
 	if p == nil {
@@ -102,18 +117,55 @@ func (p *PCSCD) Plug(t testing.TB, reader int, card vpcd.Card, opts PlugOptions)
 	}()
 	atr := card.ATR()
 	var once sync.Once
+	var in uint16 // pcscd's event counter of the reader with the card in
 	pull = func() {
 		once.Do(func() {
+			// The counter may have moved since Plug (the card reset and
+			// reinserted by pcscd): take it again while the card is in.
+			if n, present, ok, err := p.events(context.Background(), reader); ok && err == nil && present {
+				in = n
+			}
 			cancel()
 			if err := <-done; err != nil && ctx.Err() == nil {
 				t.Errorf("pcscdtest: vpcd of reader %d: %v", reader, err)
 			}
 			p.WaitCard(t, reader, nil, opts)
+			if err := p.awaitNoticed(reader, in, opts); err != nil {
+				t.Error(err)
+			}
 		})
 	}
 	t.Cleanup(pull)
 	p.WaitCard(t, reader, atr, opts)
+	if n, _, ok, err := p.events(context.Background(), reader); ok && err == nil {
+		in = n
+	}
 	return pull
+}
+
+// awaitNoticed waits until pcscd's reader thread has seen reader empty: its
+// event counter differs from in, its value with the card in (see Plug).
+func (p *PCSCD) awaitNoticed(reader int, in uint16, opts PlugOptions) error {
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, present, ok, err := p.events(ctx, reader)
+		if !ok || (err == nil && !present && n != in) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pcscdtest: reader %d: pcscd's reader thread did not see the card go within %v "+
+				"(event counter %d, present %v, %v; %d with the card in)", reader, timeout, n, present, err, in)
+		case <-tick.C:
+		}
+	}
 }
 
 // WaitCard waits until opts.Probe sees the card of atr in reader, or an

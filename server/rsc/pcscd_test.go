@@ -70,15 +70,7 @@ func (r *rig) plug(i int) {
 	r.t.Helper()
 	r.pulls[i] = daemon.Plug(r.t, i, r.sims[i], pcscdtest.PlugOptions{
 		Logger: slog.New(slog.DiscardHandler),
-		Probe: func(ctx context.Context, reader int) ([]byte, error) {
-			rs, err := r.pc.Readers(ctx)
-			for _, rd := range rs {
-				if rd.Name == daemon.Readers[reader] && rd.Present {
-					return rd.ATR, nil
-				}
-			}
-			return nil, err
-		},
+		Probe:  daemon.ContextProbe(r.pc),
 	})
 }
 
@@ -116,17 +108,48 @@ func (r *rig) member(i int) *rsc.Member {
 // request is lost, and the card serves again once back.
 func TestPullUnderLoadThroughPCSCD(t *testing.T) {
 	r := newRig(t, 4, pivsim.Latency{SignECCP256: 20 * time.Millisecond})
-	p := rsc.NewPool("mayor", rsc.Options{})
+	// changed is signalled after every change of the pool's members.
+	changed := make(chan struct{}, 1)
+	p := rsc.NewPool("mayor", rsc.Options{OnChange: func(int) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}})
 	defer p.Close()
 	for i := range 4 {
 		if err := p.Add(r.member(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// size waits until the pool has want members.
+	size := func(want int) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for len(p.Members()) != want {
+			select {
+			case <-changed:
+			case <-timeout:
+				t.Fatalf("pool has %d members, want %d", len(p.Members()), want)
+			}
+		}
+	}
+	size(4)
 	digest := sha256.Sum256([]byte("under load"))
 	stop := make(chan struct{})
 	var ok, lost atomic.Int64
+	// signed receives ok's count after every signature, dropped when
+	// nobody waits.
+	signed := make(chan int64, 1)
 	var wg sync.WaitGroup
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop) // a failure: stop the delegates before the test ends
+		}
+		wg.Wait()
+	}()
 	for d := range 16 {
 		wg.Add(1)
 		go func() {
@@ -144,33 +167,54 @@ func TestPullUnderLoadThroughPCSCD(t *testing.T) {
 					continue
 				}
 				verifyBy(t, by, digest[:], sig)
-				ok.Add(1)
+				n := ok.Add(1)
+				select {
+				case signed <- n:
+				default:
+				}
 			}
 		}()
 	}
-	// KNOWN GAP: sleeps, not conditions. Plugging card 2 again as soon as
-	// the pool has dropped it and pcscd shows its reader empty hangs this
-	// process's PC/SC context now and then (Readers answers nothing for
-	// a minute, about 1 run in 20 under -race -cpu 1,2). Until that hang
-	// is found, the card goes back after a pause, as it always did.
-	time.Sleep(500 * time.Millisecond)
-	r.pull(2)
-	time.Sleep(500 * time.Millisecond)
-	if n := len(p.Members()); n != 3 {
-		t.Errorf("%d members with one card pulled, want 3", n)
+	// signing waits until cond holds after a signature.
+	signing := func(what string, cond func() bool) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for !cond() {
+			select {
+			case <-signed:
+			case <-timeout:
+				t.Fatalf("%s: not seen in 30 s (%d signatures)", what, ok.Load())
+			}
+		}
 	}
+	// Every card serves under load, then card 2 is pulled in the middle
+	// of it: pull returns once pcscd shows the reader empty and its
+	// reader thread saw it go (see pcscdtest.PCSCD.Plug), and the pool
+	// drops the card when a request finds it gone.
+	signing("every card serving", func() bool {
+		for _, m := range p.Members() {
+			if m.Served() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	r.pull(2)
+	size(3)
+	before := ok.Load()
+	signing("signatures on 3 cards", func() bool { return ok.Load() >= before+16 })
+	// The three cards left go on signing; card 2 goes back at once (plug
+	// returns once pcscd shows it), rejoins and serves.
 	r.plug(2)
 	back := r.member(2)
 	if err := p.Add(back); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	size(4)
+	signing("the returned card serving", func() bool { return back.Served() > 0 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d signatures, %d lost; the returned card served %d", ok.Load(), lost.Load(), back.Served())
-	if back.Served() == 0 {
-		t.Error("the card put back serves nothing")
-	}
 }
 
 var (
