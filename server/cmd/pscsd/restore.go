@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -180,7 +181,10 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 	restored, current, currentSeq := sc.restored, sc.current, sc.currentSeq
 
 	// Replace: the files the backup holds move aside, the restored ones in.
-	aside := filepath.Join(dir, "replaced-"+time.Now().UTC().Format("20060102T150405Z"))
+	aside, err := asideDir(dir, time.Now())
+	if err != nil {
+		return err
+	}
 	var moved []string
 	for _, name := range backup.Files {
 		from := filepath.Join(dir, filepath.FromSlash(name))
@@ -447,4 +451,23 @@ func checkStagedLogs(log *slog.Logger, open func() (transport.TPMCloser, error),
 		log.Warn("the audit log being replaced reads only in part", "records", n, "err", err)
 	}
 	return restored, current, currentSeq, nil
+}
+
+// asideDir makes the directory the files a restore replaces move to,
+// DIR/replaced-TIME, or DIR/replaced-TIME-N when one of that second is
+// there already: a second restore never overwrites the files the first
+// one kept.
+func asideDir(dir string, now time.Time) (string, error) {
+	stamp := filepath.Join(dir, "replaced-"+now.UTC().Format("20060102T150405Z"))
+	aside := stamp
+	for n := 2; ; n++ {
+		err := os.Mkdir(aside, 0o700)
+		if err == nil {
+			return aside, nil
+		}
+		if !errors.Is(err, fs.ErrExist) || n > 1000 {
+			return "", fmt.Errorf("restore: a directory for the replaced files: %w", err)
+		}
+		aside = fmt.Sprintf("%s-%d", stamp, n)
+	}
 }
