@@ -9,12 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -109,14 +107,19 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 	// The policy state (use counts, lockouts, locks) is rebuilt from the
 	// same read: each record keeps the state its request left.
 	s.policy = &policy.Rebuild{Since: time.Now().Add(-time.Hour)}
-	known := &knownMarks{last: map[string]policy.Mark{}} // for a recovery
+	var known marks // for a recovery: the policy states the log holds
+	if rec != nil {
+		known = marks{}
+	}
 	scan := func(r *audit.Record) {
 		if storeHead(r) && anchor.UnmarshalBinary(r.Result) == nil {
 			found = true
 		}
 		if m, ok := server.PolicyMark(r); ok {
 			s.policy.Add(m)
-			known.add(m)
+			if known != nil {
+				known.add(r)
+			}
 		}
 	}
 	counter, err := tpmanchor.OpenCounter(s.vault.WithTPM, tpmanchor.CounterHandle(s.vault.KeyID()))
@@ -167,15 +170,8 @@ func openState(dir string, tpm transport.TPMCloser, log *slog.Logger, da vault.D
 		return nil, fmt.Errorf("store: %w", err) // an altered or rolled-back store is reported, not used
 	}
 	if storeLost {
-		// An older store lacks the revocations made since (and holds the
-		// sealed PIN copies they destroyed): those the log knows go to
-		// the store again, as pscsd restore does.
-		for _, id := range slices.Sorted(maps.Keys(known.last)) {
-			if m := known.last[id]; m.Revoked && !server.Revoked(s.store, id) {
-				if err := server.RevokeInStore(s.store, id, m.Time); err != nil {
-					return nil, fmt.Errorf("recover: %w", err)
-				}
-			}
+		if err := keepRevocations(s.store, known); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
 		}
 	}
 	if rec != nil && rec.revoke && s.audit.Accepted() != nil {

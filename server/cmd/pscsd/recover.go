@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ const (
 // happened after its end: revocations, uses against a limit, wrong vPINs,
 // locks. An old copy of the files must not resurrect a revoked delegation,
 // so accepting it revokes every delegation the store does not already keep
-// revoked (a "recover:policy" record each, then the store's revocation);
+// revoked (revokeAll, as pscsd restore does);
 // the owners delegate again, their registered PINs stay.
 type recovery struct {
 	accept []string
@@ -91,67 +92,81 @@ func (r *recovery) recordStore(l *audit.Log, found error) error {
 	return err
 }
 
-// knownMarks is what the log that is read holds of each delegation's policy
-// state: its newest mark, and the newest change number of all.
-type knownMarks struct {
-	serial uint64
-	last   map[string]policy.Mark
+// keepRevocations writes into st the revocations the marks m (an audit
+// log's) hold that st does not keep: an older store than the log lacks
+// them, and still holds the sealed PIN copies they destroyed.
+func keepRevocations(st *store.Store, m marks) error {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if r := m[k]; r.Delegation != "" && r.Policy.Revoked && !server.Revoked(st, r.Delegation) {
+			if err := server.RevokeInStore(st, r.Delegation, time.UnixMilli(r.Policy.Time)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-func (k *knownMarks) add(m policy.Mark) {
-	k.serial = max(k.serial, m.Serial)
-	if m.Delegation == "" {
-		return
-	}
-	if o, ok := k.last[m.Delegation]; !ok || m.Serial >= o.Serial {
-		k.last[m.Delegation] = m
-	}
-}
-
-// revokeUnknown revokes, after an accepted loss of the log, every
-// delegation st holds and does not keep revoked: first a record of the
-// revocation into l (anchored, with the newest state known beside it; add
-// takes its mark, for the policy rebuilt at this start), then the
-// revocation in the store. A crash between the two leaves the record,
-// which every later start reads.
-func (r *recovery) revokeUnknown(l *audit.Log, st *store.Store, known *knownMarks, add func(policy.Mark)) error {
+// revokeAll revokes, when what happened after the logs at hand is
+// unknown, every delegation st holds and does not keep revoked: first a
+// record of op (by pscsd, anchored, numbered after serial) into l with the
+// revocation and the newest state newest knows of the delegation and of
+// its card (whose lock and wrong passphrases ride on every mark of it),
+// then the revocation in the store. A crash between the two leaves the
+// record, which every later start reads. add, if not nil, takes each
+// record. It returns the delegations revoked.
+func revokeAll(ctx context.Context, l *audit.Log, st *store.Store, serial uint64, newest func(delegation, card string) *audit.Policy,
+	op, why string, add func(*audit.Record)) ([]string, error) {
 	ids, err := st.List(store.KindDelegation)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var revoked []string
-	serial := known.serial
 	for _, id := range ids {
-		if server.Revoked(st, id) {
+		last := newest(id, "")
+		if last != nil && last.Revoked || server.Revoked(st, id) {
 			continue
 		}
 		db, gerr := st.Get(store.KindDelegation, id)
 		d, derr := store.DecodeDelegation(db)
 		if err := errors.Join(gerr, derr); err != nil {
-			return fmt.Errorf("delegation %s: %w", id, err)
+			return revoked, fmt.Errorf("delegation %s: %w", id, err)
 		}
 		serial++
 		now := time.Now()
 		p := audit.Policy{Serial: serial, Time: now.UnixMilli(), Card: d.Card, Revoked: true}
-		if m, ok := known.last[id]; ok {
-			p.Used, p.WrongVPIN, p.Locked = uint64(max(m.Used, 0)), uint64(max(m.WrongVPIN, 0)), m.Locked
+		if last != nil {
+			p.Used, p.WrongVPIN, p.Locked = last.Used, last.WrongVPIN, last.Locked
 		}
-		rec := &audit.Record{Identity: "pscsd recover", Op: "recover:policy", Delegation: id, Card: d.Card, Policy: &p,
-			Result: []byte("revoked by the recovery: what happened after the log's end is unknown"), Anchor: true}
-		if _, err := l.Append(context.Background(), rec); err != nil {
-			return err
+		if c := newest("", d.Card); c != nil {
+			p.CardLock, p.WrongPassphrase = c.CardLock, c.WrongPassphrase
 		}
-		if m, ok := server.PolicyMark(rec); ok {
-			add(m)
+		r := &audit.Record{Identity: audit.Identity, Op: op, Delegation: id, Policy: &p, Result: []byte(why), Anchor: true}
+		if _, err := l.Append(ctx, r); err != nil {
+			return revoked, err
+		}
+		if add != nil {
+			add(r)
 		}
 		if err := server.RevokeInStore(st, id, now); err != nil {
-			return err
+			return revoked, err
 		}
 		revoked = append(revoked, id)
 	}
+	return revoked, nil
+}
+
+// revokeUnknown is revokeAll after an accepted loss of the log, whose
+// marks are known; add takes the policy mark of each revocation.
+func (r *recovery) revokeUnknown(l *audit.Log, st *store.Store, known marks, add func(policy.Mark)) error {
+	revoked, err := revokeAll(context.Background(), l, st, known.maxSerial(), known.newest, "recover:policy",
+		"revoked by the recovery: what happened after the log's end is unknown", func(rec *audit.Record) {
+			if m, ok := server.PolicyMark(rec); ok {
+				add(m)
+			}
+		})
 	if len(revoked) > 0 {
 		r.done = append(r.done, fmt.Sprintf("what happened after the log's end is unknown, so every delegation was revoked: %s; "+
 			"the owners delegate again (pscs admin delegate)", strings.Join(revoked, ", ")))
 	}
-	return nil
+	return err
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -260,54 +259,16 @@ func restoreState(log *slog.Logger, cfg *Config, demoState string, req restoreRe
 	// vPINs, locks) happened after everything the logs at hand hold, they
 	// are unknown: every delegation not revoked is then revoked, for an
 	// old copy of the files must not resurrect one (docs/backup.md).
-	revoke := map[string]bool{}
-	for _, cur := range current {
-		if cur.Delegation != "" && cur.Policy.Revoked && !server.Revoked(st.store, cur.Delegation) {
-			revoke[cur.Delegation] = true
-		}
+	if err == nil {
+		err = keepRevocations(st.store, current)
 	}
 	var forced []string
 	if err == nil && sc.unknown() {
-		serial := max(restored.maxSerial(), current.maxSerial())
-		var ids []string
-		if ids, err = st.store.List(store.KindDelegation); err != nil {
-			ids = nil
+		both := func(delegation, card string) *audit.Policy {
+			return newer(restored.newest(delegation, card), current.newest(delegation, card))
 		}
-		for _, id := range ids {
-			if err != nil {
-				break
-			}
-			db, gerr := st.store.Get(store.KindDelegation, id)
-			d, derr := store.DecodeDelegation(db)
-			if gerr != nil || derr != nil {
-				err = errors.Join(gerr, derr)
-				break
-			}
-			last := newer(restored.newest(id, ""), current.newest(id, ""))
-			if last != nil && last.Revoked || server.Revoked(st.store, id) {
-				continue
-			}
-			serial++
-			p := audit.Policy{Serial: serial, Time: time.Now().UnixMilli(), Card: d.Card, Revoked: true}
-			if last != nil {
-				p.Used, p.WrongVPIN, p.Locked = last.Used, last.WrongVPIN, last.Locked
-			}
-			// The card's own state (its lock, wrong passphrases) rides on
-			// every mark of it: the newest known goes on.
-			if c := newer(restored.newest("", d.Card), current.newest("", d.Card)); c != nil {
-				p.CardLock, p.WrongPassphrase = c.CardLock, c.WrongPassphrase
-			}
-			_, err = st.audit.Append(ctx, &audit.Record{Identity: audit.Identity, Op: "restore:policy", Delegation: id,
-				Policy: &p, Result: []byte("revoked by the restore: what happened after the backup is unknown"), Anchor: true})
-			revoke[id] = true
-			forced = append(forced, id)
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(revoke)) {
-		if err != nil {
-			break
-		}
-		err = server.RevokeInStore(st.store, id, time.Now())
+		forced, err = revokeAll(ctx, st.audit, st.store, max(restored.maxSerial(), current.maxSerial()), both,
+			"restore:policy", "revoked by the restore: what happened after the backup is unknown", nil)
 	}
 	if cerr := st.close(); err == nil {
 		err = cerr
