@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pscs/pscs/server"
+	"github.com/pscs/pscs/server/audit"
+	"github.com/pscs/pscs/server/policy"
+	"github.com/pscs/pscs/server/store"
 )
 
 // TestAsideDirOfOneSecond: two restores in one second keep their replaced
@@ -34,5 +40,52 @@ func TestAsideDirOfOneSecond(t *testing.T) {
 	}
 	if _, err := os.ReadDir(second); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRevokeAllCarriesCardState: the revocations of what is unknown
+// (pscsd recover, pscsd restore) carry the newest state of the card
+// beside each delegation's: the policy rebuilt from the log takes a
+// card's lock and wrong passphrases from the newest record naming it,
+// so a revocation without them would reset them.
+func TestRevokeAllCarriesCardState(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "store"), wrongKey{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l, err := audit.Open(filepath.Join(dir, "audit.log"), wrongKey{}, audit.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, d := range []policy.Delegation{{ID: "d1", Delegate: "bob", Card: "mayor"}, {ID: "d2", Delegate: "carol", Card: "mayor"}} {
+		b, err := store.EncodeDelegation(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(store.KindDelegation, d.ID, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	known := marks{}
+	known.add(&audit.Record{Delegation: "d1", Policy: &audit.Policy{Serial: 4, Card: "mayor", Used: 3}})
+	known.add(&audit.Record{Policy: &audit.Policy{Serial: 7, Card: "mayor", CardLock: 6, WrongPassphrase: 2}})
+	var got []*audit.Record
+	revoked, err := revokeAll(context.Background(), l, st, known.maxSerial(), known.newest, "recover:policy", "test",
+		func(r *audit.Record) { got = append(got, r) })
+	if err != nil || len(revoked) != 2 || len(got) != 2 {
+		t.Fatalf("revokeAll: %v %v, %d records", revoked, err, len(got))
+	}
+	for i, r := range got {
+		p := r.Policy
+		if !p.Revoked || p.Serial != uint64(8+i) || p.CardLock != 6 || p.WrongPassphrase != 2 || !server.Revoked(st, r.Delegation) {
+			t.Errorf("%s: %+v, revoked in the store %v; want revoked, serial %d, the card's lock 6 and 2 wrong passphrases",
+				r.Delegation, *p, server.Revoked(st, r.Delegation), 8+i)
+		}
+	}
+	if got[0].Policy.Used != 3 {
+		t.Errorf("d1's use count %d, want 3", got[0].Policy.Used)
 	}
 }
